@@ -1,0 +1,574 @@
+//! The chat grammar (nom 8): a Slack message in, a [`Command`] or a [`ParseError`] out.
+//!
+//! `GRAMMAR.md` at the top of the repository writes the grammar out; the parsers below are named after
+//! its rules. The work happens in three steps:
+//! 1. [`addressed_text`] decides whether the message is for the bot at all (name or alias prefix, a
+//!    mention of the bot's user id, a DM, a slash command) and returns the rest;
+//! 2. [`unescape`] undoes Slack's encoding (`&amp;` `&lt;` `&gt;`, `<url|text>` links);
+//! 3. [`command`] parses the words.
+//!
+//! Parsers return `nom::Err::Error` when an alternative does not match and `nom::Err::Failure` with a
+//! [`ParseError`] once the input is known to be malformed, so the person gets the most specific message.
+//! No I/O, no async, no configuration: only what was typed.
+
+use nom::{
+    IResult, Parser,
+    branch::alt,
+    bytes::complete::{tag_no_case, take_till1, take_while1},
+    character::complete::{char, digit1, multispace0, multispace1},
+    combinator::{opt, rest},
+    sequence::preceded,
+};
+
+use super::{CancelTarget, Command, DEFAULT_TASK, DeployCommand, validate};
+use crate::suggest;
+
+/// A message addressed to the bot that does not parse: what is wrong, and how to put it right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub message: String,
+    pub hint: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.hint)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// How a message reached the bot, which decides whether it is addressed to it.
+#[derive(Debug, Clone, Default)]
+pub struct Addressing<'a> {
+    /// The bot's name and aliases (`zbot`, …): `zbot deploy …`, `zbot: …`, `@zbot, …`.
+    pub names: &'a [String],
+    /// The bot's Slack user id: `<@U0BOT> deploy …`.
+    pub bot_user_id: Option<&'a str>,
+    /// A direct message: no prefix needed.
+    pub direct: bool,
+    /// The slash command this text came with (`/deploy`, `/zbot`).
+    pub slash_command: Option<&'a str>,
+}
+
+/// Verbs a message can start with, for "did you mean" and for `help <topic>`.
+pub const VERBS: &[&str] = &[
+    "deploy", "deploys", "where", "lock", "unlock", "locks", "cancel", "rollback", "help",
+    "version",
+];
+
+/// Parses a message as Slack delivers it. `None`: not addressed to the bot (never an error).
+pub fn parse_message(
+    text: &str,
+    addressing: &Addressing<'_>,
+) -> Option<Result<Command, ParseError>> {
+    let text = addressed_text(text, addressing)?;
+    Some(parse_command(&unescape(&text)))
+}
+
+/// Parses the command words alone (already addressed and unescaped).
+pub fn parse_command(text: &str) -> Result<Command, ParseError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ParseError {
+            message: "there is no command".into(),
+            hint: "try `help`".into(),
+        });
+    }
+    match (command, multispace0).parse(text) {
+        Ok(("", (command, _))) => Ok(command),
+        Ok((left, _)) => Err(unexpected(left, "deploy")),
+        Err(nom::Err::Failure(e)) | Err(nom::Err::Error(e)) => Err(e.into_parse_error(text)),
+        Err(nom::Err::Incomplete(_)) => Err(unexpected(text, "help")),
+    }
+}
+
+/// The text after the bot's address, or `None` when the message is not for the bot.
+pub fn addressed_text(text: &str, addressing: &Addressing<'_>) -> Option<String> {
+    if let Some(slash) = addressing.slash_command {
+        let verb = slash.trim_start_matches('/').to_lowercase();
+        let text = text.trim();
+        let first = text.split_whitespace().next().unwrap_or_default();
+        let names_a_verb =
+            is_deploy_family(first) || VERBS.contains(&first.to_lowercase().as_str());
+        return Some(if VERBS.contains(&verb.as_str()) && !names_a_verb {
+            format!("{verb} {text}")
+        } else if text.is_empty() {
+            "help".to_string()
+        } else {
+            text.to_string()
+        });
+    }
+    let trimmed = text.trim_start();
+    if let Some(id) = addressing.bot_user_id
+        && let Some(after) = mention_of(trimmed, id)
+    {
+        return Some(strip_separator(after).to_string());
+    }
+    let unprefixed = trimmed.strip_prefix('@').unwrap_or(trimmed);
+    for name in addressing.names {
+        let Some(head) = unprefixed.get(..name.len()) else {
+            continue;
+        };
+        if !head.eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let after = &unprefixed[name.len()..];
+        if after.is_empty()
+            || after.starts_with([':', ','])
+            || after.starts_with(char::is_whitespace)
+        {
+            return Some(strip_separator(after).to_string());
+        }
+    }
+    addressing.direct.then(|| trimmed.to_string())
+}
+
+/// `<@U0BOT>` or `<@U0BOT|zbot>` at the start of `text`: the rest.
+fn mention_of<'t>(text: &'t str, bot_user_id: &str) -> Option<&'t str> {
+    let inner = text.strip_prefix("<@")?;
+    let end = inner.find('>')?;
+    let id = inner[..end].split('|').next()?;
+    (id == bot_user_id).then(|| &inner[end + 1..])
+}
+
+fn strip_separator(text: &str) -> &str {
+    text.trim_start()
+        .trim_start_matches([':', ','])
+        .trim_start()
+}
+
+/// Undoes Slack's message encoding: `<url|text>` → `text`, `<url>` → `url`, then `&lt;` `&gt;` `&amp;`.
+/// Mentions (`<@U…>`, `<#C…|name>`, `<!here>`) are kept as written, so they stay visibly unusable as values.
+pub fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('>') {
+            Some(end) if !after[..end].starts_with(['@', '#', '!']) => {
+                let inner = &after[..end];
+                out.push_str(inner.split_once('|').map_or(inner, |(_, label)| label));
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push('<');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The usage line of a verb, as the hint for a malformed command.
+pub fn usage(verb: &str) -> &'static str {
+    match verb {
+        "deploy" => "usage: deploy[:task][!] <app>[/<ref>] [to <env>[/<hosts>]] [<otp>]",
+        "deploys" => "usage: deploys <app>[/<ref>] [in <env>]",
+        "where" => "usage: where can i deploy <app>",
+        "lock" => "usage: lock <app> [in <env>] [<reason…>]",
+        "unlock" => "usage: unlock <app> [in <env>]",
+        "locks" => "usage: locks",
+        "cancel" => "usage: cancel <app> [in <env>] | cancel #<deployment id>",
+        "rollback" => "usage: rollback <app> [in <env>]",
+        "help" => "usage: help [<command>]",
+        "version" => "usage: version",
+        _ => "try `help`",
+    }
+}
+
+/// The nom error type: `Mismatch` lets `alt` try the next branch, `Malformed` carries the message.
+#[derive(Debug)]
+pub enum GrammarError<'a> {
+    Mismatch(&'a str),
+    Malformed { message: String, hint: String },
+}
+
+impl<'a> GrammarError<'a> {
+    fn into_parse_error(self, whole: &str) -> ParseError {
+        match self {
+            GrammarError::Mismatch(at) => {
+                unexpected(if at.is_empty() { whole } else { at }, "help")
+            }
+            GrammarError::Malformed { message, hint } => ParseError { message, hint },
+        }
+    }
+}
+
+impl<'a> nom::error::ParseError<&'a str> for GrammarError<'a> {
+    fn from_error_kind(input: &'a str, _kind: nom::error::ErrorKind) -> Self {
+        GrammarError::Mismatch(input)
+    }
+    fn append(_input: &'a str, _kind: nom::error::ErrorKind, other: Self) -> Self {
+        other
+    }
+    fn or(self, other: Self) -> Self {
+        match (&self, &other) {
+            (GrammarError::Malformed { .. }, _) => self,
+            _ => other,
+        }
+    }
+}
+
+type PResult<'a, T> = IResult<&'a str, T, GrammarError<'a>>;
+
+fn malformed<'a>(
+    message: impl Into<String>,
+    hint: impl Into<String>,
+) -> nom::Err<GrammarError<'a>> {
+    nom::Err::Failure(GrammarError::Malformed {
+        message: message.into(),
+        hint: hint.into(),
+    })
+}
+
+fn unexpected(left: &str, verb: &str) -> ParseError {
+    let word = left.split_whitespace().next().unwrap_or(left);
+    ParseError {
+        message: format!("I did not expect `{word}` there"),
+        hint: usage(verb).to_string(),
+    }
+}
+
+/// `command = deploy_family | deploys | where | locks | lock | unlock | cancel | rollback | help | version`
+fn command(i: &str) -> PResult<'_, Command> {
+    let (after, verb) = take_till1(char::is_whitespace).parse(i)?;
+    if is_deploy_family(verb) {
+        return deploy_family(i);
+    }
+    match verb.to_lowercase().as_str() {
+        "deploys" => deploys(after),
+        "where" => where_can_i_deploy(after),
+        "lock" => lock(after),
+        "unlock" => unlock(after),
+        "locks" => no_arguments(after, "locks", Command::Locks),
+        "cancel" => cancel(after),
+        "rollback" => rollback(after),
+        "help" => help(after),
+        "version" => no_arguments(after, "version", Command::Version),
+        _ => Err(unknown_verb(verb)),
+    }
+}
+
+/// `deploy`, `deploy!`, `deploy:<task>`, `deploy:<task>!`, in any case.
+fn is_deploy_family(word: &str) -> bool {
+    let rest = match word.get(..DEFAULT_TASK.len()) {
+        Some(head) if head.eq_ignore_ascii_case(DEFAULT_TASK) => &word[DEFAULT_TASK.len()..],
+        _ => return false,
+    };
+    rest.is_empty() || rest.starts_with([':', '!'])
+}
+
+fn unknown_verb<'a>(verb: &str) -> nom::Err<GrammarError<'a>> {
+    let hint = match suggest::closest(verb, VERBS.iter().copied()) {
+        Some(verb) => format!("did you mean `{verb}`?"),
+        None => "try `help`".to_string(),
+    };
+    malformed(format!("I don't know the command `{verb}`"), hint)
+}
+
+fn no_arguments<'a>(i: &'a str, verb: &str, command: Command) -> PResult<'a, Command> {
+    let (left, _) = multispace0(i)?;
+    if !left.is_empty() {
+        return Err(malformed(
+            format!("`{verb}` takes no arguments, but I got `{}`", left.trim()),
+            usage(verb),
+        ));
+    }
+    Ok((left, command))
+}
+
+/// `deploy_family = "deploy" (":" task)* "!"? …`, where `deploy:lock`, `deploy:unlock` and
+/// `deploy:version` are the lock, unlock and version commands.
+fn deploy_family(i: &str) -> PResult<'_, Command> {
+    let (after, word) = take_till1(char::is_whitespace).parse(i)?;
+    let (task, force) = match word.strip_suffix('!') {
+        Some(task) => (task, true),
+        None => (word, false),
+    };
+    // `is_deploy_family` checked that the word starts with the six ASCII letters of "deploy".
+    let task = format!("{DEFAULT_TASK}{}", &task[DEFAULT_TASK.len()..]);
+    match task.as_str() {
+        "deploy:lock" => return lock(after),
+        "deploy:unlock" => return unlock(after),
+        "deploy:version" => return no_arguments(after, "version", Command::Version),
+        _ => {}
+    }
+    validate::task(&task).map_err(|reason| malformed(reason, usage("deploy")))?;
+    let (i, (app, git_ref)) = app_and_ref(after, "deploy")?;
+    let (i, target) = target(i, "deploy")?;
+    let (i, otp) = one_time_password(i, target.is_some())?;
+    let (environment, hosts) = target.unzip();
+    Ok((
+        i,
+        Command::Deploy(DeployCommand {
+            task,
+            force,
+            app,
+            git_ref,
+            environment,
+            hosts: hosts.flatten(),
+            otp,
+        }),
+    ))
+}
+
+/// `app_ref = app ("/" ref)?`, preceded by white space.
+fn app_and_ref<'a>(i: &'a str, verb: &str) -> PResult<'a, (String, Option<String>)> {
+    let (i, app) = app(i, verb)?;
+    let (i, git_ref) = opt(preceded(char('/'), take_till1(char::is_whitespace))).parse(i)?;
+    if let Some(git_ref) = git_ref {
+        validate::git_ref(git_ref).map_err(|reason| malformed(reason, usage(verb)))?;
+    } else if let Some(c) = i.chars().next().filter(|c| !c.is_whitespace()) {
+        return Err(malformed(
+            format!("`{c}` is not allowed in an app name"),
+            usage(verb),
+        ));
+    }
+    Ok((i, (app, git_ref.map(str::to_string))))
+}
+
+/// `app = [-_.0-9a-zA-Z]+`, preceded by white space.
+fn app<'a>(i: &'a str, verb: &str) -> PResult<'a, String> {
+    let missing = || malformed(format!("`{verb}` needs an app name"), usage(verb));
+    let (i, _) = multispace1(i).map_err(|_: nom::Err<GrammarError>| missing())?;
+    let (i, app) = take_while1(|c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .parse(i)
+        .map_err(|_: nom::Err<GrammarError>| {
+            let word = i.split_whitespace().next().unwrap_or_default();
+            match validate::app(word) {
+                Err(reason) => malformed(reason, usage(verb)),
+                Ok(()) => missing(),
+            }
+        })?;
+    Ok((i, app.to_string()))
+}
+
+/// `target = ("to" | "in" | "on") env ("/" hosts)?`: `None` when no keyword follows.
+#[allow(clippy::type_complexity)]
+fn target<'a>(i: &'a str, verb: &str) -> PResult<'a, Option<(String, Option<String>)>> {
+    let keyword = preceded(
+        multispace1,
+        alt((tag_no_case("to"), tag_no_case("in"), tag_no_case("on"))),
+    );
+    let (after, word) = match (
+        keyword,
+        nom::combinator::peek(alt((multispace1, nom::combinator::eof))),
+    )
+        .parse(i)
+    {
+        Ok((after, (word, _))) => (after, word),
+        Err(nom::Err::Error(_)) => return Ok((i, None)),
+        Err(e) => return Err(e),
+    };
+    let Ok((after, value)) = preceded(
+        multispace1::<&str, GrammarError>,
+        take_till1(char::is_whitespace),
+    )
+    .parse(after) else {
+        return Err(malformed(
+            format!("I expected an environment after `{}`", word.to_lowercase()),
+            usage(verb),
+        ));
+    };
+    let (environment, hosts) = match value.split_once('/') {
+        Some((env, hosts)) => (env, Some(hosts)),
+        None => (value, None),
+    };
+    validate::environment(environment).map_err(|reason| malformed(reason, usage(verb)))?;
+    if let Some(hosts) = hosts {
+        if verb != "deploy" {
+            return Err(malformed(format!("`{verb}` takes no hosts"), usage(verb)));
+        }
+        validate::hosts(hosts).map_err(|reason| malformed(reason, usage(verb)))?;
+    }
+    Ok((
+        after,
+        Some((environment.to_string(), hosts.map(str::to_string))),
+    ))
+}
+
+/// `otp = [0-9]{6} | [cbdefghijklnrtuv]{32,64}`: anything else after the target is an error with a hint.
+fn one_time_password(i: &str, had_target: bool) -> PResult<'_, Option<String>> {
+    let (after, word) = match preceded(
+        multispace1::<&str, GrammarError>,
+        take_till1(char::is_whitespace),
+    )
+    .parse(i)
+    {
+        Ok(found) => found,
+        Err(_) => return Ok((i, None)),
+    };
+    if validate::otp(word) {
+        return Ok((after, Some(word.to_string())));
+    }
+    if !had_target {
+        if let Some(keyword) = suggest::closest(word, ["to", "in", "on"]) {
+            return Err(malformed(
+                format!("I don't understand `{word}`"),
+                format!("did you mean `{keyword}`? {}", usage("deploy")),
+            ));
+        }
+        if validate::environment(word).is_ok() && !word.chars().all(|c| c.is_ascii_digit()) {
+            return Err(malformed(
+                format!("I don't understand `{word}`"),
+                format!("to name an environment, write `to {word}`"),
+            ));
+        }
+    }
+    Err(malformed(
+        format!("`{word}` is not a one-time password"),
+        "a one-time password is 6 digits or a 32–64 character yubikey code",
+    ))
+}
+
+/// `deploys = "deploys" app_ref target?`
+fn deploys(i: &str) -> PResult<'_, Command> {
+    let (i, (app, git_ref)) = app_and_ref(i, "deploys")?;
+    let (i, target) = target(i, "deploys")?;
+    Ok((
+        i,
+        Command::Deploys {
+            app,
+            git_ref,
+            environment: target.map(|(env, _)| env),
+        },
+    ))
+}
+
+/// `where = "where" "can" "i" "deploy" app "?"?`
+fn where_can_i_deploy(i: &str) -> PResult<'_, Command> {
+    let mut words = (
+        multispace1,
+        tag_no_case("can"),
+        multispace1,
+        tag_no_case("i"),
+        multispace1,
+        tag_no_case("deploy"),
+    );
+    let (i, _) = words.parse(i).map_err(|_: nom::Err<GrammarError>| {
+        malformed("I only know `where can i deploy <app>`", usage("where"))
+    })?;
+    let (i, app) = app(i, "where")?;
+    let (i, _) = opt(char('?')).parse(i)?;
+    Ok((i, Command::Where { app }))
+}
+
+/// `lock = ("lock" | "deploy:lock" "!"?) app target? reason?`
+fn lock(i: &str) -> PResult<'_, Command> {
+    let (i, app) = app_without_ref(i, "lock")?;
+    let (i, target) = target(i, "lock")?;
+    let (i, reason) = rest(i)?;
+    let reason = reason.trim();
+    if reason.chars().any(char::is_control) {
+        return Err(malformed(
+            "a lock reason cannot contain control characters",
+            usage("lock"),
+        ));
+    }
+    Ok((
+        i,
+        Command::Lock {
+            app,
+            environment: target.map(|(env, _)| env),
+            reason: (!reason.is_empty()).then(|| reason.to_string()),
+        },
+    ))
+}
+
+/// An app name where a ref makes no sense (locks, cancel, rollback).
+fn app_without_ref<'a>(i: &'a str, verb: &str) -> PResult<'a, String> {
+    let (i, (app, git_ref)) = app_and_ref(i, verb)?;
+    if git_ref.is_some() {
+        return Err(malformed(
+            format!("`{verb}` works on an environment, not a ref"),
+            usage(verb),
+        ));
+    }
+    Ok((i, app))
+}
+
+/// `unlock = ("unlock" | "deploy:unlock" "!"?) app target?`
+fn unlock(i: &str) -> PResult<'_, Command> {
+    let (i, app) = app_without_ref(i, "unlock")?;
+    let (i, target) = target(i, "unlock")?;
+    Ok((
+        i,
+        Command::Unlock {
+            app,
+            environment: target.map(|(env, _)| env),
+        },
+    ))
+}
+
+/// `cancel = "cancel" ("#"? digits | app target?)`
+fn cancel(i: &str) -> PResult<'_, Command> {
+    let by_id: PResult<'_, &str> = preceded((multispace1, opt(char('#'))), digit1).parse(i);
+    if let Ok((after, digits)) = by_id
+        && (after.is_empty() || after.starts_with(char::is_whitespace))
+    {
+        let id = digits.parse().map_err(|_| {
+            malformed(
+                format!("`{digits}` is not a deployment number"),
+                usage("cancel"),
+            )
+        })?;
+        return Ok((after, Command::Cancel(CancelTarget::Deployment(id))));
+    }
+    let (i, app) = app_without_ref(i, "cancel")?;
+    let (i, target) = target(i, "cancel")?;
+    Ok((
+        i,
+        Command::Cancel(CancelTarget::App {
+            app,
+            environment: target.map(|(env, _)| env),
+        }),
+    ))
+}
+
+/// `rollback = "rollback" app target?`
+fn rollback(i: &str) -> PResult<'_, Command> {
+    let (i, app) = app_without_ref(i, "rollback")?;
+    let (i, target) = target(i, "rollback")?;
+    Ok((
+        i,
+        Command::Rollback {
+            app,
+            environment: target.map(|(env, _)| env),
+        },
+    ))
+}
+
+/// `help = "help" verb?`
+fn help(i: &str) -> PResult<'_, Command> {
+    let (i, topic) = opt(preceded(multispace1, take_till1(char::is_whitespace))).parse(i)?;
+    let Some(topic) = topic else {
+        return Ok((i, Command::Help { topic: None }));
+    };
+    let lower = topic.to_lowercase();
+    let known = match lower.as_str() {
+        "deploy:lock" => Some("lock"),
+        "deploy:unlock" => Some("unlock"),
+        "deploy:version" => Some("version"),
+        other => VERBS.iter().copied().find(|verb| *verb == other),
+    };
+    match known {
+        Some(verb) => Ok((
+            i,
+            Command::Help {
+                topic: Some(verb.to_string()),
+            },
+        )),
+        None => {
+            let hint = match suggest::closest(topic, VERBS.iter().copied()) {
+                Some(verb) => format!("did you mean `help {verb}`?"),
+                None => format!("I have help on: {}", VERBS.join(", ")),
+            };
+            Err(malformed(format!("I have no help on `{topic}`"), hint))
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Chat commands: what a person asked zbot to do, as a typed value.
+//!
+//! [`grammar`] turns a chat message into a [`Command`] (or a [`ParseError`] with a hint); this module
+//! owns the types and their two printed forms: [`std::fmt::Display`] writes the command back as chat text
+//! (parsing that text again gives the same command) and [`Command::to_json`] is the `zbot parse` contract.
+//! Nothing here does I/O or reads configuration: a value that was not typed stays `None`.
+
+pub mod grammar;
+pub mod validate;
+
+use std::fmt;
+
+pub use grammar::{Addressing, ParseError, parse_message};
+
+/// The task a plain `deploy` runs.
+pub const DEFAULT_TASK: &str = "deploy";
+
+/// `deploy[:task][!] <app>[/<ref>] [to <env>[/<hosts>]] [<otp>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployCommand {
+    /// `deploy` or `deploy:<name>…` as typed (lowercase segments).
+    pub task: String,
+    /// `!`: skip auto-merge and required commit contexts.
+    pub force: bool,
+    pub app: String,
+    pub git_ref: Option<String>,
+    pub environment: Option<String>,
+    /// Comma-separated host names, as typed after `env/`.
+    pub hosts: Option<String>,
+    /// A 6-digit code or a 32–64 character yubikey string.
+    pub otp: Option<String>,
+}
+
+/// Everything a person can ask zbot in chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Deploy(DeployCommand),
+    /// `deploys <app>[/<ref>] [in <env>]`: recent deployments.
+    Deploys {
+        app: String,
+        git_ref: Option<String>,
+        environment: Option<String>,
+    },
+    /// `where can i deploy <app>`.
+    Where {
+        app: String,
+    },
+    /// `lock <app> [in <env>] [<reason…>]`, also `deploy:lock`.
+    Lock {
+        app: String,
+        environment: Option<String>,
+        reason: Option<String>,
+    },
+    /// `unlock <app> [in <env>]`, also `deploy:unlock`.
+    Unlock {
+        app: String,
+        environment: Option<String>,
+    },
+    /// `locks`.
+    Locks,
+    /// `cancel <app> [in <env>]` or `cancel #<id>`.
+    Cancel(CancelTarget),
+    /// `rollback <app> [in <env>]`.
+    Rollback {
+        app: String,
+        environment: Option<String>,
+    },
+    /// `help [<command>]`.
+    Help {
+        topic: Option<String>,
+    },
+    /// `version` or `deploy:version`.
+    Version,
+}
+
+/// What a `cancel` names: a deployment number, or the current deploy of an app in an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelTarget {
+    Deployment(u64),
+    App {
+        app: String,
+        environment: Option<String>,
+    },
+}
+
+impl Command {
+    /// The verb as `zbot parse` reports it in `"command"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Deploy(_) => "deploy",
+            Command::Deploys { .. } => "deploys",
+            Command::Where { .. } => "where",
+            Command::Lock { .. } => "lock",
+            Command::Unlock { .. } => "unlock",
+            Command::Locks => "locks",
+            Command::Cancel(_) => "cancel",
+            Command::Rollback { .. } => "rollback",
+            Command::Help { .. } => "help",
+            Command::Version => "version",
+        }
+    }
+
+    /// The `zbot parse` JSON object. Key names are a contract shared with other tools.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let name = self.name();
+        match self {
+            Command::Deploy(d) => json!({
+                "command": name, "task": d.task, "force": d.force, "app": d.app, "ref": d.git_ref,
+                "environment": d.environment, "hosts": d.hosts, "otp": d.otp,
+            }),
+            Command::Deploys {
+                app,
+                git_ref,
+                environment,
+            } => json!({"command": name, "app": app, "ref": git_ref, "environment": environment}),
+            Command::Where { app } => json!({"command": name, "app": app}),
+            Command::Lock {
+                app,
+                environment,
+                reason,
+            } => json!({"command": name, "app": app, "environment": environment, "reason": reason}),
+            Command::Unlock { app, environment } | Command::Rollback { app, environment } => {
+                json!({"command": name, "app": app, "environment": environment})
+            }
+            Command::Locks | Command::Version => json!({ "command": name }),
+            Command::Cancel(CancelTarget::Deployment(id)) => {
+                json!({"command": name, "app": null, "environment": null, "id": id})
+            }
+            Command::Cancel(CancelTarget::App { app, environment }) => {
+                json!({"command": name, "app": app, "environment": environment, "id": null})
+            }
+            Command::Help { topic } => json!({"command": name, "topic": topic}),
+        }
+    }
+}
+
+/// Writes ` in <env>` when an environment was given.
+fn write_env(f: &mut fmt::Formatter<'_>, environment: &Option<String>) -> fmt::Result {
+    match environment {
+        Some(env) => write!(f, " in {env}"),
+        None => Ok(()),
+    }
+}
+
+fn write_app_ref(f: &mut fmt::Formatter<'_>, app: &str, git_ref: &Option<String>) -> fmt::Result {
+    write!(f, "{app}")?;
+    match git_ref {
+        Some(r) => write!(f, "/{r}"),
+        None => Ok(()),
+    }
+}
+
+impl fmt::Display for Command {
+    /// The canonical chat text for the command; parsing it gives the same command back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Deploy(d) => {
+                write!(f, "{}{} ", d.task, if d.force { "!" } else { "" })?;
+                write_app_ref(f, &d.app, &d.git_ref)?;
+                if let Some(env) = &d.environment {
+                    write!(f, " to {env}")?;
+                    if let Some(hosts) = &d.hosts {
+                        write!(f, "/{hosts}")?;
+                    }
+                }
+                match &d.otp {
+                    Some(otp) => write!(f, " {otp}"),
+                    None => Ok(()),
+                }
+            }
+            Command::Deploys {
+                app,
+                git_ref,
+                environment,
+            } => {
+                write!(f, "deploys ")?;
+                write_app_ref(f, app, git_ref)?;
+                write_env(f, environment)
+            }
+            Command::Where { app } => write!(f, "where can i deploy {app}"),
+            Command::Lock {
+                app,
+                environment,
+                reason,
+            } => {
+                write!(f, "lock {app}")?;
+                write_env(f, environment)?;
+                match reason {
+                    Some(reason) => write!(f, " {reason}"),
+                    None => Ok(()),
+                }
+            }
+            Command::Unlock { app, environment } => {
+                write!(f, "unlock {app}")?;
+                write_env(f, environment)
+            }
+            Command::Locks => write!(f, "locks"),
+            Command::Cancel(CancelTarget::Deployment(id)) => write!(f, "cancel #{id}"),
+            Command::Cancel(CancelTarget::App { app, environment }) => {
+                write!(f, "cancel {app}")?;
+                write_env(f, environment)
+            }
+            Command::Rollback { app, environment } => {
+                write!(f, "rollback {app}")?;
+                write_env(f, environment)
+            }
+            Command::Help { topic: None } => write!(f, "help"),
+            Command::Help { topic: Some(t) } => write!(f, "help {t}"),
+            Command::Version => write!(f, "version"),
+        }
+    }
+}

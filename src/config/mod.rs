@@ -1,0 +1,743 @@
+//! `bot.toml` in, a validated [`Config`] out. No network.
+//!
+//! Loading happens in two passes. serde reads the file into the `Raw*` structs (unknown keys and values
+//! of the wrong shape stop it there, with the position toml reports). Then [`validate`] checks what
+//! serde cannot — missing environment variables, references between sections, names the grammar would
+//! refuse — and collects *every* problem, each as a [`Problem`] with file, line and key.
+//!
+//! Secrets are never written in the file: `"${SLACK_BOT_TOKEN}"` is read from the environment, and the
+//! result is a [`Secret`]. Relative paths are relative to the directory of the config file.
+
+pub mod apps_json;
+mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::command::validate;
+use crate::secret::Secret;
+pub use values::{EnvString, HumanDuration};
+
+/// One thing wrong with a config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no single place (e.g. the file cannot be read).
+    pub line: usize,
+    /// The key as written in the file, e.g. `[slack] bot_token`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub bot: BotConfig,
+    pub slack: Option<SlackConfig>,
+    pub github: Option<GithubConfig>,
+    pub webhook: Option<WebhookConfig>,
+    pub deploy: DeployConfig,
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub default_environment: String,
+    /// `prod` → `production`.
+    pub environment_aliases: BTreeMap<String, String>,
+    pub data_dir: PathBuf,
+    /// Slack user ids that may remove anyone's lock.
+    pub admins: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    pub app_token: Secret,
+    pub bot_token: Secret,
+    pub api_url: String,
+    pub slash_commands: Vec<String>,
+    pub default_channel: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    pub token: Option<Secret>,
+    pub api_url: String,
+    pub gist_token: Option<Secret>,
+    pub app: Option<GithubApp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GithubApp {
+    pub app_id: u64,
+    pub private_key_path: PathBuf,
+    pub installation_id: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub listen: SocketAddr,
+    pub path: String,
+    /// `None` only when `insecure_skip_signature = true`.
+    pub secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    pub work_dir: PathBuf,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub recipes_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub repository: String,
+    pub clone_url: Option<String>,
+    pub provider: Option<String>,
+    pub environments: Vec<String>,
+    pub default_ref: String,
+    pub allowed_channels: Vec<String>,
+    pub allowed_users: BTreeMap<String, Vec<String>>,
+    pub environment_urls: BTreeMap<String, String>,
+    /// `None`: GitHub's default (every context must pass).
+    pub required_contexts: Option<Vec<String>>,
+    pub auto_merge: bool,
+    pub timeout: Option<Duration>,
+    pub deploy_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`; every problem found is returned at once.
+    pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            vec![Problem {
+                file: path.to_path_buf(),
+                line: 0,
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }]
+        })?;
+        Config::from_source(path, &source)
+    }
+
+    /// Validates `source` as if read from `path` (which anchors relative paths and names the file in problems).
+    pub fn from_source(path: &Path, source: &str) -> Result<Config, Vec<Problem>> {
+        let raw: RawConfig =
+            toml::from_str(source).map_err(|e| vec![Problem::from_toml(path, source, &e)])?;
+        validate(path, source, raw)
+    }
+
+    /// Every secret this configuration holds, for the [`crate::secret::Redactor`].
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut secrets = Vec::new();
+        if let Some(slack) = &self.slack {
+            secrets.extend([&slack.app_token, &slack.bot_token]);
+        }
+        if let Some(github) = &self.github {
+            secrets.extend(github.token.iter().chain(github.gist_token.iter()));
+        }
+        if let Some(webhook) = &self.webhook {
+            secrets.extend(webhook.secret.iter());
+        }
+        secrets
+    }
+
+    /// Resolves an environment name typed in chat through `[bot] environment_aliases`.
+    pub fn resolve_environment<'a>(&'a self, typed: &'a str) -> &'a str {
+        self.bot
+            .environment_aliases
+            .get(typed)
+            .map(String::as_str)
+            .unwrap_or(typed)
+    }
+}
+
+impl Problem {
+    pub(crate) fn from_toml(path: &Path, source: &str, error: &toml::de::Error) -> Problem {
+        let offset = error.span().map(|s| s.start).unwrap_or(0);
+        // Without the input, toml's Display names the key path ("in `apps.adxstat.timeout`").
+        let mut bare = error.clone();
+        bare.set_input(None);
+        let key_path = bare.to_string().lines().find_map(|l| {
+            l.strip_prefix("in `")
+                .and_then(|k| k.strip_suffix('`'))
+                .map(str::to_string)
+        });
+        let mut message = error.message().trim().to_string();
+        // "unknown field `concurency`, expected one of `work_dir`, …": name the key itself, and the
+        // closest known one.
+        let unknown_field = message.strip_prefix("unknown field `").map(|rest| {
+            let field = rest.split('`').next().unwrap_or_default().to_string();
+            let known: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+            (
+                field.clone(),
+                crate::suggest::closest(&field, known.iter().copied()).map(str::to_string),
+            )
+        });
+        let key = match (unknown_field, key_path) {
+            (Some((field, close)), table) => {
+                if let Some(close) = close {
+                    message = format!("{message} (did you mean `{close}`?)");
+                }
+                table.map_or(field.clone(), |t| format!("{t}.{field}"))
+            }
+            (None, Some(path)) => path,
+            (None, None) => key_at(source, offset),
+        };
+        Problem {
+            file: path.to_path_buf(),
+            line: line_of(source, offset),
+            key,
+            message,
+        }
+    }
+
+    fn at(path: &Path, source: &str, offset: usize, message: impl Into<String>) -> Problem {
+        Problem {
+            file: path.to_path_buf(),
+            line: line_of(source, offset),
+            key: key_at(source, offset),
+            message: message.into(),
+        }
+    }
+}
+
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())].matches('\n').count() + 1
+}
+
+/// The key written on the line at `offset`, with its table: `[slack] bot_token`.
+fn key_at(source: &str, offset: usize) -> String {
+    let offset = offset.min(source.len());
+    let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = source[line_start..].lines().next().unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .unwrap_or_default();
+    let table = source[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .unwrap_or_default();
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key.to_string(),
+        (false, true) => table.to_string(),
+        (false, false) => format!("{table} {key}"),
+    }
+}
+
+/// The byte offset of `key` inside table `[table]`, or of the table header, for problems found after
+/// deserialization. Falls back to the start of the file.
+fn locate(source: &str, table: &str, key: Option<&str>) -> usize {
+    let header = format!("[{table}]");
+    let mut offset = 0;
+    let mut in_table = table.is_empty();
+    let mut table_offset = 0;
+    for line in source.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            if in_table && !table.is_empty() {
+                break;
+            }
+            in_table = trimmed == header;
+            if in_table {
+                table_offset = offset;
+            }
+        } else if in_table && let Some(key) = key {
+            let name = trimmed.split('=').next().unwrap_or_default().trim();
+            if name == key {
+                return offset;
+            }
+        }
+        offset += line.len();
+    }
+    table_offset
+}
+
+// ---- The file as serde reads it -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    bot: RawBot,
+    slack: Option<RawSlack>,
+    github: Option<RawGithub>,
+    webhook: Option<RawWebhook>,
+    #[serde(default)]
+    deploy: RawDeploy,
+    #[serde(default)]
+    apps: BTreeMap<String, RawApp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBot {
+    name: Option<String>,
+    #[serde(default)]
+    aliases: Vec<String>,
+    default_environment: Option<String>,
+    environment_aliases: Option<BTreeMap<String, String>>,
+    data_dir: Option<EnvString>,
+    #[serde(default)]
+    admins: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    app_token: EnvString,
+    bot_token: EnvString,
+    api_url: Option<EnvString>,
+    slash_commands: Option<Vec<String>>,
+    default_channel: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGithub {
+    token: Option<EnvString>,
+    api_url: Option<EnvString>,
+    gist_token: Option<EnvString>,
+    app_id: Option<u64>,
+    private_key_path: Option<EnvString>,
+    installation_id: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    listen: Option<EnvString>,
+    path: Option<String>,
+    secret: Option<EnvString>,
+    #[serde(default)]
+    insecure_skip_signature: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDeploy {
+    work_dir: Option<EnvString>,
+    timeout: Option<HumanDuration>,
+    concurrency: Option<usize>,
+    recipes_dir: Option<EnvString>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    repository: String,
+    clone_url: Option<EnvString>,
+    provider: Option<String>,
+    environments: Option<Vec<String>>,
+    default_ref: Option<String>,
+    #[serde(default)]
+    allowed_channels: Vec<String>,
+    #[serde(default)]
+    allowed_users: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    environment_urls: BTreeMap<String, String>,
+    required_contexts: Option<Vec<String>>,
+    #[serde(default)]
+    auto_merge: bool,
+    timeout: Option<HumanDuration>,
+    deploy_key: Option<EnvString>,
+}
+
+pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api";
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/github";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+// ---- Validation: every problem at once -------------------------------------------------------------
+
+struct Checker<'a> {
+    path: &'a Path,
+    source: &'a str,
+    base: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    /// The expanded string, recording a problem for each missing variable.
+    fn env(&mut self, value: &EnvString) -> String {
+        for name in &value.missing {
+            self.problems.push(Problem::at(
+                self.path,
+                self.source,
+                value.span.start,
+                format!("environment variable {name} is not set"),
+            ));
+        }
+        value.value.clone()
+    }
+
+    fn path(&mut self, value: &EnvString) -> PathBuf {
+        let text = self.env(value);
+        self.base.join(text)
+    }
+
+    fn problem(&mut self, table: &str, key: Option<&str>, message: impl Into<String>) {
+        let offset = locate(self.source, table, key);
+        let mut problem = Problem::at(self.path, self.source, offset, message);
+        problem.key = match key {
+            Some(key) => format!("[{table}] {key}"),
+            None => format!("[{table}]"),
+        };
+        self.problems.push(problem);
+    }
+
+    fn check_environment(&mut self, table: &str, key: &str, env: &str) {
+        if let Err(reason) = validate::environment(env) {
+            self.problem(table, Some(key), reason);
+        }
+    }
+}
+
+fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Problem>> {
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let mut c = Checker {
+        path,
+        source,
+        base,
+        problems: Vec::new(),
+    };
+
+    let bot = validate_bot(&mut c, raw.bot);
+    let slack = raw.slack.map(|s| validate_slack(&mut c, s));
+    let github = raw.github.map(|g| validate_github(&mut c, g));
+    let webhook = raw.webhook.map(|w| validate_webhook(&mut c, w));
+    let deploy = validate_deploy(&mut c, raw.deploy, &bot.data_dir);
+    let apps = raw
+        .apps
+        .into_iter()
+        .map(|(name, app)| {
+            let app = validate_app(&mut c, &name, app);
+            (name, app)
+        })
+        .collect();
+
+    if c.problems.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            bot,
+            slack,
+            github,
+            webhook,
+            deploy,
+            apps,
+        })
+    } else {
+        c.problems.sort_by_key(|p| p.line);
+        Err(c.problems)
+    }
+}
+
+fn validate_bot(c: &mut Checker<'_>, raw: RawBot) -> BotConfig {
+    let name = raw.name.unwrap_or_else(|| "zbot".to_string());
+    for (key, value) in
+        std::iter::once(("name", &name)).chain(raw.aliases.iter().map(|a| ("aliases", a)))
+    {
+        if value.is_empty()
+            || value
+                .chars()
+                .any(|ch| ch.is_whitespace() || matches!(ch, ':' | ','))
+        {
+            c.problem(
+                "bot",
+                Some(key),
+                format!("`{value}` cannot be a bot name: use one word"),
+            );
+        }
+    }
+    let default_environment = raw
+        .default_environment
+        .unwrap_or_else(|| "production".into());
+    c.check_environment("bot", "default_environment", &default_environment);
+    let environment_aliases = raw.environment_aliases.unwrap_or_else(|| {
+        BTreeMap::from([
+            ("prod".into(), "production".into()),
+            ("stg".into(), "staging".into()),
+        ])
+    });
+    for (alias, target) in &environment_aliases {
+        c.check_environment("bot", "environment_aliases", alias);
+        c.check_environment("bot", "environment_aliases", target);
+    }
+    let data_dir = match &raw.data_dir {
+        Some(dir) => c.path(dir),
+        None => c.base.join("data"),
+    };
+    BotConfig {
+        name,
+        aliases: raw.aliases,
+        default_environment,
+        environment_aliases,
+        data_dir,
+        admins: raw.admins,
+    }
+}
+
+fn validate_url(
+    c: &mut Checker<'_>,
+    table: &str,
+    key: &str,
+    value: Option<&EnvString>,
+    default: &str,
+) -> String {
+    let url = value.map_or_else(|| default.to_string(), |v| c.env(v));
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        c.problem(table, Some(key), format!("`{url}` is not an http(s) URL"));
+    }
+    url.trim_end_matches('/').to_string()
+}
+
+fn validate_slack(c: &mut Checker<'_>, raw: RawSlack) -> SlackConfig {
+    let app_token = c.env(&raw.app_token);
+    let bot_token = c.env(&raw.bot_token);
+    if raw.app_token.missing.is_empty() && !app_token.starts_with("xapp-") {
+        c.problem(
+            "slack",
+            Some("app_token"),
+            "the app-level token (Socket Mode) starts with `xapp-`",
+        );
+    }
+    if raw.bot_token.missing.is_empty() && !bot_token.starts_with("xoxb-") {
+        c.problem(
+            "slack",
+            Some("bot_token"),
+            "the bot token starts with `xoxb-`",
+        );
+    }
+    let api_url = validate_url(
+        c,
+        "slack",
+        "api_url",
+        raw.api_url.as_ref(),
+        DEFAULT_SLACK_API_URL,
+    );
+    let slash_commands = raw.slash_commands.unwrap_or_else(|| vec!["/deploy".into()]);
+    for command in &slash_commands {
+        let ok = command.strip_prefix('/').is_some_and(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_'))
+        });
+        if !ok {
+            c.problem(
+                "slack",
+                Some("slash_commands"),
+                format!("`{command}` is not a slash command like `/deploy`"),
+            );
+        }
+    }
+    SlackConfig {
+        app_token: Secret::new(app_token),
+        bot_token: Secret::new(bot_token),
+        api_url,
+        slash_commands,
+        default_channel: raw.default_channel,
+    }
+}
+
+fn validate_github(c: &mut Checker<'_>, raw: RawGithub) -> GithubConfig {
+    let token = raw.token.as_ref().map(|t| Secret::new(c.env(t)));
+    let gist_token = raw.gist_token.as_ref().map(|t| Secret::new(c.env(t)));
+    let api_url = validate_url(
+        c,
+        "github",
+        "api_url",
+        raw.api_url.as_ref(),
+        DEFAULT_GITHUB_API_URL,
+    );
+    let app = match (raw.app_id, &raw.private_key_path, raw.installation_id) {
+        (Some(app_id), Some(key), Some(installation_id)) => Some(GithubApp {
+            app_id,
+            private_key_path: c.path(key),
+            installation_id,
+        }),
+        (None, None, None) => None,
+        _ => {
+            c.problem(
+                "github",
+                Some("app_id"),
+                "a GitHub App needs all of app_id, private_key_path and installation_id",
+            );
+            None
+        }
+    };
+    if token.is_none() && app.is_none() {
+        c.problem(
+            "github",
+            None,
+            "set `token`, or a GitHub App (app_id, private_key_path, installation_id)",
+        );
+    }
+    GithubConfig {
+        token,
+        api_url,
+        gist_token,
+        app,
+    }
+}
+
+fn validate_webhook(c: &mut Checker<'_>, raw: RawWebhook) -> WebhookConfig {
+    let listen_text = raw
+        .listen
+        .as_ref()
+        .map_or_else(|| "127.0.0.1:8080".to_string(), |l| c.env(l));
+    let listen = listen_text.parse().unwrap_or_else(|_| {
+        c.problem(
+            "webhook",
+            Some("listen"),
+            format!("`{listen_text}` is not an address like 127.0.0.1:8080"),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let path = raw.path.unwrap_or_else(|| DEFAULT_WEBHOOK_PATH.to_string());
+    if !path.starts_with('/') {
+        c.problem(
+            "webhook",
+            Some("path"),
+            format!("`{path}` must start with `/`"),
+        );
+    }
+    let secret = raw.secret.as_ref().map(|s| Secret::new(c.env(s)));
+    match (&secret, raw.insecure_skip_signature) {
+        (None, false) => c.problem(
+            "webhook",
+            Some("secret"),
+            "a webhook secret is required (or set insecure_skip_signature = true, which lets anyone start deploys)",
+        ),
+        (Some(s), false) if s.expose().len() < 16 && raw.secret.as_ref().is_some_and(|r| r.missing.is_empty()) => {
+            c.problem("webhook", Some("secret"), "the webhook secret is too short: use at least 16 characters")
+        }
+        _ => {}
+    }
+    WebhookConfig {
+        listen,
+        path,
+        secret: if raw.insecure_skip_signature {
+            None
+        } else {
+            secret
+        },
+    }
+}
+
+fn validate_deploy(c: &mut Checker<'_>, raw: RawDeploy, data_dir: &Path) -> DeployConfig {
+    let work_dir = match &raw.work_dir {
+        Some(dir) => c.path(dir),
+        None => data_dir.join("work"),
+    };
+    let recipes_dir = match &raw.recipes_dir {
+        Some(dir) => c.path(dir),
+        None => c.base.join("commands"),
+    };
+    let concurrency = raw.concurrency.unwrap_or(4);
+    if concurrency == 0 {
+        c.problem("deploy", Some("concurrency"), "must be at least 1");
+    }
+    DeployConfig {
+        work_dir,
+        timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
+        concurrency,
+        recipes_dir,
+    }
+}
+
+fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> AppConfig {
+    let table = format!("apps.{name}");
+    if let Err(reason) = validate::app(name) {
+        c.problem(&table, None, reason);
+    }
+    let valid_repository = raw
+        .repository
+        .split_once('/')
+        .is_some_and(|(owner, repo)| validate::app(owner).is_ok() && validate::app(repo).is_ok());
+    if !valid_repository {
+        c.problem(
+            &table,
+            Some("repository"),
+            format!("`{}` is not `owner/name`", raw.repository),
+        );
+    }
+    let environments = raw
+        .environments
+        .unwrap_or_else(|| vec!["production".into()]);
+    if environments.is_empty() {
+        c.problem(
+            &table,
+            Some("environments"),
+            "list at least one environment",
+        );
+    }
+    for env in &environments {
+        c.check_environment(&table, "environments", env);
+    }
+    for (key, envs) in [
+        (
+            "allowed_users",
+            raw.allowed_users.keys().collect::<Vec<_>>(),
+        ),
+        ("environment_urls", raw.environment_urls.keys().collect()),
+    ] {
+        for env in envs {
+            if !environments.contains(env) {
+                c.problem(
+                    &table,
+                    Some(key),
+                    format!("`{env}` is not one of this app's environments"),
+                );
+            }
+        }
+    }
+    let default_ref = raw.default_ref.unwrap_or_else(|| "main".into());
+    if let Err(reason) = validate::git_ref(&default_ref) {
+        c.problem(&table, Some("default_ref"), reason);
+    }
+    let clone_url = raw.clone_url.as_ref().map(|u| c.env(u));
+    let deploy_key = raw.deploy_key.as_ref().map(|k| c.path(k));
+    AppConfig {
+        repository: raw.repository,
+        clone_url,
+        provider: raw.provider,
+        environments,
+        default_ref,
+        allowed_channels: raw.allowed_channels,
+        allowed_users: raw.allowed_users,
+        environment_urls: raw.environment_urls,
+        required_contexts: raw.required_contexts,
+        auto_merge: raw.auto_merge,
+        timeout: raw.timeout.map(|t| t.0),
+        deploy_key,
+    }
+}

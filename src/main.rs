@@ -1,0 +1,184 @@
+//! The `zbot` binary: flags, logging, and one exit code per outcome. The work lives in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use zbot::command::{Addressing, parse_message};
+use zbot::config::{Config, apps_json};
+use zbot::recipe::Recipes;
+
+#[derive(Parser)]
+#[command(name = "zbot", version, about = "A Slack bot with a built-in deployer")]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "ZBOT_CONFIG", default_value = "bot.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Check bot.toml and every recipe, list apps and recipes; or convert a hubot-deploy apps.json.
+    Check {
+        /// Print the [apps.*] tables for this hubot-deploy apps.json instead.
+        #[arg(long, value_name = "FILE")]
+        apps_json: Option<PathBuf>,
+    },
+    /// Show what the chat grammar makes of a message, as JSON (exit 0 command, 1 malformed, 3 not addressed).
+    Parse {
+        /// The bot's Slack user id, for `<@U…>` mentions.
+        #[arg(long, value_name = "U…")]
+        bot_id: Option<String>,
+        /// The message is a direct message (no prefix needed).
+        #[arg(long)]
+        dm: bool,
+        /// The message is the text of this slash command.
+        #[arg(long, value_name = "/COMMAND")]
+        slash: Option<String>,
+        /// The bot's name and aliases (default: zbot).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// The message, exactly as Slack delivers it.
+        text: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Parse {
+            bot_id,
+            dm,
+            slash,
+            names,
+            text,
+        } => parse(&text, bot_id.as_deref(), dm, slash.as_deref(), names),
+        Commands::Check { apps_json } => match apps_json {
+            Some(file) => convert_apps_json(&file),
+            None => check(&cli.config),
+        },
+    }
+}
+
+fn parse(
+    text: &str,
+    bot_id: Option<&str>,
+    dm: bool,
+    slash: Option<&str>,
+    names: Vec<String>,
+) -> ExitCode {
+    let names = if names.is_empty() {
+        vec!["zbot".to_string()]
+    } else {
+        names
+    };
+    let addressing = Addressing {
+        names: &names,
+        bot_user_id: bot_id,
+        direct: dm,
+        slash_command: slash,
+    };
+    match parse_message(text, &addressing) {
+        Some(Ok(command)) => {
+            println!("{}", command.to_json());
+            ExitCode::SUCCESS
+        }
+        Some(Err(error)) => {
+            println!(
+                "{}",
+                serde_json::json!({"error": error.message, "hint": error.hint})
+            );
+            ExitCode::from(1)
+        }
+        None => {
+            println!("null");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn check(config_path: &Path) -> ExitCode {
+    let config = Config::load(config_path);
+    let recipes = match &config {
+        Ok(config) => Recipes::load_dir(&config.deploy.recipes_dir),
+        Err(_) => Recipes::load_dir(
+            &config_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("commands"),
+        ),
+    };
+    let mut problems = Vec::new();
+    if let Err(p) = &config {
+        problems.extend(p.iter().map(ToString::to_string));
+    }
+    if let Err(p) = &recipes {
+        problems.extend(p.iter().map(ToString::to_string));
+    }
+    if let (Ok(config), Ok(recipes)) = (&config, &recipes) {
+        for (name, app) in &config.apps {
+            if let Some(provider) = &app.provider
+                && recipes.get(provider).is_none()
+            {
+                problems.push(format!(
+                    "{}: [apps.{name}] provider: no recipe `{provider}` in {}",
+                    config.path.display(),
+                    config.deploy.recipes_dir.display()
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        eprintln!("{} problem(s) found", problems.len());
+        return ExitCode::FAILURE;
+    }
+    if let (Ok(config), Ok(recipes)) = (config, recipes) {
+        println!("{}: ok", config.path.display());
+        println!("apps:");
+        for (name, app) in &config.apps {
+            let provider = app.provider.as_deref().unwrap_or("detected");
+            println!(
+                "  {name}: {} → {} (recipe: {provider})",
+                app.repository,
+                app.environments.join(", ")
+            );
+        }
+        println!("recipes (detection order first):");
+        let detected = recipes.detection_order();
+        for recipe in &detected {
+            println!("  {}: {}", recipe.name, recipe.description);
+        }
+        for recipe in recipes
+            .by_name
+            .values()
+            .filter(|r| !detected.iter().any(|d| d.name == r.name))
+        {
+            println!(
+                "  {} (only when named): {}",
+                recipe.name, recipe.description
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn convert_apps_json(file: &Path) -> ExitCode {
+    let converted = std::fs::read_to_string(file)
+        .map_err(|e| format!("{}: cannot read the file: {e}", file.display()))
+        .and_then(|json| apps_json::convert(&json).map_err(|e| format!("{}: {e}", file.display())));
+    match converted {
+        Ok(toml) => {
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `zbot check`: the shipped configuration passes, broken ones fail with file:line messages.
+
+use crate::support::{repo_root, stderr, stdout, zbot};
+
+const VARIABLES: &[(&str, &str)] = &[
+    ("SLACK_APP_TOKEN", "xapp-1-test"),
+    ("SLACK_BOT_TOKEN", "xoxb-test"),
+    ("GITHUB_TOKEN", "ghp_test"),
+    ("GITHUB_WEBHOOK_SECRET", "a-long-enough-webhook-secret"),
+];
+
+#[test]
+fn shipped_bot_toml_passes_when_its_variables_are_set() {
+    let out = zbot(repo_root(), &["check"], VARIABLES);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("adxstat: octo/adxstat"), "{text}");
+    assert!(text.contains("fabric:"), "{text}");
+}
+
+#[test]
+fn missing_variables_are_all_reported_with_lines() {
+    let out = zbot(repo_root(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for (name, _) in VARIABLES {
+        assert!(
+            err.contains(&format!("environment variable {name} is not set")),
+            "{err}"
+        );
+    }
+    assert!(
+        err.lines()
+            .all(|l| l.starts_with("bot.toml:") || l.contains("problem")),
+        "{err}"
+    );
+}
+
+/// Writes `config` into a fresh directory with the shipped recipes and runs `zbot check` there.
+fn check_file(config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bot.toml"), config).unwrap();
+    let commands = dir.path().join("commands");
+    std::fs::create_dir(&commands).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("commands")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), commands.join(entry.file_name())).unwrap();
+    }
+    let out = zbot(dir.path(), &["check"], VARIABLES);
+    (out.status.code().unwrap_or(-1), stderr(&out))
+}
+
+#[test]
+fn unknown_keys_name_the_line_and_key() {
+    let (code, err) = check_file("[bot]\nname = \"zbot\"\n\n[deploy]\nconcurency = 4\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bot.toml:5: deploy.concurency: unknown field `concurency`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_values_name_the_line_and_key() {
+    let (code, err) = check_file("[deploy]\ntimeout = \"30x\"\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bot.toml:2: deploy.timeout: `30x` is not a duration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let config = r#"
+[webhook]
+listen = "not-an-address"
+secret = "${ZBOT_TEST_UNSET_VARIABLE}"
+
+[apps.adxstat]
+repository = "adxstat"
+environments = ["production"]
+environment_urls = { staging = "https://x" }
+default_ref = "bad..ref"
+provider = "nosuchrecipe"
+"#;
+    let (code, err) = check_file(config);
+    assert_eq!(code, 1);
+    for expected in [
+        "bot.toml:3: [webhook] listen: `not-an-address` is not an address",
+        "bot.toml:4: [webhook] secret: environment variable ZBOT_TEST_UNSET_VARIABLE is not set",
+        "bot.toml:7: [apps.adxstat] repository: `adxstat` is not `owner/name`",
+        "bot.toml:9: [apps.adxstat] environment_urls: `staging` is not one of this app's environments",
+        "bot.toml:10: [apps.adxstat] default_ref:",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn a_provider_must_name_a_recipe() {
+    let (code, err) =
+        check_file("[apps.adxstat]\nrepository = \"octo/adxstat\"\nprovider = \"nosuchrecipe\"\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("[apps.adxstat] provider: no recipe `nosuchrecipe`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_broken_recipe_is_reported_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bot.toml"), "").unwrap();
+    std::fs::create_dir(dir.path().join("commands")).unwrap();
+    std::fs::write(
+        dir.path().join("commands/bad.toml"),
+        "description = \"x\"\nprogram = \"sh\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("commands/worse.toml"),
+        "description = \"x\"\nprogramm = \"fab\"\n",
+    )
+    .unwrap();
+    let out = zbot(dir.path(), &["check"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("bad.toml: program `sh` is a shell"), "{err}");
+    assert!(
+        err.contains("worse.toml:2: programm: unknown field"),
+        "{err}"
+    );
+}
+
+#[test]
+fn apps_json_converts_to_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("apps.json");
+    std::fs::write(
+        &file,
+        r##"{"hubot": {"provider": "fabric", "repository": "MyOrg/my-org-hubot", "environments": ["production"],
+            "allowed_rooms": ["#ops"], "production_url": "https://hubot.example"}}"##,
+    )
+    .unwrap();
+    let out = zbot(
+        dir.path(),
+        &["check", "--apps-json", file.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let toml = stdout(&out);
+    std::fs::write(dir.path().join("bot.toml"), &toml).unwrap();
+    std::fs::create_dir(dir.path().join("commands")).unwrap();
+    std::fs::copy(
+        repo_root().join("commands/fabric.toml"),
+        dir.path().join("commands/fabric.toml"),
+    )
+    .unwrap();
+    let out = zbot(dir.path(), &["check"], &[]);
+    assert!(out.status.success(), "{toml}\n{}", stderr(&out));
+    assert!(stdout(&out).contains("hubot: MyOrg/my-org-hubot → production (recipe: fabric)"));
+}

@@ -1,0 +1,79 @@
+//! Grammar properties: it never panics, and printing a parsed command parses back to the same command.
+
+use proptest::prelude::*;
+use zbot::command::grammar::parse_command;
+use zbot::command::{Addressing, parse_message};
+
+fn addressing(names: &[String]) -> Addressing<'_> {
+    Addressing {
+        names,
+        bot_user_id: Some("U0BOT"),
+        direct: false,
+        slash_command: None,
+    }
+}
+
+/// Text built from the grammar's own words, so that many samples parse.
+fn commandish() -> impl Strategy<Value = String> {
+    let word = prop_oneof![
+        Just("deploy".to_string()),
+        Just("deploy!".to_string()),
+        Just("deploy:migrate".to_string()),
+        Just("deploy:lock".to_string()),
+        Just("deploys".to_string()),
+        Just("lock".to_string()),
+        Just("unlock".to_string()),
+        Just("locks".to_string()),
+        Just("cancel".to_string()),
+        Just("rollback".to_string()),
+        Just("help".to_string()),
+        Just("where can i deploy".to_string()),
+        Just("to".to_string()),
+        Just("in".to_string()),
+        Just("on".to_string()),
+        Just("#12".to_string()),
+        Just("123456".to_string()),
+        "[a-z][a-z0-9._-]{0,8}(/[a-zA-Z0-9._/-]{1,12})?",
+        "[a-z]{1,6}/[a-z0-9,]{1,6}",
+        "[ -~]{1,6}",
+    ];
+    prop::collection::vec(word, 1..7).prop_map(|words| words.join(" "))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    #[test]
+    fn never_panics_on_any_text(text in any::<String>()) {
+        let names = vec!["zbot".to_string()];
+        let _ = parse_message(&text, &addressing(&names));
+        let _ = parse_message(&format!("zbot {text}"), &addressing(&names));
+        let _ = parse_message(&format!("<@U0BOT> deploy {text}"), &addressing(&names));
+        let _ = parse_command(&text);
+    }
+
+    #[test]
+    fn never_panics_on_control_characters(text in "[\\x00-\\x1f\\x7f<>&|@#:!/ a-z]{0,64}") {
+        let _ = parse_command(&text);
+        let _ = parse_command(&format!("deploy {text}"));
+    }
+
+    #[test]
+    fn round_trips(text in commandish()) {
+        if let Ok(command) = parse_command(&text) {
+            let printed = command.to_string();
+            prop_assert_eq!(parse_command(&printed), Ok(command), "printed as {:?}", printed);
+        }
+    }
+}
+
+#[test]
+fn huge_input_is_an_error_not_a_crash() {
+    let huge = format!("deploy adxstat/{} to production", "a".repeat(1_000_000));
+    assert!(parse_command(&huge).is_ok());
+    let huge = "deploy ".repeat(200_000);
+    assert!(parse_command(&huge).is_err());
+    let deep = format!("zbot {}", "<".repeat(100_000));
+    let names = vec!["zbot".to_string()];
+    assert!(parse_message(&deep, &addressing(&names)).unwrap().is_err());
+}
