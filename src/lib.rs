@@ -1,19 +1,35 @@
 //! zbot: a Slack bot with a built-in deployer.
 //!
 //! A person types `zbot deploy adxstat/v0.0.1 to production`; zbot parses it ([`command`]), checks it
-//! against `bot.toml` ([`config`]), creates a GitHub deployment, receives GitHub's `deployment` webhook,
-//! runs the deploy recipe from `commands/` ([`recipe`]) in a checkout of that sha, streams the output to a
-//! gist, posts deployment statuses, and answers in the Slack thread.
+//! against `bot.toml` ([`config`]), creates a GitHub deployment, receives GitHub's `deployment` webhook
+//! ([`webhook`]), queues it ([`store`], [`scheduler`]), runs the deploy recipe from `commands/`
+//! ([`recipe`], [`runner`]) in a checkout of that sha, streams the output to a gist, posts deployment
+//! statuses ([`forge`]), and publishes every change ([`events`]) for the reply in the Slack thread.
 //!
 //! Modules, in the order data flows through them:
 //! - [`command`]: the chat grammar, text in, typed [`command::Command`] out. Pure.
 //! - [`config`]: `bot.toml` in, a validated [`config::Config`] out; also converts hubot-deploy `apps.json`.
+//! - [`webhook`]: the axum listener: signature check, storing deployments, health and log pages.
+//! - [`store`]: all SQL: deployments, deliveries seen, locks.
+//! - [`scheduler`]: which queued deployment runs next; cancel; restart recovery.
+//! - [`runner`]: one deployment from start to end: checkout, recipe, process, log, statuses.
 //! - [`recipe`]: deploy recipes (`commands/*.toml`): detection in a checkout and argv rendering.
-//! - [`secret`]: values that must never be printed, and the redactor that enforces it.
-//! - [`suggest`]: "did you mean" for typos.
+//! - [`forge`]: GitHub statuses and gists (the only module that names octocrab).
+//! - [`events`]: deployment state changes, for the chat side.
+//! - [`reply`]: sentences people read.
+//! - [`app`]: wiring and shutdown.
+//! - [`secret`], [`suggest`]: secrets that never print; "did you mean".
 
+pub mod app;
 pub mod command;
 pub mod config;
+pub mod events;
+pub mod forge;
 pub mod recipe;
+pub mod reply;
+pub mod runner;
+pub mod scheduler;
 pub mod secret;
+pub mod store;
 pub mod suggest;
+pub mod webhook;

@@ -20,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
+    /// Run the bot: the webhook listener, the deploy queue and (with [slack]) the Slack connection.
+    Run {
+        /// Log lines as JSON objects instead of text.
+        #[arg(long)]
+        json_logs: bool,
+    },
     /// Check bot.toml and every recipe, list apps and recipes; or convert a hubot-deploy apps.json.
     Check {
         /// Print the [apps.*] tables for this hubot-deploy apps.json instead.
@@ -48,6 +54,7 @@ enum Commands {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Commands::Run { json_logs } => run(&cli.config, json_logs),
         Commands::Parse {
             bot_id,
             dm,
@@ -59,6 +66,72 @@ fn main() -> ExitCode {
             Some(file) => convert_apps_json(&file),
             None => check(&cli.config),
         },
+    }
+}
+
+fn run(config_path: &Path, json_logs: bool) -> ExitCode {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json_logs {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    // ring is the only crypto provider compiled in; installing it explicitly keeps it that way.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let running = zbot::app::start(config, None).await?;
+        wait_for_signal().await;
+        tracing::info!(
+            "stopping: no new deploys; running ones get {:?}",
+            zbot::app::SHUTDOWN_GRACE
+        );
+        running.stop().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zbot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

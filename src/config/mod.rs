@@ -99,6 +99,8 @@ pub struct GithubApp {
 pub struct WebhookConfig {
     pub listen: SocketAddr,
     pub path: String,
+    /// The listener as people reach it, for links to zbot's own log pages.
+    pub public_url: String,
     /// `None` only when `insecure_skip_signature = true`.
     pub secret: Option<Secret>,
 }
@@ -106,7 +108,8 @@ pub struct WebhookConfig {
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
     pub work_dir: PathBuf,
-    pub timeout: Duration,
+    /// `None`: the recipe's timeout, else [`DEFAULT_TIMEOUT`].
+    pub timeout: Option<Duration>,
     pub concurrency: usize,
     pub recipes_dir: PathBuf,
 }
@@ -333,6 +336,7 @@ struct RawGithub {
 struct RawWebhook {
     listen: Option<EnvString>,
     path: Option<String>,
+    public_url: Option<EnvString>,
     secret: Option<EnvString>,
     #[serde(default)]
     insecure_skip_signature: bool,
@@ -642,9 +646,18 @@ fn validate_webhook(c: &mut Checker<'_>, raw: RawWebhook) -> WebhookConfig {
         }
         _ => {}
     }
+    let default_public = format!("http://{listen}");
+    let public_url = validate_url(
+        c,
+        "webhook",
+        "public_url",
+        raw.public_url.as_ref(),
+        &default_public,
+    );
     WebhookConfig {
         listen,
         path,
+        public_url,
         secret: if raw.insecure_skip_signature {
             None
         } else {
@@ -668,7 +681,7 @@ fn validate_deploy(c: &mut Checker<'_>, raw: RawDeploy, data_dir: &Path) -> Depl
     }
     DeployConfig {
         work_dir,
-        timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
+        timeout: raw.timeout.map(|t| t.0),
         concurrency,
         recipes_dir,
     }

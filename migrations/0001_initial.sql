@@ -1,0 +1,50 @@
+-- zbot's state. Written for SQLite; kept to plain SQL so that a Postgres backend can share it.
+
+-- Every GitHub deployment zbot accepted, from the moment its webhook was answered 202 to its end.
+CREATE TABLE deployments (
+    -- Order of arrival: the queue is served in this order.
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- GitHub's deployment id: one row, so one run, per deployment however often it is delivered.
+    deployment_id INTEGER NOT NULL UNIQUE,
+    app TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    clone_url TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    git_ref TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    task TEXT NOT NULL,
+    -- The deployment's payload as JSON (hubot-deploy/Heaven compatible: name, notify, config, hosts).
+    payload TEXT NOT NULL,
+    -- Who asked: the chat user from the payload, else the GitHub login that created the deployment.
+    actor TEXT NOT NULL,
+    -- queued | running | success | failure | error
+    state TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    -- The last queue position announced while waiting, so a new one is only posted when it changes.
+    queue_position INTEGER,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    exit_code INTEGER,
+    log_path TEXT,
+    gist_id TEXT,
+    log_url TEXT
+);
+CREATE INDEX deployments_by_state ON deployments (state, repository, environment);
+
+-- Webhook deliveries already handled (X-GitHub-Delivery), so a replay does nothing.
+CREATE TABLE deliveries (
+    delivery_id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+
+-- Environment locks: while one exists, only its holder deploys there.
+CREATE TABLE locks (
+    app TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    reason TEXT,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (app, environment)
+);

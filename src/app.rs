@@ -1,0 +1,129 @@
+//! Wires zbot's parts together and owns their shutdown. No business rules live here.
+//!
+//! [`start`] opens the store, ends deploys a previous process left running, starts the scheduler and
+//! the webhook listener, and returns a [`Running`] handle; [`Running::stop`] stops taking new work,
+//! lets running deploys finish for a grace period, and returns once every task has ended.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::forge::github::GitHub;
+use crate::recipe::Recipes;
+use crate::runner::Deployer;
+use crate::runner::checkout::Checkouts;
+use crate::scheduler::Scheduler;
+use crate::secret::Redactor;
+use crate::store::Store;
+use crate::webhook;
+
+/// How long `SIGTERM` waits for running deploys before they are stopped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
+/// A started zbot.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the webhook listener accepts connections.
+    pub addr: SocketAddr,
+    pub events: EventBus,
+    pub scheduler: Arc<Scheduler>,
+    pub store: Store,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    queue: JoinHandle<()>,
+}
+
+/// Starts zbot with `config`; `listener` replaces binding `[webhook] listen` (tests bind port 0).
+pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Running> {
+    let Some(webhook_config) = config.webhook.clone() else {
+        bail!(
+            "{}: zbot run needs a [webhook] section to receive deployments",
+            config.path.display()
+        );
+    };
+    let Some(github_config) = config.github.clone() else {
+        bail!(
+            "{}: zbot run needs a [github] section to post statuses",
+            config.path.display()
+        );
+    };
+    let recipes = Recipes::load_dir(&config.deploy.recipes_dir).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("the deploy recipes have problems:\n{}", lines.join("\n"))
+    })?;
+    let store = Store::open(&config.bot.data_dir)
+        .await
+        .with_context(|| format!("opening the store in {}", config.bot.data_dir.display()))?;
+    let github = GitHub::new(&github_config).context("connecting to GitHub")?;
+    let redactor = Redactor::new(config.secrets());
+    let events = EventBus::default();
+    let config = Arc::new(config);
+    let deployer = Arc::new(Deployer {
+        checkouts: Checkouts::new(&config.bot.data_dir, &config.deploy.work_dir),
+        config: Arc::clone(&config),
+        recipes: Arc::new(recipes),
+        store: store.clone(),
+        github,
+        events: events.clone(),
+        redactor,
+    });
+    let scheduler = Scheduler::new(deployer);
+    scheduler.recover().await;
+
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(webhook_config.listen)
+            .await
+            .with_context(|| format!("listening on {}", webhook_config.listen))?,
+    };
+    let addr = listener.local_addr()?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let router = webhook::router(
+        webhook::Listener {
+            config: Arc::clone(&config),
+            store: store.clone(),
+            scheduler: Arc::clone(&scheduler),
+            secret: webhook_config.secret.clone(),
+        },
+        &webhook_config.path,
+    );
+    let mut server_shutdown = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = server_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let queue = tokio::spawn(Arc::clone(&scheduler).run(shutdown_rx, SHUTDOWN_GRACE));
+    tracing::info!(%addr, path = %webhook_config.path, "zbot is listening for GitHub webhooks");
+    Ok(Running {
+        addr,
+        events,
+        scheduler,
+        store,
+        shutdown,
+        server,
+        queue,
+    })
+}
+
+impl Running {
+    /// Stops taking work, waits for running deploys (up to the grace period), and returns.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.server
+            .await
+            .context("the listener task")?
+            .context("the listener")?;
+        self.queue.await.context("the queue task")?;
+        Ok(())
+    }
+}

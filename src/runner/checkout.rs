@@ -1,0 +1,310 @@
+//! Working trees for deploys: one bare cache per repository, one reused working tree per app and
+//! environment.
+//!
+//! The cache holds branches and tags only (not `refs/pull/*`, which make fetches of large repositories
+//! slow) and is fetched only when the wanted sha is missing. The tree is moved to the new sha with
+//! `checkout --force` and `clean -ffdx`, which rewrites only the files that changed; a tree that is
+//! missing, broken or not a worktree of the cache is rebuilt. Since only one deploy per app and
+//! environment runs at a time, a tree is never shared by two runs.
+//!
+//! Credentials never reach a URL, a file or an argv: a token goes to git as an `http.extraHeader` in
+//! the environment (`GIT_CONFIG_*`), a deploy key through `GIT_SSH_COMMAND` with zbot's own
+//! known_hosts file (new hosts are learnt once, changed keys are refused).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use base64::Engine;
+use tokio::process::Command;
+use tokio::sync::Mutex;
+
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("git {action} failed: {detail}")]
+    Git { action: String, detail: String },
+    #[error("commit {sha} is not in {repository}")]
+    MissingCommit { sha: String, repository: String },
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// How git authenticates to the repository's host.
+#[derive(Debug, Clone, Default)]
+pub struct GitAuth {
+    /// For https clone URLs.
+    pub token: Option<Secret>,
+    /// An SSH private key for ssh clone URLs.
+    pub deploy_key: Option<PathBuf>,
+}
+
+/// The caches and trees of one zbot.
+#[derive(Debug, Clone)]
+pub struct Checkouts {
+    repos_dir: PathBuf,
+    work_dir: PathBuf,
+    known_hosts: PathBuf,
+    /// One fetch per repository at a time: two environments of one app may deploy at once.
+    fetching: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+}
+
+impl Checkouts {
+    pub fn new(data_dir: &Path, work_dir: &Path) -> Checkouts {
+        Checkouts {
+            repos_dir: data_dir.join("repos"),
+            work_dir: work_dir.to_path_buf(),
+            known_hosts: data_dir.join("known_hosts"),
+            fetching: Arc::default(),
+        }
+    }
+
+    /// A tree of `repository` at `sha` for `app` in `environment`, fetching from `clone_url` if needed.
+    /// Returns the tree's path and a line for the log saying what was done.
+    pub async fn prepare(
+        &self,
+        repository: &str,
+        clone_url: &str,
+        sha: &str,
+        app: &str,
+        environment: &str,
+        auth: &GitAuth,
+    ) -> Result<(PathBuf, String), CheckoutError> {
+        if !clone_url_is_safe(clone_url) {
+            return Err(CheckoutError::Git {
+                action: "fetch".into(),
+                detail: format!(
+                    "`{clone_url}` is not a clone URL zbot accepts (https, ssh, git or file)"
+                ),
+            });
+        }
+        let cache = self.repos_dir.join(format!("{repository}.git"));
+        let git_env = self.git_environment(clone_url, auth);
+        let fetched = {
+            let lock = self.fetch_lock(repository).await;
+            let _guard = lock.lock().await;
+            self.ensure_commit(&cache, repository, clone_url, sha, &git_env)
+                .await?
+        };
+        let tree = self.work_dir.join(app).join(environment);
+        let reused = match self.move_tree(&tree, sha).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(tree = %tree.display(), "rebuilding the working tree: {e}");
+                self.rebuild_tree(&cache, &tree, sha).await?;
+                false
+            }
+        };
+        let note = format!(
+            "checked out {sha} in {} ({}, {})",
+            tree.display(),
+            if fetched { "fetched" } else { "cache hit" },
+            if reused {
+                "tree reused"
+            } else {
+                "tree created"
+            }
+        );
+        Ok((tree, note))
+    }
+
+    async fn fetch_lock(&self, repository: &str) -> Arc<Mutex<()>> {
+        self.fetching
+            .lock()
+            .await
+            .entry(repository.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn git_environment(&self, clone_url: &str, auth: &GitAuth) -> Vec<(String, String)> {
+        let mut env = vec![("GIT_TERMINAL_PROMPT".to_string(), "0".to_string())];
+        if let (Some(token), true) = (&auth.token, clone_url.starts_with("https://")) {
+            let basic = base64::engine::general_purpose::STANDARD
+                .encode(format!("x-access-token:{}", token.expose()));
+            env.extend([
+                ("GIT_CONFIG_COUNT".into(), "1".into()),
+                ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
+                (
+                    "GIT_CONFIG_VALUE_0".into(),
+                    format!("Authorization: Basic {basic}"),
+                ),
+            ]);
+        }
+        if let Some(key) = &auth.deploy_key {
+            env.push((
+                "GIT_SSH_COMMAND".into(),
+                format!(
+                    "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new",
+                    shell_quote(&key.display().to_string()),
+                    shell_quote(&self.known_hosts.display().to_string())
+                ),
+            ));
+        }
+        env
+    }
+
+    /// Makes sure `sha` is in the cache; true if a fetch was needed.
+    async fn ensure_commit(
+        &self,
+        cache: &Path,
+        repository: &str,
+        clone_url: &str,
+        sha: &str,
+        env: &[(String, String)],
+    ) -> Result<bool, CheckoutError> {
+        if !cache.join("HEAD").exists() {
+            tokio::fs::create_dir_all(cache)
+                .await
+                .map_err(|source| CheckoutError::Io {
+                    path: cache.display().to_string(),
+                    source,
+                })?;
+            git(Some(cache), &["init", "--bare", "--quiet"], env, "init").await?;
+        }
+        let object = format!("{sha}^{{commit}}");
+        if git(Some(cache), &["cat-file", "-e", &object], env, "cat-file")
+            .await
+            .is_ok()
+        {
+            return Ok(false);
+        }
+        git(
+            Some(cache),
+            &[
+                "fetch",
+                "--quiet",
+                "--force",
+                "--no-tags",
+                clone_url,
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+            env,
+            "fetch",
+        )
+        .await?;
+        if git(Some(cache), &["cat-file", "-e", &object], env, "cat-file")
+            .await
+            .is_err()
+        {
+            return Err(CheckoutError::MissingCommit {
+                sha: sha.to_string(),
+                repository: repository.to_string(),
+            });
+        }
+        Ok(true)
+    }
+
+    /// Moves an existing tree to `sha`, discarding anything a previous run left in it.
+    async fn move_tree(&self, tree: &Path, sha: &str) -> Result<(), CheckoutError> {
+        if !tree.join(".git").is_file() {
+            return Err(CheckoutError::Git {
+                action: "worktree".into(),
+                detail: "no working tree yet".into(),
+            });
+        }
+        git_in(
+            tree,
+            &["checkout", "--quiet", "--force", "--detach", sha],
+            "checkout",
+        )
+        .await?;
+        git_in(tree, &["clean", "-ffdxq"], "clean").await?;
+        Ok(())
+    }
+
+    async fn rebuild_tree(
+        &self,
+        cache: &Path,
+        tree: &Path,
+        sha: &str,
+    ) -> Result<(), CheckoutError> {
+        if tree.exists() {
+            tokio::fs::remove_dir_all(tree)
+                .await
+                .map_err(|source| CheckoutError::Io {
+                    path: tree.display().to_string(),
+                    source,
+                })?;
+        }
+        if let Some(parent) = tree.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|source| CheckoutError::Io {
+                    path: parent.display().to_string(),
+                    source,
+                })?;
+        }
+        git(Some(cache), &["worktree", "prune"], &[], "worktree prune").await?;
+        let tree_text = tree.display().to_string();
+        git(
+            Some(cache),
+            &[
+                "worktree", "add", "--force", "--detach", "--quiet", &tree_text, sha,
+            ],
+            &[],
+            "worktree add",
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A URL git will read as a repository, never as an option.
+fn clone_url_is_safe(url: &str) -> bool {
+    let schemes = ["https://", "http://", "ssh://", "git://", "file://"];
+    let scp_like = url
+        .split_once(':')
+        .is_some_and(|(host, _)| host.contains('@') && !host.contains('/'));
+    !url.starts_with('-')
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+        && (schemes.iter().any(|s| url.starts_with(s)) || scp_like)
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+async fn git_in(tree: &Path, args: &[&str], action: &str) -> Result<String, CheckoutError> {
+    let mut all = vec!["-C", tree.to_str().unwrap_or_default()];
+    all.extend_from_slice(args);
+    git(None, &all, &[], action).await
+}
+
+/// Runs git with `args` (against `git_dir` if given); stdout on success, stderr in the error.
+async fn git(
+    git_dir: Option<&Path>,
+    args: &[&str],
+    env: &[(String, String)],
+    action: &str,
+) -> Result<String, CheckoutError> {
+    let mut command = Command::new("git");
+    if let Some(dir) = git_dir {
+        command.arg("--git-dir").arg(dir);
+    }
+    let output = command
+        .args(args)
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| CheckoutError::Git {
+            action: action.to_string(),
+            detail: format!("cannot run git: {e}"),
+        })?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(CheckoutError::Git {
+            action: action.to_string(),
+            detail: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}

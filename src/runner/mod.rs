@@ -1,0 +1,556 @@
+//! Runs one deployment from start to end: lock tasks and lock checks, the log and its gist, the
+//! checkout, the recipe, the process, and the statuses on GitHub. Only this module starts processes.
+//!
+//! [`Deployer::run`] takes a deployment the scheduler has marked running and always ends it exactly
+//! once: `success` (exit 0), `failure` (the deploy itself failed) or `error` (zbot could not run it: no
+//! app, locked, checkout failed, no recipe, timed out, cancelled). Every state change is posted to
+//! GitHub and published on the [`EventBus`].
+
+pub mod checkout;
+pub mod log;
+pub mod process;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::{AppConfig, Config};
+use crate::events::{DeploymentEvent, EventBus};
+use crate::forge::github::GitHub;
+use crate::forge::{LogPage, StatusState, StatusUpdate};
+use crate::recipe::{Recipes, RenderInput};
+use crate::secret::Redactor;
+use crate::store::{Deployment, DeploymentState, Store};
+use checkout::{Checkouts, GitAuth};
+use log::{LogSender, LogWriter};
+use process::Exit;
+
+/// How often a running deploy's gist is refreshed, so a reader can follow along.
+pub const LOG_REFRESH: Duration = Duration::from_secs(3);
+
+/// A gist file stays under GitHub's 1 MB limit with room to spare.
+pub const GIST_LIMIT: u64 = 900 * 1024;
+
+/// How many output lines a failure carries to chat.
+const TAIL_LINES: usize = 15;
+
+/// Everything a deploy needs, shared by all running deploys.
+#[derive(Debug)]
+pub struct Deployer {
+    pub config: Arc<Config>,
+    pub recipes: Arc<Recipes>,
+    pub store: Store,
+    pub github: GitHub,
+    pub checkouts: Checkouts,
+    pub events: EventBus,
+    pub redactor: Redactor,
+}
+
+/// How a deployment ended, before it is posted.
+struct Outcome {
+    state: StatusState,
+    description: String,
+    exit_code: Option<i32>,
+}
+
+impl Outcome {
+    fn error(description: impl Into<String>) -> Outcome {
+        Outcome {
+            state: StatusState::Error,
+            description: description.into(),
+            exit_code: None,
+        }
+    }
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// "12s", "3m 05s", "1h 02m".
+pub fn human_duration(elapsed: Duration) -> String {
+    let s = elapsed.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+impl Deployer {
+    /// Where a deploy's whole log is kept.
+    pub fn log_path(&self, deployment_id: u64) -> PathBuf {
+        self.config
+            .bot
+            .data_dir
+            .join("logs")
+            .join(format!("{deployment_id}.log"))
+    }
+
+    /// zbot's own page for a deploy's log, used when a gist cannot be written.
+    fn own_log_url(&self, deployment_id: u64) -> String {
+        let base = self
+            .config
+            .webhook
+            .as_ref()
+            .map_or_else(|| "http://127.0.0.1".to_string(), |w| w.public_url.clone());
+        format!("{base}/deployments/{deployment_id}/log")
+    }
+
+    fn environment_url(&self, d: &Deployment) -> Option<String> {
+        self.config
+            .apps
+            .get(&d.app)?
+            .environment_urls
+            .get(&d.environment)
+            .cloned()
+    }
+
+    /// Posts a status to GitHub and publishes it; a GitHub failure is logged, never fatal.
+    pub async fn announce(
+        &self,
+        d: &Deployment,
+        state: StatusState,
+        description: &str,
+        log_url: Option<&str>,
+        started: Option<Instant>,
+        tail: Vec<String>,
+    ) {
+        let description = self.redactor.redact(description);
+        let update = StatusUpdate {
+            state,
+            description: description.clone(),
+            log_url: log_url.map(str::to_string),
+            environment_url: self.environment_url(d),
+        };
+        if let Err(e) = self
+            .github
+            .post_status(&d.repository, d.deployment_id, &update)
+            .await
+        {
+            tracing::error!(
+                deployment = d.deployment_id,
+                "cannot post the {} status: {e}",
+                state.as_str()
+            );
+        }
+        self.events.publish(DeploymentEvent {
+            deployment_id: d.deployment_id,
+            app: d.app.clone(),
+            repository: d.repository.clone(),
+            environment: d.environment.clone(),
+            git_ref: d.git_ref.clone(),
+            sha: d.sha.clone(),
+            actor: d.actor.clone(),
+            state,
+            description,
+            log_url: log_url.map(str::to_string),
+            notify: d.payload.get("notify").cloned(),
+            elapsed_secs: started.map(|s| s.elapsed().as_secs()),
+            tail,
+        });
+    }
+
+    /// Ends a deployment that never ran (restart recovery, cancel while queued).
+    pub async fn end_unrun(&self, d: &Deployment, description: &str) {
+        match self
+            .store
+            .finish(d.deployment_id, DeploymentState::Error, description, None)
+            .await
+        {
+            Ok(true) => {
+                self.announce(
+                    d,
+                    StatusState::Error,
+                    description,
+                    d.log_url.as_deref(),
+                    None,
+                    Vec::new(),
+                )
+                .await
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(deployment = d.deployment_id, "cannot record the end: {e}"),
+        }
+    }
+
+    /// Runs a deployment the scheduler has marked running, to its one end.
+    pub async fn run(&self, d: Deployment, cancel: watch::Receiver<Option<String>>) {
+        let started = Instant::now();
+        let log_path = self.log_path(d.deployment_id);
+        let (writer, log) = match LogWriter::create(&log_path, self.redactor.clone()).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                let outcome = Outcome::error(format!(
+                    "zbot cannot write the log {}: {e}",
+                    log_path.display()
+                ));
+                self.end(&d, outcome, None, started).await;
+                return;
+            }
+        };
+        let page = self.create_page(&d).await;
+        let log_url = page
+            .as_ref()
+            .map_or_else(|| self.own_log_url(d.deployment_id), |p| p.url.clone());
+        if let Err(e) = self
+            .store
+            .set_log(
+                d.deployment_id,
+                page.as_ref().map(|p| p.id.as_str()),
+                &log_url,
+            )
+            .await
+        {
+            tracing::error!(
+                deployment = d.deployment_id,
+                "cannot record the log url: {e}"
+            );
+        }
+        let (refresh_stop, refresh) = self.keep_page_fresh(&d, page.clone(), &log_path, &log_url);
+
+        let outcome = self.deploy(&d, &log, &log_url, started, cancel).await;
+        if outcome.state == StatusState::Error || outcome.state == StatusState::Failure {
+            log.note(format!(
+                "{}: {}",
+                outcome.state.as_str(),
+                outcome.description
+            ))
+            .await;
+        }
+        drop(log);
+        if let Err(e) = writer.finish().await {
+            tracing::error!(
+                deployment = d.deployment_id,
+                "the log was not written completely: {e}"
+            );
+        }
+        let _ = refresh_stop.send(true);
+        let _ = refresh.await;
+        if let Some(page) = &page {
+            self.page_refresher(&d)
+                .refresh(&d, page, &log_path, &log_url)
+                .await;
+        }
+        self.end(&d, outcome, Some(&log_url), started).await;
+    }
+
+    async fn end(&self, d: &Deployment, outcome: Outcome, log_url: Option<&str>, started: Instant) {
+        let state = match outcome.state {
+            StatusState::Success => DeploymentState::Success,
+            StatusState::Failure => DeploymentState::Failure,
+            _ => DeploymentState::Error,
+        };
+        let description = self.redactor.redact(&outcome.description);
+        match self
+            .store
+            .finish(d.deployment_id, state, &description, outcome.exit_code)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::error!(deployment = d.deployment_id, "cannot record the end: {e}"),
+        }
+        let tail = if outcome.state == StatusState::Failure {
+            log::last_lines(&self.log_path(d.deployment_id), TAIL_LINES)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        self.announce(d, outcome.state, &description, log_url, Some(started), tail)
+            .await;
+    }
+
+    /// The deploy proper: lock tasks, lock check, checkout, recipe, process.
+    async fn deploy(
+        &self,
+        d: &Deployment,
+        log: &LogSender,
+        log_url: &str,
+        started: Instant,
+        cancel: watch::Receiver<Option<String>>,
+    ) -> Outcome {
+        let Some(app) = self.config.apps.get(&d.app) else {
+            return Outcome::error(format!(
+                "zbot has no app for {}: add it to bot.toml",
+                d.repository
+            ));
+        };
+        match d.task.as_str() {
+            "deploy:lock" => return self.lock_task(d, true).await,
+            "deploy:unlock" => return self.lock_task(d, false).await,
+            _ => {}
+        }
+        match self.store.lock_of(&d.app, &d.environment).await {
+            Ok(Some(lock)) if lock.holder != d.actor => {
+                return Outcome::error(crate::reply::locked(&lock));
+            }
+            Ok(_) => {}
+            Err(e) => return Outcome::error(format!("zbot cannot read locks: {e}")),
+        }
+        let description = format!(
+            "Deploying {} ({}) to {}",
+            d.git_ref,
+            short(&d.sha),
+            d.environment
+        );
+        self.announce(
+            d,
+            StatusState::InProgress,
+            &description,
+            Some(log_url),
+            Some(started),
+            Vec::new(),
+        )
+        .await;
+        log.note(format!(
+            "zbot deploy #{}: {}@{} ({}) to {} for {}",
+            d.deployment_id, d.repository, d.git_ref, d.sha, d.environment, d.actor
+        ))
+        .await;
+
+        let auth = GitAuth {
+            token: self.config.github.as_ref().and_then(|g| g.token.clone()),
+            deploy_key: app.deploy_key.clone(),
+        };
+        let tree = match self
+            .checkouts
+            .prepare(
+                &d.repository,
+                &d.clone_url,
+                &d.sha,
+                &d.app,
+                &d.environment,
+                &auth,
+            )
+            .await
+        {
+            Ok((tree, note)) => {
+                log.note(note).await;
+                tree
+            }
+            Err(e) => return Outcome::error(format!("Checkout failed: {e}")),
+        };
+        let recipe = match self.recipes.choose(app.provider.as_deref(), &tree) {
+            Ok(recipe) => recipe,
+            Err(reason) => return Outcome::error(reason),
+        };
+        let hosts = d
+            .payload
+            .get("hosts")
+            .and_then(|h| h.as_str())
+            .filter(|h| !h.is_empty());
+        let input = RenderInput {
+            environment: &d.environment,
+            git_ref: &d.git_ref,
+            sha: &d.sha,
+            task: &d.task,
+            hosts,
+            app: &d.app,
+            repository: &d.repository,
+            deployment_id: d.deployment_id,
+        };
+        let invocation = match recipe.render(&input) {
+            Ok(invocation) => invocation,
+            Err(reason) => {
+                return Outcome::error(format!("Refused to run recipe {}: {reason}", recipe.name));
+            }
+        };
+        let timeout = timeout_for(app, recipe.timeout, &self.config);
+        log.note(format!(
+            "recipe {}: {} {} (timeout {})",
+            recipe.name,
+            invocation.program,
+            invocation.args.join(" "),
+            human_duration(timeout)
+        ))
+        .await;
+        let zbot_env = vec![
+            (
+                "ZBOT_DEPLOYMENT_ID".to_string(),
+                d.deployment_id.to_string(),
+            ),
+            ("ZBOT_ENVIRONMENT".to_string(), d.environment.clone()),
+            ("ZBOT_REF".to_string(), d.git_ref.clone()),
+            ("ZBOT_SHA".to_string(), d.sha.clone()),
+            ("ZBOT_TASK".to_string(), d.task.clone()),
+            ("ZBOT_ACTOR".to_string(), d.actor.clone()),
+        ];
+        let exit = process::run(&invocation, &tree, &zbot_env, timeout, cancel.clone(), log).await;
+        let took = human_duration(started.elapsed());
+        match exit {
+            Exit::Code(0) => Outcome {
+                state: StatusState::Success,
+                description: format!(
+                    "Deployed {} ({}) to {} in {took}",
+                    d.git_ref,
+                    short(&d.sha),
+                    d.environment
+                ),
+                exit_code: Some(0),
+            },
+            Exit::Code(code) => Outcome {
+                state: StatusState::Failure,
+                description: format!(
+                    "{} exited with code {code} after {took}",
+                    invocation.program
+                ),
+                exit_code: Some(code),
+            },
+            Exit::Signal(signal) => Outcome {
+                state: StatusState::Failure,
+                description: format!(
+                    "{} was killed by signal {signal} after {took}",
+                    invocation.program
+                ),
+                exit_code: None,
+            },
+            Exit::TimedOut(limit) => {
+                log.note(format!(
+                    "DEPLOYMENT TIMED OUT AFTER {} SECONDS",
+                    limit.as_secs()
+                ))
+                .await;
+                Outcome::error(format!(
+                    "Timed out after {}: the deploy was stopped",
+                    human_duration(limit)
+                ))
+            }
+            Exit::Cancelled => {
+                let reason = cancel.borrow().clone().unwrap_or_default();
+                Outcome::error(reason)
+            }
+            Exit::NotStarted(reason) => Outcome::error(reason),
+        }
+    }
+
+    /// `deploy:lock` / `deploy:unlock` deployments (Heaven's behaviour): set or clear the lock.
+    async fn lock_task(&self, d: &Deployment, lock: bool) -> Outcome {
+        let reason = d.payload.get("reason").and_then(|r| r.as_str());
+        let result = if lock {
+            self.store
+                .lock(&d.app, &d.environment, &d.actor, reason)
+                .await
+                .map(|taken| match taken {
+                    Ok(_) => Outcome {
+                        state: StatusState::Success,
+                        description: format!(
+                            "{} locked on {} by {}",
+                            d.app, d.environment, d.actor
+                        ),
+                        exit_code: None,
+                    },
+                    Err(held) => Outcome::error(crate::reply::locked(&held)),
+                })
+        } else {
+            self.store
+                .unlock(&d.app, &d.environment)
+                .await
+                .map(|_| Outcome {
+                    state: StatusState::Success,
+                    description: format!("{} unlocked on {} by {}", d.app, d.environment, d.actor),
+                    exit_code: None,
+                })
+        };
+        result.unwrap_or_else(|e| Outcome::error(format!("zbot cannot change the lock: {e}")))
+    }
+
+    async fn create_page(&self, d: &Deployment) -> Option<LogPage> {
+        let description = format!(
+            "zbot deploy #{}: {}@{} to {}",
+            d.deployment_id, d.repository, d.git_ref, d.environment
+        );
+        let file = format!("deploy-{}.log", d.deployment_id);
+        let content = format!("Deployment {} pending", d.deployment_id);
+        match self.github.create_log(&description, &file, &content).await {
+            Ok(page) => Some(page),
+            Err(e) => {
+                tracing::warn!(
+                    deployment = d.deployment_id,
+                    "no gist for this deploy, using zbot's own log page: {e}"
+                );
+                None
+            }
+        }
+    }
+
+    fn page_refresher(&self, d: &Deployment) -> PageRefresher {
+        PageRefresher {
+            github: self.github.clone(),
+            own_log_url: self.own_log_url(d.deployment_id),
+        }
+    }
+
+    /// Refreshes the gist every [`LOG_REFRESH`] while the log grows, until told to stop.
+    fn keep_page_fresh(
+        &self,
+        d: &Deployment,
+        page: Option<LogPage>,
+        log_path: &std::path::Path,
+        log_url: &str,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let (stop_tx, mut stop) = watch::channel(false);
+        let Some(page) = page else {
+            return (stop_tx, tokio::spawn(async {}));
+        };
+        let refresher = self.page_refresher(d);
+        let (d, log_path, log_url) = (d.clone(), log_path.to_path_buf(), log_url.to_string());
+        let task = tokio::spawn(async move {
+            let mut last_size = 0;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(LOG_REFRESH) => {}
+                    _ = stop.changed() => return,
+                }
+                let size = tokio::fs::metadata(&log_path)
+                    .await
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                if size != last_size {
+                    last_size = size;
+                    refresher.refresh(&d, &page, &log_path, &log_url).await;
+                }
+            }
+        });
+        (stop_tx, task)
+    }
+}
+
+/// Writes the head and tail of a deploy's log into its gist; owned so it can run in its own task.
+struct PageRefresher {
+    github: GitHub,
+    own_log_url: String,
+}
+
+impl PageRefresher {
+    async fn refresh(
+        &self,
+        d: &Deployment,
+        page: &LogPage,
+        log_path: &std::path::Path,
+        log_url: &str,
+    ) {
+        let full_at = if self.own_log_url == log_url {
+            log_url
+        } else {
+            self.own_log_url.as_str()
+        };
+        if let Ok(text) = log::excerpt(log_path, GIST_LIMIT, full_at).await {
+            let file = format!("deploy-{}.log", d.deployment_id);
+            if let Err(e) = self.github.update_log(page, &file, &text).await {
+                tracing::warn!(deployment = d.deployment_id, "cannot update the gist: {e}");
+            }
+        }
+    }
+}
+
+/// The app's timeout, else `[deploy] timeout`, else the recipe's, else 30 minutes.
+fn timeout_for(app: &AppConfig, recipe: Option<Duration>, config: &Config) -> Duration {
+    app.timeout
+        .or(config.deploy.timeout)
+        .or(recipe)
+        .unwrap_or(crate::config::DEFAULT_TIMEOUT)
+}

@@ -1,0 +1,467 @@
+//! zbot's durable state: all SQL lives here (sqlx, SQLite in WAL mode, embedded migrations).
+//!
+//! The store holds every accepted deployment and its state (the queue is the `queued` rows in order of
+//! arrival), the webhook deliveries already handled, and environment locks. A deployment is written
+//! before its webhook is answered, so an accepted deployment survives a crash; [`Store::interrupted`]
+//! finds the ones a previous process was running.
+//!
+//! The SQL is plain enough to be shared with a Postgres backend later; scheduling decisions that need
+//! the whole queue are made by the caller from [`Store::queued`] and [`Store::running`].
+
+use std::path::Path;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where a deployment is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentState {
+    Queued,
+    Running,
+    Success,
+    Failure,
+    Error,
+}
+
+impl DeploymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentState::Queued => "queued",
+            DeploymentState::Running => "running",
+            DeploymentState::Success => "success",
+            DeploymentState::Failure => "failure",
+            DeploymentState::Error => "error",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeploymentState::Success | DeploymentState::Failure | DeploymentState::Error
+        )
+    }
+}
+
+impl FromStr for DeploymentState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "queued" => DeploymentState::Queued,
+            "running" => DeploymentState::Running,
+            "success" => DeploymentState::Success,
+            "failure" => DeploymentState::Failure,
+            "error" => DeploymentState::Error,
+            other => return Err(format!("unknown deployment state `{other}`")),
+        })
+    }
+}
+
+/// A deployment as accepted from a webhook, before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    pub deployment_id: u64,
+    pub app: String,
+    pub repository: String,
+    pub clone_url: String,
+    pub environment: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub task: String,
+    pub payload: serde_json::Value,
+    pub actor: String,
+}
+
+/// A stored deployment.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub seq: i64,
+    pub deployment_id: u64,
+    pub app: String,
+    pub repository: String,
+    pub clone_url: String,
+    pub environment: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub task: String,
+    pub payload: serde_json::Value,
+    pub actor: String,
+    pub state: DeploymentState,
+    pub description: String,
+    pub queue_position: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i64>,
+    pub log_path: Option<String>,
+    pub log_url: Option<String>,
+}
+
+impl<'r> FromRow<'r, sqlx::sqlite::SqliteRow> for Deployment {
+    fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
+        let decode = |column: &str, message: String| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: message.into(),
+        };
+        let time = |column: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+            row.try_get::<Option<String>, _>(column)?
+                .map(|t| {
+                    DateTime::parse_from_rfc3339(&t)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|e| decode(column, e.to_string()))
+                })
+                .transpose()
+        };
+        let state: String = row.try_get("state")?;
+        let payload: String = row.try_get("payload")?;
+        Ok(Deployment {
+            seq: row.try_get("seq")?,
+            deployment_id: row.try_get::<i64, _>("deployment_id")? as u64,
+            app: row.try_get("app")?,
+            repository: row.try_get("repository")?,
+            clone_url: row.try_get("clone_url")?,
+            environment: row.try_get("environment")?,
+            git_ref: row.try_get("git_ref")?,
+            sha: row.try_get("sha")?,
+            task: row.try_get("task")?,
+            payload: serde_json::from_str(&payload)
+                .map_err(|e| decode("payload", e.to_string()))?,
+            actor: row.try_get("actor")?,
+            state: state.parse().map_err(|e| decode("state", e))?,
+            description: row.try_get("description")?,
+            queue_position: row.try_get("queue_position")?,
+            created_at: time("created_at")?.unwrap_or_default(),
+            started_at: time("started_at")?,
+            finished_at: time("finished_at")?,
+            exit_code: row.try_get("exit_code")?,
+            log_path: row.try_get("log_path")?,
+            log_url: row.try_get("log_url")?,
+        })
+    }
+}
+
+/// An environment lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub app: String,
+    pub environment: String,
+    pub holder: String,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What [`Store::accept`] made of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored: it will run.
+    New,
+    /// This delivery id was handled before (a replay).
+    DuplicateDelivery,
+    /// This deployment id is already stored (a second delivery of the same deployment).
+    DuplicateDeployment,
+}
+
+/// The migrations, compiled into the binary.
+#[derive(Debug)]
+struct EmbeddedMigrations;
+
+impl MigrationSource<'static> for EmbeddedMigrations {
+    fn resolve(
+        self,
+    ) -> Pin<
+        Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static>,
+    > {
+        Box::pin(async {
+            Ok(vec![Migration::new(
+                1,
+                "initial".into(),
+                MigrationType::Simple,
+                include_str!("../migrations/0001_initial.sql").into(),
+                false,
+            )])
+        })
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339()
+}
+
+/// A cheap-to-clone handle on the database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) `zbot.sqlite` in `data_dir` and brings its schema up to date.
+    pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("zbot.sqlite"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a deployment answered 202 must survive a power cut, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Migrator::new(EmbeddedMigrations).await?.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Records a delivery and, for a deployment, the deployment, in one transaction.
+    pub async fn accept(
+        &self,
+        delivery_id: Option<&str>,
+        event: &str,
+        deployment: Option<&NewDeployment>,
+    ) -> Result<Accepted, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(delivery_id) = delivery_id {
+            let inserted = sqlx::query(
+                "INSERT INTO deliveries (delivery_id, event, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(delivery_id)
+            .bind(event)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(Accepted::DuplicateDelivery);
+            }
+        }
+        let mut accepted = Accepted::New;
+        if let Some(d) = deployment {
+            let inserted = sqlx::query(
+                "INSERT INTO deployments (deployment_id, app, repository, clone_url, environment, git_ref, sha, task,
+                                          payload, actor, state, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(d.deployment_id as i64)
+            .bind(&d.app)
+            .bind(&d.repository)
+            .bind(&d.clone_url)
+            .bind(&d.environment)
+            .bind(&d.git_ref)
+            .bind(&d.sha)
+            .bind(&d.task)
+            .bind(d.payload.to_string())
+            .bind(&d.actor)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                accepted = Accepted::DuplicateDeployment;
+            }
+        }
+        tx.commit().await?;
+        Ok(accepted)
+    }
+
+    pub async fn get(&self, deployment_id: u64) -> Result<Option<Deployment>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM deployments WHERE deployment_id = ?")
+                .bind(deployment_id as i64)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Queued deployments, oldest first.
+    pub async fn queued(&self) -> Result<Vec<Deployment>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM deployments WHERE state = 'queued' ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Deployments marked running. At start-up these are the ones a previous process was running.
+    pub async fn running(&self) -> Result<Vec<Deployment>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM deployments WHERE state = 'running' ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Moves a queued deployment to running. False if it was no longer queued (e.g. cancelled).
+    pub async fn start(&self, deployment_id: u64, log_path: &Path) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE deployments SET state = 'running', started_at = ?, log_path = ?, queue_position = NULL
+             WHERE deployment_id = ? AND state = 'queued'",
+        )
+        .bind(now())
+        .bind(log_path.display().to_string())
+        .bind(deployment_id as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    pub async fn set_queue_position(
+        &self,
+        deployment_id: u64,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET queue_position = ? WHERE deployment_id = ?")
+            .bind(position)
+            .bind(deployment_id as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_log(
+        &self,
+        deployment_id: u64,
+        gist_id: Option<&str>,
+        log_url: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET gist_id = ?, log_url = ? WHERE deployment_id = ?")
+            .bind(gist_id)
+            .bind(log_url)
+            .bind(deployment_id as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a deployment. Only the first end counts: false if it had already ended.
+    pub async fn finish(
+        &self,
+        deployment_id: u64,
+        state: DeploymentState,
+        description: &str,
+        exit_code: Option<i32>,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE deployments SET state = ?, description = ?, exit_code = ?, finished_at = ?, queue_position = NULL
+             WHERE deployment_id = ? AND state IN ('queued', 'running')",
+        )
+        .bind(state.as_str())
+        .bind(description)
+        .bind(exit_code)
+        .bind(now())
+        .bind(deployment_id as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// The latest deployments of an app (optionally in one environment), newest first.
+    pub async fn recent(
+        &self,
+        app: &str,
+        environment: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM deployments WHERE app = ? AND (? IS NULL OR environment = ?) ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(app)
+        .bind(environment)
+        .bind(environment)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Takes the lock, or returns the lock someone else already holds.
+    pub async fn lock(
+        &self,
+        app: &str,
+        environment: &str,
+        holder: &str,
+        reason: Option<&str>,
+    ) -> Result<Result<Lock, Lock>, StoreError> {
+        sqlx::query(
+            "INSERT INTO locks (app, environment, holder, reason, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(app)
+        .bind(environment)
+        .bind(holder)
+        .bind(reason)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        let lock = self
+            .lock_of(app, environment)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        Ok(if lock.holder == holder {
+            Ok(lock)
+        } else {
+            Err(lock)
+        })
+    }
+
+    /// Removes a lock; returns it if there was one.
+    pub async fn unlock(&self, app: &str, environment: &str) -> Result<Option<Lock>, StoreError> {
+        let lock = self.lock_of(app, environment).await?;
+        sqlx::query("DELETE FROM locks WHERE app = ? AND environment = ?")
+            .bind(app)
+            .bind(environment)
+            .execute(&self.pool)
+            .await?;
+        Ok(lock)
+    }
+
+    pub async fn lock_of(&self, app: &str, environment: &str) -> Result<Option<Lock>, StoreError> {
+        let row = sqlx::query("SELECT * FROM locks WHERE app = ? AND environment = ?")
+            .bind(app)
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| lock_from_row(&r)).transpose()
+    }
+
+    pub async fn locks(&self) -> Result<Vec<Lock>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM locks ORDER BY app, environment")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(lock_from_row).collect()
+    }
+}
+
+fn lock_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Lock, StoreError> {
+    let created: String = row.try_get("created_at")?;
+    Ok(Lock {
+        app: row.try_get("app")?,
+        environment: row.try_get("environment")?,
+        holder: row.try_get("holder")?,
+        reason: row.try_get("reason")?,
+        created_at: DateTime::parse_from_rfc3339(&created)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default(),
+    })
+}

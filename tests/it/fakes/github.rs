@@ -1,0 +1,253 @@
+//! A fake GitHub: the REST shapes zbot uses (deployment statuses, gists), in memory, every call
+//! recorded. Tests wait on what it received with a deadline, never with a sleep.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// One status zbot posted.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub deployment_id: u64,
+    pub state: String,
+    pub description: String,
+    pub log_url: Option<String>,
+    pub environment_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gist {
+    pub description: String,
+    pub public: bool,
+    pub files: BTreeMap<String, String>,
+    pub updates: usize,
+}
+
+#[derive(Default)]
+struct Model {
+    statuses: Vec<Status>,
+    gists: BTreeMap<String, Gist>,
+    authorizations: Vec<String>,
+    fail_gists: bool,
+}
+
+#[derive(Clone)]
+pub struct FakeGitHub {
+    pub addr: SocketAddr,
+    model: Arc<Mutex<Model>>,
+    changed: watch::Sender<u64>,
+}
+
+const TIME: &str = "2026-11-27T10:00:00Z";
+
+impl FakeGitHub {
+    pub async fn start() -> FakeGitHub {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = FakeGitHub {
+            addr,
+            model: Arc::default(),
+            changed: watch::channel(0).0,
+        };
+        let app = Router::new()
+            .route("/repos/{owner}/{repo}/deployments/{id}/statuses", post(create_status))
+            .route("/gists", post(create_gist))
+            .route("/gists/{id}", patch(update_gist))
+            .with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        fake
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Makes gist creation fail with 403 (as for a GitHub App token).
+    pub fn fail_gists(&self) {
+        self.model.lock().unwrap().fail_gists = true;
+    }
+
+    fn touch(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub fn statuses(&self, deployment_id: u64) -> Vec<Status> {
+        let model = self.model.lock().unwrap();
+        model.statuses.iter().filter(|s| s.deployment_id == deployment_id).cloned().collect()
+    }
+
+    pub fn states(&self, deployment_id: u64) -> Vec<String> {
+        self.statuses(deployment_id).into_iter().map(|s| s.state).collect()
+    }
+
+    /// Every status, in the order received.
+    pub fn all_statuses(&self) -> Vec<Status> {
+        self.model.lock().unwrap().statuses.clone()
+    }
+
+    pub fn gist_by_url(&self, html_url: &str) -> Option<Gist> {
+        let id = html_url.rsplit('/').next()?;
+        self.model.lock().unwrap().gists.get(id).cloned()
+    }
+
+    pub fn authorizations(&self) -> Vec<String> {
+        self.model.lock().unwrap().authorizations.clone()
+    }
+
+    /// Waits until `done` holds for the model, or fails the test after `deadline`.
+    pub async fn wait_for<T>(&self, what: &str, deadline: Duration, mut done: impl FnMut(&FakeGitHub) -> Option<T>) -> T {
+        let mut changed = self.changed.subscribe();
+        let result = tokio::time::timeout(deadline, async {
+            loop {
+                if let Some(value) = done(self) {
+                    return value;
+                }
+                changed.changed().await.unwrap();
+            }
+        })
+        .await;
+        match result {
+            Ok(value) => value,
+            Err(_) => panic!("timed out after {deadline:?} waiting for {what}; statuses: {:#?}", self.all_statuses()),
+        }
+    }
+
+    /// Waits for the deployment's final status (success, failure or error) and returns it.
+    pub async fn final_status(&self, deployment_id: u64, deadline: Duration) -> Status {
+        self.wait_for(&format!("a final status of deployment {deployment_id}"), deadline, |fake| {
+            fake.statuses(deployment_id)
+                .into_iter()
+                .find(|s| matches!(s.state.as_str(), "success" | "failure" | "error"))
+        })
+        .await
+    }
+}
+
+fn record_auth(fake: &FakeGitHub, headers: &HeaderMap) {
+    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        fake.model.lock().unwrap().authorizations.push(auth.to_string());
+    }
+}
+
+async fn create_status(
+    State(fake): State<FakeGitHub>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    record_auth(&fake, &headers);
+    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+    let status = Status {
+        deployment_id: id,
+        state: text("state").unwrap_or_default(),
+        description: text("description").unwrap_or_default(),
+        log_url: text("log_url"),
+        environment_url: text("environment_url"),
+    };
+    if status.description.chars().count() > 140 {
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": "Validation Failed"}))).into_response();
+    }
+    let n = {
+        let mut model = fake.model.lock().unwrap();
+        model.statuses.push(status.clone());
+        model.statuses.len()
+    };
+    fake.touch();
+    let base = fake.url();
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "url": format!("{base}/repos/{owner}/{repo}/deployments/{id}/statuses/{n}"), "id": n,
+            "node_id": format!("DS_{n}"), "state": status.state, "description": status.description,
+            "environment": "production", "log_url": status.log_url, "target_url": status.log_url,
+            "environment_url": status.environment_url, "created_at": TIME, "updated_at": TIME,
+            "deployment_url": format!("{base}/repos/{owner}/{repo}/deployments/{id}"),
+            "repository_url": format!("{base}/repos/{owner}/{repo}"),
+        })),
+    )
+        .into_response()
+}
+
+fn gist_json(base: &str, id: &str, gist: &Gist) -> Value {
+    let files: serde_json::Map<String, Value> = gist
+        .files
+        .iter()
+        .map(|(name, content)| {
+            (name.clone(), json!({"filename": name, "type": "text/plain", "language": null,
+                "raw_url": format!("{base}/raw/{id}/{name}"), "size": content.len(), "truncated": false,
+                "content": content}))
+        })
+        .collect();
+    json!({
+        "url": format!("{base}/gists/{id}"), "forks_url": format!("{base}/gists/{id}/forks"),
+        "commits_url": format!("{base}/gists/{id}/commits"), "id": id, "node_id": format!("G_{id}"),
+        "git_pull_url": format!("{base}/{id}.git"), "git_push_url": format!("{base}/{id}.git"),
+        "html_url": format!("{base}/gist/{id}"), "files": files, "public": gist.public,
+        "created_at": TIME, "updated_at": TIME, "description": gist.description, "comments": 0,
+        "comments_url": format!("{base}/gists/{id}/comments"),
+    })
+}
+
+fn files_of(body: &Value) -> BTreeMap<String, String> {
+    body.get("files")
+        .and_then(Value::as_object)
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|(name, f)| Some((name.clone(), f.get("content")?.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn create_gist(State(fake): State<FakeGitHub>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    record_auth(&fake, &headers);
+    let (id, gist) = {
+        let mut model = fake.model.lock().unwrap();
+        if model.fail_gists {
+            return (StatusCode::FORBIDDEN, Json(json!({"message": "Resource not accessible by integration"})))
+                .into_response();
+        }
+        let id = format!("{:032x}", model.gists.len() + 1);
+        let gist = Gist {
+            description: body.get("description").and_then(Value::as_str).unwrap_or_default().to_string(),
+            public: body.get("public").and_then(Value::as_bool).unwrap_or(true),
+            files: files_of(&body),
+            updates: 0,
+        };
+        model.gists.insert(id.clone(), gist.clone());
+        (id, gist)
+    };
+    fake.touch();
+    (StatusCode::CREATED, Json(gist_json(&fake.url(), &id, &gist))).into_response()
+}
+
+async fn update_gist(
+    State(fake): State<FakeGitHub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    record_auth(&fake, &headers);
+    let gist = {
+        let mut model = fake.model.lock().unwrap();
+        let Some(gist) = model.gists.get_mut(&id) else {
+            return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+        };
+        gist.files.extend(files_of(&body));
+        gist.updates += 1;
+        gist.clone()
+    };
+    fake.touch();
+    (StatusCode::OK, Json(gist_json(&fake.url(), &id, &gist))).into_response()
+}

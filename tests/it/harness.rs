@@ -1,0 +1,198 @@
+//! The deployer test harness: a real git repository, the shipped recipes, a fake GitHub, zbot itself
+//! (in this process, or as a child process for crash tests), and signed webhooks sent over loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::fakes::github::FakeGitHub;
+use crate::support::repo_root;
+
+pub const SECRET: &str = "test-webhook-secret-0123456789";
+/// A token value the tests plant and then search for: it must never be printed.
+pub const TOKEN: &str = "ghp_PLANTEDtoken0123456789abcdef";
+
+/// Runs git in `dir`, panicking with its stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "zbot tests")
+        .env("GIT_AUTHOR_EMAIL", "tests@zbot.invalid")
+        .env("GIT_COMMITTER_NAME", "zbot tests")
+        .env("GIT_COMMITTER_EMAIL", "tests@zbot.invalid")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A git repository the deployments come from.
+pub struct TestRepo {
+    pub path: PathBuf,
+}
+
+impl TestRepo {
+    pub fn new(dir: &Path) -> TestRepo {
+        let path = dir.join("adxstat");
+        std::fs::create_dir_all(&path).unwrap();
+        git(&path, &["init", "--quiet", "--initial-branch=main"]);
+        TestRepo { path }
+    }
+
+    /// Writes files (path, content, executable), commits them, tags the commit; returns its sha.
+    pub fn commit(&self, files: &[(&str, &str, bool)], tag: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, content, executable) in files {
+            let file = self.path.join(name);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, content).unwrap();
+            let mode = if *executable { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        git(&self.path, &["add", "--all"]);
+        git(&self.path, &["commit", "--quiet", "--allow-empty", "-m", tag]);
+        git(&self.path, &["tag", tag]);
+        git(&self.path, &["rev-parse", "HEAD"])
+    }
+
+    pub fn clone_url(&self) -> String {
+        format!("file://{}", self.path.display())
+    }
+}
+
+/// The Fabric 1 `fab` the tests run: `.venv/bin/fab` (made by `.ci/run`), else one on PATH.
+pub fn fab() -> PathBuf {
+    let venv = repo_root().join(".venv/bin/fab");
+    if venv.exists() {
+        return venv;
+    }
+    let which = Command::new("sh").args(["-c", "command -v fab"]).output().unwrap();
+    let found = String::from_utf8_lossy(&which.stdout).trim().to_string();
+    assert!(
+        !found.is_empty(),
+        "Fabric is not installed: `bash .ci/run` installs fab-classic into .venv (or `pip install fab-classic`)"
+    );
+    PathBuf::from(found)
+}
+
+/// Copies the shipped recipes into `dir/commands`, with `fab` as an absolute path.
+pub fn install_recipes(dir: &Path) {
+    let commands = dir.join("commands");
+    std::fs::create_dir_all(&commands).unwrap();
+    let fab = fab().display().to_string();
+    for entry in std::fs::read_dir(repo_root().join("commands")).unwrap() {
+        let entry = entry.unwrap();
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let text = text.replace("program = \"fab\"", &format!("program = \"{fab}\""));
+        std::fs::write(commands.join(entry.file_name()), text).unwrap();
+    }
+}
+
+/// A bot.toml for tests: GitHub is the fake, the app deploys `repo`.
+pub fn config_text(github: &FakeGitHub, repo: &TestRepo, extra_app: &str, deploy: &str) -> String {
+    format!(
+        r#"[bot]
+data_dir = "data"
+
+[github]
+token = "{TOKEN}"
+api_url = "{github}"
+
+[webhook]
+listen = "127.0.0.1:0"
+secret = "{SECRET}"
+
+[deploy]
+work_dir = "data/work"
+recipes_dir = "commands"
+{deploy}
+
+[apps.adxstat]
+repository = "octo/adxstat"
+clone_url = "{clone}"
+environments = ["production", "staging"]
+environment_urls = {{ production = "https://adxstat.example.com" }}
+{extra_app}
+"#,
+        github = github.url(),
+        clone = repo.clone_url(),
+    )
+}
+
+/// zbot started in this process on a port of its own.
+pub async fn start_zbot(dir: &Path, config: &str) -> zbot::app::Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = dir.join("bot.toml");
+    std::fs::write(&path, config).unwrap();
+    install_recipes(dir);
+    let config = zbot::config::Config::load(&path).unwrap_or_else(|p| panic!("test config: {p:?}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    zbot::app::start(config, Some(listener)).await.expect("zbot starts")
+}
+
+/// The fixture `deployment` event with this deployment filled in.
+pub fn deployment_event(id: u64, git_ref: &str, sha: &str, environment: &str, task: &str, payload: Value) -> Value {
+    let text = std::fs::read_to_string(repo_root().join("tests/fixtures/github/deployment__payload.json")).unwrap();
+    let mut event: Value = serde_json::from_str(&text).unwrap();
+    let d = &mut event["deployment"];
+    d["id"] = json!(id);
+    d["ref"] = json!(git_ref);
+    d["sha"] = json!(sha);
+    d["environment"] = json!(environment);
+    d["original_environment"] = json!(environment);
+    d["task"] = json!(task);
+    d["payload"] = payload;
+    event["repository"]["full_name"] = json!("octo/adxstat");
+    event["repository"]["name"] = json!("adxstat");
+    event
+}
+
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A plain HTTP/1.1 request over loopback; returns (status, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // The server may answer (413, 401) before reading a large body, and close.
+    let _ = stream.write_all(body).await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Sends a signed GitHub delivery to zbot's webhook path.
+pub async fn deliver(addr: SocketAddr, event: &str, delivery: &str, body: &Value) -> (u16, String) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let headers = [
+        ("Content-Type", "application/json".to_string()),
+        ("User-Agent", "GitHub-Hookshot/044aadd".to_string()),
+        ("X-GitHub-Event", event.to_string()),
+        ("X-GitHub-Delivery", delivery.to_string()),
+        ("X-Hub-Signature-256", sign(SECRET, &bytes)),
+    ];
+    http(addr, "POST", "/webhooks/github", &headers, &bytes).await
+}
+
+/// Sends a deployment and expects it accepted.
+pub async fn deploy(addr: SocketAddr, id: u64, git_ref: &str, sha: &str, environment: &str) {
+    let event = deployment_event(id, git_ref, sha, environment, "deploy", json!({}));
+    let (status, body) = deliver(addr, "deployment", &format!("delivery-{id}"), &event).await;
+    assert_eq!(status, 202, "{body}");
+}
