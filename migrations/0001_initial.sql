@@ -26,6 +26,8 @@ CREATE TABLE deployments (
     started_at TEXT,
     finished_at TEXT,
     exit_code INTEGER,
+    -- The deploy's process group while it runs, so a restarted zbot can stop what a crash left behind.
+    process_group INTEGER,
     log_path TEXT,
     gist_id TEXT,
     log_url TEXT

@@ -64,6 +64,17 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
     let github = GitHub::new(&github_config).context("connecting to GitHub")?;
     let redactor = Redactor::new(config.secrets());
     let events = EventBus::default();
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(webhook_config.listen)
+            .await
+            .with_context(|| format!("listening on {}", webhook_config.listen))?,
+    };
+    let addr = listener.local_addr()?;
+    let public_url = webhook_config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let config = Arc::new(config);
     let deployer = Arc::new(Deployer {
         checkouts: Checkouts::new(&config.bot.data_dir, &config.deploy.work_dir),
@@ -73,17 +84,11 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         github,
         events: events.clone(),
         redactor,
+        public_url,
     });
     let scheduler = Scheduler::new(deployer);
     scheduler.recover().await;
 
-    let listener = match listener {
-        Some(listener) => listener,
-        None => TcpListener::bind(webhook_config.listen)
-            .await
-            .with_context(|| format!("listening on {}", webhook_config.listen))?,
-    };
-    let addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let router = webhook::router(
         webhook::Listener {

@@ -65,8 +65,18 @@ impl Scheduler {
                 for d in interrupted {
                     tracing::warn!(
                         deployment = d.deployment_id,
+                        process_group = d.process_group,
                         "ending a deploy interrupted by a restart"
                     );
+                    // Whatever the previous process started must not go on deploying unsupervised.
+                    if let Some(group) = d.process_group.and_then(|g| i32::try_from(g).ok())
+                        && crate::runner::process::kill_leftover_group(group, d.deployment_id)
+                    {
+                        tracing::warn!(
+                            deployment = d.deployment_id,
+                            "stopped the processes it left running"
+                        );
+                    }
                     self.deployer.end_unrun(&d, RESTARTED).await;
                 }
             }

@@ -112,6 +112,7 @@ pub struct Deployment {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i64>,
+    pub process_group: Option<i64>,
     pub log_path: Option<String>,
     pub log_url: Option<String>,
 }
@@ -153,6 +154,7 @@ impl<'r> FromRow<'r, sqlx::sqlite::SqliteRow> for Deployment {
             started_at: time("started_at")?,
             finished_at: time("finished_at")?,
             exit_code: row.try_get("exit_code")?,
+            process_group: row.try_get("process_group")?,
             log_path: row.try_get("log_path")?,
             log_url: row.try_get("log_url")?,
         })
@@ -334,6 +336,19 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE deployments SET queue_position = ? WHERE deployment_id = ?")
             .bind(position)
+            .bind(deployment_id as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_process_group(
+        &self,
+        deployment_id: u64,
+        group: u32,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET process_group = ? WHERE deployment_id = ?")
+            .bind(i64::from(group))
             .bind(deployment_id as i64)
             .execute(&self.pool)
             .await?;

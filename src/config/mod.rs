@@ -99,8 +99,9 @@ pub struct GithubApp {
 pub struct WebhookConfig {
     pub listen: SocketAddr,
     pub path: String,
-    /// The listener as people reach it, for links to zbot's own log pages.
-    pub public_url: String,
+    /// The listener as people reach it, for links to zbot's own log pages; by default
+    /// `http://` and the address it listens on.
+    pub public_url: Option<String>,
     /// `None` only when `insecure_skip_signature = true`.
     pub secret: Option<Secret>,
 }
@@ -646,14 +647,10 @@ fn validate_webhook(c: &mut Checker<'_>, raw: RawWebhook) -> WebhookConfig {
         }
         _ => {}
     }
-    let default_public = format!("http://{listen}");
-    let public_url = validate_url(
-        c,
-        "webhook",
-        "public_url",
-        raw.public_url.as_ref(),
-        &default_public,
-    );
+    let public_url = raw
+        .public_url
+        .as_ref()
+        .map(|url| validate_url(c, "webhook", "public_url", Some(url), ""));
     WebhookConfig {
         listen,
         path,

@@ -50,8 +50,8 @@ pub struct Checkouts {
     repos_dir: PathBuf,
     work_dir: PathBuf,
     known_hosts: PathBuf,
-    /// One fetch per repository at a time: two environments of one app may deploy at once.
-    fetching: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// One change to a repository's cache at a time: two environments of one app may deploy at once.
+    cache_locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
 }
 
 impl Checkouts {
@@ -60,7 +60,7 @@ impl Checkouts {
             repos_dir: data_dir.join("repos"),
             work_dir: work_dir.to_path_buf(),
             known_hosts: data_dir.join("known_hosts"),
-            fetching: Arc::default(),
+            cache_locks: Arc::default(),
         }
     }
 
@@ -85,8 +85,10 @@ impl Checkouts {
         }
         let cache = self.repos_dir.join(format!("{repository}.git"));
         let git_env = self.git_environment(clone_url, auth);
+        // Fetches and worktree changes touch the shared cache: one at a time per repository. Moving an
+        // existing tree only touches that tree, which only one deploy uses at a time.
+        let lock = self.repository_lock(repository).await;
         let fetched = {
-            let lock = self.fetch_lock(repository).await;
             let _guard = lock.lock().await;
             self.ensure_commit(&cache, repository, clone_url, sha, &git_env)
                 .await?
@@ -96,6 +98,7 @@ impl Checkouts {
             Ok(()) => true,
             Err(e) => {
                 tracing::info!(tree = %tree.display(), "rebuilding the working tree: {e}");
+                let _guard = lock.lock().await;
                 self.rebuild_tree(&cache, &tree, sha).await?;
                 false
             }
@@ -113,8 +116,8 @@ impl Checkouts {
         Ok((tree, note))
     }
 
-    async fn fetch_lock(&self, repository: &str) -> Arc<Mutex<()>> {
-        self.fetching
+    async fn repository_lock(&self, repository: &str) -> Arc<Mutex<()>> {
+        self.cache_locks
             .lock()
             .await
             .entry(repository.to_string())

@@ -46,6 +46,8 @@ pub struct Deployer {
     pub checkouts: Checkouts,
     pub events: EventBus,
     pub redactor: Redactor,
+    /// Where people reach the listener: links to zbot's own log pages start here.
+    pub public_url: String,
 }
 
 /// How a deployment ended, before it is posted.
@@ -91,12 +93,7 @@ impl Deployer {
 
     /// zbot's own page for a deploy's log, used when a gist cannot be written.
     fn own_log_url(&self, deployment_id: u64) -> String {
-        let base = self
-            .config
-            .webhook
-            .as_ref()
-            .map_or_else(|| "http://127.0.0.1".to_string(), |w| w.public_url.clone());
-        format!("{base}/deployments/{deployment_id}/log")
+        format!("{}/deployments/{deployment_id}/log", self.public_url)
     }
 
     fn environment_url(&self, d: &Deployment) -> Option<String> {
@@ -379,7 +376,32 @@ impl Deployer {
             ("ZBOT_TASK".to_string(), d.task.clone()),
             ("ZBOT_ACTOR".to_string(), d.actor.clone()),
         ];
-        let exit = process::run(&invocation, &tree, &zbot_env, timeout, cancel.clone(), log).await;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let record_group = async {
+            if let Ok(group) = started_rx.await {
+                match self.store.set_process_group(d.deployment_id, group).await {
+                    Ok(()) => tracing::info!(
+                        deployment = d.deployment_id,
+                        process_group = group,
+                        "deploy started"
+                    ),
+                    Err(e) => tracing::error!(
+                        deployment = d.deployment_id,
+                        "cannot record the process group: {e}"
+                    ),
+                }
+            }
+        };
+        let run = process::run(process::Run {
+            invocation: &invocation,
+            dir: &tree,
+            extra_env: &zbot_env,
+            timeout,
+            cancel: cancel.clone(),
+            log,
+            started: started_tx,
+        });
+        let (exit, ()) = tokio::join!(run, record_group);
         let took = human_duration(started.elapsed());
         match exit {
             Exit::Code(0) => Outcome {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::log::{LogSender, Stream};
 use crate::recipe::Invocation;
@@ -50,15 +50,30 @@ fn base_environment() -> Vec<(String, String)> {
     ]
 }
 
-/// Runs `invocation` in `dir` with `extra_env`, until it exits, `timeout` passes or `cancel` holds a reason.
-pub async fn run(
-    invocation: &Invocation,
-    dir: &Path,
-    extra_env: &[(String, String)],
-    timeout: Duration,
-    mut cancel: watch::Receiver<Option<String>>,
-    log: &LogSender,
-) -> Exit {
+/// What to run and how.
+pub struct Run<'a> {
+    pub invocation: &'a Invocation,
+    pub dir: &'a Path,
+    pub extra_env: &'a [(String, String)],
+    pub timeout: Duration,
+    /// Holds a reason once the run must stop.
+    pub cancel: watch::Receiver<Option<String>>,
+    pub log: &'a LogSender,
+    /// Told the process group id once the program started.
+    pub started: oneshot::Sender<u32>,
+}
+
+/// Runs the program until it exits, the timeout passes or `cancel` holds a reason.
+pub async fn run(run: Run<'_>) -> Exit {
+    let Run {
+        invocation,
+        dir,
+        extra_env,
+        timeout,
+        mut cancel,
+        log,
+        started,
+    } = run;
     // A relative program with a slash (`./script/deploy`) is the repository's own file.
     let program = if invocation.program.contains('/') && !invocation.program.starts_with('/') {
         dir.join(&invocation.program).display().to_string()
@@ -83,7 +98,9 @@ pub async fn run(
         Err(e) => return Exit::NotStarted(format!("cannot start {}: {e}", invocation.program)),
     };
     // The child leads its own group, so its pid is the group id.
-    let group = child.id().map(|pid| pid as i32);
+    if let Some(pid) = child.id() {
+        let _ = started.send(pid);
+    }
     let readers = [
         child
             .stdout
@@ -102,32 +119,49 @@ pub async fn run(
             }
         }
     };
-    let exit = tokio::select! {
-        status = child.wait() => match status {
-            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
-                (Some(code), _) => Exit::Code(code),
-                (None, Some(signal)) => Exit::Signal(signal),
-                (None, None) => Exit::Code(-1),
-            },
-            Err(e) => Exit::NotStarted(format!("lost track of {}: {e}", invocation.program)),
-        },
-        _ = tokio::time::sleep(timeout) => Exit::TimedOut(timeout),
-        _ = cancelled => Exit::Cancelled,
+    // The leader's exit is watched without reaping it: while it is a zombie its pid stays reserved,
+    // so signalling the group afterwards cannot hit another process that was given the same number.
+    let Some(pid) = child.id() else {
+        return Exit::NotStarted(format!(
+            "{} exited before it could be watched",
+            invocation.program
+        ));
     };
-    if let Some(group) = group {
-        if matches!(exit, Exit::TimedOut(_) | Exit::Cancelled) {
-            signal_group(group, libc::SIGTERM);
-            if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
-                log.note(format!(
-                    "still running {}s after SIGTERM: sending SIGKILL",
-                    GRACE.as_secs()
-                ))
-                .await;
-            }
+    let mut leader_exited = tokio::task::spawn_blocking(move || wait_without_reaping(pid));
+    let stopped = tokio::select! {
+        _ = &mut leader_exited => None,
+        _ = tokio::time::sleep(timeout) => Some(Exit::TimedOut(timeout)),
+        _ = cancelled => Some(Exit::Cancelled),
+    };
+    let group = pid as i32;
+    if stopped.is_some() {
+        signal_group(group, libc::SIGTERM);
+        if tokio::time::timeout(GRACE, &mut leader_exited)
+            .await
+            .is_err()
+        {
+            log.note(format!(
+                "still running {}s after SIGTERM: sending SIGKILL",
+                GRACE.as_secs()
+            ))
+            .await;
         }
-        signal_group(group, libc::SIGKILL);
     }
-    let _ = child.wait().await;
+    // Whatever the deploy left in its group goes with it.
+    signal_group(group, libc::SIGKILL);
+    let status = child.wait().await;
+    let exit = match (stopped, status) {
+        (Some(stopped), _) => stopped,
+        (None, Ok(status)) => match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::Code(-1),
+        },
+        (None, Err(e)) => Exit::NotStarted(format!("lost track of {}: {e}", invocation.program)),
+    };
     for reader in readers.into_iter().flatten() {
         // A process that left the group (setsid) could hold a pipe open; do not wait for it forever.
         if tokio::time::timeout(Duration::from_secs(2), reader)
@@ -141,7 +175,52 @@ pub async fn run(
     exit
 }
 
-fn signal_group(group: i32, signal: i32) {
+/// Kills what is left of a deploy a previous zbot ran, if group `group` still holds a process of
+/// that deploy: after a reboot the number may belong to someone else, so the deploy's
+/// `ZBOT_DEPLOYMENT_ID` must be in a member's environment. Returns whether it killed.
+pub fn kill_leftover_group(group: i32, deployment_id: u64) -> bool {
+    let marker = format!("ZBOT_DEPLOYMENT_ID={deployment_id}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let member_of_deploy = |pid: &str| {
+        let in_group = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            // pgrp is the 3rd field after the parenthesised command name.
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(2))
+                == Some(&group.to_string())
+        });
+        in_group
+            && std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()))
+    };
+    let found = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .any(|pid| member_of_deploy(&pid));
+    if found {
+        signal_group(group, libc::SIGKILL);
+    }
+    found
+}
+
+/// Blocks until process `pid` has exited, leaving it to be reaped by its `Child`.
+fn wait_without_reaping(pid: u32) {
+    loop {
+        // SAFETY: waitid writes only into `info`, which lives on this stack frame.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let result =
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if result == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// Sends `signal` to a process group; a group that no longer exists is not an error.
+pub fn signal_group(group: i32, signal: i32) {
     // SAFETY: killpg only sends a signal; a group that is already gone gives ESRCH, which is fine.
     unsafe {
         libc::killpg(group, signal);

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::fakes::github::FakeGitHub;
-use crate::harness::{self, TestRepo, config_text, deliver, deploy, deployment_event, http, start_zbot};
+use crate::harness::{
+    self, TestRepo, config_text, deliver, deploy, deployment_event, http, start_zbot,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -31,40 +33,97 @@ def deploy(branch_name='master'):
 struct Setup {
     _dir: tempfile::TempDir,
     github: FakeGitHub,
-    repo: TestRepo,
     zbot: zbot::app::Running,
 }
 
-async fn setup(files: &[(&str, &str, bool)], extra_app: &str, deploy_section: &str) -> (Setup, String) {
+async fn setup(
+    files: &[(&str, &str, bool)],
+    extra_app: &str,
+    deploy_section: &str,
+) -> (Setup, String) {
     let dir = tempfile::tempdir().unwrap();
     let github = FakeGitHub::start().await;
     let repo = TestRepo::new(dir.path());
     let sha = repo.commit(files, "v0.0.1");
     let config = config_text(&github, &repo, extra_app, deploy_section);
     let zbot = start_zbot(dir.path(), &config).await;
-    (Setup { _dir: dir, github, repo, zbot }, sha)
+    (
+        Setup {
+            _dir: dir,
+            github,
+            zbot,
+        },
+        sha,
+    )
+}
+
+/// zbot as a child process deploying a repository with `files`.
+async fn setup_process(
+    dir: &tempfile::TempDir,
+    files: &[(&str, &str, bool)],
+) -> (FakeGitHub, String, harness::ZbotProcess) {
+    let github = FakeGitHub::start().await;
+    let repo = TestRepo::new(dir.path());
+    let sha = repo.commit(files, "v0.0.1");
+    harness::prepare_dir(dir.path(), &config_text(&github, &repo, "", ""));
+    let zbot = harness::ZbotProcess::start(dir.path());
+    (github, sha, zbot)
+}
+
+/// Shell lines that wait (up to 30 s) until `file` exists: how test deploys are held and released.
+fn wait_for_file(file: &std::path::Path) -> String {
+    format!(
+        "i=0\nwhile [ ! -e {} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 9; sleep 0.05; done\n",
+        file.display()
+    )
 }
 
 #[tokio::test]
 async fn a_signed_deployment_runs_real_fabric_and_reports_to_github() {
-    let (s, sha) = setup(&[("fabfile.py", FABFILE, false)], "provider = \"fabric\"", "").await;
+    let (s, sha) = setup(
+        &[("fabfile.py", FABFILE, false)],
+        "provider = \"fabric\"",
+        "",
+    )
+    .await;
     deploy(s.zbot.addr, 1001, "v0.0.1", &sha, "production").await;
 
     let last = s.github.final_status(1001, DEADLINE).await;
-    assert_eq!(s.github.states(1001), ["in_progress", "success"], "{:#?}", s.github.statuses(1001));
-    assert!(last.description.starts_with("Deployed v0.0.1"), "{}", last.description);
-    assert_eq!(last.environment_url.as_deref(), Some("https://adxstat.example.com"));
+    assert_eq!(
+        s.github.states(1001),
+        ["in_progress", "success"],
+        "{:#?}",
+        s.github.statuses(1001)
+    );
+    assert!(
+        last.description.starts_with("Deployed v0.0.1"),
+        "{}",
+        last.description
+    );
+    assert_eq!(
+        last.environment_url.as_deref(),
+        Some("https://adxstat.example.com")
+    );
     let gist_url = last.log_url.clone().expect("the status links the log");
     let in_progress = &s.github.statuses(1001)[0];
     assert_eq!(in_progress.log_url.as_deref(), Some(gist_url.as_str()));
 
-    let gist = s.github.gist_by_url(&gist_url).expect("the log_url is the gist");
+    let gist = s
+        .github
+        .gist_by_url(&gist_url)
+        .expect("the log_url is the gist");
     assert!(!gist.public);
-    assert_eq!(gist.description, "zbot deploy #1001: octo/adxstat@v0.0.1 to production");
+    assert_eq!(
+        gist.description,
+        "zbot deploy #1001: octo/adxstat@v0.0.1 to production"
+    );
     let log = &gist.files["deploy-1001.log"];
     assert!(log.contains("deploying v0.0.1 to ['production']"), "{log}");
     assert!(log.contains("local step for v0.0.1"), "{log}");
-    assert!(log.contains("deploy:branch_name=v0.0.1"), "the log names the command: {log}");
+    assert!(
+        log.contains("deploy:branch_name=v0.0.1"),
+        "the log names the command: {log}"
+    );
     s.zbot.stop().await.unwrap();
 }
 
@@ -74,10 +133,20 @@ async fn a_failing_fabfile_ends_failure_with_its_lines_in_the_gist() {
     deploy(s.zbot.addr, 1002, "v0.0.1", &sha, "production").await;
     let last = s.github.final_status(1002, DEADLINE).await;
     assert_eq!(last.state, "failure", "{last:?}");
-    assert!(last.description.contains("exited with code 1"), "{}", last.description);
-    let gist = s.github.gist_by_url(last.log_url.as_deref().unwrap()).unwrap();
+    assert!(
+        last.description.contains("exited with code 1"),
+        "{}",
+        last.description
+    );
+    let gist = s
+        .github
+        .gist_by_url(last.log_url.as_deref().unwrap())
+        .unwrap();
     let log = &gist.files["deploy-1002.log"];
-    assert!(log.contains("migration 42 failed: relation users already exists"), "{log}");
+    assert!(
+        log.contains("migration 42 failed: relation users already exists"),
+        "{log}"
+    );
     assert!(log.contains("Fatal error"), "{log}");
     s.zbot.stop().await.unwrap();
 }
@@ -88,7 +157,11 @@ async fn no_matching_recipe_is_an_error_that_says_so() {
     deploy(s.zbot.addr, 1003, "v0.0.1", &sha, "production").await;
     let last = s.github.final_status(1003, DEADLINE).await;
     assert_eq!(last.state, "error");
-    assert!(last.description.contains("no deploy recipe matched"), "{}", last.description);
+    assert!(
+        last.description.contains("no deploy recipe matched"),
+        "{}",
+        last.description
+    );
     s.zbot.stop().await.unwrap();
 }
 
@@ -99,36 +172,108 @@ async fn a_missing_sha_is_an_error_that_says_so() {
     deploy(s.zbot.addr, 1004, "v9.9.9", missing, "production").await;
     let last = s.github.final_status(1004, DEADLINE).await;
     assert_eq!(last.state, "error");
-    assert!(last.description.contains(&format!("commit {missing} is not in octo/adxstat")), "{}", last.description);
+    assert!(
+        last.description
+            .contains(&format!("commit {missing} is not in octo/adxstat")),
+        "{}",
+        last.description
+    );
     s.zbot.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_locked_environment_is_an_error_naming_the_holder() {
     let (s, sha) = setup(&[("fabfile.py", FABFILE, false)], "", "").await;
-    let lock = deployment_event(1005, "v0.0.1", &sha, "production", "deploy:lock",
-        json!({"notify": {"user": "U0ALICE"}, "reason": "database migration"}));
-    assert_eq!(deliver(s.zbot.addr, "deployment", "d-1005", &lock).await.0, 202);
+    let lock = deployment_event(
+        1005,
+        "v0.0.1",
+        &sha,
+        "production",
+        "deploy:lock",
+        json!({"notify": {"user": "U0ALICE"}, "reason": "database migration"}),
+    );
+    assert_eq!(
+        deliver(s.zbot.addr, "deployment", "d-1005", &lock).await.0,
+        202
+    );
     let locked = s.github.final_status(1005, DEADLINE).await;
-    assert_eq!((locked.state.as_str(), locked.description.as_str()), ("success", "adxstat locked on production by U0ALICE"));
+    assert_eq!(
+        (locked.state.as_str(), locked.description.as_str()),
+        ("success", "adxstat locked on production by U0ALICE")
+    );
 
-    let other = deployment_event(1006, "v0.0.1", &sha, "production", "deploy", json!({"notify": {"user": "U0BOB"}}));
-    assert_eq!(deliver(s.zbot.addr, "deployment", "d-1006", &other).await.0, 202);
+    let other = deployment_event(
+        1006,
+        "v0.0.1",
+        &sha,
+        "production",
+        "deploy",
+        json!({"notify": {"user": "U0BOB"}}),
+    );
+    assert_eq!(
+        deliver(s.zbot.addr, "deployment", "d-1006", &other).await.0,
+        202
+    );
     let refused = s.github.final_status(1006, DEADLINE).await;
     assert_eq!(refused.state, "error");
-    assert!(refused.description.starts_with("adxstat is locked on production by U0ALICE since "), "{}", refused.description);
-    assert!(refused.description.ends_with(": database migration"), "{}", refused.description);
+    assert!(
+        refused
+            .description
+            .starts_with("adxstat is locked on production by U0ALICE since "),
+        "{}",
+        refused.description
+    );
+    assert!(
+        refused.description.ends_with(": database migration"),
+        "{}",
+        refused.description
+    );
 
     // The holder still deploys; staging is not locked.
-    let own = deployment_event(1007, "v0.0.1", &sha, "production", "deploy", json!({"notify": {"user": "U0ALICE"}}));
-    assert_eq!(deliver(s.zbot.addr, "deployment", "d-1007", &own).await.0, 202);
+    let own = deployment_event(
+        1007,
+        "v0.0.1",
+        &sha,
+        "production",
+        "deploy",
+        json!({"notify": {"user": "U0ALICE"}}),
+    );
+    assert_eq!(
+        deliver(s.zbot.addr, "deployment", "d-1007", &own).await.0,
+        202
+    );
     assert_eq!(s.github.final_status(1007, DEADLINE).await.state, "success");
 
-    let unlock = deployment_event(1008, "v0.0.1", &sha, "production", "deploy:unlock", json!({"notify": {"user": "U0ALICE"}}));
-    assert_eq!(deliver(s.zbot.addr, "deployment", "d-1008", &unlock).await.0, 202);
-    assert_eq!(s.github.final_status(1008, DEADLINE).await.description, "adxstat unlocked on production by U0ALICE");
-    let again = deployment_event(1009, "v0.0.1", &sha, "production", "deploy", json!({"notify": {"user": "U0BOB"}}));
-    assert_eq!(deliver(s.zbot.addr, "deployment", "d-1009", &again).await.0, 202);
+    let unlock = deployment_event(
+        1008,
+        "v0.0.1",
+        &sha,
+        "production",
+        "deploy:unlock",
+        json!({"notify": {"user": "U0ALICE"}}),
+    );
+    assert_eq!(
+        deliver(s.zbot.addr, "deployment", "d-1008", &unlock)
+            .await
+            .0,
+        202
+    );
+    assert_eq!(
+        s.github.final_status(1008, DEADLINE).await.description,
+        "adxstat unlocked on production by U0ALICE"
+    );
+    let again = deployment_event(
+        1009,
+        "v0.0.1",
+        &sha,
+        "production",
+        "deploy",
+        json!({"notify": {"user": "U0BOB"}}),
+    );
+    assert_eq!(
+        deliver(s.zbot.addr, "deployment", "d-1009", &again).await.0,
+        202
+    );
     assert_eq!(s.github.final_status(1009, DEADLINE).await.state, "success");
     s.zbot.stop().await.unwrap();
 }
@@ -145,10 +290,23 @@ async fn a_timeout_is_an_error_and_kills_grandchildren() {
     deploy(s.zbot.addr, 1010, "v0.0.1", &sha, "production").await;
     let last = s.github.final_status(1010, DEADLINE).await;
     assert_eq!(last.state, "error");
-    assert_eq!(last.description, "Timed out after 2s: the deploy was stopped");
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    assert!(!process_alive(pid), "the grandchild sleep {pid} survived the timeout");
-    let gist = s.github.gist_by_url(last.log_url.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        last.description,
+        "Timed out after 2s: the deploy was stopped"
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !process_alive(pid),
+        "the grandchild sleep {pid} survived the timeout"
+    );
+    let gist = s
+        .github
+        .gist_by_url(last.log_url.as_deref().unwrap())
+        .unwrap();
     assert!(gist.files["deploy-1010.log"].contains("DEPLOYMENT TIMED OUT AFTER 2 SECONDS"));
     s.zbot.stop().await.unwrap();
 }
@@ -156,7 +314,12 @@ async fn a_timeout_is_an_error_and_kills_grandchildren() {
 /// Alive and not a zombie.
 fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -164,7 +327,15 @@ fn process_alive(pid: i32) -> bool {
 #[tokio::test]
 async fn bad_signatures_are_refused_and_nothing_runs() {
     let (s, sha) = setup(&[("fabfile.py", FABFILE, false)], "", "").await;
-    let body = serde_json::to_vec(&deployment_event(1011, "v0.0.1", &sha, "production", "deploy", json!({}))).unwrap();
+    let body = serde_json::to_vec(&deployment_event(
+        1011,
+        "v0.0.1",
+        &sha,
+        "production",
+        "deploy",
+        json!({}),
+    ))
+    .unwrap();
     let base = |sig: Option<String>| {
         let mut h = vec![
             ("Content-Type", "application/json".to_string()),
@@ -183,11 +354,25 @@ async fn bad_signatures_are_refused_and_nothing_runs() {
         Some(harness::sign(harness::SECRET, &body).replace("sha256=", "sha1=")),
         Some(harness::sign(harness::SECRET, b"another body")),
     ] {
-        let (status, text) = http(s.zbot.addr, "POST", "/webhooks/github", &base(signature), &body).await;
+        let (status, text) = http(
+            s.zbot.addr,
+            "POST",
+            "/webhooks/github",
+            &base(signature),
+            &body,
+        )
+        .await;
         assert_eq!((status, text.as_str()), (401, ""));
     }
-    assert_eq!(http(s.zbot.addr, "GET", "/healthz", &[], b"").await, (200, "ok".to_string()));
-    assert!(s.github.all_statuses().is_empty(), "nothing may run: {:#?}", s.github.all_statuses());
+    assert_eq!(
+        http(s.zbot.addr, "GET", "/healthz", &[], b"").await,
+        (200, "ok".to_string())
+    );
+    assert!(
+        s.github.all_statuses().is_empty(),
+        "nothing may run: {:#?}",
+        s.github.all_statuses()
+    );
     assert!(s.zbot.store.get(1011).await.unwrap().is_none());
     s.zbot.stop().await.unwrap();
 }
@@ -196,9 +381,24 @@ async fn bad_signatures_are_refused_and_nothing_runs() {
 async fn replays_and_redeliveries_run_once() {
     let (s, sha) = setup(&[("fabfile.py", FABFILE, false)], "", "").await;
     let event = deployment_event(1012, "v0.0.1", &sha, "production", "deploy", json!({}));
-    assert_eq!(deliver(s.zbot.addr, "deployment", "same-delivery", &event).await.0, 202);
-    assert_eq!(deliver(s.zbot.addr, "deployment", "same-delivery", &event).await.0, 202);
-    assert_eq!(deliver(s.zbot.addr, "deployment", "another-delivery", &event).await.0, 202);
+    assert_eq!(
+        deliver(s.zbot.addr, "deployment", "same-delivery", &event)
+            .await
+            .0,
+        202
+    );
+    assert_eq!(
+        deliver(s.zbot.addr, "deployment", "same-delivery", &event)
+            .await
+            .0,
+        202
+    );
+    assert_eq!(
+        deliver(s.zbot.addr, "deployment", "another-delivery", &event)
+            .await
+            .0,
+        202
+    );
     s.github.final_status(1012, DEADLINE).await;
     // A later deployment finishing shows the queue has moved past any duplicate.
     deploy(s.zbot.addr, 1013, "v0.0.1", &sha, "production").await;
@@ -210,20 +410,48 @@ async fn replays_and_redeliveries_run_once() {
 #[tokio::test]
 async fn other_events_and_malformed_bodies_get_the_documented_answers() {
     let (s, _) = setup(&[("fabfile.py", FABFILE, false)], "", "").await;
-    let ping: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(crate::support::repo_root().join("tests/fixtures/github/ping__payload.json")).unwrap()).unwrap();
+    let ping: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::support::repo_root().join("tests/fixtures/github/ping__payload.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(deliver(s.zbot.addr, "ping", "p-1", &ping).await.0, 200);
-    assert_eq!(deliver(s.zbot.addr, "push", "p-2", &json!({"ref": "refs/heads/main"})).await.0, 202);
+    assert_eq!(
+        deliver(
+            s.zbot.addr,
+            "push",
+            "p-2",
+            &json!({"ref": "refs/heads/main"})
+        )
+        .await
+        .0,
+        202
+    );
     let junk = b"{not json";
     let headers = [
         ("X-GitHub-Event", "deployment".to_string()),
         ("X-GitHub-Delivery", "p-3".to_string()),
         ("X-Hub-Signature-256", harness::sign(harness::SECRET, junk)),
     ];
-    assert_eq!(http(s.zbot.addr, "POST", "/webhooks/github", &headers, junk).await.0, 400);
+    assert_eq!(
+        http(s.zbot.addr, "POST", "/webhooks/github", &headers, junk)
+            .await
+            .0,
+        400
+    );
     let huge = vec![b' '; 26 * 1024 * 1024];
-    let headers = [("X-GitHub-Event", "deployment".to_string()), ("X-Hub-Signature-256", harness::sign(harness::SECRET, &huge))];
-    assert_eq!(http(s.zbot.addr, "POST", "/webhooks/github", &headers, &huge).await.0, 413);
+    let headers = [
+        ("X-GitHub-Event", "deployment".to_string()),
+        ("X-Hub-Signature-256", harness::sign(harness::SECRET, &huge)),
+    ];
+    assert_eq!(
+        http(s.zbot.addr, "POST", "/webhooks/github", &headers, &huge)
+            .await
+            .0,
+        413
+    );
     s.zbot.stop().await.unwrap();
 }
 
@@ -231,14 +459,356 @@ async fn other_events_and_malformed_bodies_get_the_documented_answers() {
 async fn form_encoded_deliveries_are_accepted() {
     let (s, sha) = setup(&[("fabfile.py", FABFILE, false)], "", "").await;
     let event = deployment_event(1014, "v0.0.1", &sha, "production", "deploy", json!({}));
-    let body: String = form_urlencoded::Serializer::new(String::new()).append_pair("payload", &event.to_string()).finish();
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &event.to_string())
+        .finish();
     let headers = [
-        ("Content-Type", "application/x-www-form-urlencoded".to_string()),
+        (
+            "Content-Type",
+            "application/x-www-form-urlencoded".to_string(),
+        ),
         ("X-GitHub-Event", "deployment".to_string()),
         ("X-GitHub-Delivery", "f-1".to_string()),
-        ("X-Hub-Signature-256", harness::sign(harness::SECRET, body.as_bytes())),
+        (
+            "X-Hub-Signature-256",
+            harness::sign(harness::SECRET, body.as_bytes()),
+        ),
     ];
-    assert_eq!(http(s.zbot.addr, "POST", "/webhooks/github", &headers, body.as_bytes()).await.0, 202);
+    assert_eq!(
+        http(
+            s.zbot.addr,
+            "POST",
+            "/webhooks/github",
+            &headers,
+            body.as_bytes()
+        )
+        .await
+        .0,
+        202
+    );
     assert_eq!(s.github.final_status(1014, DEADLINE).await.state, "success");
     s.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn fabric_deploys_over_real_ssh() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = crate::sshd::Sshd::start(dir.path());
+    let target = dir.path().join("server/deployed-ref");
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let fabfile = format!(
+        r#"from fabric.api import env, run, task
+env.roledefs = {{'production': ['{user}@127.0.0.1:{port}']}}
+env.key_filename = '{key}'
+env.disable_known_hosts = True
+env.abort_on_prompts = True
+
+@task
+def deploy(branch_name='master'):
+    run("echo %s > {target}" % branch_name)
+    run("echo remote step for %s on the server" % branch_name)
+"#,
+        user = sshd.user,
+        port = sshd.port,
+        key = sshd.client_key.display(),
+        target = target.display()
+    );
+    let (s, sha) = setup(&[("fabfile.py", &fabfile, false)], "", "").await;
+    deploy(s.zbot.addr, 1101, "v0.0.1", &sha, "production").await;
+    let last = s.github.final_status(1101, DEADLINE).await;
+    let gist = s
+        .github
+        .gist_by_url(last.log_url.as_deref().unwrap())
+        .unwrap();
+    let log = &gist.files["deploy-1101.log"];
+    assert_eq!(last.state, "success", "{log}");
+    assert!(
+        log.contains(&format!(
+            "[{}@127.0.0.1:{}] out: remote step for v0.0.1 on the server",
+            sshd.user, sshd.port
+        )),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap().trim(), "v0.0.1");
+    s.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_deploy_at_a_time_per_environment_and_environments_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release-first-deploy");
+    let script = format!(
+        "#!/bin/sh\necho \"deploy $ZBOT_DEPLOYMENT_ID to $DEPLOY_ENV\"\nif [ \"$ZBOT_DEPLOYMENT_ID\" = 1201 ]; then\n{}fi\n",
+        wait_for_file(&release)
+    );
+    let (s, sha) = setup(&[("script/deploy", &script, true)], "", "").await;
+    deploy(s.zbot.addr, 1201, "v0.0.1", &sha, "production").await;
+    s.github
+        .wait_for("1201 in progress", DEADLINE, |g| {
+            g.states(1201)
+                .contains(&"in_progress".to_string())
+                .then_some(())
+        })
+        .await;
+    deploy(s.zbot.addr, 1202, "v0.0.1", &sha, "production").await;
+    deploy(s.zbot.addr, 1203, "v0.0.1", &sha, "staging").await;
+
+    // Staging runs to the end while production's first deploy is still running: they overlap.
+    assert_eq!(s.github.final_status(1203, DEADLINE).await.state, "success");
+    let queued = s
+        .github
+        .wait_for("1202 queued", DEADLINE, |g| {
+            g.statuses(1202).first().cloned()
+        })
+        .await;
+    assert_eq!(queued.state, "queued");
+    assert_eq!(
+        queued.description,
+        "Queued: 1 deploy(s) of octo/adxstat to production ahead"
+    );
+    assert!(
+        s.github
+            .statuses(1201)
+            .iter()
+            .all(|st| st.state == "in_progress"),
+        "1201 must still run: {:#?}",
+        s.github.all_statuses()
+    );
+
+    std::fs::write(&release, "go").unwrap();
+    assert_eq!(s.github.final_status(1202, DEADLINE).await.state, "success");
+    let order: Vec<(u64, String)> = s
+        .github
+        .all_statuses()
+        .into_iter()
+        .map(|st| (st.deployment_id, st.state))
+        .collect();
+    let at = |id: u64, state: &str| {
+        order
+            .iter()
+            .position(|(i, s)| *i == id && s == state)
+            .unwrap()
+    };
+    assert!(at(1201, "success") < at(1202, "in_progress"), "{order:?}");
+    assert_eq!(s.github.states(1202), ["queued", "in_progress", "success"]);
+    s.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_a_gist_the_status_links_zbots_own_log_page() {
+    let (s, sha) = setup(&[("fabfile.py", FABFILE, false)], "", "").await;
+    s.github.fail_gists();
+    deploy(s.zbot.addr, 1301, "v0.0.1", &sha, "production").await;
+    let last = s.github.final_status(1301, DEADLINE).await;
+    assert_eq!(
+        last.state, "success",
+        "a gist that cannot be written never fails the deploy"
+    );
+    let url = last.log_url.unwrap();
+    assert_eq!(url, format!("http://{}/deployments/1301/log", s.zbot.addr));
+    let (status, log) = http(s.zbot.addr, "GET", "/deployments/1301/log", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(log.contains("local step for v0.0.1"), "{log}");
+    s.zbot.stop().await.unwrap();
+}
+
+/// A deploy printing 100 MB: zbot's memory stays flat, the gist keeps head and tail under 1 MB, and
+/// the whole log is on disk. zbot runs as its own process so its memory can be read.
+// zbot is started synchronously while the fake GitHub must keep serving: two runtime threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_deploy_keeps_memory_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "#!/bin/sh\necho FIRST-LINE\nhead -c 104857600 /dev/zero | tr '\\0' x | fold -w 99\necho\necho LAST-LINE\n";
+    let (github, sha, zbot) = setup_process(&dir, &[("script/deploy", script, true)]).await;
+    let idle_kib = zbot.peak_rss_kib();
+    deploy(zbot.addr, 1401, "v0.0.1", &sha, "production").await;
+    let last = github.final_status(1401, Duration::from_secs(300)).await;
+    assert_eq!(last.state, "success");
+    let peak_kib = zbot.peak_rss_kib();
+    let log = std::fs::read_to_string(dir.path().join("data/logs/1401.log")).unwrap();
+    assert!(
+        log.len() > 104_857_600,
+        "the whole log is on disk ({} bytes)",
+        log.len()
+    );
+    // FIRST-LINE, the x lines (the last one partial), LAST-LINE.
+    assert_eq!(
+        log.matches(" out | ").count(),
+        1 + 104_857_600_usize.div_ceil(99) + 1,
+        "every line is in the log"
+    );
+    let gist = github
+        .gist_by_url(last.log_url.as_deref().unwrap())
+        .unwrap();
+    let text = &gist.files["deploy-1401.log"];
+    assert!(text.len() < 1_000_000, "gist file is {} bytes", text.len());
+    assert!(
+        text.contains("FIRST-LINE") && text.contains("LAST-LINE"),
+        "head and tail are kept"
+    );
+    assert!(
+        text.contains("bytes left out here; the whole log"),
+        "the cut is said"
+    );
+    eprintln!("zbot peak RSS: idle {idle_kib} KiB, after a 100 MB deploy {peak_kib} KiB");
+    assert!(
+        peak_kib < idle_kib + 16 * 1024,
+        "memory grew from {idle_kib} KiB to {peak_kib} KiB"
+    );
+}
+
+/// SIGKILL during a deploy: after a restart the interrupted deployment ends `error`, its processes are
+/// gone, and the queued one runs. The planted token never appears in the log, the gist or zbot's output.
+// zbot is started synchronously while the fake GitHub must keep serving: two runtime threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_zbot_ends_interrupted_deploys_and_runs_queued_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("stuck.pid");
+    let script = format!(
+        "#!/bin/sh\necho \"the token is {token}\"\n\
+         if [ \"$ZBOT_DEPLOYMENT_ID\" = 1501 ]; then echo $$ > {pid}; sleep 1000; fi\necho done\n",
+        token = harness::TOKEN,
+        pid = pid_file.display()
+    );
+    let (github, sha, mut zbot) = setup_process(&dir, &[("script/deploy", &script, true)]).await;
+    deploy(zbot.addr, 1501, "v0.0.1", &sha, "production").await;
+    // The script has started once its first line reached the live gist.
+    github
+        .wait_for("1501's script to start", DEADLINE, |g| {
+            let url = g.statuses(1501).first()?.log_url.clone()?;
+            g.gist_by_url(&url)?.files["deploy-1501.log"]
+                .contains("the token is")
+                .then_some(())
+        })
+        .await;
+    deploy(zbot.addr, 1502, "v0.0.1", &sha, "production").await;
+    github
+        .wait_for("1502 queued", DEADLINE, |g| {
+            g.states(1502).contains(&"queued".to_string()).then_some(())
+        })
+        .await;
+    let stuck: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    zbot.kill_hard();
+    let first_output = zbot.output.lock().unwrap().clone();
+
+    let zbot = harness::ZbotProcess::start(dir.path());
+    let interrupted = github.final_status(1501, DEADLINE).await;
+    assert_eq!(
+        (interrupted.state.as_str(), interrupted.description.as_str()),
+        ("error", "zbot restarted during this deploy")
+    );
+    assert!(
+        !process_alive(stuck),
+        "the interrupted deploy's process {stuck} was left running:\n{first_output}\n{}",
+        zbot.output.lock().unwrap()
+    );
+    let queued = github.final_status(1502, DEADLINE).await;
+    assert_eq!(queued.state, "success");
+
+    let gist = github
+        .gist_by_url(queued.log_url.as_deref().unwrap())
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("data/logs/1502.log")).unwrap();
+    assert!(log.contains("the token is ***"), "{log}");
+    assert!(
+        github
+            .authorizations()
+            .iter()
+            .any(|a| a.contains(harness::TOKEN)),
+        "the token was in use"
+    );
+    let output = zbot.output.lock().unwrap().clone();
+    for (what, text) in [
+        ("log", log.as_str()),
+        ("gist", gist.files["deploy-1502.log"].as_str()),
+        ("zbot's output", output.as_str()),
+    ] {
+        assert!(
+            !text.contains(harness::TOKEN),
+            "the token leaked into the {what}"
+        );
+    }
+}
+
+/// SIGTERM stops taking new work but lets a running deploy finish (within the grace period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_running_deploy_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let script = format!(
+        "#!/bin/sh\necho waiting\n{}echo finished\n",
+        wait_for_file(&release)
+    );
+    let (github, sha, mut zbot) = setup_process(&dir, &[("script/deploy", &script, true)]).await;
+    deploy(zbot.addr, 1601, "v0.0.1", &sha, "production").await;
+    github
+        .wait_for("1601 in progress", DEADLINE, |g| {
+            g.states(1601)
+                .contains(&"in_progress".to_string())
+                .then_some(())
+        })
+        .await;
+    // SAFETY: signals our own child.
+    unsafe {
+        libc::kill(zbot.child.id() as i32, libc::SIGTERM);
+    }
+    let stopping = tokio::task::spawn_blocking(move || {
+        let status = zbot.child.wait().unwrap();
+        (status, zbot)
+    });
+    std::fs::write(&release, "go").unwrap();
+    let (status, _zbot) = stopping.await.unwrap();
+    assert!(
+        status.success(),
+        "zbot exits cleanly after SIGTERM: {status}"
+    );
+    assert_eq!(github.states(1601), ["in_progress", "success"]);
+}
+
+/// The working tree is reused from deploy to deploy, left-overs are cleaned, a broken tree is rebuilt.
+#[tokio::test]
+async fn a_reused_tree_is_cleaned_and_a_broken_one_rebuilt() {
+    let script =
+        "#!/bin/sh\necho \"version $(cat VERSION)\"\n[ -e junk ] && echo JUNK-PRESENT\nexit 0\n";
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let repo = TestRepo::new(dir.path());
+    let v1 = repo.commit(
+        &[("script/deploy", script, true), ("VERSION", "one", false)],
+        "v0.0.1",
+    );
+    let zbot = start_zbot(dir.path(), &config_text(&github, &repo, "", "")).await;
+    let log_of =
+        |id: u64| std::fs::read_to_string(dir.path().join(format!("data/logs/{id}.log"))).unwrap();
+    let tree = dir.path().join("data/work/adxstat/production");
+
+    deploy(zbot.addr, 1701, "v0.0.1", &v1, "production").await;
+    assert_eq!(github.final_status(1701, DEADLINE).await.state, "success");
+    assert!(log_of(1701).contains("tree created"));
+
+    std::fs::write(tree.join("junk"), "left by a previous run").unwrap();
+    std::fs::write(tree.join("VERSION"), "edited by hand").unwrap();
+    let v2 = repo.commit(&[("VERSION", "two", false)], "v0.0.2");
+    deploy(zbot.addr, 1702, "v0.0.2", &v2, "production").await;
+    assert_eq!(github.final_status(1702, DEADLINE).await.state, "success");
+    let log = log_of(1702);
+    assert!(
+        log.contains("version two") && !log.contains("JUNK-PRESENT"),
+        "{log}"
+    );
+    assert!(log.contains("fetched, tree reused"), "{log}");
+
+    std::fs::write(tree.join(".git"), "gitdir: /nowhere").unwrap();
+    deploy(zbot.addr, 1703, "v0.0.1", &v1, "production").await;
+    assert_eq!(github.final_status(1703, DEADLINE).await.state, "success");
+    let log = log_of(1703);
+    assert!(
+        log.contains("version one") && log.contains("cache hit, tree created"),
+        "{log}"
+    );
+    zbot.stop().await.unwrap();
 }

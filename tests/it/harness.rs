@@ -27,7 +27,11 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "tests@zbot.invalid")
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -55,7 +59,10 @@ impl TestRepo {
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
         }
         git(&self.path, &["add", "--all"]);
-        git(&self.path, &["commit", "--quiet", "--allow-empty", "-m", tag]);
+        git(
+            &self.path,
+            &["commit", "--quiet", "--allow-empty", "-m", tag],
+        );
         git(&self.path, &["tag", tag]);
         git(&self.path, &["rev-parse", "HEAD"])
     }
@@ -71,7 +78,10 @@ pub fn fab() -> PathBuf {
     if venv.exists() {
         return venv;
     }
-    let which = Command::new("sh").args(["-c", "command -v fab"]).output().unwrap();
+    let which = Command::new("sh")
+        .args(["-c", "command -v fab"])
+        .output()
+        .unwrap();
     let found = String::from_utf8_lossy(&which.stdout).trim().to_string();
     assert!(
         !found.is_empty(),
@@ -132,12 +142,23 @@ pub async fn start_zbot(dir: &Path, config: &str) -> zbot::app::Running {
     install_recipes(dir);
     let config = zbot::config::Config::load(&path).unwrap_or_else(|p| panic!("test config: {p:?}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    zbot::app::start(config, Some(listener)).await.expect("zbot starts")
+    zbot::app::start(config, Some(listener))
+        .await
+        .expect("zbot starts")
 }
 
 /// The fixture `deployment` event with this deployment filled in.
-pub fn deployment_event(id: u64, git_ref: &str, sha: &str, environment: &str, task: &str, payload: Value) -> Value {
-    let text = std::fs::read_to_string(repo_root().join("tests/fixtures/github/deployment__payload.json")).unwrap();
+pub fn deployment_event(
+    id: u64,
+    git_ref: &str,
+    sha: &str,
+    environment: &str,
+    task: &str,
+    payload: Value,
+) -> Value {
+    let text =
+        std::fs::read_to_string(repo_root().join("tests/fixtures/github/deployment__payload.json"))
+            .unwrap();
     let mut event: Value = serde_json::from_str(&text).unwrap();
     let d = &mut event["deployment"];
     d["id"] = json!(id);
@@ -159,9 +180,18 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 }
 
 /// A plain HTTP/1.1 request over loopback; returns (status, body).
-pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -172,8 +202,15 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response).await;
     let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -195,4 +232,87 @@ pub async fn deploy(addr: SocketAddr, id: u64, git_ref: &str, sha: &str, environ
     let event = deployment_event(id, git_ref, sha, environment, "deploy", json!({}));
     let (status, body) = deliver(addr, "deployment", &format!("delivery-{id}"), &event).await;
     assert_eq!(status, 202, "{body}");
+}
+
+/// zbot as a child process (`zbot run`), for tests that kill it or measure it.
+pub struct ZbotProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// Everything zbot printed on stderr so far.
+    pub output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ZbotProcess {
+    /// Starts `zbot run` with `dir/bot.toml` and waits until it says where it listens.
+    pub fn start(dir: &Path) -> ZbotProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zbot"))
+            .args(["run", "--config"])
+            .arg(dir.join("bot.toml"))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("zbot starts");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line
+                    .split("addr=")
+                    .nth(1)
+                    .and_then(|a| a.split_whitespace().next())
+                {
+                    let _ = addr_tx.send(addr.parse::<SocketAddr>().ok());
+                }
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+            let _ = addr_tx.send(None);
+        });
+        let addr = addr_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("zbot did not start:\n{}", output.lock().unwrap()));
+        ZbotProcess {
+            child,
+            addr,
+            output,
+        }
+    }
+
+    /// Peak resident memory so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ZbotProcess {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+/// Writes `config` and the recipes into `dir`, as `start_zbot` does, without starting zbot.
+pub fn prepare_dir(dir: &Path, config: &str) {
+    std::fs::write(dir.join("bot.toml"), config).unwrap();
+    install_recipes(dir);
 }

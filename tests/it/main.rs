@@ -3,8 +3,9 @@
 mod check;
 mod deployer;
 mod fakes;
-mod harness;
 mod grammar;
+mod harness;
 mod parse_cli;
 mod recipes;
+mod sshd;
 mod support;

@@ -60,7 +60,10 @@ impl FakeGitHub {
             changed: watch::channel(0).0,
         };
         let app = Router::new()
-            .route("/repos/{owner}/{repo}/deployments/{id}/statuses", post(create_status))
+            .route(
+                "/repos/{owner}/{repo}/deployments/{id}/statuses",
+                post(create_status),
+            )
             .route("/gists", post(create_gist))
             .route("/gists/{id}", patch(update_gist))
             .with_state(fake.clone());
@@ -83,11 +86,19 @@ impl FakeGitHub {
 
     pub fn statuses(&self, deployment_id: u64) -> Vec<Status> {
         let model = self.model.lock().unwrap();
-        model.statuses.iter().filter(|s| s.deployment_id == deployment_id).cloned().collect()
+        model
+            .statuses
+            .iter()
+            .filter(|s| s.deployment_id == deployment_id)
+            .cloned()
+            .collect()
     }
 
     pub fn states(&self, deployment_id: u64) -> Vec<String> {
-        self.statuses(deployment_id).into_iter().map(|s| s.state).collect()
+        self.statuses(deployment_id)
+            .into_iter()
+            .map(|s| s.state)
+            .collect()
     }
 
     /// Every status, in the order received.
@@ -105,7 +116,12 @@ impl FakeGitHub {
     }
 
     /// Waits until `done` holds for the model, or fails the test after `deadline`.
-    pub async fn wait_for<T>(&self, what: &str, deadline: Duration, mut done: impl FnMut(&FakeGitHub) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut done: impl FnMut(&FakeGitHub) -> Option<T>,
+    ) -> T {
         let mut changed = self.changed.subscribe();
         let result = tokio::time::timeout(deadline, async {
             loop {
@@ -118,24 +134,35 @@ impl FakeGitHub {
         .await;
         match result {
             Ok(value) => value,
-            Err(_) => panic!("timed out after {deadline:?} waiting for {what}; statuses: {:#?}", self.all_statuses()),
+            Err(_) => panic!(
+                "timed out after {deadline:?} waiting for {what}; statuses: {:#?}",
+                self.all_statuses()
+            ),
         }
     }
 
     /// Waits for the deployment's final status (success, failure or error) and returns it.
     pub async fn final_status(&self, deployment_id: u64, deadline: Duration) -> Status {
-        self.wait_for(&format!("a final status of deployment {deployment_id}"), deadline, |fake| {
-            fake.statuses(deployment_id)
-                .into_iter()
-                .find(|s| matches!(s.state.as_str(), "success" | "failure" | "error"))
-        })
+        self.wait_for(
+            &format!("a final status of deployment {deployment_id}"),
+            deadline,
+            |fake| {
+                fake.statuses(deployment_id)
+                    .into_iter()
+                    .find(|s| matches!(s.state.as_str(), "success" | "failure" | "error"))
+            },
+        )
         .await
     }
 }
 
 fn record_auth(fake: &FakeGitHub, headers: &HeaderMap) {
     if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        fake.model.lock().unwrap().authorizations.push(auth.to_string());
+        fake.model
+            .lock()
+            .unwrap()
+            .authorizations
+            .push(auth.to_string());
     }
 }
 
@@ -155,7 +182,11 @@ async fn create_status(
         environment_url: text("environment_url"),
     };
     if status.description.chars().count() > 140 {
-        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": "Validation Failed"}))).into_response();
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"message": "Validation Failed"})),
+        )
+            .into_response();
     }
     let n = {
         let mut model = fake.model.lock().unwrap();
@@ -204,23 +235,36 @@ fn files_of(body: &Value) -> BTreeMap<String, String> {
         .map(|files| {
             files
                 .iter()
-                .filter_map(|(name, f)| Some((name.clone(), f.get("content")?.as_str()?.to_string())))
+                .filter_map(|(name, f)| {
+                    Some((name.clone(), f.get("content")?.as_str()?.to_string()))
+                })
                 .collect()
         })
         .unwrap_or_default()
 }
 
-async fn create_gist(State(fake): State<FakeGitHub>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn create_gist(
+    State(fake): State<FakeGitHub>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     record_auth(&fake, &headers);
     let (id, gist) = {
         let mut model = fake.model.lock().unwrap();
         if model.fail_gists {
-            return (StatusCode::FORBIDDEN, Json(json!({"message": "Resource not accessible by integration"})))
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({"message": "Resource not accessible by integration"})),
+            )
                 .into_response();
         }
         let id = format!("{:032x}", model.gists.len() + 1);
         let gist = Gist {
-            description: body.get("description").and_then(Value::as_str).unwrap_or_default().to_string(),
+            description: body
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             public: body.get("public").and_then(Value::as_bool).unwrap_or(true),
             files: files_of(&body),
             updates: 0,
@@ -229,7 +273,11 @@ async fn create_gist(State(fake): State<FakeGitHub>, headers: HeaderMap, Json(bo
         (id, gist)
     };
     fake.touch();
-    (StatusCode::CREATED, Json(gist_json(&fake.url(), &id, &gist))).into_response()
+    (
+        StatusCode::CREATED,
+        Json(gist_json(&fake.url(), &id, &gist)),
+    )
+        .into_response()
 }
 
 async fn update_gist(
