@@ -50,3 +50,11 @@ CREATE TABLE locks (
     created_at TEXT NOT NULL,
     PRIMARY KEY (app, environment)
 );
+
+-- The chat message that shows a deployment's status, kept current as the deployment moves.
+CREATE TABLE chat_messages (
+    deployment_id INTEGER PRIMARY KEY,
+    channel TEXT NOT NULL,
+    thread_ts TEXT NOT NULL,
+    status_ts TEXT NOT NULL
+);

@@ -1,7 +1,7 @@
 //! Wires zbot's parts together and owns their shutdown. No business rules live here.
 //!
-//! [`start`] opens the store, ends deploys a previous process left running, starts the scheduler and
-//! the webhook listener, and returns a [`Running`] handle; [`Running::stop`] stops taking new work,
+//! [`start`] opens the store, connects to Slack (with `[slack]`), ends deploys a previous process left
+//! running, starts the scheduler and the webhook listener, and returns a [`Running`] handle; [`Running::stop`] stops taking new work,
 //! lets running deploys finish for a grace period, and returns once every task has ended.
 
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ use crate::runner::Deployer;
 use crate::runner::checkout::Checkouts;
 use crate::scheduler::Scheduler;
 use crate::secret::Redactor;
+use crate::slack;
 use crate::store::Store;
 use crate::webhook;
 
@@ -36,6 +37,7 @@ pub struct Running {
     pub scheduler: Arc<Scheduler>,
     pub store: Store,
     shutdown: watch::Sender<bool>,
+    slack: Option<slack::SlackConnection>,
     server: JoinHandle<std::io::Result<()>>,
     queue: JoinHandle<()>,
 }
@@ -62,6 +64,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         .await
         .with_context(|| format!("opening the store in {}", config.bot.data_dir.display()))?;
     let github = GitHub::new(&github_config).context("connecting to GitHub")?;
+    let slack_config = config.slack.clone();
     let redactor = Redactor::new(config.secrets());
     let events = EventBus::default();
     let listener = match listener {
@@ -77,16 +80,33 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         .unwrap_or_else(|| format!("http://{addr}"));
     let config = Arc::new(config);
     let deployer = Arc::new(Deployer {
+        github: github.clone(),
         checkouts: Checkouts::new(&config.bot.data_dir, &config.deploy.work_dir),
         config: Arc::clone(&config),
         recipes: Arc::new(recipes),
         store: store.clone(),
-        github,
         events: events.clone(),
         redactor,
         public_url,
     });
     let scheduler = Scheduler::new(deployer);
+    // Chat first, so the ends of interrupted deploys reach their threads too.
+    let slack = match &slack_config {
+        Some(slack_config) => Some(
+            slack::connect(
+                slack_config,
+                slack::Parts {
+                    config: Arc::clone(&config),
+                    store: store.clone(),
+                    github,
+                    scheduler: Arc::clone(&scheduler),
+                    events: events.clone(),
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
     scheduler.recover().await;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -115,6 +135,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         scheduler,
         store,
         shutdown,
+        slack,
         server,
         queue,
     })
@@ -129,6 +150,9 @@ impl Running {
             .context("the listener task")?
             .context("the listener")?;
         self.queue.await.context("the queue task")?;
+        if let Some(slack) = self.slack {
+            slack.close().await;
+        }
         Ok(())
     }
 }

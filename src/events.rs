@@ -20,8 +20,6 @@ pub struct DeploymentEvent {
     pub log_url: Option<String>,
     /// The `notify` object of the deployment payload (channel, thread, user), if any.
     pub notify: Option<serde_json::Value>,
-    /// Seconds since the deploy started, once it has.
-    pub elapsed_secs: Option<u64>,
     /// The last lines of output, for a failure.
     pub tail: Vec<String>,
 }

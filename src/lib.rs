@@ -21,15 +21,18 @@
 //! - [`secret`], [`suggest`]: secrets that never print; "did you mean".
 
 pub mod app;
+pub mod chat;
 pub mod command;
 pub mod config;
 pub mod events;
 pub mod forge;
+pub mod policy;
 pub mod recipe;
 pub mod reply;
 pub mod runner;
 pub mod scheduler;
 pub mod secret;
+pub mod slack;
 pub mod store;
 pub mod suggest;
 pub mod webhook;

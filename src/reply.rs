@@ -1,25 +1,371 @@
-//! Every sentence zbot says to a person, in one place, so the chat, the shell and GitHub statuses
-//! speak the same language.
+//! Every sentence zbot says to a person, in one place, so chat, the shell and GitHub statuses speak
+//! the same language. Chat texts are Slack mrkdwn: anything from outside is escaped with
+//! [`escape`], users are written as mentions.
 
 use chrono::{Local, Utc};
 
+use crate::chat::{Message, escape};
+use crate::command::ParseError;
+use crate::events::DeploymentEvent;
+use crate::forge::StatusState;
+use crate::forge::github::{DeploymentSummary, Refused};
+use crate::policy::Denial;
 use crate::store::Lock;
 
-/// "adxstat is locked on production by U0BOB since 10:42: testing the migration".
-pub fn locked(lock: &Lock) -> String {
+/// A user as chat shows them: a Slack user id becomes a mention, anything else is shown as is.
+pub fn user(id: &str) -> String {
+    let slack_id = id.len() > 2
+        && id.starts_with(['U', 'W'])
+        && id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if slack_id {
+        format!("<@{id}>")
+    } else {
+        escape(id)
+    }
+}
+
+fn since(lock: &Lock) -> String {
     let local = lock.created_at.with_timezone(&Local);
-    let since = if local.date_naive() == Utc::now().with_timezone(&Local).date_naive() {
+    if local.date_naive() == Utc::now().with_timezone(&Local).date_naive() {
         local.format("%H:%M").to_string()
     } else {
         local.format("%b %-d %H:%M").to_string()
-    };
+    }
+}
+
+/// "adxstat is locked on production by U0BOB since 10:42: testing the migration" (plain, for GitHub).
+pub fn locked(lock: &Lock) -> String {
     let mut text = format!(
-        "{} is locked on {} by {} since {since}",
-        lock.app, lock.environment, lock.holder
+        "{} is locked on {} by {} since {}",
+        lock.app,
+        lock.environment,
+        lock.holder,
+        since(lock)
     );
     if let Some(reason) = &lock.reason {
         text.push_str(": ");
         text.push_str(reason);
     }
     text
+}
+
+/// The same for chat, with the holder as a mention.
+pub fn locked_in_chat(lock: &Lock) -> String {
+    let mut text = format!(
+        "{} is locked on *{}* by {} since {}",
+        lock.app,
+        lock.environment,
+        user(&lock.holder),
+        since(lock)
+    );
+    if let Some(reason) = &lock.reason {
+        text.push_str(": ");
+        text.push_str(&escape(reason));
+    }
+    text
+}
+
+pub fn parse_error(error: &ParseError) -> String {
+    format!("{}. {}", escape(&error.message), escape(&error.hint))
+}
+
+pub fn denial(denial: &Denial) -> String {
+    match denial {
+        Denial::UnknownApp { typed, suggestion } => match suggestion {
+            Some(s) => format!(
+                "`{}`? Never heard of it. Did you mean `{s}`?",
+                escape(typed)
+            ),
+            None => format!(
+                "`{}`? Never heard of it. `where can i deploy <app>` needs an app from bot.toml.",
+                escape(typed)
+            ),
+        },
+        Denial::UnknownEnvironment {
+            app,
+            typed,
+            known,
+            suggestion,
+        } => {
+            let mut text = format!(
+                "{app} doesn't have a `{}` environment. It has: {}.",
+                escape(typed),
+                known.join(", ")
+            );
+            if let Some(s) = suggestion {
+                text.push_str(&format!(" Did you mean `{s}`?"));
+            }
+            text
+        }
+        Denial::ChannelNotAllowed { app } => {
+            format!("{app} is not allowed to be deployed from this channel.")
+        }
+        Denial::UserNotAllowed { app, environment } => {
+            format!("You are not allowed to deploy {app} to *{environment}*.")
+        }
+        Denial::Locked(lock) => locked_in_chat(lock),
+    }
+}
+
+pub fn refused(refusal: &Refused, app: &str, repository: &str) -> String {
+    match refusal {
+        Refused::FailedContexts { contexts } if contexts.is_empty() => {
+            format!(
+                "Commit status checks failed for {app}. Fix them, or use `deploy!` to skip them."
+            )
+        }
+        Refused::FailedContexts { contexts } => {
+            let failing: Vec<String> = contexts
+                .iter()
+                .filter(|(_, state)| state != "success")
+                .map(|(context, state)| format!("{} ({})", escape(context), escape(state)))
+                .collect();
+            format!(
+                "Unmet required commit status contexts for {app}: {}. Fix them, or use `deploy!` to skip them.",
+                failing.join(", ")
+            )
+        }
+        Refused::MergeConflict(message) => format!(
+            "GitHub could not merge the default branch into this ref: {}. Merge it yourself, or deploy with `deploy!` (no auto-merge).",
+            escape(message)
+        ),
+        Refused::Validation(message) => {
+            format!("GitHub refused the deployment: {}.", escape(message))
+        }
+        Refused::NotFound => format!(
+            "I can't create deployments on {repository}: the token needs the `repo_deployment` scope (classic token) \
+             or \"Deployments: write\" (fine-grained token or GitHub App) on that repository."
+        ),
+        Refused::Unauthorized(message) => {
+            format!(
+                "GitHub rejected zbot's token ({}): check `[github] token` in bot.toml.",
+                escape(message)
+            )
+        }
+        Refused::Other { status, message } => {
+            format!("GitHub answered {status}: {}.", escape(message))
+        }
+        Refused::Unreachable(reason) => format!(
+            "I couldn't reach GitHub, even after retrying: {}.",
+            escape(reason)
+        ),
+    }
+}
+
+pub fn merged(message: &str) -> String {
+    format!(
+        "GitHub merged the default branch into the ref first (“{}”). Deploying the merged ref now.",
+        escape(message)
+    )
+}
+
+pub fn merged_again(message: &str) -> String {
+    format!(
+        "GitHub merged again (“{}”) instead of deploying. Try again in a moment.",
+        escape(message)
+    )
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+fn log_link(url: &Option<String>) -> String {
+    match url {
+        Some(url) => format!("<{}|log>", url.replace('|', "%7C").replace('>', "%3E")),
+        None => String::new(),
+    }
+}
+
+fn what(e: &DeploymentEvent) -> String {
+    format!("{} `{}` (`{}`)", e.app, escape(&e.git_ref), short(&e.sha))
+}
+
+/// The one status message per deployment, kept current as it moves.
+pub fn status(e: &DeploymentEvent) -> Message {
+    let (emoji, state) = match e.state {
+        StatusState::Pending => (":hourglass_flowing_sand:", "requested".to_string()),
+        StatusState::Queued => (":double_vertical_bar:", escape(&e.description)),
+        StatusState::InProgress => (":rocket:", "deploying…".to_string()),
+        StatusState::Success => (":white_check_mark:", escape(&e.description)),
+        StatusState::Failure => (":x:", format!("failed: {}", escape(&e.description))),
+        StatusState::Error => (":warning:", format!("error: {}", escape(&e.description))),
+    };
+    let headline = format!(
+        "*Deployment #{}*: {} to *{}* for {}",
+        e.deployment_id,
+        what(e),
+        e.environment,
+        user(&e.actor)
+    );
+    let mut detail = format!("{emoji} {state}");
+    let link = log_link(&e.log_url);
+    if !link.is_empty() {
+        detail.push_str(&format!(" · {link}"));
+    }
+    let text = format!("{headline}\n{detail}");
+    let blocks = serde_json::json!([
+        {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": detail}]},
+    ]);
+    Message {
+        text,
+        blocks: Some(blocks),
+    }
+}
+
+/// Most characters of output a failure reply carries.
+const TAIL_CHARS: usize = 2500;
+
+/// The reply that tells how a deployment ended (a new message, so people are notified).
+pub fn outcome(e: &DeploymentEvent) -> Message {
+    let who = user(&e.actor);
+    let link = log_link(&e.log_url);
+    let text = match e.state {
+        StatusState::Success => format!(
+            "{who} {} is on *{}*. {} {link}",
+            what(e),
+            e.environment,
+            escape(&e.description)
+        ),
+        StatusState::Failure => {
+            let mut tail: Vec<&str> = e.tail.iter().map(String::as_str).collect();
+            let mut total: usize = tail.iter().map(|l| l.len() + 1).sum();
+            while total > TAIL_CHARS && !tail.is_empty() {
+                total -= tail.remove(0).len() + 1;
+            }
+            let mut text = format!(
+                "{who} deploying {} to *{}* failed: {}. {link}",
+                what(e),
+                e.environment,
+                escape(&e.description)
+            );
+            if !tail.is_empty() {
+                text.push_str(&format!("\n```{}```", escape(&tail.join("\n"))));
+            }
+            text
+        }
+        _ => format!(
+            "{who} {} was not deployed to *{}*: {}. {link}",
+            what(e),
+            e.environment,
+            escape(&e.description)
+        ),
+    };
+    Message::text(text.trim_end())
+}
+
+pub fn deploys_table(app: &str, environment: Option<&str>, rows: &[DeploymentSummary]) -> String {
+    let title = match environment {
+        Some(env) => format!("Recent {env} deployments of {app}"),
+        None => format!("Recent deployments of {app}"),
+    };
+    if rows.is_empty() {
+        return format!("{title}: none yet.");
+    }
+    let mut table = format!(
+        "{:<8} {:<16} {:<24} {:<12} {:<11} {}\n",
+        "#", "who", "what", "where", "state", "when"
+    );
+    for r in rows {
+        let what = format!("{}({})", r.git_ref, short(&r.sha));
+        table.push_str(&format!(
+            "{:<8} {:<16} {:<24} {:<12} {:<11} {}\n",
+            r.id, r.who, what, r.environment, r.state, r.created_at
+        ));
+    }
+    format!("{title}\n```{}```", escape(table.trim_end()))
+}
+
+pub fn environments(app: &str, environments: &[String], locks: &[Lock]) -> String {
+    let listed: Vec<String> = environments
+        .iter()
+        .map(|env| match locks.iter().find(|l| &l.environment == env) {
+            Some(lock) => format!(
+                "{env} (locked by {} since {})",
+                user(&lock.holder),
+                since(lock)
+            ),
+            None => env.clone(),
+        })
+        .collect();
+    format!("{app} can be deployed to {}.", listed.join(", "))
+}
+
+pub fn locks(locks: &[Lock]) -> String {
+    if locks.is_empty() {
+        return "No environment is locked.".into();
+    }
+    let lines: Vec<String> = locks
+        .iter()
+        .map(|l| format!("• {}", locked_in_chat(l)))
+        .collect();
+    format!("Locked environments:\n{}", lines.join("\n"))
+}
+
+pub fn lock_taken(lock: &Lock) -> String {
+    format!(
+        "Locked {} on *{}*. Only {} can deploy there until `unlock {} in {}`.",
+        lock.app,
+        lock.environment,
+        user(&lock.holder),
+        lock.app,
+        lock.environment
+    )
+}
+
+pub fn unlocked(app: &str, environment: &str) -> String {
+    format!("Unlocked {app} on *{environment}*.")
+}
+
+pub fn not_locked(app: &str, environment: &str) -> String {
+    format!("{app} is not locked on *{environment}*.")
+}
+
+pub fn unlock_denied(lock: &Lock) -> String {
+    format!(
+        "Only {} or an admin can unlock {} on *{}*.",
+        user(&lock.holder),
+        lock.app,
+        lock.environment
+    )
+}
+
+pub const HELP: &str = "I deploy apps from chat. Commands:\n\
+• `deploy adxstat/v0.0.1 to production` — deploy a ref (`deploy!` skips auto-merge and required checks)\n\
+• `deploys adxstat in production` — recent deployments\n\
+• `where can i deploy adxstat` — its environments and locks\n\
+• `lock adxstat in production <reason>`, `unlock adxstat in production`, `locks`\n\
+• `cancel adxstat in production`, `cancel #42` — stop a queued or running deploy\n\
+• `rollback adxstat in production` — redeploy the previous good ref\n\
+• `help <command>`, `version`";
+
+pub fn help(topic: Option<&str>) -> String {
+    let Some(topic) = topic else {
+        return HELP.to_string();
+    };
+    let example = match topic {
+        "deploy" => {
+            "`deploy adxstat` · `deploy adxstat/v0.0.2 to staging` · `deploy! adxstat/hotfix to production` · `deploy:migrate adxstat to staging`"
+        }
+        "deploys" => "`deploys adxstat` · `deploys adxstat in production`",
+        "where" => "`where can i deploy adxstat`",
+        "lock" => "`lock adxstat in production database migration until 11:00`",
+        "unlock" => "`unlock adxstat in production` (the holder or an admin)",
+        "locks" => "`locks`",
+        "cancel" => "`cancel adxstat in production` · `cancel #42`",
+        "rollback" => "`rollback adxstat in production`",
+        "help" => "`help` · `help deploy`",
+        _ => "`version`",
+    };
+    format!(
+        "{}\nFor example: {example}",
+        crate::command::grammar::usage(topic)
+    )
+}
+
+pub fn version() -> String {
+    format!("zbot v{}", env!("CARGO_PKG_VERSION"))
 }

@@ -183,7 +183,6 @@ impl Scheduler {
                         StatusState::Queued,
                         &description,
                         d.log_url.as_deref(),
-                        None,
                         Vec::new(),
                     )
                     .await;

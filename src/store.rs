@@ -468,6 +468,70 @@ impl Store {
     }
 }
 
+/// Where a deployment's status is shown in chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub channel: String,
+    pub thread_ts: String,
+    pub status_ts: String,
+}
+
+impl Store {
+    pub async fn chat_message(
+        &self,
+        deployment_id: u64,
+    ) -> Result<Option<ChatMessage>, StoreError> {
+        let row = sqlx::query(
+            "SELECT channel, thread_ts, status_ts FROM chat_messages WHERE deployment_id = ?",
+        )
+        .bind(deployment_id as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ChatMessage {
+                channel: r.try_get("channel")?,
+                thread_ts: r.try_get("thread_ts")?,
+                status_ts: r.try_get("status_ts")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn set_chat_message(
+        &self,
+        deployment_id: u64,
+        message: &ChatMessage,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts) VALUES (?, ?, ?, ?)
+             ON CONFLICT (deployment_id) DO UPDATE SET status_ts = excluded.status_ts",
+        )
+        .bind(deployment_id as i64)
+        .bind(&message.channel)
+        .bind(&message.thread_ts)
+        .bind(&message.status_ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The queued or running deployment of an app in an environment, oldest first.
+    pub async fn active(
+        &self,
+        app: &str,
+        environment: &str,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM deployments WHERE app = ? AND environment = ? AND state IN ('queued', 'running')
+             ORDER BY state = 'running' DESC, seq",
+        )
+        .bind(app)
+        .bind(environment)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
 fn lock_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Lock, StoreError> {
     let created: String = row.try_get("created_at")?;
     Ok(Lock {

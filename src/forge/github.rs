@@ -110,6 +110,7 @@ impl GitHub {
             .split_once('/')
             .ok_or_else(|| ForgeError::Config(format!("`{repository}` is not owner/name")))?;
         let state = match update.state {
+            StatusState::Pending => DeploymentStatusState::Pending,
             StatusState::Queued => DeploymentStatusState::Queued,
             StatusState::InProgress => DeploymentStatusState::InProgress,
             StatusState::Success => DeploymentStatusState::Success,
@@ -177,5 +178,226 @@ impl GitHub {
                 .map_err(ForgeError::from)
         })
         .await
+    }
+}
+
+/// A deployment to create (`POST /repos/{owner}/{repo}/deployments`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeploymentRequest {
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub task: String,
+    pub environment: String,
+    pub description: String,
+    pub production_environment: bool,
+    /// `None`: GitHub's default, every context must pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_contexts: Option<Vec<String>>,
+    pub auto_merge: bool,
+    pub payload: serde_json::Value,
+}
+
+/// What GitHub did with a deployment request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// 201: a deployment exists and its webhook is on the way.
+    Deployment { id: u64, sha: String },
+    /// 202: GitHub merged the default branch into the ref instead of deploying.
+    Merged { message: String },
+}
+
+/// Why GitHub refused a deployment, in terms a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("required commit status contexts did not pass")]
+    FailedContexts { contexts: Vec<(String, String)> },
+    #[error("merge conflict: {0}")]
+    MergeConflict(String),
+    #[error("validation failed: {0}")]
+    Validation(String),
+    #[error("not found")]
+    NotFound,
+    #[error("bad credentials: {0}")]
+    Unauthorized(String),
+    #[error("GitHub answered {status}: {message}")]
+    Other { status: u16, message: String },
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// One row of `deploys`.
+#[derive(Debug, Clone)]
+pub struct DeploymentSummary {
+    pub id: u64,
+    pub git_ref: String,
+    pub sha: String,
+    pub environment: String,
+    pub who: String,
+    pub created_at: String,
+    pub state: String,
+}
+
+fn refusal(status: u16, body: &serde_json::Value) -> Refused {
+    let message = body
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+        .to_string();
+    match status {
+        401 => Refused::Unauthorized(message),
+        404 => Refused::NotFound,
+        409 => {
+            let contexts: Vec<(String, String)> = body
+                .pointer("/errors/0/contexts")
+                .and_then(|c| c.as_array())
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|c| {
+                            Some((
+                                c.get("context")?.as_str()?.to_string(),
+                                c.get("state")?.as_str()?.to_string(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if contexts.is_empty() && !message.contains("status") {
+                Refused::MergeConflict(message)
+            } else {
+                Refused::FailedContexts { contexts }
+            }
+        }
+        422 => {
+            let details: Vec<String> = body
+                .get("errors")
+                .and_then(|e| e.as_array())
+                .map(|list| {
+                    list.iter()
+                        .map(|e| {
+                            e.get("message")
+                                .and_then(|m| m.as_str())
+                                .map_or_else(|| e.to_string(), str::to_string)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Refused::Validation(if details.is_empty() {
+                message
+            } else {
+                format!("{message}: {}", details.join("; "))
+            })
+        }
+        _ => Refused::Other { status, message },
+    }
+}
+
+impl GitHub {
+    /// Creates a deployment and reports GitHub's answer as a value.
+    pub async fn create_deployment(
+        &self,
+        repository: &str,
+        request: &DeploymentRequest,
+    ) -> Result<Created, Refused> {
+        let route = format!("/repos/{repository}/deployments");
+        let answer = with_retries("creating a deployment", || async {
+            let response = self
+                .api
+                ._post(route.as_str(), Some(request))
+                .await
+                .map_err(ForgeError::from)?;
+            let status = response.status().as_u16();
+            let text = self
+                .api
+                .body_to_string(response)
+                .await
+                .map_err(ForgeError::from)?;
+            if status >= 500 || status == 429 {
+                return Err(ForgeError::Api {
+                    status,
+                    message: text,
+                });
+            }
+            Ok((status, text))
+        })
+        .await;
+        let (status, text) = answer.map_err(|e| Refused::Unreachable(e.to_string()))?;
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        match status {
+            201 => {
+                let id = body.get("id").and_then(|v| v.as_u64());
+                let sha = body
+                    .get("sha")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                id.map(|id| Created::Deployment { id, sha })
+                    .ok_or_else(|| Refused::Other {
+                        status,
+                        message: "GitHub's answer had no deployment id".into(),
+                    })
+            }
+            202 => Ok(Created::Merged {
+                message: body
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+            }),
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
+    /// The latest deployments of a repository (optionally in one environment), newest first, with
+    /// their latest status.
+    pub async fn recent_deployments(
+        &self,
+        repository: &str,
+        environment: Option<&str>,
+        count: u8,
+    ) -> Result<Vec<DeploymentSummary>, ForgeError> {
+        let (owner, name) = repository
+            .split_once('/')
+            .ok_or_else(|| ForgeError::Config(format!("`{repository}` is not owner/name")))?;
+        let repo = self.api.repos(owner, name);
+        let deployments = repo.deployments();
+        let mut list = deployments.list().per_page(count);
+        if let Some(env) = environment {
+            list = list.environment(env);
+        }
+        let page = list.send().await?;
+        let mut rows = Vec::new();
+        for d in page.items {
+            let id = d.id.into_inner();
+            let state = deployments
+                .statuses(id)
+                .list()
+                .per_page(1)
+                .send()
+                .await
+                .ok()
+                .and_then(|p| p.items.into_iter().next())
+                .map_or_else(
+                    || "pending".to_string(),
+                    |s| format!("{:?}", s.state).to_lowercase(),
+                );
+            let who = d
+                .payload
+                .pointer("/notify/user_name")
+                .or_else(|| d.payload.pointer("/notify/user"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .or_else(|| d.creator.as_ref().map(|c| c.login.clone()))
+                .unwrap_or_else(|| "unknown".into());
+            rows.push(DeploymentSummary {
+                id,
+                git_ref: d.ref_field,
+                sha: d.sha,
+                environment: d.environment,
+                who,
+                created_at: d.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                state,
+            });
+        }
+        Ok(rows)
     }
 }

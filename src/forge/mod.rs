@@ -6,6 +6,8 @@ pub mod github;
 /// A deployment status as GitHub knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusState {
+    /// Created, not yet seen by the deployer (zbot publishes this itself; GitHub's own is `pending`).
+    Pending,
     Queued,
     InProgress,
     Success,
@@ -14,8 +16,16 @@ pub enum StatusState {
 }
 
 impl StatusState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StatusState::Success | StatusState::Failure | StatusState::Error
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
+            StatusState::Pending => "pending",
             StatusState::Queued => "queued",
             StatusState::InProgress => "in_progress",
             StatusState::Success => "success",

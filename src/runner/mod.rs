@@ -112,7 +112,6 @@ impl Deployer {
         state: StatusState,
         description: &str,
         log_url: Option<&str>,
-        started: Option<Instant>,
         tail: Vec<String>,
     ) {
         let description = self.redactor.redact(description);
@@ -145,7 +144,6 @@ impl Deployer {
             description,
             log_url: log_url.map(str::to_string),
             notify: d.payload.get("notify").cloned(),
-            elapsed_secs: started.map(|s| s.elapsed().as_secs()),
             tail,
         });
     }
@@ -163,7 +161,6 @@ impl Deployer {
                     StatusState::Error,
                     description,
                     d.log_url.as_deref(),
-                    None,
                     Vec::new(),
                 )
                 .await
@@ -184,7 +181,7 @@ impl Deployer {
                     "zbot cannot write the log {}: {e}",
                     log_path.display()
                 ));
-                self.end(&d, outcome, None, started).await;
+                self.end(&d, outcome, None).await;
                 return;
             }
         };
@@ -231,10 +228,10 @@ impl Deployer {
                 .refresh(&d, page, &log_path, &log_url)
                 .await;
         }
-        self.end(&d, outcome, Some(&log_url), started).await;
+        self.end(&d, outcome, Some(&log_url)).await;
     }
 
-    async fn end(&self, d: &Deployment, outcome: Outcome, log_url: Option<&str>, started: Instant) {
+    async fn end(&self, d: &Deployment, outcome: Outcome, log_url: Option<&str>) {
         let state = match outcome.state {
             StatusState::Success => DeploymentState::Success,
             StatusState::Failure => DeploymentState::Failure,
@@ -257,7 +254,7 @@ impl Deployer {
         } else {
             Vec::new()
         };
-        self.announce(d, outcome.state, &description, log_url, Some(started), tail)
+        self.announce(d, outcome.state, &description, log_url, tail)
             .await;
     }
 
@@ -299,7 +296,6 @@ impl Deployer {
             StatusState::InProgress,
             &description,
             Some(log_url),
-            Some(started),
             Vec::new(),
         )
         .await;
@@ -403,6 +399,13 @@ impl Deployer {
         });
         let (exit, ()) = tokio::join!(run, record_group);
         let took = human_duration(started.elapsed());
+        // The program's name, not the path a recipe may give it.
+        let program = std::path::Path::new(&invocation.program)
+            .file_name()
+            .map_or_else(
+                || invocation.program.clone(),
+                |n| n.to_string_lossy().into_owned(),
+            );
         match exit {
             Exit::Code(0) => Outcome {
                 state: StatusState::Success,
@@ -416,18 +419,12 @@ impl Deployer {
             },
             Exit::Code(code) => Outcome {
                 state: StatusState::Failure,
-                description: format!(
-                    "{} exited with code {code} after {took}",
-                    invocation.program
-                ),
+                description: format!("{program} exited with code {code} after {took}"),
                 exit_code: Some(code),
             },
             Exit::Signal(signal) => Outcome {
                 state: StatusState::Failure,
-                description: format!(
-                    "{} was killed by signal {signal} after {took}",
-                    invocation.program
-                ),
+                description: format!("{program} was killed by signal {signal} after {took}"),
                 exit_code: None,
             },
             Exit::TimedOut(limit) => {

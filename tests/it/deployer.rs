@@ -7,28 +7,11 @@ use serde_json::json;
 
 use crate::fakes::github::FakeGitHub;
 use crate::harness::{
-    self, TestRepo, config_text, deliver, deploy, deployment_event, http, start_zbot,
+    self, FABFILE, FAILING_FABFILE, TestRepo, config_text, deliver, deploy, deployment_event, http,
+    start_zbot,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-const FABFILE: &str = r#"from fabric.api import env, local, task
-env.roledefs = {'production': ['localhost'], 'staging': ['localhost']}
-
-@task
-def deploy(branch_name='master'):
-    print("deploying %s to %s" % (branch_name, env.roles))
-    local("echo local step for %s" % branch_name)
-"#;
-
-const FAILING_FABFILE: &str = r#"from fabric.api import env, local, task
-env.roledefs = {'production': ['localhost']}
-
-@task
-def deploy(branch_name='master'):
-    print("about to migrate %s" % branch_name)
-    local("echo 'migration 42 failed: relation users already exists' >&2; exit 3")
-"#;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -144,7 +127,7 @@ async fn a_failing_fabfile_ends_failure_with_its_lines_in_the_gist() {
         .unwrap();
     let log = &gist.files["deploy-1002.log"];
     assert!(
-        log.contains("migration 42 failed: relation users already exists"),
+        log.contains("migration 42 failed: <b>users</b> & co"),
         "{log}"
     );
     assert!(log.contains("Fatal error"), "{log}");

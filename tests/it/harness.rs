@@ -12,6 +12,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::fakes::github::FakeGitHub;
 use crate::support::repo_root;
 
+/// A Fabric 1 fabfile whose `deploy` works locally.
+pub const FABFILE: &str = r#"from fabric.api import env, local, task
+env.roledefs = {'production': ['localhost'], 'staging': ['localhost']}
+
+@task
+def deploy(branch_name='master'):
+    print("deploying %s to %s" % (branch_name, env.roles))
+    local("echo local step for %s" % branch_name)
+"#;
+
+/// A fabfile whose `deploy` fails, printing markup that must arrive escaped in Slack.
+pub const FAILING_FABFILE: &str = r#"from fabric.api import env, local, task
+env.roledefs = {'production': ['localhost']}
+
+@task
+def deploy(branch_name='master'):
+    print("about to migrate %s" % branch_name)
+    local("echo 'migration 42 failed: <b>users</b> & co' >&2; exit 3")
+"#;
+
 pub const SECRET: &str = "test-webhook-secret-0123456789";
 /// A token value the tests plant and then search for: it must never be printed.
 pub const TOKEN: &str = "ghp_PLANTEDtoken0123456789abcdef";

@@ -1,5 +1,6 @@
 //! zbot's integration tests: one binary, one module per area.
 
+mod chat;
 mod check;
 mod deployer;
 mod fakes;
@@ -7,5 +8,6 @@ mod grammar;
 mod harness;
 mod parse_cli;
 mod recipes;
+mod slack_fake_conformance;
 mod sshd;
 mod support;

@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 /// One status zbot posted.
 #[derive(Debug, Clone)]
@@ -33,8 +32,23 @@ pub struct Gist {
     pub updates: usize,
 }
 
+/// Where the fake sends the `deployment` webhook of a deployment it creates.
+#[derive(Clone)]
+pub struct WebhookTarget {
+    pub zbot: SocketAddr,
+    /// The repository refs are resolved in.
+    pub repo: std::path::PathBuf,
+}
+
 #[derive(Default)]
 struct Model {
+    target: Option<WebhookTarget>,
+    /// Scripted answers to the next deployment creations (status, body); empty means 201.
+    scripted: std::collections::VecDeque<(u16, Value)>,
+    /// Request bodies of deployment creations, in order.
+    deployment_requests: Vec<Value>,
+    /// Created deployments: (id, body sent back).
+    deployments: Vec<(u64, Value)>,
     statuses: Vec<Status>,
     gists: BTreeMap<String, Gist>,
     authorizations: Vec<String>,
@@ -45,7 +59,7 @@ struct Model {
 pub struct FakeGitHub {
     pub addr: SocketAddr,
     model: Arc<Mutex<Model>>,
-    changed: watch::Sender<u64>,
+    changed: super::Changes,
 }
 
 const TIME: &str = "2026-11-27T10:00:00Z";
@@ -57,12 +71,20 @@ impl FakeGitHub {
         let fake = FakeGitHub {
             addr,
             model: Arc::default(),
-            changed: watch::channel(0).0,
+            changed: super::Changes::default(),
         };
         let app = Router::new()
             .route(
                 "/repos/{owner}/{repo}/deployments/{id}/statuses",
                 post(create_status),
+            )
+            .route(
+                "/repos/{owner}/{repo}/deployments",
+                post(create_deployment).get(list_deployments),
+            )
+            .route(
+                "/repos/{owner}/{repo}/deployments/{id}/statuses",
+                axum::routing::get(list_statuses),
             )
             .route("/gists", post(create_gist))
             .route("/gists/{id}", patch(update_gist))
@@ -75,13 +97,31 @@ impl FakeGitHub {
         format!("http://{}", self.addr)
     }
 
+    /// Deployments the fake creates are delivered as signed webhooks to `target`.
+    pub fn send_webhooks_to(&self, target: WebhookTarget) {
+        self.model.lock().unwrap().target = Some(target);
+    }
+
+    /// The next deployment creation is answered with `status` and `body` instead of 201.
+    pub fn answer_next_deployment(&self, status: u16, body: Value) {
+        self.model
+            .lock()
+            .unwrap()
+            .scripted
+            .push_back((status, body));
+    }
+
+    pub fn deployment_requests(&self) -> Vec<Value> {
+        self.model.lock().unwrap().deployment_requests.clone()
+    }
+
     /// Makes gist creation fail with 403 (as for a GitHub App token).
     pub fn fail_gists(&self) {
         self.model.lock().unwrap().fail_gists = true;
     }
 
     fn touch(&self) {
-        self.changed.send_modify(|n| *n += 1);
+        self.changed.touch();
     }
 
     pub fn statuses(&self, deployment_id: u64) -> Vec<Status> {
@@ -116,29 +156,21 @@ impl FakeGitHub {
     }
 
     /// Waits until `done` holds for the model, or fails the test after `deadline`.
+    /// Waits until `done` holds for the fake, or fails the test after `deadline`.
     pub async fn wait_for<T>(
         &self,
         what: &str,
         deadline: Duration,
         mut done: impl FnMut(&FakeGitHub) -> Option<T>,
     ) -> T {
-        let mut changed = self.changed.subscribe();
-        let result = tokio::time::timeout(deadline, async {
-            loop {
-                if let Some(value) = done(self) {
-                    return value;
-                }
-                changed.changed().await.unwrap();
-            }
-        })
-        .await;
-        match result {
-            Ok(value) => value,
-            Err(_) => panic!(
-                "timed out after {deadline:?} waiting for {what}; statuses: {:#?}",
-                self.all_statuses()
-            ),
-        }
+        self.changed
+            .wait_for(
+                what,
+                deadline,
+                || done(self),
+                || format!("statuses: {:#?}", self.all_statuses()),
+            )
+            .await
     }
 
     /// Waits for the deployment's final status (success, failure or error) and returns it.
@@ -298,4 +330,110 @@ async fn update_gist(
     };
     fake.touch();
     (StatusCode::OK, Json(gist_json(&fake.url(), &id, &gist))).into_response()
+}
+
+async fn create_deployment(
+    State(fake): State<FakeGitHub>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    record_auth(&fake, &headers);
+    let (scripted, target, id) = {
+        let mut model = fake.model.lock().unwrap();
+        model.deployment_requests.push(body.clone());
+        let scripted = model.scripted.pop_front();
+        let id = 5000 + model.deployments.len() as u64 + 1;
+        (scripted, model.target.clone(), id)
+    };
+    fake.touch();
+    if let Some((status, answer)) = scripted {
+        return (StatusCode::from_u16(status).unwrap(), Json(answer)).into_response();
+    }
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (git_ref, environment, task) = (text("ref"), text("environment"), text("task"));
+    let Some(target) = target else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"message": "no webhook target"})),
+        )
+            .into_response();
+    };
+    let resolved = std::process::Command::new("git")
+        .current_dir(&target.repo)
+        .args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{git_ref}^{{commit}}"),
+        ])
+        .output()
+        .unwrap();
+    if !resolved.status.success() {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"message": format!("No ref found for: {git_ref}")})),
+        )
+            .into_response();
+    }
+    let sha = String::from_utf8_lossy(&resolved.stdout).trim().to_string();
+    let payload = body.get("payload").cloned().unwrap_or(json!({}));
+    let base = fake.url();
+    let created = json!({
+        "url": format!("{base}/repos/{owner}/{repo}/deployments/{id}"), "id": id, "node_id": format!("DE_{id}"),
+        "sha": sha, "ref": git_ref, "task": task, "payload": payload, "original_environment": environment,
+        "environment": environment, "description": body.get("description"), "creator": null,
+        "created_at": TIME, "updated_at": TIME,
+        "statuses_url": format!("{base}/repos/{owner}/{repo}/deployments/{id}/statuses"),
+        "repository_url": format!("{base}/repos/{owner}/{repo}"),
+        "transient_environment": false, "production_environment": environment == "production",
+    });
+    fake.model
+        .lock()
+        .unwrap()
+        .deployments
+        .push((id, created.clone()));
+    let event = crate::harness::deployment_event(id, &git_ref, &sha, &environment, &task, payload);
+    tokio::spawn(async move {
+        let (status, answer) =
+            crate::harness::deliver(target.zbot, "deployment", &format!("gh-{id}"), &event).await;
+        assert_eq!(status, 202, "zbot refused the deployment webhook: {answer}");
+    });
+    (StatusCode::CREATED, Json(created)).into_response()
+}
+
+async fn list_deployments(State(fake): State<FakeGitHub>) -> Response {
+    let model = fake.model.lock().unwrap();
+    let list: Vec<Value> = model
+        .deployments
+        .iter()
+        .rev()
+        .map(|(_, d)| d.clone())
+        .collect();
+    Json(Value::Array(list)).into_response()
+}
+
+async fn list_statuses(
+    State(fake): State<FakeGitHub>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+) -> Response {
+    let base = fake.url();
+    let statuses: Vec<Value> = fake
+        .statuses(id)
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(n, st)| {
+            json!({"url": format!("{base}/s/{n}"), "id": n + 1, "node_id": format!("DS_{n}"), "state": st.state,
+                "created_at": TIME, "updated_at": TIME,
+                "deployment_url": format!("{base}/repos/{owner}/{repo}/deployments/{id}"),
+                "repository_url": format!("{base}/repos/{owner}/{repo}")})
+        })
+        .collect();
+    Json(Value::Array(statuses)).into_response()
 }

@@ -1,0 +1,82 @@
+//! The conversation side of zbot, independent of the chat service: messages in ([`Inbound`]), commands
+//! handled ([`bot::Bot`]), deployment events shown in their thread ([`notifier`]), and replies out
+//! through a [`ChatOutput`] that a transport (Slack) implements.
+
+pub mod bot;
+pub mod notifier;
+
+use std::future::Future;
+
+/// How a message reached the bot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundKind {
+    /// An @-mention in a channel.
+    Mention,
+    /// A direct message.
+    Direct,
+    /// A plain channel message (addressed by name, Hubot style).
+    Channel,
+    /// The text of this slash command.
+    Slash(String),
+}
+
+/// A message for the bot, as the transport received it.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub kind: InboundKind,
+    pub channel: String,
+    pub channel_name: Option<String>,
+    pub user: String,
+    pub user_name: Option<String>,
+    pub team_id: Option<String>,
+    /// Exactly as the service delivered it (Slack-encoded).
+    pub text: String,
+    /// The message's own ts; `None` for slash commands.
+    pub ts: Option<String>,
+    pub thread_ts: Option<String>,
+}
+
+/// A message to post: mrkdwn text (also the notification fallback) and optional Block Kit blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub text: String,
+    pub blocks: Option<serde_json::Value>,
+}
+
+impl Message {
+    pub fn text(text: impl Into<String>) -> Message {
+        Message {
+            text: text.into(),
+            blocks: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ChatError(pub String);
+
+/// What a chat service must offer zbot.
+pub trait ChatOutput: Clone + Send + Sync + 'static {
+    /// Posts a message (in a thread when `thread_ts` is given); returns its ts.
+    fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        message: &Message,
+    ) -> impl Future<Output = Result<String, ChatError>> + Send;
+    /// Replaces a message the bot posted.
+    fn update(
+        &self,
+        channel: &str,
+        ts: &str,
+        message: &Message,
+    ) -> impl Future<Output = Result<(), ChatError>> + Send;
+}
+
+/// Escapes text from outside (refs, output, reasons) for Slack mrkdwn: exactly `&`, `<`, `>`.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,0 +1,128 @@
+//! Shows deployments in chat: one status message per deployment in its thread, kept current with
+//! `update` as the deployment moves, and a new reply when it ends (so people are notified), with the
+//! log link and, on failure, the last lines of output.
+//!
+//! The thread comes from the deployment payload's `notify` (`room`, `thread_ts`); deployments that were
+//! not started from chat are announced in `[slack] default_channel`. One task handles events in order,
+//! so a deployment never gets two status messages.
+
+use tokio::sync::broadcast;
+
+use super::{ChatOutput, Message};
+use crate::events::{DeploymentEvent, EventBus};
+use crate::forge::StatusState;
+use crate::reply;
+use crate::store::{ChatMessage, Store};
+
+#[derive(Debug, Clone)]
+pub struct Notifier<O: ChatOutput> {
+    pub store: Store,
+    pub out: O,
+    pub default_channel: Option<String>,
+}
+
+impl<O: ChatOutput> Notifier<O> {
+    /// Follows the event bus until it closes.
+    pub async fn run(self, events: &EventBus) {
+        let mut rx = events.subscribe();
+        loop {
+            match rx.recv().await {
+                Ok(event) => self.show(&event).await,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "chat fell behind the deployment events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Shows one event: creates or updates the status message, and replies when it is final.
+    pub async fn show(&self, event: &DeploymentEvent) {
+        let existing = match self.store.chat_message(event.deployment_id).await {
+            Ok(existing) => existing,
+            Err(e) => {
+                tracing::error!(
+                    deployment = event.deployment_id,
+                    "cannot read the chat message: {e}"
+                );
+                None
+            }
+        };
+        // "requested" comes from the chat side; the deployer may already have moved on.
+        if event.state == StatusState::Pending && existing.is_some() {
+            return;
+        }
+        let status = reply::status(event);
+        let place = match existing {
+            Some(message) => {
+                if let Err(e) = self
+                    .out
+                    .update(&message.channel, &message.status_ts, &status)
+                    .await
+                {
+                    tracing::warn!(
+                        deployment = event.deployment_id,
+                        "cannot update the status message: {e}"
+                    );
+                }
+                message
+            }
+            None => match self.start(event, &status).await {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        if event.state.is_final() {
+            let outcome: Message = reply::outcome(event);
+            if let Err(e) = self
+                .out
+                .post(&place.channel, Some(&place.thread_ts), &outcome)
+                .await
+            {
+                tracing::error!(
+                    deployment = event.deployment_id,
+                    "cannot post the outcome: {e}"
+                );
+            }
+        }
+    }
+
+    /// Posts the first status message where the deployment asked to be answered.
+    async fn start(&self, event: &DeploymentEvent, status: &Message) -> Option<ChatMessage> {
+        let notify = event.notify.as_ref();
+        let text = |key: &str| {
+            notify
+                .and_then(|n| n.get(key))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let (channel, thread_ts) = match (text("room"), text("thread_ts")) {
+            (Some(room), thread) => (room, thread),
+            (None, _) => (self.default_channel.clone()?, None),
+        };
+        match self.out.post(&channel, thread_ts.as_deref(), status).await {
+            Ok(ts) => {
+                let message = ChatMessage {
+                    channel,
+                    thread_ts: thread_ts.unwrap_or_else(|| ts.clone()),
+                    status_ts: ts,
+                };
+                if let Err(e) = self
+                    .store
+                    .set_chat_message(event.deployment_id, &message)
+                    .await
+                {
+                    tracing::error!(
+                        deployment = event.deployment_id,
+                        "cannot record the chat message: {e}"
+                    );
+                }
+                Some(message)
+            }
+            Err(e) => {
+                tracing::error!(deployment = event.deployment_id, %channel, "cannot post the status: {e}");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Slack through slack-morphism: Socket Mode in (no inbound port), the Web API out. The only module that
+//! names slack-morphism.
+//!
+//! Every envelope is acknowledged as soon as its callback returns, and callbacks return at once: the
+//! work runs in a spawned task (Slack wants the ack within 3 s). Slack redelivers envelopes it did not
+//! see acknowledged, and one mention arrives both as `app_mention` and as `message`, so events are
+//! handled once by `event_id` and by channel + ts. The bot ignores its own messages, other bots, edits
+//! and deletions. Reconnects (`disconnect`, a closed or silent socket) are slack-morphism's, with its
+//! backoff.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+
+use crate::chat::bot::Bot;
+use crate::chat::notifier::Notifier;
+use crate::chat::{ChatError, ChatOutput, Inbound, InboundKind, Message};
+use crate::config::SlackConfig;
+
+type Client = SlackClient<SlackClientHyperHttpsConnector>;
+
+/// A Web API client that also accepts `http://` base URLs (for a local fake).
+fn client(api_url: &str) -> anyhow::Result<Arc<Client>> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .context("loading the system's CA certificates")?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url);
+    Ok(Arc::new(SlackClient::new(connector)))
+}
+
+/// Posting and updating through the Web API, waiting out rate limits.
+#[derive(Clone, Debug)]
+pub struct SlackOutput {
+    client: Arc<Client>,
+    token: SlackApiToken,
+}
+
+/// How often a rate-limited call is tried.
+const RATE_LIMIT_ATTEMPTS: u32 = 3;
+
+fn content(message: &Message) -> SlackMessageContent {
+    let mut content = SlackMessageContent::new().with_text(message.text.clone());
+    if let Some(blocks) = message
+        .blocks
+        .clone()
+        .and_then(|b| serde_json::from_value::<Vec<SlackBlock>>(b).ok())
+    {
+        content = content.with_blocks(blocks);
+    }
+    content
+}
+
+/// An error as the person operating zbot needs it: what to fix.
+fn explain(error: &SlackClientError) -> String {
+    match error {
+        SlackClientError::ApiError(e) if e.code == "channel_not_found" => {
+            "channel_not_found: the channel does not exist or zbot cannot see it".into()
+        }
+        SlackClientError::ApiError(e) if e.code == "not_in_channel" => {
+            "not_in_channel: invite zbot to the channel (/invite @zbot)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+impl SlackOutput {
+    async fn with_rate_limits<T, F, Fut>(&self, mut call: F) -> Result<T, ChatError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ClientResult<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(SlackClientError::RateLimitError(limit)) if attempt < RATE_LIMIT_ATTEMPTS => {
+                    let wait = limit.retry_after.unwrap_or(Duration::from_secs(1));
+                    tracing::warn!(?wait, "Slack rate limit; waiting");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(ChatError(explain(&e))),
+            }
+        }
+    }
+}
+
+impl ChatOutput for SlackOutput {
+    async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        message: &Message,
+    ) -> Result<String, ChatError> {
+        let mut request = SlackApiChatPostMessageRequest::new(channel.into(), content(message))
+            .with_unfurl_links(false);
+        if let Some(ts) = thread_ts {
+            request = request.with_thread_ts(ts.into());
+        }
+        let response = self
+            .with_rate_limits(|| async {
+                self.client
+                    .open_session(&self.token)
+                    .chat_post_message(&request)
+                    .await
+            })
+            .await?;
+        Ok(response.ts.to_string())
+    }
+
+    async fn update(&self, channel: &str, ts: &str, message: &Message) -> Result<(), ChatError> {
+        let request = SlackApiChatUpdateRequest::new(channel.into(), content(message), ts.into());
+        self.with_rate_limits(|| async {
+            self.client
+                .open_session(&self.token)
+                .chat_update(&request)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+}
+
+/// Events already handled, by id; the oldest are forgotten first.
+#[derive(Debug, Default)]
+struct Seen {
+    keys: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+const SEEN_CAPACITY: usize = 10_000;
+
+impl Seen {
+    /// True the first time a key is seen.
+    fn first(&mut self, key: String) -> bool {
+        if self.keys.contains(&key) {
+            return false;
+        }
+        if self.order.len() == SEEN_CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.keys.remove(&old);
+        }
+        self.keys.insert(key.clone());
+        self.order.push_back(key);
+        true
+    }
+}
+
+/// What the callbacks share (slack-morphism callbacks are plain functions).
+struct SlackState {
+    bot: Arc<Bot<SlackOutput>>,
+    seen: Mutex<Seen>,
+}
+
+impl SlackState {
+    /// True if neither the event id nor the message (channel + ts) was handled before.
+    fn first_time(&self, event_id: &str, channel: &str, ts: &str) -> bool {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let by_message = seen.first(format!("{channel}/{ts}"));
+        let by_event = seen.first(format!("event/{event_id}"));
+        by_message && by_event
+    }
+}
+
+async fn state_of(states: &SlackClientEventsUserState) -> Option<Arc<SlackState>> {
+    states
+        .read()
+        .await
+        .get_user_state::<Arc<SlackState>>()
+        .cloned()
+}
+
+fn dispatch(state: Arc<SlackState>, inbound: Inbound) {
+    tokio::spawn(async move { state.bot.handle(inbound).await });
+}
+
+async fn on_push(
+    event: SlackPushEventCallback,
+    _client: Arc<Client>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<()> {
+    let Some(state) = state_of(&states).await else {
+        return Ok(());
+    };
+    let team_id = Some(event.team_id.to_string());
+    let inbound = match event.event {
+        SlackEventCallbackBody::AppMention(m) => {
+            if m.edited.is_some() {
+                return Ok(());
+            }
+            Inbound {
+                kind: InboundKind::Mention,
+                channel: m.channel.to_string(),
+                channel_name: None,
+                user: m.user.to_string(),
+                user_name: None,
+                team_id,
+                text: m.content.text.unwrap_or_default(),
+                ts: Some(m.origin.ts.to_string()),
+                thread_ts: m.origin.thread_ts.map(|t| t.to_string()),
+            }
+        }
+        SlackEventCallbackBody::Message(m) => {
+            let from_bot = m.sender.bot_id.is_some()
+                || m.sender
+                    .user
+                    .as_ref()
+                    .is_some_and(|u| u.0 == state.bot.bot_user_id);
+            if from_bot || m.subtype.is_some() || m.message.is_some() || m.deleted_ts.is_some() {
+                return Ok(());
+            }
+            let (Some(user), Some(channel)) = (m.sender.user, m.origin.channel) else {
+                return Ok(());
+            };
+            let direct = m.origin.channel_type.as_ref().is_some_and(|t| t.0 == "im");
+            let text = m.content.and_then(|c| c.text).unwrap_or_default();
+            // A mention is handled through its app_mention event.
+            if !direct
+                && text
+                    .trim_start()
+                    .starts_with(&format!("<@{}", state.bot.bot_user_id))
+            {
+                return Ok(());
+            }
+            Inbound {
+                kind: if direct {
+                    InboundKind::Direct
+                } else {
+                    InboundKind::Channel
+                },
+                channel: channel.to_string(),
+                channel_name: None,
+                user: user.to_string(),
+                user_name: None,
+                team_id,
+                text,
+                ts: Some(m.origin.ts.to_string()),
+                thread_ts: m.origin.thread_ts.map(|t| t.to_string()),
+            }
+        }
+        _ => return Ok(()),
+    };
+    let ts = inbound.ts.clone().unwrap_or_default();
+    if state.first_time(event.event_id.as_ref(), &inbound.channel, &ts) {
+        dispatch(state, inbound);
+    }
+    Ok(())
+}
+
+async fn on_command(
+    event: SlackCommandEvent,
+    _client: Arc<Client>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<SlackCommandEventResponse> {
+    let ack = SlackCommandEventResponse::new(SlackMessageContent::new().with_text("On it…".into()))
+        .with_response_type(SlackMessageResponseType::Ephemeral);
+    let Some(state) = state_of(&states).await else {
+        return Ok(ack);
+    };
+    // A slash command has no event id; its trigger id is unique per invocation.
+    if !state.first_time(
+        event.trigger_id.as_ref(),
+        event.channel_id.as_ref(),
+        "slash",
+    ) {
+        return Ok(ack);
+    }
+    dispatch(
+        state,
+        Inbound {
+            kind: InboundKind::Slash(event.command.to_string()),
+            channel: event.channel_id.to_string(),
+            channel_name: event.channel_name.clone(),
+            user: event.user_id.to_string(),
+            user_name: None,
+            team_id: Some(event.team_id.to_string()),
+            text: event.text.unwrap_or_default(),
+            ts: None,
+            thread_ts: None,
+        },
+    );
+    Ok(ack)
+}
+
+async fn on_interaction(
+    _event: SlackInteractionEvent,
+    _client: Arc<Client>,
+    _states: SlackClientEventsUserState,
+) -> UserCallbackResult<()> {
+    // zbot's messages carry no buttons yet; the click is acknowledged so Slack does not retry it.
+    Ok(())
+}
+
+fn on_error(
+    error: Box<dyn std::error::Error + Send + Sync>,
+    _client: Arc<Client>,
+    _states: SlackClientEventsUserState,
+) -> HttpStatusCode {
+    tracing::error!("Slack event handling failed: {error}");
+    // Acknowledge anyway: a redelivery would fail the same way.
+    HttpStatusCode::OK
+}
+
+/// A running Slack connection.
+pub struct SlackConnection {
+    listener: SlackClientSocketModeListener<SlackClientHyperHttpsConnector>,
+    notifier: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SlackConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlackConnection")
+    }
+}
+
+/// The parts of zbot the Slack side needs.
+pub struct Parts {
+    pub config: Arc<crate::config::Config>,
+    pub store: crate::store::Store,
+    pub github: crate::forge::github::GitHub,
+    pub scheduler: Arc<crate::scheduler::Scheduler>,
+    pub events: crate::events::EventBus,
+}
+
+/// Connects to Slack: `auth.test` for the bot's user id, then Socket Mode.
+pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackConnection> {
+    let client = client(&slack.api_url)?;
+    let token = SlackApiToken::new(slack.bot_token.expose().into());
+    let identity = client.open_session(&token).auth_test().await.map_err(|e| {
+        anyhow::anyhow!(
+            "Slack auth.test with [slack] bot_token failed: {}",
+            explain(&e)
+        )
+    })?;
+    tracing::info!(bot_user = %identity.user_id, team = %identity.team, "connected to Slack");
+    let out = SlackOutput {
+        client: Arc::clone(&client),
+        token,
+    };
+    let notifier = Notifier {
+        store: parts.store.clone(),
+        out: out.clone(),
+        default_channel: slack.default_channel.clone(),
+    };
+    let events = parts.events.clone();
+    let notifier = tokio::spawn(async move { notifier.run(&events).await });
+    let bot = Arc::new(Bot {
+        config: parts.config,
+        store: parts.store,
+        github: parts.github,
+        scheduler: parts.scheduler,
+        events: parts.events,
+        out,
+        bot_user_id: identity.user_id.to_string(),
+    });
+    let state = Arc::new(SlackState {
+        bot,
+        seen: Mutex::default(),
+    });
+    let environment = Arc::new(
+        SlackClientEventsListenerEnvironment::new(Arc::clone(&client))
+            .with_error_handler(on_error)
+            .with_user_state(state),
+    );
+    let callbacks = SlackSocketModeListenerCallbacks::new()
+        .with_push_events(on_push)
+        .with_command_events(on_command)
+        .with_interaction_events(on_interaction);
+    // One connection; after a disconnect slack-morphism reconnects, retrying every few seconds.
+    let socket_config = SlackClientSocketModeConfig::new()
+        .with_max_connections_count(1)
+        .with_reconnect_timeout_in_seconds(5);
+    let listener = SlackClientSocketModeListener::new(&socket_config, environment, callbacks);
+    let app_token = SlackApiToken::new(slack.app_token.expose().into());
+    listener.listen_for(&app_token).await.map_err(|e| {
+        anyhow::anyhow!(
+            "opening a Socket Mode connection with [slack] app_token failed: {}",
+            explain(&e)
+        )
+    })?;
+    listener.start().await;
+    Ok(SlackConnection { listener, notifier })
+}
+
+impl SlackConnection {
+    pub async fn close(self) {
+        self.listener.shutdown().await;
+        self.notifier.abort();
+    }
+}

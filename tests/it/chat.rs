@@ -1,0 +1,483 @@
+//! The user's loop through Slack: a message in the fake Slack, a deployment on the fake GitHub, its
+//! signed webhook back to zbot, real Fabric, and the answer in the same thread.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::fakes::github::{FakeGitHub, WebhookTarget};
+use crate::fakes::slack::{
+    self, FakeSlack, app_mention, channel_message, event_envelope, slash_envelope, user_ts,
+};
+use crate::harness::{FABFILE, FAILING_FABFILE, TestRepo, config_text, start_zbot};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const CHANNEL: &str = "C0CHAN";
+
+struct Chat {
+    _dir: tempfile::TempDir,
+    github: FakeGitHub,
+    slack: FakeSlack,
+    zbot: zbot::app::Running,
+}
+
+/// zbot with Slack and GitHub fakes, deploying a repository with `files`.
+async fn chat(files: &[(&str, &str, bool)]) -> Chat {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let slack = FakeSlack::start().await;
+    let repo = TestRepo::new(dir.path());
+    repo.commit(files, "v0.0.1");
+    let config = format!(
+        "{}
+[apps.vault]
+repository = \"octo/adxstat\"
+environments = [\"production\"]
+allowed_channels = [\"C0OPS\"]
+allowed_users = {{ production = [\"U0BOSS\"] }}
+
+[slack]
+app_token = \"{}\"
+bot_token = \"{}\"
+api_url = \"{}\"
+default_channel = \"C0DEPLOYS\"
+",
+        config_text(&github, &repo, "", ""),
+        slack::APP_TOKEN,
+        slack::BOT_TOKEN,
+        slack.api_url()
+    );
+    let zbot = start_zbot(dir.path(), &config).await;
+    github.send_webhooks_to(WebhookTarget {
+        zbot: zbot.addr,
+        repo: repo.path.clone(),
+    });
+    slack
+        .wait_for("zbot to connect", DEADLINE, |s| {
+            (s.connections() > 0).then_some(())
+        })
+        .await;
+    Chat {
+        _dir: dir,
+        github,
+        slack,
+        zbot,
+    }
+}
+
+impl Chat {
+    /// A mention from `user` in the channel, as a new thread.
+    fn mention(&self, n: u32, user: &str, text: &str) -> String {
+        let ts = user_ts(n);
+        let event = app_mention(
+            user,
+            CHANNEL,
+            &ts,
+            &format!("<@{}> {text}", slack::BOT_USER),
+        );
+        self.slack.send(event_envelope(
+            &format!("env-{n}"),
+            &format!("Ev{n}"),
+            event,
+            0,
+        ));
+        ts
+    }
+
+    async fn reply(&self, thread_ts: &str, needle: &str) -> String {
+        self.slack
+            .reply_containing(CHANNEL, thread_ts, needle)
+            .await
+            .text
+    }
+
+    /// The final status message of the deployment shown in `thread_ts`.
+    async fn final_status_message(&self, thread_ts: &str) -> slack::Posted {
+        self.slack
+            .wait_for("the status message to end", DEADLINE, |s| {
+                s.thread(CHANNEL, thread_ts)
+                    .into_iter()
+                    .rev()
+                    .find(|p| p.method == "chat.update" && p.text.contains(":white_check_mark:"))
+            })
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_mention_deploys_and_answers_in_its_thread() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
+    c.slack
+        .wait_for("the ack", DEADLINE, |s| s.acked("env-1"))
+        .await;
+
+    let request = c
+        .github
+        .wait_for("a deployment", DEADLINE, |g| {
+            g.deployment_requests().first().cloned()
+        })
+        .await;
+    assert_eq!(request["ref"], "v0.0.1");
+    assert_eq!(request["environment"], "production");
+    assert_eq!(request["task"], "deploy");
+    assert_eq!(request["production_environment"], true);
+    assert_eq!(request["auto_merge"], false);
+    let payload = &request["payload"];
+    assert_eq!(payload["name"], "adxstat");
+    assert_eq!(payload["robotName"], "zbot");
+    assert_eq!(
+        payload["notify"],
+        json!({"adapter": "slack", "room": CHANNEL, "thread_ts": thread, "user": "U0ALICE", "user_name": "U0ALICE", "team_id": "T0TEAM"})
+    );
+    assert_eq!(payload["config"]["repository"], "octo/adxstat");
+    assert!(
+        !payload.to_string().contains("ghp_"),
+        "no token in the payload"
+    );
+
+    let last = c.github.final_status(5001, DEADLINE).await;
+    assert_eq!(last.state, "success");
+    let gist = last.log_url.unwrap();
+    let outcome = c.reply(&thread, "is on *production*").await;
+    assert!(outcome.contains(&format!("<{gist}|log>")), "{outcome}");
+    assert!(
+        outcome.starts_with("<@U0ALICE> adxstat `v0.0.1`"),
+        "{outcome}"
+    );
+    let status = c.final_status_message(&thread).await;
+    assert!(
+        status.text.contains("*Deployment #5001*: adxstat `v0.0.1`"),
+        "{}",
+        status.text
+    );
+    assert!(
+        status.blocks.is_some(),
+        "the status message is Block Kit with a text fallback"
+    );
+    // One status message, posted once in the thread and then only updated.
+    let posted_status: Vec<_> = c
+        .slack
+        .thread(CHANNEL, &thread)
+        .into_iter()
+        .filter(|p| p.method == "chat.postMessage" && p.text.contains("*Deployment #5001*"))
+        .collect();
+    assert_eq!(posted_status.len(), 1, "{posted_status:#?}");
+    c.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slash_command_acks_at_once_and_answers_in_a_thread_it_starts() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    c.slack.send(slash_envelope(
+        "env-s",
+        "U0ALICE",
+        CHANNEL,
+        "/deploy",
+        "adxstat/v0.0.1 to production",
+    ));
+    let ack = c
+        .slack
+        .wait_for("the ack", DEADLINE, |s| s.acked("env-s"))
+        .await;
+    assert_eq!(ack["payload"]["text"], "On it…");
+    assert_eq!(ack["payload"]["response_type"], "ephemeral");
+    let parent = c
+        .slack
+        .wait_for("the parent message", DEADLINE, |s| {
+            s.posts().into_iter().find(|p| {
+                p.thread_ts.is_none()
+                    && p.text
+                        .contains("ran `/deploy adxstat/v0.0.1 to production`")
+            })
+        })
+        .await;
+    let outcome = c.reply(&parent.ts, "is on *production*").await;
+    assert!(outcome.contains("<@U0ALICE>"), "{outcome}");
+    c.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn zbot_deploy_typed_in_a_channel_works_like_a_mention() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    let ts = user_ts(7);
+    let event = channel_message(
+        "U0ALICE",
+        CHANNEL,
+        &ts,
+        "zbot deploy adxstat/v0.0.1 to production",
+    );
+    c.slack.send(event_envelope("env-7", "Ev7", event, 0));
+    c.reply(&ts, "is on *production*").await;
+    c.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn refusals_are_answered_in_the_thread_and_create_no_deployment() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    let cases = [
+        (
+            1,
+            "U0ALICE",
+            "deploy adxstats/v0.0.1 to production",
+            "`adxstats`? Never heard of it. Did you mean `adxstat`?",
+        ),
+        (
+            2,
+            "U0ALICE",
+            "deploy adxstat to qa",
+            "adxstat doesn't have a `qa` environment. It has: production, staging.",
+        ),
+        (
+            3,
+            "U0ALICE",
+            "deploy vault to production",
+            "vault is not allowed to be deployed from this channel.",
+        ),
+        (
+            4,
+            "U0ALICE",
+            "depoly adxstat",
+            "I don't know the command `depoly`. did you mean `deploy`?",
+        ),
+        (
+            5,
+            "U0ALICE",
+            "deploy adxstat/a&amp;b to production",
+            "`&amp;` is not allowed in a ref",
+        ),
+    ];
+    for (n, user, text, expected) in cases {
+        let thread = c.mention(n, user, text);
+        c.reply(&thread, expected).await;
+    }
+    // A user not allowed in production, from an allowed channel.
+    let ts = user_ts(6);
+    let event = app_mention(
+        "U0ALICE",
+        "C0OPS",
+        &ts,
+        "<@U0BOT> deploy vault to production",
+    );
+    c.slack.send(event_envelope("env-6", "Ev6", event, 0));
+    c.slack
+        .reply_containing(
+            "C0OPS",
+            &ts,
+            "You are not allowed to deploy vault to *production*.",
+        )
+        .await;
+
+    // A lock blocks everyone else, and says who, since when and why.
+    let thread = c.mention(
+        8,
+        "U0BOSS",
+        "lock adxstat in production migrating the database",
+    );
+    c.reply(&thread, "Locked adxstat on *production*").await;
+    let thread = c.mention(9, "U0ALICE", "deploy adxstat to production");
+    let refusal = c
+        .reply(
+            &thread,
+            "adxstat is locked on *production* by <@U0BOSS> since",
+        )
+        .await;
+    assert!(refusal.ends_with(": migrating the database"), "{refusal}");
+    let thread = c.mention(10, "U0ALICE", "unlock adxstat in production");
+    c.reply(
+        &thread,
+        "Only <@U0BOSS> or an admin can unlock adxstat on *production*.",
+    )
+    .await;
+
+    assert!(
+        c.github.deployment_requests().is_empty(),
+        "{:#?}",
+        c.github.deployment_requests()
+    );
+    c.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn github_refusals_become_replies_a_person_understands() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    c.github.answer_next_deployment(
+        409,
+        json!({"message": "Conflict: Commit status checks failed for main.",
+               "errors": [{"contexts": [{"context": "ci/test", "state": "failure"}, {"context": "security", "state": "success"}]}]}),
+    );
+    let thread = c.mention(1, "U0ALICE", "deploy adxstat to production");
+    c.reply(&thread, "Unmet required commit status contexts for adxstat: ci/test (failure). Fix them, or use `deploy!` to skip them.").await;
+
+    c.github
+        .answer_next_deployment(404, json!({"message": "Not Found"}));
+    let thread = c.mention(2, "U0ALICE", "deploy adxstat to production");
+    c.reply(
+        &thread,
+        "I can't create deployments on octo/adxstat: the token needs the `repo_deployment` scope",
+    )
+    .await;
+
+    // 202: GitHub merged instead of deploying; zbot says so and deploys the merged ref.
+    c.github.answer_next_deployment(
+        202,
+        json!({"message": "Auto-merged main into v0.0.1 on deployment."}),
+    );
+    let thread = c.mention(3, "U0ALICE", "deploy adxstat/v0.0.1 to production");
+    c.reply(&thread, "GitHub merged the default branch into the ref first (“Auto-merged main into v0.0.1 on deployment.”)").await;
+    c.reply(&thread, "is on *production*").await;
+
+    let forced = c.mention(4, "U0ALICE", "deploy! adxstat/v0.0.1 to staging");
+    c.reply(&forced, "is on *staging*").await;
+    let requests = c.github.deployment_requests();
+    let last = requests.last().unwrap();
+    assert_eq!(
+        (
+            last["required_contexts"].clone(),
+            last["auto_merge"].clone()
+        ),
+        (json!([]), json!(false))
+    );
+    c.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_deploy_says_failure_with_the_last_lines_escaped() {
+    let c = chat(&[("fabfile.py", FAILING_FABFILE, false)]).await;
+    let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
+    let reply = c.reply(&thread, "to *production* failed:").await;
+    assert!(reply.contains("deploying adxstat `v0.0.1`"), "{reply}");
+    assert!(
+        reply.contains("migration 42 failed: &lt;b&gt;users&lt;/b&gt; &amp; co"),
+        "{reply}"
+    );
+    assert!(!reply.contains("<b>"), "{reply}");
+    assert!(reply.contains("```"), "the output is a code block: {reply}");
+    let gist = c.github.final_status(5001, DEADLINE).await.log_url.unwrap();
+    assert!(reply.contains(&format!("<{gist}|log>")), "{reply}");
+    c.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reconnect_mid_deploy_still_delivers_the_answer_and_redeliveries_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let script = format!(
+        "#!/bin/sh\necho holding\ni=0\nwhile [ ! -e {} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 9; sleep 0.05; done\necho released\n",
+        release.display()
+    );
+    let c = chat(&[("script/deploy", &script, true)]).await;
+    let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
+    c.github
+        .wait_for("the deploy to start", DEADLINE, |g| {
+            g.states(5001)
+                .contains(&"in_progress".to_string())
+                .then_some(())
+        })
+        .await;
+    // Slack redelivers the same event, as after a missed ack.
+    let redelivered = app_mention(
+        "U0ALICE",
+        CHANNEL,
+        &thread,
+        &format!("<@{}> deploy adxstat/v0.0.1 to production", slack::BOT_USER),
+    );
+    c.slack
+        .send(event_envelope("env-1-retry", "Ev1", redelivered, 1));
+    c.slack
+        .wait_for("the redelivery's ack", DEADLINE, |s| s.acked("env-1-retry"))
+        .await;
+
+    c.slack.disconnect("refresh_requested");
+    c.slack
+        .wait_for("a new connection", DEADLINE, |s| {
+            (s.connections() > 1).then_some(())
+        })
+        .await;
+    std::fs::write(&release, "go").unwrap();
+    c.reply(&thread, "is on *production*").await;
+    assert_eq!(
+        c.github.deployment_requests().len(),
+        1,
+        "the redelivered event created no second deployment"
+    );
+    c.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn its_own_messages_other_bots_and_edits_trigger_nothing() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    let ignored: [Value; 3] = [
+        json!({"type": "message", "channel": CHANNEL, "user": slack::BOT_USER, "bot_id": "B0BOT",
+               "text": "zbot deploy adxstat to production", "ts": user_ts(1), "channel_type": "channel"}),
+        json!({"type": "message", "channel": CHANNEL, "bot_id": "B0OTHER", "subtype": "bot_message",
+               "text": "zbot deploy adxstat to production", "ts": user_ts(2), "channel_type": "channel"}),
+        json!({"type": "message", "subtype": "message_changed", "channel": CHANNEL, "ts": user_ts(3),
+               "message": {"type": "message", "user": "U0ALICE", "text": "zbot deploy adxstat to production", "ts": user_ts(3)},
+               "channel_type": "channel"}),
+    ];
+    for (n, event) in ignored.into_iter().enumerate() {
+        let id = format!("env-ignored-{n}");
+        c.slack
+            .send(event_envelope(&id, &format!("EvI{n}"), event, 0));
+        c.slack
+            .wait_for("the ack", DEADLINE, |s| s.acked(&id))
+            .await;
+    }
+    // A person's message after them is answered, and it is the only thing zbot said.
+    let thread = user_ts(4);
+    c.slack.send(event_envelope(
+        "env-v",
+        "EvV",
+        channel_message("U0ALICE", CHANNEL, &thread, "zbot version"),
+        0,
+    ));
+    c.reply(&thread, "zbot v").await;
+    assert_eq!(c.slack.posts().len(), 1, "{:#?}", c.slack.posts());
+    assert!(c.github.deployment_requests().is_empty());
+    c.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn lock_unlock_locks_where_deploys_and_help() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to staging");
+    c.reply(&thread, "is on *staging*").await;
+    let steps = [
+        (
+            "lock adxstat in production release freeze",
+            "Locked adxstat on *production*",
+        ),
+        (
+            "locks",
+            "adxstat is locked on *production* by <@U0ALICE> since",
+        ),
+        (
+            "where can i deploy adxstat",
+            "adxstat can be deployed to production (locked by <@U0ALICE> since",
+        ),
+        (
+            "unlock adxstat in production",
+            "Unlocked adxstat on *production*.",
+        ),
+        ("locks", "No environment is locked."),
+        ("deploys adxstat", "Recent deployments of adxstat"),
+        ("help", "I deploy apps from chat."),
+        ("help deploy", "usage: deploy[:task][!]"),
+        (
+            "cancel adxstat in production",
+            "Nothing of adxstat is queued or running on *production*.",
+        ),
+    ];
+    for (n, (text, expected)) in steps.into_iter().enumerate() {
+        let thread = c.mention(10 + n as u32, "U0ALICE", text);
+        let reply = c.reply(&thread, expected).await;
+        if text == "deploys adxstat" {
+            assert!(
+                reply.contains("5001") && reply.contains("v0.0.1") && reply.contains("success"),
+                "{reply}"
+            );
+        }
+    }
+    c.zbot.stop().await.unwrap();
+}

@@ -1,0 +1,323 @@
+//! A fake Slack: the Web API methods zbot calls (`apps.connections.open`, `auth.test`,
+//! `chat.postMessage`, `chat.update`) over HTTP, and Socket Mode over a WebSocket: `hello` on connect,
+//! envelopes the test sends, acks recorded, `disconnect` on demand. The bot's own posts come back to it
+//! as `message` events, as on real Slack.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+pub const BOT_USER: &str = "U0BOT";
+pub const APP_TOKEN: &str = "xapp-1-A0APP-test";
+pub const BOT_TOKEN: &str = "xoxb-test-bot-token";
+
+/// A message zbot posted or updated.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub method: String,
+    pub channel: String,
+    pub ts: String,
+    pub thread_ts: Option<String>,
+    pub text: String,
+    pub blocks: Option<Value>,
+}
+
+#[derive(Default)]
+struct Model {
+    posts: Vec<Posted>,
+    acks: Vec<Value>,
+    connections: usize,
+    next_ts: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeSlack {
+    pub api: SocketAddr,
+    ws: SocketAddr,
+    model: Arc<Mutex<Model>>,
+    changed: super::Changes,
+    /// The current Socket Mode connection's outbox.
+    socket: Arc<Mutex<Option<mpsc::UnboundedSender<Frame>>>>,
+}
+
+impl FakeSlack {
+    pub async fn start() -> FakeSlack {
+        let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeSlack {
+            api: api_listener.local_addr().unwrap(),
+            ws: ws_listener.local_addr().unwrap(),
+            model: Arc::default(),
+            changed: super::Changes::default(),
+            socket: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/api/{method}", post(web_api).get(web_api))
+            .with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(api_listener, app).await.unwrap() });
+        let sockets = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = ws_listener.accept().await {
+                let fake = sockets.clone();
+                tokio::spawn(async move { fake.serve_socket(tcp).await });
+            }
+        });
+        fake
+    }
+
+    /// The `[slack] api_url` for zbot.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api", self.api)
+    }
+
+    fn touch(&self) {
+        self.changed.touch();
+    }
+
+    async fn serve_socket(&self, tcp: tokio::net::TcpStream) {
+        let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let (mut sink, mut stream) = ws.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+        let hello = json!({"type": "hello", "num_connections": 1,
+            "debug_info": {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060},
+            "connection_info": {"app_id": "A0APP"}});
+        let _ = tx.send(Frame::text(hello.to_string()));
+        *self.socket.lock().unwrap() = Some(tx);
+        self.model.lock().unwrap().connections += 1;
+        self.touch();
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                let close = matches!(frame, Frame::Close(_));
+                if sink.send(frame).await.is_err() || close {
+                    return;
+                }
+            }
+        });
+        while let Some(Ok(frame)) = stream.next().await {
+            if let Frame::Text(text) = frame
+                && let Ok(ack) = serde_json::from_str::<Value>(&text)
+            {
+                self.model.lock().unwrap().acks.push(ack);
+                self.touch();
+            }
+        }
+        writer.abort();
+    }
+
+    /// Sends a frame on the current Socket Mode connection.
+    pub fn send(&self, frame: Value) {
+        let socket = self.socket.lock().unwrap();
+        socket
+            .as_ref()
+            .expect("zbot is connected")
+            .send(Frame::text(frame.to_string()))
+            .unwrap();
+    }
+
+    /// Asks the client to reconnect, as Slack does every few hours.
+    pub fn disconnect(&self, reason: &str) {
+        self.send(
+            json!({"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}}),
+        );
+    }
+
+    pub fn connections(&self) -> usize {
+        self.model.lock().unwrap().connections
+    }
+
+    pub fn acked(&self, envelope_id: &str) -> Option<Value> {
+        let model = self.model.lock().unwrap();
+        model
+            .acks
+            .iter()
+            .find(|a| a["envelope_id"] == envelope_id)
+            .cloned()
+    }
+
+    pub fn posts(&self) -> Vec<Posted> {
+        self.model.lock().unwrap().posts.clone()
+    }
+
+    /// What zbot said in a thread (posts and updates), in order.
+    pub fn thread(&self, channel: &str, thread_ts: &str) -> Vec<Posted> {
+        let posts = self.posts();
+        // The status message is posted in the thread, then updated by its own ts.
+        let in_thread: Vec<String> = posts
+            .iter()
+            .filter(|p| p.channel == channel && p.thread_ts.as_deref() == Some(thread_ts))
+            .map(|p| p.ts.clone())
+            .collect();
+        posts
+            .into_iter()
+            .filter(|p| {
+                p.channel == channel
+                    && (p.thread_ts.as_deref() == Some(thread_ts) || in_thread.contains(&p.ts))
+            })
+            .collect()
+    }
+
+    /// Waits until `done` holds for the fake, or fails the test after `deadline`.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut done: impl FnMut(&FakeSlack) -> Option<T>,
+    ) -> T {
+        self.changed
+            .wait_for(
+                what,
+                deadline,
+                || done(self),
+                || format!("zbot posted: {:#?}", self.posts()),
+            )
+            .await
+    }
+
+    /// Waits for zbot's reply in a thread that contains `needle`.
+    pub async fn reply_containing(&self, channel: &str, thread_ts: &str, needle: &str) -> Posted {
+        self.wait_for(
+            &format!("a reply containing {needle:?}"),
+            Duration::from_secs(60),
+            |s| {
+                s.thread(channel, thread_ts)
+                    .into_iter()
+                    .find(|p| p.text.contains(needle))
+            },
+        )
+        .await
+    }
+}
+
+/// An `events_api` envelope.
+pub fn event_envelope(
+    envelope_id: &str,
+    event_id: &str,
+    event: Value,
+    retry_attempt: u32,
+) -> Value {
+    json!({
+        "envelope_id": envelope_id, "type": "events_api", "accepts_response_payload": false,
+        "retry_attempt": retry_attempt, "retry_reason": if retry_attempt > 0 { "timeout" } else { "" },
+        "payload": {"token": "x", "team_id": "T0TEAM", "api_app_id": "A0APP", "type": "event_callback",
+            "event_id": event_id, "event_time": 1_700_000_000,
+            "authorizations": [{"enterprise_id": null, "team_id": "T0TEAM", "user_id": BOT_USER, "is_bot": true, "is_enterprise_install": false}],
+            "event": event}
+    })
+}
+
+pub fn app_mention(user: &str, channel: &str, ts: &str, text: &str) -> Value {
+    json!({"type": "app_mention", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts})
+}
+
+pub fn channel_message(user: &str, channel: &str, ts: &str, text: &str) -> Value {
+    json!({"type": "message", "channel": channel, "user": user, "text": text, "ts": ts, "event_ts": ts, "channel_type": "channel"})
+}
+
+pub fn slash_envelope(
+    envelope_id: &str,
+    user: &str,
+    channel: &str,
+    command: &str,
+    text: &str,
+) -> Value {
+    json!({"envelope_id": envelope_id, "type": "slash_commands", "accepts_response_payload": true,
+        "payload": {"token": "x", "team_id": "T0TEAM", "team_domain": "acme", "channel_id": channel, "channel_name": "deploys",
+            "user_id": user, "user_name": "bob", "command": command, "text": text, "api_app_id": "A0APP",
+            "is_enterprise_install": "false", "response_url": "http://127.0.0.1:9/commands/T0TEAM/1/x",
+            "trigger_id": format!("trigger-{envelope_id}")}})
+}
+
+/// Web API methods take JSON, form or query arguments, by POST or GET.
+async fn web_api(
+    State(fake): State<FakeSlack>,
+    Path(method): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Json<Value> {
+    let body: Value = serde_json::from_slice(&raw).unwrap_or_else(|_| {
+        let form = if raw.is_empty() {
+            query.unwrap_or_default().into_bytes()
+        } else {
+            raw.to_vec()
+        };
+        let pairs: serde_json::Map<String, Value> = form_urlencoded::parse(&form)
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+        Value::Object(pairs)
+    });
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+    let answer = match method.as_str() {
+        "apps.connections.open" if bearer.as_deref() == Some(APP_TOKEN) => {
+            json!({"ok": true, "url": format!("ws://{}/link/?ticket=t-1&app_id=A0APP", fake.ws)})
+        }
+        "apps.connections.open" => json!({"ok": false, "error": "invalid_auth"}),
+        _ if bearer.as_deref() != Some(BOT_TOKEN) => json!({"ok": false, "error": "invalid_auth"}),
+        "auth.test" => {
+            json!({"ok": true, "url": "https://acme.slack.com/", "team": "acme", "user": "zbot",
+            "team_id": "T0TEAM", "user_id": BOT_USER, "bot_id": "B0BOT"})
+        }
+        "chat.postMessage" | "chat.update" => {
+            let channel = text("channel").unwrap_or_default();
+            let ts = match method.as_str() {
+                "chat.update" => text("ts").unwrap_or_default(),
+                _ => {
+                    let mut model = fake.model.lock().unwrap();
+                    model.next_ts += 1;
+                    format!("1700001000.{:06}", model.next_ts)
+                }
+            };
+            let posted = Posted {
+                method: method.clone(),
+                channel: channel.clone(),
+                ts: ts.clone(),
+                thread_ts: text("thread_ts"),
+                text: text("text").unwrap_or_default(),
+                blocks: body.get("blocks").cloned(),
+            };
+            fake.model.lock().unwrap().posts.push(posted.clone());
+            fake.touch();
+            if method == "chat.postMessage" {
+                // Real Slack echoes the bot's own message to it as an event.
+                let mut echo = json!({"type": "message", "channel": channel, "user": BOT_USER, "bot_id": "B0BOT",
+                    "text": posted.text, "ts": ts, "event_ts": ts, "channel_type": "channel"});
+                if let Some(thread) = &posted.thread_ts {
+                    echo["thread_ts"] = json!(thread);
+                }
+                if fake.socket.lock().unwrap().is_some() {
+                    fake.send(event_envelope(
+                        &format!("echo-{ts}"),
+                        &format!("Ev-echo-{ts}"),
+                        echo,
+                        0,
+                    ));
+                }
+            }
+            json!({"ok": true, "channel": channel, "ts": ts,
+                "message": {"type": "message", "text": posted.text, "ts": ts, "bot_id": "B0BOT", "user": BOT_USER}})
+        }
+        other => json!({"ok": false, "error": format!("unknown_method: {other}")}),
+    };
+    Json(answer)
+}
+
+/// Per-test helper: a unique ts for a user message.
+pub fn user_ts(n: u32) -> String {
+    format!("1700000000.{n:06}")
+}
