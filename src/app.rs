@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::events::EventBus;
+use crate::forge::Forge;
 use crate::forge::github::GitHub;
+use crate::forge::local::LocalForge;
 use crate::recipe::Recipes;
 use crate::runner::Deployer;
 use crate::runner::checkout::Checkouts;
@@ -42,6 +44,88 @@ pub struct Running {
     queue: JoinHandle<()>,
 }
 
+/// What every zbot runs, whatever its edges: the store, the deployer and the queue.
+pub struct Core {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub events: EventBus,
+    pub scheduler: Arc<Scheduler>,
+    pub forge: Forge,
+}
+
+impl Core {
+    /// Loads the recipes, opens the store and builds the deployer and scheduler around `forge`.
+    pub async fn build(
+        config: Config,
+        forge: impl FnOnce(&Store) -> Forge,
+        public_url: Option<String>,
+    ) -> anyhow::Result<Core> {
+        let recipes = Recipes::load_dir(&config.deploy.recipes_dir).map_err(|problems| {
+            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("the deploy recipes have problems:\n{}", lines.join("\n"))
+        })?;
+        let store = Store::open(&config.bot.data_dir)
+            .await
+            .with_context(|| format!("opening the store in {}", config.bot.data_dir.display()))?;
+        let forge = forge(&store);
+        let events = EventBus::default();
+        let config = Arc::new(config);
+        let deployer = Arc::new(Deployer {
+            forge: forge.clone(),
+            checkouts: Checkouts::new(&config.bot.data_dir, &config.deploy.work_dir),
+            config: Arc::clone(&config),
+            recipes: Arc::new(recipes),
+            store: store.clone(),
+            events: events.clone(),
+            redactor: Redactor::new(config.secrets()),
+            public_url,
+        });
+        Ok(Core {
+            config,
+            store,
+            events,
+            scheduler: Scheduler::new(deployer),
+            forge,
+        })
+    }
+}
+
+/// zbot without GitHub, Slack or a listener (`zbot shell`): the embedded forge and the queue.
+pub struct Local {
+    pub core: Core,
+    shutdown: watch::Sender<bool>,
+    queue: JoinHandle<()>,
+}
+
+/// Starts the embedded zbot; deploys a previous run left running end as `error`.
+pub async fn start_local(config: Config) -> anyhow::Result<Local> {
+    let core = Core::build(
+        config,
+        |store| {
+            Forge::Local(LocalForge {
+                store: store.clone(),
+            })
+        },
+        None,
+    )
+    .await?;
+    core.scheduler.recover().await;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let queue = tokio::spawn(Arc::clone(&core.scheduler).run(shutdown_rx, SHUTDOWN_GRACE));
+    Ok(Local {
+        core,
+        shutdown,
+        queue,
+    })
+}
+
+impl Local {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.queue.await.context("the queue task")
+    }
+}
+
 /// Starts zbot with `config`; `listener` replaces binding `[webhook] listen` (tests bind port 0).
 pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Running> {
     let Some(webhook_config) = config.webhook.clone() else {
@@ -56,17 +140,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
             config.path.display()
         );
     };
-    let recipes = Recipes::load_dir(&config.deploy.recipes_dir).map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("the deploy recipes have problems:\n{}", lines.join("\n"))
-    })?;
-    let store = Store::open(&config.bot.data_dir)
-        .await
-        .with_context(|| format!("opening the store in {}", config.bot.data_dir.display()))?;
     let github = GitHub::new(&github_config).context("connecting to GitHub")?;
-    let slack_config = config.slack.clone();
-    let redactor = Redactor::new(config.secrets());
-    let events = EventBus::default();
     let listener = match listener {
         Some(listener) => listener,
         None => TcpListener::bind(webhook_config.listen)
@@ -78,27 +152,28 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let config = Arc::new(config);
-    let deployer = Arc::new(Deployer {
-        github: github.clone(),
-        checkouts: Checkouts::new(&config.bot.data_dir, &config.deploy.work_dir),
-        config: Arc::clone(&config),
-        recipes: Arc::new(recipes),
-        store: store.clone(),
-        events: events.clone(),
-        redactor,
-        public_url,
-    });
-    let scheduler = Scheduler::new(deployer);
+    let core = Core::build(
+        config,
+        |_| Forge::GitHub(Box::new(github)),
+        Some(public_url),
+    )
+    .await?;
+    let Core {
+        config,
+        store,
+        events,
+        scheduler,
+        forge,
+    } = core;
     // Chat first, so the ends of interrupted deploys reach their threads too.
-    let slack = match &slack_config {
+    let slack = match &config.slack {
         Some(slack_config) => Some(
             slack::connect(
                 slack_config,
                 slack::Parts {
                     config: Arc::clone(&config),
                     store: store.clone(),
-                    github,
+                    forge,
                     scheduler: Arc::clone(&scheduler),
                     events: events.clone(),
                 },

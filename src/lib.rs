@@ -17,6 +17,8 @@
 //! - [`forge`]: GitHub statuses and gists (the only module that names octocrab).
 //! - [`events`]: deployment state changes, for the chat side.
 //! - [`reply`]: sentences people read.
+//! - [`chat`], [`policy`], [`slack`]: the conversation, its rules, and Slack.
+//! - [`shell`]: the bot in a terminal, with the embedded forge.
 //! - [`app`]: wiring and shutdown.
 //! - [`secret`], [`suggest`]: secrets that never print; "did you mean".
 
@@ -32,6 +34,7 @@ pub mod reply;
 pub mod runner;
 pub mod scheduler;
 pub mod secret;
+pub mod shell;
 pub mod slack;
 pub mod store;
 pub mod suggest;

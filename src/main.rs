@@ -26,11 +26,16 @@ enum Commands {
         #[arg(long)]
         json_logs: bool,
     },
+    /// The bot in a terminal: type what you would type in Slack. Deploys for real, without Slack or GitHub.
+    Shell,
     /// Check bot.toml and every recipe, list apps and recipes; or convert a hubot-deploy apps.json.
     Check {
         /// Print the [apps.*] tables for this hubot-deploy apps.json instead.
         #[arg(long, value_name = "FILE")]
         apps_json: Option<PathBuf>,
+        /// Also check the connections: Slack's auth.test, and the GitHub token's access to each repository.
+        #[arg(long)]
+        online: bool,
     },
     /// Show what the chat grammar makes of a message, as JSON (exit 0 command, 1 malformed, 3 not addressed).
     Parse {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Run { json_logs } => run(&cli.config, json_logs),
+        Commands::Shell => shell(&cli.config),
         Commands::Parse {
             bot_id,
             dm,
@@ -62,51 +68,49 @@ fn main() -> ExitCode {
             names,
             text,
         } => parse(&text, bot_id.as_deref(), dm, slash.as_deref(), names),
-        Commands::Check { apps_json } => match apps_json {
+        Commands::Check { apps_json, online } => match apps_json {
             Some(file) => convert_apps_json(&file),
-            None => check(&cli.config),
+            None => match check(&cli.config) {
+                Some(config) if online => block_on(check_online(config)),
+                Some(_) => ExitCode::SUCCESS,
+                None => ExitCode::FAILURE,
+            },
         },
     }
 }
 
-fn run(config_path: &Path, json_logs: bool) -> ExitCode {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+/// Logs go to stderr; `RUST_LOG` overrides `default_level`.
+fn init_logs(default_level: &str, json_logs: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json_logs {
         logs.json().init();
     } else {
         logs.init();
     }
-    // ring is the only crypto provider compiled in; installing it explicitly keeps it that way.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match Config::load(config_path) {
-        Ok(config) => config,
+}
+
+/// The value, or every problem printed on stderr.
+fn or_report<T>(loaded: Result<T, Vec<zbot::config::Problem>>) -> Option<T> {
+    match loaded {
+        Ok(value) => Some(value),
         Err(problems) => {
             for problem in &problems {
                 eprintln!("{problem}");
             }
-            return ExitCode::FAILURE;
+            None
         }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let running = zbot::app::start(config, None).await?;
-        wait_for_signal().await;
-        tracing::info!(
-            "stopping: no new deploys; running ones get {:?}",
-            zbot::app::SHUTDOWN_GRACE
-        );
-        running.stop().await
-    });
+    }
+}
+
+fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(work));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -114,6 +118,34 @@ fn run(config_path: &Path, json_logs: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn shell(config_path: &Path) -> ExitCode {
+    init_logs("warn", false);
+    let Some(config) = or_report(Config::load_local(config_path)) else {
+        return ExitCode::FAILURE;
+    };
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    block_on(zbot::shell::run(config, stdin, interactive))
+}
+
+fn run(config_path: &Path, json_logs: bool) -> ExitCode {
+    init_logs("info", json_logs);
+    // ring is the only crypto provider compiled in; installing it explicitly keeps it that way.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(config) = or_report(Config::load(config_path)) else {
+        return ExitCode::FAILURE;
+    };
+    block_on(async {
+        let running = zbot::app::start(config, None).await?;
+        wait_for_signal().await;
+        tracing::info!(
+            "stopping: no new deploys; running ones get {:?}",
+            zbot::app::SHUTDOWN_GRACE
+        );
+        running.stop().await
+    })
 }
 
 /// SIGTERM or SIGINT.
@@ -172,7 +204,37 @@ fn parse(
     }
 }
 
-fn check(config_path: &Path) -> ExitCode {
+/// Checks the connections to Slack and GitHub; fails if either is broken.
+async fn check_online(config: Config) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut failures = 0;
+    if let Some(slack) = &config.slack {
+        match zbot::slack::check(slack).await {
+            Ok(identity) => println!("slack: ok, {identity}"),
+            Err(e) => {
+                failures += 1;
+                println!("slack: {e:#}");
+            }
+        }
+    }
+    if let Some(github_config) = &config.github {
+        let github = zbot::forge::github::GitHub::new(github_config)?;
+        for (name, app) in &config.apps {
+            match github.check_access(&app.repository).await {
+                Ok(()) => println!("github: ok, {name} ({})", app.repository),
+                Err(reason) => {
+                    failures += 1;
+                    println!("github: {name}: {reason}");
+                }
+            }
+        }
+    }
+    anyhow::ensure!(failures == 0, "{failures} connection check(s) failed");
+    Ok(())
+}
+
+/// Checks bot.toml and the recipes and prints what it found; the configuration if all is well.
+fn check(config_path: &Path) -> Option<Config> {
     let config = Config::load(config_path);
     let recipes = match &config {
         Ok(config) => Recipes::load_dir(&config.deploy.recipes_dir),
@@ -208,36 +270,37 @@ fn check(config_path: &Path) -> ExitCode {
             eprintln!("{problem}");
         }
         eprintln!("{} problem(s) found", problems.len());
-        return ExitCode::FAILURE;
+        return None;
     }
-    if let (Ok(config), Ok(recipes)) = (config, recipes) {
-        println!("{}: ok", config.path.display());
-        println!("apps:");
-        for (name, app) in &config.apps {
-            let provider = app.provider.as_deref().unwrap_or("detected");
-            println!(
-                "  {name}: {} → {} (recipe: {provider})",
-                app.repository,
-                app.environments.join(", ")
-            );
-        }
-        println!("recipes (detection order first):");
-        let detected = recipes.detection_order();
-        for recipe in &detected {
-            println!("  {}: {}", recipe.name, recipe.description);
-        }
-        for recipe in recipes
-            .by_name
-            .values()
-            .filter(|r| !detected.iter().any(|d| d.name == r.name))
-        {
-            println!(
-                "  {} (only when named): {}",
-                recipe.name, recipe.description
-            );
-        }
+    let (Ok(config), Ok(recipes)) = (config, recipes) else {
+        return None;
+    };
+    println!("{}: ok", config.path.display());
+    println!("apps:");
+    for (name, app) in &config.apps {
+        let provider = app.provider.as_deref().unwrap_or("detected");
+        println!(
+            "  {name}: {} → {} (recipe: {provider})",
+            app.repository,
+            app.environments.join(", ")
+        );
     }
-    ExitCode::SUCCESS
+    println!("recipes (detection order first):");
+    let detected = recipes.detection_order();
+    for recipe in &detected {
+        println!("  {}: {}", recipe.name, recipe.description);
+    }
+    for recipe in recipes
+        .by_name
+        .values()
+        .filter(|r| !detected.iter().any(|d| d.name == r.name))
+    {
+        println!(
+            "  {} (only when named): {}",
+            recipe.name, recipe.description
+        );
+    }
+    Some(config)
 }
 
 fn convert_apps_json(file: &Path) -> ExitCode {

@@ -23,6 +23,28 @@ use crate::config::SlackConfig;
 
 type Client = SlackClient<SlackClientHyperHttpsConnector>;
 
+/// The events zbot handles (`on_push`): mentions, and messages in channels, private channels, DMs and
+/// group DMs. `slack-app-manifest.yml` subscribes to exactly these (a test checks).
+pub const EVENTS: &[&str] = &[
+    "app_mention",
+    "message.channels",
+    "message.groups",
+    "message.im",
+    "message.mpim",
+];
+
+/// The bot scopes those events and the Web API calls zbot makes (`chat.postMessage`, `chat.update`)
+/// need, plus `commands` for slash commands. `auth.test` and Socket Mode need no bot scope.
+pub const BOT_SCOPES: &[&str] = &[
+    "app_mentions:read",
+    "channels:history",
+    "chat:write",
+    "commands",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+];
+
 /// A Web API client that also accepts `http://` base URLs (for a local fake).
 fn client(api_url: &str) -> anyhow::Result<Arc<Client>> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -329,9 +351,25 @@ impl std::fmt::Debug for SlackConnection {
 pub struct Parts {
     pub config: Arc<crate::config::Config>,
     pub store: crate::store::Store,
-    pub github: crate::forge::github::GitHub,
+    pub forge: crate::forge::Forge,
     pub scheduler: Arc<crate::scheduler::Scheduler>,
     pub events: crate::events::EventBus,
+}
+
+/// Checks the bot token with `auth.test`; the bot's name and team on success.
+pub async fn check(slack: &SlackConfig) -> anyhow::Result<String> {
+    let client = client(&slack.api_url)?;
+    let token = SlackApiToken::new(slack.bot_token.expose().into());
+    let identity =
+        client.open_session(&token).auth_test().await.map_err(|e| {
+            anyhow::anyhow!("auth.test with [slack] bot_token failed: {}", explain(&e))
+        })?;
+    Ok(format!(
+        "{} ({}) in {}",
+        identity.user.unwrap_or_default(),
+        identity.user_id,
+        identity.team
+    ))
 }
 
 /// Connects to Slack: `auth.test` for the bot's user id, then Socket Mode.
@@ -359,7 +397,7 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
     let bot = Arc::new(Bot {
         config: parts.config,
         store: parts.store,
-        github: parts.github,
+        forge: parts.forge,
         scheduler: parts.scheduler,
         events: parts.events,
         out,

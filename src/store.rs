@@ -260,31 +260,26 @@ impl Store {
         }
         let mut accepted = Accepted::New;
         if let Some(d) = deployment {
-            let inserted = sqlx::query(
-                "INSERT INTO deployments (deployment_id, app, repository, clone_url, environment, git_ref, sha, task,
-                                          payload, actor, state, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(d.deployment_id as i64)
-            .bind(&d.app)
-            .bind(&d.repository)
-            .bind(&d.clone_url)
-            .bind(&d.environment)
-            .bind(&d.git_ref)
-            .bind(&d.sha)
-            .bind(&d.task)
-            .bind(d.payload.to_string())
-            .bind(&d.actor)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let inserted = insert_deployment(&mut tx, d).await?;
             if inserted == 0 {
                 accepted = Accepted::DuplicateDeployment;
             }
         }
         tx.commit().await?;
         Ok(accepted)
+    }
+
+    /// Stores a deployment created by zbot itself (the embedded forge), numbering it after the last one.
+    pub async fn accept_local(&self, mut deployment: NewDeployment) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (id,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(MAX(deployment_id), 0) + 1 FROM deployments")
+                .fetch_one(&mut *tx)
+                .await?;
+        deployment.deployment_id = id as u64;
+        insert_deployment(&mut tx, &deployment).await?;
+        tx.commit().await?;
+        Ok(deployment.deployment_id)
     }
 
     pub async fn get(&self, deployment_id: u64) -> Result<Option<Deployment>, StoreError> {
@@ -530,6 +525,32 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Inserts a queued deployment unless its id is stored already; the number of rows inserted.
+async fn insert_deployment(
+    conn: &mut sqlx::SqliteConnection,
+    d: &NewDeployment,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "INSERT INTO deployments (deployment_id, app, repository, clone_url, environment, git_ref, sha, task,
+                                  payload, actor, state, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(d.deployment_id as i64)
+    .bind(&d.app)
+    .bind(&d.repository)
+    .bind(&d.clone_url)
+    .bind(&d.environment)
+    .bind(&d.git_ref)
+    .bind(&d.sha)
+    .bind(&d.task)
+    .bind(d.payload.to_string())
+    .bind(&d.actor)
+    .bind(now())
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 fn lock_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Lock, StoreError> {

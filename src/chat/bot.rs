@@ -13,8 +13,9 @@ use super::{ChatOutput, Inbound, InboundKind, Message, escape};
 use crate::command::{Addressing, CancelTarget, Command, DeployCommand, parse_message};
 use crate::config::{AppConfig, Config};
 use crate::events::{DeploymentEvent, EventBus};
+use crate::forge::Forge;
 use crate::forge::StatusState;
-use crate::forge::github::{Created, DeploymentRequest, GitHub};
+use crate::forge::github::{Created, DeploymentRequest};
 use crate::policy::{self, Denial, Target};
 use crate::reply;
 use crate::scheduler::{Cancelled, Scheduler};
@@ -32,7 +33,7 @@ pub struct Thread {
 pub struct Bot<O: ChatOutput> {
     pub config: Arc<Config>,
     pub store: Store,
-    pub github: GitHub,
+    pub forge: Forge,
     pub scheduler: Arc<Scheduler>,
     pub events: EventBus,
     pub out: O,
@@ -239,11 +240,12 @@ impl<O: ChatOutput> Bot<O> {
         };
         for attempt in 0..2 {
             match self
-                .github
-                .create_deployment(&app.repository, &request)
+                .forge
+                .create_deployment(&target.app_name, app, &request, &inbound.user)
                 .await
             {
                 Ok(Created::Deployment { id, sha }) => {
+                    self.scheduler.wake();
                     self.events.publish(DeploymentEvent {
                         deployment_id: id,
                         app: target.app_name.clone(),
@@ -299,8 +301,8 @@ impl<O: ChatOutput> Bot<O> {
         let environment = environment.map(|e| self.config.resolve_environment(e).to_string());
         Ok(
             match self
-                .github
-                .recent_deployments(&app_config.repository, environment.as_deref(), 10)
+                .forge
+                .recent_deployments(&name, app_config, environment.as_deref(), 10)
                 .await
             {
                 Ok(rows) => reply::deploys_table(&name, environment.as_deref(), &rows),

@@ -113,6 +113,8 @@ pub struct DeployConfig {
     pub timeout: Option<Duration>,
     pub concurrency: usize,
     pub recipes_dir: PathBuf,
+    /// Install Fabric 1 into the data directory when a recipe needs `fab` and none is on PATH.
+    pub provision_fabric: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -135,15 +137,21 @@ pub struct AppConfig {
 impl Config {
     /// Reads and validates the file at `path`; every problem found is returned at once.
     pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            vec![Problem {
-                file: path.to_path_buf(),
-                line: 0,
-                key: String::new(),
-                message: format!("cannot read the file: {e}"),
-            }]
-        })?;
+        let source = read(path)?;
         Config::from_source(path, &source)
+    }
+
+    /// Like [`Config::load`], for running without the outside services (`zbot shell`): `[slack]`,
+    /// `[github]` and `[webhook]` are read for their shape but not validated, so their environment
+    /// variables need not be set.
+    pub fn load_local(path: &Path) -> Result<Config, Vec<Problem>> {
+        let source = read(path)?;
+        let mut raw: RawConfig =
+            toml::from_str(&source).map_err(|e| vec![Problem::from_toml(path, &source, &e)])?;
+        raw.slack = None;
+        raw.github = None;
+        raw.webhook = None;
+        validate(path, &source, raw)
     }
 
     /// Validates `source` as if read from `path` (which anchors relative paths and names the file in problems).
@@ -226,6 +234,17 @@ impl Problem {
             message: message.into(),
         }
     }
+}
+
+fn read(path: &Path) -> Result<String, Vec<Problem>> {
+    std::fs::read_to_string(path).map_err(|e| {
+        vec![Problem {
+            file: path.to_path_buf(),
+            line: 0,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }]
+    })
 }
 
 fn line_of(source: &str, offset: usize) -> usize {
@@ -350,6 +369,7 @@ struct RawDeploy {
     timeout: Option<HumanDuration>,
     concurrency: Option<usize>,
     recipes_dir: Option<EnvString>,
+    provision_fabric: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -428,6 +448,8 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    // Paths in the file are relative to it; made absolute, they mean the same from any directory.
+    let base = std::path::absolute(&base).unwrap_or(base);
     let mut c = Checker {
         path,
         source,
@@ -681,6 +703,7 @@ fn validate_deploy(c: &mut Checker<'_>, raw: RawDeploy, data_dir: &Path) -> Depl
         timeout: raw.timeout.map(|t| t.0),
         concurrency,
         recipes_dir,
+        provision_fabric: raw.provision_fabric.unwrap_or(true),
     }
 }
 
@@ -734,7 +757,20 @@ fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> AppConfig {
     if let Err(reason) = validate::git_ref(&default_ref) {
         c.problem(&table, Some("default_ref"), reason);
     }
-    let clone_url = raw.clone_url.as_ref().map(|u| c.env(u));
+    // A clone URL without a scheme (and not `user@host:path`) is a local path, relative to this file.
+    let clone_url = raw.clone_url.as_ref().map(|u| {
+        let url = c.env(u);
+        let scp_like = url
+            .split_once(':')
+            .is_some_and(|(host, _)| host.contains('@'));
+        if url.contains("://") || scp_like {
+            url
+        } else {
+            let path = c.base.join(&url);
+            let absolute = std::path::absolute(&path).unwrap_or(path);
+            format!("file://{}", absolute.display())
+        }
+    });
     let deploy_key = raw.deploy_key.as_ref().map(|k| c.path(k));
     AppConfig {
         repository: raw.repository,

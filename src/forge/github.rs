@@ -401,3 +401,22 @@ impl GitHub {
         Ok(rows)
     }
 }
+
+impl GitHub {
+    /// Whether the token can see `repository` (`GET /repos/{owner}/{repo}`); the reason if not.
+    pub async fn check_access(&self, repository: &str) -> Result<(), String> {
+        let response = self
+            .api
+            ._get(format!("/repos/{repository}"))
+            .await
+            .map_err(|e| format!("cannot reach GitHub: {e}"))?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            401 => Err("GitHub rejected the token (401): check [github] token".into()),
+            403 | 404 => Err(format!(
+                "the token cannot see {repository}: give it access to the repository (and Deployments: write)"
+            )),
+            status => Err(format!("GitHub answered {status}")),
+        }
+    }
+}

@@ -1,7 +1,96 @@
-//! The forge: where deployments, their statuses and their logs are kept. Today that is GitHub
-//! ([`github`]); the types here are what the rest of zbot speaks, so no other module names octocrab.
+//! The forge: where deployments, their statuses and their logs are kept — GitHub ([`github`]), or
+//! zbot's own store and log files for `zbot shell` ([`local`]). [`Forge`] is what the rest of zbot
+//! calls, so no other module names octocrab.
 
 pub mod github;
+pub mod local;
+
+use crate::config::AppConfig;
+use github::{Created, DeploymentRequest, DeploymentSummary, ForgeError, GitHub, Refused};
+use local::LocalForge;
+
+/// The forge zbot works with.
+#[derive(Clone, Debug)]
+pub enum Forge {
+    GitHub(Box<GitHub>),
+    Local(LocalForge),
+}
+
+impl Forge {
+    /// Whether logs are published as pages (gists); the local forge keeps them on disk only.
+    pub fn publishes_logs(&self) -> bool {
+        matches!(self, Forge::GitHub(_))
+    }
+
+    pub async fn post_status(
+        &self,
+        repository: &str,
+        deployment_id: u64,
+        update: &StatusUpdate,
+    ) -> Result<(), ForgeError> {
+        match self {
+            Forge::GitHub(github) => github.post_status(repository, deployment_id, update).await,
+            // The store already holds the state; nothing else to tell.
+            Forge::Local(_) => Ok(()),
+        }
+    }
+
+    pub async fn create_log(
+        &self,
+        description: &str,
+        file_name: &str,
+        content: &str,
+    ) -> Result<LogPage, ForgeError> {
+        match self {
+            Forge::GitHub(github) => github.create_log(description, file_name, content).await,
+            Forge::Local(_) => Err(ForgeError::Config(
+                "the local forge keeps logs on disk".into(),
+            )),
+        }
+    }
+
+    pub async fn update_log(
+        &self,
+        page: &LogPage,
+        file_name: &str,
+        content: &str,
+    ) -> Result<(), ForgeError> {
+        match self {
+            Forge::GitHub(github) => github.update_log(page, file_name, content).await,
+            Forge::Local(_) => Ok(()),
+        }
+    }
+
+    /// Creates a deployment of `app` for `actor`.
+    pub async fn create_deployment(
+        &self,
+        app_name: &str,
+        app: &AppConfig,
+        request: &DeploymentRequest,
+        actor: &str,
+    ) -> Result<Created, Refused> {
+        match self {
+            Forge::GitHub(github) => github.create_deployment(&app.repository, request).await,
+            Forge::Local(local) => local.create_deployment(app_name, app, request, actor).await,
+        }
+    }
+
+    pub async fn recent_deployments(
+        &self,
+        app_name: &str,
+        app: &AppConfig,
+        environment: Option<&str>,
+        count: u8,
+    ) -> Result<Vec<DeploymentSummary>, String> {
+        match self {
+            Forge::GitHub(github) => github
+                .recent_deployments(&app.repository, environment, count)
+                .await
+                .map_err(|e| e.to_string()),
+            Forge::Local(local) => local.recent_deployments(app_name, environment, count).await,
+        }
+    }
+}
 
 /// A deployment status as GitHub knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

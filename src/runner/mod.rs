@@ -9,6 +9,7 @@
 pub mod checkout;
 pub mod log;
 pub mod process;
+pub mod tools;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,8 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::{AppConfig, Config};
 use crate::events::{DeploymentEvent, EventBus};
-use crate::forge::github::GitHub;
-use crate::forge::{LogPage, StatusState, StatusUpdate};
+use crate::forge::{Forge, LogPage, StatusState, StatusUpdate};
 use crate::recipe::{Recipes, RenderInput};
 use crate::secret::Redactor;
 use crate::store::{Deployment, DeploymentState, Store};
@@ -42,12 +42,13 @@ pub struct Deployer {
     pub config: Arc<Config>,
     pub recipes: Arc<Recipes>,
     pub store: Store,
-    pub github: GitHub,
+    pub forge: Forge,
     pub checkouts: Checkouts,
     pub events: EventBus,
     pub redactor: Redactor,
-    /// Where people reach the listener: links to zbot's own log pages start here.
-    pub public_url: String,
+    /// Where people reach the listener: links to zbot's own log pages start here. Without a
+    /// listener (`zbot shell`) the link is the log file's path.
+    pub public_url: Option<String>,
 }
 
 /// How a deployment ended, before it is posted.
@@ -93,7 +94,10 @@ impl Deployer {
 
     /// zbot's own page for a deploy's log, used when a gist cannot be written.
     fn own_log_url(&self, deployment_id: u64) -> String {
-        format!("{}/deployments/{deployment_id}/log", self.public_url)
+        match &self.public_url {
+            Some(base) => format!("{base}/deployments/{deployment_id}/log"),
+            None => self.log_path(deployment_id).display().to_string(),
+        }
     }
 
     fn environment_url(&self, d: &Deployment) -> Option<String> {
@@ -122,7 +126,7 @@ impl Deployer {
             environment_url: self.environment_url(d),
         };
         if let Err(e) = self
-            .github
+            .forge
             .post_status(&d.repository, d.deployment_id, &update)
             .await
         {
@@ -185,7 +189,11 @@ impl Deployer {
                 return;
             }
         };
-        let page = self.create_page(&d).await;
+        let page = if self.forge.publishes_logs() {
+            self.create_page(&d).await
+        } else {
+            None
+        };
         let log_url = page
             .as_ref()
             .map_or_else(|| self.own_log_url(d.deployment_id), |p| p.url.clone());
@@ -346,12 +354,21 @@ impl Deployer {
             repository: &d.repository,
             deployment_id: d.deployment_id,
         };
-        let invocation = match recipe.render(&input) {
+        let mut invocation = match recipe.render(&input) {
             Ok(invocation) => invocation,
             Err(reason) => {
                 return Outcome::error(format!("Refused to run recipe {}: {reason}", recipe.name));
             }
         };
+        if invocation.program == "fab"
+            && tools::on_path("fab").is_none()
+            && self.config.deploy.provision_fabric
+        {
+            match tools::fabric(&self.config.bot.data_dir, log).await {
+                Ok(fab) => invocation.program = fab.display().to_string(),
+                Err(reason) => return Outcome::error(reason),
+            }
+        }
         let timeout = timeout_for(app, recipe.timeout, &self.config);
         log.note(format!(
             "recipe {}: {} {} (timeout {})",
@@ -484,7 +501,7 @@ impl Deployer {
         );
         let file = format!("deploy-{}.log", d.deployment_id);
         let content = format!("Deployment {} pending", d.deployment_id);
-        match self.github.create_log(&description, &file, &content).await {
+        match self.forge.create_log(&description, &file, &content).await {
             Ok(page) => Some(page),
             Err(e) => {
                 tracing::warn!(
@@ -498,7 +515,7 @@ impl Deployer {
 
     fn page_refresher(&self, d: &Deployment) -> PageRefresher {
         PageRefresher {
-            github: self.github.clone(),
+            forge: self.forge.clone(),
             own_log_url: self.own_log_url(d.deployment_id),
         }
     }
@@ -540,7 +557,7 @@ impl Deployer {
 
 /// Writes the head and tail of a deploy's log into its gist; owned so it can run in its own task.
 struct PageRefresher {
-    github: GitHub,
+    forge: Forge,
     own_log_url: String,
 }
 
@@ -559,7 +576,7 @@ impl PageRefresher {
         };
         if let Ok(text) = log::excerpt(log_path, GIST_LIMIT, full_at).await {
             let file = format!("deploy-{}.log", d.deployment_id);
-            if let Err(e) = self.github.update_log(page, &file, &text).await {
+            if let Err(e) = self.forge.update_log(page, &file, &text).await {
                 tracing::warn!(deployment = d.deployment_id, "cannot update the gist: {e}");
             }
         }

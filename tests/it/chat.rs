@@ -481,3 +481,48 @@ async fn lock_unlock_locks_where_deploys_and_help() {
     }
     c.zbot.stop().await.unwrap();
 }
+
+/// `zbot check --online` checks the Slack token and the GitHub token's access to every repository.
+#[tokio::test]
+async fn check_online_verifies_both_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let slack = FakeSlack::start().await;
+    let repo = TestRepo::new(dir.path());
+    let config = format!(
+        "{}
+[apps.hidden]
+repository = \"octo/secret\"
+
+[slack]
+app_token = \"{}\"
+bot_token = \"{}\"
+api_url = \"{}\"
+",
+        config_text(&github, &repo, "", ""),
+        slack::APP_TOKEN,
+        slack::BOT_TOKEN,
+        slack.api_url()
+    );
+    crate::harness::prepare_dir(dir.path(), &config);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_zbot"))
+        .args(["--config", "bot.toml", "check", "--online"])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("slack: ok, zbot (U0BOT) in acme"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("github: ok, adxstat (octo/adxstat)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("github: hidden: the token cannot see octo/secret"),
+        "{stdout}"
+    );
+}

@@ -3,11 +3,13 @@
 mod chat;
 mod check;
 mod deployer;
+mod docs;
 mod fakes;
 mod grammar;
 mod harness;
 mod parse_cli;
 mod recipes;
+mod shell;
 mod slack_fake_conformance;
 mod sshd;
 mod support;

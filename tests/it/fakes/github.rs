@@ -86,6 +86,7 @@ impl FakeGitHub {
                 "/repos/{owner}/{repo}/deployments/{id}/statuses",
                 axum::routing::get(list_statuses),
             )
+            .route("/repos/{owner}/{repo}", axum::routing::get(get_repository))
             .route("/gists", post(create_gist))
             .route("/gists/{id}", patch(update_gist))
             .with_state(fake.clone());
@@ -436,4 +437,13 @@ async fn list_statuses(
         })
         .collect();
     Json(Value::Array(statuses)).into_response()
+}
+
+/// The fake knows one repository, `octo/adxstat`; any other is hidden from the token (404).
+async fn get_repository(Path((owner, repo)): Path<(String, String)>) -> Response {
+    if (owner.as_str(), repo.as_str()) == ("octo", "adxstat") {
+        Json(json!({"id": 1, "name": repo, "full_name": format!("{owner}/{repo}")})).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response()
+    }
 }

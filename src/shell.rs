@@ -1,0 +1,226 @@
+//! `zbot shell`: the bot in a terminal, like Hubot's shell adapter.
+//!
+//! Lines typed (or piped) are handled by the same [`Bot`] as Slack messages — grammar, policy, locks,
+//! queue, recipes, runner — with the embedded forge instead of GitHub (deployments and statuses in the
+//! store, logs on disk). What the Slack thread would show is printed as text, status updates
+//! included. With piped input each line's deploys are waited for before the next line is read, so
+//! `deploy`, `deploy`, `rollback` mean what they say; at the end of input the shell exits.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
+
+use crate::app;
+use crate::chat::bot::Bot;
+use crate::chat::notifier::Notifier;
+use crate::chat::{ChatError, ChatOutput, Inbound, InboundKind, Message};
+use crate::config::Config;
+use crate::events::DeploymentEvent;
+
+/// The terminal's one "channel".
+const CHANNEL: &str = "shell";
+
+/// Prints what the bot says.
+#[derive(Clone, Debug, Default)]
+pub struct Terminal {
+    next_ts: Arc<AtomicU64>,
+}
+
+/// Slack mrkdwn as terminal text: links as `label: url`, mentions as the user, entities undone.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('>') else {
+            out.push('<');
+            rest = after;
+            continue;
+        };
+        let inner = &after[..end];
+        match (inner.strip_prefix('@'), inner.split_once('|')) {
+            (Some(user), _) => out.push_str(user),
+            (None, Some((url, label))) => out.push_str(&format!("{label}: {url}")),
+            (None, None) => out.push_str(inner),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    let emoji = [
+        (":hourglass_flowing_sand:", "⏳"),
+        (":double_vertical_bar:", "⏸"),
+        (":rocket:", "🚀"),
+        (":white_check_mark:", "✅"),
+        (":x:", "❌"),
+        (":warning:", "⚠️"),
+    ];
+    let mut out = emoji
+        .iter()
+        .fold(out, |text, (code, symbol)| text.replace(code, symbol));
+    out = out
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    out
+}
+
+impl Terminal {
+    async fn print(&self, prefix: &str, message: &Message) {
+        let text = plain(&message.text);
+        let mut lines = text.lines();
+        let mut block = format!("{prefix} {}\n", lines.next().unwrap_or_default());
+        for line in lines {
+            block.push_str(&format!(
+                "{:width$} {line}\n",
+                "",
+                width = prefix.chars().count()
+            ));
+        }
+        let mut stdout = tokio::io::stdout();
+        // A closed stdout leaves nobody to tell.
+        let _ = stdout.write_all(block.as_bytes()).await;
+        let _ = stdout.flush().await;
+    }
+}
+
+impl ChatOutput for Terminal {
+    async fn post(
+        &self,
+        _channel: &str,
+        _thread_ts: Option<&str>,
+        message: &Message,
+    ) -> Result<String, ChatError> {
+        self.print("zbot>", message).await;
+        Ok(self.next_ts.fetch_add(1, Ordering::Relaxed).to_string())
+    }
+
+    async fn update(&self, _channel: &str, _ts: &str, message: &Message) -> Result<(), ChatError> {
+        self.print("zbot ↻", message).await;
+        Ok(())
+    }
+}
+
+/// Deployments shown but not finished yet.
+#[derive(Default)]
+struct Open(HashSet<u64>);
+
+impl Open {
+    fn track(&mut self, event: &DeploymentEvent) {
+        if event.state.is_final() {
+            self.0.remove(&event.deployment_id);
+        } else {
+            self.0.insert(event.deployment_id);
+        }
+    }
+}
+
+/// Runs the shell on `input` until it ends; `interactive` prints a prompt and does not wait for deploys
+/// between lines.
+pub async fn run(
+    config: Config,
+    input: impl AsyncBufRead + Unpin,
+    interactive: bool,
+) -> anyhow::Result<()> {
+    let local = app::start_local(config).await?;
+    let core = &local.core;
+    let terminal = Terminal::default();
+    let user = std::env::var("USER").unwrap_or_else(|_| "you".to_string());
+    let bot = Bot {
+        config: Arc::clone(&core.config),
+        store: core.store.clone(),
+        forge: core.forge.clone(),
+        scheduler: Arc::clone(&core.scheduler),
+        events: core.events.clone(),
+        out: terminal.clone(),
+        bot_user_id: core.config.bot.name.clone(),
+    };
+    let notifier = Notifier {
+        store: core.store.clone(),
+        out: terminal.clone(),
+        default_channel: Some(CHANNEL.to_string()),
+    };
+    let mut events = core.events.subscribe();
+    let mut open = Open::default();
+    let mut lines = input.lines();
+    let mut n = 0u64;
+    if interactive {
+        println!(
+            "zbot shell: type what you would type in Slack (`help` to start, Ctrl-D to leave)."
+        );
+    }
+    loop {
+        if interactive {
+            let mut stdout = tokio::io::stdout();
+            let _ = stdout.write_all(format!("{user}> ").as_bytes()).await;
+            let _ = stdout.flush().await;
+        }
+        let line = tokio::select! {
+            line = lines.next_line() => line?,
+            event = events.recv() => {
+                show(&notifier, &mut open, event).await;
+                continue;
+            }
+        };
+        let Some(line) = line else {
+            break;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        n += 1;
+        let inbound = Inbound {
+            kind: InboundKind::Direct,
+            channel: CHANNEL.to_string(),
+            channel_name: Some(CHANNEL.to_string()),
+            user: user.clone(),
+            user_name: Some(user.clone()),
+            team_id: None,
+            text: line,
+            ts: Some(n.to_string()),
+            thread_ts: None,
+        };
+        bot.handle(inbound).await;
+        if !interactive {
+            finish_open(&notifier, &mut open, &mut events).await;
+        }
+    }
+    finish_open(&notifier, &mut open, &mut events).await;
+    local.stop().await
+}
+
+/// Shows events until every deployment shown so far has ended.
+async fn finish_open<O: ChatOutput>(
+    notifier: &Notifier<O>,
+    open: &mut Open,
+    events: &mut broadcast::Receiver<DeploymentEvent>,
+) {
+    // Events already published (e.g. a deploy just requested) are shown first.
+    while let Ok(event) = events.try_recv() {
+        show(notifier, open, Ok(event)).await;
+    }
+    while !open.0.is_empty() {
+        let event = events.recv().await;
+        show(notifier, open, event).await;
+    }
+}
+
+async fn show<O: ChatOutput>(
+    notifier: &Notifier<O>,
+    open: &mut Open,
+    event: Result<DeploymentEvent, broadcast::error::RecvError>,
+) {
+    match event {
+        Ok(event) => {
+            notifier.show(&event).await;
+            open.track(&event);
+        }
+        Err(broadcast::error::RecvError::Lagged(missed)) => {
+            tracing::warn!(missed, "the shell fell behind")
+        }
+        Err(broadcast::error::RecvError::Closed) => open.0.clear(),
+    }
+}

@@ -1,0 +1,152 @@
+//! `zbot shell` and the try-it path a newcomer follows: the example app deployed for real, without
+//! Slack or GitHub, with the same answers the Slack thread would get.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::harness::{FAILING_FABFILE, TestRepo, fab};
+use crate::support::repo_root;
+
+/// A copy of what the try-it command needs (bot.toml, commands/, examples/) in a fresh directory.
+fn checkout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-R")
+        .args(["bot.toml", "commands", "examples"].map(|p| repo_root().join(p)))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+/// PATH with the test Fabric first, so the example deploys with it.
+fn path_with_fab() -> String {
+    let fab_dir = fab().parent().unwrap().display().to_string();
+    format!("{fab_dir}:{}", std::env::var("PATH").unwrap_or_default())
+}
+
+/// Runs `examples/try-it` in `dir` with `input` piped in, as `user`; returns stdout.
+fn try_it(dir: &Path, user: &str, input: &str) -> String {
+    let mut child = Command::new(dir.join("examples/try-it"))
+        .current_dir(dir)
+        .env("ZBOT", env!("CARGO_BIN_EXE_zbot"))
+        .env("PATH", path_with_fab())
+        .env("USER", user)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn current_release(dir: &Path) -> String {
+    let link = std::fs::read_link(dir.join("data/releases/adxstat/production/current")).unwrap();
+    link.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_example_app_deploys_moves_forward_and_rolls_back() {
+    let dir = checkout();
+    let out = try_it(
+        dir.path(),
+        "alice",
+        "zbot deploy adxstat/v0.0.1 to production\n",
+    );
+    assert!(
+        out.contains("🚀 deploying…"),
+        "the status while it runs: {out}"
+    );
+    assert!(out.contains("alice adxstat `v0.0.1`"), "{out}");
+    assert!(out.contains("is on *production*. Deployed v0.0.1"), "{out}");
+    assert!(
+        out.contains("log: ") && out.contains("/data/logs/1.log"),
+        "the log link is a local path: {out}"
+    );
+    assert_eq!(current_release(dir.path()), "v0.0.1");
+
+    try_it(
+        dir.path(),
+        "alice",
+        "zbot deploy adxstat/v0.0.2 to production\n",
+    );
+    assert_eq!(current_release(dir.path()), "v0.0.2");
+
+    let out = try_it(dir.path(), "alice", "rollback adxstat in production\n");
+    assert!(
+        out.contains("Rolling adxstat on *production* back from `v0.0.2` to `v0.0.1`."),
+        "{out}"
+    );
+    assert_eq!(current_release(dir.path()), "v0.0.1");
+    let log = std::fs::read_to_string(dir.path().join("data/logs/3.log")).unwrap();
+    assert!(log.contains("[3/3] switching current"), "{log}");
+}
+
+#[test]
+fn locks_unknown_apps_and_failures_read_as_in_slack() {
+    let dir = checkout();
+    // A second app whose deploy fails.
+    let repo = TestRepo::new(dir.path());
+    repo.commit(&[("fabfile.py", FAILING_FABFILE, false)], "v1");
+    let mut config = std::fs::read_to_string(dir.path().join("bot.toml")).unwrap();
+    config.push_str(&format!(
+        "\n[apps.broken]\nrepository = \"octo/broken\"\nclone_url = \"{}\"\nprovider = \"fabric\"\ndefault_ref = \"v1\"\n",
+        repo.clone_url()
+    ));
+    std::fs::write(dir.path().join("bot.toml"), config).unwrap();
+
+    let out = try_it(
+        dir.path(),
+        "alice",
+        "lock adxstat in production because testing\nlocks\n",
+    );
+    assert!(
+        out.contains("Locked adxstat on *production*. Only alice can deploy there"),
+        "{out}"
+    );
+    assert!(
+        out.contains("adxstat is locked on *production* by alice since"),
+        "{out}"
+    );
+
+    let out = try_it(
+        dir.path(),
+        "bob",
+        "deploy adxstat to production\ndeploy nope to production\ndeploy broken to production\nhelp\n",
+    );
+    assert!(
+        out.contains("adxstat is locked on *production* by alice since"),
+        "{out}"
+    );
+    assert!(out.contains(": because testing"), "{out}");
+    assert!(out.contains("`nope`? Never heard of it."), "{out}");
+    assert!(out.contains("bob deploying broken `v1`"), "{out}");
+    assert!(
+        out.contains("to *production* failed: fab exited with code 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("migration 42 failed: <b>users</b> & co"),
+        "the output tail, unescaped for the terminal: {out}"
+    );
+    assert!(out.contains("I deploy apps from chat."), "{out}");
+    assert!(
+        !dir.path().join("data/releases/adxstat/production").exists(),
+        "the locked deploy did not run"
+    );
+}
