@@ -17,9 +17,12 @@ use tokio::task::JoinSet;
 
 use crate::forge::StatusState;
 use crate::runner::Deployer;
-use crate::store::{Deployment, DeploymentState};
+use crate::store::DeploymentState;
 
 pub const RESTARTED: &str = "zbot restarted during this deploy";
+
+/// How many waiting deployments per repository + environment have their position kept current.
+const ANNOUNCED_POSITIONS: i64 = 10;
 
 /// What a cancel found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,77 +139,99 @@ impl Scheduler {
 
     async fn start_what_can_run(self: &Arc<Self>, deploys: &mut JoinSet<()>) {
         let store = &self.deployer.store;
-        let (running, queued) = match (store.running().await, store.queued().await) {
+        let (running, queued) = match (store.running().await, store.queue().await) {
             (Ok(r), Ok(q)) => (r, q),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("cannot read the queue: {e}");
                 return;
             }
         };
-        let key = |d: &Deployment| (d.repository.clone(), d.environment.clone());
-        let mut busy: HashSet<(String, String)> = running.iter().map(key).collect();
+        let mut busy: HashSet<(String, String)> = running
+            .iter()
+            .map(|d| (d.repository.clone(), d.environment.clone()))
+            .collect();
         let mut free = self.concurrency.saturating_sub(running.len());
         // Deployments ahead of each waiting one, per repository + environment (the running one included).
         let mut ahead: HashMap<(String, String), i64> =
-            running.iter().map(|d| (key(d), 1)).collect();
-        for d in queued {
-            let k = key(&d);
+            busy.iter().map(|k| (k.clone(), 1)).collect();
+        for entry in queued {
+            let k = (entry.repository.clone(), entry.environment.clone());
             if !busy.contains(&k) && free > 0 {
                 busy.insert(k);
                 free -= 1;
-                self.start(d, deploys).await;
+                self.start(entry.deployment_id, deploys).await;
                 continue;
             }
             let position = ahead.entry(k.clone()).or_insert(0);
             let waiting_for = if busy.contains(&k) { *position } else { 0 };
             *position += 1;
-            let description = if waiting_for > 0 {
-                format!(
-                    "Queued: {waiting_for} deploy(s) of {} to {} ahead",
-                    d.repository, d.environment
-                )
-            } else {
-                format!(
-                    "Queued: waiting for a free slot ({} deploys running)",
-                    self.concurrency
-                )
-            };
             // Position 0 means "waiting for a slot", so it is stored as -1 to stay distinct from "none yet".
             let stored = if waiting_for > 0 { waiting_for } else { -1 };
-            if d.queue_position != Some(stored) {
-                if let Err(e) = store.set_queue_position(d.deployment_id, stored).await {
-                    tracing::error!("cannot record the queue position: {e}");
-                }
-                self.deployer
-                    .announce(
-                        &d,
-                        StatusState::Queued,
-                        &description,
-                        d.log_url.as_deref(),
-                        Vec::new(),
-                    )
-                    .await;
+            // A deep queue would cost a status per waiting deployment each time one ends: past the first
+            // few, a deployment is told once that it is queued, and its position when it comes close.
+            let announced = entry.queue_position.is_some();
+            if entry.queue_position == Some(stored)
+                || (announced && waiting_for > ANNOUNCED_POSITIONS)
+            {
+                continue;
             }
+            self.announce_queued(entry.deployment_id, waiting_for, stored)
+                .await;
         }
     }
 
-    async fn start(self: &Arc<Self>, d: Deployment, deploys: &mut JoinSet<()>) {
-        let log_path = self.deployer.log_path(d.deployment_id);
-        match self.deployer.store.start(d.deployment_id, &log_path).await {
-            Ok(true) => {}
+    async fn announce_queued(&self, deployment_id: u64, waiting_for: i64, stored: i64) {
+        let store = &self.deployer.store;
+        let Ok(Some(d)) = store.get(deployment_id).await else {
+            return;
+        };
+        let description = if waiting_for > 0 {
+            format!(
+                "Queued: {waiting_for} deploy(s) of {} to {} ahead",
+                d.repository, d.environment
+            )
+        } else {
+            format!(
+                "Queued: waiting for a free slot ({} deploys running)",
+                self.concurrency
+            )
+        };
+        if let Err(e) = store.set_queue_position(deployment_id, stored).await {
+            tracing::error!("cannot record the queue position: {e}");
+        }
+        self.deployer
+            .announce(
+                &d,
+                StatusState::Queued,
+                &description,
+                d.log_url.as_deref(),
+                Vec::new(),
+            )
+            .await;
+    }
+
+    async fn start(self: &Arc<Self>, deployment_id: u64, deploys: &mut JoinSet<()>) {
+        let store = &self.deployer.store;
+        let log_path = self.deployer.log_path(deployment_id);
+        let started = match store.start(deployment_id, &log_path).await {
+            Ok(true) => store.get(deployment_id).await,
             Ok(false) => return,
+            Err(e) => Err(e),
+        };
+        let d = match started {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
             Err(e) => {
-                tracing::error!(deployment = d.deployment_id, "cannot start: {e}");
+                tracing::error!(deployment = deployment_id, "cannot start: {e}");
                 return;
             }
-        }
+        };
         let (switch, cancel) = watch::channel(None);
-        self.running.lock().await.insert(d.deployment_id, switch);
+        self.running.lock().await.insert(deployment_id, switch);
         let this = Arc::clone(self);
         deploys.spawn(async move {
-            let id = d.deployment_id;
             this.deployer.run(d, cancel).await;
-            this.running.lock().await.remove(&id);
+            this.running.lock().await.remove(&deployment_id);
         });
     }
 }

@@ -161,6 +161,16 @@ impl<'r> FromRow<'r, sqlx::sqlite::SqliteRow> for Deployment {
     }
 }
 
+/// A waiting deployment, as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub deployment_id: u64,
+    pub repository: String,
+    pub environment: String,
+    /// The position last announced, if any.
+    pub queue_position: Option<i64>,
+}
+
 /// An environment lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lock {
@@ -291,13 +301,24 @@ impl Store {
         )
     }
 
-    /// Queued deployments, oldest first.
-    pub async fn queued(&self) -> Result<Vec<Deployment>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM deployments WHERE state = 'queued' ORDER BY seq")
-                .fetch_all(&self.pool)
-                .await?,
+    /// The queue, oldest first: just what scheduling needs, so a deep queue stays cheap to read.
+    pub async fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT deployment_id, repository, environment, queue_position FROM deployments
+             WHERE state = 'queued' ORDER BY seq",
         )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueueEntry {
+                    deployment_id: r.try_get::<i64, _>("deployment_id")? as u64,
+                    repository: r.try_get("repository")?,
+                    environment: r.try_get("environment")?,
+                    queue_position: r.try_get("queue_position")?,
+                })
+            })
+            .collect()
     }
 
     /// Deployments marked running. At start-up these are the ones a previous process was running.
