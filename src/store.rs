@@ -19,6 +19,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{FromRow, Row};
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,6 +27,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("storing failed: {0}")]
+    Writer(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -222,6 +225,16 @@ fn now() -> String {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// Deliveries to the group-commit writer.
+    accepts: mpsc::Sender<PendingAccept>,
+}
+
+impl std::fmt::Debug for PendingAccept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAccept")
+            .field("delivery_id", &self.delivery_id)
+            .finish()
+    }
 }
 
 impl Store {
@@ -243,40 +256,36 @@ impl Store {
             .connect_with(options)
             .await?;
         Migrator::new(EmbeddedMigrations).await?.run(&pool).await?;
-        Ok(Store { pool })
+        let (accepts, pending) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(write_accepts(pool.clone(), pending));
+        Ok(Store { pool, accepts })
     }
 
-    /// Records a delivery and, for a deployment, the deployment, in one transaction.
+    /// Records a delivery and, for a deployment, the deployment; returns once it is committed.
+    ///
+    /// Deliveries that arrive together are committed together (one transaction, one sync to disk), so
+    /// a burst of webhooks costs one fsync, not one each.
     pub async fn accept(
         &self,
         delivery_id: Option<&str>,
         event: &str,
         deployment: Option<&NewDeployment>,
     ) -> Result<Accepted, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(delivery_id) = delivery_id {
-            let inserted = sqlx::query(
-                "INSERT INTO deliveries (delivery_id, event, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(delivery_id)
-            .bind(event)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Ok(Accepted::DuplicateDelivery);
-            }
-        }
-        let mut accepted = Accepted::New;
-        if let Some(d) = deployment {
-            let inserted = insert_deployment(&mut tx, d).await?;
-            if inserted == 0 {
-                accepted = Accepted::DuplicateDeployment;
-            }
-        }
-        tx.commit().await?;
-        Ok(accepted)
+        let (reply, answer) = oneshot::channel();
+        let pending = PendingAccept {
+            delivery_id: delivery_id.map(str::to_string),
+            event: event.to_string(),
+            deployment: deployment.cloned(),
+            reply,
+        };
+        self.accepts
+            .send(pending)
+            .await
+            .map_err(|_| StoreError::Writer("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Writer("the writer has stopped".into()))?
+            .map_err(StoreError::Writer)
     }
 
     /// Stores a deployment created by zbot itself (the embedded forge), numbering it after the last one.
@@ -545,6 +554,76 @@ impl Store {
         .bind(environment)
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+/// A delivery waiting for the next group commit.
+struct PendingAccept {
+    delivery_id: Option<String>,
+    event: String,
+    deployment: Option<NewDeployment>,
+    reply: oneshot::Sender<Result<Accepted, String>>,
+}
+
+/// The most deliveries committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Commits deliveries as they come, batching those that wait together.
+async fn write_accepts(pool: SqlitePool, mut pending: mpsc::Receiver<PendingAccept>) {
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let result = async {
+            let mut tx = pool.begin().await?;
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for p in &batch {
+                outcomes.push(accept_one(&mut tx, p).await?);
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(outcomes)
+        }
+        .await;
+        match result {
+            Ok(outcomes) => {
+                for (p, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = p.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for p in batch {
+                    let _ = p.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+async fn accept_one(
+    tx: &mut sqlx::SqliteConnection,
+    p: &PendingAccept,
+) -> Result<Accepted, sqlx::Error> {
+    if let Some(delivery_id) = &p.delivery_id {
+        let inserted = sqlx::query(
+            "INSERT INTO deliveries (delivery_id, event, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(delivery_id)
+        .bind(&p.event)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(Accepted::DuplicateDelivery);
+        }
+    }
+    match &p.deployment {
+        Some(d) if insert_deployment(tx, d).await? == 0 => Ok(Accepted::DuplicateDeployment),
+        _ => Ok(Accepted::New),
     }
 }
 

@@ -85,6 +85,15 @@ impl Checkouts {
         }
         let cache = self.repos_dir.join(format!("{repository}.git"));
         let git_env = self.git_environment(clone_url, auth);
+        let tree = self.work_dir.join(app).join(environment);
+        // The common case, a tree that exists and a sha already cached, costs two git processes.
+        if self.move_tree(&tree, sha).await.is_ok() {
+            let note = format!(
+                "checked out {sha} in {} (cache hit, tree reused)",
+                tree.display()
+            );
+            return Ok((tree, note));
+        }
         // Fetches and worktree changes touch the shared cache: one at a time per repository. Moving an
         // existing tree only touches that tree, which only one deploy uses at a time.
         let lock = self.repository_lock(repository).await;
@@ -93,7 +102,6 @@ impl Checkouts {
             self.ensure_commit(&cache, repository, clone_url, sha, &git_env)
                 .await?
         };
-        let tree = self.work_dir.join(app).join(environment);
         let reused = match self.move_tree(&tree, sha).await {
             Ok(()) => true,
             Err(e) => {

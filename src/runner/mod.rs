@@ -299,36 +299,33 @@ impl Deployer {
             short(&d.sha),
             d.environment
         );
-        self.announce(
-            d,
-            StatusState::InProgress,
-            &description,
-            Some(log_url),
-            Vec::new(),
-        )
-        .await;
         log.note(format!(
             "zbot deploy #{}: {}@{} ({}) to {} for {}",
             d.deployment_id, d.repository, d.git_ref, d.sha, d.environment, d.actor
         ))
         .await;
-
         let auth = GitAuth {
             token: self.config.github.as_ref().and_then(|g| g.token.clone()),
             deploy_key: app.deploy_key.clone(),
         };
-        let tree = match self
-            .checkouts
-            .prepare(
-                &d.repository,
-                &d.clone_url,
-                &d.sha,
-                &d.app,
-                &d.environment,
-                &auth,
-            )
-            .await
-        {
+        // GitHub hears of the start while the checkout runs.
+        let in_progress = self.announce(
+            d,
+            StatusState::InProgress,
+            &description,
+            Some(log_url),
+            Vec::new(),
+        );
+        let checkout = self.checkouts.prepare(
+            &d.repository,
+            &d.clone_url,
+            &d.sha,
+            &d.app,
+            &d.environment,
+            &auth,
+        );
+        let ((), checked_out) = tokio::join!(in_progress, checkout);
+        let tree = match checked_out {
             Ok((tree, note)) => {
                 log.note(note).await;
                 tree
