@@ -462,7 +462,8 @@ fn seconds(started: Instant) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-async fn checkout_case(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+/// Returns (zbot, Heaven) seconds.
+async fn checkout_case(args: &Args, rows: &mut Vec<Row>) -> Result<(f64, f64)> {
     let dir = args.work.join("checkout");
     std::fs::create_dir_all(&dir)?;
     let origin = large_repository(&dir)?;
@@ -510,11 +511,32 @@ async fn checkout_case(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         "s",
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok((zbot_warm, heaven))
 }
 
-async fn run(args: Args) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
+/// The cost of one durable write on this disk: what zbot pays before each 202.
+fn fsync_ms(dir: &Path) -> Result<f64> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut file = std::fs::File::create(dir.join("fsync-probe"))?;
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        file.write_all(&[b'x'; 512])?;
+        let started = Instant::now();
+        file.sync_data()?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(percentile(&sorted(times), 0.5))
+}
+
+async fn run(args: Args) -> Result<(Vec<Row>, Vec<String>)> {
+    let mut rows = vec![row(
+        "0 machine",
+        "one fsync of a small write, p50",
+        fsync_ms(&args.work)?,
+        None,
+        "ms",
+    )];
     let github = FakeGitHub::start().await;
     let slack = FakeSlack::start().await;
 
@@ -640,12 +662,92 @@ async fn run(args: Args) -> Result<Vec<Row>> {
     ));
 
     // Case 4: a deploy printing 1 GiB.
-    chatty_case(&args, &github, &mut rows).await?;
+    let chatty_peak = chatty_case(&args, &github, &mut rows).await?;
     // Case 5: checkout of a large repository.
-    checkout_case(&args, &mut rows).await?;
+    let (zbot_checkout, heaven_checkout) = checkout_case(&args, &mut rows).await?;
     // Case 6: Socket Mode envelope → POST /deployments.
     chat_case(&args, &github, &slack, &mut rows).await?;
-    Ok(rows)
+    let goals = vec![
+        goal(
+            "webhook answer p50 at most half of webhook's",
+            percentile(&zbot_latency, 0.5),
+            0.5 * percentile(&webhook_latency, 0.5),
+            "ms",
+            true,
+        ),
+        goal(
+            "throughput at least twice webhook's",
+            zbot_rps,
+            2.0 * webhook_rps,
+            "req/s",
+            false,
+        ),
+        goal(
+            "webhook → deploy start p50 no slower than webhook's",
+            percentile(&zbot_starts, 0.5),
+            percentile(&webhook_starts, 0.5),
+            "ms",
+            true,
+        ),
+        goal(
+            "idle memory no more than webhook's",
+            zbot_idle,
+            webhook_idle,
+            "MiB",
+            true,
+        ),
+        goal(
+            "idle memory under a fifth of Hubot's",
+            zbot_idle,
+            hubot_idle / 5.0,
+            "MiB",
+            true,
+        ),
+        goal(
+            "memory after the throughput run at most 64 MiB",
+            zbot_after,
+            64.0,
+            "MiB",
+            true,
+        ),
+        goal(
+            "memory during the 1 GiB deploy at most 16 MiB above idle",
+            chatty_peak,
+            16.0,
+            "MiB",
+            true,
+        ),
+        goal(
+            "warm checkout no slower than Heaven's fetch + reset",
+            zbot_checkout,
+            heaven_checkout,
+            "s",
+            true,
+        ),
+    ];
+    Ok((rows, goals))
+}
+
+/// One goal from the issue, judged on this run: met, or by how much it is missed.
+fn goal(what: &str, zbot: f64, limit: f64, unit: &str, at_most: bool) -> String {
+    let met = if at_most {
+        zbot <= limit
+    } else {
+        zbot >= limit
+    };
+    let miss = if at_most {
+        zbot / limit - 1.0
+    } else {
+        1.0 - zbot / limit
+    };
+    if met {
+        format!("- met: {what} ({zbot:.2} {unit}; limit {limit:.2} {unit})")
+    } else {
+        format!(
+            "- **not met**: {what} ({zbot:.2} {unit}; limit {limit:.2} {unit}; missed by {:.0}%)",
+            miss * 100.0
+        )
+    }
 }
 
 fn hubot_rss(args: &Args) -> Result<f64> {
@@ -669,7 +771,8 @@ fn hubot_rss(args: &Args) -> Result<f64> {
     Ok(rss / 1024.0)
 }
 
-async fn chatty_case(args: &Args, github: &FakeGitHub, rows: &mut Vec<Row>) -> Result<()> {
+/// Returns the peak memory above idle, in MiB.
+async fn chatty_case(args: &Args, github: &FakeGitHub, rows: &mut Vec<Row>) -> Result<f64> {
     let dir = args.work.join("case4");
     std::fs::create_dir_all(&dir)?;
     let exited = dir.join("exited");
@@ -738,7 +841,7 @@ async fn chatty_case(args: &Args, github: &FakeGitHub, rows: &mut Vec<Row>) -> R
         None,
         "GiB",
     ));
-    Ok(())
+    Ok(peak - idle)
 }
 
 async fn chat_case(
@@ -825,7 +928,7 @@ async fn main() -> std::process::ExitCode {
         work: PathBuf::from(&argv[5]),
     };
     match run(args).await {
-        Ok(rows) => {
+        Ok((rows, goals)) => {
             println!("| case | figure | zbot | reference | ratio zbot/reference |");
             println!("|---|---|---|---|---|");
             for r in rows {
@@ -833,6 +936,10 @@ async fn main() -> std::process::ExitCode {
                     "| {} | {} | {} | {} | {} |",
                     r.case, r.figure, r.zbot, r.reference, r.ratio
                 );
+            }
+            println!("\nGoals, judged on this run:\n");
+            for g in goals {
+                println!("{g}");
             }
             std::process::ExitCode::SUCCESS
         }

@@ -79,6 +79,35 @@ fn client(api_url: &str, token: &Secret) -> Result<Octocrab, ForgeError> {
         .map_err(|e| ForgeError::Config(e.to_string()))
 }
 
+/// Acts as a GitHub App installation: octocrab signs a JWT with the App's key and refreshes the
+/// installation token itself.
+fn installation_client(
+    api_url: &str,
+    app: &crate::config::GithubApp,
+) -> Result<Octocrab, ForgeError> {
+    let pem = std::fs::read(&app.private_key_path).map_err(|e| {
+        ForgeError::Config(format!(
+            "cannot read {}: {e}",
+            app.private_key_path.display()
+        ))
+    })?;
+    let key = octocrab::jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|e| {
+        ForgeError::Config(format!(
+            "{} is not an RSA private key: {e}",
+            app.private_key_path.display()
+        ))
+    })?;
+    let app_client = Octocrab::builder()
+        .base_uri(api_url)
+        .map_err(|e| ForgeError::Config(format!("api_url `{api_url}`: {e}")))?
+        .app(octocrab::models::AppId(app.app_id), key)
+        .build()
+        .map_err(|e| ForgeError::Config(e.to_string()))?;
+    app_client
+        .installation(octocrab::models::InstallationId(app.installation_id))
+        .map_err(|e| ForgeError::Config(e.to_string()))
+}
+
 /// A GitHub client for one installation of zbot.
 #[derive(Clone, Debug)]
 pub struct GitHub {
@@ -87,16 +116,24 @@ pub struct GitHub {
 }
 
 impl GitHub {
+    /// A client with `[github] token`, or acting as the configured GitHub App installation. Gists go
+    /// through `gist_token` (an App cannot write gists), else `token`; with neither, gist requests fail
+    /// and deploy logs are linked to zbot's own log page.
     pub fn new(config: &GithubConfig) -> Result<GitHub, ForgeError> {
-        let token = config
-            .token
-            .as_ref()
-            .ok_or_else(|| ForgeError::Config("[github] token is not set".into()))?;
-        let gist_token = config.gist_token.as_ref().unwrap_or(token);
-        Ok(GitHub {
-            api: client(&config.api_url, token)?,
-            gists: client(&config.api_url, gist_token)?,
-        })
+        let api = match (&config.token, &config.app) {
+            (Some(token), _) => client(&config.api_url, token)?,
+            (None, Some(app)) => installation_client(&config.api_url, app)?,
+            (None, None) => {
+                return Err(ForgeError::Config(
+                    "set [github] token or a GitHub App".into(),
+                ));
+            }
+        };
+        let gists = match config.gist_token.as_ref().or(config.token.as_ref()) {
+            Some(token) => client(&config.api_url, token)?,
+            None => api.clone(),
+        };
+        Ok(GitHub { api, gists })
     }
 
     /// Posts a deployment status on `repository` (`owner/name`).

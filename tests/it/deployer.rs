@@ -795,3 +795,50 @@ async fn a_reused_tree_is_cleaned_and_a_broken_one_rebuilt() {
     );
     zbot.stop().await.unwrap();
 }
+
+/// As a GitHub App: the installation token is fetched with the App's JWT and used for the statuses.
+#[tokio::test]
+async fn a_github_app_installation_posts_the_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("app.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let github = FakeGitHub::start().await;
+    let repo = TestRepo::new(dir.path());
+    let sha = repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    let config = config_text(&github, &repo, "", "").replace(
+        &format!("token = \"{}\"", harness::TOKEN),
+        &format!(
+            "app_id = 12345\ninstallation_id = 678\nprivate_key_path = \"{}\"",
+            key.display()
+        ),
+    );
+    let zbot = start_zbot(dir.path(), &config).await;
+    deploy(zbot.addr, 1801, "v0.0.1", &sha, "production").await;
+    let last = github.final_status(1801, DEADLINE).await;
+    assert_eq!(last.state, "success");
+    let auths = github.authorizations();
+    assert!(
+        auths.iter().any(|a| a.starts_with("Bearer ey")),
+        "the App's JWT was exchanged: {auths:?}"
+    );
+    assert!(
+        auths.iter().any(|a| a == "Bearer ghs_installation_token"),
+        "{auths:?}"
+    );
+    // An App cannot write gists: the log is linked to zbot's own page.
+    assert_eq!(
+        last.log_url.unwrap(),
+        format!("http://{}/deployments/1801/log", zbot.addr)
+    );
+    zbot.stop().await.unwrap();
+}

@@ -87,6 +87,10 @@ impl FakeGitHub {
                 axum::routing::get(list_statuses),
             )
             .route("/repos/{owner}/{repo}", axum::routing::get(get_repository))
+            .route(
+                "/app/installations/{id}/access_tokens",
+                post(installation_token),
+            )
             .route("/gists", post(create_gist))
             .route("/gists/{id}", patch(update_gist))
             .with_state(fake.clone());
@@ -282,9 +286,14 @@ async fn create_gist(
     Json(body): Json<Value>,
 ) -> Response {
     record_auth(&fake, &headers);
+    // As on GitHub, an App installation token cannot write gists.
+    let app_token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.starts_with("Bearer ghs_"));
     let (id, gist) = {
         let mut model = fake.model.lock().unwrap();
-        if model.fail_gists {
+        if model.fail_gists || app_token {
             return (
                 StatusCode::FORBIDDEN,
                 Json(json!({"message": "Resource not accessible by integration"})),
@@ -446,4 +455,17 @@ async fn get_repository(Path((owner, repo)): Path<(String, String)>) -> Response
     } else {
         (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response()
     }
+}
+
+/// A GitHub App's JWT exchanged for an installation token.
+async fn installation_token(State(fake): State<FakeGitHub>, headers: HeaderMap) -> Response {
+    record_auth(&fake, &headers);
+    (
+        StatusCode::CREATED,
+        Json(
+            json!({"token": "ghs_installation_token", "expires_at": "2099-01-01T00:00:00Z",
+                    "permissions": {"deployments": "write", "metadata": "read"}}),
+        ),
+    )
+        .into_response()
 }
