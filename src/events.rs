@@ -4,6 +4,7 @@
 use tokio::sync::broadcast;
 
 use crate::forge::StatusState;
+use crate::store::Deployment;
 
 /// One state change of a deployment.
 #[derive(Debug, Clone)]
@@ -22,6 +23,32 @@ pub struct DeploymentEvent {
     pub notify: Option<serde_json::Value>,
     /// The last lines of output, for a failure.
     pub tail: Vec<String>,
+}
+
+impl DeploymentEvent {
+    /// The event for stored deployment `d` entering `state`.
+    pub fn of(
+        d: &Deployment,
+        state: StatusState,
+        description: String,
+        log_url: Option<String>,
+        tail: Vec<String>,
+    ) -> Self {
+        DeploymentEvent {
+            deployment_id: d.deployment_id,
+            app: d.app.clone(),
+            repository: d.repository.clone(),
+            environment: d.environment.clone(),
+            git_ref: d.git_ref.clone(),
+            sha: d.sha.clone(),
+            actor: d.actor.clone(),
+            state,
+            description,
+            log_url,
+            notify: d.payload.get("notify").cloned(),
+            tail,
+        }
+    }
 }
 
 /// Sends events to every subscriber; publishing never waits (slow subscribers miss old events).

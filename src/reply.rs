@@ -183,12 +183,18 @@ fn what(e: &DeploymentEvent) -> String {
     format!("{} `{}` (`{}`)", e.app, escape(&e.git_ref), short(&e.sha))
 }
 
-/// The one status message per deployment, kept current as it moves.
-pub fn status(e: &DeploymentEvent) -> Message {
+/// The one status message per deployment, kept current as it moves; `running_for` while it runs.
+pub fn status(e: &DeploymentEvent, running_for: Option<std::time::Duration>) -> Message {
     let (emoji, state) = match e.state {
         StatusState::Pending => (":hourglass_flowing_sand:", "requested".to_string()),
         StatusState::Queued => (":double_vertical_bar:", escape(&e.description)),
-        StatusState::InProgress => (":rocket:", "deploying…".to_string()),
+        StatusState::InProgress => match running_for {
+            Some(elapsed) => (
+                ":rocket:",
+                format!("deploying… {}", crate::runner::human_duration(elapsed)),
+            ),
+            None => (":rocket:", "deploying…".to_string()),
+        },
         StatusState::Success => (":white_check_mark:", escape(&e.description)),
         StatusState::Failure => (":x:", format!("failed: {}", escape(&e.description))),
         StatusState::Error => (":warning:", format!("error: {}", escape(&e.description))),
@@ -337,10 +343,10 @@ pub const HELP: &str = "I deploy apps from chat. Commands:\n\
 • `deploy adxstat/v0.0.1 to production` — deploy a ref (`deploy!` skips auto-merge and required checks)\n\
 • `deploys adxstat in production` — recent deployments\n\
 • `where can i deploy adxstat` — its environments and locks\n\
-• `lock adxstat in production <reason>`, `unlock adxstat in production`, `locks`\n\
+• `lock adxstat in production &lt;reason&gt;`, `unlock adxstat in production`, `locks`\n\
 • `cancel adxstat in production`, `cancel #42` — stop a queued or running deploy\n\
 • `rollback adxstat in production` — redeploy the previous good ref\n\
-• `help <command>`, `version`";
+• `help &lt;command&gt;`, `version`";
 
 pub fn help(topic: Option<&str>) -> String {
     let Some(topic) = topic else {
@@ -360,9 +366,10 @@ pub fn help(topic: Option<&str>) -> String {
         "help" => "`help` · `help deploy`",
         _ => "`version`",
     };
+    // Usage lines have `<app>` placeholders, which Slack would take for links.
     format!(
         "{}\nFor example: {example}",
-        crate::command::grammar::usage(topic)
+        escape(crate::command::grammar::usage(topic))
     )
 }
 

@@ -142,6 +142,8 @@ pub async fn run(
         store: core.store.clone(),
         out: terminal.clone(),
         default_channel: Some(CHANNEL.to_string()),
+        // A terminal shows every update as a new line: only state changes are printed.
+        refresh: None,
     };
     let mut events = core.events.subscribe();
     let mut open = Open::default();

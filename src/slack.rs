@@ -391,6 +391,7 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
         store: parts.store.clone(),
         out: out.clone(),
         default_channel: slack.default_channel.clone(),
+        refresh: Some(slack.status_refresh),
     };
     let events = parts.events.clone();
     let notifier = tokio::spawn(async move { notifier.run(&events).await });

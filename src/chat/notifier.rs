@@ -6,6 +6,8 @@
 //! not started from chat are announced in `[slack] default_channel`. One task handles events in order,
 //! so a deployment never gets two status messages.
 
+use std::time::Duration;
+
 use tokio::sync::broadcast;
 
 use super::{ChatOutput, Message};
@@ -19,19 +21,67 @@ pub struct Notifier<O: ChatOutput> {
     pub store: Store,
     pub out: O,
     pub default_channel: Option<String>,
+    /// How often running deployments' status messages show their elapsed time; `None`: only on changes.
+    pub refresh: Option<Duration>,
 }
 
 impl<O: ChatOutput> Notifier<O> {
-    /// Follows the event bus until it closes.
+    /// Follows the event bus until it closes, refreshing running deployments' elapsed time.
     pub async fn run(self, events: &EventBus) {
         let mut rx = events.subscribe();
+        // Without a refresh the interval exists but is never polled.
+        let mut ticks = tokio::time::interval(self.refresh.unwrap_or(Duration::from_secs(3600)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match rx.recv().await {
+            let received = tokio::select! {
+                received = rx.recv() => received,
+                _ = ticks.tick(), if self.refresh.is_some() => {
+                    self.refresh_running().await;
+                    continue;
+                }
+            };
+            match received {
                 Ok(event) => self.show(&event).await,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "chat fell behind the deployment events");
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Updates the status message of every running deployment with how long it has been running.
+    async fn refresh_running(&self) {
+        let Ok(running) = self.store.running().await else {
+            return;
+        };
+        for d in running {
+            let (Ok(Some(message)), Some(started)) =
+                (self.store.chat_message(d.deployment_id).await, d.started_at)
+            else {
+                continue;
+            };
+            let elapsed = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+            let event = DeploymentEvent::of(
+                &d,
+                StatusState::InProgress,
+                String::new(),
+                d.log_url.clone(),
+                Vec::new(),
+            );
+            if let Err(e) = self
+                .out
+                .update(
+                    &message.channel,
+                    &message.status_ts,
+                    &reply::status(&event, Some(elapsed)),
+                )
+                .await
+            {
+                tracing::warn!(
+                    deployment = d.deployment_id,
+                    "cannot refresh the status message: {e}"
+                );
             }
         }
     }
@@ -52,7 +102,7 @@ impl<O: ChatOutput> Notifier<O> {
         if event.state == StatusState::Pending && existing.is_some() {
             return;
         }
-        let status = reply::status(event);
+        let status = reply::status(event, None);
         let place = match existing {
             Some(message) => {
                 if let Err(e) = self

@@ -78,6 +78,8 @@ pub struct SlackConfig {
     pub api_url: String,
     pub slash_commands: Vec<String>,
     pub default_channel: Option<String>,
+    /// How often a running deployment's status message shows its elapsed time.
+    pub status_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -338,6 +340,7 @@ struct RawSlack {
     api_url: Option<EnvString>,
     slash_commands: Option<Vec<String>>,
     default_channel: Option<String>,
+    status_refresh: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -592,6 +595,9 @@ fn validate_slack(c: &mut Checker<'_>, raw: RawSlack) -> SlackConfig {
         api_url,
         slash_commands,
         default_channel: raw.default_channel,
+        status_refresh: raw
+            .status_refresh
+            .map_or(Duration::from_secs(30), |d| d.0.max(Duration::from_secs(1))),
     }
 }
 

@@ -136,20 +136,13 @@ impl Deployer {
                 state.as_str()
             );
         }
-        self.events.publish(DeploymentEvent {
-            deployment_id: d.deployment_id,
-            app: d.app.clone(),
-            repository: d.repository.clone(),
-            environment: d.environment.clone(),
-            git_ref: d.git_ref.clone(),
-            sha: d.sha.clone(),
-            actor: d.actor.clone(),
+        self.events.publish(DeploymentEvent::of(
+            d,
             state,
             description,
-            log_url: log_url.map(str::to_string),
-            notify: d.payload.get("notify").cloned(),
+            log_url.map(str::to_string),
             tail,
-        });
+        ));
     }
 
     /// Ends a deployment that never ran (restart recovery, cancel while queued).

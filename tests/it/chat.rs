@@ -41,6 +41,7 @@ app_token = \"{}\"
 bot_token = \"{}\"
 api_url = \"{}\"
 default_channel = \"C0DEPLOYS\"
+status_refresh = \"1s\"
 ",
         config_text(&github, &repo, "", ""),
         slack::APP_TOKEN,
@@ -388,6 +389,16 @@ async fn a_reconnect_mid_deploy_still_delivers_the_answer_and_redeliveries_run_o
         .wait_for("the redelivery's ack", DEADLINE, |s| s.acked("env-1-retry"))
         .await;
 
+    // While it runs, the status message tells for how long.
+    c.slack
+        .wait_for("the elapsed time in the status", DEADLINE, |s| {
+            s.thread(CHANNEL, &thread).into_iter().find(|p| {
+                p.method == "chat.update"
+                    && p.text.contains(":rocket: deploying… ")
+                    && p.text.contains("s · <")
+            })
+        })
+        .await;
     c.slack.disconnect("refresh_requested");
     c.slack
         .wait_for("a new connection", DEADLINE, |s| {
@@ -462,8 +473,11 @@ async fn lock_unlock_locks_where_deploys_and_help() {
         ),
         ("locks", "No environment is locked."),
         ("deploys adxstat", "Recent deployments of adxstat"),
-        ("help", "I deploy apps from chat."),
-        ("help deploy", "usage: deploy[:task][!]"),
+        ("help", "`lock adxstat in production &lt;reason&gt;`"),
+        (
+            "help deploy",
+            "usage: deploy[:task][!] &lt;app&gt;[/&lt;ref&gt;]",
+        ),
         (
             "cancel adxstat in production",
             "Nothing of adxstat is queued or running on *production*.",
