@@ -540,3 +540,38 @@ api_url = \"{}\"
         "{stdout}"
     );
 }
+
+/// `cancel` stops a running deploy: its processes end and the thread and GitHub say who cancelled it.
+#[tokio::test]
+async fn cancel_stops_a_running_deploy() {
+    let c = chat(&[(
+        "script/deploy",
+        "#!/bin/sh\necho holding\nsleep 1000\n",
+        true,
+    )])
+    .await;
+    let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
+    c.github
+        .wait_for("the deploy to start", DEADLINE, |g| {
+            g.states(5001)
+                .contains(&"in_progress".to_string())
+                .then_some(())
+        })
+        .await;
+    let asked = c.mention(2, "U0BOB", "cancel adxstat in production");
+    c.reply(&asked, "Stopping deployment #5001.").await;
+    let last = c.github.final_status(5001, DEADLINE).await;
+    assert_eq!(
+        (last.state.as_str(), last.description.as_str()),
+        ("error", "Cancelled by U0BOB")
+    );
+    c.reply(
+        &thread,
+        "was not deployed to *production*: Cancelled by U0BOB",
+    )
+    .await;
+    let again = c.mention(3, "U0BOB", "cancel #5001");
+    c.reply(&again, "Deployment #5001 is not queued or running.")
+        .await;
+    c.zbot.stop().await.unwrap();
+}
