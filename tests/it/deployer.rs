@@ -842,3 +842,40 @@ async fn a_github_app_installation_posts_the_statuses() {
     );
     zbot.stop().await.unwrap();
 }
+
+/// A per-app SSH deploy key: zbot fetches over ssh with that key and its own known_hosts (learnt on
+/// first use, then enforced), never `StrictHostKeyChecking no`.
+#[tokio::test]
+async fn an_ssh_deploy_key_fetches_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = crate::sshd::Sshd::start(dir.path());
+    let github = FakeGitHub::start().await;
+    let repo = TestRepo::new(dir.path());
+    let sha = repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    let ssh_url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        sshd.user,
+        sshd.port,
+        repo.path.display()
+    );
+    let config = config_text(
+        &github,
+        &repo,
+        &format!("deploy_key = \"{}\"", sshd.client_key.display()),
+        "",
+    )
+    .replace(
+        &format!("clone_url = \"{}\"", repo.clone_url()),
+        &format!("clone_url = \"{ssh_url}\""),
+    );
+    let zbot = start_zbot(dir.path(), &config).await;
+    deploy(zbot.addr, 1901, "v0.0.1", &sha, "production").await;
+    let last = github.final_status(1901, DEADLINE).await;
+    assert_eq!(last.state, "success", "{last:?}");
+    // The server's host key was learnt into zbot's own known_hosts.
+    let known_hosts = std::fs::read_to_string(dir.path().join("data/known_hosts")).unwrap();
+    let host_key = std::fs::read_to_string(dir.path().join("sshd/host_key.pub")).unwrap();
+    let key_material = host_key.split_whitespace().nth(1).unwrap();
+    assert!(known_hosts.contains(key_material), "{known_hosts}");
+    zbot.stop().await.unwrap();
+}
