@@ -291,6 +291,22 @@ async fn on_command(
     let Some(state) = state_of(&states).await else {
         return Ok(ack);
     };
+    let command = event.command.to_string();
+    let configured = state
+        .bot
+        .config
+        .slack
+        .as_ref()
+        .is_some_and(|slack| slack.slash_commands.contains(&command));
+    if !configured {
+        let text = format!(
+            "zbot is not set up for {command}: add it to [slack] slash_commands in bot.toml."
+        );
+        return Ok(
+            SlackCommandEventResponse::new(SlackMessageContent::new().with_text(text))
+                .with_response_type(SlackMessageResponseType::Ephemeral),
+        );
+    }
     // A slash command has no event id; its trigger id is unique per invocation.
     if !state.first_time(
         event.trigger_id.as_ref(),

@@ -41,6 +41,7 @@ app_token = \"{}\"
 bot_token = \"{}\"
 api_url = \"{}\"
 default_channel = \"C0DEPLOYS\"
+slash_commands = [\"/deploy\"]
 status_refresh = \"1s\"
 ",
         config_text(&github, &repo, "", ""),
@@ -195,6 +196,18 @@ async fn a_slash_command_acks_at_once_and_answers_in_a_thread_it_starts() {
         .await;
     let outcome = c.reply(&parent.ts, "is on *production*").await;
     assert!(outcome.contains("<@U0ALICE>"), "{outcome}");
+    // A slash command bot.toml does not list is explained, not run.
+    c.slack.send(slash_envelope(
+        "env-x", "U0ALICE", CHANNEL, "/ship", "adxstat",
+    ));
+    let ack = c
+        .slack
+        .wait_for("the ack", DEADLINE, |s| s.acked("env-x"))
+        .await;
+    assert_eq!(
+        ack["payload"]["text"],
+        "zbot is not set up for /ship: add it to [slack] slash_commands in bot.toml."
+    );
     c.zbot.stop().await.unwrap();
 }
 
