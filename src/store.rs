@@ -56,13 +56,6 @@ impl DeploymentState {
             DeploymentState::Error => "error",
         }
     }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            DeploymentState::Success | DeploymentState::Failure | DeploymentState::Error
-        )
-    }
 }
 
 impl FromStr for DeploymentState {
