@@ -138,3 +138,19 @@ fn every_readme_command_is_run_somewhere() {
         assert!(!stdout(&out).is_empty(), "`{command}` printed nothing");
     }
 }
+
+/// `examples/try-it` starts zbot with `cargo run`, which must know which binary that is.
+#[test]
+fn cargo_run_runs_zbot() {
+    let manifest: toml::Table = std::fs::read_to_string(repo_root().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bins = manifest
+        .get("bin")
+        .and_then(|b| b.as_array())
+        .map_or(0, Vec::len);
+    if bins > 1 {
+        assert_eq!(manifest["package"]["default-run"].as_str(), Some("zbot"));
+    }
+}
