@@ -154,3 +154,30 @@ fn cargo_run_runs_zbot() {
         assert_eq!(manifest["package"]["default-run"].as_str(), Some("zbot"));
     }
 }
+
+/// Every Rust file opens with a `//!` comment saying what it is for (ARCHITECTURE.md's code map relies
+/// on them).
+#[test]
+fn every_source_file_says_what_it_is_for() {
+    fn visit(dir: &std::path::Path, missing: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                visit(&path, missing);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if !text.starts_with("//!") {
+                    missing.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for dir in ["src", "tests", "bench", "fuzz/fuzz_targets"] {
+        visit(&repo_root().join(dir), &mut missing);
+    }
+    assert!(
+        missing.is_empty(),
+        "files without a //! module comment: {missing:?}"
+    );
+}
