@@ -245,6 +245,8 @@ impl<O: ChatOutput> Bot<O> {
                 .await
             {
                 Ok(Created::Deployment { id, sha }) => {
+                    // The embedded forge stores the deployment itself, with no webhook to wake the
+                    // queue; after a GitHub deployment there is nothing new yet and the wake is a no-op.
                     self.scheduler.wake();
                     self.events.publish(DeploymentEvent {
                         deployment_id: id,

@@ -377,18 +377,12 @@ async fn a_reconnect_mid_deploy_still_delivers_the_answer_and_redeliveries_run_o
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
     let script = format!(
-        "#!/bin/sh\necho holding\ni=0\nwhile [ ! -e {} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 9; sleep 0.05; done\necho released\n",
-        release.display()
+        "#!/bin/sh\necho holding\n{}echo released\n",
+        crate::harness::wait_for_file(&release)
     );
     let c = chat(&[("script/deploy", &script, true)]).await;
     let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
-    c.github
-        .wait_for("the deploy to start", DEADLINE, |g| {
-            g.states(5001)
-                .contains(&"in_progress".to_string())
-                .then_some(())
-        })
-        .await;
+    c.github.in_progress(5001, DEADLINE).await;
     // Slack redelivers the same event, as after a missed ack.
     let redelivered = app_mention(
         "U0ALICE",
@@ -564,13 +558,7 @@ async fn cancel_stops_a_running_deploy() {
     )])
     .await;
     let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
-    c.github
-        .wait_for("the deploy to start", DEADLINE, |g| {
-            g.states(5001)
-                .contains(&"in_progress".to_string())
-                .then_some(())
-        })
-        .await;
+    c.github.in_progress(5001, DEADLINE).await;
     let asked = c.mention(2, "U0BOB", "cancel adxstat in production");
     c.reply(&asked, "Stopping deployment #5001.").await;
     let last = c.github.final_status(5001, DEADLINE).await;

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::fakes::github::FakeGitHub;
 use crate::harness::{
     self, FABFILE, FAILING_FABFILE, TestRepo, config_text, deliver, deploy, deployment_event, http,
-    start_zbot,
+    start_zbot, wait_for_file,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -51,14 +51,6 @@ async fn setup_process(
     harness::prepare_dir(dir.path(), &config_text(&github, &repo, "", ""));
     let zbot = harness::ZbotProcess::start(dir.path());
     (github, sha, zbot)
-}
-
-/// Shell lines that wait (up to 30 s) until `file` exists: how test deploys are held and released.
-fn wait_for_file(file: &std::path::Path) -> String {
-    format!(
-        "i=0\nwhile [ ! -e {} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 9; sleep 0.05; done\n",
-        file.display()
-    )
 }
 
 #[tokio::test]
@@ -526,13 +518,7 @@ async fn one_deploy_at_a_time_per_environment_and_environments_in_parallel() {
     );
     let (s, sha) = setup(&[("script/deploy", &script, true)], "", "").await;
     deploy(s.zbot.addr, 1201, "v0.0.1", &sha, "production").await;
-    s.github
-        .wait_for("1201 in progress", DEADLINE, |g| {
-            g.states(1201)
-                .contains(&"in_progress".to_string())
-                .then_some(())
-        })
-        .await;
+    s.github.in_progress(1201, DEADLINE).await;
     deploy(s.zbot.addr, 1202, "v0.0.1", &sha, "production").await;
     deploy(s.zbot.addr, 1203, "v0.0.1", &sha, "staging").await;
 
@@ -728,13 +714,7 @@ async fn sigterm_lets_the_running_deploy_finish() {
     );
     let (github, sha, mut zbot) = setup_process(&dir, &[("script/deploy", &script, true)]).await;
     deploy(zbot.addr, 1601, "v0.0.1", &sha, "production").await;
-    github
-        .wait_for("1601 in progress", DEADLINE, |g| {
-            g.states(1601)
-                .contains(&"in_progress".to_string())
-                .then_some(())
-        })
-        .await;
+    github.in_progress(1601, DEADLINE).await;
     // SAFETY: signals our own child.
     unsafe {
         libc::kill(zbot.child.id() as i32, libc::SIGTERM);

@@ -36,6 +36,14 @@ pub const SECRET: &str = "test-webhook-secret-0123456789";
 /// A token value the tests plant and then search for: it must never be printed.
 pub const TOKEN: &str = "ghp_PLANTEDtoken0123456789abcdef";
 
+/// Shell lines that wait (up to 30 s) until `file` exists: how test deploys are held and released.
+pub fn wait_for_file(file: &std::path::Path) -> String {
+    format!(
+        "i=0\nwhile [ ! -e {} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 9; sleep 0.05; done\n",
+        file.display()
+    )
+}
+
 /// Runs git in `dir`, panicking with its stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

@@ -178,6 +178,21 @@ impl FakeGitHub {
             .await
     }
 
+    /// Waits until the deployment has been reported `in_progress`.
+    pub async fn in_progress(&self, deployment_id: u64, deadline: Duration) {
+        self.wait_for(
+            &format!("deployment {deployment_id} to start"),
+            deadline,
+            |fake| {
+                fake.states(deployment_id)
+                    .iter()
+                    .any(|s| s == "in_progress")
+                    .then_some(())
+            },
+        )
+        .await
+    }
+
     /// Waits for the deployment's final status (success, failure or error) and returns it.
     pub async fn final_status(&self, deployment_id: u64, deadline: Duration) -> Status {
         self.wait_for(
