@@ -473,27 +473,37 @@ async fn checkout_case(args: &Args, rows: &mut Vec<Row>) -> Result<(f64, f64)> {
     let checkouts =
         zbot::runner::checkout::Checkouts::new(&dir.join("zbot-data"), &dir.join("zbot-work"));
     let auth = zbot::runner::checkout::GitAuth::default();
+    let (repository, app, environment): (
+        zbot::domain::Repository,
+        zbot::domain::AppName,
+        zbot::domain::Environment,
+    ) = ("octo/big".parse()?, "big".parse()?, "production".parse()?);
+    let v1: zbot::domain::Sha = v1.parse()?;
     checkouts
-        .prepare("octo/big", &url, &v1, "big", "production", &auth)
+        .prepare(&repository, &url, &v1, &app, &environment, &auth)
         .await?;
     // Heaven: one shared checkout, cloned at v1.
     git(&dir, &["clone", "--quiet", &url, "heaven"])?;
     let v2 = next_release(&origin)?;
 
     let started = Instant::now();
+    let v2: zbot::domain::Sha = v2.parse()?;
     checkouts
-        .prepare("octo/big", &url, &v2, "big", "production", &auth)
+        .prepare(&repository, &url, &v2, &app, &environment, &auth)
         .await?;
     let zbot_warm = seconds(started);
 
     let started = Instant::now();
     git(&dir.join("heaven"), &["fetch", "--quiet"])?;
-    git(&dir.join("heaven"), &["reset", "--quiet", "--hard", &v2])?;
+    git(
+        &dir.join("heaven"),
+        &["reset", "--quiet", "--hard", v2.as_str()],
+    )?;
     let heaven = seconds(started);
 
     let started = Instant::now();
     git(&dir, &["clone", "--quiet", "--no-checkout", &url, "fresh"])?;
-    git(&dir.join("fresh"), &["checkout", "--quiet", &v2])?;
+    git(&dir.join("fresh"), &["checkout", "--quiet", v2.as_str()])?;
     let fresh = seconds(started);
 
     rows.push(row(

@@ -50,6 +50,7 @@ pub struct Core {
     pub store: Store,
     pub events: EventBus,
     pub scheduler: Arc<Scheduler>,
+    pub deployer: Arc<Deployer>,
     pub forge: Forge,
 }
 
@@ -84,7 +85,8 @@ impl Core {
             config,
             store,
             events,
-            scheduler: Scheduler::new(deployer),
+            scheduler: Scheduler::new(Arc::clone(&deployer)),
+            deployer,
             forge,
         })
     }
@@ -163,6 +165,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         store,
         events,
         scheduler,
+        deployer,
         forge,
     } = core;
     // Chat first, so the ends of interrupted deploys reach their threads too.
@@ -190,6 +193,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
             config: Arc::clone(&config),
             store: store.clone(),
             scheduler: Arc::clone(&scheduler),
+            deployer,
             secret: webhook_config.secret.clone(),
         },
         &webhook_config.path,

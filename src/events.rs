@@ -3,24 +3,36 @@
 
 use tokio::sync::broadcast;
 
+use crate::domain::{AppName, DeploymentId, Environment, GitRef, Notify, Repository, Sha, Task};
 use crate::forge::StatusState;
+use crate::policy::Refusal;
 use crate::store::Deployment;
+
+/// What the chat side hears of.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A deployment changed state.
+    Deployment(Box<DeploymentEvent>),
+    /// A deployment from GitHub was refused before it was queued.
+    Refused(Box<Refusal>),
+}
 
 /// One state change of a deployment.
 #[derive(Debug, Clone)]
 pub struct DeploymentEvent {
-    pub deployment_id: u64,
-    pub app: String,
-    pub repository: String,
-    pub environment: String,
-    pub git_ref: String,
-    pub sha: String,
+    pub deployment_id: DeploymentId,
+    pub app: AppName,
+    pub repository: Repository,
+    pub environment: Environment,
+    pub git_ref: GitRef,
+    pub sha: Sha,
+    pub task: Task,
     pub actor: String,
     pub state: StatusState,
     pub description: String,
     pub log_url: Option<String>,
-    /// The `notify` object of the deployment payload (channel, thread, user), if any.
-    pub notify: Option<serde_json::Value>,
+    /// Where chat talks about the deployment, if it was asked for from chat.
+    pub notify: Option<Notify>,
     /// The last lines of output, for a failure.
     pub tail: Vec<String>,
 }
@@ -41,11 +53,12 @@ impl DeploymentEvent {
             environment: d.environment.clone(),
             git_ref: d.git_ref.clone(),
             sha: d.sha.clone(),
+            task: d.task.clone(),
             actor: d.actor.clone(),
             state,
             description,
             log_url,
-            notify: d.payload.get("notify").cloned(),
+            notify: d.notify.clone(),
             tail,
         }
     }
@@ -54,7 +67,7 @@ impl DeploymentEvent {
 /// Sends events to every subscriber; publishing never waits (slow subscribers miss old events).
 #[derive(Debug, Clone)]
 pub struct EventBus {
-    tx: broadcast::Sender<DeploymentEvent>,
+    tx: broadcast::Sender<Event>,
 }
 
 impl Default for EventBus {
@@ -67,11 +80,20 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn publish(&self, event: DeploymentEvent) {
+        self.send(Event::Deployment(Box::new(event)));
+    }
+
+    /// Tells chat that a deployment from GitHub was refused.
+    pub fn refused(&self, refusal: Refusal) {
+        self.send(Event::Refused(Box::new(refusal)));
+    }
+
+    fn send(&self, event: Event) {
         // No subscriber is fine: zbot may run as a deployer only.
         let _ = self.tx.send(event);
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<DeploymentEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
     }
 }

@@ -3,86 +3,150 @@
 //! answers with a target or a typed [`Denial`]; the reply text lives in `reply`.
 
 use crate::config::{AppConfig, Config};
+use crate::domain::{AppName, Environment, Repository};
 use crate::store::Lock;
 use crate::suggest;
 
-/// Why a command may not go ahead.
+/// Why a command or a deployment may not go ahead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
     UnknownApp {
         typed: String,
-        suggestion: Option<String>,
+        suggestion: Option<AppName>,
     },
     UnknownEnvironment {
-        app: String,
-        typed: String,
-        known: Vec<String>,
-        suggestion: Option<String>,
+        app: AppName,
+        typed: Environment,
+        known: Vec<Environment>,
+        suggestion: Option<Environment>,
+    },
+    /// A deployment from GitHub for a repository no app in `bot.toml` deploys.
+    UnknownRepository {
+        repository: Repository,
     },
     ChannelNotAllowed {
-        app: String,
+        app: AppName,
     },
     UserNotAllowed {
-        app: String,
-        environment: String,
+        app: AppName,
+        environment: Environment,
     },
     Locked(Lock),
+    /// The store could not be read, so zbot cannot tell whether the environment is locked: refused
+    /// (fail closed).
+    LocksUnreadable,
 }
 
-/// An app and one of its environments, after aliases.
+/// A deployment from GitHub that will not run, and why: a value that does not validate, or a policy
+/// denial (unknown repository, an environment the app does not have).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub deployment_id: crate::domain::DeploymentId,
+    /// The repository, when its name validated (so GitHub can be told).
+    pub repository: Option<Repository>,
+    /// The repository's name as sent, for logs and messages.
+    pub repository_text: String,
+    pub why: Why,
+}
+
+/// Why a deployment from GitHub was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    Invalid(crate::domain::Invalid),
+    Denied(Denial),
+    /// Neither `bot.toml` nor the event gives a URL to fetch the repository from.
+    NoCloneUrl,
+}
+
+/// An app and one of its environments, after aliases, with their names as configured.
 #[derive(Debug, Clone)]
 pub struct Target<'a> {
-    pub app_name: String,
+    pub app_name: AppName,
     pub app: &'a AppConfig,
-    pub environment: String,
+    pub environment: Environment,
 }
 
 /// The app by name (any case).
-pub fn app<'a>(config: &'a Config, typed: &str) -> Result<(String, &'a AppConfig), Denial> {
+pub fn app<'a>(config: &'a Config, typed: &AppName) -> Result<(AppName, &'a AppConfig), Denial> {
     config
-        .apps
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(typed))
+        .app(typed.as_str())
         .map(|(name, app)| (name.clone(), app))
         .ok_or_else(|| Denial::UnknownApp {
             typed: typed.to_string(),
-            suggestion: suggest::closest(typed, config.apps.keys().map(String::as_str))
-                .map(str::to_string),
+            suggestion: suggest::closest(typed.as_str(), config.apps.keys().map(AppName::as_str))
+                .and_then(|s| s.parse().ok()),
         })
 }
 
 /// The app and environment a command names; no environment means `[bot] default_environment`.
 pub fn target<'a>(
     config: &'a Config,
-    app_typed: &str,
-    environment: Option<&str>,
+    app_typed: &AppName,
+    environment: Option<&Environment>,
 ) -> Result<Target<'a>, Denial> {
     let (app_name, app) = app(config, app_typed)?;
     let typed = environment.unwrap_or(&config.bot.default_environment);
-    let resolved = config.resolve_environment(typed);
-    if !app.environments.iter().any(|e| e == resolved) {
-        return Err(Denial::UnknownEnvironment {
-            app: app_name,
-            typed: typed.to_string(),
-            known: app.environments.clone(),
-            suggestion: suggest::closest(typed, app.environments.iter().map(String::as_str))
-                .map(str::to_string),
-        });
-    }
-    Ok(Target {
-        app_name,
-        app,
-        environment: resolved.to_string(),
-    })
+    in_app(config, app_name, app, typed)
 }
 
-/// Whether `user` may deploy `target` from `channel` now, given the environment's lock.
+fn in_app<'a>(
+    config: &'a Config,
+    app_name: AppName,
+    app: &'a AppConfig,
+    typed: &Environment,
+) -> Result<Target<'a>, Denial> {
+    match app.environment(typed, &config.bot.environment_aliases) {
+        Some(environment) => Ok(Target {
+            app_name,
+            app,
+            environment: environment.clone(),
+        }),
+        None => Err(Denial::UnknownEnvironment {
+            app: app_name,
+            typed: typed.clone(),
+            known: app.environments.clone(),
+            suggestion: suggest::closest(
+                typed.as_str(),
+                app.environments.iter().map(Environment::as_str),
+            )
+            .and_then(|s| s.parse().ok()),
+        }),
+    }
+}
+
+/// The app and environment a deployment from GitHub is for: the app deploying `repository` (the one the
+/// payload names, if several do), and one of its environments as GitHub compares them (any case; aliases
+/// too). A deployment that names neither is refused, never run.
+pub fn job_target<'a>(
+    config: &'a Config,
+    repository: &Repository,
+    named: Option<&AppName>,
+    environment: &Environment,
+) -> Result<Target<'a>, Denial> {
+    let mut apps = config
+        .apps
+        .iter()
+        .filter(|(_, app)| app.repository.same(repository));
+    let first = apps.clone().next();
+    let chosen = apps
+        .find(|(name, _)| named.is_none_or(|n| n.as_str().eq_ignore_ascii_case(name.as_str())))
+        .or(first);
+    let Some((app_name, app)) = chosen else {
+        return Err(Denial::UnknownRepository {
+            repository: repository.clone(),
+        });
+    };
+    in_app(config, app_name.clone(), app, environment)
+}
+
+/// Whether `user` may deploy `target` from `channel` now, given the environment's lock (`Err` when the
+/// lock could not be read: refused).
 pub fn may_deploy(
     target: &Target<'_>,
     user: &str,
     channel: &str,
     channel_name: Option<&str>,
-    lock: Option<&Lock>,
+    lock: Result<Option<&Lock>, ()>,
 ) -> Result<(), Denial> {
     let app = target.app;
     let channel_ok = app.allowed_channels.is_empty()
@@ -103,8 +167,14 @@ pub fn may_deploy(
             environment: target.environment.clone(),
         });
     }
+    may_run(lock, user)
+}
+
+/// Whether a deploy by `actor` may run given the environment's lock: only its holder deploys there.
+pub fn may_run(lock: Result<Option<&Lock>, ()>, actor: &str) -> Result<(), Denial> {
     match lock {
-        Some(lock) if lock.holder != user => Err(Denial::Locked(lock.clone())),
-        _ => Ok(()),
+        Err(()) => Err(Denial::LocksUnreadable),
+        Ok(Some(lock)) if lock.holder != actor => Err(Denial::Locked(lock.clone())),
+        Ok(_) => Ok(()),
     }
 }

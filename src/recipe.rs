@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::command::validate;
 use crate::config::{HumanDuration, Problem};
+use crate::domain::{AppName, DeploymentId, Environment, GitRef, Hosts, Repository, Sha, Task};
 
 /// Placeholders a template may use.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -93,17 +93,18 @@ struct RawRecipe {
     detect: Detect,
 }
 
-/// The values a deploy fills into a recipe.
+/// The values a deploy fills into a recipe, each validated where it entered zbot, so none can be read
+/// as an option, a shell word or a path outside the tree.
 #[derive(Debug, Clone)]
 pub struct RenderInput<'a> {
-    pub environment: &'a str,
-    pub git_ref: &'a str,
-    pub sha: &'a str,
-    pub task: &'a str,
-    pub hosts: Option<&'a str>,
-    pub app: &'a str,
-    pub repository: &'a str,
-    pub deployment_id: u64,
+    pub environment: &'a Environment,
+    pub git_ref: &'a GitRef,
+    pub sha: &'a Sha,
+    pub task: &'a Task,
+    pub hosts: Option<&'a Hosts>,
+    pub app: &'a AppName,
+    pub repository: &'a Repository,
+    pub deployment_id: DeploymentId,
 }
 
 /// A rendered recipe: run `program` with `args` and `env` added to the clean environment.
@@ -115,28 +116,6 @@ pub struct Invocation {
 }
 
 impl RenderInput<'_> {
-    /// Refuses values no chat command could have produced (deployments can also come from GitHub).
-    fn validate(&self) -> Result<(), String> {
-        validate::environment(self.environment)?;
-        validate::git_ref(self.git_ref)?;
-        validate::task(self.task)?;
-        validate::app(self.app)?;
-        if !self.sha.chars().all(|c| c.is_ascii_hexdigit()) || self.sha.is_empty() {
-            return Err(format!("`{}` is not a commit sha", self.sha));
-        }
-        if let Some(hosts) = self.hosts {
-            validate::hosts(hosts)?;
-        }
-        let repo_ok = self
-            .repository
-            .split_once('/')
-            .is_some_and(|(o, r)| validate::app(o).is_ok() && validate::app(r).is_ok());
-        if !repo_ok {
-            return Err(format!("`{}` is not owner/name", self.repository));
-        }
-        Ok(())
-    }
-
     fn value(&self, placeholder: &str) -> Option<String> {
         Some(match placeholder {
             "environment" => self.environment.to_string(),
@@ -280,7 +259,6 @@ impl Recipe {
 
     /// Renders the argv: one argument per template, never a shell string.
     pub fn render(&self, input: &RenderInput<'_>) -> Result<Invocation, String> {
-        input.validate()?;
         let mut args = Vec::new();
         for arg in &self.args {
             match arg {

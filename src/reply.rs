@@ -6,11 +6,21 @@ use chrono::{Local, Utc};
 
 use crate::chat::{Message, escape};
 use crate::command::ParseError;
+use crate::domain::{AppName, Environment, GitRef};
 use crate::events::DeploymentEvent;
-use crate::forge::StatusState;
-use crate::forge::github::{DeploymentSummary, Refused};
-use crate::policy::Denial;
+use crate::forge::{DeploymentSummary, Refused, StatusState};
+use crate::policy::{Denial, Refusal, Why};
 use crate::store::Lock;
+
+/// "12s", "3m 05s", "1h 02m".
+pub fn human_duration(elapsed: std::time::Duration) -> String {
+    let s = elapsed.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
 
 /// A user as chat shows them: a Slack user id becomes a mention, anything else is shown as is.
 pub fn user(id: &str) -> String {
@@ -91,13 +101,21 @@ pub fn denial(denial: &Denial) -> String {
         } => {
             let mut text = format!(
                 "{app} doesn't have a `{}` environment. It has: {}.",
-                escape(typed),
-                known.join(", ")
+                escape(typed.as_str()),
+                names(known)
             );
             if let Some(s) = suggestion {
                 text.push_str(&format!(" Did you mean `{s}`?"));
             }
             text
+        }
+        Denial::UnknownRepository { repository } => format!(
+            "No app in bot.toml deploys {}: add an `[apps.<name>]` with `repository = \"{}\"`.",
+            escape(repository.as_str()),
+            escape(repository.as_str())
+        ),
+        Denial::LocksUnreadable => {
+            "I couldn't read the locks, so I can't tell whether that environment is locked. Try again in a moment.".to_string()
         }
         Denial::ChannelNotAllowed { app } => {
             format!("{app} is not allowed to be deployed from this channel.")
@@ -107,6 +125,61 @@ pub fn denial(denial: &Denial) -> String {
         }
         Denial::Locked(lock) => locked_in_chat(lock),
     }
+}
+
+fn names<T: std::fmt::Display>(list: &[T]) -> String {
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A denial in plain text, for a GitHub status description (no mrkdwn, no mentions).
+pub fn denial_plain(denial: &Denial) -> String {
+    match denial {
+        Denial::UnknownApp { typed, .. } => format!("no app named `{typed}` in bot.toml"),
+        Denial::UnknownEnvironment {
+            app, typed, known, ..
+        } => format!(
+            "`{typed}` is not one of {app}'s environments: {}",
+            names(known)
+        ),
+        Denial::UnknownRepository { repository } => {
+            format!("no app in zbot's bot.toml deploys {repository}: add one")
+        }
+        Denial::ChannelNotAllowed { app } => {
+            format!("{app} may not be deployed from that channel")
+        }
+        Denial::UserNotAllowed { app, environment } => {
+            format!("that user may not deploy {app} to {environment}")
+        }
+        Denial::Locked(lock) => locked(lock),
+        Denial::LocksUnreadable => {
+            "zbot cannot read its locks, so it does not deploy: try again".to_string()
+        }
+    }
+}
+
+/// Why a deployment from GitHub was refused, in plain text (the GitHub status, logs, the webhook answer).
+pub fn refusal_plain(refusal: &Refusal) -> String {
+    match &refusal.why {
+        Why::Invalid(invalid) => format!("zbot refused this deployment: {invalid}"),
+        Why::Denied(denial) => denial_plain(denial),
+        Why::NoCloneUrl => format!(
+            "zbot does not know where to fetch {} from: set clone_url in bot.toml",
+            refusal.repository_text
+        ),
+    }
+}
+
+/// The same for chat (the default channel), with everything from outside escaped.
+pub fn refusal_in_chat(refusal: &Refusal) -> Message {
+    Message::text(format!(
+        ":warning: I did not run deployment #{} of {}: {}.",
+        refusal.deployment_id,
+        escape(&refusal.repository_text),
+        escape(&refusal_plain(refusal))
+    ))
 }
 
 pub fn refused(refusal: &Refused, app: &str, repository: &str) -> String {
@@ -180,7 +253,12 @@ fn log_link(url: &Option<String>) -> String {
 }
 
 fn what(e: &DeploymentEvent) -> String {
-    format!("{} `{}` (`{}`)", e.app, escape(&e.git_ref), short(&e.sha))
+    format!(
+        "{} `{}` (`{}`)",
+        e.app,
+        escape(e.git_ref.as_str()),
+        e.sha.short()
+    )
 }
 
 /// The one status message per deployment, kept current as it moves; `running_for` while it runs.
@@ -191,7 +269,7 @@ pub fn status(e: &DeploymentEvent, running_for: Option<std::time::Duration>) -> 
         StatusState::InProgress => match running_for {
             Some(elapsed) => (
                 ":rocket:",
-                format!("deploying… {}", crate::runner::human_duration(elapsed)),
+                format!("deploying… {}", human_duration(elapsed)),
             ),
             None => (":rocket:", "deploying…".to_string()),
         },
@@ -203,7 +281,7 @@ pub fn status(e: &DeploymentEvent, running_for: Option<std::time::Duration>) -> 
         "*Deployment #{}*: {} to *{}* for {}",
         e.deployment_id,
         what(e),
-        e.environment,
+        escape(e.environment.as_str()),
         user(&e.actor)
     );
     let mut detail = format!("{emoji} {state}");
@@ -233,7 +311,7 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
         StatusState::Success => format!(
             "{who} {} is on *{}*. {} {link}",
             what(e),
-            e.environment,
+            escape(e.environment.as_str()),
             escape(&e.description)
         ),
         StatusState::Failure => {
@@ -245,7 +323,7 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
             let mut text = format!(
                 "{who} deploying {} to *{}* failed: {}. {link}",
                 what(e),
-                e.environment,
+                escape(e.environment.as_str()),
                 escape(&e.description)
             );
             if !tail.is_empty() {
@@ -256,36 +334,80 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
         _ => format!(
             "{who} {} was not deployed to *{}*: {}. {link}",
             what(e),
-            e.environment,
+            escape(e.environment.as_str()),
             escape(&e.description)
         ),
     };
     Message::text(text.trim_end())
 }
 
-pub fn deploys_table(app: &str, environment: Option<&str>, rows: &[DeploymentSummary]) -> String {
-    let title = match environment {
-        Some(env) => format!("Recent {env} deployments of {app}"),
-        None => format!("Recent deployments of {app}"),
-    };
+pub fn deploys_table(
+    app: &AppName,
+    environment: Option<&Environment>,
+    git_ref: Option<&GitRef>,
+    rows: &[DeploymentSummary],
+) -> String {
+    let mut title = format!("Recent deployments of {app}");
+    if let Some(git_ref) = git_ref {
+        title.push_str(&format!(" at `{}`", escape(git_ref.as_str())));
+    }
+    if let Some(env) = environment {
+        title.push_str(&format!(" in {env}"));
+    }
     if rows.is_empty() {
         return format!("{title}: none yet.");
     }
-    let mut table = format!(
-        "{:<8} {:<16} {:<24} {:<12} {:<11} {}\n",
-        "#", "who", "what", "where", "state", "when"
-    );
-    for r in rows {
-        let what = format!("{}({})", r.git_ref, short(&r.sha));
-        table.push_str(&format!(
-            "{:<8} {:<16} {:<24} {:<12} {:<11} {}\n",
-            r.id, r.who, what, r.environment, r.state, r.created_at
-        ));
+    let header = ["#", "who", "what", "task", "where", "state", "when"];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                r.who.clone(),
+                format!("{}({})", r.git_ref, short(&r.sha)),
+                r.task.clone(),
+                r.environment.clone(),
+                r.state.clone(),
+                r.created_at.clone(),
+            ]
+        })
+        .collect();
+    // Each column as wide as its widest cell, so long refs keep the table aligned.
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|row| row[i].chars().count())
+                .chain(std::iter::once(header[i].len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |row: &[String]| {
+        let padded: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join(" ").trim_end().to_string()
+    };
+    let mut table = line(&header.map(String::from));
+    for row in &cells {
+        table.push('\n');
+        table.push_str(&line(row));
     }
-    format!("{title}\n```{}```", escape(table.trim_end()))
+    format!("{title}\n```{}```", escape(&table))
 }
 
-pub fn environments(app: &str, environments: &[String], locks: &[Lock]) -> String {
+/// A deploy command with a one-time password: zbot has no verifier for them, so it says so rather than
+/// accept a code it cannot check.
+pub fn otp_not_checked() -> String {
+    "I don't check one-time passwords (zbot has no verifier for them), so I won't deploy with one: \
+     send the command again without it."
+        .to_string()
+}
+
+pub fn environments(app: &AppName, environments: &[Environment], locks: &[Lock]) -> String {
     let listed: Vec<String> = environments
         .iter()
         .map(|env| match locks.iter().find(|l| &l.environment == env) {
@@ -294,7 +416,7 @@ pub fn environments(app: &str, environments: &[String], locks: &[Lock]) -> Strin
                 user(&lock.holder),
                 since(lock)
             ),
-            None => env.clone(),
+            None => env.to_string(),
         })
         .collect();
     format!("{app} can be deployed to {}.", listed.join(", "))
@@ -322,11 +444,11 @@ pub fn lock_taken(lock: &Lock) -> String {
     )
 }
 
-pub fn unlocked(app: &str, environment: &str) -> String {
+pub fn unlocked(app: &AppName, environment: &Environment) -> String {
     format!("Unlocked {app} on *{environment}*.")
 }
 
-pub fn not_locked(app: &str, environment: &str) -> String {
+pub fn not_locked(app: &AppName, environment: &Environment) -> String {
     format!("{app} is not locked on *{environment}*.")
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::domain::{DeploymentId, Environment, Repository};
 use crate::forge::StatusState;
 use crate::runner::Deployer;
 use crate::store::DeploymentState;
@@ -42,7 +43,7 @@ pub struct Scheduler {
     concurrency: usize,
     wake: Notify,
     /// Cancel switches of the deploys this process runs.
-    running: Mutex<HashMap<u64, watch::Sender<Option<String>>>>,
+    running: Mutex<HashMap<DeploymentId, watch::Sender<Option<String>>>>,
 }
 
 impl Scheduler {
@@ -66,21 +67,7 @@ impl Scheduler {
         match self.deployer.store.running().await {
             Ok(interrupted) => {
                 for d in interrupted {
-                    tracing::warn!(
-                        deployment = d.deployment_id,
-                        process_group = d.process_group,
-                        "ending a deploy interrupted by a restart"
-                    );
-                    // Whatever the previous process started must not go on deploying unsupervised.
-                    if let Some(group) = d.process_group.and_then(|g| i32::try_from(g).ok())
-                        && crate::runner::process::kill_leftover_group(group, d.deployment_id)
-                    {
-                        tracing::warn!(
-                            deployment = d.deployment_id,
-                            "stopped the processes it left running"
-                        );
-                    }
-                    self.deployer.end_unrun(&d, RESTARTED).await;
+                    self.deployer.end_interrupted(&d, RESTARTED).await;
                 }
             }
             Err(e) => tracing::error!("cannot read interrupted deploys: {e}"),
@@ -88,7 +75,7 @@ impl Scheduler {
     }
 
     /// Stops a queued or running deployment; `reason` becomes its status description.
-    pub async fn cancel(&self, deployment_id: u64, reason: &str) -> Cancelled {
+    pub async fn cancel(&self, deployment_id: DeploymentId, reason: &str) -> Cancelled {
         if let Some(switch) = self.running.lock().await.get(&deployment_id) {
             let _ = switch.send(Some(reason.to_string()));
             return Cancelled::Running;
@@ -146,13 +133,13 @@ impl Scheduler {
                 return;
             }
         };
-        let mut busy: HashSet<(String, String)> = running
+        let mut busy: HashSet<(Repository, Environment)> = running
             .iter()
             .map(|d| (d.repository.clone(), d.environment.clone()))
             .collect();
         let mut free = self.concurrency.saturating_sub(running.len());
         // Deployments ahead of each waiting one, per repository + environment (the running one included).
-        let mut ahead: HashMap<(String, String), i64> =
+        let mut ahead: HashMap<(Repository, Environment), i64> =
             busy.iter().map(|k| (k.clone(), 1)).collect();
         for entry in queued {
             let k = (entry.repository.clone(), entry.environment.clone());
@@ -180,7 +167,7 @@ impl Scheduler {
         }
     }
 
-    async fn announce_queued(&self, deployment_id: u64, waiting_for: i64, stored: i64) {
+    async fn announce_queued(&self, deployment_id: DeploymentId, waiting_for: i64, stored: i64) {
         let store = &self.deployer.store;
         let Ok(Some(d)) = store.get(deployment_id).await else {
             return;
@@ -210,7 +197,7 @@ impl Scheduler {
             .await;
     }
 
-    async fn start(self: &Arc<Self>, deployment_id: u64, deploys: &mut JoinSet<()>) {
+    async fn start(self: &Arc<Self>, deployment_id: DeploymentId, deploys: &mut JoinSet<()>) {
         let store = &self.deployer.store;
         let log_path = self.deployer.log_path(deployment_id);
         let started = match store.start(deployment_id, &log_path).await {
@@ -222,7 +209,7 @@ impl Scheduler {
             Ok(Some(d)) => d,
             Ok(None) => return,
             Err(e) => {
-                tracing::error!(deployment = deployment_id, "cannot start: {e}");
+                tracing::error!(deployment = %deployment_id, "cannot start: {e}");
                 return;
             }
         };

@@ -18,7 +18,8 @@ use crate::chat::bot::Bot;
 use crate::chat::notifier::Notifier;
 use crate::chat::{ChatError, ChatOutput, Inbound, InboundKind, Message};
 use crate::config::Config;
-use crate::events::DeploymentEvent;
+use crate::domain::DeploymentId;
+use crate::events::{DeploymentEvent, Event};
 
 /// The terminal's one "channel".
 const CHANNEL: &str = "shell";
@@ -106,7 +107,7 @@ impl ChatOutput for Terminal {
 
 /// Deployments shown but not finished yet.
 #[derive(Default)]
-struct Open(HashSet<u64>);
+struct Open(HashSet<DeploymentId>);
 
 impl Open {
     fn track(&mut self, event: &DeploymentEvent) {
@@ -198,7 +199,7 @@ pub async fn run(
 async fn finish_open<O: ChatOutput>(
     notifier: &Notifier<O>,
     open: &mut Open,
-    events: &mut broadcast::Receiver<DeploymentEvent>,
+    events: &mut broadcast::Receiver<Event>,
 ) {
     // Events already published (e.g. a deploy just requested) are shown first.
     while let Ok(event) = events.try_recv() {
@@ -213,12 +214,14 @@ async fn finish_open<O: ChatOutput>(
 async fn show<O: ChatOutput>(
     notifier: &Notifier<O>,
     open: &mut Open,
-    event: Result<DeploymentEvent, broadcast::error::RecvError>,
+    event: Result<Event, broadcast::error::RecvError>,
 ) {
     match event {
         Ok(event) => {
-            notifier.show(&event).await;
-            open.track(&event);
+            notifier.show_event(&event).await;
+            if let Event::Deployment(event) = &event {
+                open.track(event);
+            }
         }
         Err(broadcast::error::RecvError::Lagged(missed)) => {
             tracing::warn!(missed, "the shell fell behind")

@@ -21,6 +21,10 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::{
+    AppName, DeploymentId, Environment, GitRef, Hosts, Notify, Repository, Sha, Task,
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -72,33 +76,39 @@ impl FromStr for DeploymentState {
     }
 }
 
-/// A deployment as accepted from a webhook, before it is stored.
+/// A deployment as accepted from a webhook, before it is stored: every value already validated, the app
+/// and environment as configured.
 #[derive(Debug, Clone)]
 pub struct NewDeployment {
-    pub deployment_id: u64,
-    pub app: String,
-    pub repository: String,
+    pub deployment_id: DeploymentId,
+    pub app: AppName,
+    pub repository: Repository,
     pub clone_url: String,
-    pub environment: String,
-    pub git_ref: String,
-    pub sha: String,
-    pub task: String,
+    pub environment: Environment,
+    pub git_ref: GitRef,
+    pub sha: Sha,
+    pub task: Task,
+    /// The payload as sent (hubot-deploy/Heaven compatible); its `hosts` and `notify` were validated.
     pub payload: serde_json::Value,
     pub actor: String,
 }
 
-/// A stored deployment.
+/// A stored deployment, its values validated again as they are read back.
 #[derive(Debug, Clone)]
 pub struct Deployment {
     pub seq: i64,
-    pub deployment_id: u64,
-    pub app: String,
-    pub repository: String,
+    pub deployment_id: DeploymentId,
+    pub app: AppName,
+    pub repository: Repository,
     pub clone_url: String,
-    pub environment: String,
-    pub git_ref: String,
-    pub sha: String,
-    pub task: String,
+    pub environment: Environment,
+    pub git_ref: GitRef,
+    pub sha: Sha,
+    pub task: Task,
+    /// The payload's `hosts`, if it limits the deploy to some hosts.
+    pub hosts: Option<Hosts>,
+    /// The payload's `notify`: where chat talks about this deployment.
+    pub notify: Option<Notify>,
     pub payload: serde_json::Value,
     pub actor: String,
     pub state: DeploymentState,
@@ -130,18 +140,23 @@ impl<'r> FromRow<'r, sqlx::sqlite::SqliteRow> for Deployment {
         };
         let state: String = row.try_get("state")?;
         let payload: String = row.try_get("payload")?;
+        let payload: serde_json::Value =
+            serde_json::from_str(&payload).map_err(|e| decode("payload", e.to_string()))?;
+        let parts =
+            crate::payload::Parts::of(&payload).map_err(|e| decode("payload", e.to_string()))?;
         Ok(Deployment {
             seq: row.try_get("seq")?,
-            deployment_id: row.try_get::<i64, _>("deployment_id")? as u64,
-            app: row.try_get("app")?,
-            repository: row.try_get("repository")?,
+            deployment_id: DeploymentId(row.try_get::<i64, _>("deployment_id")? as u64),
+            app: typed(row, "app")?,
+            repository: typed(row, "repository")?,
             clone_url: row.try_get("clone_url")?,
-            environment: row.try_get("environment")?,
-            git_ref: row.try_get("git_ref")?,
-            sha: row.try_get("sha")?,
-            task: row.try_get("task")?,
-            payload: serde_json::from_str(&payload)
-                .map_err(|e| decode("payload", e.to_string()))?,
+            environment: typed(row, "environment")?,
+            git_ref: typed(row, "git_ref")?,
+            sha: typed(row, "sha")?,
+            task: typed(row, "task")?,
+            hosts: parts.hosts,
+            notify: parts.notify,
+            payload,
             actor: row.try_get("actor")?,
             state: state.parse().map_err(|e| decode("state", e))?,
             description: row.try_get("description")?,
@@ -157,12 +172,25 @@ impl<'r> FromRow<'r, sqlx::sqlite::SqliteRow> for Deployment {
     }
 }
 
+/// A column read back into its domain type: a row that no longer validates is an error, never used.
+fn typed<T: std::str::FromStr<Err = crate::domain::Invalid>>(
+    row: &sqlx::sqlite::SqliteRow,
+    column: &str,
+) -> Result<T, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|e: crate::domain::Invalid| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: e.to_string().into(),
+        })
+}
+
 /// A waiting deployment, as the scheduler sees it.
 #[derive(Debug, Clone)]
 pub struct QueueEntry {
-    pub deployment_id: u64,
-    pub repository: String,
-    pub environment: String,
+    pub deployment_id: DeploymentId,
+    pub repository: Repository,
+    pub environment: Environment,
     /// The position last announced, if any.
     pub queue_position: Option<i64>,
 }
@@ -170,8 +198,8 @@ pub struct QueueEntry {
 /// An environment lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lock {
-    pub app: String,
-    pub environment: String,
+    pub app: AppName,
+    pub environment: Environment,
     pub holder: String,
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -199,13 +227,22 @@ impl MigrationSource<'static> for EmbeddedMigrations {
         Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static>,
     > {
         Box::pin(async {
-            Ok(vec![Migration::new(
-                1,
-                "initial".into(),
-                MigrationType::Simple,
-                include_str!("../migrations/0001_initial.sql").into(),
-                false,
-            )])
+            Ok(vec![
+                Migration::new(
+                    1,
+                    "initial".into(),
+                    MigrationType::Simple,
+                    include_str!("../migrations/0001_initial.sql").into(),
+                    false,
+                ),
+                Migration::new(
+                    2,
+                    "refused".into(),
+                    MigrationType::Simple,
+                    include_str!("../migrations/0002_refused.sql").into(),
+                    false,
+                ),
+            ])
         })
     }
 }
@@ -282,22 +319,25 @@ impl Store {
     }
 
     /// Stores a deployment created by zbot itself (the embedded forge), numbering it after the last one.
-    pub async fn accept_local(&self, mut deployment: NewDeployment) -> Result<u64, StoreError> {
+    pub async fn accept_local(
+        &self,
+        mut deployment: NewDeployment,
+    ) -> Result<DeploymentId, StoreError> {
         let mut tx = self.pool.begin().await?;
         let (id,): (i64,) =
             sqlx::query_as("SELECT COALESCE(MAX(deployment_id), 0) + 1 FROM deployments")
                 .fetch_one(&mut *tx)
                 .await?;
-        deployment.deployment_id = id as u64;
+        deployment.deployment_id = DeploymentId(id as u64);
         insert_deployment(&mut tx, &deployment).await?;
         tx.commit().await?;
         Ok(deployment.deployment_id)
     }
 
-    pub async fn get(&self, deployment_id: u64) -> Result<Option<Deployment>, StoreError> {
+    pub async fn get(&self, deployment_id: DeploymentId) -> Result<Option<Deployment>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM deployments WHERE deployment_id = ?")
-                .bind(deployment_id as i64)
+                .bind(deployment_id.0 as i64)
                 .fetch_optional(&self.pool)
                 .await?,
         )
@@ -314,9 +354,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(QueueEntry {
-                    deployment_id: r.try_get::<i64, _>("deployment_id")? as u64,
-                    repository: r.try_get("repository")?,
-                    environment: r.try_get("environment")?,
+                    deployment_id: DeploymentId(r.try_get::<i64, _>("deployment_id")? as u64),
+                    repository: typed(r, "repository")?,
+                    environment: typed(r, "environment")?,
                     queue_position: r.try_get("queue_position")?,
                 })
             })
@@ -333,14 +373,18 @@ impl Store {
     }
 
     /// Moves a queued deployment to running. False if it was no longer queued (e.g. cancelled).
-    pub async fn start(&self, deployment_id: u64, log_path: &Path) -> Result<bool, StoreError> {
+    pub async fn start(
+        &self,
+        deployment_id: DeploymentId,
+        log_path: &Path,
+    ) -> Result<bool, StoreError> {
         let changed = sqlx::query(
             "UPDATE deployments SET state = 'running', started_at = ?, log_path = ?, queue_position = NULL
              WHERE deployment_id = ? AND state = 'queued'",
         )
         .bind(now())
         .bind(log_path.display().to_string())
-        .bind(deployment_id as i64)
+        .bind(deployment_id.0 as i64)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -349,12 +393,12 @@ impl Store {
 
     pub async fn set_queue_position(
         &self,
-        deployment_id: u64,
+        deployment_id: DeploymentId,
         position: i64,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE deployments SET queue_position = ? WHERE deployment_id = ?")
             .bind(position)
-            .bind(deployment_id as i64)
+            .bind(deployment_id.0 as i64)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -362,12 +406,12 @@ impl Store {
 
     pub async fn set_process_group(
         &self,
-        deployment_id: u64,
+        deployment_id: DeploymentId,
         group: u32,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE deployments SET process_group = ? WHERE deployment_id = ?")
             .bind(i64::from(group))
-            .bind(deployment_id as i64)
+            .bind(deployment_id.0 as i64)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -375,14 +419,14 @@ impl Store {
 
     pub async fn set_log(
         &self,
-        deployment_id: u64,
+        deployment_id: DeploymentId,
         gist_id: Option<&str>,
         log_url: &str,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE deployments SET gist_id = ?, log_url = ? WHERE deployment_id = ?")
             .bind(gist_id)
             .bind(log_url)
-            .bind(deployment_id as i64)
+            .bind(deployment_id.0 as i64)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -391,7 +435,7 @@ impl Store {
     /// Ends a deployment. Only the first end counts: false if it had already ended.
     pub async fn finish(
         &self,
-        deployment_id: u64,
+        deployment_id: DeploymentId,
         state: DeploymentState,
         description: &str,
         exit_code: Option<i32>,
@@ -404,7 +448,7 @@ impl Store {
         .bind(description)
         .bind(exit_code)
         .bind(now())
-        .bind(deployment_id as i64)
+        .bind(deployment_id.0 as i64)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -414,14 +458,15 @@ impl Store {
     /// The latest deployments of an app (optionally in one environment), newest first.
     pub async fn recent(
         &self,
-        app: &str,
-        environment: Option<&str>,
+        app: &AppName,
+        environment: Option<&Environment>,
         limit: i64,
     ) -> Result<Vec<Deployment>, StoreError> {
+        let environment = environment.map(Environment::as_str);
         Ok(sqlx::query_as(
             "SELECT * FROM deployments WHERE app = ? AND (? IS NULL OR environment = ?) ORDER BY seq DESC LIMIT ?",
         )
-        .bind(app)
+        .bind(app.as_str())
         .bind(environment)
         .bind(environment)
         .bind(limit)
@@ -432,16 +477,16 @@ impl Store {
     /// Takes the lock, or returns the lock someone else already holds.
     pub async fn lock(
         &self,
-        app: &str,
-        environment: &str,
+        app: &AppName,
+        environment: &Environment,
         holder: &str,
         reason: Option<&str>,
     ) -> Result<Result<Lock, Lock>, StoreError> {
         sqlx::query(
             "INSERT INTO locks (app, environment, holder, reason, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
-        .bind(app)
-        .bind(environment)
+        .bind(app.as_str())
+        .bind(environment.as_str())
         .bind(holder)
         .bind(reason)
         .bind(now())
@@ -459,20 +504,28 @@ impl Store {
     }
 
     /// Removes a lock; returns it if there was one.
-    pub async fn unlock(&self, app: &str, environment: &str) -> Result<Option<Lock>, StoreError> {
+    pub async fn unlock(
+        &self,
+        app: &AppName,
+        environment: &Environment,
+    ) -> Result<Option<Lock>, StoreError> {
         let lock = self.lock_of(app, environment).await?;
         sqlx::query("DELETE FROM locks WHERE app = ? AND environment = ?")
-            .bind(app)
-            .bind(environment)
+            .bind(app.as_str())
+            .bind(environment.as_str())
             .execute(&self.pool)
             .await?;
         Ok(lock)
     }
 
-    pub async fn lock_of(&self, app: &str, environment: &str) -> Result<Option<Lock>, StoreError> {
+    pub async fn lock_of(
+        &self,
+        app: &AppName,
+        environment: &Environment,
+    ) -> Result<Option<Lock>, StoreError> {
         let row = sqlx::query("SELECT * FROM locks WHERE app = ? AND environment = ?")
-            .bind(app)
-            .bind(environment)
+            .bind(app.as_str())
+            .bind(environment.as_str())
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| lock_from_row(&r)).transpose()
@@ -483,6 +536,30 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(lock_from_row).collect()
+    }
+}
+
+impl Store {
+    /// Records a deployment from GitHub that was refused before it was queued; false if this
+    /// deployment id was recorded (refused) before.
+    pub async fn record_refused(
+        &self,
+        deployment_id: DeploymentId,
+        repository: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO refused_deployments (deployment_id, repository, reason, received_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(deployment_id.0 as i64)
+        .bind(repository)
+        .bind(reason)
+        .bind(now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 }
 
@@ -497,12 +574,12 @@ pub struct ChatMessage {
 impl Store {
     pub async fn chat_message(
         &self,
-        deployment_id: u64,
+        deployment_id: DeploymentId,
     ) -> Result<Option<ChatMessage>, StoreError> {
         let row = sqlx::query(
             "SELECT channel, thread_ts, status_ts FROM chat_messages WHERE deployment_id = ?",
         )
-        .bind(deployment_id as i64)
+        .bind(deployment_id.0 as i64)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
@@ -517,14 +594,14 @@ impl Store {
 
     pub async fn set_chat_message(
         &self,
-        deployment_id: u64,
+        deployment_id: DeploymentId,
         message: &ChatMessage,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts) VALUES (?, ?, ?, ?)
              ON CONFLICT (deployment_id) DO UPDATE SET status_ts = excluded.status_ts",
         )
-        .bind(deployment_id as i64)
+        .bind(deployment_id.0 as i64)
         .bind(&message.channel)
         .bind(&message.thread_ts)
         .bind(&message.status_ts)
@@ -536,15 +613,15 @@ impl Store {
     /// The queued or running deployment of an app in an environment, oldest first.
     pub async fn active(
         &self,
-        app: &str,
-        environment: &str,
+        app: &AppName,
+        environment: &Environment,
     ) -> Result<Vec<Deployment>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT * FROM deployments WHERE app = ? AND environment = ? AND state IN ('queued', 'running')
              ORDER BY state = 'running' DESC, seq",
         )
-        .bind(app)
-        .bind(environment)
+        .bind(app.as_str())
+        .bind(environment.as_str())
         .fetch_all(&self.pool)
         .await?)
     }
@@ -630,14 +707,14 @@ async fn insert_deployment(
                                   payload, actor, state, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
     )
-    .bind(d.deployment_id as i64)
-    .bind(&d.app)
-    .bind(&d.repository)
+    .bind(d.deployment_id.0 as i64)
+    .bind(d.app.as_str())
+    .bind(d.repository.as_str())
     .bind(&d.clone_url)
-    .bind(&d.environment)
-    .bind(&d.git_ref)
-    .bind(&d.sha)
-    .bind(&d.task)
+    .bind(d.environment.as_str())
+    .bind(d.git_ref.as_str())
+    .bind(d.sha.as_str())
+    .bind(d.task.as_str())
     .bind(d.payload.to_string())
     .bind(&d.actor)
     .bind(now())
@@ -649,8 +726,8 @@ async fn insert_deployment(
 fn lock_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Lock, StoreError> {
     let created: String = row.try_get("created_at")?;
     Ok(Lock {
-        app: row.try_get("app")?,
-        environment: row.try_get("environment")?,
+        app: typed(row, "app")?,
+        environment: typed(row, "environment")?,
         holder: row.try_get("holder")?,
         reason: row.try_get("reason")?,
         created_at: DateTime::parse_from_rfc3339(&created)

@@ -20,7 +20,13 @@ use axum::routing::{get, post};
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
+use serde::Deserialize;
+
 use crate::config::Config;
+use crate::domain::{DeploymentId, Environment, GitRef, Invalid, Repository, Sha, Task};
+use crate::payload::Parts;
+use crate::policy::{self, Refusal, Why};
+use crate::runner::Deployer;
 use crate::scheduler::Scheduler;
 use crate::secret::Secret;
 use crate::store::{Accepted, NewDeployment, Store};
@@ -34,6 +40,8 @@ pub struct Listener {
     pub config: Arc<Config>,
     pub store: Store,
     pub scheduler: Arc<Scheduler>,
+    /// Tells GitHub and chat about refused deployments.
+    pub deployer: Arc<Deployer>,
     /// `None` only with `insecure_skip_signature = true`.
     pub secret: Option<Secret>,
 }
@@ -85,9 +93,19 @@ async fn delivery(State(listener): State<Listener>, headers: HeaderMap, body: By
     match event {
         "ping" => (StatusCode::OK, "pong").into_response(),
         "deployment" => {
-            let deployment = match deployment_from(&payload, &listener.config) {
+            let body: DeploymentEventBody = match serde_json::from_value(payload) {
+                Ok(body) => body,
+                Err(e) => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("not a deployment event: {e}"),
+                    )
+                        .into_response();
+                }
+            };
+            let deployment = match job_from(body, &listener.config) {
                 Ok(d) => d,
-                Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
+                Err(refusal) => return refuse(&listener, refusal).await,
             };
             match listener
                 .store
@@ -95,14 +113,14 @@ async fn delivery(State(listener): State<Listener>, headers: HeaderMap, body: By
                 .await
             {
                 Ok(Accepted::New) => {
-                    tracing::info!(deployment = deployment.deployment_id, repository = %deployment.repository,
+                    tracing::info!(deployment = %deployment.deployment_id, repository = %deployment.repository,
                         environment = %deployment.environment, "deployment accepted");
                     listener.scheduler.wake();
                     (StatusCode::ACCEPTED, "accepted").into_response()
                 }
                 Ok(duplicate) => {
                     tracing::info!(
-                        deployment = deployment.deployment_id,
+                        deployment = %deployment.deployment_id,
                         ?duplicate,
                         "duplicate delivery ignored"
                     );
@@ -125,6 +143,38 @@ async fn delivery(State(listener): State<Listener>, headers: HeaderMap, body: By
     }
 }
 
+/// Records a refused deployment, answers 422 with the reason, and (once per deployment) tells GitHub
+/// and chat why it will not run. Nothing is created or removed on disk.
+async fn refuse(listener: &Listener, refusal: Box<Refusal>) -> Response {
+    let reason = crate::reply::refusal_plain(&refusal);
+    tracing::warn!(deployment = %refusal.deployment_id, repository = %refusal.repository_text,
+        "refused a deployment: {reason}");
+    let first = match listener
+        .store
+        .record_refused(refusal.deployment_id, &refusal.repository_text, &reason)
+        .await
+    {
+        Ok(first) => first,
+        Err(e) => {
+            tracing::error!("cannot record a refused deployment: {e}");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot store the deployment",
+            )
+                .into_response();
+        }
+    };
+    if first {
+        let deployer = Arc::clone(&listener.deployer);
+        tokio::spawn(async move { deployer.refuse(*refusal).await });
+    }
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("refused: {reason}"),
+    )
+        .into_response()
+}
+
 fn parse_body(body: &[u8], form: bool) -> Result<Value, &'static str> {
     if form {
         let payload = form_urlencoded::parse(body)
@@ -137,63 +187,107 @@ fn parse_body(body: &[u8], form: bool) -> Result<Value, &'static str> {
     }
 }
 
-/// The deployment in a `deployment` event, with the app it belongs to.
-fn deployment_from(event: &Value, config: &Config) -> Result<NewDeployment, &'static str> {
-    let d = event
-        .get("deployment")
-        .ok_or("no deployment in the payload")?;
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
-    let deployment_id = d
-        .get("id")
-        .and_then(Value::as_u64)
-        .ok_or("deployment.id missing")?;
-    let repository = event
-        .get("repository")
-        .ok_or("no repository in the payload")?;
-    let full_name = text(repository, "full_name").ok_or("repository.full_name missing")?;
-    let payload = match d.get("payload") {
-        // hubot-deploy may send the payload as a JSON string.
-        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
-        Some(v) => v.clone(),
-        None => Value::Null,
+/// A `deployment` event as GitHub sends it: only the fields zbot reads, as sent (they are validated by
+/// [`job_from`], so a refusal can still name the deployment it refuses).
+#[derive(Debug, Deserialize)]
+pub struct DeploymentEventBody {
+    pub deployment: GitHubDeployment,
+    pub repository: GitHubRepository,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GitHubDeployment {
+    pub id: u64,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub sha: String,
+    #[serde(default)]
+    pub task: Option<String>,
+    pub environment: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub creator: Option<GitHubUser>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GitHubRepository {
+    pub full_name: String,
+    #[serde(default)]
+    pub clone_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GitHubUser {
+    pub login: String,
+}
+
+/// Turns a `deployment` event into a job for the queue, or a [`Refusal`] that says why it will not run:
+/// every value validated, the app found by repository (and the payload's `name`), the environment one
+/// of that app's (as GitHub compares them: any case; aliases too), named as configured.
+pub fn job_from(
+    event: DeploymentEventBody,
+    config: &Config,
+) -> Result<NewDeployment, Box<Refusal>> {
+    let deployment_id = DeploymentId(event.deployment.id);
+    let refuse = |repository: Option<Repository>, why: Why| {
+        Box::new(Refusal {
+            deployment_id,
+            repository,
+            repository_text: event.repository.full_name.clone(),
+            why,
+        })
     };
-    let named = payload.get("name").and_then(Value::as_str);
-    let app = config
-        .apps
-        .iter()
-        .filter(|(_, app)| app.repository.eq_ignore_ascii_case(&full_name))
-        .find(|(name, _)| named.is_none_or(|n| n == name.as_str()))
-        .or_else(|| {
-            config
-                .apps
-                .iter()
-                .find(|(_, app)| app.repository.eq_ignore_ascii_case(&full_name))
-        });
-    let clone_url = app
-        .and_then(|(_, a)| a.clone_url.clone())
-        .or_else(|| text(repository, "clone_url"))
-        .ok_or("repository.clone_url missing")?;
-    let notify = payload.get("notify");
-    let actor = notify
-        .and_then(|n| text(n, "user"))
-        .or_else(|| d.get("creator").and_then(|c| text(c, "login")))
+    let repository: Repository = event
+        .repository
+        .full_name
+        .parse()
+        .map_err(|e| refuse(None, Why::Invalid(e)))?;
+    let invalid = |e: Invalid| refuse(Some(repository.clone()), Why::Invalid(e));
+    let d = &event.deployment;
+    let environment: Environment = d.environment.parse().map_err(invalid)?;
+    let git_ref: GitRef = d.git_ref.parse().map_err(invalid)?;
+    let sha: Sha = d.sha.parse().map_err(invalid)?;
+    let task: Task = match &d.task {
+        Some(task) if !task.is_empty() => task.parse().map_err(invalid)?,
+        _ => Task::deploy(),
+    };
+    let parts = Parts::of(&d.payload).map_err(invalid)?;
+    let target = policy::job_target(config, &repository, parts.name.as_ref(), &environment)
+        .map_err(|denial| refuse(Some(repository.clone()), Why::Denied(denial)))?;
+    let clone_url = target
+        .app
+        .clone_url
+        .clone()
+        .or_else(|| event.repository.clone_url.clone())
+        .ok_or_else(|| refuse(Some(repository.clone()), Why::NoCloneUrl))?;
+    let actor = parts
+        .notify
+        .as_ref()
+        .and_then(|n| n.user.as_ref().map(|u| u.to_string()))
+        .or_else(|| d.creator.as_ref().map(|c| c.login.clone()))
         .unwrap_or_else(|| "unknown".to_string());
+    // hubot-deploy may send the payload as JSON text: store the object.
+    let payload = match &d.payload {
+        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        other => other.clone(),
+    };
     Ok(NewDeployment {
         deployment_id,
-        app: app.map(|(name, _)| name.clone()).unwrap_or_default(),
-        repository: full_name,
+        app: target.app_name,
+        repository: target.app.repository.clone(),
         clone_url,
-        environment: text(d, "environment").ok_or("deployment.environment missing")?,
-        git_ref: text(d, "ref").ok_or("deployment.ref missing")?,
-        sha: text(d, "sha").ok_or("deployment.sha missing")?,
-        task: text(d, "task").unwrap_or_else(|| "deploy".to_string()),
+        environment: target.environment,
+        git_ref,
+        sha,
+        task,
         payload,
         actor,
     })
 }
 
 async fn log_page(State(listener): State<Listener>, Path(id): Path<u64>) -> Response {
-    let Ok(Some(d)) = listener.store.get(id).await else {
+    let Ok(Some(d)) = listener.store.get(DeploymentId(id)).await else {
         return (StatusCode::NOT_FOUND, "no such deployment").into_response();
     };
     let Some(path) = d.log_path else {

@@ -12,10 +12,12 @@ use serde_json::{Value, json};
 use super::{ChatOutput, Inbound, InboundKind, Message, escape};
 use crate::command::{Addressing, CancelTarget, Command, DeployCommand, parse_message};
 use crate::config::{AppConfig, Config};
+use crate::domain::{
+    Adapter, AppName, Environment, GitRef, Hosts, Notify, Room, Task, ThreadTs, User,
+};
 use crate::events::{DeploymentEvent, EventBus};
-use crate::forge::Forge;
-use crate::forge::StatusState;
-use crate::forge::github::{Created, DeploymentRequest};
+use crate::forge::{Created, DeploymentRequest, Forge, StatusState};
+use crate::payload::Payload;
 use crate::policy::{self, Denial, Target};
 use crate::reply;
 use crate::scheduler::{Cancelled, Scheduler};
@@ -124,19 +126,24 @@ impl<O: ChatOutput> Bot<O> {
         let result = match command {
             Command::Deploy(deploy) => self.deploy(&deploy, inbound, thread).await,
             Command::Deploys {
-                app, environment, ..
-            } => self.deploys(&app, environment.as_deref()).await,
+                app,
+                git_ref,
+                environment,
+            } => {
+                self.deploys(&app, git_ref.as_ref(), environment.as_ref())
+                    .await
+            }
             Command::Where { app } => self.where_(&app).await,
             Command::Lock {
                 app,
                 environment,
                 reason,
             } => {
-                self.lock(&app, environment.as_deref(), reason.as_deref(), inbound)
+                self.lock(&app, environment.as_ref(), reason.as_deref(), inbound)
                     .await
             }
             Command::Unlock { app, environment } => {
-                self.unlock(&app, environment.as_deref(), inbound).await
+                self.unlock(&app, environment.as_ref(), inbound).await
             }
             Command::Locks => Ok(self
                 .store
@@ -146,7 +153,7 @@ impl<O: ChatOutput> Bot<O> {
                 .unwrap_or_else(|e| e.to_string())),
             Command::Cancel(target) => self.cancel(target, inbound).await,
             Command::Rollback { app, environment } => {
-                self.rollback(&app, environment.as_deref(), inbound, thread)
+                self.rollback(&app, environment.as_ref(), inbound, thread)
                     .await
             }
             Command::Help { topic } => Ok(reply::help(topic.as_deref())),
@@ -161,23 +168,24 @@ impl<O: ChatOutput> Bot<O> {
 
     async fn checked_target<'a>(
         &'a self,
-        app: &str,
-        environment: Option<&str>,
+        app: &AppName,
+        environment: Option<&Environment>,
         inbound: &Inbound,
     ) -> Result<Target<'a>, Denial> {
         let target = policy::target(&self.config, app, environment)?;
         let lock = self
             .store
             .lock_of(&target.app_name, &target.environment)
-            .await
-            .ok()
-            .flatten();
+            .await;
+        if let Err(e) = &lock {
+            tracing::error!("cannot read locks: {e}");
+        }
         policy::may_deploy(
             &target,
             &inbound.user,
             &inbound.channel,
             inbound.channel_name.as_deref(),
-            lock.as_ref(),
+            lock.as_ref().map(Option::as_ref).map_err(drop),
         )?;
         Ok(target)
     }
@@ -188,8 +196,11 @@ impl<O: ChatOutput> Bot<O> {
         inbound: &Inbound,
         thread: &Thread,
     ) -> Result<String, Denial> {
+        if command.otp.is_some() {
+            return Ok(reply::otp_not_checked());
+        }
         let target = self
-            .checked_target(&command.app, command.environment.as_deref(), inbound)
+            .checked_target(&command.app, command.environment.as_ref(), inbound)
             .await?;
         let git_ref = command
             .git_ref
@@ -201,7 +212,7 @@ impl<O: ChatOutput> Bot<O> {
                 &git_ref,
                 &command.task,
                 command.force,
-                command.hosts.as_deref(),
+                command.hosts.as_ref(),
                 inbound,
                 thread,
             )
@@ -213,30 +224,31 @@ impl<O: ChatOutput> Bot<O> {
     async fn create(
         &self,
         target: &Target<'_>,
-        git_ref: &str,
-        task: &str,
+        git_ref: &GitRef,
+        task: &Task,
         force: bool,
-        hosts: Option<&str>,
+        hosts: Option<&Hosts>,
         inbound: &Inbound,
         thread: &Thread,
     ) -> String {
         let app = target.app;
+        let payload = self.payload(target, hosts, inbound, thread);
         let request = DeploymentRequest {
-            git_ref: git_ref.to_string(),
-            task: task.to_string(),
+            git_ref: git_ref.clone(),
+            task: task.clone(),
             environment: target.environment.clone(),
             description: format!(
                 "{task} {}/{git_ref} to {} from zbot",
                 target.app_name, target.environment
             ),
-            production_environment: target.environment == "production",
+            production_environment: target.environment.same(&Environment::production()),
             required_contexts: if force {
                 Some(Vec::new())
             } else {
                 app.required_contexts.clone()
             },
             auto_merge: !force && app.auto_merge,
-            payload: self.payload(target, hosts, inbound, thread),
+            payload: payload.to_value(),
         };
         for attempt in 0..2 {
             match self
@@ -253,13 +265,14 @@ impl<O: ChatOutput> Bot<O> {
                         app: target.app_name.clone(),
                         repository: app.repository.clone(),
                         environment: target.environment.clone(),
-                        git_ref: git_ref.to_string(),
+                        git_ref: git_ref.clone(),
                         sha,
+                        task: task.clone(),
                         actor: inbound.user.clone(),
                         state: StatusState::Pending,
                         description: "requested".into(),
                         log_url: None,
-                        notify: request.payload.get("notify").cloned(),
+                        notify: Some(payload.notify.clone()),
                         tail: Vec::new(),
                     });
                     return String::new();
@@ -268,7 +281,13 @@ impl<O: ChatOutput> Bot<O> {
                     self.say(thread, &reply::merged(&message)).await
                 }
                 Ok(Created::Merged { message }) => return reply::merged_again(&message),
-                Err(refusal) => return reply::refused(&refusal, &target.app_name, &app.repository),
+                Err(refusal) => {
+                    return reply::refused(
+                        &refusal,
+                        target.app_name.as_str(),
+                        app.repository.as_str(),
+                    );
+                }
             }
         }
         String::new()
@@ -278,36 +297,57 @@ impl<O: ChatOutput> Bot<O> {
     fn payload(
         &self,
         target: &Target<'_>,
-        hosts: Option<&str>,
+        hosts: Option<&Hosts>,
         inbound: &Inbound,
         thread: &Thread,
-    ) -> Value {
-        json!({
-            "name": target.app_name,
-            "robotName": self.config.bot.name,
-            "hosts": hosts.unwrap_or(""),
-            "notify": {
-                "adapter": "slack",
-                "room": thread.channel,
-                "thread_ts": thread.ts,
-                "user": inbound.user,
-                "user_name": inbound.user_name.clone().unwrap_or_else(|| inbound.user.clone()),
-                "team_id": inbound.team_id,
+    ) -> Payload {
+        let user: Option<User> = inbound.user.parse().ok();
+        Payload {
+            name: target.app_name.clone(),
+            robot_name: self.config.bot.name.clone(),
+            hosts: hosts.map(ToString::to_string).unwrap_or_default(),
+            notify: Notify {
+                adapter: Some(Adapter::slack()),
+                room: thread.channel.parse::<Room>().ok(),
+                thread_ts: thread.ts.parse::<ThreadTs>().ok(),
+                user: user.clone(),
+                user_name: inbound
+                    .user_name
+                    .as_deref()
+                    .and_then(|n| n.parse().ok())
+                    .or(user),
+                team_id: inbound.team_id.as_deref().and_then(|t| t.parse().ok()),
             },
-            "config": public_settings(target.app),
-        })
+            config: public_settings(target.app),
+            reason: None,
+        }
     }
 
-    async fn deploys(&self, app: &str, environment: Option<&str>) -> Result<String, Denial> {
+    async fn deploys(
+        &self,
+        app: &AppName,
+        git_ref: Option<&GitRef>,
+        environment: Option<&Environment>,
+    ) -> Result<String, Denial> {
         let (name, app_config) = policy::app(&self.config, app)?;
-        let environment = environment.map(|e| self.config.resolve_environment(e).to_string());
+        let environment = match environment {
+            Some(typed) => Some(policy::target(&self.config, &name, Some(typed))?.environment),
+            None => None,
+        };
         Ok(
             match self
                 .forge
-                .recent_deployments(&name, app_config, environment.as_deref(), 10)
+                .recent_deployments(&name, app_config, environment.as_ref(), 10)
                 .await
             {
-                Ok(rows) => reply::deploys_table(&name, environment.as_deref(), &rows),
+                Ok(mut rows) => {
+                    if let Some(git_ref) = git_ref {
+                        rows.retain(|r| {
+                            r.git_ref == git_ref.as_str() || r.sha.starts_with(git_ref.as_str())
+                        });
+                    }
+                    reply::deploys_table(&name, environment.as_ref(), git_ref, &rows)
+                }
                 Err(e) => format!(
                     "I couldn't list the deployments of {name}: {}",
                     escape(&e.to_string())
@@ -316,7 +356,7 @@ impl<O: ChatOutput> Bot<O> {
         )
     }
 
-    async fn where_(&self, app: &str) -> Result<String, Denial> {
+    async fn where_(&self, app: &AppName) -> Result<String, Denial> {
         let (name, app_config) = policy::app(&self.config, app)?;
         let locks: Vec<_> = self
             .store
@@ -331,8 +371,8 @@ impl<O: ChatOutput> Bot<O> {
 
     async fn lock(
         &self,
-        app: &str,
-        environment: Option<&str>,
+        app: &AppName,
+        environment: Option<&Environment>,
         reason: Option<&str>,
         inbound: &Inbound,
     ) -> Result<String, Denial> {
@@ -350,8 +390,8 @@ impl<O: ChatOutput> Bot<O> {
 
     async fn unlock(
         &self,
-        app: &str,
-        environment: Option<&str>,
+        app: &AppName,
+        environment: Option<&Environment>,
         inbound: &Inbound,
     ) -> Result<String, Denial> {
         let target = policy::target(&self.config, app, environment)?;
@@ -376,7 +416,7 @@ impl<O: ChatOutput> Bot<O> {
         let id = match target {
             CancelTarget::Deployment(id) => id,
             CancelTarget::App { app, environment } => {
-                let target = policy::target(&self.config, &app, environment.as_deref())?;
+                let target = policy::target(&self.config, &app, environment.as_ref())?;
                 match self
                     .store
                     .active(&target.app_name, &target.environment)
@@ -408,8 +448,8 @@ impl<O: ChatOutput> Bot<O> {
 
     async fn rollback(
         &self,
-        app: &str,
-        environment: Option<&str>,
+        app: &AppName,
+        environment: Option<&Environment>,
         inbound: &Inbound,
         thread: &Thread,
     ) -> Result<String, Denial> {
@@ -419,9 +459,9 @@ impl<O: ChatOutput> Bot<O> {
             .recent(&target.app_name, Some(&target.environment), 50)
             .await
             .unwrap_or_default();
-        let mut good = recent.iter().filter(|d| {
-            d.state == DeploymentState::Success && d.task == crate::command::DEFAULT_TASK
-        });
+        let mut good = recent
+            .iter()
+            .filter(|d| d.state == DeploymentState::Success && d.task == Task::deploy());
         let (Some(current), Some(previous)) = (good.next(), good.next()) else {
             return Ok(format!(
                 "There is no earlier successful deploy of {} to *{}* to roll back to.",
@@ -434,8 +474,8 @@ impl<O: ChatOutput> Bot<O> {
                 "Rolling {} on *{}* back from `{}` to `{}`.",
                 target.app_name,
                 target.environment,
-                escape(&current.git_ref),
-                escape(&previous.git_ref)
+                escape(current.git_ref.as_str()),
+                escape(previous.git_ref.as_str())
             ),
         )
         .await;
@@ -444,7 +484,7 @@ impl<O: ChatOutput> Bot<O> {
             .create(
                 &target,
                 &git_ref,
-                crate::command::DEFAULT_TASK,
+                &Task::deploy(),
                 false,
                 None,
                 inbound,

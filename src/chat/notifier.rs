@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::{ChatOutput, Message};
-use crate::events::{DeploymentEvent, EventBus};
+use crate::events::{DeploymentEvent, Event, EventBus};
 use crate::forge::StatusState;
 use crate::reply;
 use crate::store::{ChatMessage, Store};
@@ -41,7 +41,7 @@ impl<O: ChatOutput> Notifier<O> {
                 }
             };
             match received {
-                Ok(event) => self.show(&event).await,
+                Ok(event) => self.show_event(&event).await,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "chat fell behind the deployment events");
                 }
@@ -79,20 +79,39 @@ impl<O: ChatOutput> Notifier<O> {
                 .await
             {
                 tracing::warn!(
-                    deployment = d.deployment_id,
+                    deployment = %d.deployment_id,
                     "cannot refresh the status message: {e}"
                 );
             }
         }
     }
 
-    /// Shows one event: creates or updates the status message, and replies when it is final.
+    /// Shows one event: a deployment's state change, or a refused deployment (in the default channel).
+    pub async fn show_event(&self, event: &Event) {
+        match event {
+            Event::Deployment(event) => self.show(event).await,
+            Event::Refused(refusal) => {
+                let Some(channel) = &self.default_channel else {
+                    return;
+                };
+                if let Err(e) = self
+                    .out
+                    .post(channel, None, &reply::refusal_in_chat(refusal))
+                    .await
+                {
+                    tracing::error!(deployment = %refusal.deployment_id, "cannot tell chat about a refused deployment: {e}");
+                }
+            }
+        }
+    }
+
+    /// Shows one deployment event: creates or updates the status message, and replies when it is final.
     pub async fn show(&self, event: &DeploymentEvent) {
         let existing = match self.store.chat_message(event.deployment_id).await {
             Ok(existing) => existing,
             Err(e) => {
                 tracing::error!(
-                    deployment = event.deployment_id,
+                    deployment = %event.deployment_id,
                     "cannot read the chat message: {e}"
                 );
                 None
@@ -111,7 +130,7 @@ impl<O: ChatOutput> Notifier<O> {
                     .await
                 {
                     tracing::warn!(
-                        deployment = event.deployment_id,
+                        deployment = %event.deployment_id,
                         "cannot update the status message: {e}"
                     );
                 }
@@ -130,7 +149,7 @@ impl<O: ChatOutput> Notifier<O> {
                 .await
             {
                 tracing::error!(
-                    deployment = event.deployment_id,
+                    deployment = %event.deployment_id,
                     "cannot post the outcome: {e}"
                 );
             }
@@ -139,16 +158,10 @@ impl<O: ChatOutput> Notifier<O> {
 
     /// Posts the first status message where the deployment asked to be answered.
     async fn start(&self, event: &DeploymentEvent, status: &Message) -> Option<ChatMessage> {
-        let notify = event.notify.as_ref();
-        let text = |key: &str| {
-            notify
-                .and_then(|n| n.get(key))
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        };
-        let (channel, thread_ts) = match (text("room"), text("thread_ts")) {
-            (Some(room), thread) => (room, thread),
-            (None, _) => (self.default_channel.clone()?, None),
+        let place = event.notify.as_ref().and_then(|n| n.slack_place());
+        let (channel, thread_ts) = match place {
+            Some((room, thread)) => (room.to_string(), thread.map(ToString::to_string)),
+            None => (self.default_channel.clone()?, None),
         };
         match self.out.post(&channel, thread_ts.as_deref(), status).await {
             Ok(ts) => {
@@ -163,14 +176,14 @@ impl<O: ChatOutput> Notifier<O> {
                     .await
                 {
                     tracing::error!(
-                        deployment = event.deployment_id,
+                        deployment = %event.deployment_id,
                         "cannot record the chat message: {e}"
                     );
                 }
                 Some(message)
             }
             Err(e) => {
-                tracing::error!(deployment = event.deployment_id, %channel, "cannot post the status: {e}");
+                tracing::error!(deployment = %event.deployment_id, %channel, "cannot post the status: {e}");
                 None
             }
         }

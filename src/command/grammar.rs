@@ -20,7 +20,8 @@ use nom::{
     sequence::preceded,
 };
 
-use super::{CancelTarget, Command, DEFAULT_TASK, DeployCommand, validate};
+use super::{CancelTarget, Command, DEFAULT_TASK, DeployCommand};
+use crate::domain::{AppName, Environment, GitRef, Hosts, Task};
 use crate::suggest;
 
 /// A message addressed to the bot that does not parse: what is wrong, and how to put it right.
@@ -298,7 +299,9 @@ fn deploy_family(i: &str) -> PResult<'_, Command> {
         "deploy:version" => return no_arguments(after, "version", Command::Version),
         _ => {}
     }
-    validate::task(&task).map_err(|reason| malformed(reason, usage("deploy")))?;
+    let task: Task = task
+        .parse()
+        .map_err(|e: crate::domain::Invalid| malformed(e.to_string(), usage("deploy")))?;
     let (i, (app, git_ref)) = app_and_ref(after, "deploy")?;
     let (i, target) = target(i, "deploy")?;
     let (i, otp) = one_time_password(i, target.is_some())?;
@@ -318,39 +321,52 @@ fn deploy_family(i: &str) -> PResult<'_, Command> {
 }
 
 /// `app_ref = app ("/" ref)?`, preceded by white space.
-fn app_and_ref<'a>(i: &'a str, verb: &str) -> PResult<'a, (String, Option<String>)> {
+fn app_and_ref<'a>(i: &'a str, verb: &str) -> PResult<'a, (AppName, Option<GitRef>)> {
     let (i, app) = app(i, verb)?;
     let (i, git_ref) = opt(preceded(char('/'), take_till1(char::is_whitespace))).parse(i)?;
-    if let Some(git_ref) = git_ref {
-        validate::git_ref(git_ref).map_err(|reason| malformed(reason, usage(verb)))?;
-    } else if let Some(c) = i.chars().next().filter(|c| !c.is_whitespace()) {
-        return Err(malformed(
-            format!("`{c}` is not allowed in an app name"),
-            usage(verb),
-        ));
-    }
-    Ok((i, (app, git_ref.map(str::to_string))))
+    let git_ref = match git_ref {
+        Some(git_ref) => Some(valid(git_ref, verb)?),
+        None => {
+            if let Some(c) = i.chars().next().filter(|c| !c.is_whitespace()) {
+                return Err(malformed(
+                    format!("`{c}` is not allowed in an app name"),
+                    usage(verb),
+                ));
+            }
+            None
+        }
+    };
+    Ok((i, (app, git_ref)))
+}
+
+/// A value typed for `verb`, through its domain type's validation.
+fn valid<'a, T: std::str::FromStr<Err = crate::domain::Invalid>>(
+    text: &str,
+    verb: &str,
+) -> Result<T, nom::Err<GrammarError<'a>>> {
+    text.parse()
+        .map_err(|e: crate::domain::Invalid| malformed(e.to_string(), usage(verb)))
 }
 
 /// `app = [-_.0-9a-zA-Z]+`, preceded by white space.
-fn app<'a>(i: &'a str, verb: &str) -> PResult<'a, String> {
+fn app<'a>(i: &'a str, verb: &str) -> PResult<'a, AppName> {
     let missing = || malformed(format!("`{verb}` needs an app name"), usage(verb));
     let (i, _) = multispace1(i).map_err(|_: nom::Err<GrammarError>| missing())?;
     let (i, app) = take_while1(|c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .parse(i)
         .map_err(|_: nom::Err<GrammarError>| {
             let word = i.split_whitespace().next().unwrap_or_default();
-            match validate::app(word) {
-                Err(reason) => malformed(reason, usage(verb)),
-                Ok(()) => missing(),
+            match word.parse::<AppName>() {
+                Err(e) => malformed(e.to_string(), usage(verb)),
+                Ok(_) => missing(),
             }
         })?;
-    Ok((i, app.to_string()))
+    Ok((i, valid(app, verb)?))
 }
 
 /// `target = ("to" | "in" | "on") env ("/" hosts)?`: `None` when no keyword follows.
 #[allow(clippy::type_complexity)]
-fn target<'a>(i: &'a str, verb: &str) -> PResult<'a, Option<(String, Option<String>)>> {
+fn target<'a>(i: &'a str, verb: &str) -> PResult<'a, Option<(Environment, Option<Hosts>)>> {
     let keyword = preceded(
         multispace1,
         alt((tag_no_case("to"), tag_no_case("in"), tag_no_case("on"))),
@@ -379,17 +395,15 @@ fn target<'a>(i: &'a str, verb: &str) -> PResult<'a, Option<(String, Option<Stri
         Some((env, hosts)) => (env, Some(hosts)),
         None => (value, None),
     };
-    validate::environment(environment).map_err(|reason| malformed(reason, usage(verb)))?;
-    if let Some(hosts) = hosts {
-        if verb != "deploy" {
+    let environment: Environment = valid(environment, verb)?;
+    let hosts = match hosts {
+        Some(_) if verb != "deploy" => {
             return Err(malformed(format!("`{verb}` takes no hosts"), usage(verb)));
         }
-        validate::hosts(hosts).map_err(|reason| malformed(reason, usage(verb)))?;
-    }
-    Ok((
-        after,
-        Some((environment.to_string(), hosts.map(str::to_string))),
-    ))
+        Some(hosts) => Some(valid(hosts, verb)?),
+        None => None,
+    };
+    Ok((after, Some((environment, hosts))))
 }
 
 /// `otp = [0-9]{6} | [cbdefghijklnrtuv]{32,64}`: anything else after the target is an error with a hint.
@@ -403,7 +417,7 @@ fn one_time_password(i: &str, had_target: bool) -> PResult<'_, Option<String>> {
         Ok(found) => found,
         Err(_) => return Ok((i, None)),
     };
-    if validate::otp(word) {
+    if is_otp(word) {
         return Ok((after, Some(word.to_string())));
     }
     if !had_target {
@@ -413,7 +427,7 @@ fn one_time_password(i: &str, had_target: bool) -> PResult<'_, Option<String>> {
                 format!("did you mean `{keyword}`? {}", usage("deploy")),
             ));
         }
-        if validate::environment(word).is_ok() && !word.chars().all(|c| c.is_ascii_digit()) {
+        if word.parse::<Environment>().is_ok() && !word.chars().all(|c| c.is_ascii_digit()) {
             return Err(malformed(
                 format!("I don't understand `{word}`"),
                 format!("to name an environment, write `to {word}`"),
@@ -424,6 +438,14 @@ fn one_time_password(i: &str, had_target: bool) -> PResult<'_, Option<String>> {
         format!("`{word}` is not a one-time password"),
         "a one-time password is 6 digits or a 32–64 character yubikey code",
     ))
+}
+
+/// One-time passwords: 6 digits (an authenticator) or 32–64 modhex characters (a yubikey).
+pub fn is_otp(value: &str) -> bool {
+    let totp = value.len() == 6 && value.chars().all(|c| c.is_ascii_digit());
+    let yubikey =
+        (32..=64).contains(&value.len()) && value.chars().all(|c| "cbdefghijklnrtuv".contains(c));
+    totp || yubikey
 }
 
 /// `deploys = "deploys" app_ref target?`
@@ -481,7 +503,7 @@ fn lock(i: &str) -> PResult<'_, Command> {
 }
 
 /// An app name where a ref makes no sense (locks, cancel, rollback).
-fn app_without_ref<'a>(i: &'a str, verb: &str) -> PResult<'a, String> {
+fn app_without_ref<'a>(i: &'a str, verb: &str) -> PResult<'a, AppName> {
     let (i, (app, git_ref)) = app_and_ref(i, verb)?;
     if git_ref.is_some() {
         return Err(malformed(
@@ -517,7 +539,10 @@ fn cancel(i: &str) -> PResult<'_, Command> {
                 usage("cancel"),
             )
         })?;
-        return Ok((after, Command::Cancel(CancelTarget::Deployment(id))));
+        return Ok((
+            after,
+            Command::Cancel(CancelTarget::Deployment(crate::domain::DeploymentId(id))),
+        ));
     }
     let (i, app) = app_without_ref(i, "cancel")?;
     let (i, target) = target(i, "cancel")?;

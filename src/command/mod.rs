@@ -6,11 +6,12 @@
 //! Nothing here does I/O or reads configuration: a value that was not typed stays `None`.
 
 pub mod grammar;
-pub mod validate;
 
 use std::fmt;
 
 pub use grammar::{Addressing, ParseError, parse_message};
+
+use crate::domain::{AppName, Environment, GitRef, Hosts, Task};
 
 /// The task a plain `deploy` runs.
 pub const DEFAULT_TASK: &str = "deploy";
@@ -19,14 +20,14 @@ pub const DEFAULT_TASK: &str = "deploy";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployCommand {
     /// `deploy` or `deploy:<name>…` as typed (lowercase segments).
-    pub task: String,
+    pub task: Task,
     /// `!`: skip auto-merge and required commit contexts.
     pub force: bool,
-    pub app: String,
-    pub git_ref: Option<String>,
-    pub environment: Option<String>,
-    /// Comma-separated host names, as typed after `env/`.
-    pub hosts: Option<String>,
+    pub app: AppName,
+    pub git_ref: Option<GitRef>,
+    pub environment: Option<Environment>,
+    /// Host names, as typed after `env/`.
+    pub hosts: Option<Hosts>,
     /// A 6-digit code or a 32–64 character yubikey string.
     pub otp: Option<String>,
 }
@@ -37,24 +38,24 @@ pub enum Command {
     Deploy(DeployCommand),
     /// `deploys <app>[/<ref>] [in <env>]`: recent deployments.
     Deploys {
-        app: String,
-        git_ref: Option<String>,
-        environment: Option<String>,
+        app: AppName,
+        git_ref: Option<GitRef>,
+        environment: Option<Environment>,
     },
     /// `where can i deploy <app>`.
     Where {
-        app: String,
+        app: AppName,
     },
     /// `lock <app> [in <env>] [<reason…>]`, also `deploy:lock`.
     Lock {
-        app: String,
-        environment: Option<String>,
+        app: AppName,
+        environment: Option<Environment>,
         reason: Option<String>,
     },
     /// `unlock <app> [in <env>]`, also `deploy:unlock`.
     Unlock {
-        app: String,
-        environment: Option<String>,
+        app: AppName,
+        environment: Option<Environment>,
     },
     /// `locks`.
     Locks,
@@ -62,8 +63,8 @@ pub enum Command {
     Cancel(CancelTarget),
     /// `rollback <app> [in <env>]`.
     Rollback {
-        app: String,
-        environment: Option<String>,
+        app: AppName,
+        environment: Option<Environment>,
     },
     /// `help [<command>]`.
     Help {
@@ -76,10 +77,10 @@ pub enum Command {
 /// What a `cancel` names: a deployment number, or the current deploy of an app in an environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelTarget {
-    Deployment(u64),
+    Deployment(crate::domain::DeploymentId),
     App {
-        app: String,
-        environment: Option<String>,
+        app: AppName,
+        environment: Option<Environment>,
     },
 }
 
@@ -136,14 +137,18 @@ impl Command {
 }
 
 /// Writes ` in <env>` when an environment was given.
-fn write_env(f: &mut fmt::Formatter<'_>, environment: &Option<String>) -> fmt::Result {
+fn write_env(f: &mut fmt::Formatter<'_>, environment: &Option<Environment>) -> fmt::Result {
     match environment {
         Some(env) => write!(f, " in {env}"),
         None => Ok(()),
     }
 }
 
-fn write_app_ref(f: &mut fmt::Formatter<'_>, app: &str, git_ref: &Option<String>) -> fmt::Result {
+fn write_app_ref(
+    f: &mut fmt::Formatter<'_>,
+    app: &AppName,
+    git_ref: &Option<GitRef>,
+) -> fmt::Result {
     write!(f, "{app}")?;
     match git_ref {
         Some(r) => write!(f, "/{r}"),

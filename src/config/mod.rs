@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::command::validate;
+use crate::domain::{AppName, Environment, GitRef, Invalid, Repository};
 use crate::secret::Secret;
 pub use values::{EnvString, HumanDuration};
 
@@ -56,16 +56,16 @@ pub struct Config {
     pub github: Option<GithubConfig>,
     pub webhook: Option<WebhookConfig>,
     pub deploy: DeployConfig,
-    pub apps: BTreeMap<String, AppConfig>,
+    pub apps: BTreeMap<AppName, AppConfig>,
 }
 
 #[derive(Debug, Clone)]
 pub struct BotConfig {
     pub name: String,
     pub aliases: Vec<String>,
-    pub default_environment: String,
+    pub default_environment: Environment,
     /// `prod` → `production`.
-    pub environment_aliases: BTreeMap<String, String>,
+    pub environment_aliases: BTreeMap<Environment, Environment>,
     pub data_dir: PathBuf,
     /// Slack user ids that may remove anyone's lock.
     pub admins: Vec<String>,
@@ -121,14 +121,14 @@ pub struct DeployConfig {
 
 #[derive(Debug, Clone)]
 pub struct AppConfig {
-    pub repository: String,
+    pub repository: Repository,
     pub clone_url: Option<String>,
     pub provider: Option<String>,
-    pub environments: Vec<String>,
-    pub default_ref: String,
+    pub environments: Vec<Environment>,
+    pub default_ref: GitRef,
     pub allowed_channels: Vec<String>,
-    pub allowed_users: BTreeMap<String, Vec<String>>,
-    pub environment_urls: BTreeMap<String, String>,
+    pub allowed_users: BTreeMap<Environment, Vec<String>>,
+    pub environment_urls: BTreeMap<Environment, String>,
     /// `None`: GitHub's default (every context must pass).
     pub required_contexts: Option<Vec<String>>,
     pub auto_merge: bool,
@@ -178,13 +178,30 @@ impl Config {
         secrets
     }
 
-    /// Resolves an environment name typed in chat through `[bot] environment_aliases`.
-    pub fn resolve_environment<'a>(&'a self, typed: &'a str) -> &'a str {
-        self.bot
-            .environment_aliases
-            .get(typed)
-            .map(String::as_str)
-            .unwrap_or(typed)
+    /// The app called `name` in any case, with its name as configured.
+    pub fn app(&self, name: &str) -> Option<(&AppName, &AppConfig)> {
+        self.apps
+            .iter()
+            .find(|(configured, _)| configured.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+impl AppConfig {
+    /// The app's environment that `typed` names, as configured: the app's own environment of that name
+    /// (any case, as GitHub compares them) wins; otherwise `aliases` (`[bot] environment_aliases`) are
+    /// followed. `None` if the app has no such environment.
+    pub fn environment(
+        &self,
+        typed: &Environment,
+        aliases: &BTreeMap<Environment, Environment>,
+    ) -> Option<&Environment> {
+        let own = |name: &Environment| self.environments.iter().find(|e| e.same(name));
+        own(typed).or_else(|| {
+            aliases
+                .iter()
+                .find(|(alias, _)| alias.same(typed))
+                .and_then(|(_, target)| own(target))
+        })
     }
 }
 
@@ -439,9 +456,19 @@ impl Checker<'_> {
         self.problems.push(problem);
     }
 
-    fn check_environment(&mut self, table: &str, key: &str, env: &str) {
-        if let Err(reason) = validate::environment(env) {
-            self.problem(table, Some(key), reason);
+    /// `value` as a domain type, recording a problem if it does not validate.
+    fn parse<T: std::str::FromStr<Err = Invalid>>(
+        &mut self,
+        table: &str,
+        key: Option<&str>,
+        value: &str,
+    ) -> Option<T> {
+        match value.parse() {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                self.problem(table, key, e.to_string());
+                None
+            }
         }
     }
 }
@@ -468,9 +495,9 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
     let apps = raw
         .apps
         .into_iter()
-        .map(|(name, app)| {
+        .filter_map(|(name, app)| {
             let app = validate_app(&mut c, &name, app);
-            (name, app)
+            Some((c.parse(&format!("apps.{name}"), None, &name)?, app?))
         })
         .collect();
 
@@ -509,18 +536,23 @@ fn validate_bot(c: &mut Checker<'_>, raw: RawBot) -> BotConfig {
     }
     let default_environment = raw
         .default_environment
-        .unwrap_or_else(|| "production".into());
-    c.check_environment("bot", "default_environment", &default_environment);
-    let environment_aliases = raw.environment_aliases.unwrap_or_else(|| {
-        BTreeMap::from([
-            ("prod".into(), "production".into()),
-            ("stg".into(), "staging".into()),
-        ])
-    });
-    for (alias, target) in &environment_aliases {
-        c.check_environment("bot", "environment_aliases", alias);
-        c.check_environment("bot", "environment_aliases", target);
-    }
+        .and_then(|e| c.parse("bot", Some("default_environment"), &e))
+        .unwrap_or_else(Environment::production);
+    let environment_aliases = raw
+        .environment_aliases
+        .unwrap_or_else(|| {
+            BTreeMap::from([
+                ("prod".into(), "production".into()),
+                ("stg".into(), "staging".into()),
+            ])
+        })
+        .into_iter()
+        .filter_map(|(alias, target)| {
+            let alias = c.parse("bot", Some("environment_aliases"), &alias);
+            let target = c.parse("bot", Some("environment_aliases"), &target);
+            Some((alias?, target?))
+        })
+        .collect();
     let data_dir = match &raw.data_dir {
         Some(dir) => c.path(dir),
         None => c.base.join("data"),
@@ -713,25 +745,15 @@ fn validate_deploy(c: &mut Checker<'_>, raw: RawDeploy, data_dir: &Path) -> Depl
     }
 }
 
-fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> AppConfig {
+fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> Option<AppConfig> {
     let table = format!("apps.{name}");
-    if let Err(reason) = validate::app(name) {
-        c.problem(&table, None, reason);
-    }
-    let valid_repository = raw
-        .repository
-        .split_once('/')
-        .is_some_and(|(owner, repo)| validate::app(owner).is_ok() && validate::app(repo).is_ok());
-    if !valid_repository {
-        c.problem(
-            &table,
-            Some("repository"),
-            format!("`{}` is not `owner/name`", raw.repository),
-        );
-    }
-    let environments = raw
+    let repository = c.parse::<Repository>(&table, Some("repository"), &raw.repository);
+    let environments: Vec<Environment> = raw
         .environments
-        .unwrap_or_else(|| vec!["production".into()]);
+        .unwrap_or_else(|| vec!["production".into()])
+        .iter()
+        .filter_map(|e| c.parse(&table, Some("environments"), e))
+        .collect();
     if environments.is_empty() {
         c.problem(
             &table,
@@ -739,30 +761,47 @@ fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> AppConfig {
             "list at least one environment",
         );
     }
-    for env in &environments {
-        c.check_environment(&table, "environments", env);
-    }
-    for (key, envs) in [
-        (
-            "allowed_users",
-            raw.allowed_users.keys().collect::<Vec<_>>(),
-        ),
-        ("environment_urls", raw.environment_urls.keys().collect()),
-    ] {
-        for env in envs {
-            if !environments.contains(env) {
-                c.problem(
-                    &table,
-                    Some(key),
-                    format!("`{env}` is not one of this app's environments"),
-                );
-            }
+    for (i, env) in environments.iter().enumerate() {
+        if environments[..i].iter().any(|e| e.same(env)) {
+            c.problem(
+                &table,
+                Some("environments"),
+                format!("`{env}` is listed twice (GitHub ignores case in environment names)"),
+            );
         }
     }
-    let default_ref = raw.default_ref.unwrap_or_else(|| "main".into());
-    if let Err(reason) = validate::git_ref(&default_ref) {
-        c.problem(&table, Some("default_ref"), reason);
-    }
+    let mut per_environment = |key: &str, keys: Vec<&String>| -> Vec<Option<Environment>> {
+        keys.into_iter()
+            .map(|env| {
+                let known = environments.iter().find(|e| e.as_str() == env.as_str());
+                if known.is_none() {
+                    c.problem(
+                        &table,
+                        Some(key),
+                        format!("`{env}` is not one of this app's environments"),
+                    );
+                }
+                known.cloned()
+            })
+            .collect()
+    };
+    let user_envs = per_environment("allowed_users", raw.allowed_users.keys().collect());
+    let url_envs = per_environment("environment_urls", raw.environment_urls.keys().collect());
+    let allowed_users = user_envs
+        .into_iter()
+        .zip(raw.allowed_users.into_values())
+        .filter_map(|(env, users)| Some((env?, users)))
+        .collect();
+    let environment_urls = url_envs
+        .into_iter()
+        .zip(raw.environment_urls.into_values())
+        .filter_map(|(env, url)| Some((env?, url)))
+        .collect();
+    let default_ref = c.parse::<GitRef>(
+        &table,
+        Some("default_ref"),
+        raw.default_ref.as_deref().unwrap_or("main"),
+    );
     // A clone URL without a scheme (and not `user@host:path`) is a local path, relative to this file.
     let clone_url = raw.clone_url.as_ref().map(|u| {
         let url = c.env(u);
@@ -778,18 +817,18 @@ fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> AppConfig {
         }
     });
     let deploy_key = raw.deploy_key.as_ref().map(|k| c.path(k));
-    AppConfig {
-        repository: raw.repository,
+    Some(AppConfig {
+        repository: repository?,
         clone_url,
         provider: raw.provider,
         environments,
-        default_ref,
+        default_ref: default_ref?,
         allowed_channels: raw.allowed_channels,
-        allowed_users: raw.allowed_users,
-        environment_urls: raw.environment_urls,
+        allowed_users,
+        environment_urls,
         required_contexts: raw.required_contexts,
         auto_merge: raw.auto_merge,
         timeout: raw.timeout.map(|t| t.0),
         deploy_key,
-    }
+    })
 }

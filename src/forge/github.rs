@@ -8,19 +8,13 @@ use std::time::Duration;
 use octocrab::Octocrab;
 use octocrab::models::repos::DeploymentStatusState;
 
-use super::{LogPage, MAX_DESCRIPTION, StatusState, StatusUpdate, truncate};
+use super::{
+    Created, DeploymentRequest, DeploymentSummary, ForgeError, LogPage, MAX_DESCRIPTION, Refused,
+    StatusState, StatusUpdate, truncate,
+};
 use crate::config::GithubConfig;
+use crate::domain::{DeploymentId, Environment, Repository, Sha};
 use crate::secret::Secret;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ForgeError {
-    #[error("GitHub answered {status}: {message}")]
-    Api { status: u16, message: String },
-    #[error("cannot reach GitHub: {0}")]
-    Network(String),
-    #[error("GitHub is not configured: {0}")]
-    Config(String),
-}
 
 impl From<octocrab::Error> for ForgeError {
     fn from(e: octocrab::Error) -> Self {
@@ -139,13 +133,12 @@ impl GitHub {
     /// Posts a deployment status on `repository` (`owner/name`).
     pub async fn post_status(
         &self,
-        repository: &str,
-        deployment_id: u64,
+        repository: &Repository,
+        deployment_id: DeploymentId,
         update: &StatusUpdate,
     ) -> Result<(), ForgeError> {
-        let (owner, name) = repository
-            .split_once('/')
-            .ok_or_else(|| ForgeError::Config(format!("`{repository}` is not owner/name")))?;
+        let (owner, name) = repository.parts();
+        let deployment_id = deployment_id.0;
         let state = match update.state {
             StatusState::Pending => DeploymentStatusState::Pending,
             StatusState::Queued => DeploymentStatusState::Queued,
@@ -218,62 +211,6 @@ impl GitHub {
     }
 }
 
-/// A deployment to create (`POST /repos/{owner}/{repo}/deployments`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeploymentRequest {
-    #[serde(rename = "ref")]
-    pub git_ref: String,
-    pub task: String,
-    pub environment: String,
-    pub description: String,
-    pub production_environment: bool,
-    /// `None`: GitHub's default, every context must pass.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub required_contexts: Option<Vec<String>>,
-    pub auto_merge: bool,
-    pub payload: serde_json::Value,
-}
-
-/// What GitHub did with a deployment request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Created {
-    /// 201: a deployment exists and its webhook is on the way.
-    Deployment { id: u64, sha: String },
-    /// 202: GitHub merged the default branch into the ref instead of deploying.
-    Merged { message: String },
-}
-
-/// Why GitHub refused a deployment, in terms a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
-    #[error("required commit status contexts did not pass")]
-    FailedContexts { contexts: Vec<(String, String)> },
-    #[error("merge conflict: {0}")]
-    MergeConflict(String),
-    #[error("validation failed: {0}")]
-    Validation(String),
-    #[error("not found")]
-    NotFound,
-    #[error("bad credentials: {0}")]
-    Unauthorized(String),
-    #[error("GitHub answered {status}: {message}")]
-    Other { status: u16, message: String },
-    #[error("{0}")]
-    Unreachable(String),
-}
-
-/// One row of `deploys`.
-#[derive(Debug, Clone)]
-pub struct DeploymentSummary {
-    pub id: u64,
-    pub git_ref: String,
-    pub sha: String,
-    pub environment: String,
-    pub who: String,
-    pub created_at: String,
-    pub state: String,
-}
-
 fn refusal(status: u16, body: &serde_json::Value) -> Refused {
     let message = body
         .get("message")
@@ -328,11 +265,24 @@ fn refusal(status: u16, body: &serde_json::Value) -> Refused {
     }
 }
 
+/// A status state as GitHub writes it on the wire.
+fn wire_name(state: &DeploymentStatusState) -> &'static str {
+    match state {
+        DeploymentStatusState::Error => "error",
+        DeploymentStatusState::Failure => "failure",
+        DeploymentStatusState::Inactive => "inactive",
+        DeploymentStatusState::InProgress => "in_progress",
+        DeploymentStatusState::Queued => "queued",
+        DeploymentStatusState::Pending => "pending",
+        DeploymentStatusState::Success => "success",
+    }
+}
+
 impl GitHub {
     /// Creates a deployment and reports GitHub's answer as a value.
     pub async fn create_deployment(
         &self,
-        repository: &str,
+        repository: &Repository,
         request: &DeploymentRequest,
     ) -> Result<Created, Refused> {
         let route = format!("/repos/{repository}/deployments");
@@ -365,13 +315,17 @@ impl GitHub {
                 let sha = body
                     .get("sha")
                     .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string();
-                id.map(|id| Created::Deployment { id, sha })
-                    .ok_or_else(|| Refused::Other {
+                    .and_then(|s| s.parse::<Sha>().ok());
+                match (id, sha) {
+                    (Some(id), Some(sha)) => Ok(Created::Deployment {
+                        id: DeploymentId(id),
+                        sha,
+                    }),
+                    _ => Err(Refused::Other {
                         status,
-                        message: "GitHub's answer had no deployment id".into(),
-                    })
+                        message: "GitHub's answer had no deployment id or sha".into(),
+                    }),
+                }
             }
             202 => Ok(Created::Merged {
                 message: body
@@ -388,18 +342,16 @@ impl GitHub {
     /// their latest status.
     pub async fn recent_deployments(
         &self,
-        repository: &str,
-        environment: Option<&str>,
+        repository: &Repository,
+        environment: Option<&Environment>,
         count: u8,
     ) -> Result<Vec<DeploymentSummary>, ForgeError> {
-        let (owner, name) = repository
-            .split_once('/')
-            .ok_or_else(|| ForgeError::Config(format!("`{repository}` is not owner/name")))?;
+        let (owner, name) = repository.parts();
         let repo = self.api.repos(owner, name);
         let deployments = repo.deployments();
         let mut list = deployments.list().per_page(count);
         if let Some(env) = environment {
-            list = list.environment(env);
+            list = list.environment(env.as_str());
         }
         let page = list.send().await?;
         let mut rows = Vec::new();
@@ -415,7 +367,7 @@ impl GitHub {
                 .and_then(|p| p.items.into_iter().next())
                 .map_or_else(
                     || "pending".to_string(),
-                    |s| format!("{:?}", s.state).to_lowercase(),
+                    |s| wire_name(&s.state).to_string(),
                 );
             let who = d
                 .payload
@@ -426,7 +378,8 @@ impl GitHub {
                 .or_else(|| d.creator.as_ref().map(|c| c.login.clone()))
                 .unwrap_or_else(|| "unknown".into());
             rows.push(DeploymentSummary {
-                id,
+                id: DeploymentId(id),
+                task: d.task,
                 git_ref: d.ref_field,
                 sha: d.sha,
                 environment: d.environment,
@@ -441,7 +394,7 @@ impl GitHub {
 
 impl GitHub {
     /// Whether the token can see `repository` (`GET /repos/{owner}/{repo}`); the reason if not.
-    pub async fn check_access(&self, repository: &str) -> Result<(), String> {
+    pub async fn check_access(&self, repository: &Repository) -> Result<(), String> {
         let response = self
             .api
             ._get(format!("/repos/{repository}"))

@@ -6,8 +6,9 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use super::github::{Created, DeploymentRequest, DeploymentSummary, Refused};
+use super::{Created, DeploymentRequest, DeploymentSummary, Refused};
 use crate::config::AppConfig;
+use crate::domain::{AppName, DeploymentId, Environment, GitRef, Sha};
 use crate::store::{NewDeployment, Store};
 
 #[derive(Clone, Debug)]
@@ -15,19 +16,15 @@ pub struct LocalForge {
     pub store: Store,
 }
 
-/// A full hex sha names itself.
-fn is_sha(text: &str) -> bool {
-    text.len() == 40 && text.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-/// The commit `git_ref` names in the repository at `url` (a peeled tag, a branch or a tag).
-async fn resolve(url: &str, git_ref: &str) -> Result<String, Refused> {
-    if is_sha(git_ref) {
-        return Ok(git_ref.to_string());
+/// The commit `git_ref` names in the repository at `url` (a full sha names itself; else a peeled tag,
+/// a branch or a tag).
+async fn resolve(url: &str, git_ref: &GitRef) -> Result<Sha, Refused> {
+    if let Ok(sha) = git_ref.as_str().parse::<Sha>() {
+        return Ok(sha);
     }
     let peeled = format!("refs/tags/{git_ref}^{{}}");
     let output = Command::new("git")
-        .args(["ls-remote", "--", url, git_ref, &peeled])
+        .args(["ls-remote", "--", url, git_ref.as_str(), &peeled])
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -52,7 +49,7 @@ async fn resolve(url: &str, git_ref: &str) -> Result<String, Refused> {
             lines
                 .iter()
                 .find(|(_, n)| n == name)
-                .map(|(sha, _)| sha.to_string())
+                .and_then(|(sha, _)| sha.parse::<Sha>().ok())
         })
         .ok_or_else(|| Refused::Validation(format!("No ref found for: {git_ref}")))
 }
@@ -60,7 +57,7 @@ async fn resolve(url: &str, git_ref: &str) -> Result<String, Refused> {
 impl LocalForge {
     pub async fn create_deployment(
         &self,
-        app_name: &str,
+        app_name: &AppName,
         app: &AppConfig,
         request: &DeploymentRequest,
         actor: &str,
@@ -72,8 +69,8 @@ impl LocalForge {
         })?;
         let sha = resolve(url, &request.git_ref).await?;
         let deployment = NewDeployment {
-            deployment_id: 0,
-            app: app_name.to_string(),
+            deployment_id: DeploymentId::default(),
+            app: app_name.clone(),
             repository: app.repository.clone(),
             clone_url: url.to_string(),
             environment: request.environment.clone(),
@@ -93,8 +90,8 @@ impl LocalForge {
 
     pub async fn recent_deployments(
         &self,
-        app_name: &str,
-        environment: Option<&str>,
+        app_name: &AppName,
+        environment: Option<&Environment>,
         count: u8,
     ) -> Result<Vec<DeploymentSummary>, String> {
         let rows = self
@@ -106,9 +103,10 @@ impl LocalForge {
             .into_iter()
             .map(|d| DeploymentSummary {
                 id: d.deployment_id,
-                git_ref: d.git_ref,
-                sha: d.sha,
-                environment: d.environment,
+                task: d.task.to_string(),
+                git_ref: d.git_ref.to_string(),
+                sha: d.sha.to_string(),
+                environment: d.environment.to_string(),
                 who: d.actor,
                 created_at: d.created_at.format("%Y-%m-%d %H:%M").to_string(),
                 state: d.state.as_str().to_string(),

@@ -6,8 +6,77 @@ pub mod github;
 pub mod local;
 
 use crate::config::AppConfig;
-use github::{Created, DeploymentRequest, DeploymentSummary, ForgeError, GitHub, Refused};
+use crate::domain::{AppName, DeploymentId, Environment, GitRef, Repository, Sha, Task};
+use github::GitHub;
 use local::LocalForge;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    #[error("GitHub answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("cannot reach GitHub: {0}")]
+    Network(String),
+    #[error("GitHub is not configured: {0}")]
+    Config(String),
+}
+
+/// A deployment to create (`POST /repos/{owner}/{repo}/deployments`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeploymentRequest {
+    #[serde(rename = "ref")]
+    pub git_ref: GitRef,
+    pub task: Task,
+    pub environment: Environment,
+    pub description: String,
+    pub production_environment: bool,
+    /// `None`: GitHub's default, every context must pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_contexts: Option<Vec<String>>,
+    pub auto_merge: bool,
+    pub payload: serde_json::Value,
+}
+
+/// What GitHub did with a deployment request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// 201: a deployment exists and its webhook is on the way.
+    Deployment { id: DeploymentId, sha: Sha },
+    /// 202: GitHub merged the default branch into the ref instead of deploying.
+    Merged { message: String },
+}
+
+/// Why GitHub refused a deployment, in terms a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("required commit status contexts did not pass")]
+    FailedContexts { contexts: Vec<(String, String)> },
+    #[error("merge conflict: {0}")]
+    MergeConflict(String),
+    #[error("validation failed: {0}")]
+    Validation(String),
+    #[error("not found")]
+    NotFound,
+    #[error("bad credentials: {0}")]
+    Unauthorized(String),
+    #[error("GitHub answered {status}: {message}")]
+    Other { status: u16, message: String },
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// One row of `deploys`.
+#[derive(Debug, Clone)]
+pub struct DeploymentSummary {
+    pub id: DeploymentId,
+    /// As GitHub has it (shown, escaped; never run).
+    pub task: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub environment: String,
+    pub who: String,
+    pub created_at: String,
+    pub state: String,
+}
 
 /// The forge zbot works with.
 #[derive(Clone, Debug)]
@@ -24,8 +93,8 @@ impl Forge {
 
     pub async fn post_status(
         &self,
-        repository: &str,
-        deployment_id: u64,
+        repository: &Repository,
+        deployment_id: DeploymentId,
         update: &StatusUpdate,
     ) -> Result<(), ForgeError> {
         match self {
@@ -64,7 +133,7 @@ impl Forge {
     /// Creates a deployment of `app` for `actor`.
     pub async fn create_deployment(
         &self,
-        app_name: &str,
+        app_name: &AppName,
         app: &AppConfig,
         request: &DeploymentRequest,
         actor: &str,
@@ -77,9 +146,9 @@ impl Forge {
 
     pub async fn recent_deployments(
         &self,
-        app_name: &str,
+        app_name: &AppName,
         app: &AppConfig,
-        environment: Option<&str>,
+        environment: Option<&Environment>,
         count: u8,
     ) -> Result<Vec<DeploymentSummary>, String> {
         match self {

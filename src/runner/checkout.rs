@@ -20,6 +20,7 @@ use base64::Engine;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
+use crate::domain::{AppName, Environment, Repository, Sha};
 use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +28,11 @@ pub enum CheckoutError {
     #[error("git {action} failed: {detail}")]
     Git { action: String, detail: String },
     #[error("commit {sha} is not in {repository}")]
-    MissingCommit { sha: String, repository: String },
+    MissingCommit { sha: Sha, repository: Repository },
+    /// The working tree's path would leave the work directory (a second line of defence: the names it is
+    /// built from cannot hold `/` or `..`).
+    #[error("refusing to use {path}: it is not inside the work directory {work_dir}")]
+    OutsideWorkDir { path: String, work_dir: String },
     #[error("cannot prepare {path}: {source}")]
     Io {
         path: String,
@@ -68,13 +73,14 @@ impl Checkouts {
     /// Returns the tree's path and a line for the log saying what was done.
     pub async fn prepare(
         &self,
-        repository: &str,
+        repository: &Repository,
         clone_url: &str,
-        sha: &str,
-        app: &str,
-        environment: &str,
+        sha: &Sha,
+        app: &AppName,
+        environment: &Environment,
         auth: &GitAuth,
     ) -> Result<(PathBuf, String), CheckoutError> {
+        let tree = self.tree_path(app, environment)?;
         if !clone_url_is_safe(clone_url) {
             return Err(CheckoutError::Git {
                 action: "fetch".into(),
@@ -85,7 +91,6 @@ impl Checkouts {
         }
         let cache = self.repos_dir.join(format!("{repository}.git"));
         let git_env = self.git_environment(clone_url, auth);
-        let tree = self.work_dir.join(app).join(environment);
         // The common case, a tree that exists and a sha already cached, costs two git processes.
         if self.move_tree(&tree, sha).await.is_ok() {
             let note = format!(
@@ -124,11 +129,45 @@ impl Checkouts {
         Ok((tree, note))
     }
 
-    async fn repository_lock(&self, repository: &str) -> Arc<Mutex<()>> {
+    /// `work_dir/<app>/<environment>`, checked to lie inside `work_dir` (also through symlinks) before
+    /// anything is created or removed there.
+    pub fn tree_path(
+        &self,
+        app: &AppName,
+        environment: &Environment,
+    ) -> Result<PathBuf, CheckoutError> {
+        let tree = self.work_dir.join(app).join(environment);
+        let outside = || CheckoutError::OutsideWorkDir {
+            path: tree.display().to_string(),
+            work_dir: self.work_dir.display().to_string(),
+        };
+        let single = |name: &str| {
+            let mut parts = Path::new(name).components();
+            matches!(parts.next(), Some(std::path::Component::Normal(_))) && parts.next().is_none()
+        };
+        if !single(app.as_str()) || !single(environment.as_str()) {
+            return Err(outside());
+        }
+        let root = std::path::absolute(&self.work_dir).map_err(|_| outside())?;
+        let resolved = std::path::absolute(&tree).map_err(|_| outside())?;
+        if !resolved.starts_with(&root) || resolved == root {
+            return Err(outside());
+        }
+        // Symlinks: the real directories, where they exist, must be inside the real work directory.
+        if let (Ok(real_root), Some(parent)) = (root.canonicalize(), resolved.parent())
+            && let Ok(real_parent) = parent.canonicalize()
+            && !real_parent.starts_with(&real_root)
+        {
+            return Err(outside());
+        }
+        Ok(tree)
+    }
+
+    async fn repository_lock(&self, repository: &Repository) -> Arc<Mutex<()>> {
         self.cache_locks
             .lock()
             .await
-            .entry(repository.to_string())
+            .entry(repository.as_str().to_ascii_lowercase())
             .or_default()
             .clone()
     }
@@ -164,9 +203,9 @@ impl Checkouts {
     async fn ensure_commit(
         &self,
         cache: &Path,
-        repository: &str,
+        repository: &Repository,
         clone_url: &str,
-        sha: &str,
+        sha: &Sha,
         env: &[(String, String)],
     ) -> Result<bool, CheckoutError> {
         if !cache.join("HEAD").exists() {
@@ -205,15 +244,15 @@ impl Checkouts {
             .is_err()
         {
             return Err(CheckoutError::MissingCommit {
-                sha: sha.to_string(),
-                repository: repository.to_string(),
+                sha: sha.clone(),
+                repository: repository.clone(),
             });
         }
         Ok(true)
     }
 
     /// Moves an existing tree to `sha`, discarding anything a previous run left in it.
-    async fn move_tree(&self, tree: &Path, sha: &str) -> Result<(), CheckoutError> {
+    async fn move_tree(&self, tree: &Path, sha: &Sha) -> Result<(), CheckoutError> {
         if !tree.join(".git").is_file() {
             return Err(CheckoutError::Git {
                 action: "worktree".into(),
@@ -222,7 +261,7 @@ impl Checkouts {
         }
         git_in(
             tree,
-            &["checkout", "--quiet", "--force", "--detach", sha],
+            &["checkout", "--quiet", "--force", "--detach", sha.as_str()],
             "checkout",
         )
         .await?;
@@ -234,7 +273,7 @@ impl Checkouts {
         &self,
         cache: &Path,
         tree: &Path,
-        sha: &str,
+        sha: &Sha,
     ) -> Result<(), CheckoutError> {
         if tree.exists() {
             tokio::fs::remove_dir_all(tree)
@@ -257,7 +296,13 @@ impl Checkouts {
         git(
             Some(cache),
             &[
-                "worktree", "add", "--force", "--detach", "--quiet", &tree_text, sha,
+                "worktree",
+                "add",
+                "--force",
+                "--detach",
+                "--quiet",
+                &tree_text,
+                sha.as_str(),
             ],
             &[],
             "worktree add",
@@ -283,9 +328,7 @@ fn shell_quote(text: &str) -> String {
 }
 
 async fn git_in(tree: &Path, args: &[&str], action: &str) -> Result<String, CheckoutError> {
-    let mut all = vec!["-C", tree.to_str().unwrap_or_default()];
-    all.extend_from_slice(args);
-    git(None, &all, &[], action).await
+    git_with(Place::Tree(tree), args, &[], action).await
 }
 
 /// Runs git with `args` (against `git_dir` if given); stdout on success, stderr in the error.
@@ -295,9 +338,33 @@ async fn git(
     env: &[(String, String)],
     action: &str,
 ) -> Result<String, CheckoutError> {
+    let place = git_dir.map_or(Place::Here, Place::GitDir);
+    git_with(place, args, env, action).await
+}
+
+/// Where git works: a bare repository, a working tree, or neither. Paths are passed as `OsStr`
+/// arguments, never through text, so a non-UTF-8 path cannot become an empty one.
+enum Place<'a> {
+    Here,
+    GitDir(&'a Path),
+    Tree(&'a Path),
+}
+
+async fn git_with(
+    place: Place<'_>,
+    args: &[&str],
+    env: &[(String, String)],
+    action: &str,
+) -> Result<String, CheckoutError> {
     let mut command = Command::new("git");
-    if let Some(dir) = git_dir {
-        command.arg("--git-dir").arg(dir);
+    match place {
+        Place::Here => {}
+        Place::GitDir(dir) => {
+            command.arg("--git-dir").arg(dir);
+        }
+        Place::Tree(tree) => {
+            command.arg("-C").arg(tree);
+        }
     }
     let output = command
         .args(args)

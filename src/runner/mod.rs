@@ -18,9 +18,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::{AppConfig, Config};
+use crate::domain::DeploymentId;
 use crate::events::{DeploymentEvent, EventBus};
 use crate::forge::{Forge, LogPage, StatusState, StatusUpdate};
+use crate::policy::{self, Refusal};
 use crate::recipe::{Recipes, RenderInput};
+use crate::reply::{self, human_duration};
 use crate::secret::Redactor;
 use crate::store::{Deployment, DeploymentState, Store};
 use checkout::{Checkouts, GitAuth};
@@ -68,23 +71,9 @@ impl Outcome {
     }
 }
 
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
-
-/// "12s", "3m 05s", "1h 02m".
-pub fn human_duration(elapsed: Duration) -> String {
-    let s = elapsed.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
-        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
 impl Deployer {
     /// Where a deploy's whole log is kept.
-    pub fn log_path(&self, deployment_id: u64) -> PathBuf {
+    pub fn log_path(&self, deployment_id: DeploymentId) -> PathBuf {
         self.config
             .bot
             .data_dir
@@ -93,7 +82,7 @@ impl Deployer {
     }
 
     /// zbot's own page for a deploy's log, used when a gist cannot be written.
-    fn own_log_url(&self, deployment_id: u64) -> String {
+    fn own_log_url(&self, deployment_id: DeploymentId) -> String {
         match &self.public_url {
             Some(base) => format!("{base}/deployments/{deployment_id}/log"),
             None => self.log_path(deployment_id).display().to_string(),
@@ -107,6 +96,27 @@ impl Deployer {
             .environment_urls
             .get(&d.environment)
             .cloned()
+    }
+
+    /// Tells GitHub (an `error` status saying why, when the repository is known) and chat that a
+    /// deployment was refused before it was queued.
+    pub async fn refuse(&self, refusal: Refusal) {
+        if let Some(repository) = &refusal.repository {
+            let update = StatusUpdate {
+                state: StatusState::Error,
+                description: self.redactor.redact(&reply::refusal_plain(&refusal)),
+                log_url: None,
+                environment_url: None,
+            };
+            if let Err(e) = self
+                .forge
+                .post_status(repository, refusal.deployment_id, &update)
+                .await
+            {
+                tracing::error!(deployment = %refusal.deployment_id, "cannot post the error status: {e}");
+            }
+        }
+        self.events.refused(refusal);
     }
 
     /// Posts a status to GitHub and publishes it; a GitHub failure is logged, never fatal.
@@ -131,7 +141,7 @@ impl Deployer {
             .await
         {
             tracing::error!(
-                deployment = d.deployment_id,
+                deployment = %d.deployment_id,
                 "cannot post the {} status: {e}",
                 state.as_str()
             );
@@ -143,6 +153,25 @@ impl Deployer {
             log_url.map(str::to_string),
             tail,
         ));
+    }
+
+    /// Ends a deployment a previous zbot process was running: whatever it started must not go on
+    /// deploying unsupervised, so its leftover process group is stopped first.
+    pub async fn end_interrupted(&self, d: &Deployment, description: &str) {
+        tracing::warn!(
+            deployment = %d.deployment_id,
+            process_group = d.process_group,
+            "ending a deploy interrupted by a restart"
+        );
+        if let Some(group) = d.process_group.and_then(|g| i32::try_from(g).ok())
+            && process::kill_leftover_group(group, d.deployment_id)
+        {
+            tracing::warn!(
+                deployment = %d.deployment_id,
+                "stopped the processes it left running"
+            );
+        }
+        self.end_unrun(d, description).await;
     }
 
     /// Ends a deployment that never ran (restart recovery, cancel while queued).
@@ -163,7 +192,7 @@ impl Deployer {
                 .await
             }
             Ok(false) => {}
-            Err(e) => tracing::error!(deployment = d.deployment_id, "cannot record the end: {e}"),
+            Err(e) => tracing::error!(deployment = %d.deployment_id, "cannot record the end: {e}"),
         }
     }
 
@@ -200,7 +229,7 @@ impl Deployer {
             .await
         {
             tracing::error!(
-                deployment = d.deployment_id,
+                deployment = %d.deployment_id,
                 "cannot record the log url: {e}"
             );
         }
@@ -218,7 +247,7 @@ impl Deployer {
         drop(log);
         if let Err(e) = writer.finish().await {
             tracing::error!(
-                deployment = d.deployment_id,
+                deployment = %d.deployment_id,
                 "the log was not written completely: {e}"
             );
         }
@@ -246,7 +275,7 @@ impl Deployer {
         {
             Ok(true) => {}
             Ok(false) => return,
-            Err(e) => tracing::error!(deployment = d.deployment_id, "cannot record the end: {e}"),
+            Err(e) => tracing::error!(deployment = %d.deployment_id, "cannot record the end: {e}"),
         }
         let tail = if outcome.state == StatusState::Failure {
             log::last_lines(&self.log_path(d.deployment_id), TAIL_LINES)
@@ -274,22 +303,25 @@ impl Deployer {
                 d.repository
             ));
         };
-        match d.task.as_str() {
-            "deploy:lock" => return self.lock_task(d, true).await,
-            "deploy:unlock" => return self.lock_task(d, false).await,
-            _ => {}
+        if d.task.is_lock() {
+            return self.lock_task(d, true).await;
         }
-        match self.store.lock_of(&d.app, &d.environment).await {
-            Ok(Some(lock)) if lock.holder != d.actor => {
-                return Outcome::error(crate::reply::locked(&lock));
-            }
-            Ok(_) => {}
-            Err(e) => return Outcome::error(format!("zbot cannot read locks: {e}")),
+        if d.task.is_unlock() {
+            return self.lock_task(d, false).await;
+        }
+        let lock = self.store.lock_of(&d.app, &d.environment).await;
+        if let Err(e) = &lock {
+            tracing::error!(deployment = %d.deployment_id, "cannot read locks: {e}");
+        }
+        if let Err(denial) =
+            policy::may_run(lock.as_ref().map(Option::as_ref).map_err(drop), &d.actor)
+        {
+            return Outcome::error(reply::denial_plain(&denial));
         }
         let description = format!(
             "Deploying {} ({}) to {}",
             d.git_ref,
-            short(&d.sha),
+            d.sha.short(),
             d.environment
         );
         log.note(format!(
@@ -329,17 +361,12 @@ impl Deployer {
             Ok(recipe) => recipe,
             Err(reason) => return Outcome::error(reason),
         };
-        let hosts = d
-            .payload
-            .get("hosts")
-            .and_then(|h| h.as_str())
-            .filter(|h| !h.is_empty());
         let input = RenderInput {
             environment: &d.environment,
             git_ref: &d.git_ref,
             sha: &d.sha,
             task: &d.task,
-            hosts,
+            hosts: d.hosts.as_ref(),
             app: &d.app,
             repository: &d.repository,
             deployment_id: d.deployment_id,
@@ -373,10 +400,10 @@ impl Deployer {
                 "ZBOT_DEPLOYMENT_ID".to_string(),
                 d.deployment_id.to_string(),
             ),
-            ("ZBOT_ENVIRONMENT".to_string(), d.environment.clone()),
-            ("ZBOT_REF".to_string(), d.git_ref.clone()),
-            ("ZBOT_SHA".to_string(), d.sha.clone()),
-            ("ZBOT_TASK".to_string(), d.task.clone()),
+            ("ZBOT_ENVIRONMENT".to_string(), d.environment.to_string()),
+            ("ZBOT_REF".to_string(), d.git_ref.to_string()),
+            ("ZBOT_SHA".to_string(), d.sha.to_string()),
+            ("ZBOT_TASK".to_string(), d.task.to_string()),
             ("ZBOT_ACTOR".to_string(), d.actor.clone()),
         ];
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
@@ -384,12 +411,12 @@ impl Deployer {
             if let Ok(group) = started_rx.await {
                 match self.store.set_process_group(d.deployment_id, group).await {
                     Ok(()) => tracing::info!(
-                        deployment = d.deployment_id,
+                        deployment = %d.deployment_id,
                         process_group = group,
                         "deploy started"
                     ),
                     Err(e) => tracing::error!(
-                        deployment = d.deployment_id,
+                        deployment = %d.deployment_id,
                         "cannot record the process group: {e}"
                     ),
                 }
@@ -419,7 +446,7 @@ impl Deployer {
                 description: format!(
                     "Deployed {} ({}) to {} in {took}",
                     d.git_ref,
-                    short(&d.sha),
+                    d.sha.short(),
                     d.environment
                 ),
                 exit_code: Some(0),
@@ -455,7 +482,10 @@ impl Deployer {
 
     /// `deploy:lock` / `deploy:unlock` deployments (Heaven's behaviour): set or clear the lock.
     async fn lock_task(&self, d: &Deployment, lock: bool) -> Outcome {
-        let reason = d.payload.get("reason").and_then(|r| r.as_str());
+        let reason = crate::payload::Parts::of(&d.payload)
+            .ok()
+            .and_then(|p| p.reason);
+        let reason = reason.as_deref();
         let result = if lock {
             self.store
                 .lock(&d.app, &d.environment, &d.actor, reason)
@@ -469,7 +499,7 @@ impl Deployer {
                         ),
                         exit_code: None,
                     },
-                    Err(held) => Outcome::error(crate::reply::locked(&held)),
+                    Err(held) => Outcome::error(reply::locked(&held)),
                 })
         } else {
             self.store
@@ -495,7 +525,7 @@ impl Deployer {
             Ok(page) => Some(page),
             Err(e) => {
                 tracing::warn!(
-                    deployment = d.deployment_id,
+                    deployment = %d.deployment_id,
                     "no gist for this deploy, using zbot's own log page: {e}"
                 );
                 None
@@ -567,7 +597,7 @@ impl PageRefresher {
         if let Ok(text) = log::excerpt(log_path, GIST_LIMIT, full_at).await {
             let file = format!("deploy-{}.log", d.deployment_id);
             if let Err(e) = self.forge.update_log(page, &file, &text).await {
-                tracing::warn!(deployment = d.deployment_id, "cannot update the gist: {e}");
+                tracing::warn!(deployment = %d.deployment_id, "cannot update the gist: {e}");
             }
         }
     }

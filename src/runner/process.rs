@@ -178,7 +178,7 @@ pub async fn run(run: Run<'_>) -> Exit {
 /// Kills what is left of a deploy a previous zbot ran, if group `group` still holds a process of
 /// that deploy: after a reboot the number may belong to someone else, so the deploy's
 /// `ZBOT_DEPLOYMENT_ID` must be in a member's environment. Returns whether it killed.
-pub fn kill_leftover_group(group: i32, deployment_id: u64) -> bool {
+pub fn kill_leftover_group(group: i32, deployment_id: crate::domain::DeploymentId) -> bool {
     let marker = format!("ZBOT_DEPLOYMENT_ID={deployment_id}");
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;

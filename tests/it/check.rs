@@ -89,7 +89,7 @@ provider = "nosuchrecipe"
     for expected in [
         "bot.toml:3: [webhook] listen: `not-an-address` is not an address",
         "bot.toml:4: [webhook] secret: environment variable ZBOT_TEST_UNSET_VARIABLE is not set",
-        "bot.toml:7: [apps.adxstat] repository: `adxstat` is not `owner/name`",
+        "bot.toml:7: [apps.adxstat] repository: `adxstat` is not a repository: it is not `owner/name`",
         "bot.toml:9: [apps.adxstat] environment_urls: `staging` is not one of this app's environments",
         "bot.toml:10: [apps.adxstat] default_ref:",
     ] {

@@ -348,7 +348,14 @@ async fn bad_signatures_are_refused_and_nothing_runs() {
         "nothing may run: {:#?}",
         s.github.all_statuses()
     );
-    assert!(s.zbot.store.get(1011).await.unwrap().is_none());
+    assert!(
+        s.zbot
+            .store
+            .get(zbot::domain::DeploymentId(1011))
+            .await
+            .unwrap()
+            .is_none()
+    );
     s.zbot.stop().await.unwrap();
 }
 

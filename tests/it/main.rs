@@ -7,6 +7,7 @@ mod docs;
 mod fakes;
 mod grammar;
 mod harness;
+mod hostile;
 mod parse_cli;
 mod recipes;
 mod shell;

@@ -2,21 +2,38 @@
 
 use std::path::Path;
 
-use zbot::recipe::{Recipe, Recipes, RenderInput};
+use zbot::domain::{AppName, DeploymentId, Environment, GitRef, Hosts, Repository, Sha, Task};
+use zbot::recipe::{Invocation, Recipe, Recipes, RenderInput};
 
 use crate::support::repo_root;
 
-fn input<'a>(git_ref: &'a str, environment: &'a str, hosts: Option<&'a str>) -> RenderInput<'a> {
-    RenderInput {
-        environment,
-        git_ref,
-        sha: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e",
-        task: "deploy",
-        hosts,
-        app: "adxstat",
-        repository: "octo/adxstat",
-        deployment_id: 42,
-    }
+/// Renders `recipe` for these values, each parsed into its domain type first (as zbot does at its
+/// edges): a value that does not parse is refused before any recipe sees it.
+fn render(
+    recipe: &Recipe,
+    git_ref: &str,
+    environment: &str,
+    hosts: Option<&str>,
+) -> Result<Invocation, String> {
+    let git_ref: GitRef = git_ref.parse().map_err(|e| format!("{e}"))?;
+    let environment: Environment = environment.parse().map_err(|e| format!("{e}"))?;
+    let hosts: Option<Hosts> = hosts
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| format!("{e}"))?;
+    let sha: Sha = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e".parse().unwrap();
+    let app: AppName = "adxstat".parse().unwrap();
+    let repository: Repository = "octo/adxstat".parse().unwrap();
+    recipe.render(&RenderInput {
+        environment: &environment,
+        git_ref: &git_ref,
+        sha: &sha,
+        task: &Task::deploy(),
+        hosts: hosts.as_ref(),
+        app: &app,
+        repository: &repository,
+        deployment_id: DeploymentId(42),
+    })
 }
 
 fn shipped() -> Recipes {
@@ -28,8 +45,8 @@ fn shipped_recipes_render_the_documented_commands() {
     let recipes = shipped();
     let fab = recipes
         .get("fabric")
+        .map(|r| render(r, "v0.0.1", "production", None))
         .unwrap()
-        .render(&input("v0.0.1", "production", None))
         .unwrap();
     assert_eq!(fab.program, "fab");
     assert_eq!(
@@ -48,8 +65,7 @@ fn shipped_recipes_render_the_documented_commands() {
 
     let fab = recipes
         .get("fabric")
-        .unwrap()
-        .render(&input("v0.0.1", "production", Some("web1,web2")))
+        .map(|r| render(r, "v0.0.1", "production", Some("web1,web2")).unwrap())
         .unwrap();
     assert_eq!(
         fab.args,
@@ -65,8 +81,8 @@ fn shipped_recipes_render_the_documented_commands() {
 
     let cap = recipes
         .get("capistrano")
+        .map(|r| render(r, "main", "staging", None))
         .unwrap()
-        .render(&input("main", "staging", None))
         .unwrap();
     assert_eq!(
         (cap.program.as_str(), cap.args.as_slice()),
@@ -76,8 +92,8 @@ fn shipped_recipes_render_the_documented_commands() {
 
     let shell = recipes
         .get("shell")
+        .map(|r| render(r, "main", "staging", None))
         .unwrap()
-        .render(&input("main", "staging", None))
         .unwrap();
     assert_eq!(shell.program, "./script/deploy");
     for var in ["BRANCH", "SHA", "DEPLOY_ENV", "DEPLOY_TASK"] {
@@ -103,7 +119,7 @@ fn values_stay_single_arguments_and_bad_values_are_refused() {
         ("main", "production", Some("a;b")),
     ] {
         assert!(
-            fabric.render(&input(git_ref, environment, hosts)).is_err(),
+            render(fabric, git_ref, environment, hosts).is_err(),
             "{git_ref} {environment} {hosts:?}"
         );
     }

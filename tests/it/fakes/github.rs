@@ -120,6 +120,19 @@ impl FakeGitHub {
         self.model.lock().unwrap().deployment_requests.clone()
     }
 
+    /// Delivers a `deployment` event as GitHub would for a deployment someone created through the REST API
+    /// with exactly these values (GitHub stores what it is given): signed, to `zbot`. Returns zbot's answer.
+    pub async fn deliver_deployment(&self, zbot: SocketAddr, event: &Value) -> (u16, String) {
+        let id = event["deployment"]["id"].as_u64().unwrap_or_default();
+        self.model
+            .lock()
+            .unwrap()
+            .deployments
+            .push((id, event["deployment"].clone()));
+        self.touch();
+        crate::harness::deliver(zbot, "deployment", &format!("gh-raw-{id}"), event).await
+    }
+
     /// Makes gist creation fail with 403 (as for a GitHub App token).
     pub fn fail_gists(&self) {
         self.model.lock().unwrap().fail_gists = true;
