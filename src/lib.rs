@@ -29,6 +29,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod forge;
+pub mod mrkdwn;
 pub mod payload;
 pub mod policy;
 pub mod recipe;

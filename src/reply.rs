@@ -4,11 +4,11 @@
 
 use chrono::{Local, Utc};
 
-use crate::chat::{Message, escape};
 use crate::command::ParseError;
 use crate::domain::{AppName, Environment, GitRef};
 use crate::events::DeploymentEvent;
 use crate::forge::{DeploymentSummary, Refused, StatusState};
+use crate::mrkdwn::{Message, escape, log_link};
 use crate::policy::{Denial, Refusal, Why};
 use crate::store::Lock;
 
@@ -245,13 +245,6 @@ fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
 
-fn log_link(url: &Option<String>) -> String {
-    match url {
-        Some(url) => format!("<{}|log>", url.replace('|', "%7C").replace('>', "%3E")),
-        None => String::new(),
-    }
-}
-
 fn what(e: &DeploymentEvent) -> String {
     format!(
         "{} `{}` (`{}`)",
@@ -285,7 +278,7 @@ pub fn status(e: &DeploymentEvent, running_for: Option<std::time::Duration>) -> 
         user(&e.actor)
     );
     let mut detail = format!("{emoji} {state}");
-    let link = log_link(&e.log_url);
+    let link = log_link(e.log_url.as_deref());
     if !link.is_empty() {
         detail.push_str(&format!(" · {link}"));
     }
@@ -306,7 +299,7 @@ const TAIL_CHARS: usize = 2500;
 /// The reply that tells how a deployment ended (a new message, so people are notified).
 pub fn outcome(e: &DeploymentEvent) -> Message {
     let who = user(&e.actor);
-    let link = log_link(&e.log_url);
+    let link = log_link(e.log_url.as_deref());
     let text = match e.state {
         StatusState::Success => format!(
             "{who} {} is on *{}*. {} {link}",

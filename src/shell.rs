@@ -30,48 +30,9 @@ pub struct Terminal {
     next_ts: Arc<AtomicU64>,
 }
 
-/// Slack mrkdwn as terminal text: links as `label: url`, mentions as the user, entities undone.
-pub fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find('<') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        let Some(end) = after.find('>') else {
-            out.push('<');
-            rest = after;
-            continue;
-        };
-        let inner = &after[..end];
-        match (inner.strip_prefix('@'), inner.split_once('|')) {
-            (Some(user), _) => out.push_str(user),
-            (None, Some((url, label))) => out.push_str(&format!("{label}: {url}")),
-            (None, None) => out.push_str(inner),
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    let emoji = [
-        (":hourglass_flowing_sand:", "⏳"),
-        (":double_vertical_bar:", "⏸"),
-        (":rocket:", "🚀"),
-        (":white_check_mark:", "✅"),
-        (":x:", "❌"),
-        (":warning:", "⚠️"),
-    ];
-    let mut out = emoji
-        .iter()
-        .fold(out, |text, (code, symbol)| text.replace(code, symbol));
-    out = out
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&");
-    out
-}
-
 impl Terminal {
     async fn print(&self, prefix: &str, message: &Message) {
-        let text = plain(&message.text);
+        let text = crate::mrkdwn::plain(&message.text);
         let mut lines = text.lines();
         let mut block = format!("{prefix} {}\n", lines.next().unwrap_or_default());
         for line in lines {

@@ -7,6 +7,8 @@ pub mod notifier;
 
 use std::future::Future;
 
+pub use crate::mrkdwn::{Message, escape};
+
 /// How a message reached the bot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InboundKind {
@@ -36,22 +38,6 @@ pub struct Inbound {
     pub thread_ts: Option<String>,
 }
 
-/// A message to post: mrkdwn text (also the notification fallback) and optional Block Kit blocks.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    pub text: String,
-    pub blocks: Option<serde_json::Value>,
-}
-
-impl Message {
-    pub fn text(text: impl Into<String>) -> Message {
-        Message {
-            text: text.into(),
-            blocks: None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct ChatError(pub String);
@@ -72,11 +58,4 @@ pub trait ChatOutput: Clone + Send + Sync + 'static {
         ts: &str,
         message: &Message,
     ) -> impl Future<Output = Result<(), ChatError>> + Send;
-}
-
-/// Escapes text from outside (refs, output, reasons) for Slack mrkdwn: exactly `&`, `<`, `>`.
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

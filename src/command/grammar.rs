@@ -4,7 +4,7 @@
 //! its rules. The work happens in three steps:
 //! 1. [`addressed_text`] decides whether the message is for the bot at all (name or alias prefix, a
 //!    mention of the bot's user id, a DM, a slash command) and returns the rest;
-//! 2. [`unescape`] undoes Slack's encoding (`&amp;` `&lt;` `&gt;`, `<url|text>` links);
+//! 2. [`crate::mrkdwn::unescape`] undoes Slack's encoding (`&amp;` `&lt;` `&gt;`, `<url|text>` links);
 //! 3. [`command`] parses the words.
 //!
 //! Parsers return `nom::Err::Error` when an alternative does not match and `nom::Err::Failure` with a
@@ -64,7 +64,7 @@ pub fn parse_message(
     addressing: &Addressing<'_>,
 ) -> Option<Result<Command, ParseError>> {
     let text = addressed_text(text, addressing)?;
-    Some(parse_command(&unescape(&text)))
+    Some(parse_command(&crate::mrkdwn::unescape(&text)))
 }
 
 /// Parses the command words alone (already addressed and unescaped).
@@ -137,32 +137,6 @@ fn strip_separator(text: &str) -> &str {
     text.trim_start()
         .trim_start_matches([':', ','])
         .trim_start()
-}
-
-/// Undoes Slack's message encoding: `<url|text>` → `text`, `<url>` → `url`, then `&lt;` `&gt;` `&amp;`.
-/// Mentions (`<@U…>`, `<#C…|name>`, `<!here>`) are kept as written, so they stay visibly unusable as values.
-pub fn unescape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find('<') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        match after.find('>') {
-            Some(end) if !after[..end].starts_with(['@', '#', '!']) => {
-                let inner = &after[..end];
-                out.push_str(inner.split_once('|').map_or(inner, |(_, label)| label));
-                rest = &after[end + 1..];
-            }
-            _ => {
-                out.push('<');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
 }
 
 /// The usage line of a verb, as the hint for a malformed command.

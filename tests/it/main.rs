@@ -14,3 +14,4 @@ mod shell;
 mod slack_fake_conformance;
 mod sshd;
 mod support;
+mod tidy;
