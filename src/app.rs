@@ -18,7 +18,6 @@ use crate::events::EventBus;
 use crate::forge::Forge;
 use crate::forge::github::GitHub;
 use crate::forge::local::LocalForge;
-use crate::recipe::Recipes;
 use crate::runner::Deployer;
 use crate::runner::checkout::Checkouts;
 use crate::scheduler::Scheduler;
@@ -61,7 +60,7 @@ impl Core {
         forge: impl FnOnce(&Store) -> Forge,
         public_url: Option<String>,
     ) -> anyhow::Result<Core> {
-        let recipes = Recipes::load_dir(&config.deploy.recipes_dir).map_err(|problems| {
+        let recipes = crate::recipe::load_for(&config).map_err(|problems| {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
             anyhow::anyhow!("the deploy recipes have problems:\n{}", lines.join("\n"))
         })?;

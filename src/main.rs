@@ -236,35 +236,25 @@ async fn check_online(config: Config) -> anyhow::Result<()> {
 /// Checks bot.toml and the recipes and prints what it found; the configuration if all is well.
 fn check(config_path: &Path) -> Option<Config> {
     let config = Config::load(config_path);
-    let recipes = match &config {
-        Ok(config) => Recipes::load_dir(&config.deploy.recipes_dir),
-        Err(_) => Recipes::load_dir(
-            &config_path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("commands"),
-        ),
-    };
     let mut problems = Vec::new();
-    if let Err(p) = &config {
-        problems.extend(p.iter().map(ToString::to_string));
-    }
-    if let Err(p) = &recipes {
-        problems.extend(p.iter().map(ToString::to_string));
-    }
-    if let (Ok(config), Ok(recipes)) = (&config, &recipes) {
-        for (name, app) in &config.apps {
-            if let Some(provider) = &app.provider
-                && recipes.get(provider).is_none()
-            {
-                problems.push(format!(
-                    "{}: [apps.{name}] provider: no recipe `{provider}` in {}",
-                    config.path.display(),
-                    config.deploy.recipes_dir.display()
-                ));
+    let (config, recipes) = match config {
+        Ok(config) => match zbot::recipe::load_for(&config) {
+            Ok(recipes) => (config, recipes),
+            Err(p) => {
+                problems.extend(p.iter().map(ToString::to_string));
+                (config, Recipes::default())
             }
+        },
+        Err(p) => {
+            // The recipes directory comes from the config: without a config there is none to read.
+            problems.extend(p.iter().map(ToString::to_string));
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            eprintln!("{} problem(s) found", problems.len());
+            return None;
         }
-    }
+    };
     if !problems.is_empty() {
         for problem in &problems {
             eprintln!("{problem}");
@@ -272,9 +262,6 @@ fn check(config_path: &Path) -> Option<Config> {
         eprintln!("{} problem(s) found", problems.len());
         return None;
     }
-    let (Ok(config), Ok(recipes)) = (config, recipes) else {
-        return None;
-    };
     println!("{}: ok", config.path.display());
     println!("apps:");
     for (name, app) in &config.apps {

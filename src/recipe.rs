@@ -389,3 +389,31 @@ impl Recipes {
         }
     }
 }
+
+/// The recipes `config` names (`[deploy] recipes_dir`), checked against the apps: an app whose
+/// `provider` names no recipe is a problem. `zbot run`, `zbot shell` and `zbot check` all load through
+/// here, so what `check` accepts is what `run` runs.
+pub fn load_for(config: &crate::config::Config) -> Result<Recipes, Vec<Problem>> {
+    let recipes = Recipes::load_dir(&config.deploy.recipes_dir)?;
+    let problems: Vec<Problem> = config
+        .apps
+        .iter()
+        .filter_map(|(name, app)| {
+            let provider = app.provider.as_ref()?;
+            recipes.get(provider).is_none().then(|| Problem {
+                file: config.path.clone(),
+                line: 0,
+                key: format!("[apps.{name}] provider"),
+                message: format!(
+                    "no recipe `{provider}` in {}",
+                    config.deploy.recipes_dir.display()
+                ),
+            })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(recipes)
+    } else {
+        Err(problems)
+    }
+}

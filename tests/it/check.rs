@@ -38,6 +38,11 @@ fn missing_variables_are_all_reported_with_lines() {
 
 /// Writes `config` into a fresh directory with the shipped recipes and runs `zbot check` there.
 fn check_file(config: &str) -> (i32, String) {
+    run_with(config, &["check"])
+}
+
+/// Writes `config` as `check_file` does and runs zbot with `args` there.
+fn run_with(config: &str, args: &[&str]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bot.toml"), config).unwrap();
     let commands = dir.path().join("commands");
@@ -46,7 +51,7 @@ fn check_file(config: &str) -> (i32, String) {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), commands.join(entry.file_name())).unwrap();
     }
-    let out = zbot(dir.path(), &["check"], VARIABLES);
+    let out = zbot(dir.path(), args, VARIABLES);
     (out.status.code().unwrap_or(-1), stderr(&out))
 }
 
@@ -99,13 +104,32 @@ provider = "nosuchrecipe"
 
 #[test]
 fn a_provider_must_name_a_recipe() {
-    let (code, err) =
-        check_file("[apps.adxstat]\nrepository = \"octo/adxstat\"\nprovider = \"nosuchrecipe\"\n");
+    let config = "[apps.adxstat]\nrepository = \"octo/adxstat\"\nprovider = \"nosuchrecipe\"\n";
+    let (code, err) = check_file(config);
     assert_eq!(code, 1);
     assert!(
         err.contains("[apps.adxstat] provider: no recipe `nosuchrecipe`"),
         "{err}"
     );
+    // `zbot run` and `zbot shell` load through the same path: they refuse to start, with the same words.
+    let runnable = format!(
+        "{config}[github]\ntoken = \"x\"\napi_url = \"http://127.0.0.1:9\"\n[webhook]\nlisten = \"127.0.0.1:0\"\nsecret = \"a-long-enough-webhook-secret\"\n"
+    );
+    for command in ["run", "shell"] {
+        let (code, err) = run_with(&runnable, &[command]);
+        assert_ne!(code, 0, "zbot {command} started: {err}");
+        assert!(
+            err.contains("[apps.adxstat] provider: no recipe `nosuchrecipe`"),
+            "zbot {command}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_config_does_not_report_a_recipes_directory_it_never_named() {
+    let (code, err) = check_file("[deploy]\nrecipes_dir = \"elsewhere\"\ntimeout = \"30x\"\n");
+    assert_eq!(code, 1);
+    assert!(!err.contains("recipes directory"), "{err}");
 }
 
 #[test]
