@@ -101,6 +101,7 @@ impl Scheduler {
             self.start_what_can_run(&mut deploys).await;
             tokio::select! {
                 _ = self.wake.notified() => {}
+                _ = self.deployer.store.queued().notified() => {}
                 Some(_) = deploys.join_next(), if !deploys.is_empty() => {}
                 _ = shutdown.changed() => {}
             }

@@ -71,6 +71,16 @@ impl ChatOutput for Terminal {
 struct Open(HashSet<DeploymentId>);
 
 impl Open {
+    /// Adds every deployment the store has queued or running: the ones this line started.
+    async fn add_active(&mut self, store: &crate::store::Store) {
+        if let Ok(queue) = store.queue().await {
+            self.0.extend(queue.into_iter().map(|q| q.deployment_id));
+        }
+        if let Ok(running) = store.running().await {
+            self.0.extend(running.into_iter().map(|d| d.deployment_id));
+        }
+    }
+
     fn track(&mut self, event: &DeploymentEvent) {
         if event.state.is_final() {
             self.0.remove(&event.deployment_id);
@@ -96,7 +106,6 @@ pub async fn run(
         store: core.store.clone(),
         forge: core.forge.clone(),
         scheduler: Arc::clone(&core.scheduler),
-        events: core.events.clone(),
         out: terminal.clone(),
         bot_user_id: core.config.bot.name.clone(),
     };
@@ -149,9 +158,11 @@ pub async fn run(
         };
         bot.handle(inbound).await;
         if !interactive {
+            open.add_active(&core.store).await;
             finish_open(&notifier, &mut open, &mut events).await;
         }
     }
+    open.add_active(&core.store).await;
     finish_open(&notifier, &mut open, &mut events).await;
     local.stop().await
 }

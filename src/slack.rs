@@ -416,7 +416,6 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
         store: parts.store,
         forge: parts.forge,
         scheduler: parts.scheduler,
-        events: parts.events,
         out,
         bot_user_id: identity.user_id.to_string(),
     });

@@ -257,6 +257,9 @@ pub struct Store {
     pool: SqlitePool,
     /// Deliveries to the group-commit writer.
     accepts: mpsc::Sender<PendingAccept>,
+    /// Notified whenever a deployment is queued, so the queue learns of new work from the store itself,
+    /// whoever stored it (a webhook, the embedded forge).
+    queued: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for PendingAccept {
@@ -288,7 +291,11 @@ impl Store {
         Migrator::new(EmbeddedMigrations).await?.run(&pool).await?;
         let (accepts, pending) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(write_accepts(pool.clone(), pending));
-        Ok(Store { pool, accepts })
+        Ok(Store {
+            pool,
+            accepts,
+            queued: std::sync::Arc::default(),
+        })
     }
 
     /// Records a delivery and, for a deployment, the deployment; returns once it is committed.
@@ -312,10 +319,19 @@ impl Store {
             .send(pending)
             .await
             .map_err(|_| StoreError::Writer("the writer has stopped".into()))?;
-        answer
+        let accepted = answer
             .await
             .map_err(|_| StoreError::Writer("the writer has stopped".into()))?
-            .map_err(StoreError::Writer)
+            .map_err(StoreError::Writer)?;
+        if accepted == Accepted::New && deployment.is_some() {
+            self.queued.notify_one();
+        }
+        Ok(accepted)
+    }
+
+    /// Wakes when a deployment is queued (a permit is kept if nobody waits yet).
+    pub fn queued(&self) -> &tokio::sync::Notify {
+        &self.queued
     }
 
     /// Stores a deployment created by zbot itself (the embedded forge), numbering it after the last one.
@@ -331,6 +347,7 @@ impl Store {
         deployment.deployment_id = DeploymentId(id as u64);
         insert_deployment(&mut tx, &deployment).await?;
         tx.commit().await?;
+        self.queued.notify_one();
         Ok(deployment.deployment_id)
     }
 

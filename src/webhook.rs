@@ -1,5 +1,5 @@
 //! The webhook listener (axum): GitHub's deliveries in, stored deployments out. It never deploys
-//! inline: it verifies, stores, wakes the scheduler and answers within milliseconds.
+//! inline: it verifies, stores (which wakes the queue) and answers within milliseconds.
 //!
 //! Routes:
 //! - `POST [webhook] path`: a GitHub delivery, JSON or form-encoded (`payload=…`). The
@@ -115,7 +115,6 @@ async fn delivery(State(listener): State<Listener>, headers: HeaderMap, body: By
                 Ok(Accepted::New) => {
                     tracing::info!(deployment = %deployment.deployment_id, repository = %deployment.repository,
                         environment = %deployment.environment, "deployment accepted");
-                    listener.scheduler.wake();
                     (StatusCode::ACCEPTED, "accepted").into_response()
                 }
                 Ok(duplicate) => {

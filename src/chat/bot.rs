@@ -15,8 +15,7 @@ use crate::config::{AppConfig, Config};
 use crate::domain::{
     Adapter, AppName, Environment, GitRef, Hosts, Notify, Room, Task, ThreadTs, User,
 };
-use crate::events::{DeploymentEvent, EventBus};
-use crate::forge::{Created, DeploymentRequest, Forge, StatusState};
+use crate::forge::{Created, DeploymentRequest, Forge};
 use crate::payload::Payload;
 use crate::policy::{self, Denial, Target};
 use crate::reply;
@@ -37,7 +36,6 @@ pub struct Bot<O: ChatOutput> {
     pub store: Store,
     pub forge: Forge,
     pub scheduler: Arc<Scheduler>,
-    pub events: EventBus,
     pub out: O,
     /// The bot's own user id in the chat service, for mentions.
     pub bot_user_id: String,
@@ -257,24 +255,9 @@ impl<O: ChatOutput> Bot<O> {
                 .await
             {
                 Ok(Created::Deployment { id, sha }) => {
-                    // The embedded forge stores the deployment itself, with no webhook to wake the
-                    // queue; after a GitHub deployment there is nothing new yet and the wake is a no-op.
-                    self.scheduler.wake();
-                    self.events.publish(DeploymentEvent {
-                        deployment_id: id,
-                        app: target.app_name.clone(),
-                        repository: app.repository.clone(),
-                        environment: target.environment.clone(),
-                        git_ref: git_ref.clone(),
-                        sha,
-                        task: task.clone(),
-                        actor: inbound.user.clone(),
-                        state: StatusState::Pending,
-                        description: "requested".into(),
-                        log_url: None,
-                        notify: Some(payload.notify.clone()),
-                        tail: Vec::new(),
-                    });
+                    // The deployer announces it (queued, in progress) in this thread: the payload
+                    // says where. Nothing is published from here.
+                    tracing::info!(deployment = %id, sha = %sha, "deployment created");
                     return String::new();
                 }
                 Ok(Created::Merged { message }) if attempt == 0 => {
