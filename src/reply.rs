@@ -134,6 +134,18 @@ fn names<T: std::fmt::Display>(list: &[T]) -> String {
         .join(", ")
 }
 
+/// The `queued` status of a waiting deployment (plain, for GitHub and the status message).
+pub fn queued(d: &crate::store::Deployment, ahead: i64, concurrency: usize) -> String {
+    if ahead > 0 {
+        format!(
+            "Queued: {ahead} deploy(s) of {} to {} ahead",
+            d.repository, d.environment
+        )
+    } else {
+        format!("Queued: waiting for a free slot ({concurrency} deploys running)")
+    }
+}
+
 /// A denial in plain text, for a GitHub status description (no mrkdwn, no mentions).
 pub fn denial_plain(denial: &Denial) -> String {
     match denial {

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::domain::{DeploymentId, Environment, Repository};
 use crate::forge::StatusState;
 use crate::runner::Deployer;
-use crate::store::DeploymentState;
+use crate::store::{DeploymentState, QueueEntry};
 
 pub const RESTARTED: &str = "zbot restarted during this deploy";
 
@@ -134,57 +134,29 @@ impl Scheduler {
                 return;
             }
         };
-        let mut busy: HashSet<(Repository, Environment)> = running
-            .iter()
-            .map(|d| (d.repository.clone(), d.environment.clone()))
+        let running: Vec<(Repository, Environment)> = running
+            .into_iter()
+            .map(|d| (d.repository, d.environment))
             .collect();
-        let mut free = self.concurrency.saturating_sub(running.len());
-        // Deployments ahead of each waiting one, per repository + environment (the running one included).
-        let mut ahead: HashMap<(Repository, Environment), i64> =
-            busy.iter().map(|k| (k.clone(), 1)).collect();
-        for entry in queued {
-            let k = (entry.repository.clone(), entry.environment.clone());
-            if !busy.contains(&k) && free > 0 {
-                busy.insert(k);
-                free -= 1;
-                self.start(entry.deployment_id, deploys).await;
-                continue;
-            }
-            let position = ahead.entry(k.clone()).or_insert(0);
-            let waiting_for = if busy.contains(&k) { *position } else { 0 };
-            *position += 1;
-            // Position 0 means "waiting for a slot", so it is stored as -1 to stay distinct from "none yet".
-            let stored = if waiting_for > 0 { waiting_for } else { -1 };
-            // A deep queue would cost a status per waiting deployment each time one ends: past the first
-            // few, a deployment is told once that it is queued, and its position when it comes close.
-            let announced = entry.queue_position.is_some();
-            if entry.queue_position == Some(stored)
-                || (announced && waiting_for > ANNOUNCED_POSITIONS)
-            {
-                continue;
-            }
-            self.announce_queued(entry.deployment_id, waiting_for, stored)
-                .await;
+        let plan = plan(&running, &queued, self.concurrency);
+        for deployment_id in plan.start {
+            self.start(deployment_id, deploys).await;
+        }
+        for wait in plan.announce {
+            self.announce_queued(wait).await;
         }
     }
 
-    async fn announce_queued(&self, deployment_id: DeploymentId, waiting_for: i64, stored: i64) {
+    async fn announce_queued(&self, wait: Wait) {
         let store = &self.deployer.store;
-        let Ok(Some(d)) = store.get(deployment_id).await else {
+        let Ok(Some(d)) = store.get(wait.deployment_id).await else {
             return;
         };
-        let description = if waiting_for > 0 {
-            format!(
-                "Queued: {waiting_for} deploy(s) of {} to {} ahead",
-                d.repository, d.environment
-            )
-        } else {
-            format!(
-                "Queued: waiting for a free slot ({} deploys running)",
-                self.concurrency
-            )
-        };
-        if let Err(e) = store.set_queue_position(deployment_id, stored).await {
+        let description = crate::reply::queued(&d, wait.ahead, self.concurrency);
+        if let Err(e) = store
+            .set_queue_position(wait.deployment_id, wait.stored())
+            .await
+        {
             tracing::error!("cannot record the queue position: {e}");
         }
         self.deployer
@@ -199,6 +171,7 @@ impl Scheduler {
     }
 
     async fn start(self: &Arc<Self>, deployment_id: DeploymentId, deploys: &mut JoinSet<()>) {
+        // (Marking it running is conditional on it still being queued: a cancel may have come first.)
         let store = &self.deployer.store;
         let log_path = self.deployer.log_path(deployment_id);
         let started = match store.start(deployment_id, &log_path).await {
@@ -221,5 +194,202 @@ impl Scheduler {
             this.deployer.run(d, cancel).await;
             this.running.lock().await.remove(&deployment_id);
         });
+    }
+}
+
+/// What the queue does next: the deployments to start now, and the waiting ones whose `queued` status
+/// must be (re)announced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub start: Vec<DeploymentId>,
+    pub announce: Vec<Wait>,
+}
+
+/// A waiting deployment to announce: how many deploys of its repository + environment are ahead of it
+/// (the running one included); 0 means it waits only for a free slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    pub deployment_id: DeploymentId,
+    pub ahead: i64,
+}
+
+impl Wait {
+    /// The position as stored: "waiting for a slot" is kept as -1, distinct from "not announced yet".
+    pub fn stored(&self) -> i64 {
+        if self.ahead > 0 { self.ahead } else { -1 }
+    }
+}
+
+/// Decides what runs next. Pure: the running deploys (repository + environment), the queue oldest first,
+/// and the concurrency limit in; a [`Plan`] out. Rules: at most `concurrency` deploys at once; one per
+/// repository + environment, later ones waiting in order of arrival; a waiting deployment is announced
+/// when its position changes, but past the first [`ANNOUNCED_POSITIONS`] only once, so a deep queue does
+/// not cost a status per waiting deployment each time one ends.
+pub fn plan(
+    running: &[(Repository, Environment)],
+    queued: &[QueueEntry],
+    concurrency: usize,
+) -> Plan {
+    let mut busy: HashSet<(Repository, Environment)> = running.iter().cloned().collect();
+    let mut free = concurrency.saturating_sub(running.len());
+    let mut ahead: HashMap<(Repository, Environment), i64> =
+        busy.iter().map(|k| (k.clone(), 1)).collect();
+    let mut plan = Plan::default();
+    for entry in queued {
+        let k = (entry.repository.clone(), entry.environment.clone());
+        if !busy.contains(&k) && free > 0 {
+            // Started now: the next of its repository + environment waits for this one.
+            ahead.insert(k.clone(), 1);
+            busy.insert(k);
+            free -= 1;
+            plan.start.push(entry.deployment_id);
+            continue;
+        }
+        let position = ahead.entry(k.clone()).or_insert(0);
+        let waiting_for = if busy.contains(&k) { *position } else { 0 };
+        *position += 1;
+        let wait = Wait {
+            deployment_id: entry.deployment_id,
+            ahead: waiting_for,
+        };
+        let announced = entry.queue_position.is_some();
+        if entry.queue_position == Some(wait.stored())
+            || (announced && waiting_for > ANNOUNCED_POSITIONS)
+        {
+            continue;
+        }
+        plan.announce.push(wait);
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(repository: &str, environment: &str) -> (Repository, Environment) {
+        (repository.parse().unwrap(), environment.parse().unwrap())
+    }
+
+    fn entry(id: u64, repository: &str, environment: &str, announced: Option<i64>) -> QueueEntry {
+        let (repository, environment) = key(repository, environment);
+        QueueEntry {
+            deployment_id: DeploymentId(id),
+            repository,
+            environment,
+            queue_position: announced,
+        }
+    }
+
+    fn ids(list: &[u64]) -> Vec<DeploymentId> {
+        list.iter().copied().map(DeploymentId).collect()
+    }
+
+    fn waits(list: &[(u64, i64)]) -> Vec<Wait> {
+        list.iter()
+            .map(|&(id, ahead)| Wait {
+                deployment_id: DeploymentId(id),
+                ahead,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plans_follow_the_queue_rules() {
+        let cases: Vec<(
+            &str,
+            Vec<(Repository, Environment)>,
+            Vec<QueueEntry>,
+            usize,
+            Plan,
+        )> = vec![
+            (
+                "an empty queue does nothing",
+                vec![],
+                vec![],
+                4,
+                Plan::default(),
+            ),
+            (
+                "one per repository + environment, the next waits with 1 ahead",
+                vec![],
+                vec![
+                    entry(1, "o/a", "production", None),
+                    entry(2, "o/a", "production", None),
+                ],
+                4,
+                Plan {
+                    start: ids(&[1]),
+                    announce: waits(&[(2, 1)]),
+                },
+            ),
+            (
+                "two environments of one repository run side by side",
+                vec![],
+                vec![
+                    entry(1, "o/a", "production", None),
+                    entry(2, "o/a", "staging", None),
+                ],
+                4,
+                Plan {
+                    start: ids(&[1, 2]),
+                    announce: vec![],
+                },
+            ),
+            (
+                "a running deploy holds its environment",
+                vec![key("o/a", "production")],
+                vec![
+                    entry(3, "o/a", "production", None),
+                    entry(4, "o/a", "production", None),
+                ],
+                4,
+                Plan {
+                    start: vec![],
+                    announce: waits(&[(3, 1), (4, 2)]),
+                },
+            ),
+            (
+                "the concurrency limit makes others wait for a slot",
+                vec![key("o/a", "production")],
+                vec![
+                    entry(5, "o/b", "production", None),
+                    entry(6, "o/c", "production", None),
+                ],
+                2,
+                Plan {
+                    start: ids(&[5]),
+                    announce: waits(&[(6, 0)]),
+                },
+            ),
+            (
+                "an unchanged position is not announced again",
+                vec![key("o/a", "production")],
+                vec![
+                    entry(7, "o/a", "production", Some(1)),
+                    entry(8, "o/a", "production", Some(1)),
+                ],
+                4,
+                Plan {
+                    start: vec![],
+                    announce: waits(&[(8, 2)]),
+                },
+            ),
+            (
+                "past the first positions, an announced deployment is not told each move",
+                vec![key("o/a", "production")],
+                (1..=13)
+                    .map(|i| entry(100 + i, "o/a", "production", Some(i as i64 + 1)))
+                    .collect(),
+                4,
+                Plan {
+                    start: vec![],
+                    announce: waits(&(1..=10).map(|i| (100 + i, i as i64)).collect::<Vec<_>>()),
+                },
+            ),
+        ];
+        for (name, running, queued, concurrency, expected) in cases {
+            assert_eq!(plan(&running, &queued, concurrency), expected, "{name}");
+        }
     }
 }
