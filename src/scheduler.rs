@@ -294,15 +294,18 @@ mod tests {
             .collect()
     }
 
+    /// (what it shows, running, queue, concurrency, expected plan)
+    type Case = (
+        &'static str,
+        Vec<(Repository, Environment)>,
+        Vec<QueueEntry>,
+        usize,
+        Plan,
+    );
+
     #[test]
     fn plans_follow_the_queue_rules() {
-        let cases: Vec<(
-            &str,
-            Vec<(Repository, Environment)>,
-            Vec<QueueEntry>,
-            usize,
-            Plan,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "an empty queue does nothing",
                 vec![],
