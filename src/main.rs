@@ -185,23 +185,9 @@ fn parse(
         direct: dm,
         slash_command: slash,
     };
-    match parse_message(text, &addressing) {
-        Some(Ok(command)) => {
-            println!("{}", command.to_json());
-            ExitCode::SUCCESS
-        }
-        Some(Err(error)) => {
-            println!(
-                "{}",
-                serde_json::json!({"error": error.message, "hint": error.hint})
-            );
-            ExitCode::from(1)
-        }
-        None => {
-            println!("null");
-            ExitCode::from(3)
-        }
-    }
+    let (code, json) = zbot::reply::parse_outcome(parse_message(text, &addressing));
+    println!("{json}");
+    ExitCode::from(code)
 }
 
 /// Checks the connections to Slack and GitHub; fails if either is broken.

@@ -77,8 +77,94 @@ pub fn locked_in_chat(lock: &Lock) -> String {
     text
 }
 
+/// A parse error as chat shows it: what is wrong, then how to put it right.
 pub fn parse_error(error: &ParseError) -> String {
-    format!("{}. {}", escape(&error.message), escape(&error.hint))
+    let (message, hint) = parse_error_text(error);
+    format!("{}. {}", escape(&message), escape(&hint))
+}
+
+/// `zbot parse`'s answer for a message: (exit code, JSON) — 0 and the command, 1 and `{error, hint}`,
+/// 3 and `null` when the message is not for the bot. The JSON is a contract shared with other tools.
+pub fn parse_outcome(
+    parsed: Option<Result<crate::command::Command, ParseError>>,
+) -> (u8, serde_json::Value) {
+    match parsed {
+        Some(Ok(command)) => (0, command.to_json()),
+        Some(Err(error)) => {
+            let (message, hint) = parse_error_text(&error);
+            (1, serde_json::json!({"error": message, "hint": hint}))
+        }
+        None => (3, serde_json::Value::Null),
+    }
+}
+
+/// A parse error as (what is wrong, how to put it right), plain: also `zbot parse`'s `error` and `hint`.
+pub fn parse_error_text(error: &ParseError) -> (String, String) {
+    use crate::command::grammar::{VERBS, usage};
+    let usage_of = |verb: &str| usage(verb).to_string();
+    match error {
+        ParseError::NoCommand => ("there is no command".into(), "try `help`".into()),
+        ParseError::Unexpected { word, verb } => {
+            (format!("I did not expect `{word}` there"), usage_of(verb))
+        }
+        ParseError::UnknownVerb { verb, suggestion } => (
+            format!("I don't know the command `{verb}`"),
+            match suggestion {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "try `help`".into(),
+            },
+        ),
+        ParseError::TakesNoArguments { verb, got } => (
+            format!("`{verb}` takes no arguments, but I got `{got}`"),
+            usage_of(verb),
+        ),
+        ParseError::Invalid { verb, invalid } => (invalid.to_string(), usage_of(verb)),
+        ParseError::NeedsApp { verb } => (format!("`{verb}` needs an app name"), usage_of(verb)),
+        ParseError::CharacterInApp { verb, character } => (
+            format!("`{character}` is not allowed in an app name"),
+            usage_of(verb),
+        ),
+        ParseError::ExpectedEnvironment { verb, keyword } => (
+            format!("I expected an environment after `{keyword}`"),
+            usage_of(verb),
+        ),
+        ParseError::TakesNoHosts { verb } => (format!("`{verb}` takes no hosts"), usage_of(verb)),
+        ParseError::DidYouMeanKeyword { word, keyword } => (
+            format!("I don't understand `{word}`"),
+            format!("did you mean `{keyword}`? {}", usage("deploy")),
+        ),
+        ParseError::EnvironmentNeedsKeyword { word } => (
+            format!("I don't understand `{word}`"),
+            format!("to name an environment, write `to {word}`"),
+        ),
+        ParseError::NotOneTimePassword { word } => (
+            format!("`{word}` is not a one-time password"),
+            "a one-time password is 6 digits or a 32–64 character yubikey code".into(),
+        ),
+        ParseError::WhereOnly => (
+            "I only know `where can i deploy <app>`".into(),
+            usage_of("where"),
+        ),
+        ParseError::ControlInReason => (
+            "a lock reason cannot contain control characters".into(),
+            usage_of("lock"),
+        ),
+        ParseError::RefNotAllowed { verb } => (
+            format!("`{verb}` works on an environment, not a ref"),
+            usage_of(verb),
+        ),
+        ParseError::NotADeploymentNumber { digits } => (
+            format!("`{digits}` is not a deployment number"),
+            usage_of("cancel"),
+        ),
+        ParseError::NoHelpOn { topic, suggestion } => (
+            format!("I have no help on `{topic}`"),
+            match suggestion {
+                Some(verb) => format!("did you mean `help {verb}`?"),
+                None => format!("I have help on: {}", VERBS.join(", ")),
+            },
+        ),
+    }
 }
 
 pub fn denial(denial: &Denial) -> String {

@@ -21,19 +21,77 @@ use nom::{
 };
 
 use super::{CancelTarget, Command, DEFAULT_TASK, DeployCommand};
-use crate::domain::{AppName, Environment, GitRef, Hosts, Task};
+use crate::domain::{AppName, Environment, GitRef, Hosts, Invalid, Task};
 use crate::suggest;
 
-/// A message addressed to the bot that does not parse: what is wrong, and how to put it right.
+/// A message addressed to the bot that does not parse: what is wrong, with the data to say how to put it
+/// right. `reply::parse_error` turns it into words; `verb` fields name the command whose usage helps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
-    pub message: String,
-    pub hint: String,
+pub enum ParseError {
+    /// Only the bot's name.
+    NoCommand,
+    /// A word after a complete command.
+    Unexpected {
+        word: String,
+        verb: &'static str,
+    },
+    UnknownVerb {
+        verb: String,
+        suggestion: Option<&'static str>,
+    },
+    TakesNoArguments {
+        verb: &'static str,
+        got: String,
+    },
+    /// A value that does not validate (an app, ref, environment, hosts, task).
+    Invalid {
+        verb: &'static str,
+        invalid: Invalid,
+    },
+    NeedsApp {
+        verb: &'static str,
+    },
+    CharacterInApp {
+        verb: &'static str,
+        character: char,
+    },
+    ExpectedEnvironment {
+        verb: &'static str,
+        keyword: String,
+    },
+    TakesNoHosts {
+        verb: &'static str,
+    },
+    /// A word where `to`/`in`/`on` was probably meant.
+    DidYouMeanKeyword {
+        word: String,
+        keyword: &'static str,
+    },
+    /// An environment name without `to` before it.
+    EnvironmentNeedsKeyword {
+        word: String,
+    },
+    NotOneTimePassword {
+        word: String,
+    },
+    WhereOnly,
+    ControlInReason,
+    /// A ref given to a command that works on an environment.
+    RefNotAllowed {
+        verb: &'static str,
+    },
+    NotADeploymentNumber {
+        digits: String,
+    },
+    NoHelpOn {
+        topic: String,
+        suggestion: Option<&'static str>,
+    },
 }
 
 impl std::fmt::Display for ParseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.hint)
+        write!(f, "{self:?}")
     }
 }
 
@@ -71,14 +129,12 @@ pub fn parse_message(
 pub fn parse_command(text: &str) -> Result<Command, ParseError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err(ParseError {
-            message: "there is no command".into(),
-            hint: "try `help`".into(),
-        });
+        return Err(ParseError::NoCommand);
     }
     match (command, multispace0).parse(text) {
         Ok(("", (command, _))) => Ok(command),
-        Ok((left, _)) => Err(unexpected(left, "deploy")),
+        // A stray word after a whole command: that command's own usage helps.
+        Ok((left, (command, _))) => Err(unexpected(left, command.name())),
         Err(nom::Err::Failure(e)) | Err(nom::Err::Error(e)) => Err(e.into_parse_error(text)),
         Err(nom::Err::Incomplete(_)) => Err(unexpected(text, "help")),
     }
@@ -156,11 +212,11 @@ pub fn usage(verb: &str) -> &'static str {
     }
 }
 
-/// The nom error type: `Mismatch` lets `alt` try the next branch, `Malformed` carries the message.
+/// The nom error type: `Mismatch` lets `alt` try the next branch, `Malformed` carries the error.
 #[derive(Debug)]
 pub enum GrammarError<'a> {
     Mismatch(&'a str),
-    Malformed { message: String, hint: String },
+    Malformed(ParseError),
 }
 
 impl<'a> GrammarError<'a> {
@@ -169,7 +225,7 @@ impl<'a> GrammarError<'a> {
             GrammarError::Mismatch(at) => {
                 unexpected(if at.is_empty() { whole } else { at }, "help")
             }
-            GrammarError::Malformed { message, hint } => ParseError { message, hint },
+            GrammarError::Malformed(error) => error,
         }
     }
 }
@@ -183,7 +239,7 @@ impl<'a> nom::error::ParseError<&'a str> for GrammarError<'a> {
     }
     fn or(self, other: Self) -> Self {
         match (&self, &other) {
-            (GrammarError::Malformed { .. }, _) => self,
+            (GrammarError::Malformed(_), _) => self,
             _ => other,
         }
     }
@@ -191,21 +247,15 @@ impl<'a> nom::error::ParseError<&'a str> for GrammarError<'a> {
 
 type PResult<'a, T> = IResult<&'a str, T, GrammarError<'a>>;
 
-fn malformed<'a>(
-    message: impl Into<String>,
-    hint: impl Into<String>,
-) -> nom::Err<GrammarError<'a>> {
-    nom::Err::Failure(GrammarError::Malformed {
-        message: message.into(),
-        hint: hint.into(),
-    })
+fn malformed<'a>(error: ParseError) -> nom::Err<GrammarError<'a>> {
+    nom::Err::Failure(GrammarError::Malformed(error))
 }
 
-fn unexpected(left: &str, verb: &str) -> ParseError {
+fn unexpected(left: &str, verb: &'static str) -> ParseError {
     let word = left.split_whitespace().next().unwrap_or(left);
-    ParseError {
-        message: format!("I did not expect `{word}` there"),
-        hint: usage(verb).to_string(),
+    ParseError::Unexpected {
+        word: word.to_string(),
+        verb,
     }
 }
 
@@ -239,20 +289,19 @@ fn is_deploy_family(word: &str) -> bool {
 }
 
 fn unknown_verb<'a>(verb: &str) -> nom::Err<GrammarError<'a>> {
-    let hint = match suggest::closest(verb, VERBS.iter().copied()) {
-        Some(verb) => format!("did you mean `{verb}`?"),
-        None => "try `help`".to_string(),
-    };
-    malformed(format!("I don't know the command `{verb}`"), hint)
+    malformed(ParseError::UnknownVerb {
+        verb: verb.to_string(),
+        suggestion: suggest::closest(verb, VERBS.iter().copied()),
+    })
 }
 
-fn no_arguments<'a>(i: &'a str, verb: &str, command: Command) -> PResult<'a, Command> {
+fn no_arguments<'a>(i: &'a str, verb: &'static str, command: Command) -> PResult<'a, Command> {
     let (left, _) = multispace0(i)?;
     if !left.is_empty() {
-        return Err(malformed(
-            format!("`{verb}` takes no arguments, but I got `{}`", left.trim()),
-            usage(verb),
-        ));
+        return Err(malformed(ParseError::TakesNoArguments {
+            verb,
+            got: left.trim().to_string(),
+        }));
     }
     Ok((left, command))
 }
@@ -273,9 +322,7 @@ fn deploy_family(i: &str) -> PResult<'_, Command> {
         "deploy:version" => return no_arguments(after, "version", Command::Version),
         _ => {}
     }
-    let task: Task = task
-        .parse()
-        .map_err(|e: crate::domain::Invalid| malformed(e.to_string(), usage("deploy")))?;
+    let task: Task = valid(&task, "deploy")?;
     let (i, (app, git_ref)) = app_and_ref(after, "deploy")?;
     let (i, target) = target(i, "deploy")?;
     let (i, otp) = one_time_password(i, target.is_some())?;
@@ -295,17 +342,14 @@ fn deploy_family(i: &str) -> PResult<'_, Command> {
 }
 
 /// `app_ref = app ("/" ref)?`, preceded by white space.
-fn app_and_ref<'a>(i: &'a str, verb: &str) -> PResult<'a, (AppName, Option<GitRef>)> {
+fn app_and_ref<'a>(i: &'a str, verb: &'static str) -> PResult<'a, (AppName, Option<GitRef>)> {
     let (i, app) = app(i, verb)?;
     let (i, git_ref) = opt(preceded(char('/'), take_till1(char::is_whitespace))).parse(i)?;
     let git_ref = match git_ref {
         Some(git_ref) => Some(valid(git_ref, verb)?),
         None => {
-            if let Some(c) = i.chars().next().filter(|c| !c.is_whitespace()) {
-                return Err(malformed(
-                    format!("`{c}` is not allowed in an app name"),
-                    usage(verb),
-                ));
+            if let Some(character) = i.chars().next().filter(|c| !c.is_whitespace()) {
+                return Err(malformed(ParseError::CharacterInApp { verb, character }));
             }
             None
         }
@@ -314,24 +358,24 @@ fn app_and_ref<'a>(i: &'a str, verb: &str) -> PResult<'a, (AppName, Option<GitRe
 }
 
 /// A value typed for `verb`, through its domain type's validation.
-fn valid<'a, T: std::str::FromStr<Err = crate::domain::Invalid>>(
+fn valid<'a, T: std::str::FromStr<Err = Invalid>>(
     text: &str,
-    verb: &str,
+    verb: &'static str,
 ) -> Result<T, nom::Err<GrammarError<'a>>> {
     text.parse()
-        .map_err(|e: crate::domain::Invalid| malformed(e.to_string(), usage(verb)))
+        .map_err(|invalid| malformed(ParseError::Invalid { verb, invalid }))
 }
 
 /// `app = [-_.0-9a-zA-Z]+`, preceded by white space.
-fn app<'a>(i: &'a str, verb: &str) -> PResult<'a, AppName> {
-    let missing = || malformed(format!("`{verb}` needs an app name"), usage(verb));
+fn app<'a>(i: &'a str, verb: &'static str) -> PResult<'a, AppName> {
+    let missing = || malformed(ParseError::NeedsApp { verb });
     let (i, _) = multispace1(i).map_err(|_: nom::Err<GrammarError>| missing())?;
     let (i, app) = take_while1(|c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .parse(i)
         .map_err(|_: nom::Err<GrammarError>| {
             let word = i.split_whitespace().next().unwrap_or_default();
             match word.parse::<AppName>() {
-                Err(e) => malformed(e.to_string(), usage(verb)),
+                Err(invalid) => malformed(ParseError::Invalid { verb, invalid }),
                 Ok(_) => missing(),
             }
         })?;
@@ -340,7 +384,7 @@ fn app<'a>(i: &'a str, verb: &str) -> PResult<'a, AppName> {
 
 /// `target = ("to" | "in" | "on") env ("/" hosts)?`: `None` when no keyword follows.
 #[allow(clippy::type_complexity)]
-fn target<'a>(i: &'a str, verb: &str) -> PResult<'a, Option<(Environment, Option<Hosts>)>> {
+fn target<'a>(i: &'a str, verb: &'static str) -> PResult<'a, Option<(Environment, Option<Hosts>)>> {
     let keyword = preceded(
         multispace1,
         alt((tag_no_case("to"), tag_no_case("in"), tag_no_case("on"))),
@@ -360,10 +404,10 @@ fn target<'a>(i: &'a str, verb: &str) -> PResult<'a, Option<(Environment, Option
         take_till1(char::is_whitespace),
     )
     .parse(after) else {
-        return Err(malformed(
-            format!("I expected an environment after `{}`", word.to_lowercase()),
-            usage(verb),
-        ));
+        return Err(malformed(ParseError::ExpectedEnvironment {
+            verb,
+            keyword: word.to_lowercase(),
+        }));
     };
     let (environment, hosts) = match value.split_once('/') {
         Some((env, hosts)) => (env, Some(hosts)),
@@ -372,7 +416,7 @@ fn target<'a>(i: &'a str, verb: &str) -> PResult<'a, Option<(Environment, Option
     let environment: Environment = valid(environment, verb)?;
     let hosts = match hosts {
         Some(_) if verb != "deploy" => {
-            return Err(malformed(format!("`{verb}` takes no hosts"), usage(verb)));
+            return Err(malformed(ParseError::TakesNoHosts { verb }));
         }
         Some(hosts) => Some(valid(hosts, verb)?),
         None => None,
@@ -396,22 +440,20 @@ fn one_time_password(i: &str, had_target: bool) -> PResult<'_, Option<String>> {
     }
     if !had_target {
         if let Some(keyword) = suggest::closest(word, ["to", "in", "on"]) {
-            return Err(malformed(
-                format!("I don't understand `{word}`"),
-                format!("did you mean `{keyword}`? {}", usage("deploy")),
-            ));
+            return Err(malformed(ParseError::DidYouMeanKeyword {
+                word: word.to_string(),
+                keyword,
+            }));
         }
         if word.parse::<Environment>().is_ok() && !word.chars().all(|c| c.is_ascii_digit()) {
-            return Err(malformed(
-                format!("I don't understand `{word}`"),
-                format!("to name an environment, write `to {word}`"),
-            ));
+            return Err(malformed(ParseError::EnvironmentNeedsKeyword {
+                word: word.to_string(),
+            }));
         }
     }
-    Err(malformed(
-        format!("`{word}` is not a one-time password"),
-        "a one-time password is 6 digits or a 32–64 character yubikey code",
-    ))
+    Err(malformed(ParseError::NotOneTimePassword {
+        word: word.to_string(),
+    }))
 }
 
 /// One-time passwords: 6 digits (an authenticator) or 32–64 modhex characters (a yubikey).
@@ -446,9 +488,9 @@ fn where_can_i_deploy(i: &str) -> PResult<'_, Command> {
         multispace1,
         tag_no_case("deploy"),
     );
-    let (i, _) = words.parse(i).map_err(|_: nom::Err<GrammarError>| {
-        malformed("I only know `where can i deploy <app>`", usage("where"))
-    })?;
+    let (i, _) = words
+        .parse(i)
+        .map_err(|_: nom::Err<GrammarError>| malformed(ParseError::WhereOnly))?;
     let (i, app) = app(i, "where")?;
     let (i, _) = opt(char('?')).parse(i)?;
     Ok((i, Command::Where { app }))
@@ -461,10 +503,7 @@ fn lock(i: &str) -> PResult<'_, Command> {
     let (i, reason) = rest(i)?;
     let reason = reason.trim();
     if reason.chars().any(char::is_control) {
-        return Err(malformed(
-            "a lock reason cannot contain control characters",
-            usage("lock"),
-        ));
+        return Err(malformed(ParseError::ControlInReason));
     }
     Ok((
         i,
@@ -477,13 +516,10 @@ fn lock(i: &str) -> PResult<'_, Command> {
 }
 
 /// An app name where a ref makes no sense (locks, cancel, rollback).
-fn app_without_ref<'a>(i: &'a str, verb: &str) -> PResult<'a, AppName> {
+fn app_without_ref<'a>(i: &'a str, verb: &'static str) -> PResult<'a, AppName> {
     let (i, (app, git_ref)) = app_and_ref(i, verb)?;
     if git_ref.is_some() {
-        return Err(malformed(
-            format!("`{verb}` works on an environment, not a ref"),
-            usage(verb),
-        ));
+        return Err(malformed(ParseError::RefNotAllowed { verb }));
     }
     Ok((i, app))
 }
@@ -508,10 +544,9 @@ fn cancel(i: &str) -> PResult<'_, Command> {
         && (after.is_empty() || after.starts_with(char::is_whitespace))
     {
         let id = digits.parse().map_err(|_| {
-            malformed(
-                format!("`{digits}` is not a deployment number"),
-                usage("cancel"),
-            )
+            malformed(ParseError::NotADeploymentNumber {
+                digits: digits.to_string(),
+            })
         })?;
         return Ok((
             after,
@@ -562,12 +597,101 @@ fn help(i: &str) -> PResult<'_, Command> {
                 topic: Some(verb.to_string()),
             },
         )),
-        None => {
-            let hint = match suggest::closest(topic, VERBS.iter().copied()) {
-                Some(verb) => format!("did you mean `help {verb}`?"),
-                None => format!("I have help on: {}", VERBS.join(", ")),
-            };
-            Err(malformed(format!("I have no help on `{topic}`"), hint))
+        None => Err(malformed(ParseError::NoHelpOn {
+            topic: topic.to_string(),
+            suggestion: suggest::closest(topic, VERBS.iter().copied()),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Input → the kind of error, beside the grammar (the words are `reply`'s, tested there and through
+    /// `zbot parse`).
+    #[test]
+    fn malformed_commands_say_what_kind_of_wrong() {
+        let cases: Vec<(&str, ParseError)> = vec![
+            ("", ParseError::NoCommand),
+            (
+                "dploy adxstat",
+                ParseError::UnknownVerb {
+                    verb: "dploy".into(),
+                    suggestion: Some("deploy"),
+                },
+            ),
+            ("deploy", ParseError::NeedsApp { verb: "deploy" }),
+            (
+                "deploy adxstat to",
+                ParseError::ExpectedEnvironment {
+                    verb: "deploy",
+                    keyword: "to".into(),
+                },
+            ),
+            (
+                "deploy adxstat staging",
+                ParseError::EnvironmentNeedsKeyword {
+                    word: "staging".into(),
+                },
+            ),
+            (
+                "lock adxstat/v1",
+                ParseError::RefNotAllowed { verb: "lock" },
+            ),
+            (
+                "unlock adxstat in production/web1",
+                ParseError::TakesNoHosts { verb: "unlock" },
+            ),
+            (
+                "locks please",
+                ParseError::TakesNoArguments {
+                    verb: "locks",
+                    got: "please".into(),
+                },
+            ),
+            ("where is adxstat", ParseError::WhereOnly),
+            (
+                "help deplyo",
+                ParseError::NoHelpOn {
+                    topic: "deplyo".into(),
+                    suggestion: Some("deploy"),
+                },
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_command(text), Err(expected), "{text:?}");
+        }
+    }
+
+    /// A stray word after a whole command gets that command's usage, not `deploy`'s.
+    #[test]
+    fn a_stray_word_gets_its_own_commands_usage() {
+        for (text, verb) in [
+            ("unlock adxstat in production now", "unlock"),
+            ("rollback adxstat in production now", "rollback"),
+            ("cancel adxstat in production now", "cancel"),
+            ("deploys adxstat in production now", "deploys"),
+            ("where can i deploy adxstat now", "where"),
+            ("deploy adxstat to production 123456 now", "deploy"),
+        ] {
+            match parse_command(text) {
+                Err(ParseError::Unexpected { word, verb: got }) => {
+                    assert_eq!((word.as_str(), got), ("now", verb), "{text:?}")
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_values_carry_the_refusal() {
+        match parse_command("deploy adxstat/a..b") {
+            Err(ParseError::Invalid { verb, invalid }) => {
+                assert_eq!(verb, "deploy");
+                assert_eq!(invalid.kind, crate::domain::ValueKind::Ref);
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

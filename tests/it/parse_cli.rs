@@ -1,17 +1,53 @@
 //! `zbot parse`: the JSON contract, for hubot-deploy's test corpus and every command, in every
-//! addressing form (name, `name:`, `name,`, mention, DM, slash command).
+//! addressing form (name, `name:`, `name,`, mention, DM, slash command). The tables run in this process
+//! through the same functions `zbot parse` calls; one test runs the binary itself for the contract.
 
 use serde_json::{Value, json};
+use zbot::command::{Addressing, parse_message};
 
 use crate::support::{repo_root, stdout, zbot};
 
-/// Runs `zbot parse` and returns (exit code, JSON).
+/// What `zbot parse --bot-id U0BOT ARGS…` answers: (exit code, JSON), computed in this process.
 fn parse(args: &[&str]) -> (i32, Value) {
-    let mut all = vec!["parse", "--bot-id", "U0BOT"];
-    all.extend_from_slice(args);
-    let out = zbot(repo_root(), &all, &[]);
-    let json = serde_json::from_str(stdout(&out).trim()).expect("zbot parse prints one JSON value");
-    (out.status.code().unwrap_or(-1), json)
+    let (mut dm, mut slash, mut text) = (false, None, None);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match *arg {
+            "--dm" => dm = true,
+            "--slash" => slash = args.next().copied(),
+            other => text = Some(other),
+        }
+    }
+    let names = vec!["zbot".to_string()];
+    let addressing = Addressing {
+        names: &names,
+        bot_user_id: Some("U0BOT"),
+        direct: dm,
+        slash_command: slash,
+    };
+    let (code, json) =
+        zbot::reply::parse_outcome(parse_message(text.unwrap_or_default(), &addressing));
+    (i32::from(code), json)
+}
+
+/// The binary keeps the contract: one JSON value on stdout, exit 0 / 1 / 3, same answers as in-process.
+#[test]
+fn zbot_parse_binary_keeps_the_contract() {
+    for (args, code) in [
+        (vec!["zbot deploy adxstat/v0.0.1 to production"], 0),
+        (vec!["zbot deploy adxstat to"], 1),
+        (vec!["good morning"], 3),
+        (vec!["--dm", "deploy adxstat"], 0),
+        (vec!["--slash", "/deploy", "adxstat to staging"], 0),
+    ] {
+        let mut all = vec!["parse", "--bot-id", "U0BOT"];
+        all.extend_from_slice(&args);
+        let out = zbot(repo_root(), &all, &[]);
+        let json: Value =
+            serde_json::from_str(stdout(&out).trim()).expect("zbot parse prints one JSON value");
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        assert_eq!((code, json), parse(&args), "{args:?}");
+    }
 }
 
 fn deploy(
