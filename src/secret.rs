@@ -144,7 +144,11 @@ mod tests {
             (&["token123"], "no secret here", "no secret here"),
             (&["token123"], "a token123 b token123", "a *** b ***"),
             // One secret inside another: hidden whole, in either order.
-            (&["token123", "token123456"], "x token123456 y token123 z", "x *** y *** z"),
+            (
+                &["token123", "token123456"],
+                "x token123456 y token123 z",
+                "x *** y *** z",
+            ),
             (&["token123456", "token123"], "x token123456 y", "x *** y"),
             // Two secrets overlapping: the run is hidden, not one and the other's readable rest.
             (&["abcdefgh", "efghijkl"], "<abcdefghijkl>", "<***>"),
@@ -153,14 +157,22 @@ mod tests {
             (&["aaaaaa"], "<aaaaaaaaa>", "<***>"),
             (&["abcabc"], "abcabcabc!", "***!"),
             // Side by side: two masks, as when the text is redacted in two pieces between them.
-            (&["first-secret", "second-secret"], "first-secretsecond-secret", "******"),
+            (
+                &["first-secret", "second-secret"],
+                "first-secretsecond-secret",
+                "******",
+            ),
             (&["sécrète-valeur"], "é sécrète-valeur é", "é *** é"),
             // Too short to be a secret.
             (&["abc"], "abc", "abc"),
             (&[], "anything", "anything"),
         ];
         for (secrets, text, expected) in cases {
-            assert_eq!(redactor(secrets).redact(text), *expected, "{secrets:?} in {text:?}");
+            assert_eq!(
+                redactor(secrets).redact(text),
+                *expected,
+                "{secrets:?} in {text:?}"
+            );
         }
     }
 

@@ -130,7 +130,9 @@ impl PartialLine {
     /// The rest of the line, redacted; `None` when only its newline was left.
     fn end(&mut self, redactor: &Redactor) -> Option<String> {
         let mut rest = std::mem::take(&mut self.pending);
-        rest.push_str(&String::from_utf8_lossy(&std::mem::take(&mut self.split_char)));
+        rest.push_str(&String::from_utf8_lossy(&std::mem::take(
+            &mut self.split_char,
+        )));
         let rest = rest.trim_end_matches(['\n', '\r']);
         let written = std::mem::take(&mut self.written);
         (!(written && rest.is_empty())).then(|| redactor.redact(rest))
@@ -256,7 +258,10 @@ pub async fn last_lines(path: &Path, lines: usize) -> std::io::Result<Vec<String
     let text = String::from_utf8_lossy(&buf);
     let output: Vec<&str> = text
         .lines()
-        .filter(|line| line.split_once(' ').is_none_or(|(_, rest)| !rest.starts_with("zbot | ")))
+        .filter(|line| {
+            line.split_once(' ')
+                .is_none_or(|(_, rest)| !rest.starts_with("zbot | "))
+        })
         .collect();
     Ok(output[output.len().saturating_sub(lines)..]
         .iter()
@@ -274,7 +279,9 @@ async fn read_lines(file: &mut File, start: u64, end: u64) -> std::io::Result<Ve
     let first = if start == 0 {
         0
     } else {
-        buf.iter().position(|&b| b == b'\n').map_or(buf.len(), |i| i + 1)
+        buf.iter()
+            .position(|&b| b == b'\n')
+            .map_or(buf.len(), |i| i + 1)
     };
     buf.drain(..first);
     Ok(buf)
@@ -390,7 +397,10 @@ mod tests {
                 .filter(|l| !l.is_empty() && !l.starts_with("… "))
                 .collect();
             for line in &shown {
-                assert!(lines.iter().any(|l| l == line), "limit {limit}: {line:?} is cut");
+                assert!(
+                    lines.iter().any(|l| l == line),
+                    "limit {limit}: {line:?} is cut"
+                );
             }
             assert_eq!(shown.first().copied(), lines.first().map(String::as_str));
             assert_eq!(shown.last().copied(), lines.last().map(String::as_str));
@@ -417,7 +427,10 @@ mod tests {
             ]
         );
         // A line that begins exactly where the window does is whole, and shown.
-        let exact = format!("10:00:00.000 out | {}", "z".repeat(LAST_LINES_WINDOW as usize - 20));
+        let exact = format!(
+            "10:00:00.000 out | {}",
+            "z".repeat(LAST_LINES_WINDOW as usize - 20)
+        );
         let path = log_file(dir.path(), &[long, exact.clone()]);
         assert_eq!(last_lines(&path, 15).await.unwrap(), [exact]);
     }
@@ -428,12 +441,18 @@ mod tests {
         let path = dir.path().join("1.log");
         let (writer, log) = LogWriter::create(&path, redactor()).await.unwrap();
         let (a, b) = TOKEN.split_at(9);
-        log.part(Stream::Stdout, format!("out {a}").into_bytes()).await;
-        log.part(Stream::Stderr, format!("err {a}").into_bytes()).await;
-        log.line(Stream::Stdout, format!("{b} out\n").into_bytes()).await;
-        log.note("a note").await;
-        log.part(Stream::Stderr, format!("{b} err, and a line that never ends {a}").into_bytes())
+        log.part(Stream::Stdout, format!("out {a}").into_bytes())
             .await;
+        log.part(Stream::Stderr, format!("err {a}").into_bytes())
+            .await;
+        log.line(Stream::Stdout, format!("{b} out\n").into_bytes())
+            .await;
+        log.note("a note").await;
+        log.part(
+            Stream::Stderr,
+            format!("{b} err, and a line that never ends {a}").into_bytes(),
+        )
+        .await;
         drop(log);
         writer.finish().await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -443,7 +462,10 @@ mod tests {
                 .collect()
         };
         assert_eq!(logged("out"), "out *** out");
-        assert_eq!(logged("err"), format!("err *** err, and a line that never ends {a}"));
+        assert_eq!(
+            logged("err"),
+            format!("err *** err, and a line that never ends {a}")
+        );
         assert_eq!(logged("zbot"), "a note");
     }
 }

@@ -259,7 +259,11 @@ async fn read_line(
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
-            return Ok(if out.is_empty() { Read::End } else { Read::Line });
+            return Ok(if out.is_empty() {
+                Read::End
+            } else {
+                Read::Line
+            });
         }
         let room = MAX_LINE - out.len();
         let newline = available.iter().take(room).position(|&b| b == b'\n');
