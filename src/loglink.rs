@@ -149,6 +149,7 @@ pub struct LogLinks {
 }
 
 impl LogLinks {
+    /// Links on the listener at `public_url` (`[webhook] public_url`, else `http://<listen>`).
     pub fn new(public_url: &str, key: LinkKey) -> LogLinks {
         LogLinks {
             base: public_url.trim_end_matches('/').to_string(),
