@@ -277,7 +277,7 @@ async fn delivery(State(shared): State<Shared>, headers: HeaderMap, body: Body) 
             };
             let deployment = match job_from(body, &listener.config) {
                 Ok(d) => d,
-                Err(refusal) => return refuse(&listener, refusal).await,
+                Err(refusal) => return refuse(listener, refusal).await,
             };
             match listener
                 .store
