@@ -18,6 +18,7 @@ use crate::events::EventBus;
 use crate::forge::Forge;
 use crate::forge::github::GitHub;
 use crate::forge::local::LocalForge;
+use crate::loglink::{LinkKey, LogLinks};
 use crate::runner::Deployer;
 use crate::runner::checkout::Checkouts;
 use crate::scheduler::Scheduler;
@@ -58,7 +59,7 @@ impl Core {
     pub async fn build(
         config: Config,
         forge: impl FnOnce(&Store) -> Forge,
-        public_url: Option<String>,
+        log_links: Option<LogLinks>,
     ) -> anyhow::Result<Core> {
         let recipes = crate::recipe::load_for(&config).map_err(|problems| {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -78,7 +79,7 @@ impl Core {
             store: store.clone(),
             events: events.clone(),
             redactor: Redactor::new(config.secrets()),
-            public_url,
+            log_links,
         });
         Ok(Core {
             config,
@@ -153,10 +154,11 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let log_key = LinkKey::load_or_create(&config.bot.data_dir).context("the log link key")?;
     let core = Core::build(
         config,
         |_| Forge::GitHub(Box::new(github)),
-        Some(public_url),
+        Some(LogLinks::new(&public_url, log_key.clone())),
     )
     .await?;
     let Core {
@@ -194,6 +196,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
             scheduler: Arc::clone(&scheduler),
             deployer,
             secret: webhook_config.secret.clone(),
+            log_key,
         },
         &webhook_config.path,
     );

@@ -10,6 +10,7 @@
 //! - [`command`]: the chat grammar, text in, typed [`command::Command`] out. Pure.
 //! - [`config`]: `bot.toml` in, a validated [`config::Config`] out; also converts hubot-deploy `apps.json`.
 //! - [`webhook`]: the axum listener: signature check, storing deployments, health and log pages.
+//! - [`loglink`]: the unguessable links to zbot's own log pages.
 //! - [`store`]: all SQL: deployments, deliveries seen, locks.
 //! - [`scheduler`]: which queued deployment runs next; cancel; restart recovery.
 //! - [`runner`]: one deployment from start to end: checkout, recipe, process, log, statuses.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod forge;
+pub mod loglink;
 pub mod mrkdwn;
 pub mod payload;
 pub mod policy;

@@ -3,27 +3,38 @@
 //!
 //! Routes:
 //! - `POST [webhook] path`: a GitHub delivery, JSON or form-encoded (`payload=…`). The
-//!   `X-Hub-Signature-256` HMAC is checked over the exact raw body in constant time before anything
-//!   is parsed: missing or wrong → 401 with no detail. Malformed → 400, over 25 MB → 413, `ping` → 200,
-//!   `deployment` → 202 once stored durably, anything else → 202 and logged.
+//!   `X-Hub-Signature-256` HMAC is computed over the exact raw body as it arrives and checked in
+//!   constant time before anything is parsed: missing or wrong → 401 with no detail. Malformed → 400,
+//!   over 25 MB → 413, `ping` → 200, `deployment` → 202 once stored durably, anything else → 202 and
+//!   logged.
 //! - `GET /healthz`: 200 `ok` for load balancers.
-//! - `GET /deployments/{id}/log`: a deploy's whole log as plain text.
+//! - `GET /deployments/{id}/log?token=…`: a deploy's whole log as plain text, for the link the runner
+//!   made ([`crate::loglink`]); without that deploy's token → 404.
+//!
+//! What anyone who reaches the port can make zbot hold is bounded: a delivery without a well-formed
+//! signature header is refused before its body is read, and bodies not yet verified share
+//! [`UNVERIFIED_BUDGET`] bytes; a request that finds no room within [`BUDGET_WAIT`] gets 503 with
+//! `Retry-After`, and a body must arrive within [`BODY_DEADLINE`].
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use serde::Deserialize;
 
 use crate::config::Config;
 use crate::domain::{DeploymentId, Environment, GitRef, Invalid, Repository, Sha, Task};
+use crate::loglink::LinkKey;
 use crate::payload::Parts;
 use crate::policy::{self, Refusal, Why};
 use crate::runner::Deployer;
@@ -33,6 +44,23 @@ use crate::store::{Accepted, NewDeployment, Store};
 
 /// GitHub caps payloads at 25 MB.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
+
+/// Bytes of request bodies held before their signature is checked, all requests together: one
+/// delivery of [`MAX_BODY`] fits, with room beside it for the small ones GitHub usually sends. Without
+/// a bound anyone who reaches the port makes zbot hold 25 MB per request (eight at once took it from
+/// 11 to 85 MB).
+pub const UNVERIFIED_BUDGET: usize = MAX_BODY + MAX_BODY / 4;
+
+/// How long a request waits for room in [`UNVERIFIED_BUDGET`] before it is answered 503: long enough
+/// for a burst of real deliveries to pass one after another, short enough that waiters do not pile up.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a body may take to arrive once it has room: GitHub gives up on a delivery after 10
+/// seconds, so a slower body is not one GitHub is waiting on, and it holds its room no longer.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What `Retry-After` says when there is no room, in seconds.
+const RETRY_AFTER_SECONDS: &str = "10";
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -44,6 +72,15 @@ pub struct Listener {
     pub deployer: Arc<Deployer>,
     /// `None` only with `insecure_skip_signature = true`.
     pub secret: Option<Secret>,
+    /// Checks the tokens of log page links.
+    pub log_key: LinkKey,
+}
+
+/// The handlers' state: the listener and the room for unverified bodies.
+#[derive(Clone)]
+struct Shared {
+    listener: Listener,
+    budget: Budget,
 }
 
 pub fn router(listener: Listener, path: &str) -> Router {
@@ -51,35 +88,170 @@ pub fn router(listener: Listener, path: &str) -> Router {
         .route(path, post(delivery))
         .route("/healthz", get(|| async { "ok" }))
         .route("/deployments/{id}/log", get(log_page))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(listener)
+        .with_state(Shared {
+            listener,
+            budget: Budget::new(UNVERIFIED_BUDGET, BUDGET_WAIT),
+        })
 }
 
-/// Constant-time check of `sha256=<hex>` against HMAC-SHA256(secret, body).
-pub fn signature_valid(secret: &Secret, header: Option<&str>, body: &[u8]) -> bool {
-    let Some(hex_digest) = header.and_then(|h| h.strip_prefix("sha256=")) else {
-        return false;
-    };
-    let Ok(expected) = hex::decode(hex_digest) else {
-        return false;
-    };
-    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes()) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&expected).is_ok()
+/// HMAC-SHA256 of a body as it arrives, compared in constant time with the signature GitHub sent.
+struct SignatureCheck {
+    mac: hmac::Hmac<sha2::Sha256>,
+    expected: Vec<u8>,
+}
+
+/// Bytes in an HMAC-SHA256.
+const SIGNATURE_LEN: usize = 32;
+
+impl SignatureCheck {
+    /// The check of a body against `header`, `sha256=<64 hex digits>`; `None` when the header is
+    /// missing or malformed, so the body need not be read to refuse it.
+    fn new(secret: &Secret, header: Option<&str>) -> Option<SignatureCheck> {
+        let expected = hex::decode(header?.strip_prefix("sha256=")?).ok()?;
+        if expected.len() != SIGNATURE_LEN {
+            return None;
+        }
+        let mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes()).ok()?;
+        Some(SignatureCheck { mac, expected })
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.mac.update(bytes);
+    }
+
+    /// Whether the body so far has the expected signature (constant time: `verify_slice`).
+    fn verify(self) -> bool {
+        self.mac.verify_slice(&self.expected).is_ok()
+    }
+}
+
+/// Room for bodies not yet verified: a byte budget shared by all requests.
+#[derive(Clone)]
+struct Budget {
+    bytes: Arc<Semaphore>,
+    /// How long a request waits for room.
+    wait: Duration,
+}
+
+impl Budget {
+    fn new(bytes: usize, wait: Duration) -> Budget {
+        Budget {
+            bytes: Arc::new(Semaphore::new(bytes)),
+            wait,
+        }
+    }
+
+    /// `bytes` of room, held until the permit is dropped.
+    async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Refused> {
+        let bytes = u32::try_from(bytes).map_err(|_| Refused::TooLarge)?;
+        match tokio::time::timeout(self.wait, self.bytes.clone().acquire_many_owned(bytes)).await {
+            Ok(Ok(room)) => Ok(room),
+            // Not within the wait, or more than the whole budget (the semaphore is never closed).
+            Ok(Err(_)) | Err(_) => Err(Refused::Busy),
+        }
+    }
+}
+
+/// Why a delivery's body was not taken.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum Refused {
+    #[error("no valid signature")]
+    Unsigned,
+    #[error("over 25 MB")]
+    TooLarge,
+    #[error("no room for another unverified body")]
+    Busy,
+    #[error("the body did not arrive in time")]
+    TooSlow,
+    #[error("the body could not be read")]
+    Broken,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Unsigned => StatusCode::UNAUTHORIZED.into_response(),
+            Refused::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "over 25 MB").into_response(),
+            Refused::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)],
+                "busy",
+            )
+                .into_response(),
+            Refused::TooSlow => {
+                (StatusCode::REQUEST_TIMEOUT, "the body took too long").into_response()
+            }
+            Refused::Broken => {
+                (StatusCode::BAD_REQUEST, "the body could not be read").into_response()
+            }
+        }
+    }
+}
+
+/// Reads a body of at most [`MAX_BODY`] within the budget, checking `check` as it arrives; the room
+/// is given back once the body is verified (or refused). `declared` is its `Content-Length`.
+async fn read_body(
+    budget: &Budget,
+    declared: Option<usize>,
+    mut body: Body,
+    mut check: Option<SignatureCheck>,
+) -> Result<Bytes, Refused> {
+    if declared.is_some_and(|length| length > MAX_BODY) {
+        return Err(Refused::TooLarge);
+    }
+    // With a length, all the room at once; without (chunked), as the body arrives.
+    let mut room = budget.reserve(declared.unwrap_or(0)).await?;
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+    let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
+    loop {
+        let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+        let frame = match tokio::time::timeout_at(deadline, next).await {
+            Err(_) => return Err(Refused::TooSlow),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(Refused::Broken),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let length = bytes.len() + data.len();
+        if length > MAX_BODY {
+            return Err(Refused::TooLarge);
+        }
+        if length > room.num_permits() {
+            room.merge(budget.reserve(length - room.num_permits()).await?);
+        }
+        if let Some(check) = &mut check {
+            check.update(&data);
+        }
+        bytes.extend_from_slice(&data);
+    }
+    if check.is_some_and(|check| !check.verify()) {
+        return Err(Refused::Unsigned);
+    }
+    Ok(Bytes::from(bytes))
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn delivery(State(listener): State<Listener>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(secret) = &listener.secret
-        && !signature_valid(secret, header(&headers, "x-hub-signature-256"), &body)
-    {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+async fn delivery(State(shared): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let listener = &shared.listener;
+    let check = match &listener.secret {
+        Some(secret) => {
+            match SignatureCheck::new(secret, header(&headers, "x-hub-signature-256")) {
+                Some(check) => Some(check),
+                None => return Refused::Unsigned.into_response(),
+            }
+        }
+        None => None,
+    };
+    let declared = header(&headers, "content-length").and_then(|l| l.parse().ok());
+    let body = match read_body(&shared.budget, declared, body, check).await {
+        Ok(body) => body,
+        Err(refused) => return refused.into_response(),
+    };
     let Some(event) = header(&headers, "x-github-event") else {
         return (StatusCode::BAD_REQUEST, "missing X-GitHub-Event").into_response();
     };
@@ -105,7 +277,7 @@ async fn delivery(State(listener): State<Listener>, headers: HeaderMap, body: By
             };
             let deployment = match job_from(body, &listener.config) {
                 Ok(d) => d,
-                Err(refusal) => return refuse(&listener, refusal).await,
+                Err(refusal) => return refuse(listener, refusal).await,
             };
             match listener
                 .store
@@ -285,9 +457,24 @@ pub fn job_from(
     })
 }
 
-async fn log_page(State(listener): State<Listener>, Path(id): Path<u64>) -> Response {
-    let Ok(Some(d)) = listener.store.get(DeploymentId(id)).await else {
-        return (StatusCode::NOT_FOUND, "no such deployment").into_response();
+async fn log_page(
+    State(shared): State<Shared>,
+    Path(id): Path<DeploymentId>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, "no such deployment").into_response();
+    let token = query.as_deref().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(key, _)| key == "token")
+            .map(|(_, token)| token.into_owned())
+    });
+    // Checked before the store is asked: without the token nothing is learnt, not even whether the
+    // deployment exists.
+    if !token.is_some_and(|token| shared.listener.log_key.verify(id, &token)) {
+        return not_found();
+    }
+    let Ok(Some(d)) = shared.listener.store.get(id).await else {
+        return not_found();
     };
     let Some(path) = d.log_path else {
         return (StatusCode::NOT_FOUND, "this deployment has not started").into_response();
@@ -299,5 +486,115 @@ async fn log_page(State(listener): State<Listener>, Path(id): Path<u64>) -> Resp
         )
             .into_response(),
         Err(_) => (StatusCode::NOT_FOUND, "the log is gone").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "test-webhook-secret-0123456789";
+
+    fn sign(body: &[u8]) -> String {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    fn check(header: &str) -> Option<SignatureCheck> {
+        SignatureCheck::new(&Secret::new(SECRET), Some(header))
+    }
+
+    #[test]
+    fn a_malformed_signature_header_is_refused_before_the_body() {
+        let good = sign(b"body");
+        for header in [
+            "",
+            "sha256=",
+            "sha256=00",
+            "sha256=zz",
+            &good.replace("sha256=", "sha1="),
+            &format!("{good}00"),
+            &good[..good.len() - 2],
+        ] {
+            assert!(check(header).is_none(), "{header:?}");
+        }
+        assert!(SignatureCheck::new(&Secret::new(SECRET), None).is_none());
+    }
+
+    #[test]
+    fn the_signature_is_checked_over_the_body_in_any_pieces() {
+        let body = b"{\"zen\": \"Design for failure.\"}";
+        let good = sign(body);
+        for cut in 0..=body.len() {
+            let mut c = check(&good).unwrap();
+            c.update(&body[..cut]);
+            c.update(&body[cut..]);
+            assert!(c.verify(), "cut at {cut}");
+        }
+        let mut c = check(&sign(b"another body")).unwrap();
+        c.update(body);
+        assert!(!c.verify());
+        let mut c = check(&good).unwrap();
+        c.update(&body[1..]);
+        assert!(!c.verify());
+    }
+
+    fn body(bytes: &[u8]) -> (Option<usize>, Body) {
+        (Some(bytes.len()), Body::from(bytes.to_vec()))
+    }
+
+    #[tokio::test]
+    async fn a_body_holds_room_until_it_is_verified() {
+        let budget = Budget::new(100, Duration::from_millis(50));
+        let (length, b) = body(b"a signed body");
+        let read = read_body(&budget, length, b, check(&sign(b"a signed body"))).await;
+        assert_eq!(read.unwrap(), Bytes::from_static(b"a signed body"));
+        assert_eq!(
+            budget.bytes.available_permits(),
+            100,
+            "the room is given back"
+        );
+
+        let (length, b) = body(b"a forged body");
+        let read = read_body(&budget, length, b, check(&sign(b"the real body"))).await;
+        assert_eq!(read.unwrap_err(), Refused::Unsigned);
+        assert_eq!(budget.bytes.available_permits(), 100);
+
+        // Without a length, room is taken as the body arrives.
+        let read = read_body(&budget, None, Body::from("chunked"), None).await;
+        assert_eq!(read.unwrap(), Bytes::from_static(b"chunked"));
+    }
+
+    #[tokio::test]
+    async fn without_room_a_body_is_refused_unread() {
+        let budget = Budget::new(100, Duration::from_millis(50));
+        let held = budget.reserve(90).await.unwrap();
+        let (length, b) = body(&[b'x'; 20]);
+        assert_eq!(
+            read_body(&budget, length, b, None).await.unwrap_err(),
+            Refused::Busy
+        );
+        let read = read_body(&budget, None, Body::from(vec![b'x'; 20]), None).await;
+        assert_eq!(read.unwrap_err(), Refused::Busy);
+        drop(held);
+        let (length, b) = body(&[b'x'; 20]);
+        assert!(read_body(&budget, length, b, None).await.is_ok());
+        // More than the whole budget never fits.
+        let (length, b) = body(&[b'x'; 101]);
+        assert_eq!(
+            read_body(&budget, length, b, None).await.unwrap_err(),
+            Refused::Busy
+        );
+    }
+
+    #[tokio::test]
+    async fn over_25_mb_is_refused() {
+        let budget = Budget::new(UNVERIFIED_BUDGET, Duration::from_millis(50));
+        let declared = read_body(&budget, Some(MAX_BODY + 1), Body::empty(), None).await;
+        assert_eq!(declared.unwrap_err(), Refused::TooLarge);
+        let chunked = read_body(&budget, None, Body::from(vec![0; MAX_BODY + 1]), None).await;
+        assert_eq!(chunked.unwrap_err(), Refused::TooLarge);
+        assert_eq!(budget.bytes.available_permits(), UNVERIFIED_BUDGET);
     }
 }

@@ -21,6 +21,7 @@ use crate::config::{AppConfig, Config};
 use crate::domain::DeploymentId;
 use crate::events::{DeploymentEvent, EventBus};
 use crate::forge::{Forge, LogPage, StatusState, StatusUpdate};
+use crate::loglink::LogLinks;
 use crate::policy::{self, Refusal};
 use crate::recipe::{Recipes, RenderInput};
 use crate::reply::{self, human_duration};
@@ -49,9 +50,9 @@ pub struct Deployer {
     pub checkouts: Checkouts,
     pub events: EventBus,
     pub redactor: Redactor,
-    /// Where people reach the listener: links to zbot's own log pages start here. Without a
-    /// listener (`zbot shell`) the link is the log file's path.
-    pub public_url: Option<String>,
+    /// Links to zbot's own log pages, on the listener. Without a listener (`zbot shell`) the link is
+    /// the log file's path.
+    pub log_links: Option<LogLinks>,
 }
 
 /// How a deployment ended, before it is posted.
@@ -83,8 +84,8 @@ impl Deployer {
 
     /// zbot's own page for a deploy's log, used when a gist cannot be written.
     fn own_log_url(&self, deployment_id: DeploymentId) -> String {
-        match &self.public_url {
-            Some(base) => format!("{base}/deployments/{deployment_id}/log"),
+        match &self.log_links {
+            Some(links) => links.url(deployment_id),
             None => self.log_path(deployment_id).display().to_string(),
         }
     }

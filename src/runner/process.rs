@@ -233,31 +233,126 @@ async fn forward(pipe: impl AsyncRead + Unpin, stream: Stream, log: LogSender) {
     loop {
         let mut line = Vec::new();
         match read_line(&mut reader, &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => log.line(stream, line).await,
+            Ok(Read::End) | Err(_) => return,
+            Ok(Read::Line) => log.line(stream, line).await,
+            Ok(Read::Part) => log.part(stream, line).await,
         }
     }
 }
 
-/// Reads up to and including `\n`, or [`MAX_LINE`] bytes, whichever comes first; 0 at the end.
+/// What [`read_line`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum Read {
+    /// A whole line: up to and including `\n`, or the last bytes before the end.
+    Line,
+    /// [`MAX_LINE`] bytes of a line that goes on.
+    Part,
+    /// Nothing: the pipe is at its end.
+    End,
+}
+
+/// Reads up to and including `\n`, or [`MAX_LINE`] bytes, whichever comes first.
 async fn read_line(
     reader: &mut (impl AsyncBufReadExt + Unpin),
     out: &mut Vec<u8>,
-) -> std::io::Result<usize> {
+) -> std::io::Result<Read> {
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
-            return Ok(out.len());
+            return Ok(if out.is_empty() {
+                Read::End
+            } else {
+                Read::Line
+            });
         }
         let room = MAX_LINE - out.len();
-        let (take, done) = match available.iter().take(room).position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (available.len().min(room), available.len() >= room),
-        };
+        let newline = available.iter().take(room).position(|&b| b == b'\n');
+        let take = newline.map_or(available.len().min(room), |i| i + 1);
         out.extend_from_slice(&available[..take]);
         reader.consume(take);
-        if done {
-            return Ok(out.len());
+        if newline.is_some() {
+            return Ok(Read::Line);
+        }
+        if out.len() == MAX_LINE {
+            return Ok(Read::Part);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::log::LogWriter;
+    use crate::secret::{Redactor, Secret};
+
+    const TOKEN: &str = "ghp_PLANTEDtoken0123456789abcdef";
+
+    /// The texts the log holds after `output` came through a pipe: one per log line.
+    async fn logged(output: &[u8]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.log");
+        let redactor = Redactor::new(&[Secret::new(TOKEN)]);
+        let (writer, log) = LogWriter::create(&path, redactor).await.unwrap();
+        forward(output, Stream::Stdout, log).await;
+        writer.finish().await.unwrap();
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_once(" out | ").unwrap().1.to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn read_line_cuts_long_lines_and_says_so() {
+        let mut output = vec![b'x'; MAX_LINE + 5];
+        output.extend_from_slice(b"\nlast without newline");
+        let mut reader = BufReader::new(output.as_slice());
+        let mut reads = Vec::new();
+        loop {
+            let mut piece = Vec::new();
+            match read_line(&mut reader, &mut piece).await.unwrap() {
+                Read::End => break,
+                read => reads.push((read, piece.len())),
+            }
+        }
+        assert_eq!(
+            reads,
+            [
+                (Read::Part, MAX_LINE),
+                (Read::Line, 6),
+                (Read::Line, "last without newline".len())
+            ]
+        );
+    }
+
+    /// A token at every offset around the cuts of a long line: the log holds the line redacted as if
+    /// it had never been cut, so no part of the token is in it.
+    #[tokio::test]
+    async fn a_token_across_the_cut_of_a_long_line_is_redacted_at_every_offset() {
+        for cut in [MAX_LINE, 2 * MAX_LINE] {
+            for before in cut - TOKEN.len() - 1..=cut + 1 {
+                let line = format!("{}{TOKEN}{}\n", "x".repeat(before), "y".repeat(10));
+                let texts = logged(line.as_bytes()).await;
+                assert_eq!(
+                    texts.concat(),
+                    format!("{}***{}", "x".repeat(before), "y".repeat(10)),
+                    "token at {before}"
+                );
+                assert!(texts.len() > 1, "the line was cut");
+                assert!(
+                    texts.iter().all(|t| t.len() < MAX_LINE + TOKEN.len()),
+                    "pieces stay bounded"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_character_across_the_cut_is_not_broken() {
+        for before in MAX_LINE - 4..=MAX_LINE {
+            let line = format!("{}é😀 done\n", "x".repeat(before));
+            let texts = logged(line.as_bytes()).await;
+            assert_eq!(texts.concat(), line.trim_end(), "character at {before}");
         }
     }
 }

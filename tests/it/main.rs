@@ -6,6 +6,7 @@ mod deployer;
 mod docs;
 mod fakes;
 mod grammar;
+mod hardening;
 mod harness;
 mod hostile;
 mod parse_cli;
