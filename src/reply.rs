@@ -220,6 +220,31 @@ fn names<T: std::fmt::Display>(list: &[T]) -> String {
         .join(", ")
 }
 
+/// The `in_progress` status: "Deploying v0.0.1 (f95f852) to production".
+pub fn deploying(d: &crate::store::Deployment) -> String {
+    format!(
+        "Deploying {} ({}) to {}",
+        d.git_ref,
+        d.sha.short(),
+        d.environment
+    )
+}
+
+/// The `success` status: "Deployed v0.0.1 (f95f852) to production in 12s".
+pub fn deployed(d: &crate::store::Deployment, took: &str) -> String {
+    format!(
+        "Deployed {} ({}) to {} in {took}",
+        d.git_ref,
+        d.sha.short(),
+        d.environment
+    )
+}
+
+/// A deployment whose app is no longer in bot.toml.
+pub fn no_app_for(repository: &crate::domain::Repository) -> String {
+    format!("zbot has no app for {repository}: add it to bot.toml")
+}
+
 /// The `queued` status of a waiting deployment (plain, for GitHub and the status message).
 pub fn queued(d: &crate::store::Deployment, ahead: i64, concurrency: usize) -> String {
     if ahead > 0 {

@@ -23,7 +23,7 @@ use crate::events::{DeploymentEvent, EventBus};
 use crate::forge::{Forge, LogPage, StatusState, StatusUpdate};
 use crate::loglink::LogLinks;
 use crate::policy::{self, Refusal};
-use crate::recipe::{Recipes, RenderInput};
+use crate::recipe::{Invocation, Recipes, RenderInput};
 use crate::reply::{self, human_duration};
 use crate::secret::Redactor;
 use crate::store::{Deployment, DeploymentState, Store};
@@ -55,7 +55,60 @@ pub struct Deployer {
     pub log_links: Option<LogLinks>,
 }
 
+/// What [`Deployer::prepare`] made ready.
+struct Prepared {
+    invocation: Invocation,
+    tree: PathBuf,
+    timeout: Duration,
+}
+
+impl Prepared {
+    /// The program's name, not the path a recipe may give it.
+    fn program_name(&self) -> String {
+        let program = &self.invocation.program;
+        std::path::Path::new(program)
+            .file_name()
+            .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned())
+    }
+}
+
+/// How a deployment ended, as its final status: pure, from the program's exit and how long it took.
+/// `cancelled_because` is the reason a cancel gave.
+fn report(
+    d: &Deployment,
+    exit: Exit,
+    took: Duration,
+    program: &str,
+    cancelled_because: Option<String>,
+) -> Outcome {
+    let took = human_duration(took);
+    match exit {
+        Exit::Code(0) => Outcome {
+            state: StatusState::Success,
+            description: reply::deployed(d, &took),
+            exit_code: Some(0),
+        },
+        Exit::Code(code) => Outcome {
+            state: StatusState::Failure,
+            description: format!("{program} exited with code {code} after {took}"),
+            exit_code: Some(code),
+        },
+        Exit::Signal(signal) => Outcome {
+            state: StatusState::Failure,
+            description: format!("{program} was killed by signal {signal} after {took}"),
+            exit_code: None,
+        },
+        Exit::TimedOut(limit) => Outcome::error(format!(
+            "Timed out after {}: the deploy was stopped",
+            human_duration(limit)
+        )),
+        Exit::Cancelled => Outcome::error(cancelled_because.unwrap_or_else(|| "Cancelled".into())),
+        Exit::NotStarted(reason) => Outcome::error(reason),
+    }
+}
+
 /// How a deployment ended, before it is posted.
+#[derive(Debug, PartialEq, Eq)]
 struct Outcome {
     state: StatusState,
     description: String,
@@ -289,7 +342,8 @@ impl Deployer {
             .await;
     }
 
-    /// The deploy proper: lock tasks, lock check, checkout, recipe, process.
+    /// The deploy proper: [`Deployer::prepare`] (lock tasks, lock check, checkout, recipe), then
+    /// [`Deployer::execute`] (the process), then [`report`] (how it ended, as a status).
     async fn deploy(
         &self,
         d: &Deployment,
@@ -298,33 +352,52 @@ impl Deployer {
         started: Instant,
         cancel: watch::Receiver<Option<String>>,
     ) -> Outcome {
+        let prepared = match self.prepare(d, log, log_url).await {
+            Ok(prepared) => prepared,
+            Err(outcome) => return outcome,
+        };
+        let exit = self.execute(d, &prepared, log, cancel.clone()).await;
+        if let Exit::TimedOut(limit) = &exit {
+            log.note(format!(
+                "DEPLOYMENT TIMED OUT AFTER {} SECONDS",
+                limit.as_secs()
+            ))
+            .await;
+        }
+        let cancelled_because = cancel.borrow().clone();
+        report(
+            d,
+            exit,
+            started.elapsed(),
+            &prepared.program_name(),
+            cancelled_because,
+        )
+    }
+
+    /// Everything before the program runs: lock tasks end here; the lock check; GitHub told of the
+    /// start while the tree is checked out; the recipe chosen and rendered; Fabric provisioned if needed.
+    /// `Err` is how the deployment ends without running anything.
+    async fn prepare(
+        &self,
+        d: &Deployment,
+        log: &LogSender,
+        log_url: &str,
+    ) -> Result<Prepared, Outcome> {
         let Some(app) = self.config.apps.get(&d.app) else {
-            return Outcome::error(format!(
-                "zbot has no app for {}: add it to bot.toml",
-                d.repository
-            ));
+            return Err(Outcome::error(reply::no_app_for(&d.repository)));
         };
         if d.task.is_lock() {
-            return self.lock_task(d, true).await;
+            return Err(self.lock_task(d, true).await);
         }
         if d.task.is_unlock() {
-            return self.lock_task(d, false).await;
+            return Err(self.lock_task(d, false).await);
         }
         let lock = self.store.lock_of(&d.app, &d.environment).await;
         if let Err(e) = &lock {
             tracing::error!(deployment = %d.deployment_id, "cannot read locks: {e}");
         }
-        if let Err(denial) =
-            policy::may_run(lock.as_ref().map(Option::as_ref).map_err(drop), &d.actor)
-        {
-            return Outcome::error(reply::denial_plain(&denial));
-        }
-        let description = format!(
-            "Deploying {} ({}) to {}",
-            d.git_ref,
-            d.sha.short(),
-            d.environment
-        );
+        policy::may_run(lock.as_ref().map(Option::as_ref).map_err(drop), &d.actor)
+            .map_err(|denial| Outcome::error(reply::denial_plain(&denial)))?;
         log.note(format!(
             "zbot deploy #{}: {}@{} ({}) to {} for {}",
             d.deployment_id, d.repository, d.git_ref, d.sha, d.environment, d.actor
@@ -335,10 +408,11 @@ impl Deployer {
             deploy_key: app.deploy_key.clone(),
         };
         // GitHub hears of the start while the checkout runs.
+        let deploying = reply::deploying(d);
         let in_progress = self.announce(
             d,
             StatusState::InProgress,
-            &description,
+            &deploying,
             Some(log_url),
             Vec::new(),
         );
@@ -351,17 +425,13 @@ impl Deployer {
             &auth,
         );
         let ((), checked_out) = tokio::join!(in_progress, checkout);
-        let tree = match checked_out {
-            Ok((tree, note)) => {
-                log.note(note).await;
-                tree
-            }
-            Err(e) => return Outcome::error(format!("Checkout failed: {e}")),
-        };
-        let recipe = match self.recipes.choose(app.provider.as_deref(), &tree) {
-            Ok(recipe) => recipe,
-            Err(reason) => return Outcome::error(reason),
-        };
+        let (tree, note) =
+            checked_out.map_err(|e| Outcome::error(format!("Checkout failed: {e}")))?;
+        log.note(note).await;
+        let recipe = self
+            .recipes
+            .choose(app.provider.as_deref(), &tree)
+            .map_err(Outcome::error)?;
         let input = RenderInput {
             environment: &d.environment,
             git_ref: &d.git_ref,
@@ -372,20 +442,17 @@ impl Deployer {
             repository: &d.repository,
             deployment_id: d.deployment_id,
         };
-        let mut invocation = match recipe.render(&input) {
-            Ok(invocation) => invocation,
-            Err(reason) => {
-                return Outcome::error(format!("Refused to run recipe {}: {reason}", recipe.name));
-            }
-        };
+        let mut invocation = recipe.render(&input).map_err(|reason| {
+            Outcome::error(format!("Refused to run recipe {}: {reason}", recipe.name))
+        })?;
         if invocation.program == "fab"
             && tools::on_path("fab").is_none()
             && self.config.deploy.provision_fabric
         {
-            match tools::fabric(&self.config.bot.data_dir, log).await {
-                Ok(fab) => invocation.program = fab.display().to_string(),
-                Err(reason) => return Outcome::error(reason),
-            }
+            let fab = tools::fabric(&self.config.bot.data_dir, log)
+                .await
+                .map_err(Outcome::error)?;
+            invocation.program = fab.display().to_string();
         }
         let timeout = timeout_for(app, recipe.timeout, &self.config);
         log.note(format!(
@@ -396,6 +463,22 @@ impl Deployer {
             human_duration(timeout)
         ))
         .await;
+        Ok(Prepared {
+            invocation,
+            tree,
+            timeout,
+        })
+    }
+
+    /// Runs the prepared program to its end, recording its process group as soon as it starts (so a
+    /// restarted zbot can stop what a crash left behind).
+    async fn execute(
+        &self,
+        d: &Deployment,
+        prepared: &Prepared,
+        log: &LogSender,
+        cancel: watch::Receiver<Option<String>>,
+    ) -> Exit {
         let zbot_env = vec![
             (
                 "ZBOT_DEPLOYMENT_ID".to_string(),
@@ -424,61 +507,16 @@ impl Deployer {
             }
         };
         let run = process::run(process::Run {
-            invocation: &invocation,
-            dir: &tree,
+            invocation: &prepared.invocation,
+            dir: &prepared.tree,
             extra_env: &zbot_env,
-            timeout,
-            cancel: cancel.clone(),
+            timeout: prepared.timeout,
+            cancel,
             log,
             started: started_tx,
         });
         let (exit, ()) = tokio::join!(run, record_group);
-        let took = human_duration(started.elapsed());
-        // The program's name, not the path a recipe may give it.
-        let program = std::path::Path::new(&invocation.program)
-            .file_name()
-            .map_or_else(
-                || invocation.program.clone(),
-                |n| n.to_string_lossy().into_owned(),
-            );
-        match exit {
-            Exit::Code(0) => Outcome {
-                state: StatusState::Success,
-                description: format!(
-                    "Deployed {} ({}) to {} in {took}",
-                    d.git_ref,
-                    d.sha.short(),
-                    d.environment
-                ),
-                exit_code: Some(0),
-            },
-            Exit::Code(code) => Outcome {
-                state: StatusState::Failure,
-                description: format!("{program} exited with code {code} after {took}"),
-                exit_code: Some(code),
-            },
-            Exit::Signal(signal) => Outcome {
-                state: StatusState::Failure,
-                description: format!("{program} was killed by signal {signal} after {took}"),
-                exit_code: None,
-            },
-            Exit::TimedOut(limit) => {
-                log.note(format!(
-                    "DEPLOYMENT TIMED OUT AFTER {} SECONDS",
-                    limit.as_secs()
-                ))
-                .await;
-                Outcome::error(format!(
-                    "Timed out after {}: the deploy was stopped",
-                    human_duration(limit)
-                ))
-            }
-            Exit::Cancelled => {
-                let reason = cancel.borrow().clone().unwrap_or_default();
-                Outcome::error(reason)
-            }
-            Exit::NotStarted(reason) => Outcome::error(reason),
-        }
+        exit
     }
 
     /// `deploy:lock` / `deploy:unlock` deployments (Heaven's behaviour): set or clear the lock.
@@ -610,4 +648,99 @@ fn timeout_for(app: &AppConfig, recipe: Option<Duration>, config: &Config) -> Du
         .or(config.deploy.timeout)
         .or(recipe)
         .unwrap_or(crate::config::DEFAULT_TIMEOUT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment() -> Deployment {
+        Deployment {
+            seq: 1,
+            deployment_id: DeploymentId(42),
+            app: "adxstat".parse().unwrap(),
+            repository: "octo/adxstat".parse().unwrap(),
+            clone_url: "file:///x".into(),
+            environment: "production".parse().unwrap(),
+            git_ref: "v0.0.1".parse().unwrap(),
+            sha: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e".parse().unwrap(),
+            task: crate::domain::Task::deploy(),
+            hosts: None,
+            notify: None,
+            payload: serde_json::Value::Null,
+            actor: "U0BOB".into(),
+            state: DeploymentState::Running,
+            description: String::new(),
+            queue_position: None,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            process_group: None,
+            log_path: None,
+            log_url: None,
+        }
+    }
+
+    #[test]
+    fn a_deploy_ends_as_its_program_ended() {
+        let d = deployment();
+        let took = Duration::from_secs(75);
+        let cases = [
+            (
+                Exit::Code(0),
+                None,
+                StatusState::Success,
+                "Deployed v0.0.1 (f95f852) to production in 1m 15s",
+                Some(0),
+            ),
+            (
+                Exit::Code(3),
+                None,
+                StatusState::Failure,
+                "fab exited with code 3 after 1m 15s",
+                Some(3),
+            ),
+            (
+                Exit::Signal(9),
+                None,
+                StatusState::Failure,
+                "fab was killed by signal 9 after 1m 15s",
+                None,
+            ),
+            (
+                Exit::TimedOut(Duration::from_secs(1800)),
+                None,
+                StatusState::Error,
+                "Timed out after 30m 00s: the deploy was stopped",
+                None,
+            ),
+            (
+                Exit::Cancelled,
+                Some("Cancelled by U0ALICE".to_string()),
+                StatusState::Error,
+                "Cancelled by U0ALICE",
+                None,
+            ),
+            (
+                Exit::NotStarted("cannot start fab: not found".into()),
+                None,
+                StatusState::Error,
+                "cannot start fab: not found",
+                None,
+            ),
+        ];
+        for (exit, reason, state, description, exit_code) in cases {
+            let what = format!("{exit:?}");
+            assert_eq!(
+                report(&d, exit, took, "fab", reason),
+                Outcome {
+                    state,
+                    description: description.into(),
+                    exit_code
+                },
+                "{what}"
+            );
+        }
+    }
 }
