@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::config::{AppConfig, Config};
 use crate::domain::DeploymentId;
 use crate::events::{DeploymentEvent, EventBus};
-use crate::forge::{Forge, LogPage, StatusState, StatusUpdate};
+use crate::forge::{Forge, ForgeError, LogPage, StatusState, StatusUpdate};
 use crate::loglink::LogLinks;
 use crate::policy::{self, Refusal};
 use crate::recipe::{Recipes, RenderInput};
@@ -120,7 +120,7 @@ impl Deployer {
         self.events.refused(refusal);
     }
 
-    /// Posts a status to GitHub and publishes it; a GitHub failure is logged, never fatal.
+    /// Publishes a state change and posts it to GitHub; a GitHub failure is logged, never fatal.
     pub async fn announce(
         &self,
         d: &Deployment,
@@ -129,31 +129,46 @@ impl Deployer {
         log_url: Option<&str>,
         tail: Vec<String>,
     ) {
+        // Logged in `tell`; whether it matters is the caller's to decide, and here it does not.
+        let _ = self.tell(d, state, description, log_url, tail).await;
+    }
+
+    /// Publishes a state change, then posts it to GitHub; GitHub's failure is logged and returned.
+    ///
+    /// The event bus comes first so that chat hears of the change at once even when GitHub takes
+    /// its whole `[github] timeout` to fail.
+    async fn tell(
+        &self,
+        d: &Deployment,
+        state: StatusState,
+        description: &str,
+        log_url: Option<&str>,
+        tail: Vec<String>,
+    ) -> Result<(), ForgeError> {
         let description = self.redactor.redact(description);
-        let update = StatusUpdate {
-            state,
-            description: description.clone(),
-            log_url: log_url.map(str::to_string),
-            environment_url: self.environment_url(d),
-        };
-        if let Err(e) = self
-            .forge
-            .post_status(&d.repository, d.deployment_id, &update)
-            .await
-        {
-            tracing::error!(
-                deployment = %d.deployment_id,
-                "cannot post the {} status: {e}",
-                state.as_str()
-            );
-        }
         self.events.publish(DeploymentEvent::of(
             d,
             state,
-            description,
+            description.clone(),
             log_url.map(str::to_string),
             tail,
         ));
+        let update = StatusUpdate {
+            state,
+            description,
+            log_url: log_url.map(str::to_string),
+            environment_url: self.environment_url(d),
+        };
+        self.forge
+            .post_status(&d.repository, d.deployment_id, &update)
+            .await
+            .inspect_err(|e| {
+                tracing::error!(
+                    deployment = %d.deployment_id,
+                    "cannot post the {} status: {e}",
+                    state.as_str()
+                );
+            })
     }
 
     /// Ends a deployment a previous zbot process was running: whatever it started must not go on
@@ -212,10 +227,15 @@ impl Deployer {
                 return;
             }
         };
-        let page = if self.forge.publishes_logs() {
-            self.create_page(&d).await
+        // A GitHub that does not answer cannot be told the deploy started, nor how it ended: the
+        // deploy does not run.
+        let (page, unanswered) = if self.forge.publishes_logs() {
+            match self.create_page(&d).await {
+                Ok(page) => (page, None),
+                Err(e) => (None, Some(e)),
+            }
         } else {
-            None
+            (None, None)
         };
         let log_url = page
             .as_ref()
@@ -236,7 +256,10 @@ impl Deployer {
         }
         let (refresh_stop, refresh) = self.keep_page_fresh(&d, page.clone(), &log_path, &log_url);
 
-        let outcome = self.deploy(&d, &log, &log_url, started, cancel).await;
+        let outcome = match unanswered {
+            Some(e) => Outcome::error(reply::github_unanswered(&e)),
+            None => self.deploy(&d, &log, &log_url, started, cancel).await,
+        };
         if outcome.state == StatusState::Error || outcome.state == StatusState::Failure {
             log.note(format!(
                 "{}: {}",
@@ -335,7 +358,7 @@ impl Deployer {
             deploy_key: app.deploy_key.clone(),
         };
         // GitHub hears of the start while the checkout runs.
-        let in_progress = self.announce(
+        let in_progress = self.tell(
             d,
             StatusState::InProgress,
             &description,
@@ -350,7 +373,12 @@ impl Deployer {
             &d.environment,
             &auth,
         );
-        let ((), checked_out) = tokio::join!(in_progress, checkout);
+        let (told, checked_out) = tokio::join!(in_progress, checkout);
+        if let Err(e) = told
+            && e.is_unanswered()
+        {
+            return Outcome::error(reply::github_unanswered(&e));
+        }
         let tree = match checked_out {
             Ok((tree, note)) => {
                 log.note(note).await;
@@ -515,7 +543,9 @@ impl Deployer {
         result.unwrap_or_else(|e| Outcome::error(format!("zbot cannot change the lock: {e}")))
     }
 
-    async fn create_page(&self, d: &Deployment) -> Option<LogPage> {
+    /// The deploy's gist, or `None` when GitHub refuses one (the log is then zbot's own page); an
+    /// error only when GitHub does not answer at all.
+    async fn create_page(&self, d: &Deployment) -> Result<Option<LogPage>, ForgeError> {
         let description = format!(
             "zbot deploy #{}: {}@{} to {}",
             d.deployment_id, d.repository, d.git_ref, d.environment
@@ -523,13 +553,14 @@ impl Deployer {
         let file = format!("deploy-{}.log", d.deployment_id);
         let content = format!("Deployment {} pending", d.deployment_id);
         match self.forge.create_log(&description, &file, &content).await {
-            Ok(page) => Some(page),
+            Ok(page) => Ok(Some(page)),
+            Err(e) if e.is_unanswered() => Err(e),
             Err(e) => {
                 tracing::warn!(
                     deployment = %d.deployment_id,
                     "no gist for this deploy, using zbot's own log page: {e}"
                 );
-                None
+                Ok(None)
             }
         }
     }
