@@ -120,24 +120,12 @@ impl Deployer {
         self.events.refused(refusal);
     }
 
-    /// Publishes a state change and posts it to GitHub; a GitHub failure is logged, never fatal.
-    pub async fn announce(
-        &self,
-        d: &Deployment,
-        state: StatusState,
-        description: &str,
-        log_url: Option<&str>,
-        tail: Vec<String>,
-    ) {
-        // Logged in `tell`; whether it matters is the caller's to decide, and here it does not.
-        let _ = self.tell(d, state, description, log_url, tail).await;
-    }
-
-    /// Publishes a state change, then posts it to GitHub; GitHub's failure is logged and returned.
+    /// Publishes a state change, then posts it to GitHub. GitHub's failure is logged and returned;
+    /// only the start of a deploy depends on it.
     ///
     /// The event bus comes first so that chat hears of the change at once even when GitHub takes
     /// its whole `[github] timeout` to fail.
-    async fn tell(
+    pub async fn announce(
         &self,
         d: &Deployment,
         state: StatusState,
@@ -198,14 +186,15 @@ impl Deployer {
             .await
         {
             Ok(true) => {
-                self.announce(
-                    d,
-                    StatusState::Error,
-                    description,
-                    d.log_url.as_deref(),
-                    Vec::new(),
-                )
-                .await
+                let _ = self
+                    .announce(
+                        d,
+                        StatusState::Error,
+                        description,
+                        d.log_url.as_deref(),
+                        Vec::new(),
+                    )
+                    .await;
             }
             Ok(false) => {}
             Err(e) => tracing::error!(deployment = %d.deployment_id, "cannot record the end: {e}"),
@@ -308,7 +297,8 @@ impl Deployer {
         } else {
             Vec::new()
         };
-        self.announce(d, outcome.state, &description, log_url, tail)
+        let _ = self
+            .announce(d, outcome.state, &description, log_url, tail)
             .await;
     }
 
@@ -358,7 +348,7 @@ impl Deployer {
             deploy_key: app.deploy_key.clone(),
         };
         // GitHub hears of the start while the checkout runs.
-        let in_progress = self.tell(
+        let in_progress = self.announce(
             d,
             StatusState::InProgress,
             &description,

@@ -9,9 +9,9 @@ use zbot::events::DeploymentEvent;
 use zbot::forge::StatusState;
 use zbot::store::DeploymentState;
 
-use crate::fakes::github::{FakeGitHub, WebhookTarget};
+use crate::fakes::github::FakeGitHub;
 use crate::fakes::slack::{self, FakeSlack, app_mention, event_envelope, user_ts};
-use crate::harness::{FABFILE, TestRepo, config_text, start_zbot};
+use crate::harness::{FABFILE, TestRepo, config_text, start_chat_zbot};
 
 /// Generous: each wait ends as soon as what it waits for happens.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -57,16 +57,7 @@ timeout = \"10s\"
             &format!("[github]\ntimeout = \"{timeout}\"\nconnect_timeout = \"{timeout}\"\n"),
         );
     }
-    let zbot = start_zbot(dir.path(), &config).await;
-    github.send_webhooks_to(WebhookTarget {
-        zbot: zbot.addr,
-        repo: repo.path.clone(),
-    });
-    slack
-        .wait_for("zbot to connect", DEADLINE, |s| {
-            (s.connections() > 0).then_some(())
-        })
-        .await;
+    let zbot = start_chat_zbot(dir.path(), &config, &github, &slack, &repo).await;
     Setup {
         _dir: dir,
         github,
@@ -109,6 +100,14 @@ impl Setup {
                 .await;
         assert_eq!(status, 202, "{answer}");
     }
+}
+
+/// Stops zbot, which must not wait on GitHub's silence.
+async fn stop_while_github_hangs(zbot: zbot::app::Running) {
+    tokio::time::timeout(DEADLINE, zbot.stop())
+        .await
+        .expect("zbot stops while GitHub hangs")
+        .unwrap();
 }
 
 /// The first final event of deployment `id` on the bus.
@@ -159,10 +158,7 @@ async fn a_github_that_never_answers_still_ends_the_deploy_as_error() {
         s.github.unanswered()
     );
     // The `error` status is still being posted into the silence; stopping does not wait for it.
-    tokio::time::timeout(DEADLINE, s.zbot.stop())
-        .await
-        .expect("zbot stops while GitHub hangs")
-        .unwrap();
+    stop_while_github_hangs(s.zbot).await;
 }
 
 #[tokio::test]
@@ -176,10 +172,7 @@ async fn zbot_stops_while_a_github_call_hangs() {
         })
         .await;
     let store = s.zbot.store.clone();
-    tokio::time::timeout(DEADLINE, s.zbot.stop())
-        .await
-        .expect("zbot stops while GitHub hangs")
-        .unwrap();
+    stop_while_github_hangs(s.zbot).await;
     let stored = store.get(2002).await.unwrap().unwrap();
     assert_eq!(
         (stored.state, stored.description.as_str()),
@@ -207,10 +200,7 @@ async fn a_deploy_command_is_answered_when_github_hangs() {
             "GET /repos/octo/adxstat/deployments".to_string()
         ]
     );
-    tokio::time::timeout(DEADLINE, s.zbot.stop())
-        .await
-        .expect("zbot stops while GitHub hangs")
-        .unwrap();
+    stop_while_github_hangs(s.zbot).await;
 }
 
 #[tokio::test]
@@ -255,10 +245,7 @@ async fn a_deployment_whose_answer_is_lost_is_made_once() {
 async fn deploys_shows_the_states_by_githubs_names() {
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
-    let script = format!(
-        "#!/bin/sh\necho holding\n{}echo released\n",
-        crate::harness::wait_for_file(&release)
-    );
+    let script = crate::harness::held_deploy_script(&release);
     let s = start(&[("script/deploy", &script, true)], None).await;
     let thread = s.mention(1, "deploy adxstat/v0.0.1 to production");
     s.github.in_progress(5001, DEADLINE).await;
