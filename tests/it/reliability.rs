@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use zbot::events::DeploymentEvent;
+use zbot::domain::DeploymentId;
+use zbot::events::{DeploymentEvent, Event};
 use zbot::forge::StatusState;
 use zbot::store::DeploymentState;
 
@@ -112,14 +113,16 @@ async fn stop_while_github_hangs(zbot: zbot::app::Running) {
 
 /// The first final event of deployment `id` on the bus.
 async fn final_event(
-    events: &mut tokio::sync::broadcast::Receiver<DeploymentEvent>,
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
     id: u64,
 ) -> DeploymentEvent {
     tokio::time::timeout(DEADLINE, async {
         loop {
-            let event = events.recv().await.expect("the event bus is open");
-            if event.deployment_id == id && event.state.is_final() {
-                return event;
+            if let Event::Deployment(event) = events.recv().await.expect("the event bus is open")
+                && event.deployment_id == DeploymentId(id)
+                && event.state.is_final()
+            {
+                return *event;
             }
         }
     })
@@ -140,7 +143,7 @@ async fn a_github_that_never_answers_still_ends_the_deploy_as_error() {
         (ended.state, ended.description.as_str()),
         (StatusState::Error, UNANSWERED)
     );
-    let stored = s.zbot.store.get(2001).await.unwrap().unwrap();
+    let stored = s.zbot.store.get(DeploymentId(2001)).await.unwrap().unwrap();
     assert_eq!(
         (stored.state, stored.description.as_str()),
         (DeploymentState::Error, UNANSWERED)
@@ -173,7 +176,7 @@ async fn zbot_stops_while_a_github_call_hangs() {
         .await;
     let store = s.zbot.store.clone();
     stop_while_github_hangs(s.zbot).await;
-    let stored = store.get(2002).await.unwrap().unwrap();
+    let stored = store.get(DeploymentId(2002)).await.unwrap().unwrap();
     assert_eq!(
         (stored.state, stored.description.as_str()),
         (DeploymentState::Error, UNANSWERED)
