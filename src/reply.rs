@@ -7,7 +7,7 @@ use chrono::{Local, Utc};
 use crate::command::ParseError;
 use crate::domain::{AppName, Environment, GitRef};
 use crate::events::DeploymentEvent;
-use crate::forge::{DeploymentSummary, Refused, StatusState};
+use crate::forge::{DeploymentSummary, ForgeError, Refused, StatusState};
 use crate::mrkdwn::{Message, escape, log_link};
 use crate::policy::{Denial, Refusal, Why};
 use crate::store::Lock;
@@ -347,6 +347,27 @@ pub fn refused(refusal: &Refused, app: &str, repository: &str) -> String {
             "I couldn't reach GitHub, even after retrying: {}.",
             escape(reason)
         ),
+        Refused::Unanswered(error) => format!(
+            "{}, so I can't tell whether it made the deployment. If it did, the deploy will show up in this thread; if nothing does, try again.",
+            escape(&no_answer(error))
+        ),
+    }
+}
+
+/// Why a deploy ended without running: GitHub could not be told it started (the `in_progress`
+/// status, or the log gist before it). For the GitHub status and the thread.
+pub fn github_unanswered(error: &ForgeError) -> String {
+    format!("{}, so zbot did not start the deploy", no_answer(error))
+}
+
+/// GitHub's silence, plain: "GitHub did not answer within 30s".
+fn no_answer(error: &ForgeError) -> String {
+    match error {
+        ForgeError::Timeout { after } => {
+            format!("GitHub did not answer within {}", human_duration(*after))
+        }
+        ForgeError::Network(reason) => format!("GitHub could not be reached ({reason})"),
+        other => other.to_string(),
     }
 }
 

@@ -159,7 +159,8 @@ impl Scheduler {
         {
             tracing::error!("cannot record the queue position: {e}");
         }
-        self.deployer
+        let _ = self
+            .deployer
             .announce(
                 &d,
                 StatusState::Queued,

@@ -19,7 +19,7 @@ use slack_morphism::prelude::*;
 use crate::chat::bot::Bot;
 use crate::chat::notifier::Notifier;
 use crate::chat::{ChatError, ChatOutput, Inbound, InboundKind, Message};
-use crate::config::SlackConfig;
+use crate::config::{HumanDuration, SlackConfig, Timeouts};
 
 type Client = SlackClient<SlackClientHyperHttpsConnector>;
 
@@ -45,15 +45,20 @@ pub const BOT_SCOPES: &[&str] = &[
     "mpim:history",
 ];
 
-/// A Web API client that also accepts `http://` base URLs (for a local fake).
-fn client(api_url: &str) -> anyhow::Result<Arc<Client>> {
+/// A Web API client that also accepts `http://` base URLs (for a local fake), giving up on a
+/// connection after `[slack] connect_timeout`.
+fn client(api_url: &str, timeouts: Timeouts) -> anyhow::Result<Arc<Client>> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    // The scheme is the TLS layer's business: it allows http:// only for a fake.
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(timeouts.connect));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .context("loading the system's CA certificates")?
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .build();
+        .wrap_connector(http);
     let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url);
     Ok(Arc::new(SlackClient::new(connector)))
 }
@@ -63,6 +68,22 @@ fn client(api_url: &str) -> anyhow::Result<Arc<Client>> {
 pub struct SlackOutput {
     client: Arc<Client>,
     token: SlackApiToken,
+    /// `[slack] timeout`: the longest one call may take.
+    timeout: Duration,
+}
+
+/// One Web API call, given up after `limit` (`[slack] timeout`): a Slack that never answers must not
+/// hold the notifier, and with it every thread, forever.
+async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = ClientResult<T>>,
+) -> Result<ClientResult<T>, ChatError> {
+    tokio::time::timeout(limit, call).await.map_err(|_| {
+        ChatError(format!(
+            "Slack did not answer within {}",
+            HumanDuration(limit)
+        ))
+    })
 }
 
 /// How often a rate-limited call is tried.
@@ -101,7 +122,7 @@ impl SlackOutput {
     {
         let mut attempt = 1;
         loop {
-            match call().await {
+            match within(self.timeout, call()).await? {
                 Ok(value) => return Ok(value),
                 Err(SlackClientError::RateLimitError(limit)) if attempt < RATE_LIMIT_ATTEMPTS => {
                     let wait = limit.retry_after.unwrap_or(Duration::from_secs(1));
@@ -374,12 +395,14 @@ pub struct Parts {
 
 /// Checks the bot token with `auth.test`; the bot's name and team on success.
 pub async fn check(slack: &SlackConfig) -> anyhow::Result<String> {
-    let client = client(&slack.api_url)?;
+    let client = client(&slack.api_url, slack.timeouts)?;
     let token = SlackApiToken::new(slack.bot_token.expose().into());
-    let identity =
-        client.open_session(&token).auth_test().await.map_err(|e| {
-            anyhow::anyhow!("auth.test with [slack] bot_token failed: {}", explain(&e))
-        })?;
+    let identity = within(
+        slack.timeouts.request,
+        client.open_session(&token).auth_test(),
+    )
+    .await?
+    .map_err(|e| anyhow::anyhow!("auth.test with [slack] bot_token failed: {}", explain(&e)))?;
     Ok(format!(
         "{} ({}) in {}",
         identity.user.unwrap_or_default(),
@@ -390,9 +413,14 @@ pub async fn check(slack: &SlackConfig) -> anyhow::Result<String> {
 
 /// Connects to Slack: `auth.test` for the bot's user id, then Socket Mode.
 pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackConnection> {
-    let client = client(&slack.api_url)?;
+    let client = client(&slack.api_url, slack.timeouts)?;
     let token = SlackApiToken::new(slack.bot_token.expose().into());
-    let identity = client.open_session(&token).auth_test().await.map_err(|e| {
+    let identity = within(
+        slack.timeouts.request,
+        client.open_session(&token).auth_test(),
+    )
+    .await?
+    .map_err(|e| {
         anyhow::anyhow!(
             "Slack auth.test with [slack] bot_token failed: {}",
             explain(&e)
@@ -402,6 +430,7 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
     let out = SlackOutput {
         client: Arc::clone(&client),
         token,
+        timeout: slack.timeouts.request,
     };
     let notifier = Notifier {
         store: parts.store.clone(),

@@ -80,6 +80,31 @@ pub struct SlackConfig {
     pub default_channel: Option<String>,
     /// How often a running deployment's status message shows its elapsed time.
     pub status_refresh: Duration,
+    /// How long one Web API call may take (`timeout`, `connect_timeout`).
+    pub timeouts: Timeouts,
+}
+
+/// How long zbot waits for an outside service before it gives up on one call.
+///
+/// Without these a service that accepts the connection and never answers would hold a deploy's end,
+/// and shutdown, forever. `zbot check` refuses a zero duration and a `connect_timeout` longer than
+/// `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Longest wait to open a connection (`connect_timeout`, default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect: Duration,
+    /// Longest wait for one request as a whole, from connecting to the last byte of the answer
+    /// (`timeout`, default [`DEFAULT_REQUEST_TIMEOUT`]).
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            request: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +113,8 @@ pub struct GithubConfig {
     pub api_url: String,
     pub gist_token: Option<Secret>,
     pub app: Option<GithubApp>,
+    /// How long one GitHub request may take (`timeout`, `connect_timeout`).
+    pub timeouts: Timeouts,
 }
 
 #[derive(Debug, Clone)]
@@ -358,6 +385,8 @@ struct RawSlack {
     slash_commands: Option<Vec<String>>,
     default_channel: Option<String>,
     status_refresh: Option<HumanDuration>,
+    timeout: Option<HumanDuration>,
+    connect_timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +398,8 @@ struct RawGithub {
     app_id: Option<u64>,
     private_key_path: Option<EnvString>,
     installation_id: Option<u64>,
+    timeout: Option<HumanDuration>,
+    connect_timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -417,6 +448,12 @@ pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api";
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/github";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long a connection to GitHub or Slack may take to open: long enough for a slow TLS handshake
+/// across the world, short enough that a host dropping packets is noticed.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request to GitHub or Slack may take: both answer in well under a second normally,
+/// and a deploy whose GitHub does not answer should end within a minute or two, not hang.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ---- Validation: every problem at once -------------------------------------------------------------
 
@@ -454,6 +491,36 @@ impl Checker<'_> {
             None => format!("[{table}]"),
         };
         self.problems.push(problem);
+    }
+
+    /// `timeout` and `connect_timeout` of `[table]`, with their defaults; both more than zero, and the
+    /// connection no longer than the whole request.
+    fn timeouts(
+        &mut self,
+        table: &str,
+        request: Option<HumanDuration>,
+        connect: Option<HumanDuration>,
+    ) -> Timeouts {
+        let (request, connect) = (request.map(|d| d.0), connect.map(|d| d.0));
+        for (key, value) in [("timeout", request), ("connect_timeout", connect)] {
+            if value.is_some_and(|value| value.is_zero()) {
+                self.problem(table, Some(key), "must be longer than 0s");
+            }
+        }
+        let request = request.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        let connect = connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT.min(request));
+        if connect > request {
+            self.problem(
+                table,
+                Some("connect_timeout"),
+                format!(
+                    "{} is longer than timeout ({}): the connection is part of the request",
+                    HumanDuration(connect),
+                    HumanDuration(request)
+                ),
+            );
+        }
+        Timeouts { connect, request }
     }
 
     /// `value` as a domain type, recording a problem if it does not validate.
@@ -630,6 +697,7 @@ fn validate_slack(c: &mut Checker<'_>, raw: RawSlack) -> SlackConfig {
         status_refresh: raw
             .status_refresh
             .map_or(Duration::from_secs(30), |d| d.0.max(Duration::from_secs(1))),
+        timeouts: c.timeouts("slack", raw.timeout, raw.connect_timeout),
     }
 }
 
@@ -671,6 +739,7 @@ fn validate_github(c: &mut Checker<'_>, raw: RawGithub) -> GithubConfig {
         api_url,
         gist_token,
         app,
+        timeouts: c.timeouts("github", raw.timeout, raw.connect_timeout),
     }
 }
 
@@ -831,4 +900,80 @@ fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> Option<AppConfi
         timeout: raw.timeout.map(|t| t.0),
         deploy_key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `[github]` and `[slack]` timeouts of a file with `github` and `slack` lines in those tables,
+    /// or its problems as `zbot check` prints them.
+    fn timeouts_of(github: &str, slack: &str) -> Result<(Timeouts, Timeouts), Vec<String>> {
+        let source = format!(
+            "[github]\ntoken = \"ghp_test\"\n{github}\n[slack]\napp_token = \"xapp-1\"\nbot_token = \"xoxb-1\"\n{slack}\n"
+        );
+        Config::from_source(Path::new("bot.toml"), &source)
+            .map(|c| {
+                let (github, slack) = (c.github.unwrap(), c.slack.unwrap());
+                (github.timeouts, slack.timeouts)
+            })
+            .map_err(|problems| problems.iter().map(ToString::to_string).collect())
+    }
+
+    fn timeouts(connect: u64, request: u64) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(connect),
+            request: Duration::from_secs(request),
+        }
+    }
+
+    #[test]
+    fn timeouts_have_defaults_and_can_be_set() {
+        let table = [
+            ("", "", timeouts(10, 30), timeouts(10, 30)),
+            // A short request timeout shortens the default connect timeout with it.
+            ("timeout = \"5s\"", "", timeouts(5, 5), timeouts(10, 30)),
+            (
+                "timeout = \"1m\"\nconnect_timeout = \"3s\"",
+                "timeout = \"15s\"",
+                timeouts(3, 60),
+                timeouts(10, 15),
+            ),
+        ];
+        for (github, slack, expected_github, expected_slack) in table {
+            assert_eq!(
+                timeouts_of(github, slack),
+                Ok((expected_github, expected_slack)),
+                "{github} / {slack}"
+            );
+        }
+    }
+
+    #[test]
+    fn zbot_check_refuses_timeouts_that_cannot_work() {
+        let table = [
+            (
+                "timeout = \"0s\"",
+                "",
+                "bot.toml:3: [github] timeout: must be longer than 0s",
+            ),
+            (
+                "timeout = \"5s\"\nconnect_timeout = \"10s\"",
+                "",
+                "bot.toml:4: [github] connect_timeout: 10s is longer than timeout (5s): the connection is part of the request",
+            ),
+            (
+                "",
+                "connect_timeout = \"0s\"",
+                "bot.toml:7: [slack] connect_timeout: must be longer than 0s",
+            ),
+        ];
+        for (github, slack, expected) in table {
+            assert_eq!(
+                timeouts_of(github, slack),
+                Err(vec![expected.to_string()]),
+                "{github} / {slack}"
+            );
+        }
+    }
 }

@@ -103,6 +103,28 @@ impl HumanDuration {
     }
 }
 
+/// Written back as `bot.toml` takes it: `90s` as `1m30s`, `1500ms` as `1s500ms`, zero as `0s`.
+impl std::fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = self.0.as_secs();
+        let parts = [
+            (seconds / 3600, "h"),
+            (seconds % 3600 / 60, "m"),
+            (seconds % 60, "s"),
+            (u64::from(self.0.subsec_millis()), "ms"),
+        ];
+        let mut wrote = false;
+        for (value, unit) in parts.into_iter().filter(|(value, _)| *value > 0) {
+            write!(f, "{value}{unit}")?;
+            wrote = true;
+        }
+        if !wrote {
+            f.write_str("0s")?;
+        }
+        Ok(())
+    }
+}
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -135,5 +157,21 @@ mod tests {
         assert!(HumanDuration::parse("30").is_err());
         assert!(HumanDuration::parse("m").is_err());
         assert!(HumanDuration::parse("3x").is_err());
+    }
+
+    #[test]
+    fn durations_are_written_as_they_are_read() {
+        let table = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_millis(1500), "1s500ms"),
+            (Duration::from_secs(5400), "1h30m"),
+        ];
+        for (duration, text) in table {
+            assert_eq!(HumanDuration(duration).to_string(), text);
+            assert_eq!(HumanDuration::parse(text), Ok(duration), "{text}");
+        }
     }
 }

@@ -1,24 +1,44 @@
-//! GitHub through octocrab: deployment statuses and gists, with retries where retrying makes sense.
+//! GitHub through octocrab: deployments, their statuses, and gists, each call bounded in time and
+//! retried where retrying is safe.
 //!
-//! Only this module names octocrab. Requests that fail on the network or with a 5xx/429 are retried
-//! with exponential backoff; a 4xx is reported at once, since asking again will not change the answer.
+//! Only this module names octocrab, and only as an authenticated HTTP client: every call goes through
+//! [`GitHub::call`], which reads the status, the rate-limit headers and the body itself, so that there is
+//! one place for the rules below.
+//!
+//! - **Time.** A connection may take `[github] connect_timeout` to open, and one call, its retries
+//!   included, `[github] timeout` as a whole; then it fails with [`ForgeError::Timeout`]. A GitHub that
+//!   accepts connections and never answers therefore costs a deploy one timeout per call, never forever.
+//! - **Retries, one layer.** octocrab's own retry layer is not compiled in (it retried at once, under
+//!   zbot's retries, and replayed `POST`s). A failed connection and a 5xx are tried again with
+//!   exponential backoff; a 429, or a 403 that says the rate limit is used up, after the time GitHub
+//!   asks for (`Retry-After`, `x-ratelimit-reset`) when that fits in the call's time; any other answer is
+//!   reported at once, since asking again will not change it.
+//! - **Creating a deployment is not repeated blindly.** Each request carries a random id in its payload
+//!   ([`REQUEST_ID`]). When the answer is lost (the connection dropped, the time ran out, a 5xx), zbot
+//!   lists the repository's deployments with the same ref, environment and task and takes the one with
+//!   that id; only when none exists does it create again. A lost answer that cannot be checked is
+//!   [`Refused::Unanswered`], never a second deployment.
 
+use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use octocrab::Octocrab;
-use octocrab::models::repos::DeploymentStatusState;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::{
     Created, DeploymentRequest, DeploymentSummary, ForgeError, LogPage, MAX_DESCRIPTION, Refused,
-    StatusState, StatusUpdate, truncate,
+    StatusUpdate, truncate,
 };
-use crate::config::GithubConfig;
+use crate::config::{GithubConfig, Timeouts};
 use crate::domain::{DeploymentId, Environment, Repository, Sha};
 use crate::secret::Secret;
 
 impl From<octocrab::Error> for ForgeError {
     fn from(e: octocrab::Error) -> Self {
         match e {
+            // Only from exchanging a GitHub App's JWT for an installation token.
             octocrab::Error::GitHub { source, .. } => ForgeError::Api {
                 status: source.status_code.as_u16(),
                 message: source.message,
@@ -30,47 +50,167 @@ impl From<octocrab::Error> for ForgeError {
 }
 
 impl ForgeError {
-    fn retryable(&self) -> bool {
-        match self {
-            ForgeError::Api { status, .. } => *status >= 500 || *status == 429,
-            ForgeError::Network(_) => true,
-            ForgeError::Config(_) => false,
-        }
+    /// GitHub gave no answer at all (as opposed to a refusal): it cannot be told anything either.
+    pub fn is_unanswered(&self) -> bool {
+        matches!(self, ForgeError::Network(_) | ForgeError::Timeout { .. })
     }
 }
 
-/// How often and how patiently a request is retried.
+/// How many times one call is tried, at most.
 const ATTEMPTS: u32 = 4;
+/// The wait before the second try; it doubles for each further one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
-async fn with_retries<T, F, Fut>(what: &str, mut request: F) -> Result<T, ForgeError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ForgeError>>,
-{
-    let mut backoff = FIRST_BACKOFF;
-    let mut attempt = 1;
-    loop {
-        match request().await {
-            Ok(value) => return Ok(value),
-            Err(e) if e.retryable() && attempt < ATTEMPTS => {
-                tracing::warn!(%e, attempt, "{what} failed; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
+/// The payload key that carries a deployment request's id (32 hex digits), so that a request whose
+/// answer was lost can be found again.
+pub const REQUEST_ID: &str = "zbot_request";
+
+/// How many deployments are searched for a lost request: it was made moments ago, so it is among the
+/// newest with its ref, environment and task.
+const LOOKUP_PAGE: u8 = 30;
+
+/// A random id for one deployment request: 128 bits from the process's randomly keyed hasher.
+fn request_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    (0..2u8)
+        .map(|half| {
+            // Each `RandomState` has keys of its own, drawn from the OS once per thread and stepped
+            // for every new one, so two ids never share a hasher.
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u128(nanos);
+            hasher.write_u32(std::process::id());
+            hasher.write_u8(half);
+            format!("{:016x}", hasher.finish())
+        })
+        .collect()
+}
+
+/// A request to GitHub: its method and JSON body.
+#[derive(Debug, Clone, Copy)]
+enum Call<'a> {
+    Get,
+    Post(&'a Value),
+    Patch(&'a Value),
+}
+
+/// GitHub's answer to one request, whatever its status.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    /// How long GitHub asks zbot to wait, when it refuses for a rate limit.
+    rate_limit_wait: Option<Duration>,
+    body: String,
+}
+
+impl Answer {
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_default()
+    }
+
+    /// `T` from a successful answer's body; any other answer as [`ForgeError::Api`].
+    fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, ForgeError> {
+        if !self.is_success() {
+            return Err(self.into_error());
+        }
+        serde_json::from_str(&self.body).map_err(|e| ForgeError::Api {
+            status: self.status,
+            message: format!("an answer zbot cannot read: {e}"),
+        })
+    }
+
+    /// Nothing from a successful answer; any other as [`ForgeError::Api`].
+    fn success(self) -> Result<(), ForgeError> {
+        if self.is_success() {
+            Ok(())
+        } else {
+            Err(self.into_error())
+        }
+    }
+
+    fn into_error(self) -> ForgeError {
+        let message = match self.json().get("message").and_then(Value::as_str) {
+            Some(message) => message.to_string(),
+            None => truncate(self.body.trim(), MAX_DESCRIPTION),
+        };
+        ForgeError::Api {
+            status: self.status,
+            message,
         }
     }
 }
 
-fn client(api_url: &str, token: &Secret) -> Result<Octocrab, ForgeError> {
-    Octocrab::builder()
-        .base_uri(api_url)
-        .map_err(|e| ForgeError::Config(format!("api_url `{api_url}`: {e}")))?
+/// The wait GitHub asks for in a 429, or a 403 whose rate limit is used up; `None` for other answers.
+/// Rules: <https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api>.
+fn rate_limit_wait(status: u16, headers: &http::HeaderMap, now_epoch: i64) -> Option<Duration> {
+    let number =
+        |name: &str| -> Option<i64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+    if status != 429 && status != 403 {
+        return None;
+    }
+    if let Some(seconds) = number("retry-after") {
+        return Some(Duration::from_secs(seconds.max(0).unsigned_abs()));
+    }
+    if number("x-ratelimit-remaining") == Some(0) {
+        let reset = number("x-ratelimit-reset")?;
+        return Some(Duration::from_secs(
+            (reset - now_epoch).max(1).unsigned_abs(),
+        ));
+    }
+    // A 429 without headers: GitHub's advice is to wait at least a minute.
+    (status == 429).then_some(Duration::from_secs(60))
+}
+
+/// When to try a call again after `outcome` of try number `attempt`; `None`: do not.
+fn next_try(outcome: &Result<Answer, ForgeError>, attempt: u32) -> Option<Duration> {
+    if attempt >= ATTEMPTS {
+        return None;
+    }
+    match outcome {
+        Ok(answer) if answer.rate_limit_wait.is_some() => answer.rate_limit_wait,
+        Ok(answer) if answer.status >= 500 => Some(backoff(attempt)),
+        Ok(_) => None,
+        Err(ForgeError::Network(_)) => Some(backoff(attempt)),
+        Err(_) => None,
+    }
+}
+
+/// The wait after try number `attempt` failed: exponential from [`FIRST_BACKOFF`].
+fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF * 2u32.pow(attempt.saturating_sub(1))
+}
+
+fn client(api_url: &str, token: &Secret, timeouts: Timeouts) -> Result<Octocrab, ForgeError> {
+    builder(api_url, timeouts)?
         .personal_token(token.expose().to_string())
         .build()
         .map_err(|e| ForgeError::Config(e.to_string()))
+}
+
+type Builder = octocrab::OctocrabBuilder<
+    octocrab::NoSvc,
+    octocrab::DefaultOctocrabBuilderConfig,
+    octocrab::NoAuth,
+    octocrab::NotLayerReady,
+>;
+
+/// octocrab's builder with the base URL and the connect timeout.
+///
+/// Its read and write timeouts stay off: hyper-timeout starts the read countdown while a pooled
+/// connection sits idle (octocrab does not reset it on write), so a request on a connection that had
+/// been idle for nearly that long would fail at once. The whole call is bounded in [`GitHub::call`]
+/// instead.
+fn builder(api_url: &str, timeouts: Timeouts) -> Result<Builder, ForgeError> {
+    Ok(Octocrab::builder()
+        .base_uri(api_url)
+        .map_err(|e| ForgeError::Config(format!("api_url `{api_url}`: {e}")))?
+        .set_connect_timeout(Some(timeouts.connect)))
 }
 
 /// Acts as a GitHub App installation: octocrab signs a JWT with the App's key and refreshes the
@@ -78,6 +218,7 @@ fn client(api_url: &str, token: &Secret) -> Result<Octocrab, ForgeError> {
 fn installation_client(
     api_url: &str,
     app: &crate::config::GithubApp,
+    timeouts: Timeouts,
 ) -> Result<Octocrab, ForgeError> {
     let pem = std::fs::read(&app.private_key_path).map_err(|e| {
         ForgeError::Config(format!(
@@ -91,9 +232,7 @@ fn installation_client(
             app.private_key_path.display()
         ))
     })?;
-    let app_client = Octocrab::builder()
-        .base_uri(api_url)
-        .map_err(|e| ForgeError::Config(format!("api_url `{api_url}`: {e}")))?
+    let app_client = builder(api_url, timeouts)?
         .app(octocrab::models::AppId(app.app_id), key)
         .build()
         .map_err(|e| ForgeError::Config(e.to_string()))?;
@@ -102,11 +241,40 @@ fn installation_client(
         .map_err(|e| ForgeError::Config(e.to_string()))
 }
 
+/// `route?key=value&…`, the values percent-encoded.
+fn with_query(route: &str, query: &[(&str, &str)]) -> String {
+    let mut encoded = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in query {
+        encoded.append_pair(key, value);
+    }
+    format!("{route}?{}", encoded.finish())
+}
+
+/// One request, once: GitHub's answer whatever its status, or why there was none. Not bounded in
+/// time here; [`GitHub::call`] and [`GitHub::create_deployment`] bound it.
+async fn send(client: &Octocrab, route: &str, call: Call<'_>) -> Result<Answer, ForgeError> {
+    let response = match call {
+        Call::Get => client._get(route).await,
+        Call::Post(body) => client._post(route, Some(body)).await,
+        Call::Patch(body) => client._patch(route, Some(body)).await,
+    }?;
+    let status = response.status().as_u16();
+    let rate_limit_wait =
+        rate_limit_wait(status, response.headers(), chrono::Utc::now().timestamp());
+    let body = client.body_to_string(response).await?;
+    Ok(Answer {
+        status,
+        rate_limit_wait,
+        body,
+    })
+}
+
 /// A GitHub client for one installation of zbot.
 #[derive(Clone, Debug)]
 pub struct GitHub {
     api: Octocrab,
     gists: Octocrab,
+    timeouts: Timeouts,
 }
 
 impl GitHub {
@@ -114,9 +282,10 @@ impl GitHub {
     /// through `gist_token` (an App cannot write gists), else `token`; with neither, gist requests fail
     /// and deploy logs are linked to zbot's own log page.
     pub fn new(config: &GithubConfig) -> Result<GitHub, ForgeError> {
+        let timeouts = config.timeouts;
         let api = match (&config.token, &config.app) {
-            (Some(token), _) => client(&config.api_url, token)?,
-            (None, Some(app)) => installation_client(&config.api_url, app)?,
+            (Some(token), _) => client(&config.api_url, token, timeouts)?,
+            (None, Some(app)) => installation_client(&config.api_url, app, timeouts)?,
             (None, None) => {
                 return Err(ForgeError::Config(
                     "set [github] token or a GitHub App".into(),
@@ -124,10 +293,55 @@ impl GitHub {
             }
         };
         let gists = match config.gist_token.as_ref().or(config.token.as_ref()) {
-            Some(token) => client(&config.api_url, token)?,
+            Some(token) => client(&config.api_url, token, timeouts)?,
             None => api.clone(),
         };
-        Ok(GitHub { api, gists })
+        Ok(GitHub {
+            api,
+            gists,
+            timeouts,
+        })
+    }
+
+    /// A request with its retries, within `[github] timeout` as a whole. The last answer is returned
+    /// whatever its status; an error means there was none.
+    async fn call(
+        &self,
+        what: &str,
+        client: &Octocrab,
+        route: &str,
+        call: Call<'_>,
+    ) -> Result<Answer, ForgeError> {
+        let limit = self.timeouts.request;
+        let deadline = Instant::now() + limit;
+        let mut attempt = 1;
+        loop {
+            let outcome = tokio::time::timeout_at(deadline, send(client, route, call))
+                .await
+                .unwrap_or(Err(ForgeError::Timeout { after: limit }));
+            match next_try(&outcome, attempt) {
+                // A wait that would end past the deadline is not worth starting.
+                Some(wait) if Instant::now() + wait < deadline => {
+                    tracing::warn!(
+                        attempt,
+                        "{what} failed ({}); trying again in {wait:?}",
+                        describe(&outcome)
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                _ => return outcome,
+            }
+        }
+    }
+
+    /// `T` read from a `GET` of `route` (with its retries); an answer other than success is an error.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        route: &str,
+    ) -> Result<T, ForgeError> {
+        self.call(what, &self.api, route, Call::Get).await?.parse()
     }
 
     /// Posts a deployment status on `repository` (`owner/name`).
@@ -137,31 +351,25 @@ impl GitHub {
         deployment_id: DeploymentId,
         update: &StatusUpdate,
     ) -> Result<(), ForgeError> {
-        let (owner, name) = repository.parts();
-        let deployment_id = deployment_id.0;
-        let state = match update.state {
-            StatusState::Pending => DeploymentStatusState::Pending,
-            StatusState::Queued => DeploymentStatusState::Queued,
-            StatusState::InProgress => DeploymentStatusState::InProgress,
-            StatusState::Success => DeploymentStatusState::Success,
-            StatusState::Failure => DeploymentStatusState::Failure,
-            StatusState::Error => DeploymentStatusState::Error,
-        };
-        let description = truncate(&update.description, MAX_DESCRIPTION);
-        with_retries("posting a deployment status", || async {
-            let repo = self.api.repos(owner, name);
-            let deployments = repo.deployments();
-            let statuses = deployments.statuses(deployment_id);
-            let mut request = statuses.create(state).description(description.clone());
-            if let Some(url) = &update.log_url {
-                request = request.log_url(url.clone());
-            }
-            if let Some(url) = &update.environment_url {
-                request = request.environment_url(url.clone());
-            }
-            request.send().await.map(drop).map_err(ForgeError::from)
-        })
-        .await
+        let route = format!("/repos/{repository}/deployments/{deployment_id}/statuses");
+        let mut body = json!({
+            "state": update.state.as_str(),
+            "description": truncate(&update.description, MAX_DESCRIPTION),
+        });
+        if let Some(url) = &update.log_url {
+            body["log_url"] = json!(url);
+        }
+        if let Some(url) = &update.environment_url {
+            body["environment_url"] = json!(url);
+        }
+        self.call(
+            "posting a deployment status",
+            &self.api,
+            &route,
+            Call::Post(&body),
+        )
+        .await?
+        .success()
     }
 
     /// Creates a private gist holding one file.
@@ -171,22 +379,24 @@ impl GitHub {
         file_name: &str,
         content: &str,
     ) -> Result<LogPage, ForgeError> {
-        with_retries("creating a gist", || async {
-            let gist = self
-                .gists
-                .gists()
-                .create()
-                .description(description)
-                .public(false)
-                .file(file_name, content)
-                .send()
-                .await?;
-            Ok(LogPage {
-                id: gist.id,
-                url: gist.html_url.to_string(),
-            })
+        let body = json!({
+            "description": description,
+            "public": false,
+            "files": { file_name: { "content": content } },
+        });
+        #[derive(Deserialize)]
+        struct Gist {
+            id: String,
+            html_url: String,
+        }
+        let gist: Gist = self
+            .call("creating a gist", &self.gists, "/gists", Call::Post(&body))
+            .await?
+            .parse()?;
+        Ok(LogPage {
+            id: gist.id,
+            url: gist.html_url,
         })
-        .await
     }
 
     /// Replaces the file's content in a gist.
@@ -196,18 +406,19 @@ impl GitHub {
         file_name: &str,
         content: &str,
     ) -> Result<(), ForgeError> {
-        with_retries("updating a gist", || async {
-            self.gists
-                .gists()
-                .update(&page.id)
-                .file(file_name)
-                .with_content(content)
-                .send()
-                .await
-                .map(drop)
-                .map_err(ForgeError::from)
-        })
-        .await
+        let body = json!({ "files": { file_name: { "content": content } } });
+        let route = format!("/gists/{}", page.id);
+        self.call("updating a gist", &self.gists, &route, Call::Patch(&body))
+            .await?
+            .success()
+    }
+}
+
+/// An outcome for the log: the status, or the error.
+fn describe(outcome: &Result<Answer, ForgeError>) -> String {
+    match outcome {
+        Ok(answer) => format!("GitHub answered {}", answer.status),
+        Err(e) => e.to_string(),
     }
 }
 
@@ -265,142 +476,194 @@ fn refusal(status: u16, body: &serde_json::Value) -> Refused {
     }
 }
 
-/// A status state as GitHub writes it on the wire.
-fn wire_name(state: &DeploymentStatusState) -> &'static str {
-    match state {
-        DeploymentStatusState::Error => "error",
-        DeploymentStatusState::Failure => "failure",
-        DeploymentStatusState::Inactive => "inactive",
-        DeploymentStatusState::InProgress => "in_progress",
-        DeploymentStatusState::Queued => "queued",
-        DeploymentStatusState::Pending => "pending",
-        DeploymentStatusState::Success => "success",
-    }
-}
-
 impl GitHub {
     /// Creates a deployment and reports GitHub's answer as a value.
+    ///
+    /// The request carries a fresh id in its payload ([`REQUEST_ID`]); when its answer is lost it is
+    /// looked up by that id before it is made again, so one request makes at most one deployment.
     pub async fn create_deployment(
         &self,
         repository: &Repository,
         request: &DeploymentRequest,
     ) -> Result<Created, Refused> {
         let route = format!("/repos/{repository}/deployments");
-        let answer = with_retries("creating a deployment", || async {
-            let response = self
-                .api
-                ._post(route.as_str(), Some(request))
+        let id = request_id();
+        let mut request = request.clone();
+        let Some(payload) = request.payload.as_object_mut() else {
+            return Err(Refused::Validation(
+                "the deployment payload is not a JSON object".into(),
+            ));
+        };
+        payload.insert(REQUEST_ID.into(), json!(id));
+        let body =
+            serde_json::to_value(&request).map_err(|e| Refused::Validation(e.to_string()))?;
+        let limit = self.timeouts.request;
+        let mut attempt = 1;
+        loop {
+            let outcome = tokio::time::timeout(limit, send(&self.api, &route, Call::Post(&body)))
                 .await
-                .map_err(ForgeError::from)?;
-            let status = response.status().as_u16();
-            let text = self
-                .api
-                .body_to_string(response)
-                .await
-                .map_err(ForgeError::from)?;
-            if status >= 500 || status == 429 {
-                return Err(ForgeError::Api {
-                    status,
-                    message: text,
-                });
-            }
-            Ok((status, text))
-        })
-        .await;
-        let (status, text) = answer.map_err(|e| Refused::Unreachable(e.to_string()))?;
-        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        match status {
-            201 => {
-                let id = body.get("id").and_then(|v| v.as_u64());
-                let sha = body
-                    .get("sha")
-                    .and_then(|v| v.as_str())
-                    .and_then(|s| s.parse::<Sha>().ok());
-                match (id, sha) {
-                    (Some(id), Some(sha)) => Ok(Created::Deployment {
-                        id: DeploymentId(id),
-                        sha,
-                    }),
-                    _ => Err(Refused::Other {
-                        status,
-                        message: "GitHub's answer had no deployment id or sha".into(),
-                    }),
+                .unwrap_or(Err(ForgeError::Timeout { after: limit }));
+            // GitHub may have made the deployment and the answer never arrived. A request GitHub is
+            // still working on when the look-up runs would not be found and be made again; the look-up
+            // starts only once the connection broke or `timeout` passed in silence, long after GitHub
+            // normally answers.
+            let lost = match &outcome {
+                Ok(answer) => answer.status >= 500,
+                Err(e) => e.is_unanswered(),
+            };
+            if lost {
+                match self.find_request(&route, &request, &id).await {
+                    Ok(Some(created)) => {
+                        tracing::info!(
+                            %repository,
+                            "GitHub's answer to a deployment request was lost ({}); found the deployment it made",
+                            describe(&outcome)
+                        );
+                        return Ok(created);
+                    }
+                    // Nothing was made: asking again cannot make a second one.
+                    Ok(None) => {}
+                    Err(e) => return Err(Refused::Unanswered(e)),
                 }
             }
-            202 => Ok(Created::Merged {
-                message: body
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-            }),
-            _ => Err(refusal(status, &body)),
+            let wait = if lost {
+                (attempt < ATTEMPTS).then(|| backoff(attempt))
+            } else {
+                next_try(&outcome, attempt).filter(|wait| *wait <= limit)
+            };
+            match (wait, outcome) {
+                (Some(wait), outcome) => {
+                    tracing::warn!(
+                        %repository,
+                        attempt,
+                        "creating a deployment failed ({}); trying again in {wait:?}",
+                        describe(&outcome)
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                (None, Ok(answer)) => return created(answer),
+                (None, Err(e)) => return Err(Refused::Unreachable(e.to_string())),
+            }
         }
     }
 
+    /// The deployment `request` with id `id` made, if GitHub made it: among the newest with its ref,
+    /// environment and task.
+    async fn find_request(
+        &self,
+        route: &str,
+        request: &DeploymentRequest,
+        id: &str,
+    ) -> Result<Option<Created>, ForgeError> {
+        let route = with_query(
+            route,
+            &[
+                ("ref", request.git_ref.as_str()),
+                ("environment", request.environment.as_str()),
+                ("task", request.task.as_str()),
+                ("per_page", &LOOKUP_PAGE.to_string()),
+            ],
+        );
+        let deployments: Vec<WireDeployment> = self.get("looking up a deployment", &route).await?;
+        let Some(found) = deployments
+            .into_iter()
+            .find(|d| d.payload().get(REQUEST_ID).and_then(Value::as_str) == Some(id))
+        else {
+            return Ok(None);
+        };
+        let sha = found.sha.parse::<Sha>().map_err(|e| ForgeError::Api {
+            status: 200,
+            message: format!("deployment {}: {e}", found.id),
+        })?;
+        Ok(Some(Created::Deployment {
+            id: DeploymentId(found.id),
+            sha,
+        }))
+    }
+
     /// The latest deployments of a repository (optionally in one environment), newest first, with
-    /// their latest status.
+    /// their latest status. Once GitHub stops answering, the remaining states are `unknown` rather
+    /// than one timeout each.
     pub async fn recent_deployments(
         &self,
         repository: &Repository,
         environment: Option<&Environment>,
         count: u8,
     ) -> Result<Vec<DeploymentSummary>, ForgeError> {
-        let (owner, name) = repository.parts();
-        let repo = self.api.repos(owner, name);
-        let deployments = repo.deployments();
-        let mut list = deployments.list().per_page(count);
+        let repo = format!("/repos/{repository}");
+        let count = count.to_string();
+        let mut query = vec![("per_page", count.as_str())];
         if let Some(env) = environment {
-            list = list.environment(env.as_str());
+            query.push(("environment", env.as_str()));
         }
-        let page = list.send().await?;
+        let route = with_query(&format!("{repo}/deployments"), &query);
+        let deployments: Vec<WireDeployment> = self.get("listing deployments", &route).await?;
+        let mut answering = true;
         let mut rows = Vec::new();
-        for d in page.items {
-            let id = d.id.into_inner();
-            let state = deployments
-                .statuses(id)
-                .list()
-                .per_page(1)
-                .send()
-                .await
-                .ok()
-                .and_then(|p| p.items.into_iter().next())
-                .map_or_else(
-                    || "pending".to_string(),
-                    |s| wire_name(&s.state).to_string(),
-                );
-            let who = d
-                .payload
+        for d in deployments {
+            let state = if answering {
+                match self.latest_state(&repo, d.id).await {
+                    Ok(state) => state.as_str(),
+                    Err(e) => {
+                        tracing::warn!(deployment = d.id, "cannot read the latest status: {e}");
+                        answering = !e.is_unanswered();
+                        "unknown"
+                    }
+                }
+            } else {
+                "unknown"
+            };
+            let payload = d.payload();
+            let who = payload
                 .pointer("/notify/user_name")
-                .or_else(|| d.payload.pointer("/notify/user"))
-                .and_then(|v| v.as_str())
+                .or_else(|| payload.pointer("/notify/user"))
+                .and_then(Value::as_str)
                 .map(str::to_string)
                 .or_else(|| d.creator.as_ref().map(|c| c.login.clone()))
                 .unwrap_or_else(|| "unknown".into());
+            let created_at = chrono::DateTime::parse_from_rfc3339(&d.created_at).map_or_else(
+                |_| d.created_at.clone(),
+                |t| {
+                    t.with_timezone(&chrono::Utc)
+                        .format("%Y-%m-%d %H:%M")
+                        .to_string()
+                },
+            );
             rows.push(DeploymentSummary {
-                id: DeploymentId(id),
+                id: DeploymentId(d.id),
                 task: d.task,
-                git_ref: d.ref_field,
+                git_ref: d.git_ref,
                 sha: d.sha,
                 environment: d.environment,
                 who,
-                created_at: d.created_at.format("%Y-%m-%d %H:%M").to_string(),
-                state,
+                created_at,
+                state: state.to_string(),
             });
         }
         Ok(rows)
     }
-}
 
-impl GitHub {
+    /// The state of a deployment's latest status; `pending` before it has any.
+    async fn latest_state(&self, repo: &str, deployment_id: u64) -> Result<WireState, ForgeError> {
+        let route = with_query(
+            &format!("{repo}/deployments/{deployment_id}/statuses"),
+            &[("per_page", "1")],
+        );
+        let statuses: Vec<WireStatus> = self.get("reading a deployment status", &route).await?;
+        Ok(statuses
+            .first()
+            .map_or(WireState::Pending, |status| status.state))
+    }
+
     /// Whether the token can see `repository` (`GET /repos/{owner}/{repo}`); the reason if not.
     pub async fn check_access(&self, repository: &Repository) -> Result<(), String> {
-        let response = self
-            .api
-            ._get(format!("/repos/{repository}"))
+        let route = format!("/repos/{repository}");
+        let answer = self
+            .call("checking access", &self.api, &route, Call::Get)
             .await
-            .map_err(|e| format!("cannot reach GitHub: {e}"))?;
-        match response.status().as_u16() {
+            .map_err(|e| e.to_string())?;
+        match answer.status {
             200 => Ok(()),
             401 => Err("GitHub rejected the token (401): check [github] token".into()),
             403 | 404 => Err(format!(
@@ -408,5 +671,216 @@ impl GitHub {
             )),
             status => Err(format!("GitHub answered {status}")),
         }
+    }
+}
+
+/// GitHub's answer to a deployment request, as a value.
+fn created(answer: Answer) -> Result<Created, Refused> {
+    let body = answer.json();
+    match answer.status {
+        201 => {
+            let id = body.get("id").and_then(Value::as_u64);
+            let sha = body
+                .get("sha")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<Sha>().ok());
+            match (id, sha) {
+                (Some(id), Some(sha)) => Ok(Created::Deployment {
+                    id: DeploymentId(id),
+                    sha,
+                }),
+                _ => Err(Refused::Other {
+                    status: answer.status,
+                    message: "GitHub's answer had no deployment id or sha".into(),
+                }),
+            }
+        }
+        202 => Ok(Created::Merged {
+            message: body
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        }),
+        status => Err(refusal(status, &body)),
+    }
+}
+
+/// A deployment as GitHub lists it: the fields zbot reads.
+#[derive(Debug, Deserialize)]
+struct WireDeployment {
+    id: u64,
+    #[serde(rename = "ref")]
+    git_ref: String,
+    sha: String,
+    #[serde(default)]
+    task: String,
+    environment: String,
+    #[serde(default)]
+    payload: Value,
+    creator: Option<WireUser>,
+    created_at: String,
+}
+
+impl WireDeployment {
+    /// The payload as an object: GitHub keeps a payload that was sent as a string as that string.
+    fn payload(&self) -> Value {
+        match &self.payload {
+            Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
+            other => other.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WireUser {
+    login: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireStatus {
+    state: WireState,
+}
+
+/// A deployment status's state as GitHub writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WireState {
+    Error,
+    Failure,
+    Inactive,
+    InProgress,
+    Queued,
+    Pending,
+    Success,
+    /// A state newer than zbot.
+    #[serde(other)]
+    Unknown,
+}
+
+impl WireState {
+    /// The name GitHub uses, which `deploys` shows.
+    fn as_str(self) -> &'static str {
+        match self {
+            WireState::Error => "error",
+            WireState::Failure => "failure",
+            WireState::Inactive => "inactive",
+            WireState::InProgress => "in_progress",
+            WireState::Queued => "queued",
+            WireState::Pending => "pending",
+            WireState::Success => "success",
+            WireState::Unknown => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_states_keep_their_wire_names() {
+        for name in [
+            "error",
+            "failure",
+            "inactive",
+            "in_progress",
+            "queued",
+            "pending",
+            "success",
+        ] {
+            let state: WireState = serde_json::from_value(json!(name)).unwrap();
+            assert_eq!(state.as_str(), name);
+        }
+        let later: WireState = serde_json::from_value(json!("paused")).unwrap();
+        assert_eq!(later, WireState::Unknown);
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_str(value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rate_limits_say_how_long_to_wait() {
+        let now = 1_700_000_000;
+        type Headers<'a> = &'a [(&'static str, &'a str)];
+        let table: [(u16, Headers<'_>, Option<u64>); 7] = [
+            (429, &[("retry-after", "7")], Some(7)),
+            (403, &[("retry-after", "7")], Some(7)),
+            (
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1700000042"),
+                ],
+                Some(42),
+            ),
+            (429, &[], Some(60)),
+            // A plain 403 is a refusal, not a rate limit.
+            (403, &[], None),
+            (403, &[("x-ratelimit-remaining", "12")], None),
+            (500, &[("retry-after", "7")], None),
+        ];
+        for (status, pairs, expected) in table {
+            assert_eq!(
+                rate_limit_wait(status, &headers(pairs), now),
+                expected.map(Duration::from_secs),
+                "{status} {pairs:?}"
+            );
+        }
+    }
+
+    fn answer(status: u16, rate_limit_wait: Option<u64>) -> Result<Answer, ForgeError> {
+        Ok(Answer {
+            status,
+            rate_limit_wait: rate_limit_wait.map(Duration::from_secs),
+            body: String::new(),
+        })
+    }
+
+    #[test]
+    fn only_what_may_change_is_tried_again() {
+        let network = || Err(ForgeError::Network("connection refused".into()));
+        let timeout = || {
+            Err(ForgeError::Timeout {
+                after: Duration::from_secs(30),
+            })
+        };
+        let table = [
+            (answer(201, None), 1, None),
+            (answer(422, None), 1, None),
+            (answer(404, None), 1, None),
+            (answer(502, None), 1, Some(FIRST_BACKOFF)),
+            (answer(502, None), 3, Some(FIRST_BACKOFF * 4)),
+            (answer(502, None), ATTEMPTS, None),
+            (answer(429, Some(5)), 1, Some(Duration::from_secs(5))),
+            (network(), 2, Some(FIRST_BACKOFF * 2)),
+            // The time is used up: another try would only make people wait again.
+            (timeout(), 1, None),
+        ];
+        for (outcome, attempt, expected) in table {
+            assert_eq!(
+                next_try(&outcome, attempt),
+                expected,
+                "{} on try {attempt}",
+                describe(&outcome)
+            );
+        }
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits_and_differ() {
+        let (a, b) = (request_id(), request_id());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
     }
 }

@@ -5,17 +5,25 @@
 pub mod github;
 pub mod local;
 
-use crate::config::AppConfig;
+use std::time::Duration;
+
+use crate::config::{AppConfig, HumanDuration};
 use crate::domain::{AppName, DeploymentId, Environment, GitRef, Repository, Sha, Task};
 use github::GitHub;
 use local::LocalForge;
 
-#[derive(Debug, thiserror::Error)]
+/// Why a call to GitHub failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForgeError {
+    /// GitHub answered, and not with success.
     #[error("GitHub answered {status}: {message}")]
     Api { status: u16, message: String },
+    /// No answer: the connection failed or broke, also after retrying.
     #[error("cannot reach GitHub: {0}")]
     Network(String),
+    /// No answer within `[github] timeout` (`after`), retries included.
+    #[error("GitHub did not answer within {}", HumanDuration(*after))]
+    Timeout { after: Duration },
     #[error("GitHub is not configured: {0}")]
     Config(String),
 }
@@ -62,6 +70,10 @@ pub enum Refused {
     Other { status: u16, message: String },
     #[error("{0}")]
     Unreachable(String),
+    /// The request's answer was lost and GitHub did not answer the look-up either: whether the
+    /// deployment exists is unknown (if it does, its webhook still arrives).
+    #[error("{0}")]
+    Unanswered(ForgeError),
 }
 
 /// One row of `deploys`.

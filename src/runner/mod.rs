@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::config::{AppConfig, Config};
 use crate::domain::DeploymentId;
 use crate::events::{DeploymentEvent, EventBus};
-use crate::forge::{Forge, LogPage, StatusState, StatusUpdate};
+use crate::forge::{Forge, ForgeError, LogPage, StatusState, StatusUpdate};
 use crate::loglink::LogLinks;
 use crate::policy::{self, Refusal};
 use crate::recipe::{Invocation, Recipes, RenderInput};
@@ -173,7 +173,11 @@ impl Deployer {
         self.events.refused(refusal);
     }
 
-    /// Posts a status to GitHub and publishes it; a GitHub failure is logged, never fatal.
+    /// Publishes a state change, then posts it to GitHub. GitHub's failure is logged and returned;
+    /// only the start of a deploy depends on it.
+    ///
+    /// The event bus comes first so that chat hears of the change at once even when GitHub takes
+    /// its whole `[github] timeout` to fail.
     pub async fn announce(
         &self,
         d: &Deployment,
@@ -181,32 +185,31 @@ impl Deployer {
         description: &str,
         log_url: Option<&str>,
         tail: Vec<String>,
-    ) {
+    ) -> Result<(), ForgeError> {
         let description = self.redactor.redact(description);
-        let update = StatusUpdate {
-            state,
-            description: description.clone(),
-            log_url: log_url.map(str::to_string),
-            environment_url: self.environment_url(d),
-        };
-        if let Err(e) = self
-            .forge
-            .post_status(&d.repository, d.deployment_id, &update)
-            .await
-        {
-            tracing::error!(
-                deployment = %d.deployment_id,
-                "cannot post the {} status: {e}",
-                state.as_str()
-            );
-        }
         self.events.publish(DeploymentEvent::of(
             d,
             state,
-            description,
+            description.clone(),
             log_url.map(str::to_string),
             tail,
         ));
+        let update = StatusUpdate {
+            state,
+            description,
+            log_url: log_url.map(str::to_string),
+            environment_url: self.environment_url(d),
+        };
+        self.forge
+            .post_status(&d.repository, d.deployment_id, &update)
+            .await
+            .inspect_err(|e| {
+                tracing::error!(
+                    deployment = %d.deployment_id,
+                    "cannot post the {} status: {e}",
+                    state.as_str()
+                );
+            })
     }
 
     /// Ends a deployment a previous zbot process was running: whatever it started must not go on
@@ -236,14 +239,15 @@ impl Deployer {
             .await
         {
             Ok(true) => {
-                self.announce(
-                    d,
-                    StatusState::Error,
-                    description,
-                    d.log_url.as_deref(),
-                    Vec::new(),
-                )
-                .await
+                let _ = self
+                    .announce(
+                        d,
+                        StatusState::Error,
+                        description,
+                        d.log_url.as_deref(),
+                        Vec::new(),
+                    )
+                    .await;
             }
             Ok(false) => {}
             Err(e) => tracing::error!(deployment = %d.deployment_id, "cannot record the end: {e}"),
@@ -265,10 +269,15 @@ impl Deployer {
                 return;
             }
         };
-        let page = if self.forge.publishes_logs() {
-            self.create_page(&d).await
+        // A GitHub that does not answer cannot be told the deploy started, nor how it ended: the
+        // deploy does not run.
+        let (page, unanswered) = if self.forge.publishes_logs() {
+            match self.create_page(&d).await {
+                Ok(page) => (page, None),
+                Err(e) => (None, Some(e)),
+            }
         } else {
-            None
+            (None, None)
         };
         let log_url = page
             .as_ref()
@@ -289,7 +298,10 @@ impl Deployer {
         }
         let (refresh_stop, refresh) = self.keep_page_fresh(&d, page.clone(), &log_path, &log_url);
 
-        let outcome = self.deploy(&d, &log, &log_url, started, cancel).await;
+        let outcome = match unanswered {
+            Some(e) => Outcome::error(reply::github_unanswered(&e)),
+            None => self.deploy(&d, &log, &log_url, started, cancel).await,
+        };
         if outcome.state == StatusState::Error || outcome.state == StatusState::Failure {
             log.note(format!(
                 "{}: {}",
@@ -338,7 +350,8 @@ impl Deployer {
         } else {
             Vec::new()
         };
-        self.announce(d, outcome.state, &description, log_url, tail)
+        let _ = self
+            .announce(d, outcome.state, &description, log_url, tail)
             .await;
     }
 
@@ -424,7 +437,12 @@ impl Deployer {
             &d.environment,
             &auth,
         );
-        let ((), checked_out) = tokio::join!(in_progress, checkout);
+        let (told, checked_out) = tokio::join!(in_progress, checkout);
+        if let Err(e) = told
+            && e.is_unanswered()
+        {
+            return Err(Outcome::error(reply::github_unanswered(&e)));
+        }
         let (tree, note) =
             checked_out.map_err(|e| Outcome::error(format!("Checkout failed: {e}")))?;
         log.note(note).await;
@@ -553,7 +571,9 @@ impl Deployer {
         result.unwrap_or_else(|e| Outcome::error(format!("zbot cannot change the lock: {e}")))
     }
 
-    async fn create_page(&self, d: &Deployment) -> Option<LogPage> {
+    /// The deploy's gist, or `None` when GitHub refuses one (the log is then zbot's own page); an
+    /// error only when GitHub does not answer at all.
+    async fn create_page(&self, d: &Deployment) -> Result<Option<LogPage>, ForgeError> {
         let description = format!(
             "zbot deploy #{}: {}@{} to {}",
             d.deployment_id, d.repository, d.git_ref, d.environment
@@ -561,13 +581,14 @@ impl Deployer {
         let file = format!("deploy-{}.log", d.deployment_id);
         let content = format!("Deployment {} pending", d.deployment_id);
         match self.forge.create_log(&description, &file, &content).await {
-            Ok(page) => Some(page),
+            Ok(page) => Ok(Some(page)),
+            Err(e) if e.is_unanswered() => Err(e),
             Err(e) => {
                 tracing::warn!(
                     deployment = %d.deployment_id,
                     "no gist for this deploy, using zbot's own log page: {e}"
                 );
-                None
+                Ok(None)
             }
         }
     }

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::fakes::github::{FakeGitHub, WebhookTarget};
+use crate::fakes::github::FakeGitHub;
 use crate::fakes::slack::{
     self, FakeSlack, app_mention, channel_message, event_envelope, slash_envelope, user_ts,
 };
-use crate::harness::{FABFILE, FAILING_FABFILE, TestRepo, config_text, start_zbot};
+use crate::harness::{FABFILE, FAILING_FABFILE, TestRepo, config_text, start_chat_zbot};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const CHANNEL: &str = "C0CHAN";
@@ -49,16 +49,7 @@ status_refresh = \"1s\"
         slack::BOT_TOKEN,
         slack.api_url()
     );
-    let zbot = start_zbot(dir.path(), &config).await;
-    github.send_webhooks_to(WebhookTarget {
-        zbot: zbot.addr,
-        repo: repo.path.clone(),
-    });
-    slack
-        .wait_for("zbot to connect", DEADLINE, |s| {
-            (s.connections() > 0).then_some(())
-        })
-        .await;
+    let zbot = start_chat_zbot(dir.path(), &config, &github, &slack, &repo).await;
     Chat {
         _dir: dir,
         github,
@@ -376,10 +367,7 @@ async fn a_failing_deploy_says_failure_with_the_last_lines_escaped() {
 async fn a_reconnect_mid_deploy_still_delivers_the_answer_and_redeliveries_run_once() {
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
-    let script = format!(
-        "#!/bin/sh\necho holding\n{}echo released\n",
-        crate::harness::wait_for_file(&release)
-    );
+    let script = crate::harness::held_deploy_script(&release);
     let c = chat(&[("script/deploy", &script, true)]).await;
     let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
     c.github.in_progress(5001, DEADLINE).await;

@@ -44,6 +44,14 @@ pub fn wait_for_file(file: &std::path::Path) -> String {
     )
 }
 
+/// A `script/deploy` that says "holding", waits for `release` to exist, and says "released".
+pub fn held_deploy_script(release: &std::path::Path) -> String {
+    format!(
+        "#!/bin/sh\necho holding\n{}echo released\n",
+        wait_for_file(release)
+    )
+}
+
 /// Runs git in `dir`, panicking with its stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -173,6 +181,28 @@ pub async fn start_zbot(dir: &Path, config: &str) -> zbot::app::Running {
     zbot::app::start(config, Some(listener))
         .await
         .expect("zbot starts")
+}
+
+/// zbot started with `config` in `dir`, with the fake GitHub's webhooks pointed at it and its
+/// Socket Mode connection to the fake Slack up.
+pub async fn start_chat_zbot(
+    dir: &Path,
+    config: &str,
+    github: &FakeGitHub,
+    slack: &crate::fakes::slack::FakeSlack,
+    repo: &TestRepo,
+) -> zbot::app::Running {
+    let zbot = start_zbot(dir, config).await;
+    github.send_webhooks_to(crate::fakes::github::WebhookTarget {
+        zbot: zbot.addr,
+        repo: repo.path.clone(),
+    });
+    slack
+        .wait_for("zbot to connect", std::time::Duration::from_secs(60), |s| {
+            (s.connections() > 0).then_some(())
+        })
+        .await;
+    zbot
 }
 
 /// The fixture `deployment` event with this deployment filled in.

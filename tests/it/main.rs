@@ -11,6 +11,7 @@ mod harness;
 mod hostile;
 mod parse_cli;
 mod recipes;
+mod reliability;
 mod shell;
 mod slack_fake_conformance;
 mod sshd;

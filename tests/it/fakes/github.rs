@@ -1,18 +1,31 @@
 //! A fake GitHub: the REST shapes zbot uses (deployment statuses, gists), in memory, every call
 //! recorded. Tests wait on what it received with a deadline, never with a sleep.
+//!
+//! Faults on demand: [`FakeGitHub::never_answer`] accepts every request and never answers it, and
+//! [`FakeGitHub::drop_next_deployment_answer`] makes the next deployment and then closes the
+//! connection instead of answering.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
+use axum::serve::IncomingStream;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 /// One status zbot posted.
 #[derive(Debug, Clone)]
@@ -53,6 +66,14 @@ struct Model {
     gists: BTreeMap<String, Gist>,
     authorizations: Vec<String>,
     fail_gists: bool,
+    /// Accept every request and never answer.
+    silent: bool,
+    /// Requests held unanswered (`METHOD /path`).
+    unanswered: Vec<String>,
+    /// Make the next deployment, then close the connection instead of answering.
+    drop_next_deployment_answer: bool,
+    /// Query strings of deployment listings, in order.
+    deployment_lists: Vec<BTreeMap<String, String>>,
 }
 
 #[derive(Clone)]
@@ -66,7 +87,7 @@ const TIME: &str = "2026-11-27T10:00:00Z";
 
 impl FakeGitHub {
     pub async fn start() -> FakeGitHub {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let fake = FakeGitHub {
             addr,
@@ -93,9 +114,47 @@ impl FakeGitHub {
             )
             .route("/gists", post(create_gist))
             .route("/gists/{id}", patch(update_gist))
+            .layer(axum::middleware::from_fn_with_state(
+                fake.clone(),
+                answer_unless_silent,
+            ))
             .with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(
+                CuttableListener(listener),
+                app.into_make_service_with_connect_info::<Cut>(),
+            )
+            .await
+            .unwrap()
+        });
         fake
+    }
+
+    /// From now on every request is accepted and held, never answered: a GitHub that hangs.
+    pub fn never_answer(&self) {
+        self.model.lock().unwrap().silent = true;
+    }
+
+    /// Requests held unanswered so far, as `METHOD /path`.
+    pub fn unanswered(&self) -> Vec<String> {
+        self.model.lock().unwrap().unanswered.clone()
+    }
+
+    /// The next deployment request makes the deployment (and sends its webhook), and then the
+    /// connection closes without an answer: the answer is lost on the way.
+    pub fn drop_next_deployment_answer(&self) {
+        self.model.lock().unwrap().drop_next_deployment_answer = true;
+    }
+
+    /// The query of each deployment listing zbot asked for, in order.
+    pub fn deployment_lists(&self) -> Vec<BTreeMap<String, String>> {
+        self.model.lock().unwrap().deployment_lists.clone()
+    }
+
+    /// Ids of the deployments the fake made, oldest first.
+    pub fn deployment_ids(&self) -> Vec<u64> {
+        let model = self.model.lock().unwrap();
+        model.deployments.iter().map(|(id, _)| *id).collect()
     }
 
     pub fn url(&self) -> String {
@@ -370,8 +429,30 @@ async fn update_gist(
     (StatusCode::OK, Json(gist_json(&fake.url(), &id, &gist))).into_response()
 }
 
+/// Holds every request forever while the fake is silent; the connection stays open.
+async fn answer_unless_silent(
+    State(fake): State<FakeGitHub>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let held = {
+        let mut model = fake.model.lock().unwrap();
+        if model.silent {
+            let call = format!("{} {}", request.method(), request.uri().path());
+            model.unanswered.push(call);
+        }
+        model.silent
+    };
+    if held {
+        fake.touch();
+        std::future::pending::<()>().await;
+    }
+    next.run(request).await
+}
+
 async fn create_deployment(
     State(fake): State<FakeGitHub>,
+    ConnectInfo(connection): ConnectInfo<Cut>,
     Path((owner, repo)): Path<(String, String)>,
     headers: HeaderMap,
     Json(body): Json<Value>,
@@ -431,11 +512,14 @@ async fn create_deployment(
         "repository_url": format!("{base}/repos/{owner}/{repo}"),
         "transient_environment": false, "production_environment": environment == "production",
     });
-    fake.model
-        .lock()
-        .unwrap()
-        .deployments
-        .push((id, created.clone()));
+    let drop_answer = {
+        let mut model = fake.model.lock().unwrap();
+        model.deployments.push((id, created.clone()));
+        std::mem::take(&mut model.drop_next_deployment_answer)
+    };
+    if drop_answer {
+        connection.cut();
+    }
     let event = crate::harness::deployment_event(id, &git_ref, &sha, &environment, &task, payload);
     tokio::spawn(async move {
         let (status, answer) =
@@ -445,13 +529,31 @@ async fn create_deployment(
     (StatusCode::CREATED, Json(created)).into_response()
 }
 
-async fn list_deployments(State(fake): State<FakeGitHub>) -> Response {
-    let model = fake.model.lock().unwrap();
+/// Newest first, filtered by `ref`, `environment` and `task` and cut to `per_page`, as GitHub does.
+async fn list_deployments(
+    State(fake): State<FakeGitHub>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    let mut model = fake.model.lock().unwrap();
+    model.deployment_lists.push(query.clone());
+    let matches = |d: &Value| {
+        ["ref", "environment", "task"].iter().all(|key| {
+            query
+                .get(*key)
+                .is_none_or(|wanted| d[*key] == *wanted.as_str())
+        })
+    };
+    let per_page = query
+        .get("per_page")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(30);
     let list: Vec<Value> = model
         .deployments
         .iter()
         .rev()
         .map(|(_, d)| d.clone())
+        .filter(matches)
+        .take(per_page)
         .collect();
     Json(Value::Array(list)).into_response()
 }
@@ -496,4 +598,78 @@ async fn installation_token(State(fake): State<FakeGitHub>, headers: HeaderMap) 
         ),
     )
         .into_response()
+}
+
+/// A switch on one connection: once cut, nothing more is written to it, so an answer being written
+/// fails and the server closes the connection without a byte of it.
+#[derive(Clone, Default)]
+struct Cut(Arc<AtomicBool>);
+
+impl Cut {
+    fn cut(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Accepts connections the handlers can [`Cut`].
+struct CuttableListener(TcpListener);
+
+struct CuttableStream {
+    tcp: TcpStream,
+    cut: Cut,
+}
+
+impl axum::serve::Listener for CuttableListener {
+    type Io = CuttableStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CuttableStream, SocketAddr) {
+        loop {
+            if let Ok((tcp, addr)) = self.0.accept().await {
+                let cut = Cut::default();
+                return (CuttableStream { tcp, cut }, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Connected<IncomingStream<'_, CuttableListener>> for Cut {
+    fn connect_info(stream: IncomingStream<'_, CuttableListener>) -> Cut {
+        stream.io().cut.clone()
+    }
+}
+
+impl AsyncRead for CuttableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CuttableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.cut.0.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
