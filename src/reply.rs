@@ -220,6 +220,68 @@ fn names<T: std::fmt::Display>(list: &[T]) -> String {
         .join(", ")
 }
 
+/// The message a slash command's thread hangs under: "<@U0BOB> ran `/deploy adxstat`".
+pub fn slash_command_ran(user_id: &str, command: &str, text: &str) -> String {
+    format!("{} ran `{command} {}`", user(user_id), escape(text.trim()))
+}
+
+/// The store could not be read or written: say so without its internals, and what to do.
+pub fn store_unavailable() -> String {
+    "I couldn't reach my database just now, so I did nothing. Try again in a moment.".to_string()
+}
+
+/// `cancel` found nothing to stop.
+pub fn nothing_to_cancel(app: &AppName, environment: &Environment) -> String {
+    format!("Nothing of {app} is queued or running on *{environment}*.")
+}
+
+/// The reason a cancelled deployment ends with (its status description).
+pub fn cancelled_by(who: &str) -> String {
+    format!("Cancelled by {who}")
+}
+
+/// `cancel` stopped a deployment that was waiting.
+pub fn cancelled_queued(id: crate::domain::DeploymentId) -> String {
+    format!("Deployment #{id} was waiting; it will not run.")
+}
+
+/// `cancel` is stopping a running deployment.
+pub fn cancelled_running(id: crate::domain::DeploymentId) -> String {
+    format!("Stopping deployment #{id}.")
+}
+
+/// `cancel` named a deployment that is not queued or running.
+pub fn not_cancellable(id: crate::domain::DeploymentId) -> String {
+    format!("Deployment #{id} is not queued or running.")
+}
+
+/// `rollback` with fewer than two successful deploys.
+pub fn nothing_to_roll_back_to(app: &AppName, environment: &Environment) -> String {
+    format!("There is no earlier successful deploy of {app} to *{environment}* to roll back to.")
+}
+
+/// What `rollback` is about to do.
+pub fn rolling_back(
+    app: &AppName,
+    environment: &Environment,
+    from: &GitRef,
+    to: &GitRef,
+) -> String {
+    format!(
+        "Rolling {app} on *{environment}* back from `{}` to `{}`.",
+        escape(from.as_str()),
+        escape(to.as_str())
+    )
+}
+
+/// `deploys` when the forge cannot list them.
+pub fn deployments_unlisted(app: &AppName, error: &impl std::fmt::Display) -> String {
+    format!(
+        "I couldn't list the deployments of {app}: {}",
+        escape(&error.to_string())
+    )
+}
+
 /// The `in_progress` status: "Deploying v0.0.1 (f95f852) to production".
 pub fn deploying(d: &crate::store::Deployment) -> String {
     format!(

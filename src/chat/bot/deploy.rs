@@ -1,0 +1,146 @@
+//! `deploy[:task][!] <app>[/<ref>] [to <env>[/<hosts>]]`: the checks, then a GitHub deployment whose
+//! payload says where to answer.
+
+use serde_json::{Value, json};
+
+use super::{Bot, Thread};
+use crate::chat::{ChatOutput, Inbound};
+use crate::command::DeployCommand;
+use crate::config::AppConfig;
+use crate::domain::{Adapter, Environment, GitRef, Hosts, Notify, Room, Task, ThreadTs, User};
+use crate::forge::{Created, DeploymentRequest};
+use crate::payload::Payload;
+use crate::policy::{Denial, Target};
+use crate::reply;
+
+impl<O: ChatOutput> Bot<O> {
+    pub(super) async fn deploy(
+        &self,
+        command: &DeployCommand,
+        inbound: &Inbound,
+        thread: &Thread,
+    ) -> Result<String, Denial> {
+        if command.otp.is_some() {
+            return Ok(reply::otp_not_checked());
+        }
+        let target = self
+            .checked_target(&command.app, command.environment.as_ref(), inbound)
+            .await?;
+        let git_ref = command
+            .git_ref
+            .clone()
+            .unwrap_or_else(|| target.app.default_ref.clone());
+        Ok(self
+            .create(
+                &target,
+                &git_ref,
+                &command.task,
+                command.force,
+                command.hosts.as_ref(),
+                inbound,
+                thread,
+            )
+            .await)
+    }
+
+    /// Creates the GitHub deployment and says what happened; retries once after an auto-merge.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn create(
+        &self,
+        target: &Target<'_>,
+        git_ref: &GitRef,
+        task: &Task,
+        force: bool,
+        hosts: Option<&Hosts>,
+        inbound: &Inbound,
+        thread: &Thread,
+    ) -> String {
+        let app = target.app;
+        let payload = self.payload(target, hosts, inbound, thread);
+        let request = DeploymentRequest {
+            git_ref: git_ref.clone(),
+            task: task.clone(),
+            environment: target.environment.clone(),
+            description: format!(
+                "{task} {}/{git_ref} to {} from zbot",
+                target.app_name, target.environment
+            ),
+            production_environment: target.environment.same(&Environment::production()),
+            required_contexts: if force {
+                Some(Vec::new())
+            } else {
+                app.required_contexts.clone()
+            },
+            auto_merge: !force && app.auto_merge,
+            payload: payload.to_value(),
+        };
+        for attempt in 0..2 {
+            match self
+                .forge
+                .create_deployment(&target.app_name, app, &request, &inbound.user)
+                .await
+            {
+                Ok(Created::Deployment { id, sha }) => {
+                    // The deployer announces it (queued, in progress) in this thread: the payload
+                    // says where. Nothing is published from here.
+                    tracing::info!(deployment = %id, sha = %sha, "deployment created");
+                    return String::new();
+                }
+                Ok(Created::Merged { message }) if attempt == 0 => {
+                    self.say(thread, &reply::merged(&message)).await
+                }
+                Ok(Created::Merged { message }) => return reply::merged_again(&message),
+                Err(refusal) => {
+                    return reply::refused(
+                        &refusal,
+                        target.app_name.as_str(),
+                        app.repository.as_str(),
+                    );
+                }
+            }
+        }
+        String::new()
+    }
+
+    /// The deployment payload: where to answer, hubot-deploy and Heaven compatible.
+    pub(super) fn payload(
+        &self,
+        target: &Target<'_>,
+        hosts: Option<&Hosts>,
+        inbound: &Inbound,
+        thread: &Thread,
+    ) -> Payload {
+        let user: Option<User> = inbound.user.parse().ok();
+        Payload {
+            name: target.app_name.clone(),
+            robot_name: self.config.bot.name.clone(),
+            hosts: hosts.map(ToString::to_string).unwrap_or_default(),
+            notify: Notify {
+                adapter: Some(Adapter::slack()),
+                room: thread.channel.parse::<Room>().ok(),
+                thread_ts: thread.ts.parse::<ThreadTs>().ok(),
+                user: user.clone(),
+                user_name: inbound
+                    .user_name
+                    .as_deref()
+                    .and_then(|n| n.parse().ok())
+                    .or(user),
+                team_id: inbound.team_id.as_deref().and_then(|t| t.parse().ok()),
+            },
+            config: public_settings(target.app),
+            reason: None,
+        }
+    }
+}
+
+/// An app's settings as sent in the deployment payload: nothing secret.
+fn public_settings(app: &AppConfig) -> Value {
+    json!({
+        "repository": app.repository,
+        "provider": app.provider,
+        "environments": app.environments,
+        "environment_urls": app.environment_urls,
+        "required_contexts": app.required_contexts,
+        "auto_merge": app.auto_merge,
+    })
+}
