@@ -302,6 +302,50 @@ pub fn deployed(d: &crate::store::Deployment, took: &str) -> String {
     )
 }
 
+/// `failure`: the deploy program exited with an error code.
+pub fn exited(program: &str, code: i32, took: &str) -> String {
+    format!("{program} exited with code {code} after {took}")
+}
+
+/// `failure`: the deploy program was killed by a signal it did not get from zbot.
+pub fn killed(program: &str, signal: i32, took: &str) -> String {
+    format!("{program} was killed by signal {signal} after {took}")
+}
+
+/// `error`: the deploy ran past its timeout and was stopped.
+pub fn timed_out(limit: std::time::Duration) -> String {
+    format!(
+        "Timed out after {}: the deploy was stopped",
+        human_duration(limit)
+    )
+}
+
+/// `error`: zbot could not create the deploy's log file.
+pub fn log_unwritable(path: &std::path::Path, error: &std::io::Error) -> String {
+    format!("zbot cannot write the log {}: {error}", path.display())
+}
+
+/// `error`: the working tree could not be prepared.
+pub fn checkout_failed(error: &impl std::fmt::Display) -> String {
+    format!("Checkout failed: {error}")
+}
+
+/// `error`: a recipe would not render for this deployment.
+pub fn recipe_refused(recipe: &str, reason: &str) -> String {
+    format!("Refused to run recipe {recipe}: {reason}")
+}
+
+/// `success` of Heaven's `deploy:lock` / `deploy:unlock` tasks.
+pub fn lock_task_done(d: &crate::store::Deployment, locked: bool) -> String {
+    let what = if locked { "locked" } else { "unlocked" };
+    format!("{} {what} on {} by {}", d.app, d.environment, d.actor)
+}
+
+/// `error`: the store would not change a lock.
+pub fn lock_unchangeable() -> String {
+    "zbot cannot change the lock just now: try again in a moment".to_string()
+}
+
 /// A deployment whose app is no longer in bot.toml.
 pub fn no_app_for(repository: &crate::domain::Repository) -> String {
     format!("zbot has no app for {repository}: add it to bot.toml")

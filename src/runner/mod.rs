@@ -90,18 +90,15 @@ fn report(
         },
         Exit::Code(code) => Outcome {
             state: StatusState::Failure,
-            description: format!("{program} exited with code {code} after {took}"),
+            description: reply::exited(program, code, &took),
             exit_code: Some(code),
         },
         Exit::Signal(signal) => Outcome {
             state: StatusState::Failure,
-            description: format!("{program} was killed by signal {signal} after {took}"),
+            description: reply::killed(program, signal, &took),
             exit_code: None,
         },
-        Exit::TimedOut(limit) => Outcome::error(format!(
-            "Timed out after {}: the deploy was stopped",
-            human_duration(limit)
-        )),
+        Exit::TimedOut(limit) => Outcome::error(reply::timed_out(limit)),
         Exit::Cancelled => Outcome::error(cancelled_because.unwrap_or_else(|| "Cancelled".into())),
         Exit::NotStarted(reason) => Outcome::error(reason),
     }
@@ -261,10 +258,7 @@ impl Deployer {
         let (writer, log) = match LogWriter::create(&log_path, self.redactor.clone()).await {
             Ok(pair) => pair,
             Err(e) => {
-                let outcome = Outcome::error(format!(
-                    "zbot cannot write the log {}: {e}",
-                    log_path.display()
-                ));
+                let outcome = Outcome::error(reply::log_unwritable(&log_path, &e));
                 self.end(&d, outcome, None).await;
                 return;
             }
@@ -443,8 +437,7 @@ impl Deployer {
         {
             return Err(Outcome::error(reply::github_unanswered(&e)));
         }
-        let (tree, note) =
-            checked_out.map_err(|e| Outcome::error(format!("Checkout failed: {e}")))?;
+        let (tree, note) = checked_out.map_err(|e| Outcome::error(reply::checkout_failed(&e)))?;
         log.note(note).await;
         let recipe = self
             .recipes
@@ -460,9 +453,9 @@ impl Deployer {
             repository: &d.repository,
             deployment_id: d.deployment_id,
         };
-        let mut invocation = recipe.render(&input).map_err(|reason| {
-            Outcome::error(format!("Refused to run recipe {}: {reason}", recipe.name))
-        })?;
+        let mut invocation = recipe
+            .render(&input)
+            .map_err(|reason| Outcome::error(reply::recipe_refused(&recipe.name, &reason)))?;
         if invocation.program == "fab"
             && tools::on_path("fab").is_none()
             && self.config.deploy.provision_fabric
@@ -550,10 +543,7 @@ impl Deployer {
                 .map(|taken| match taken {
                     Ok(_) => Outcome {
                         state: StatusState::Success,
-                        description: format!(
-                            "{} locked on {} by {}",
-                            d.app, d.environment, d.actor
-                        ),
+                        description: reply::lock_task_done(d, true),
                         exit_code: None,
                     },
                     Err(held) => Outcome::error(reply::locked(&held)),
@@ -564,11 +554,14 @@ impl Deployer {
                 .await
                 .map(|_| Outcome {
                     state: StatusState::Success,
-                    description: format!("{} unlocked on {} by {}", d.app, d.environment, d.actor),
+                    description: reply::lock_task_done(d, false),
                     exit_code: None,
                 })
         };
-        result.unwrap_or_else(|e| Outcome::error(format!("zbot cannot change the lock: {e}")))
+        result.unwrap_or_else(|e| {
+            tracing::error!(deployment = %d.deployment_id, "cannot change a lock: {e}");
+            Outcome::error(reply::lock_unchangeable())
+        })
     }
 
     /// The deploy's gist, or `None` when GitHub refuses one (the log is then zbot's own page); an
