@@ -95,6 +95,29 @@ fn the_example_app_deploys_moves_forward_and_rolls_back() {
     assert_eq!(current_release(dir.path()), "v0.0.1");
     let log = std::fs::read_to_string(dir.path().join("data/logs/3.log")).unwrap();
     assert!(log.contains("[3/3] switching current"), "{log}");
+
+    // The ref in `deploys app/ref` is used, and a one-time password is refused, not ignored.
+    let out = try_it(
+        dir.path(),
+        "alice",
+        "deploys adxstat/v0.0.2\ndeploy adxstat/v0.0.2 to production 123456\n",
+    );
+    assert!(
+        out.contains("Recent deployments of adxstat at `v0.0.2`"),
+        "{out}"
+    );
+    let table: Vec<&str> = out.lines().filter(|l| l.contains("(")).collect();
+    assert!(
+        table.iter().any(|l| l.contains("v0.0.2(")) && !table.iter().any(|l| l.contains("v0.0.1(")),
+        "only v0.0.2 rows: {out}"
+    );
+    assert!(out.contains("I don't check one-time passwords"), "{out}");
+    assert_eq!(
+        current_release(dir.path()),
+        "v0.0.1",
+        "the deploy with a one-time password did not run"
+    );
+    assert!(!dir.path().join("data/logs/4.log").exists());
 }
 
 #[test]
