@@ -1,9 +1,10 @@
 //! zbot's durable state: all SQL lives here (sqlx, SQLite in WAL mode, embedded migrations).
 //!
 //! The store holds every accepted deployment and its state (the queue is the `queued` rows in order of
-//! arrival), the webhook deliveries already handled, and environment locks. A deployment is written
-//! before its webhook is answered, so an accepted deployment survives a crash; [`Store::interrupted`]
-//! finds the ones a previous process was running.
+//! arrival), the webhook deliveries already handled, environment locks, and what the chat side must
+//! not forget across a restart (the chat events it handled, the outcome replies it posted). A
+//! deployment is written before its webhook is answered, so an accepted deployment survives a crash;
+//! [`Store::interrupted`] finds the ones a previous process was running.
 //!
 //! The SQL is plain enough to be shared with a Postgres backend later; scheduling decisions that need
 //! the whole queue are made by the caller from [`Store::queued`] and [`Store::running`].
@@ -240,6 +241,13 @@ impl MigrationSource<'static> for EmbeddedMigrations {
                     "refused".into(),
                     MigrationType::Simple,
                     include_str!("../migrations/0002_refused.sql").into(),
+                    false,
+                ),
+                Migration::new(
+                    3,
+                    "chat durability".into(),
+                    MigrationType::Simple,
+                    include_str!("../migrations/0003_chat_durability.sql").into(),
                     false,
                 ),
             ])
@@ -751,4 +759,264 @@ fn lock_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Lock, StoreError> {
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or_default(),
     })
+}
+
+/// What the chat side keeps across restarts: the events it handled, and which outcome replies it
+/// posted (`migrations/0003_chat_durability.sql`).
+impl Store {
+    /// Records chat events as seen at `now` and says whether this is their first sighting: true if
+    /// none of `keys` was seen within `keep` before `now` (each key is recorded either way). Keys
+    /// older than `keep` are forgotten first. One transaction, so of two deliveries of one event that
+    /// race each other exactly one gets `true`, also across processes sharing the data directory.
+    pub async fn first_sight(
+        &self,
+        keys: &[String],
+        now: DateTime<Utc>,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        let seen_at = now.timestamp();
+        let oldest = seen_at.saturating_sub(i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
+        // The first statement writes, so the transaction holds the write lock from its start.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM chat_events_seen WHERE seen_at < ?")
+            .bind(oldest)
+            .execute(&mut *tx)
+            .await?;
+        let mut inserted = 0;
+        for key in keys {
+            inserted += sqlx::query(
+                "INSERT INTO chat_events_seen (key, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(key)
+            .bind(seen_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted == keys.len() as u64)
+    }
+
+    /// Whether the reply telling how deployment `deployment_id` ended was posted in its thread.
+    pub async fn outcome_posted(&self, deployment_id: DeploymentId) -> Result<bool, StoreError> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT outcome_posted_at FROM chat_messages WHERE deployment_id = ?")
+                .bind(deployment_id.0 as i64)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(matches!(row, Some((Some(_),))))
+    }
+
+    /// Records that the outcome reply of `deployment_id` was posted; nothing for a deployment that
+    /// has no chat message.
+    pub async fn set_outcome_posted(&self, deployment_id: DeploymentId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE chat_messages SET outcome_posted_at = ? WHERE deployment_id = ?")
+            .bind(now())
+            .bind(deployment_id.0 as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ended deployments shown in chat whose outcome reply was not posted yet, oldest first.
+    pub async fn unposted_outcomes(&self) -> Result<Vec<Deployment>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT d.* FROM deployments d JOIN chat_messages c ON c.deployment_id = d.deployment_id
+             WHERE c.outcome_posted_at IS NULL AND d.state IN ('success', 'failure', 'error')
+             ORDER BY d.seq",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(id: u64) -> NewDeployment {
+        NewDeployment {
+            deployment_id: DeploymentId(id),
+            app: "adxstat".parse().unwrap(),
+            repository: "octo/adxstat".parse().unwrap(),
+            clone_url: "file:///nowhere".into(),
+            environment: "production".parse().unwrap(),
+            git_ref: "main".parse().unwrap(),
+            sha: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
+            task: "deploy".parse().unwrap(),
+            payload: serde_json::json!({}),
+            actor: "U0ALICE".into(),
+        }
+    }
+
+    fn message(ts: &str) -> ChatMessage {
+        ChatMessage {
+            channel: "C0CHAN".into(),
+            thread_ts: ts.into(),
+            status_ts: ts.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_is_new_once_per_key_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let start = Utc::now();
+        let keep = Duration::from_secs(3600);
+        // (keys, seconds after start, first sighting?)
+        let table: &[(&[&str], i64, bool)] = &[
+            (&["event/Ev1", "C1/1.1"], 0, true),
+            (&["event/Ev1", "C1/1.1"], 60, false),
+            // The same message under another event id (app_mention and message).
+            (&["event/Ev2", "C1/1.1"], 61, false),
+            // That recorded Ev2 all the same.
+            (&["event/Ev2", "C1/2.2"], 62, false),
+            (&["event/Ev3", "C1/3.3"], 63, true),
+            (&["slash/trigger-1"], 64, true),
+            (&["slash/trigger-2"], 65, true),
+            (&["slash/trigger-1"], 66, false),
+            // An hour later the first sighting is forgotten, later ones are not.
+            (&["event/Ev1", "C1/1.1"], 3601, true),
+            (&["event/Ev3", "C1/3.3"], 3602, false),
+        ];
+        for (keys, after, expected) in table {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            let at = start + chrono::Duration::seconds(*after);
+            assert_eq!(
+                store.first_sight(&keys, at, keep).await.unwrap(),
+                *expected,
+                "{keys:?} at +{after}s"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn two_deliveries_racing_get_one_first_sighting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let keys = vec!["event/Ev1".to_string(), "C1/1.1".to_string()];
+        let keep = Duration::from_secs(3600);
+        let tries = (0..8).map(|_| store.first_sight(&keys, Utc::now(), keep));
+        let answers = futures_util::future::join_all(tries).await;
+        let firsts = answers.into_iter().filter(|a| *a.as_ref().unwrap()).count();
+        assert_eq!(firsts, 1);
+    }
+
+    #[tokio::test]
+    async fn an_ended_deployment_shown_in_chat_waits_for_its_outcome_until_it_is_posted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let unposted = || async {
+            let rows = store.unposted_outcomes().await.unwrap();
+            rows.iter().map(|d| d.deployment_id.0).collect::<Vec<_>>()
+        };
+        for id in [1, 2, 3] {
+            store
+                .accept(
+                    Some(&format!("delivery-{id}")),
+                    "deployment",
+                    Some(&deployment(id)),
+                )
+                .await
+                .unwrap();
+        }
+        // 1 and 2 are shown in chat, 3 is not; 1 and 3 end.
+        store
+            .set_chat_message(DeploymentId(1), &message("1.1"))
+            .await
+            .unwrap();
+        store
+            .set_chat_message(DeploymentId(2), &message("2.2"))
+            .await
+            .unwrap();
+        assert_eq!(unposted().await, Vec::<u64>::new(), "none has ended");
+        for id in [1, 3] {
+            store
+                .finish(
+                    DeploymentId(id),
+                    DeploymentState::Success,
+                    "Deployed",
+                    Some(0),
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(unposted().await, vec![1]);
+        assert!(!store.outcome_posted(DeploymentId(1)).await.unwrap());
+        store.set_outcome_posted(DeploymentId(1)).await.unwrap();
+        assert!(store.outcome_posted(DeploymentId(1)).await.unwrap());
+        assert_eq!(unposted().await, Vec::<u64>::new());
+        // A second status message (an update of the row) keeps what was posted.
+        store
+            .set_chat_message(DeploymentId(1), &message("1.1"))
+            .await
+            .unwrap();
+        assert!(store.outcome_posted(DeploymentId(1)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_counts_the_outcomes_of_deployments_that_ended_before_it_as_posted() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("zbot.sqlite"))
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let mut all = EmbeddedMigrations.resolve().await.unwrap();
+        all.truncate(1);
+        let first_only = Migrator {
+            migrations: std::borrow::Cow::Owned(all),
+            ..Migrator::DEFAULT
+        };
+        first_only.run(&pool).await.unwrap();
+        for (id, state) in [(1, "success"), (2, "running")] {
+            sqlx::query(
+                "INSERT INTO deployments (deployment_id, app, repository, clone_url, environment, git_ref,
+                                          sha, task, payload, actor, state, created_at, finished_at)
+                 VALUES (?, 'adxstat', 'octo/adxstat', '', 'production', 'main', ?, 'deploy', '{}',
+                         'U0ALICE', ?, '2026-11-01T10:00:00+00:00', '2026-11-01T10:01:00+00:00')",
+            )
+            .bind(id)
+            .bind("0123456789abcdef0123456789abcdef01234567")
+            .bind(state)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts)
+                 VALUES (?, 'C0CHAN', '1.1', '1.2')",
+            )
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+
+        let store = Store::open(dir.path()).await.unwrap();
+        assert!(
+            store.outcome_posted(DeploymentId(1)).await.unwrap(),
+            "ended before"
+        );
+        assert!(
+            !store.outcome_posted(DeploymentId(2)).await.unwrap(),
+            "still running"
+        );
+        store
+            .finish(
+                DeploymentId(2),
+                DeploymentState::Error,
+                "zbot restarted",
+                None,
+            )
+            .await
+            .unwrap();
+        let unposted = store.unposted_outcomes().await.unwrap();
+        assert_eq!(
+            unposted
+                .iter()
+                .map(|d| d.deployment_id.0)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
+    }
 }
