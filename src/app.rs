@@ -223,8 +223,16 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
 }
 
 impl Running {
-    /// Stops taking work, waits for running deploys (up to the grace period), and returns.
+    /// Stops taking work, waits for running deploys (up to the grace period), and returns once chat
+    /// has shown how they ended.
+    ///
+    /// The order matters: chat input stops first (the commands being handled finish, and may still
+    /// create deployments whose webhooks arrive), then the listener and the queue, and chat closes
+    /// last, after the notifier has shown every event the deploys published.
     pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some(slack) = &self.slack {
+            slack.stop_input().await;
+        }
         let _ = self.shutdown.send(true);
         self.server
             .await

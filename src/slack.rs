@@ -15,9 +15,11 @@ use std::time::Duration;
 use anyhow::Context;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::chat::bot::Bot;
-use crate::chat::notifier::Notifier;
+use crate::chat::notifier::{Control, Notifier};
 use crate::chat::{ChatError, ChatOutput, Inbound, InboundKind, Message};
 use crate::config::{HumanDuration, SlackConfig, Timeouts};
 
@@ -202,6 +204,8 @@ impl Seen {
 struct SlackState {
     bot: Arc<Bot<SlackOutput>>,
     seen: Mutex<Seen>,
+    /// The messages being handled; `None` once input has stopped.
+    handlers: Mutex<Option<JoinSet<()>>>,
 }
 
 impl SlackState {
@@ -225,8 +229,26 @@ async fn state_of(states: &SlackClientEventsUserState) -> Option<Arc<SlackState>
         .cloned()
 }
 
-fn dispatch(state: Arc<SlackState>, inbound: Inbound) {
-    tokio::spawn(async move { state.bot.handle(inbound).await });
+/// Why an envelope is not acknowledged: zbot is stopping, and Slack redelivers unacknowledged envelopes
+/// (to the next connection).
+#[derive(Debug, thiserror::Error)]
+#[error("zbot is stopping; Slack will redeliver this event")]
+struct Stopping;
+
+/// Handles `inbound` in a task of its own, so the callback returns (and Slack gets its ack) at once.
+fn dispatch(state: Arc<SlackState>, inbound: Inbound) -> UserCallbackResult<()> {
+    let mut handlers = state
+        .handlers
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(handlers) = handlers.as_mut() else {
+        return Err(Box::new(Stopping));
+    };
+    // Forget the handlers that have ended, so the set holds only those still running.
+    while handlers.try_join_next().is_some() {}
+    let bot = Arc::clone(&state.bot);
+    handlers.spawn(async move { bot.handle(inbound).await });
+    Ok(())
 }
 
 async fn on_push(
@@ -297,7 +319,7 @@ async fn on_push(
     };
     let ts = inbound.ts.clone().unwrap_or_default();
     if state.first_time(event.event_id.as_ref(), &inbound.channel, &ts) {
-        dispatch(state, inbound);
+        dispatch(state, inbound)?;
     }
     Ok(())
 }
@@ -349,7 +371,7 @@ async fn on_command(
             ts: None,
             thread_ts: None,
         },
-    );
+    )?;
     Ok(ack)
 }
 
@@ -367,15 +389,25 @@ fn on_error(
     _client: Arc<Client>,
     _states: SlackClientEventsUserState,
 ) -> HttpStatusCode {
+    if error.downcast_ref::<Stopping>().is_some() {
+        // No ack: Slack redelivers the envelope to the next connection.
+        return HttpStatusCode::SERVICE_UNAVAILABLE;
+    }
     tracing::error!("Slack event handling failed: {error}");
     // Acknowledge anyway: a redelivery would fail the same way.
     HttpStatusCode::OK
 }
 
+/// How long stopping waits for the messages being handled, and then for the notifier to show what
+/// was published; what is left after that is dropped.
+const DRAIN: Duration = Duration::from_secs(30);
+
 /// A running Slack connection.
 pub struct SlackConnection {
     listener: SlackClientSocketModeListener<SlackClientHyperHttpsConnector>,
-    notifier: tokio::task::JoinHandle<()>,
+    state: Arc<SlackState>,
+    notifier: JoinHandle<()>,
+    notifier_control: mpsc::UnboundedSender<Control>,
 }
 
 impl std::fmt::Debug for SlackConnection {
@@ -438,8 +470,10 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
         default_channel: slack.default_channel.clone(),
         refresh: Some(slack.status_refresh),
     };
-    let events = parts.events.clone();
-    let notifier = tokio::spawn(async move { notifier.run(&events).await });
+    // Subscribed here, not in the task, so no event published from now on is missed.
+    let events = parts.events.subscribe();
+    let (notifier_control, control) = mpsc::unbounded_channel();
+    let notifier = tokio::spawn(notifier.run(events, control));
     let bot = Arc::new(Bot {
         config: parts.config,
         store: parts.store,
@@ -451,11 +485,12 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
     let state = Arc::new(SlackState {
         bot,
         seen: Mutex::default(),
+        handlers: Mutex::new(Some(JoinSet::new())),
     });
     let environment = Arc::new(
         SlackClientEventsListenerEnvironment::new(Arc::clone(&client))
             .with_error_handler(on_error)
-            .with_user_state(state),
+            .with_user_state(Arc::clone(&state)),
     );
     let callbacks = SlackSocketModeListenerCallbacks::new()
         .with_push_events(on_push)
@@ -474,12 +509,53 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
         )
     })?;
     listener.start().await;
-    Ok(SlackConnection { listener, notifier })
+    Ok(SlackConnection {
+        listener,
+        state,
+        notifier,
+        notifier_control,
+    })
 }
 
 impl SlackConnection {
-    pub async fn close(self) {
+    /// Stops taking input from Slack and waits (up to [`DRAIN`]) for the messages being handled.
+    /// Envelopes that arrive from now on are not acknowledged, so Slack redelivers them to the next
+    /// connection.
+    pub async fn stop_input(&self) {
+        let handlers = self
+            .state
+            .handlers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
         self.listener.shutdown().await;
-        self.notifier.abort();
+        let Some(mut handlers) = handlers else {
+            return;
+        };
+        let finished = tokio::time::timeout(DRAIN, async {
+            while handlers.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                still_running = handlers.len(),
+                "stopping without waiting longer for the Slack messages being handled"
+            );
+        }
+    }
+
+    /// Stops input (see [`SlackConnection::stop_input`]), then lets the notifier show every
+    /// deployment event published so far (up to [`DRAIN`]) and closes. Call it after the deploys
+    /// have ended, so their outcomes reach their threads.
+    pub async fn close(self) {
+        self.stop_input().await;
+        let _ = self.notifier_control.send(Control::Drain);
+        let abort = self.notifier.abort_handle();
+        if tokio::time::timeout(DRAIN, self.notifier).await.is_err() {
+            tracing::warn!(
+                "stopping without waiting longer for chat to show the deployment events"
+            );
+            abort.abort();
+        }
     }
 }

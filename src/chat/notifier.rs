@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use super::{ChatOutput, Message};
-use crate::events::{DeploymentEvent, Event, EventBus};
+use crate::events::{DeploymentEvent, Event};
 use crate::forge::StatusState;
 use crate::reply;
 use crate::store::{ChatMessage, Store};
@@ -25,27 +25,55 @@ pub struct Notifier<O: ChatOutput> {
     pub refresh: Option<Duration>,
 }
 
+/// What the notifier is told besides the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Show every event published so far, then stop (shutdown). A closed control channel means the same.
+    Drain,
+}
+
 impl<O: ChatOutput> Notifier<O> {
-    /// Follows the event bus until it closes, refreshing running deployments' elapsed time.
-    pub async fn run(self, events: &EventBus) {
-        let mut rx = events.subscribe();
+    /// Follows `events` (subscribe before anything is published that chat must show) until told to
+    /// drain, refreshing running deployments' elapsed time.
+    pub async fn run(
+        self,
+        mut events: broadcast::Receiver<Event>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
         // Without a refresh the interval exists but is never polled.
         let mut ticks = tokio::time::interval(self.refresh.unwrap_or(Duration::from_secs(3600)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let received = tokio::select! {
-                received = rx.recv() => received,
-                _ = ticks.tick(), if self.refresh.is_some() => {
-                    self.refresh_running().await;
-                    continue;
-                }
-            };
-            match received {
+            // Events first: an order comes after the events published before it.
+            tokio::select! {
+                biased;
+                received = events.recv() => match received {
+                    Ok(event) => self.show_event(&event).await,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "chat fell behind the deployment events");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                order = control.recv() => match order {
+                    Some(Control::Drain) | None => {
+                        self.drain(&mut events).await;
+                        return;
+                    }
+                },
+                _ = ticks.tick(), if self.refresh.is_some() => self.refresh_running().await,
+            }
+        }
+    }
+
+    /// Shows the events already published, without waiting for more.
+    async fn drain(&self, events: &mut broadcast::Receiver<Event>) {
+        loop {
+            match events.try_recv() {
                 Ok(event) => self.show_event(&event).await,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "chat fell behind the deployment events");
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(_) => return,
             }
         }
     }

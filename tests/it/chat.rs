@@ -564,3 +564,27 @@ async fn cancel_stops_a_running_deploy() {
         .await;
     c.zbot.stop().await.unwrap();
 }
+
+/// Stopping zbot while a deploy runs lets the deploy end, and zbot says how it ended in the thread
+/// before it exits.
+#[tokio::test]
+async fn stopping_mid_deploy_answers_the_thread_before_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let script = format!(
+        "#!/bin/sh\necho holding\n{}echo released\n",
+        crate::harness::wait_for_file(&release)
+    );
+    let c = chat(&[("script/deploy", &script, true)]).await;
+    let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
+    c.github.in_progress(5001, DEADLINE).await;
+    std::fs::write(&release, "go").unwrap();
+    c.zbot.stop().await.unwrap();
+    assert_eq!(c.github.final_status(5001, DEADLINE).await.state, "success");
+    let said = c.slack.thread(CHANNEL, &thread);
+    let outcomes = said
+        .iter()
+        .filter(|p| p.method == "chat.postMessage" && p.text.contains("is on *production*"))
+        .count();
+    assert_eq!(outcomes, 1, "{said:#?}");
+}

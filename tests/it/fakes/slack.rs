@@ -93,7 +93,7 @@ impl FakeSlack {
             "debug_info": {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060},
             "connection_info": {"app_id": "A0APP"}});
         let _ = tx.send(Frame::text(hello.to_string()));
-        *self.socket.lock().unwrap() = Some(tx);
+        *self.socket.lock().unwrap() = Some(tx.clone());
         self.model.lock().unwrap().connections += 1;
         self.touch();
         let writer = tokio::spawn(async move {
@@ -113,6 +113,14 @@ impl FakeSlack {
             }
         }
         writer.abort();
+        // Closed: nothing more is sent on it (a newer connection may have replaced it already).
+        let mut socket = self.socket.lock().unwrap();
+        if socket
+            .as_ref()
+            .is_some_and(|current| current.same_channel(&tx))
+        {
+            *socket = None;
+        }
     }
 
     /// Sends a frame on the current Socket Mode connection.
@@ -300,13 +308,11 @@ async fn web_api(
                 if let Some(thread) = &posted.thread_ts {
                     echo["thread_ts"] = json!(thread);
                 }
-                if fake.socket.lock().unwrap().is_some() {
-                    fake.send(event_envelope(
-                        &format!("echo-{ts}"),
-                        &format!("Ev-echo-{ts}"),
-                        echo,
-                        0,
-                    ));
+                // Only while zbot is connected (it may be stopping).
+                if let Some(socket) = fake.socket.lock().unwrap().as_ref() {
+                    let envelope =
+                        event_envelope(&format!("echo-{ts}"), &format!("Ev-echo-{ts}"), echo, 0);
+                    let _ = socket.send(Frame::text(envelope.to_string()));
                 }
             }
             json!({"ok": true, "channel": channel, "ts": ts,
