@@ -4,11 +4,11 @@
 //! Every envelope is acknowledged as soon as its callback returns, and callbacks return at once: the
 //! work runs in a spawned task (Slack wants the ack within 3 s). Slack redelivers envelopes it did not
 //! see acknowledged, and one mention arrives both as `app_mention` and as `message`, so events are
-//! handled once by `event_id` and by channel + ts. The bot ignores its own messages, other bots, edits
-//! and deletions. Reconnects (`disconnect`, a closed or silent socket) are slack-morphism's, with its
+//! handled once by `event_id` and by channel + ts; the store remembers both for an hour, so an event
+//! redelivered after a restart is handled once too. The bot ignores its own messages, other bots,
+//! edits and deletions. Reconnects (`disconnect`, a closed or silent socket) are slack-morphism's, with its
 //! backoff.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -174,50 +174,32 @@ impl ChatOutput for SlackOutput {
     }
 }
 
-/// Events already handled, by id; the oldest are forgotten first.
-#[derive(Debug, Default)]
-struct Seen {
-    keys: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-const SEEN_CAPACITY: usize = 10_000;
-
-impl Seen {
-    /// True the first time a key is seen.
-    fn first(&mut self, key: String) -> bool {
-        if self.keys.contains(&key) {
-            return false;
-        }
-        if self.order.len() == SEEN_CAPACITY
-            && let Some(old) = self.order.pop_front()
-        {
-            self.keys.remove(&old);
-        }
-        self.keys.insert(key.clone());
-        self.order.push_back(key);
-        true
-    }
-}
+/// How long a handled event is remembered. Slack redelivers an envelope it did not see acknowledged
+/// within minutes (at once, after 1 minute, after 5 minutes), so an hour is ample.
+const SEEN_FOR: Duration = Duration::from_secs(3600);
 
 /// What the callbacks share (slack-morphism callbacks are plain functions).
 struct SlackState {
     bot: Arc<Bot<SlackOutput>>,
-    seen: Mutex<Seen>,
     /// The messages being handled; `None` once input has stopped.
     handlers: Mutex<Option<JoinSet<()>>>,
 }
 
-impl SlackState {
-    /// True if neither the event id nor the message (channel + ts) was handled before.
-    fn first_time(&self, event_id: &str, channel: &str, ts: &str) -> bool {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let by_message = seen.first(format!("{channel}/{ts}"));
-        let by_event = seen.first(format!("event/{event_id}"));
-        by_message && by_event
+/// True if none of `keys` (an event id, a message's channel + ts) was handled before, by this
+/// process or an earlier one.
+async fn first_time(bot: &Bot<SlackOutput>, keys: &[String]) -> bool {
+    match bot
+        .store
+        .first_sight(keys, chrono::Utc::now(), SEEN_FOR)
+        .await
+    {
+        Ok(first) => first,
+        Err(e) => {
+            // Without the store a command fails anyway; it is answered (with the error) rather than
+            // dropped without a word.
+            tracing::error!("cannot record a Slack event as handled, handling it anyway: {e}");
+            true
+        }
     }
 }
 
@@ -235,8 +217,9 @@ async fn state_of(states: &SlackClientEventsUserState) -> Option<Arc<SlackState>
 #[error("zbot is stopping; Slack will redeliver this event")]
 struct Stopping;
 
-/// Handles `inbound` in a task of its own, so the callback returns (and Slack gets its ack) at once.
-fn dispatch(state: Arc<SlackState>, inbound: Inbound) -> UserCallbackResult<()> {
+/// Handles `inbound` in a task of its own, so the callback returns (and Slack gets its ack) at once,
+/// unless an event with one of its `keys` was handled before.
+fn dispatch(state: Arc<SlackState>, keys: Vec<String>, inbound: Inbound) -> UserCallbackResult<()> {
     let mut handlers = state
         .handlers
         .lock()
@@ -247,7 +230,11 @@ fn dispatch(state: Arc<SlackState>, inbound: Inbound) -> UserCallbackResult<()> 
     // Forget the handlers that have ended, so the set holds only those still running.
     while handlers.try_join_next().is_some() {}
     let bot = Arc::clone(&state.bot);
-    handlers.spawn(async move { bot.handle(inbound).await });
+    handlers.spawn(async move {
+        if first_time(&bot, &keys).await {
+            bot.handle(inbound).await;
+        }
+    });
     Ok(())
 }
 
@@ -317,11 +304,15 @@ async fn on_push(
         }
         _ => return Ok(()),
     };
-    let ts = inbound.ts.clone().unwrap_or_default();
-    if state.first_time(event.event_id.as_ref(), &inbound.channel, &ts) {
-        dispatch(state, inbound)?;
-    }
-    Ok(())
+    let keys = vec![
+        format!("event/{}", event.event_id),
+        format!(
+            "message/{}/{}",
+            inbound.channel,
+            inbound.ts.as_deref().unwrap_or_default()
+        ),
+    ];
+    dispatch(state, keys, inbound)
 }
 
 async fn on_command(
@@ -350,16 +341,10 @@ async fn on_command(
                 .with_response_type(SlackMessageResponseType::Ephemeral),
         );
     }
-    // A slash command has no event id; its trigger id is unique per invocation.
-    if !state.first_time(
-        event.trigger_id.as_ref(),
-        event.channel_id.as_ref(),
-        "slash",
-    ) {
-        return Ok(ack);
-    }
+    // A slash command has no event id and no message; its trigger id is unique per invocation.
     dispatch(
         state,
+        vec![format!("slash/{}", event.trigger_id)],
         Inbound {
             kind: InboundKind::Slash(event.command.to_string()),
             channel: event.channel_id.to_string(),
@@ -484,7 +469,6 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
     });
     let state = Arc::new(SlackState {
         bot,
-        seen: Mutex::default(),
         handlers: Mutex::new(Some(JoinSet::new())),
     });
     let environment = Arc::new(

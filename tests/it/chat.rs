@@ -15,7 +15,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const CHANNEL: &str = "C0CHAN";
 
 struct Chat {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    config: String,
     github: FakeGitHub,
     slack: FakeSlack,
     zbot: zbot::app::Running,
@@ -51,7 +52,8 @@ status_refresh = \"1s\"
     );
     let zbot = start_chat_zbot(dir.path(), &config, &github, &slack, &repo).await;
     Chat {
-        _dir: dir,
+        dir,
+        config,
         github,
         slack,
         zbot,
@@ -59,6 +61,29 @@ status_refresh = \"1s\"
 }
 
 impl Chat {
+    /// Stops zbot and starts a new one on the same data directory, as after a restart.
+    async fn restart(self) -> Chat {
+        let connections = self.slack.connections();
+        self.zbot.stop().await.unwrap();
+        let repo = TestRepo {
+            path: self.dir.path().join("adxstat"),
+        };
+        let zbot = start_chat_zbot(
+            self.dir.path(),
+            &self.config,
+            &self.github,
+            &self.slack,
+            &repo,
+        )
+        .await;
+        self.slack
+            .wait_for("zbot to connect again", DEADLINE, |s| {
+                (s.connections() > connections).then_some(())
+            })
+            .await;
+        Chat { zbot, ..self }
+    }
+
     /// A mention from `user` in the channel, as a new thread.
     fn mention(&self, n: u32, user: &str, text: &str) -> String {
         let ts = user_ts(n);
@@ -587,4 +612,56 @@ async fn stopping_mid_deploy_answers_the_thread_before_exiting() {
         .filter(|p| p.method == "chat.postMessage" && p.text.contains("is on *production*"))
         .count();
     assert_eq!(outcomes, 1, "{said:#?}");
+}
+
+/// A restart between a Slack event and its redelivery creates one deployment, not two.
+#[tokio::test]
+async fn a_redelivery_after_a_restart_deploys_once() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    let thread = user_ts(1);
+    let text = format!("<@{}> deploy adxstat/v0.0.1 to production", slack::BOT_USER);
+    let event = app_mention("U0ALICE", CHANNEL, &thread, &text);
+    c.slack
+        .send(event_envelope("env-1", "Ev1", event.clone(), 0));
+    c.reply(&thread, "is on *production*").await;
+
+    let c = c.restart().await;
+    // Slack did not see the ack (say it was lost with the connection) and delivers the event again.
+    c.slack.send(event_envelope("env-1-retry", "Ev1", event, 1));
+    c.slack
+        .wait_for("the redelivery's ack", DEADLINE, |s| s.acked("env-1-retry"))
+        .await;
+    // Stopping waits for every message zbot acknowledged to be handled.
+    c.zbot.stop().await.unwrap();
+    assert_eq!(
+        c.github.deployment_requests().len(),
+        1,
+        "the redelivered event created no second deployment"
+    );
+}
+
+/// Every slash command is handled, however many come from one channel.
+#[tokio::test]
+async fn two_slash_commands_from_one_channel_are_both_answered() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    for (n, environment) in [(1, "staging"), (2, "production")] {
+        let text = format!("adxstat/v0.0.1 to {environment}");
+        c.slack.send(slash_envelope(
+            &format!("env-s{n}"),
+            "U0ALICE",
+            CHANNEL,
+            "/deploy",
+            &text,
+        ));
+        let parent = c
+            .slack
+            .wait_for("the parent message", DEADLINE, |s| {
+                s.posts().into_iter().find(|p| {
+                    p.thread_ts.is_none() && p.text.contains(&format!("ran `/deploy {text}`"))
+                })
+            })
+            .await;
+        c.reply(&parent.ts, &format!("is on *{environment}*")).await;
+    }
+    c.zbot.stop().await.unwrap();
 }
