@@ -1,7 +1,7 @@
 //! Wires zbot's parts together and owns their shutdown. No business rules live here.
 //!
 //! [`start`] opens the store, connects to Slack (with `[slack]`), ends deploys a previous process left
-//! running, starts the scheduler and the webhook listener, and returns a [`Running`] handle; [`Running::stop`] stops taking new work,
+//! running, posts the outcomes chat has not shown yet, starts the scheduler and the webhook listener, and returns a [`Running`] handle; [`Running::stop`] stops taking new work,
 //! lets running deploys finish for a grace period, and returns once every task has ended.
 
 use std::net::SocketAddr;
@@ -187,6 +187,10 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         None => None,
     };
     scheduler.recover().await;
+    // Then the outcomes a previous process did not get to post, those of the deploys just ended included.
+    if let Some(slack) = &slack {
+        slack.catch_up();
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let router = webhook::router(

@@ -502,6 +502,12 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
 }
 
 impl SlackConnection {
+    /// Has the notifier post the outcomes missing from chat: call it once interrupted deploys have
+    /// been ended at start-up, so their outcomes are among them.
+    pub fn catch_up(&self) {
+        let _ = self.notifier_control.send(Control::CatchUp);
+    }
+
     /// Stops taking input from Slack and waits (up to [`DRAIN`]) for the messages being handled.
     /// Envelopes that arrive from now on are not acknowledged, so Slack redelivers them to the next
     /// connection.

@@ -5,6 +5,12 @@
 //! The thread comes from the deployment payload's `notify` (`room`, `thread_ts`); deployments that were
 //! not started from chat are announced in `[slack] default_channel`. One task handles events in order,
 //! so a deployment never gets two status messages.
+//!
+//! The outcome reply is recorded in the store once posted. Events are not durable (a restart, or a
+//! notifier that fell behind the bus, loses some), so at start and after falling behind the notifier
+//! posts the outcome of every ended deployment shown in chat whose reply is missing. A crash between
+//! posting a reply and recording it repeats that reply at the next start: Slack's `chat.postMessage`
+//! cannot be made idempotent, and a repeated outcome is better than a missing one.
 
 use std::time::Duration;
 
@@ -14,7 +20,8 @@ use super::{ChatOutput, Message};
 use crate::events::{DeploymentEvent, Event};
 use crate::forge::StatusState;
 use crate::reply;
-use crate::store::{ChatMessage, Store};
+use crate::runner::{TAIL_LINES, log};
+use crate::store::{ChatMessage, Deployment, DeploymentState, Store};
 
 #[derive(Debug, Clone)]
 pub struct Notifier<O: ChatOutput> {
@@ -28,6 +35,8 @@ pub struct Notifier<O: ChatOutput> {
 /// What the notifier is told besides the events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
+    /// Post the outcomes missing from chat (after the start-up recovery of interrupted deploys).
+    CatchUp,
     /// Show every event published so far, then stop (shutdown). A closed control channel means the same.
     Drain,
 }
@@ -43,6 +52,8 @@ impl<O: ChatOutput> Notifier<O> {
         // Without a refresh the interval exists but is never polled.
         let mut ticks = tokio::time::interval(self.refresh.unwrap_or(Duration::from_secs(3600)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Events were missed: the store is asked once the events still buffered have been shown.
+        let mut behind = false;
         loop {
             // Events first: an order comes after the events published before it.
             tokio::select! {
@@ -51,10 +62,12 @@ impl<O: ChatOutput> Notifier<O> {
                     Ok(event) => self.show_event(&event).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "chat fell behind the deployment events");
+                        behind = true;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 order = control.recv() => match order {
+                    Some(Control::CatchUp) => self.catch_up().await,
                     Some(Control::Drain) | None => {
                         self.drain(&mut events).await;
                         return;
@@ -62,19 +75,53 @@ impl<O: ChatOutput> Notifier<O> {
                 },
                 _ = ticks.tick(), if self.refresh.is_some() => self.refresh_running().await,
             }
+            // Only now: the buffered events are older than what the store says, and showing one of
+            // them after the catch-up would take a status message back in time. (The bus drops the
+            // oldest events first, so none of them belongs to a deployment whose end was dropped.)
+            if behind && events.is_empty() {
+                behind = false;
+                self.catch_up().await;
+            }
         }
     }
 
     /// Shows the events already published, without waiting for more.
     async fn drain(&self, events: &mut broadcast::Receiver<Event>) {
+        let mut behind = false;
         loop {
             match events.try_recv() {
                 Ok(event) => self.show_event(&event).await,
                 Err(broadcast::error::TryRecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "chat fell behind the deployment events");
+                    behind = true;
                 }
-                Err(_) => return,
+                Err(_) => break,
             }
+        }
+        if behind {
+            self.catch_up().await;
+        }
+    }
+
+    /// Shows the end of every ended deployment that has a status message in chat but no outcome
+    /// reply yet: the status message is updated and the outcome posted.
+    pub async fn catch_up(&self) {
+        let missing = match self.store.unposted_outcomes().await {
+            Ok(missing) => missing,
+            Err(e) => {
+                tracing::error!("cannot read the outcomes missing from chat: {e}");
+                return;
+            }
+        };
+        for d in missing {
+            let Some(state) = final_state(d.state) else {
+                continue;
+            };
+            tracing::info!(deployment = %d.deployment_id, "posting an outcome chat missed");
+            let tail = failure_tail(&d).await;
+            let event =
+                DeploymentEvent::of(&d, state, d.description.clone(), d.log_url.clone(), tail);
+            self.show(&event).await;
         }
     }
 
@@ -170,17 +217,38 @@ impl<O: ChatOutput> Notifier<O> {
             },
         };
         if event.state.is_final() {
-            let outcome: Message = reply::outcome(event);
-            if let Err(e) = self
-                .out
-                .post(&place.channel, Some(&place.thread_ts), &outcome)
-                .await
-            {
-                tracing::error!(
-                    deployment = %event.deployment_id,
-                    "cannot post the outcome: {e}"
-                );
-            }
+            self.post_outcome(event, &place).await;
+        }
+    }
+
+    /// Posts the reply that tells how a deployment ended, unless it was posted before, and records it.
+    async fn post_outcome(&self, event: &DeploymentEvent, place: &ChatMessage) {
+        match self.store.outcome_posted(event.deployment_id).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            // Posting it perhaps twice beats perhaps never.
+            Err(e) => tracing::error!(
+                deployment = %event.deployment_id,
+                "cannot read whether the outcome was posted: {e}"
+            ),
+        }
+        let outcome: Message = reply::outcome(event);
+        if let Err(e) = self
+            .out
+            .post(&place.channel, Some(&place.thread_ts), &outcome)
+            .await
+        {
+            tracing::error!(
+                deployment = %event.deployment_id,
+                "cannot post the outcome (it is tried again at the next start): {e}"
+            );
+            return;
+        }
+        if let Err(e) = self.store.set_outcome_posted(event.deployment_id).await {
+            tracing::error!(
+                deployment = %event.deployment_id,
+                "cannot record that the outcome was posted: {e}"
+            );
         }
     }
 
@@ -215,5 +283,212 @@ impl<O: ChatOutput> Notifier<O> {
                 None
             }
         }
+    }
+}
+
+/// The status of an ended deployment as GitHub was told it; `None` while it has not ended.
+fn final_state(state: DeploymentState) -> Option<StatusState> {
+    match state {
+        DeploymentState::Success => Some(StatusState::Success),
+        DeploymentState::Failure => Some(StatusState::Failure),
+        DeploymentState::Error => Some(StatusState::Error),
+        DeploymentState::Queued | DeploymentState::Running => None,
+    }
+}
+
+/// The last lines of a failed deployment's log, as its outcome reply carries them.
+async fn failure_tail(d: &Deployment) -> Vec<String> {
+    match (&d.state, &d.log_path) {
+        (DeploymentState::Failure, Some(path)) => {
+            log::last_lines(std::path::Path::new(path), TAIL_LINES)
+                .await
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::chat::ChatError;
+    use crate::domain::DeploymentId;
+    use crate::store::NewDeployment;
+
+    /// One thing the notifier said.
+    #[derive(Clone, Debug)]
+    struct Said {
+        method: &'static str,
+        channel: String,
+        /// The thread of a post, the ts of an update.
+        place: String,
+        text: String,
+    }
+
+    /// Records what the notifier said.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Said>>>);
+
+    impl Recorder {
+        fn said(&self) -> Vec<Said> {
+            self.0.lock().unwrap().clone()
+        }
+
+        fn posts(&self) -> Vec<Said> {
+            self.said()
+                .into_iter()
+                .filter(|s| s.method == "post")
+                .collect()
+        }
+
+        fn record(&self, method: &'static str, channel: &str, place: &str, text: &str) -> usize {
+            let mut said = self.0.lock().unwrap();
+            said.push(Said {
+                method,
+                channel: channel.into(),
+                place: place.into(),
+                text: text.into(),
+            });
+            said.len()
+        }
+    }
+
+    impl ChatOutput for Recorder {
+        async fn post(
+            &self,
+            channel: &str,
+            thread_ts: Option<&str>,
+            message: &Message,
+        ) -> Result<String, ChatError> {
+            let n = self.record(
+                "post",
+                channel,
+                thread_ts.unwrap_or_default(),
+                &message.text,
+            );
+            Ok(format!("2.{n}"))
+        }
+
+        async fn update(
+            &self,
+            channel: &str,
+            ts: &str,
+            message: &Message,
+        ) -> Result<(), ChatError> {
+            self.record("update", channel, ts, &message.text);
+            Ok(())
+        }
+    }
+
+    /// A deployment shown in chat (thread `1.0`, status message `1.1`) that failed while chat was
+    /// not looking, with output in its log.
+    async fn failed_while_away(store: &Store, dir: &std::path::Path) -> Deployment {
+        let new = NewDeployment {
+            deployment_id: DeploymentId(7),
+            app: "adxstat".parse().unwrap(),
+            repository: "octo/adxstat".parse().unwrap(),
+            clone_url: "file:///nowhere".into(),
+            environment: "production".parse().unwrap(),
+            git_ref: "v1".parse().unwrap(),
+            sha: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
+            task: "deploy".parse().unwrap(),
+            payload: serde_json::json!({"notify": {"room": "C0CHAN", "thread_ts": "1.0"}}),
+            actor: "U0ALICE".into(),
+        };
+        store
+            .accept(Some("d-7"), "deployment", Some(&new))
+            .await
+            .unwrap();
+        let message = ChatMessage {
+            channel: "C0CHAN".into(),
+            thread_ts: "1.0".into(),
+            status_ts: "1.1".into(),
+        };
+        store
+            .set_chat_message(DeploymentId(7), &message)
+            .await
+            .unwrap();
+        let log = dir.join("7.log");
+        std::fs::write(&log, "10:00:00.000 err | migration 42 failed\n").unwrap();
+        assert!(store.start(DeploymentId(7), &log).await.unwrap());
+        let running = store.get(DeploymentId(7)).await.unwrap().unwrap();
+        store
+            .finish(
+                DeploymentId(7),
+                DeploymentState::Failure,
+                "exit code 3",
+                Some(3),
+            )
+            .await
+            .unwrap();
+        running
+    }
+
+    #[tokio::test]
+    async fn after_falling_behind_the_notifier_posts_the_missed_outcome_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let running = failed_while_away(&store, dir.path()).await;
+        let out = Recorder::default();
+        let notifier = Notifier {
+            store: store.clone(),
+            out: out.clone(),
+            default_channel: None,
+            refresh: None,
+        };
+        // Three events on a bus with room for one: the notifier misses two, including the end.
+        let (tx, events) = broadcast::channel(1);
+        let in_progress = || {
+            DeploymentEvent::of(
+                &running,
+                StatusState::InProgress,
+                String::new(),
+                None,
+                vec![],
+            )
+        };
+        let end = DeploymentEvent::of(
+            &running,
+            StatusState::Failure,
+            "exit code 3".into(),
+            None,
+            vec![],
+        );
+        for event in [in_progress(), end.clone(), in_progress()] {
+            tx.send(Event::Deployment(Box::new(event))).unwrap();
+        }
+        let (control, orders) = mpsc::unbounded_channel();
+        control.send(Control::Drain).unwrap();
+        notifier.clone().run(events, orders).await;
+
+        let said = out.said();
+        let posts = out.posts();
+        assert_eq!(posts.len(), 1, "{said:#?}");
+        let outcome = &posts[0];
+        assert_eq!(
+            (outcome.channel.as_str(), outcome.place.as_str()),
+            ("C0CHAN", "1.0")
+        );
+        assert!(
+            outcome.text.contains("deploying adxstat `v1`"),
+            "{outcome:?}"
+        );
+        assert!(
+            outcome.text.contains("migration 42 failed"),
+            "the tail: {outcome:?}"
+        );
+        let last_update = said.iter().rev().find(|s| s.method == "update").unwrap();
+        assert_eq!(last_update.place, "1.1");
+        assert!(
+            last_update.text.contains(":x: failed: exit code 3"),
+            "the status message ends as the deployment did: {said:#?}"
+        );
+
+        // The end arriving late, or another catch-up, posts nothing more.
+        notifier.show(&end).await;
+        notifier.catch_up().await;
+        assert_eq!(out.posts().len(), 1, "{:#?}", out.said());
     }
 }

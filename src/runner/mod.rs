@@ -38,7 +38,7 @@ pub const LOG_REFRESH: Duration = Duration::from_secs(3);
 pub const GIST_LIMIT: u64 = 900 * 1024;
 
 /// How many output lines a failure carries to chat.
-const TAIL_LINES: usize = 15;
+pub const TAIL_LINES: usize = 15;
 
 /// Everything a deploy needs, shared by all running deploys.
 #[derive(Debug)]

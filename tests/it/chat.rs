@@ -665,3 +665,53 @@ async fn two_slash_commands_from_one_channel_are_both_answered() {
     }
     c.zbot.stop().await.unwrap();
 }
+
+/// After a restart zbot says every outcome that GitHub got but the thread did not, once.
+#[tokio::test]
+async fn an_outcome_chat_missed_is_posted_once_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let script = format!(
+        "#!/bin/sh\necho holding\n{}echo released\n",
+        crate::harness::wait_for_file(&release)
+    );
+    let c = chat(&[("script/deploy", &script, true)]).await;
+    let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
+    c.slack
+        .wait_for("the status message", DEADLINE, |s| {
+            s.thread(CHANNEL, &thread)
+                .into_iter()
+                .find(|p| p.text.contains(":rocket: deploying"))
+        })
+        .await;
+    // Slack fails while the deploy ends: the outcome cannot be posted.
+    c.slack.refuse_posts(true);
+    std::fs::write(&release, "go").unwrap();
+    assert_eq!(c.github.final_status(5001, DEADLINE).await.state, "success");
+    c.slack
+        .wait_for("the outcome to be refused", DEADLINE, |s| {
+            s.refused()
+                .into_iter()
+                .find(|p| p.text.contains("is on *production*"))
+        })
+        .await;
+    c.slack.refuse_posts(false);
+
+    let c = c.restart().await;
+    c.reply(&thread, "is on *production*").await;
+    c.zbot.stop().await.unwrap();
+    let said = c.slack.thread(CHANNEL, &thread);
+    let outcomes = said
+        .iter()
+        .filter(|p| p.method == "chat.postMessage" && p.text.contains("is on *production*"))
+        .count();
+    assert_eq!(outcomes, 1, "{said:#?}");
+    let status = said
+        .iter()
+        .rev()
+        .find(|p| p.text.contains("*Deployment #5001*"));
+    assert!(
+        status.is_some_and(|p| p.text.contains(":white_check_mark:")),
+        "{said:#?}"
+    );
+}

@@ -1,7 +1,7 @@
 //! A fake Slack: the Web API methods zbot calls (`apps.connections.open`, `auth.test`,
 //! `chat.postMessage`, `chat.update`) over HTTP, and Socket Mode over a WebSocket: `hello` on connect,
 //! envelopes the test sends, acks recorded, `disconnect` on demand. The bot's own posts come back to it
-//! as `message` events, as on real Slack.
+//! as `message` events, as on real Slack. `chat.postMessage` can be made to fail, as during an outage.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,9 @@ pub struct Posted {
 #[derive(Default)]
 struct Model {
     posts: Vec<Posted>,
+    /// While set, `chat.postMessage` answers `fatal_error`; the messages refused are kept apart.
+    refuse_posts: bool,
+    refused: Vec<Posted>,
     acks: Vec<Value>,
     connections: usize,
     next_ts: u64,
@@ -155,6 +158,16 @@ impl FakeSlack {
 
     pub fn posts(&self) -> Vec<Posted> {
         self.model.lock().unwrap().posts.clone()
+    }
+
+    /// From now on `chat.postMessage` fails (`true`) or works again (`false`); updates keep working.
+    pub fn refuse_posts(&self, refuse: bool) {
+        self.model.lock().unwrap().refuse_posts = refuse;
+    }
+
+    /// The messages zbot tried to post while posts were refused.
+    pub fn refused(&self) -> Vec<Posted> {
+        self.model.lock().unwrap().refused.clone()
     }
 
     /// What zbot said in a thread (posts and updates), in order.
@@ -299,7 +312,16 @@ async fn web_api(
                 text: text("text").unwrap_or_default(),
                 blocks: body.get("blocks").cloned(),
             };
-            fake.model.lock().unwrap().posts.push(posted.clone());
+            {
+                let mut model = fake.model.lock().unwrap();
+                if method == "chat.postMessage" && model.refuse_posts {
+                    model.refused.push(posted);
+                    drop(model);
+                    fake.touch();
+                    return Json(json!({"ok": false, "error": "fatal_error"}));
+                }
+                model.posts.push(posted.clone());
+            }
             fake.touch();
             if method == "chat.postMessage" {
                 // Real Slack echoes the bot's own message to it as an event.
