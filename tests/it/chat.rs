@@ -715,3 +715,35 @@ async fn an_outcome_chat_missed_is_posted_once_after_a_restart() {
         "{said:#?}"
     );
 }
+
+/// When zbot cannot read the locks it refuses to deploy, rather than deploy past a lock it cannot see.
+#[tokio::test]
+async fn a_deploy_is_refused_while_the_locks_cannot_be_read() {
+    use sqlx::Connection;
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    // The locks table goes missing under zbot, as in a damaged database.
+    let database = c.dir.path().join("data/zbot.sqlite");
+    let mut db = sqlx::sqlite::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(&database),
+    )
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE locks RENAME TO locks_gone")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+
+    let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
+    c.reply(
+        &thread,
+        "I couldn't read the locks, so I can't tell whether that environment is locked. Try again in a moment.",
+    )
+    .await;
+    c.zbot.stop().await.unwrap();
+    assert!(
+        c.github.deployment_requests().is_empty(),
+        "{:#?}",
+        c.github.deployment_requests()
+    );
+}
