@@ -60,6 +60,36 @@ status_refresh = \"1s\"
     }
 }
 
+/// Lets the deploys of [`chat_holding_deploys`] go on.
+struct Release {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+}
+
+impl Release {
+    fn go(&self) {
+        std::fs::write(&self.file, "go").unwrap();
+    }
+}
+
+/// zbot whose deploys run `script/deploy`, which holds until released.
+async fn chat_holding_deploys() -> (Chat, Release) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("release");
+    let script = crate::harness::held_deploy_script(&file);
+    let c = chat(&[("script/deploy", &script, true)]).await;
+    (c, Release { _dir: dir, file })
+}
+
+/// The outcome replies "… is on *production*" zbot posted in a thread.
+fn production_outcomes(slack: &FakeSlack, thread_ts: &str) -> Vec<slack::Posted> {
+    slack
+        .thread(CHANNEL, thread_ts)
+        .into_iter()
+        .filter(|p| p.method == "chat.postMessage" && p.text.contains("is on *production*"))
+        .collect()
+}
+
 impl Chat {
     /// Stops zbot and starts a new one on the same data directory, as after a restart.
     async fn restart(self) -> Chat {
@@ -390,10 +420,7 @@ async fn a_failing_deploy_says_failure_with_the_last_lines_escaped() {
 
 #[tokio::test]
 async fn a_reconnect_mid_deploy_still_delivers_the_answer_and_redeliveries_run_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
-    let script = crate::harness::held_deploy_script(&release);
-    let c = chat(&[("script/deploy", &script, true)]).await;
+    let (c, release) = chat_holding_deploys().await;
     let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
     c.github.in_progress(5001, DEADLINE).await;
     // Slack redelivers the same event, as after a missed ack.
@@ -425,7 +452,7 @@ async fn a_reconnect_mid_deploy_still_delivers_the_answer_and_redeliveries_run_o
             (s.connections() > 1).then_some(())
         })
         .await;
-    std::fs::write(&release, "go").unwrap();
+    release.go();
     c.reply(&thread, "is on *production*").await;
     assert_eq!(
         c.github.deployment_requests().len(),
@@ -594,24 +621,14 @@ async fn cancel_stops_a_running_deploy() {
 /// before it exits.
 #[tokio::test]
 async fn stopping_mid_deploy_answers_the_thread_before_exiting() {
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
-    let script = format!(
-        "#!/bin/sh\necho holding\n{}echo released\n",
-        crate::harness::wait_for_file(&release)
-    );
-    let c = chat(&[("script/deploy", &script, true)]).await;
+    let (c, release) = chat_holding_deploys().await;
     let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
     c.github.in_progress(5001, DEADLINE).await;
-    std::fs::write(&release, "go").unwrap();
+    release.go();
     c.zbot.stop().await.unwrap();
     assert_eq!(c.github.final_status(5001, DEADLINE).await.state, "success");
-    let said = c.slack.thread(CHANNEL, &thread);
-    let outcomes = said
-        .iter()
-        .filter(|p| p.method == "chat.postMessage" && p.text.contains("is on *production*"))
-        .count();
-    assert_eq!(outcomes, 1, "{said:#?}");
+    let outcomes = production_outcomes(&c.slack, &thread);
+    assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
 }
 
 /// A restart between a Slack event and its redelivery creates one deployment, not two.
@@ -669,13 +686,7 @@ async fn two_slash_commands_from_one_channel_are_both_answered() {
 /// After a restart zbot says every outcome that GitHub got but the thread did not, once.
 #[tokio::test]
 async fn an_outcome_chat_missed_is_posted_once_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
-    let script = format!(
-        "#!/bin/sh\necho holding\n{}echo released\n",
-        crate::harness::wait_for_file(&release)
-    );
-    let c = chat(&[("script/deploy", &script, true)]).await;
+    let (c, release) = chat_holding_deploys().await;
     let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
     c.slack
         .wait_for("the status message", DEADLINE, |s| {
@@ -686,7 +697,7 @@ async fn an_outcome_chat_missed_is_posted_once_after_a_restart() {
         .await;
     // Slack fails while the deploy ends: the outcome cannot be posted.
     c.slack.refuse_posts(true);
-    std::fs::write(&release, "go").unwrap();
+    release.go();
     assert_eq!(c.github.final_status(5001, DEADLINE).await.state, "success");
     c.slack
         .wait_for("the outcome to be refused", DEADLINE, |s| {
@@ -700,19 +711,16 @@ async fn an_outcome_chat_missed_is_posted_once_after_a_restart() {
     let c = c.restart().await;
     c.reply(&thread, "is on *production*").await;
     c.zbot.stop().await.unwrap();
+    let outcomes = production_outcomes(&c.slack, &thread);
+    assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
     let said = c.slack.thread(CHANNEL, &thread);
-    let outcomes = said
-        .iter()
-        .filter(|p| p.method == "chat.postMessage" && p.text.contains("is on *production*"))
-        .count();
-    assert_eq!(outcomes, 1, "{said:#?}");
     let status = said
         .iter()
         .rev()
         .find(|p| p.text.contains("*Deployment #5001*"));
     assert!(
         status.is_some_and(|p| p.text.contains(":white_check_mark:")),
-        "{said:#?}"
+        "the status message says it ended: {said:#?}"
     );
 }
 
