@@ -830,24 +830,26 @@ impl Store {
     }
 }
 
+/// A deployment of `main` of adxstat to production, asked for by `U0ALICE`, for tests.
+#[cfg(test)]
+pub(crate) fn deployment(id: u64) -> NewDeployment {
+    NewDeployment {
+        deployment_id: DeploymentId(id),
+        app: "adxstat".parse().unwrap(),
+        repository: "octo/adxstat".parse().unwrap(),
+        clone_url: "file:///nowhere".into(),
+        environment: "production".parse().unwrap(),
+        git_ref: "main".parse().unwrap(),
+        sha: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
+        task: "deploy".parse().unwrap(),
+        payload: serde_json::json!({}),
+        actor: "U0ALICE".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn deployment(id: u64) -> NewDeployment {
-        NewDeployment {
-            deployment_id: DeploymentId(id),
-            app: "adxstat".parse().unwrap(),
-            repository: "octo/adxstat".parse().unwrap(),
-            clone_url: "file:///nowhere".into(),
-            environment: "production".parse().unwrap(),
-            git_ref: "main".parse().unwrap(),
-            sha: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
-            task: "deploy".parse().unwrap(),
-            payload: serde_json::json!({}),
-            actor: "U0ALICE".into(),
-        }
-    }
 
     fn message(ts: &str) -> ChatMessage {
         ChatMessage {

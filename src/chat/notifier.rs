@@ -386,16 +386,8 @@ mod tests {
     /// not looking, with output in its log.
     async fn failed_while_away(store: &Store, dir: &std::path::Path) -> Deployment {
         let new = NewDeployment {
-            deployment_id: DeploymentId(7),
-            app: "adxstat".parse().unwrap(),
-            repository: "octo/adxstat".parse().unwrap(),
-            clone_url: "file:///nowhere".into(),
-            environment: "production".parse().unwrap(),
-            git_ref: "v1".parse().unwrap(),
-            sha: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
-            task: "deploy".parse().unwrap(),
             payload: serde_json::json!({"notify": {"room": "C0CHAN", "thread_ts": "1.0"}}),
-            actor: "U0ALICE".into(),
+            ..crate::store::deployment(7)
         };
         store
             .accept(Some("d-7"), "deployment", Some(&new))
@@ -472,7 +464,7 @@ mod tests {
             ("C0CHAN", "1.0")
         );
         assert!(
-            outcome.text.contains("deploying adxstat `v1`"),
+            outcome.text.contains("deploying adxstat `main`"),
             "{outcome:?}"
         );
         assert!(
