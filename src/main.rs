@@ -56,7 +56,19 @@ enum Commands {
     },
 }
 
+/// Large buffers (webhook bodies up to GitHub's 25 MB) are mapped from the OS and returned to it when
+/// freed. glibc otherwise raises its mmap threshold after the first such free and keeps later ones in
+/// per-thread arenas, so a few refused bodies would stay resident long after they were dropped.
+fn return_large_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called once, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    return_large_buffers_to_the_os();
     let cli = Cli::parse();
     match cli.command {
         Commands::Run { json_logs } => run(&cli.config, json_logs),
