@@ -13,6 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::chat::ChatOutput;
+use crate::chat::bot::Bot;
+use crate::chat::notifier::{Notifier, NotifierTask};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::forge::Forge;
@@ -39,7 +42,8 @@ pub struct Running {
     pub scheduler: Arc<Scheduler>,
     pub store: Store,
     shutdown: watch::Sender<bool>,
-    slack: Option<slack::SlackConnection>,
+    /// Slack's input, and the notifier that shows deployments there.
+    slack: Option<(slack::SlackConnection, NotifierTask)>,
     server: JoinHandle<std::io::Result<()>>,
     queue: JoinHandle<()>,
 }
@@ -90,6 +94,70 @@ impl Core {
             forge,
         })
     }
+}
+
+/// What the chat side of any chat service is built from: wired here, once, for Slack and the terminal.
+struct ChatSide<'a> {
+    config: &'a Arc<Config>,
+    store: &'a Store,
+    forge: &'a Forge,
+    scheduler: &'a Arc<Scheduler>,
+}
+
+impl ChatSide<'_> {
+    /// The bot that answers messages and the notifier that shows deployments, both speaking through
+    /// `out`. `default_channel` hears of deployments not asked for from chat; `refresh` is how often a
+    /// running deployment's status shows its elapsed time.
+    fn wire<O: ChatOutput>(
+        &self,
+        out: O,
+        bot_user_id: String,
+        default_channel: Option<String>,
+        refresh: Option<Duration>,
+    ) -> (Bot<O>, Notifier<O>) {
+        let bot = Bot {
+            config: Arc::clone(self.config),
+            store: self.store.clone(),
+            forge: self.forge.clone(),
+            scheduler: Arc::clone(self.scheduler),
+            out: out.clone(),
+            bot_user_id,
+        };
+        let notifier = Notifier {
+            store: self.store.clone(),
+            out,
+            default_channel,
+            refresh,
+        };
+        (bot, notifier)
+    }
+}
+
+/// `zbot shell`: the embedded zbot with the terminal as its chat, reading `input` until it ends.
+pub async fn shell(
+    config: Config,
+    input: impl tokio::io::AsyncBufRead + Unpin,
+    interactive: bool,
+) -> anyhow::Result<()> {
+    let local = start_local(config).await?;
+    let core = &local.core;
+    let terminal = crate::shell::Terminal::default();
+    let side = ChatSide {
+        config: &core.config,
+        store: &core.store,
+        forge: &core.forge,
+        scheduler: &core.scheduler,
+    };
+    let name = core.config.bot.name.clone();
+    // A terminal shows every update as a new line: only state changes are printed.
+    let (bot, notifier) = side.wire(
+        terminal,
+        name,
+        Some(crate::shell::CHANNEL.to_string()),
+        None,
+    );
+    crate::shell::run(&core.store, &core.events, bot, notifier, input, interactive).await?;
+    local.stop().await
 }
 
 /// zbot without GitHub, Slack or a listener (`zbot shell`): the embedded forge and the queue.
@@ -171,25 +239,30 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
     } = core;
     // Chat first, so the ends of interrupted deploys reach their threads too.
     let slack = match &config.slack {
-        Some(slack_config) => Some(
-            slack::connect(
-                slack_config,
-                slack::Parts {
-                    config: Arc::clone(&config),
-                    store: store.clone(),
-                    forge,
-                    scheduler: Arc::clone(&scheduler),
-                    events: events.clone(),
-                },
-            )
-            .await?,
-        ),
+        Some(slack_config) => {
+            let (out, bot_user_id) = slack::connect(slack_config).await?;
+            let side = ChatSide {
+                config: &config,
+                store: &store,
+                forge: &forge,
+                scheduler: &scheduler,
+            };
+            let (bot, notifier) = side.wire(
+                out,
+                bot_user_id,
+                slack_config.default_channel.clone(),
+                Some(slack_config.status_refresh),
+            );
+            let notifier = notifier.spawn(&events);
+            let input = slack::listen(slack_config, Arc::new(bot)).await?;
+            Some((input, notifier))
+        }
         None => None,
     };
     scheduler.recover().await;
     // Then the outcomes a previous process did not get to post, those of the deploys just ended included.
-    if let Some(slack) = &slack {
-        slack.catch_up();
+    if let Some((_, notifier)) = &slack {
+        notifier.catch_up();
     }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -234,8 +307,8 @@ impl Running {
     /// create deployments whose webhooks arrive), then the listener and the queue, and chat closes
     /// last, after the notifier has shown every event the deploys published.
     pub async fn stop(self) -> anyhow::Result<()> {
-        if let Some(slack) = &self.slack {
-            slack.stop_input().await;
+        if let Some((input, _)) = &self.slack {
+            input.stop_input().await;
         }
         let _ = self.shutdown.send(true);
         self.server
@@ -243,8 +316,8 @@ impl Running {
             .context("the listener task")?
             .context("the listener")?;
         self.queue.await.context("the queue task")?;
-        if let Some(slack) = self.slack {
-            slack.close().await;
+        if let Some((_, notifier)) = self.slack {
+            notifier.close().await;
         }
         Ok(())
     }

@@ -139,7 +139,7 @@ fn shell(config_path: &Path) -> ExitCode {
     };
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    block_on(zbot::shell::run(config, stdin, interactive))
+    block_on(zbot::app::shell(config, stdin, interactive))
 }
 
 fn run(config_path: &Path, json_logs: bool) -> ExitCode {

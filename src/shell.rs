@@ -13,16 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
-use crate::app;
 use crate::chat::bot::Bot;
 use crate::chat::notifier::Notifier;
 use crate::chat::{ChatError, ChatOutput, Inbound, InboundKind, Message};
-use crate::config::Config;
 use crate::domain::DeploymentId;
-use crate::events::{DeploymentEvent, Event};
+use crate::events::{DeploymentEvent, Event, EventBus};
+use crate::store::Store;
 
 /// The terminal's one "channel".
-const CHANNEL: &str = "shell";
+pub const CHANNEL: &str = "shell";
 
 /// Prints what the bot says.
 #[derive(Clone, Debug, Default)]
@@ -92,31 +91,16 @@ impl Open {
 
 /// Runs the shell on `input` until it ends; `interactive` prints a prompt and does not wait for deploys
 /// between lines.
-pub async fn run(
-    config: Config,
+pub async fn run<O: ChatOutput>(
+    store: &Store,
+    events: &EventBus,
+    bot: Bot<O>,
+    notifier: Notifier<O>,
     input: impl AsyncBufRead + Unpin,
     interactive: bool,
 ) -> anyhow::Result<()> {
-    let local = app::start_local(config).await?;
-    let core = &local.core;
-    let terminal = Terminal::default();
     let user = std::env::var("USER").unwrap_or_else(|_| "you".to_string());
-    let bot = Bot {
-        config: Arc::clone(&core.config),
-        store: core.store.clone(),
-        forge: core.forge.clone(),
-        scheduler: Arc::clone(&core.scheduler),
-        out: terminal.clone(),
-        bot_user_id: core.config.bot.name.clone(),
-    };
-    let notifier = Notifier {
-        store: core.store.clone(),
-        out: terminal.clone(),
-        default_channel: Some(CHANNEL.to_string()),
-        // A terminal shows every update as a new line: only state changes are printed.
-        refresh: None,
-    };
-    let mut events = core.events.subscribe();
+    let mut events = events.subscribe();
     let mut open = Open::default();
     let mut lines = input.lines();
     let mut n = 0u64;
@@ -158,13 +142,13 @@ pub async fn run(
         };
         bot.handle(inbound).await;
         if !interactive {
-            open.add_active(&core.store).await;
+            open.add_active(store).await;
             finish_open(&notifier, &mut open, &mut events).await;
         }
     }
-    open.add_active(&core.store).await;
+    open.add_active(store).await;
     finish_open(&notifier, &mut open, &mut events).await;
-    local.stop().await
+    Ok(())
 }
 
 /// Shows events until every deployment shown so far has ended.

@@ -15,11 +15,9 @@ use std::time::Duration;
 use anyhow::Context;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::chat::bot::Bot;
-use crate::chat::notifier::{Control, Notifier};
 use crate::chat::{ChatError, ChatOutput, Inbound, InboundKind, Message};
 use crate::config::{HumanDuration, SlackConfig, Timeouts};
 
@@ -391,23 +389,12 @@ const DRAIN: Duration = Duration::from_secs(30);
 pub struct SlackConnection {
     listener: SlackClientSocketModeListener<SlackClientHyperHttpsConnector>,
     state: Arc<SlackState>,
-    notifier: JoinHandle<()>,
-    notifier_control: mpsc::UnboundedSender<Control>,
 }
 
 impl std::fmt::Debug for SlackConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SlackConnection")
     }
-}
-
-/// The parts of zbot the Slack side needs.
-pub struct Parts {
-    pub config: Arc<crate::config::Config>,
-    pub store: crate::store::Store,
-    pub forge: crate::forge::Forge,
-    pub scheduler: Arc<crate::scheduler::Scheduler>,
-    pub events: crate::events::EventBus,
 }
 
 /// Checks the bot token with `auth.test`; the bot's name and team on success.
@@ -429,7 +416,7 @@ pub async fn check(slack: &SlackConfig) -> anyhow::Result<String> {
 }
 
 /// Connects to Slack: `auth.test` for the bot's user id, then Socket Mode.
-pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackConnection> {
+pub async fn connect(slack: &SlackConfig) -> anyhow::Result<(SlackOutput, String)> {
     let client = client(&slack.api_url, slack.timeouts)?;
     let token = SlackApiToken::new(slack.bot_token.expose().into());
     let identity = within(
@@ -445,34 +432,26 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
     })?;
     tracing::info!(bot_user = %identity.user_id, team = %identity.team, "connected to Slack");
     let out = SlackOutput {
-        client: Arc::clone(&client),
+        client,
         token,
         timeout: slack.timeouts.request,
     };
-    let notifier = Notifier {
-        store: parts.store.clone(),
-        out: out.clone(),
-        default_channel: slack.default_channel.clone(),
-        refresh: Some(slack.status_refresh),
-    };
-    // Subscribed here, not in the task, so no event published from now on is missed.
-    let events = parts.events.subscribe();
-    let (notifier_control, control) = mpsc::unbounded_channel();
-    let notifier = tokio::spawn(notifier.run(events, control));
-    let bot = Arc::new(Bot {
-        config: parts.config,
-        store: parts.store,
-        forge: parts.forge,
-        scheduler: parts.scheduler,
-        out,
-        bot_user_id: identity.user_id.to_string(),
-    });
+    Ok((out, identity.user_id.to_string()))
+}
+
+/// Opens Socket Mode and hands every message for the bot to `bot` (in a task of its own, so the
+/// envelope is acknowledged at once).
+pub async fn listen(
+    slack: &SlackConfig,
+    bot: Arc<Bot<SlackOutput>>,
+) -> anyhow::Result<SlackConnection> {
+    let client = Arc::clone(&bot.out.client);
     let state = Arc::new(SlackState {
         bot,
         handlers: Mutex::new(Some(JoinSet::new())),
     });
     let environment = Arc::new(
-        SlackClientEventsListenerEnvironment::new(Arc::clone(&client))
+        SlackClientEventsListenerEnvironment::new(client)
             .with_error_handler(on_error)
             .with_user_state(Arc::clone(&state)),
     );
@@ -493,21 +472,10 @@ pub async fn connect(slack: &SlackConfig, parts: Parts) -> anyhow::Result<SlackC
         )
     })?;
     listener.start().await;
-    Ok(SlackConnection {
-        listener,
-        state,
-        notifier,
-        notifier_control,
-    })
+    Ok(SlackConnection { listener, state })
 }
 
 impl SlackConnection {
-    /// Has the notifier post the outcomes missing from chat: call it once interrupted deploys have
-    /// been ended at start-up, so their outcomes are among them.
-    pub fn catch_up(&self) {
-        let _ = self.notifier_control.send(Control::CatchUp);
-    }
-
     /// Stops taking input from Slack and waits (up to [`DRAIN`]) for the messages being handled.
     /// Envelopes that arrive from now on are not acknowledged, so Slack redelivers them to the next
     /// connection.
@@ -531,21 +499,6 @@ impl SlackConnection {
                 still_running = handlers.len(),
                 "stopping without waiting longer for the Slack messages being handled"
             );
-        }
-    }
-
-    /// Stops input (see [`SlackConnection::stop_input`]), then lets the notifier show every
-    /// deployment event published so far (up to [`DRAIN`]) and closes. Call it after the deploys
-    /// have ended, so their outcomes reach their threads.
-    pub async fn close(self) {
-        self.stop_input().await;
-        let _ = self.notifier_control.send(Control::Drain);
-        let abort = self.notifier.abort_handle();
-        if tokio::time::timeout(DRAIN, self.notifier).await.is_err() {
-            tracing::warn!(
-                "stopping without waiting longer for chat to show the deployment events"
-            );
-            abort.abort();
         }
     }
 }

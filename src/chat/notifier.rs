@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{ChatOutput, Message};
-use crate::events::{DeploymentEvent, Event};
+use crate::events::{DeploymentEvent, Event, EventBus};
 use crate::forge::StatusState;
 use crate::reply;
 use crate::runner::{TAIL_LINES, log};
@@ -482,5 +482,49 @@ mod tests {
         notifier.show(&end).await;
         notifier.catch_up().await;
         assert_eq!(out.posts().len(), 1, "{:#?}", out.said());
+    }
+}
+
+/// How long shutdown waits for chat to show the events already published.
+pub const DRAIN: Duration = Duration::from_secs(30);
+
+/// A notifier running in its own task, following the event bus.
+#[derive(Debug)]
+pub struct NotifierTask {
+    task: tokio::task::JoinHandle<()>,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl<O: ChatOutput> Notifier<O> {
+    /// Starts following `events` in a task. Subscribed here, not in the task, so no event published
+    /// from now on is missed.
+    pub fn spawn(self, events: &EventBus) -> NotifierTask {
+        let events = events.subscribe();
+        let (control, commands) = mpsc::unbounded_channel();
+        NotifierTask {
+            task: tokio::spawn(self.run(events, commands)),
+            control,
+        }
+    }
+}
+
+impl NotifierTask {
+    /// Has the notifier post the outcomes missing from chat: call it once interrupted deploys have
+    /// been ended at start-up, so their outcomes are among them.
+    pub fn catch_up(&self) {
+        let _ = self.control.send(Control::CatchUp);
+    }
+
+    /// Lets the notifier show every event published so far (up to [`DRAIN`]), then stops it. Call it
+    /// after the deploys have ended, so their outcomes reach their threads.
+    pub async fn close(self) {
+        let _ = self.control.send(Control::Drain);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(DRAIN, self.task).await.is_err() {
+            tracing::warn!(
+                "stopping without waiting longer for chat to show the deployment events"
+            );
+            abort.abort();
+        }
     }
 }
