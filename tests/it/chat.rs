@@ -755,3 +755,53 @@ async fn a_deploy_is_refused_while_the_locks_cannot_be_read() {
         c.github.deployment_requests()
     );
 }
+
+/// A deployment from GitHub that zbot refuses is told in the default channel, with the reason; text
+/// from the webhook reaches Slack escaped, so `<!channel>` pings nobody.
+#[tokio::test]
+async fn a_refused_deployment_is_told_in_the_default_channel_escaped() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    let sha = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e";
+    let mut event =
+        crate::harness::deployment_event(8801, "v0.0.1", sha, "<!channel>", "deploy", json!({}));
+    let (status, _) = c.github.deliver_deployment(c.zbot.addr, &event).await;
+    assert_eq!(status, 422);
+    event["deployment"]["id"] = json!(8802);
+    event["deployment"]["environment"] = json!("production");
+    event["repository"]["full_name"] = json!("<!here>/x");
+    let (status, _) = c.github.deliver_deployment(c.zbot.addr, &event).await;
+    assert_eq!(status, 422);
+    let told = c
+        .slack
+        .wait_for("both refusals in the default channel", DEADLINE, |s| {
+            let posts: Vec<_> = s
+                .posts()
+                .into_iter()
+                .filter(|p| p.channel == "C0DEPLOYS" && p.text.contains("did not run"))
+                .collect();
+            (posts.len() == 2).then_some(posts)
+        })
+        .await;
+    for post in &told {
+        assert!(
+            !post.text.contains('<') && post.text.contains("&lt;"),
+            "escaped: {}",
+            post.text
+        );
+    }
+    assert!(told[0].text.contains("#8801"), "{}", told[0].text);
+    assert!(
+        told[0]
+            .text
+            .contains("is not allowed in an environment name"),
+        "{}",
+        told[0].text
+    );
+    assert!(
+        told[1].text.contains("of &lt;!here&gt;/x")
+            && told[1].text.contains("is not allowed in a repository"),
+        "{}",
+        told[1].text
+    );
+    c.zbot.stop().await.unwrap();
+}
