@@ -60,6 +60,8 @@ pub enum Problem {
     /// A character a shell (or a tool's own syntax) would read.
     ShellCharacter(char),
     Control,
+    /// A character no one sees ([`ZERO_WIDTH`], or a mark that changes the direction of text).
+    Invisible(char),
     /// A character outside the allowed set.
     Character(char),
     /// A rule of the value's own format, phrased as "it …".
@@ -91,13 +93,30 @@ impl fmt::Display for Invalid {
                     "{what} has at most {max} characters; `{value}…` is longer"
                 )
             }
+            Problem::ShellCharacter(c) | Problem::Character(c) if unseen(*c) => {
+                write!(
+                    f,
+                    "U+{:04X} (a space or a character no one sees) is not allowed in {what}",
+                    u32::from(*c)
+                )
+            }
             Problem::ShellCharacter(c) | Problem::Character(c) => {
                 write!(f, "`{c}` is not allowed in {what}")
             }
             Problem::Control => write!(f, "{what} cannot contain control characters"),
+            Problem::Invisible(c) => write!(
+                f,
+                "{what} cannot contain U+{:04X}, a character no one sees (paste it as plain text)",
+                u32::from(*c)
+            ),
             Problem::Format(rule) => write!(f, "`{value}` is not {what}: it {rule}"),
         }
     }
+}
+
+/// A character a refusal names by its code point, since printed it would not be seen.
+fn unseen(c: char) -> bool {
+    is_space(c) || c.is_control() || is_direction_mark(c)
 }
 
 fn invalid(kind: ValueKind, value: &str, problem: Problem) -> Invalid {
@@ -108,16 +127,44 @@ fn invalid(kind: ValueKind, value: &str, problem: Problem) -> Invalid {
     }
 }
 
+/// Characters chat text carries that no one sees: zero-width space, zero-width non-joiner and joiner,
+/// word joiner, zero-width no-break space (the byte-order mark) and the Mongolian vowel separator.
+/// Slack, phones and text copied from web pages put them between words.
+pub const ZERO_WIDTH: &[char] = &[
+    '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{180E}',
+];
+
+/// A space between the words of chat text: any Unicode white space (`char::is_whitespace`: the ASCII
+/// space, tab and line breaks, the no-break space U+00A0 and narrow no-break space U+202F that Slack
+/// delivers for a pasted command, the en, em and thin spaces, the ideographic space, …) or a
+/// [`ZERO_WIDTH`] character. The chat grammar separates words at exactly these characters, and no value
+/// here contains a zero-width one.
+pub fn is_space(c: char) -> bool {
+    c.is_whitespace() || ZERO_WIDTH.contains(&c)
+}
+
+/// Marks that change the direction of text (U+200E, U+200F, U+202A–U+202E, U+2066–U+2069): invisible,
+/// and able to make a value read differently from what it is.
+fn is_direction_mark(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Characters that mean something to a shell; named in the refusal so the person sees what went wrong.
 const SHELL_CHARACTERS: &[char] = &[
     '$', '`', ';', '|', '&', '<', '>', '(', ')', '{', '}', '\'', '"', '\\', '!', '*', '?', '[',
     ']', '~', '^',
 ];
 
-/// The checks every value shares: not empty, bounded, no shell or control character.
+/// The checks every value shares: not empty, bounded, no shell, control or invisible character.
 fn common(kind: ValueKind, value: &str, max: usize) -> Result<(), Invalid> {
     if value.is_empty() {
         return Err(invalid(kind, value, Problem::Empty));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|&c| ZERO_WIDTH.contains(&c) || is_direction_mark(c))
+    {
+        return Err(invalid(kind, value, Problem::Invisible(c)));
     }
     if let Some(c) = value.chars().find(|c| SHELL_CHARACTERS.contains(c)) {
         return Err(invalid(kind, value, Problem::ShellCharacter(c)));
@@ -756,6 +803,44 @@ mod tests {
         assert!(
             serde_json::from_value::<Notify>(serde_json::json!({"room": "<!channel>"})).is_err()
         );
+    }
+
+    /// What chat and phones put between words never gets inside a value, and the refusal names the
+    /// character, which printed as is would not be seen.
+    #[test]
+    fn values_refuse_spaces_and_invisible_characters() {
+        for c in ZERO_WIDTH.iter().copied().chain([
+            '\u{00A0}', '\u{202F}', '\u{3000}', '\u{200E}', '\u{202E}', '\u{2066}',
+        ]) {
+            let value = format!("v1{c}x");
+            let ref_refusal = value.parse::<GitRef>().unwrap_err().to_string();
+            assert!(
+                ref_refusal.contains(&format!("U+{:04X}", u32::from(c))),
+                "{ref_refusal}"
+            );
+            assert!(value.parse::<AppName>().is_err(), "{value:?}");
+            assert!(value.parse::<Environment>().is_err(), "{value:?}");
+            assert!(value.parse::<Hosts>().is_err(), "{value:?}");
+            assert!(
+                format!("deploy:{value}").parse::<Task>().is_err(),
+                "{value:?}"
+            );
+            if !c.is_whitespace() {
+                assert!(format!("U0BOB{c}").parse::<User>().is_err(), "{c:?}");
+            }
+        }
+        assert_eq!(
+            "v1\u{200B}".parse::<GitRef>().unwrap_err().to_string(),
+            "a ref cannot contain U+200B, a character no one sees (paste it as plain text)"
+        );
+        for c in [
+            '\u{00A0}', '\u{202F}', '\u{2009}', '\u{3000}', '\t', '\u{200B}', '\u{FEFF}',
+        ] {
+            assert!(is_space(c), "{c:?}");
+        }
+        for c in ['a', '-', '\u{200E}', '\u{00AD}'] {
+            assert!(!is_space(c), "{c:?}");
+        }
     }
 
     #[test]

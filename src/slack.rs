@@ -279,7 +279,7 @@ async fn on_push(
             // A mention is handled through its app_mention event.
             if !direct
                 && text
-                    .trim_start()
+                    .trim_start_matches(crate::domain::is_space)
                     .starts_with(&format!("<@{}", state.bot.bot_user_id))
             {
                 return Ok(());

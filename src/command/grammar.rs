@@ -7,6 +7,11 @@
 //! 2. [`crate::mrkdwn::unescape`] undoes Slack's encoding (`&amp;` `&lt;` `&gt;`, `<url|text>` links);
 //! 3. [`command`] parses the words.
 //!
+//! Words are separated by [`crate::domain::is_space`], one definition for the whole grammar and for
+//! addressing: any Unicode white space (Slack delivers a pasted command with no-break spaces) and the
+//! zero-width characters Slack and phones insert. The nom parsers below never use nom's ASCII-only
+//! `multispace`; they use `spaces0`, `spaces1` and `word`.
+//!
 //! Parsers return `nom::Err::Error` when an alternative does not match and `nom::Err::Failure` with a
 //! [`ParseError`] once the input is known to be malformed, so the person gets the most specific message.
 //! No I/O, no async, no configuration: only what was typed.
@@ -14,14 +19,14 @@
 use nom::{
     IResult, Parser,
     branch::alt,
-    bytes::complete::{tag_no_case, take_till1, take_while1},
-    character::complete::{char, digit1, multispace0, multispace1},
+    bytes::complete::{tag_no_case, take_till1, take_while, take_while1},
+    character::complete::{char, digit1},
     combinator::{opt, rest},
     sequence::preceded,
 };
 
 use super::{CancelTarget, Command, DEFAULT_TASK, DeployCommand};
-use crate::domain::{AppName, Environment, GitRef, Hosts, Invalid, Task};
+use crate::domain::{AppName, Environment, GitRef, Hosts, Invalid, Task, is_space};
 use crate::suggest;
 
 /// A message addressed to the bot that does not parse: what is wrong, with the data to say how to put it
@@ -127,11 +132,11 @@ pub fn parse_message(
 
 /// Parses the command words alone (already addressed and unescaped).
 pub fn parse_command(text: &str) -> Result<Command, ParseError> {
-    let text = text.trim();
+    let text = trim_spaces(text);
     if text.is_empty() {
         return Err(ParseError::NoCommand);
     }
-    match (command, multispace0).parse(text) {
+    match (command, spaces0).parse(text) {
         Ok(("", (command, _))) => Ok(command),
         // A stray word after a whole command: that command's own usage helps.
         Ok((left, (command, _))) => Err(unexpected(left, command.name())),
@@ -144,8 +149,8 @@ pub fn parse_command(text: &str) -> Result<Command, ParseError> {
 pub fn addressed_text(text: &str, addressing: &Addressing<'_>) -> Option<String> {
     if let Some(slash) = addressing.slash_command {
         let verb = slash.trim_start_matches('/').to_lowercase();
-        let text = text.trim();
-        let first = text.split_whitespace().next().unwrap_or_default();
+        let text = trim_spaces(text);
+        let first = first_word(text).unwrap_or_default();
         let names_a_verb =
             is_deploy_family(first) || VERBS.contains(&first.to_lowercase().as_str());
         return Some(if VERBS.contains(&verb.as_str()) && !names_a_verb {
@@ -156,7 +161,7 @@ pub fn addressed_text(text: &str, addressing: &Addressing<'_>) -> Option<String>
             text.to_string()
         });
     }
-    let trimmed = text.trim_start();
+    let trimmed = text.trim_start_matches(is_space);
     if let Some(id) = addressing.bot_user_id
         && let Some(after) = mention_of(trimmed, id)
     {
@@ -171,10 +176,7 @@ pub fn addressed_text(text: &str, addressing: &Addressing<'_>) -> Option<String>
             continue;
         }
         let after = &unprefixed[name.len()..];
-        if after.is_empty()
-            || after.starts_with([':', ','])
-            || after.starts_with(char::is_whitespace)
-        {
+        if after.is_empty() || after.starts_with([':', ',']) || after.starts_with(is_space) {
             return Some(strip_separator(after).to_string());
         }
     }
@@ -190,9 +192,34 @@ fn mention_of<'t>(text: &'t str, bot_user_id: &str) -> Option<&'t str> {
 }
 
 fn strip_separator(text: &str) -> &str {
-    text.trim_start()
+    text.trim_start_matches(is_space)
         .trim_start_matches([':', ','])
-        .trim_start()
+        .trim_start_matches(is_space)
+}
+
+/// `text` without spaces at either end.
+pub fn trim_spaces(text: &str) -> &str {
+    text.trim_matches(is_space)
+}
+
+/// The first word of `text`, if it has one.
+fn first_word(text: &str) -> Option<&str> {
+    text.split(is_space).find(|word| !word.is_empty())
+}
+
+/// Zero or more spaces.
+fn spaces0(i: &str) -> PResult<'_, &str> {
+    take_while(is_space).parse(i)
+}
+
+/// One or more spaces.
+fn spaces1(i: &str) -> PResult<'_, &str> {
+    take_while1(is_space).parse(i)
+}
+
+/// A word: everything up to the next space.
+fn word(i: &str) -> PResult<'_, &str> {
+    take_till1(is_space).parse(i)
 }
 
 /// The usage line of a verb, as the hint for a malformed command.
@@ -252,7 +279,7 @@ fn malformed<'a>(error: ParseError) -> nom::Err<GrammarError<'a>> {
 }
 
 fn unexpected(left: &str, verb: &'static str) -> ParseError {
-    let word = left.split_whitespace().next().unwrap_or(left);
+    let word = first_word(left).unwrap_or(left);
     ParseError::Unexpected {
         word: word.to_string(),
         verb,
@@ -261,7 +288,7 @@ fn unexpected(left: &str, verb: &'static str) -> ParseError {
 
 /// `command = deploy_family | deploys | where | locks | lock | unlock | cancel | rollback | help | version`
 fn command(i: &str) -> PResult<'_, Command> {
-    let (after, verb) = take_till1(char::is_whitespace).parse(i)?;
+    let (after, verb) = word(i)?;
     if is_deploy_family(verb) {
         return deploy_family(i);
     }
@@ -296,11 +323,11 @@ fn unknown_verb<'a>(verb: &str) -> nom::Err<GrammarError<'a>> {
 }
 
 fn no_arguments<'a>(i: &'a str, verb: &'static str, command: Command) -> PResult<'a, Command> {
-    let (left, _) = multispace0(i)?;
+    let (left, _) = spaces0(i)?;
     if !left.is_empty() {
         return Err(malformed(ParseError::TakesNoArguments {
             verb,
-            got: left.trim().to_string(),
+            got: trim_spaces(left).to_string(),
         }));
     }
     Ok((left, command))
@@ -309,7 +336,7 @@ fn no_arguments<'a>(i: &'a str, verb: &'static str, command: Command) -> PResult
 /// `deploy_family = "deploy" (":" task)* "!"? …`, where `deploy:lock`, `deploy:unlock` and
 /// `deploy:version` are the lock, unlock and version commands.
 fn deploy_family(i: &str) -> PResult<'_, Command> {
-    let (after, word) = take_till1(char::is_whitespace).parse(i)?;
+    let (after, word) = word(i)?;
     let (task, force) = match word.strip_suffix('!') {
         Some(task) => (task, true),
         None => (word, false),
@@ -344,11 +371,11 @@ fn deploy_family(i: &str) -> PResult<'_, Command> {
 /// `app_ref = app ("/" ref)?`, preceded by white space.
 fn app_and_ref<'a>(i: &'a str, verb: &'static str) -> PResult<'a, (AppName, Option<GitRef>)> {
     let (i, app) = app(i, verb)?;
-    let (i, git_ref) = opt(preceded(char('/'), take_till1(char::is_whitespace))).parse(i)?;
+    let (i, git_ref) = opt(preceded(char('/'), word)).parse(i)?;
     let git_ref = match git_ref {
         Some(git_ref) => Some(valid(git_ref, verb)?),
         None => {
-            if let Some(character) = i.chars().next().filter(|c| !c.is_whitespace()) {
+            if let Some(character) = i.chars().next().filter(|&c| !is_space(c)) {
                 return Err(malformed(ParseError::CharacterInApp { verb, character }));
             }
             None
@@ -369,11 +396,11 @@ fn valid<'a, T: std::str::FromStr<Err = Invalid>>(
 /// `app = [-_.0-9a-zA-Z]+`, preceded by white space.
 fn app<'a>(i: &'a str, verb: &'static str) -> PResult<'a, AppName> {
     let missing = || malformed(ParseError::NeedsApp { verb });
-    let (i, _) = multispace1(i).map_err(|_: nom::Err<GrammarError>| missing())?;
+    let (i, _) = spaces1(i).map_err(|_: nom::Err<GrammarError>| missing())?;
     let (i, app) = take_while1(|c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .parse(i)
         .map_err(|_: nom::Err<GrammarError>| {
-            let word = i.split_whitespace().next().unwrap_or_default();
+            let word = first_word(i).unwrap_or_default();
             match word.parse::<AppName>() {
                 Err(invalid) => malformed(ParseError::Invalid { verb, invalid }),
                 Ok(_) => missing(),
@@ -386,27 +413,23 @@ fn app<'a>(i: &'a str, verb: &'static str) -> PResult<'a, AppName> {
 #[allow(clippy::type_complexity)]
 fn target<'a>(i: &'a str, verb: &'static str) -> PResult<'a, Option<(Environment, Option<Hosts>)>> {
     let keyword = preceded(
-        multispace1,
+        spaces1,
         alt((tag_no_case("to"), tag_no_case("in"), tag_no_case("on"))),
     );
-    let (after, word) = match (
+    let (after, keyword) = match (
         keyword,
-        nom::combinator::peek(alt((multispace1, nom::combinator::eof))),
+        nom::combinator::peek(alt((spaces1, nom::combinator::eof))),
     )
         .parse(i)
     {
-        Ok((after, (word, _))) => (after, word),
+        Ok((after, (keyword, _))) => (after, keyword),
         Err(nom::Err::Error(_)) => return Ok((i, None)),
         Err(e) => return Err(e),
     };
-    let Ok((after, value)) = preceded(
-        multispace1::<&str, GrammarError>,
-        take_till1(char::is_whitespace),
-    )
-    .parse(after) else {
+    let Ok((after, value)) = preceded(spaces1, word).parse(after) else {
         return Err(malformed(ParseError::ExpectedEnvironment {
             verb,
-            keyword: word.to_lowercase(),
+            keyword: keyword.to_lowercase(),
         }));
     };
     let (environment, hosts) = match value.split_once('/') {
@@ -426,12 +449,7 @@ fn target<'a>(i: &'a str, verb: &'static str) -> PResult<'a, Option<(Environment
 
 /// `otp = [0-9]{6} | [cbdefghijklnrtuv]{32,64}`: anything else after the target is an error with a hint.
 fn one_time_password(i: &str, had_target: bool) -> PResult<'_, Option<String>> {
-    let (after, word) = match preceded(
-        multispace1::<&str, GrammarError>,
-        take_till1(char::is_whitespace),
-    )
-    .parse(i)
-    {
+    let (after, word) = match preceded(spaces1, word).parse(i) {
         Ok(found) => found,
         Err(_) => return Ok((i, None)),
     };
@@ -481,11 +499,11 @@ fn deploys(i: &str) -> PResult<'_, Command> {
 /// `where = "where" "can" "i" "deploy" app "?"?`
 fn where_can_i_deploy(i: &str) -> PResult<'_, Command> {
     let mut words = (
-        multispace1,
+        spaces1,
         tag_no_case("can"),
-        multispace1,
+        spaces1,
         tag_no_case("i"),
-        multispace1,
+        spaces1,
         tag_no_case("deploy"),
     );
     let (i, _) = words
@@ -501,7 +519,13 @@ fn lock(i: &str) -> PResult<'_, Command> {
     let (i, app) = app_without_ref(i, "lock")?;
     let (i, target) = target(i, "lock")?;
     let (i, reason) = rest(i)?;
-    let reason = reason.trim();
+    // Free text, but its words are joined by one plain space, whatever spaces (a line break too) were
+    // between them: a reason reads the same however it was typed or pasted.
+    let reason = reason
+        .split(is_space)
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     if reason.chars().any(char::is_control) {
         return Err(malformed(ParseError::ControlInReason));
     }
@@ -510,7 +534,7 @@ fn lock(i: &str) -> PResult<'_, Command> {
         Command::Lock {
             app,
             environment: target.map(|(env, _)| env),
-            reason: (!reason.is_empty()).then(|| reason.to_string()),
+            reason: (!reason.is_empty()).then_some(reason),
         },
     ))
 }
@@ -539,9 +563,9 @@ fn unlock(i: &str) -> PResult<'_, Command> {
 
 /// `cancel = "cancel" ("#"? digits | app target?)`
 fn cancel(i: &str) -> PResult<'_, Command> {
-    let by_id: PResult<'_, &str> = preceded((multispace1, opt(char('#'))), digit1).parse(i);
+    let by_id: PResult<'_, &str> = preceded((spaces1, opt(char('#'))), digit1).parse(i);
     if let Ok((after, digits)) = by_id
-        && (after.is_empty() || after.starts_with(char::is_whitespace))
+        && (after.is_empty() || after.starts_with(is_space))
     {
         let id = digits.parse().map_err(|_| {
             malformed(ParseError::NotADeploymentNumber {
@@ -579,7 +603,7 @@ fn rollback(i: &str) -> PResult<'_, Command> {
 
 /// `help = "help" verb?`
 fn help(i: &str) -> PResult<'_, Command> {
-    let (i, topic) = opt(preceded(multispace1, take_till1(char::is_whitespace))).parse(i)?;
+    let (i, topic) = opt(preceded(spaces1, word)).parse(i)?;
     let Some(topic) = topic else {
         return Ok((i, Command::Help { topic: None }));
     };
@@ -651,6 +675,7 @@ mod tests {
                 },
             ),
             ("where is adxstat", ParseError::WhereOnly),
+            ("lock adxstat why\u{7}", ParseError::ControlInReason),
             (
                 "help deplyo",
                 ParseError::NoHelpOn {
@@ -682,6 +707,117 @@ mod tests {
                 other => panic!("{text:?}: {other:?}"),
             }
         }
+    }
+
+    /// Slack delivers a pasted command with no-break spaces, phones insert zero-width ones: every space
+    /// of a command may be any of them, and the command is the same.
+    #[test]
+    fn any_space_separates_words() {
+        let spaces = [
+            "\u{00A0}",
+            "\u{202F}",
+            "\u{2009}",
+            "\u{3000}",
+            "\u{200B}",
+            "\u{FEFF}",
+            "\t",
+            " \u{200B}",
+            "\u{2060}\u{00A0}",
+        ];
+        for text in [
+            "deploy adxstat/v0.0.1 to staging",
+            "deploy:migrate! adxstat to production/web1,web2 123456",
+            "lock adxstat in staging migrating the db",
+            "unlock adxstat in staging",
+            "where can i deploy adxstat",
+            "deploys adxstat/v1 in production",
+            "cancel #12",
+            "cancel adxstat on staging",
+            "rollback adxstat in production",
+            "help deploy",
+        ] {
+            let expected = parse_command(text).unwrap();
+            for space in spaces {
+                let typed = text.replace(' ', space);
+                assert_eq!(parse_command(&typed), Ok(expected.clone()), "{typed:?}");
+                let surrounded = format!("{space}{typed}{space}");
+                assert_eq!(
+                    parse_command(&surrounded),
+                    Ok(expected.clone()),
+                    "{surrounded:?}"
+                );
+            }
+        }
+    }
+
+    /// The lock that once locked the default environment, with `in staging` as its reason.
+    #[test]
+    fn a_pasted_lock_locks_the_environment_typed() {
+        let Ok(Command::Lock {
+            environment,
+            reason,
+            ..
+        }) = parse_command("lock adxstat\u{00A0}in\u{00A0}staging db\u{200B}migration")
+        else {
+            panic!("not a lock");
+        };
+        assert_eq!(environment.map(String::from).as_deref(), Some("staging"));
+        assert_eq!(reason.as_deref(), Some("db migration"));
+    }
+
+    #[test]
+    fn a_space_ends_a_value_so_none_holds_one() {
+        // A zero-width space is a space: what follows it is a word of its own, and refused there.
+        assert_eq!(
+            parse_command("deploy adxstat/v0.0\u{200B}.1 to staging"),
+            Err(ParseError::NotOneTimePassword { word: ".1".into() })
+        );
+        assert_eq!(
+            parse_command("deploy adx\u{200B}stat"),
+            Err(ParseError::EnvironmentNeedsKeyword {
+                word: "stat".into()
+            })
+        );
+    }
+
+    #[test]
+    fn addressing_takes_any_space() {
+        let names = vec!["zbot".to_string()];
+        let addressing = Addressing {
+            names: &names,
+            bot_user_id: Some("U0BOT"),
+            direct: false,
+            slash_command: None,
+        };
+        let expected = parse_command("deploy adxstat to staging");
+        for text in [
+            "zbot\u{00A0}deploy adxstat to staging",
+            "\u{200B}zbot deploy\u{00A0}adxstat to staging",
+            "zbot:\u{202F}deploy adxstat to staging",
+            "@zbot,\u{FEFF}deploy adxstat\u{00A0}to staging",
+            "<@U0BOT>\u{00A0}deploy adxstat to\u{00A0}staging",
+            "\u{FEFF}<@U0BOT|zbot>\u{200B}deploy adxstat to staging",
+        ] {
+            assert_eq!(
+                parse_message(text, &addressing),
+                Some(expected.clone()),
+                "{text:?}"
+            );
+        }
+        // A name is a whole word: `zbotdeploy` is not addressed, `zbot\u{200B}deploy` is.
+        assert_eq!(parse_message("zbotdeploy adxstat", &addressing), None);
+        let slash = Addressing {
+            slash_command: Some("/deploy"),
+            ..addressing
+        };
+        assert_eq!(
+            parse_message("\u{00A0}adxstat\u{00A0}to staging\u{200B}", &slash),
+            Some(expected.clone())
+        );
+        assert_eq!(
+            parse_message("\u{00A0}lock\u{00A0}adxstat", &slash).map(|c| c.map(|c| c.name())),
+            Some(Ok("lock"))
+        );
     }
 
     #[test]

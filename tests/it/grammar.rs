@@ -1,8 +1,17 @@
-//! Grammar properties: it never panics, and printing a parsed command parses back to the same command.
+//! Grammar properties: it never panics, printing a parsed command parses back to the same command, and
+//! any space may stand where a command has one.
 
 use proptest::prelude::*;
 use zbot::command::grammar::parse_command;
 use zbot::command::{Addressing, parse_message};
+
+/// Every character the grammar takes for a space (`zbot::domain::is_space`).
+static SPACES: std::sync::LazyLock<Vec<char>> = std::sync::LazyLock::new(|| {
+    (0..=0x10FFFF)
+        .filter_map(char::from_u32)
+        .filter(|&c| zbot::domain::is_space(c))
+        .collect()
+});
 
 fn addressing(names: &[String]) -> Addressing<'_> {
     Addressing {
@@ -56,6 +65,45 @@ proptest! {
     fn never_panics_on_control_characters(text in "[\\x00-\\x1f\\x7f<>&|@#:!/ a-z]{0,64}") {
         let _ = parse_command(&text);
         let _ = parse_command(&format!("deploy {text}"));
+    }
+
+    /// Slack sends a pasted command with no-break spaces and phones add zero-width ones: replacing any
+    /// space of a command by any space character, or by several, gives the same command, addressed or not.
+    #[test]
+    fn any_space_character_separates_words(
+        text in commandish(),
+        picks in prop::collection::vec((any::<prop::sample::Index>(), 1..3usize), 12),
+    ) {
+        let Ok(command) = parse_command(&text) else {
+            return Ok(());
+        };
+        let spaces = &*SPACES;
+        let mut picks = picks.into_iter().cycle();
+        let mut spaced = |text: &str| -> String {
+            text.chars()
+                .map(|c| match (c, picks.next()) {
+                    (' ', Some((index, count))) => index.get(spaces).to_string().repeat(count),
+                    (c, _) => c.to_string(),
+                })
+                .collect()
+        };
+        let typed = spaced(&text);
+        prop_assert_eq!(parse_command(&typed), Ok(command.clone()), "typed as {:?}", typed);
+        let names = vec!["zbot".to_string()];
+        let addressed = spaced(&format!("zbot {text}"));
+        prop_assert_eq!(
+            parse_message(&addressed, &addressing(&names)),
+            Some(Ok(command.clone())),
+            "typed as {:?}",
+            addressed
+        );
+        let mentioned = spaced(&format!("<@U0BOT> {text}"));
+        prop_assert_eq!(
+            parse_message(&mentioned, &addressing(&names)),
+            Some(Ok(command)),
+            "typed as {:?}",
+            mentioned
+        );
     }
 
     #[test]
