@@ -22,6 +22,18 @@ pub fn human_duration(elapsed: std::time::Duration) -> String {
     }
 }
 
+/// `text` ended as a sentence: a period is added unless it already ends with `.`, `!`, `?` or `…`.
+/// Text from outside (GitHub's messages, git's errors, a deploy's description) often brings its own
+/// period, and a reply must not end a sentence with `..`.
+pub fn sentence(text: &str) -> String {
+    let text = text.trim_end();
+    if text.ends_with(['.', '!', '?', '…']) {
+        text.to_string()
+    } else {
+        format!("{text}.")
+    }
+}
+
 /// A user as chat shows them: a Slack user id becomes a mention, anything else is shown as is.
 pub fn user(id: &str) -> String {
     let slack_id = id.len() > 2
@@ -80,7 +92,7 @@ pub fn locked_in_chat(lock: &Lock) -> String {
 /// A parse error as chat shows it: what is wrong, then how to put it right.
 pub fn parse_error(error: &ParseError) -> String {
     let (message, hint) = parse_error_text(error);
-    format!("{}. {}", escape(&message), escape(&hint))
+    format!("{} {}", sentence(&escape(&message)), escape(&hint))
 }
 
 /// `zbot parse`'s answer for a message: (exit code, JSON) — 0 and the command, 1 and `{error, hint}`,
@@ -186,9 +198,9 @@ pub fn denial(denial: &Denial) -> String {
             suggestion,
         } => {
             let mut text = format!(
-                "{app} doesn't have a `{}` environment. It has: {}.",
+                "{app} doesn't have a `{}` environment. It has: {}",
                 escape(typed.as_str()),
-                names(known)
+                sentence(&names(known))
             );
             if let Some(s) = suggestion {
                 text.push_str(&format!(" Did you mean `{s}`?"));
@@ -404,10 +416,10 @@ pub fn refusal_plain(refusal: &Refusal) -> String {
 /// The same for chat (the default channel), with everything from outside escaped.
 pub fn refusal_in_chat(refusal: &Refusal) -> Message {
     Message::text(format!(
-        ":warning: I did not run deployment #{} of {}: {}.",
+        ":warning: I did not run deployment #{} of {}: {}",
         refusal.deployment_id,
         escape(&refusal.repository_text),
-        escape(&refusal_plain(refusal))
+        sentence(&escape(&refusal_plain(refusal)))
     ))
 }
 
@@ -425,16 +437,19 @@ pub fn refused(refusal: &Refused, app: &str, repository: &str) -> String {
                 .map(|(context, state)| format!("{} ({})", escape(context), escape(state)))
                 .collect();
             format!(
-                "Unmet required commit status contexts for {app}: {}. Fix them, or use `deploy!` to skip them.",
-                failing.join(", ")
+                "Unmet required commit status contexts for {app}: {} Fix them, or use `deploy!` to skip them.",
+                sentence(&failing.join(", "))
             )
         }
         Refused::MergeConflict(message) => format!(
-            "GitHub could not merge the default branch into this ref: {}. Merge it yourself, or deploy with `deploy!` (no auto-merge).",
-            escape(message)
+            "GitHub could not merge the default branch into this ref: {} Merge it yourself, or deploy with `deploy!` (no auto-merge).",
+            sentence(&escape(message))
         ),
         Refused::Validation(message) => {
-            format!("GitHub refused the deployment: {}.", escape(message))
+            format!(
+                "GitHub refused the deployment: {}",
+                sentence(&escape(message))
+            )
         }
         Refused::NotFound => format!(
             "I can't create deployments on {repository}: the token needs the `repo_deployment` scope (classic token) \
@@ -447,11 +462,11 @@ pub fn refused(refusal: &Refused, app: &str, repository: &str) -> String {
             )
         }
         Refused::Other { status, message } => {
-            format!("GitHub answered {status}: {}.", escape(message))
+            format!("GitHub answered {status}: {}", sentence(&escape(message)))
         }
         Refused::Unreachable(reason) => format!(
-            "I couldn't reach GitHub, even after retrying: {}.",
-            escape(reason)
+            "I couldn't reach GitHub, even after retrying: {}",
+            sentence(&escape(reason))
         ),
         Refused::Unanswered(error) => format!(
             "{}, so I can't tell whether it made the deployment. If it did, the deploy will show up in this thread; if nothing does, try again.",
@@ -564,10 +579,10 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
                 total -= tail.remove(0).len() + 1;
             }
             let mut text = format!(
-                "{who} deploying {} to *{}* failed: {}. {link}",
+                "{who} deploying {} to *{}* failed: {} {link}",
                 what(e),
                 escape(e.environment.as_str()),
-                escape(&e.description)
+                sentence(&escape(&e.description))
             );
             if !tail.is_empty() {
                 text.push_str(&format!("\n```{}```", escape(&tail.join("\n"))));
@@ -575,10 +590,10 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
             text
         }
         _ => format!(
-            "{who} {} was not deployed to *{}*: {}. {link}",
+            "{who} {} was not deployed to *{}*: {} {link}",
             what(e),
             escape(e.environment.as_str()),
-            escape(&e.description)
+            sentence(&escape(&e.description))
         ),
     };
     Message::text(text.trim_end())
@@ -662,7 +677,7 @@ pub fn environments(app: &AppName, environments: &[Environment], locks: &[Lock])
             None => env.to_string(),
         })
         .collect();
-    format!("{app} can be deployed to {}.", listed.join(", "))
+    format!("{app} can be deployed to {}", sentence(&listed.join(", ")))
 }
 
 pub fn locks(locks: &[Lock]) -> String {
@@ -740,4 +755,138 @@ pub fn help(topic: Option<&str>) -> String {
 
 pub fn version() -> String {
     format!("zbot v{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sentence_ends_once() {
+        for (text, expected) in [
+            (
+                "Conflict merging main into topic",
+                "Conflict merging main into topic.",
+            ),
+            (
+                "Conflict merging main into topic.",
+                "Conflict merging main into topic.",
+            ),
+            (
+                "Conflict merging main into topic.  ",
+                "Conflict merging main into topic.",
+            ),
+            ("is it?", "is it?"),
+            ("stop!", "stop!"),
+            ("and so on…", "and so on…"),
+            ("see `v1.`", "see `v1.`."),
+            ("", "."),
+        ] {
+            assert_eq!(sentence(text), expected, "{text:?}");
+        }
+    }
+
+    /// Every reply that ends text from outside with a period: given text that has one, none shows `..`.
+    #[test]
+    fn no_reply_ends_a_sentence_twice() {
+        let message = "Conflict merging main into topic.".to_string();
+        let replies = [
+            refused(
+                &Refused::MergeConflict(message.clone()),
+                "adxstat",
+                "octo/adxstat",
+            ),
+            refused(
+                &Refused::Validation(message.clone()),
+                "adxstat",
+                "octo/adxstat",
+            ),
+            refused(
+                &Refused::Other {
+                    status: 500,
+                    message: message.clone(),
+                },
+                "adxstat",
+                "octo/adxstat",
+            ),
+            refused(
+                &Refused::Unreachable(message.clone()),
+                "adxstat",
+                "octo/adxstat",
+            ),
+            refused(
+                &Refused::FailedContexts {
+                    contexts: vec![("ci/v1.".into(), "failure.".into())],
+                },
+                "adxstat",
+                "octo/adxstat",
+            ),
+            parse_error(&ParseError::UnknownVerb {
+                verb: "x.".into(),
+                suggestion: None,
+            }),
+        ];
+        for reply in replies {
+            assert!(!reply.contains(".."), "{reply}");
+        }
+        assert_eq!(
+            refused(&Refused::MergeConflict(message), "adxstat", "octo/adxstat"),
+            "GitHub could not merge the default branch into this ref: Conflict merging main into topic. \
+             Merge it yourself, or deploy with `deploy!` (no auto-merge)."
+        );
+        let env: Environment = "v1.".parse().unwrap();
+        let listed = environments(&"adxstat".parse().unwrap(), std::slice::from_ref(&env), &[]);
+        assert_eq!(listed, "adxstat can be deployed to v1.");
+    }
+
+    fn row(id: u64, who: &str, git_ref: &str, task: &str) -> DeploymentSummary {
+        DeploymentSummary {
+            id: crate::domain::DeploymentId(id),
+            task: task.into(),
+            git_ref: git_ref.into(),
+            sha: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e".into(),
+            environment: "production".into(),
+            who: who.into(),
+            created_at: "2026-11-02 10:42".into(),
+            state: "success".into(),
+        }
+    }
+
+    /// A long ref widens its column; every other column stays aligned under its header.
+    #[test]
+    fn the_deploys_table_stays_aligned_with_a_long_ref() {
+        let long = "feature/a-rather-long-branch-name-for-the-new-billing-export";
+        let table = deploys_table(
+            &"adxstat".parse().unwrap(),
+            None,
+            None,
+            &[
+                row(1001, "U0ALICE", "v0.0.1", "deploy"),
+                row(1002, "bob", long, "deploy:migrate"),
+            ],
+        );
+        let lines: Vec<&str> = table
+            .lines()
+            .map(|l| l.trim_start_matches("```").trim_end_matches("```"))
+            .collect();
+        assert_eq!(lines[0], "Recent deployments of adxstat");
+        let header = lines[1];
+        let rows = &lines[2..];
+        assert_eq!(rows.len(), 2, "{table}");
+        for column in ["task", "where", "state", "when"] {
+            let at = header.find(column).unwrap();
+            for row in rows {
+                let before = &row[..at];
+                assert!(
+                    before.ends_with(' ') && !row[at..].starts_with(' '),
+                    "`{column}` is not aligned in:\n{table}"
+                );
+            }
+        }
+        assert!(rows[1].contains(&format!("{long}(f95f852)")), "{table}");
+        assert!(
+            rows[0].contains(" deploy ") && rows[1].contains(" deploy:migrate "),
+            "{table}"
+        );
+    }
 }
