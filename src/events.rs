@@ -5,7 +5,7 @@ use tokio::sync::broadcast;
 
 use crate::domain::{AppName, DeploymentId, Environment, GitRef, Notify, Repository, Sha, Task};
 use crate::forge::StatusState;
-use crate::policy::Refusal;
+use crate::policy::{Denial, Refusal};
 use crate::store::Deployment;
 
 /// What the chat side hears of.
@@ -35,6 +35,9 @@ pub struct DeploymentEvent {
     pub notify: Option<Notify>,
     /// The last lines of output, for a failure.
     pub tail: Vec<String>,
+    /// Why policy stopped it (a lock), typed, so chat says it in its own words: the description is
+    /// GitHub's plain text.
+    pub denial: Option<Denial>,
 }
 
 impl DeploymentEvent {
@@ -60,6 +63,7 @@ impl DeploymentEvent {
             log_url,
             notify: d.notify.clone(),
             tail,
+            denial: None,
         }
     }
 }

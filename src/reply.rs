@@ -89,6 +89,33 @@ pub fn locked_in_chat(lock: &Lock) -> String {
     text
 }
 
+/// [`lock_task_done`] for chat, with the user as a mention.
+fn lock_task_done_in_chat(e: &DeploymentEvent) -> String {
+    let done = if e.task.is_lock() {
+        "locked"
+    } else {
+        "unlocked"
+    };
+    format!(
+        "{} {done} on *{}* by {}",
+        e.app,
+        escape(e.environment.as_str()),
+        user(&e.actor)
+    )
+}
+
+/// What a deployment event says, as chat shows it: a denial in chat's words (a lock's holder as a
+/// mention, as in every chat reply), a lock task as who locked what, else its description, escaped.
+fn description_in_chat(e: &DeploymentEvent) -> String {
+    match &e.denial {
+        Some(d) => denial(d),
+        None if e.state == StatusState::Success && (e.task.is_lock() || e.task.is_unlock()) => {
+            lock_task_done_in_chat(e)
+        }
+        None => escape(&e.description),
+    }
+}
+
 /// A parse error as chat shows it: what is wrong, then how to put it right.
 pub fn parse_error(error: &ParseError) -> String {
     let (message, hint) = parse_error_text(error);
@@ -347,7 +374,8 @@ pub fn recipe_refused(recipe: &str, reason: &str) -> String {
     format!("Refused to run recipe {recipe}: {reason}")
 }
 
-/// `success` of Heaven's `deploy:lock` / `deploy:unlock` tasks.
+/// `success` of Heaven's `deploy:lock` / `deploy:unlock` tasks: "adxstat locked on production by
+/// U0ALICE" (plain, for GitHub; chat says it with a mention).
 pub fn lock_task_done(d: &crate::store::Deployment, locked: bool) -> String {
     let what = if locked { "locked" } else { "unlocked" };
     format!("{} {what} on {} by {}", d.app, d.environment, d.actor)
@@ -531,9 +559,9 @@ pub fn status(e: &DeploymentEvent, running_for: Option<std::time::Duration>) -> 
             ),
             None => (":rocket:", "deploying…".to_string()),
         },
-        StatusState::Success => (":white_check_mark:", escape(&e.description)),
-        StatusState::Failure => (":x:", format!("failed: {}", escape(&e.description))),
-        StatusState::Error => (":warning:", format!("error: {}", escape(&e.description))),
+        StatusState::Success => (":white_check_mark:", description_in_chat(e)),
+        StatusState::Failure => (":x:", format!("failed: {}", description_in_chat(e))),
+        StatusState::Error => (":warning:", format!("error: {}", description_in_chat(e))),
     };
     let headline = format!(
         "*Deployment #{}*: {} to *{}* for {}",
@@ -566,11 +594,14 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
     let who = user(&e.actor);
     let link = log_link(e.log_url.as_deref());
     let text = match e.state {
+        StatusState::Success if e.task.is_lock() || e.task.is_unlock() => {
+            format!("{} {link}", sentence(&description_in_chat(e)))
+        }
         StatusState::Success => format!(
             "{who} {} is on *{}*. {} {link}",
             what(e),
             escape(e.environment.as_str()),
-            escape(&e.description)
+            description_in_chat(e)
         ),
         StatusState::Failure => {
             let mut tail: Vec<&str> = e.tail.iter().map(String::as_str).collect();
@@ -582,7 +613,7 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
                 "{who} deploying {} to *{}* failed: {} {link}",
                 what(e),
                 escape(e.environment.as_str()),
-                sentence(&escape(&e.description))
+                sentence(&description_in_chat(e))
             );
             if !tail.is_empty() {
                 text.push_str(&format!("\n```{}```", escape(&tail.join("\n"))));
@@ -593,7 +624,7 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
             "{who} {} was not deployed to *{}*: {} {link}",
             what(e),
             escape(e.environment.as_str()),
-            sentence(&escape(&e.description))
+            sentence(&description_in_chat(e))
         ),
     };
     Message::text(text.trim_end())
@@ -837,6 +868,55 @@ mod tests {
         let env: Environment = "v1.".parse().unwrap();
         let listed = environments(&"adxstat".parse().unwrap(), std::slice::from_ref(&env), &[]);
         assert_eq!(listed, "adxstat can be deployed to v1.");
+    }
+
+    fn event(task: &str, state: StatusState, actor: &str) -> DeploymentEvent {
+        DeploymentEvent {
+            deployment_id: crate::domain::DeploymentId(7),
+            app: "adxstat".parse().unwrap(),
+            repository: "octo/adxstat".parse().unwrap(),
+            environment: "production".parse().unwrap(),
+            git_ref: "v0.0.1".parse().unwrap(),
+            sha: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e".parse().unwrap(),
+            task: task.parse().unwrap(),
+            actor: actor.into(),
+            state,
+            description: String::new(),
+            log_url: None,
+            notify: None,
+            tail: Vec::new(),
+            denial: None,
+        }
+    }
+
+    /// A lock's holder is a mention in every chat text, also when the lock stopped a deployment that
+    /// came from GitHub; GitHub's own description keeps the plain id.
+    #[test]
+    fn chat_names_a_lock_holder_by_mention() {
+        let lock = Lock {
+            app: "adxstat".parse().unwrap(),
+            environment: "production".parse().unwrap(),
+            holder: "U0BOSS".into(),
+            reason: Some("freeze".into()),
+            created_at: chrono::Utc::now(),
+        };
+        let denial = Denial::Locked(lock);
+        let mut refused = event("deploy", StatusState::Error, "U0ALICE");
+        refused.description = denial_plain(&denial);
+        refused.denial = Some(denial);
+        assert!(refused.description.contains("by U0BOSS since"));
+        for text in [outcome(&refused).text, status(&refused, None).text] {
+            assert!(text.contains("by <@U0BOSS> since"), "{text}");
+            assert!(!text.contains("by U0BOSS"), "{text}");
+        }
+        let mut locked = event("deploy:lock", StatusState::Success, "U0BOSS");
+        locked.description = "adxstat locked on production by U0BOSS".into();
+        for text in [outcome(&locked).text, status(&locked, None).text] {
+            assert!(
+                text.contains("adxstat locked on *production* by <@U0BOSS>"),
+                "{text}"
+            );
+        }
     }
 
     fn row(id: u64, who: &str, git_ref: &str, task: &str) -> DeploymentSummary {

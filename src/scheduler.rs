@@ -167,6 +167,7 @@ impl Scheduler {
                 &description,
                 d.log_url.as_deref(),
                 Vec::new(),
+                None,
             )
             .await;
     }

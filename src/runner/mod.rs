@@ -22,7 +22,7 @@ use crate::domain::DeploymentId;
 use crate::events::{DeploymentEvent, EventBus};
 use crate::forge::{Forge, ForgeError, LogPage, StatusState, StatusUpdate};
 use crate::loglink::LogLinks;
-use crate::policy::{self, Refusal};
+use crate::policy::{self, Denial, Refusal};
 use crate::recipe::{Invocation, Recipes, RenderInput};
 use crate::reply::{self, human_duration};
 use crate::secret::Redactor;
@@ -83,21 +83,17 @@ fn report(
 ) -> Outcome {
     let took = human_duration(took);
     match exit {
-        Exit::Code(0) => Outcome {
-            state: StatusState::Success,
-            description: reply::deployed(d, &took),
-            exit_code: Some(0),
-        },
-        Exit::Code(code) => Outcome {
-            state: StatusState::Failure,
-            description: reply::exited(program, code, &took),
-            exit_code: Some(code),
-        },
-        Exit::Signal(signal) => Outcome {
-            state: StatusState::Failure,
-            description: reply::killed(program, signal, &took),
-            exit_code: None,
-        },
+        Exit::Code(0) => Outcome::done(StatusState::Success, reply::deployed(d, &took), Some(0)),
+        Exit::Code(code) => Outcome::done(
+            StatusState::Failure,
+            reply::exited(program, code, &took),
+            Some(code),
+        ),
+        Exit::Signal(signal) => Outcome::done(
+            StatusState::Failure,
+            reply::killed(program, signal, &took),
+            None,
+        ),
         Exit::TimedOut(limit) => Outcome::error(reply::timed_out(limit)),
         Exit::Cancelled => Outcome::error(cancelled_because.unwrap_or_else(|| "Cancelled".into())),
         Exit::NotStarted(reason) => Outcome::error(reason),
@@ -110,14 +106,28 @@ struct Outcome {
     state: StatusState,
     description: String,
     exit_code: Option<i32>,
+    /// Why policy did not let it run (a lock): chat words it with a mention, GitHub gets `description`.
+    denial: Option<Denial>,
 }
 
 impl Outcome {
-    fn error(description: impl Into<String>) -> Outcome {
+    fn done(state: StatusState, description: String, exit_code: Option<i32>) -> Outcome {
         Outcome {
-            state: StatusState::Error,
-            description: description.into(),
-            exit_code: None,
+            state,
+            description,
+            exit_code,
+            denial: None,
+        }
+    }
+
+    fn error(description: impl Into<String>) -> Outcome {
+        Outcome::done(StatusState::Error, description.into(), None)
+    }
+
+    fn denied(denial: Denial) -> Outcome {
+        Outcome {
+            denial: Some(denial.clone()),
+            ..Outcome::error(reply::denial_plain(&denial))
         }
     }
 }
@@ -170,8 +180,9 @@ impl Deployer {
         self.events.refused(refusal);
     }
 
-    /// Publishes a state change, then posts it to GitHub. GitHub's failure is logged and returned;
-    /// only the start of a deploy depends on it.
+    /// Publishes a state change (with the denial that stopped the deployment, if one did, for chat),
+    /// then posts it to GitHub. GitHub's failure is logged and returned; only the start of a deploy
+    /// depends on it.
     ///
     /// The event bus comes first so that chat hears of the change at once even when GitHub takes
     /// its whole `[github] timeout` to fail.
@@ -182,15 +193,18 @@ impl Deployer {
         description: &str,
         log_url: Option<&str>,
         tail: Vec<String>,
+        denial: Option<Denial>,
     ) -> Result<(), ForgeError> {
         let description = self.redactor.redact(description);
-        self.events.publish(DeploymentEvent::of(
+        let mut event = DeploymentEvent::of(
             d,
             state,
             description.clone(),
             log_url.map(str::to_string),
             tail,
-        ));
+        );
+        event.denial = denial;
+        self.events.publish(event);
         let update = StatusUpdate {
             state,
             description,
@@ -243,6 +257,7 @@ impl Deployer {
                         description,
                         d.log_url.as_deref(),
                         Vec::new(),
+                        None,
                     )
                     .await;
             }
@@ -345,7 +360,14 @@ impl Deployer {
             Vec::new()
         };
         let _ = self
-            .announce(d, outcome.state, &description, log_url, tail)
+            .announce(
+                d,
+                outcome.state,
+                &description,
+                log_url,
+                tail,
+                outcome.denial,
+            )
             .await;
     }
 
@@ -404,7 +426,7 @@ impl Deployer {
             tracing::error!(deployment = %d.deployment_id, "cannot read locks: {e}");
         }
         policy::may_run(lock.as_ref().map(Option::as_ref).map_err(drop), &d.actor)
-            .map_err(|denial| Outcome::error(reply::denial_plain(&denial)))?;
+            .map_err(Outcome::denied)?;
         log.note(format!(
             "zbot deploy #{}: {}@{} ({}) to {} for {}",
             d.deployment_id, d.repository, d.git_ref, d.sha, d.environment, d.actor
@@ -422,6 +444,7 @@ impl Deployer {
             &deploying,
             Some(log_url),
             Vec::new(),
+            None,
         );
         let checkout = self.checkouts.prepare(
             &d.repository,
@@ -541,22 +564,16 @@ impl Deployer {
                 .lock(&d.app, &d.environment, &d.actor, reason)
                 .await
                 .map(|taken| match taken {
-                    Ok(_) => Outcome {
-                        state: StatusState::Success,
-                        description: reply::lock_task_done(d, true),
-                        exit_code: None,
-                    },
-                    Err(held) => Outcome::error(reply::locked(&held)),
+                    Ok(_) => {
+                        Outcome::done(StatusState::Success, reply::lock_task_done(d, true), None)
+                    }
+                    Err(held) => Outcome::denied(Denial::Locked(held)),
                 })
         } else {
             self.store
                 .unlock(&d.app, &d.environment)
                 .await
-                .map(|_| Outcome {
-                    state: StatusState::Success,
-                    description: reply::lock_task_done(d, false),
-                    exit_code: None,
-                })
+                .map(|_| Outcome::done(StatusState::Success, reply::lock_task_done(d, false), None))
         };
         result.unwrap_or_else(|e| {
             tracing::error!(deployment = %d.deployment_id, "cannot change a lock: {e}");
@@ -748,11 +765,7 @@ mod tests {
             let what = format!("{exit:?}");
             assert_eq!(
                 report(&d, exit, took, "fab", reason),
-                Outcome {
-                    state,
-                    description: description.into(),
-                    exit_code
-                },
+                Outcome::done(state, description.into(), exit_code),
                 "{what}"
             );
         }

@@ -803,5 +803,51 @@ async fn a_refused_deployment_is_told_in_the_default_channel_escaped() {
         "{}",
         told[1].text
     );
+}
+
+/// A lock stops a deployment that comes from GitHub too, and chat names its holder as every chat reply
+/// does, by mention; GitHub's status keeps the plain id.
+#[tokio::test]
+async fn a_lock_that_stops_a_github_deployment_names_its_holder_by_mention() {
+    let c = chat(&[("fabfile.py", FABFILE, false)]).await;
+    let thread = c.mention(1, "U0BOSS", "lock adxstat in production release freeze");
+    c.reply(&thread, "Locked adxstat on *production*").await;
+    let event = crate::harness::deployment_event(
+        7002,
+        "v0.0.1",
+        "f95f852bd8fca8fcc58a9a2d6c842781e32a215e",
+        "production",
+        "deploy",
+        json!({"notify": {"adapter": "slack", "room": CHANNEL, "user": "U0ALICE"}}),
+    );
+    let (status, answer) = c.github.deliver_deployment(c.zbot.addr, &event).await;
+    assert_eq!(status, 202, "{answer}");
+    let last = c.github.final_status(7002, DEADLINE).await;
+    assert!(
+        last.description
+            .starts_with("adxstat is locked on production by U0BOSS since "),
+        "{}",
+        last.description
+    );
+    let outcome = c
+        .slack
+        .wait_for("the outcome", DEADLINE, |s| {
+            s.posts().into_iter().find(|p| {
+                p.channel == CHANNEL && p.text.contains("was not deployed to *production*")
+            })
+        })
+        .await;
+    assert!(
+        outcome
+            .text
+            .contains("adxstat is locked on *production* by <@U0BOSS> since "),
+        "{}",
+        outcome.text
+    );
+    assert!(
+        outcome.text.contains(": release freeze."),
+        "{}",
+        outcome.text
+    );
     c.zbot.stop().await.unwrap();
 }

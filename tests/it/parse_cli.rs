@@ -40,7 +40,10 @@ fn zbot_parse_binary_keeps_the_contract() {
         (vec!["--dm", "deploy adxstat"], 0),
         (vec!["--slash", "/deploy", "adxstat to staging"], 0),
         // As Slack delivers a pasted command: no-break spaces.
-        (vec!["zbot\u{a0}deploy\u{a0}adxstat/v0.0.1\u{a0}to staging"], 0),
+        (
+            vec!["zbot\u{a0}deploy\u{a0}adxstat/v0.0.1\u{a0}to staging"],
+            0,
+        ),
     ] {
         let mut all = vec!["parse", "--bot-id", "U0BOT"];
         all.extend_from_slice(&args);
