@@ -149,6 +149,9 @@ fn run(config_path: &Path, json_logs: bool) -> ExitCode {
     let Some(config) = or_report(Config::load(config_path)) else {
         return ExitCode::FAILURE;
     };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     block_on(async {
         let running = zbot::app::start(config, None).await?;
         wait_for_signal().await;
@@ -259,6 +262,9 @@ fn check(config_path: &Path) -> Option<Config> {
         }
         eprintln!("{} problem(s) found", problems.len());
         return None;
+    }
+    for warning in &config.warnings {
+        eprintln!("{warning} (warning)");
     }
     println!("{}: ok", config.path.display());
     println!("apps:");

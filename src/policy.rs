@@ -178,3 +178,51 @@ pub fn may_run(lock: Result<Option<&Lock>, ()>, actor: &str) -> Result<(), Denia
         Ok(_) => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let source = r#"
+[apps.short]
+repository = "octo/short"
+environments = ["prod", "staging"]
+
+[apps.long]
+repository = "octo/long"
+environments = ["production", "staging"]
+"#;
+        Config::from_source(std::path::Path::new("bot.toml"), source).unwrap()
+    }
+
+    /// An alias (`prod` → `production`, a default) never hides an app's own environment of that name;
+    /// for an app without one it still leads to its target. Chat and GitHub resolve alike.
+    #[test]
+    fn an_apps_own_environment_wins_over_an_alias() {
+        let config = config();
+        for (app, typed, expected) in [
+            ("short", "prod", "prod"),
+            ("short", "PROD", "prod"),
+            ("short", "stg", "staging"),
+            ("long", "prod", "production"),
+            ("long", "production", "production"),
+        ] {
+            let app: AppName = app.parse().unwrap();
+            let typed: Environment = typed.parse().unwrap();
+            let from_chat = target(&config, &app, Some(&typed)).unwrap();
+            assert_eq!(from_chat.environment.as_str(), expected, "{app} {typed}");
+            let repository = config.apps[&app].repository.clone();
+            let from_github = job_target(&config, &repository, None, &typed).unwrap();
+            assert_eq!(from_github.environment.as_str(), expected, "{app} {typed}");
+        }
+        assert!(matches!(
+            target(
+                &config,
+                &"short".parse().unwrap(),
+                Some(&"production".parse().unwrap())
+            ),
+            Err(Denial::UnknownEnvironment { .. })
+        ));
+    }
+}

@@ -57,6 +57,9 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     pub deploy: DeployConfig,
     pub apps: BTreeMap<AppName, AppConfig>,
+    /// What is allowed but probably not meant (an environment alias an app's own environment shadows);
+    /// `zbot check` prints them, zbot runs anyway.
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone)]
@@ -484,13 +487,19 @@ impl Checker<'_> {
     }
 
     fn problem(&mut self, table: &str, key: Option<&str>, message: impl Into<String>) {
+        let problem = self.located(table, key, message);
+        self.problems.push(problem);
+    }
+
+    /// A [`Problem`] at `key` of `[table]`.
+    fn located(&self, table: &str, key: Option<&str>, message: impl Into<String>) -> Problem {
         let offset = locate(self.source, table, key);
         let mut problem = Problem::at(self.path, self.source, offset, message);
         problem.key = match key {
             Some(key) => format!("[{table}] {key}"),
             None => format!("[{table}]"),
         };
-        self.problems.push(problem);
+        problem
     }
 
     /// `timeout` and `connect_timeout` of `[table]`, with their defaults; both more than zero, and the
@@ -569,6 +578,7 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
         .collect();
 
     if c.problems.is_empty() {
+        let warnings = shadowed_aliases(&c, &bot, &apps);
         Ok(Config {
             path: path.to_path_buf(),
             bot,
@@ -577,11 +587,39 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
             webhook,
             deploy,
             apps,
+            warnings,
         })
     } else {
         c.problems.sort_by_key(|p| p.line);
         Err(c.problems)
     }
+}
+
+/// An environment alias (`prod = "production"`, a default) that is also an app's own environment name:
+/// for that app the name means its own environment ([`AppConfig::environment`]), which is right but may
+/// surprise whoever reads the aliases, so `zbot check` says so.
+fn shadowed_aliases(
+    c: &Checker<'_>,
+    bot: &BotConfig,
+    apps: &BTreeMap<AppName, AppConfig>,
+) -> Vec<Problem> {
+    let mut warnings = Vec::new();
+    for (name, app) in apps {
+        for (alias, target) in &bot.environment_aliases {
+            let own = app.environments.iter().find(|e| e.same(alias));
+            if let Some(own) = own.filter(|_| !alias.same(target)) {
+                warnings.push(c.located(
+                    &format!("apps.{name}"),
+                    Some("environments"),
+                    format!(
+                        "`{own}` is also an alias of `{target}` in [bot] environment_aliases: \
+                         for {name}, `{alias}` means its own `{own}` environment, not `{target}`"
+                    ),
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 fn validate_bot(c: &mut Checker<'_>, raw: RawBot) -> BotConfig {

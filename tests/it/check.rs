@@ -125,6 +125,24 @@ fn a_provider_must_name_a_recipe() {
     }
 }
 
+/// An environment alias that is also an app's own environment name is allowed (the app's own wins)
+/// but said, with where: a warning, not a failure.
+#[test]
+fn an_alias_shadowed_by_an_apps_environment_is_a_warning() {
+    let config = "[apps.short]\nrepository = \"octo/short\"\nenvironments = [\"prod\", \"staging\"]\n\n\
+                  [apps.long]\nrepository = \"octo/long\"\nenvironments = [\"production\"]\n";
+    let (code, err) = check_file(config);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err.trim(),
+        "bot.toml:3: [apps.short] environments: `prod` is also an alias of `production` in \
+         [bot] environment_aliases: for short, `prod` means its own `prod` environment, not \
+         `production` (warning)"
+    );
+    let (code, err) = check_file("[apps.long]\nrepository = \"octo/long\"\n");
+    assert_eq!((code, err.as_str()), (0, ""));
+}
+
 #[test]
 fn a_broken_config_does_not_report_a_recipes_directory_it_never_named() {
     let (code, err) = check_file("[deploy]\nrecipes_dir = \"elsewhere\"\ntimeout = \"30x\"\n");
