@@ -3,6 +3,9 @@
 //! Keys map one to one where zbot has them (`allowed_rooms` → `allowed_channels`, `<env>_url` →
 //! `environment_urls`); keys zbot does not use are kept as comments so nothing is lost silently, and
 //! per-app `github_token`/`github_api` are dropped with a note (secrets do not belong in the file).
+//! Defaults that differ are written out: hubot-deploy (`configureAutoMerge`) and GitHub's API merge
+//! the default branch into the ref unless `auto_merge` is false, zbot only when it is true, so an app
+//! that leaves `auto_merge` out gets `auto_merge = true`.
 
 use serde_json::Value;
 use std::fmt::Write;
@@ -92,6 +95,12 @@ fn convert_app(
             _ => notes.push(format!("# not used by zbot: {key} = {value}")),
         }
     }
+    if !app.contains_key("auto_merge") {
+        let _ = writeln!(
+            out,
+            "auto_merge = true  # hubot-deploy's and GitHub's default; zbot's is false"
+        );
+    }
     if !urls.is_empty() {
         let entries: Vec<String> = urls
             .iter()
@@ -121,5 +130,20 @@ mod tests {
         assert!(toml.contains("environment_urls = { production = \"https://hubot.example\" }"));
         assert!(toml.contains("# not used by zbot: heroku_production_name"));
         assert!(!toml.contains("\"secret\""));
+        assert!(toml.contains("auto_merge = false"));
+        assert!(!toml.contains("auto_merge = true"));
+    }
+
+    /// hubot-deploy and GitHub merge the default branch unless told not to; zbot does not unless told
+    /// to: an app that leaves `auto_merge` out keeps hubot-deploy's behaviour.
+    #[test]
+    fn auto_merge_left_out_is_written_true() {
+        let toml = convert(r#"{"hubot": {"repository": "MyOrg/hubot"}}"#).unwrap();
+        let table: toml::Table = toml.parse().unwrap();
+        assert_eq!(
+            table["apps"]["hubot"]["auto_merge"],
+            toml::Value::Boolean(true),
+            "{toml}"
+        );
     }
 }

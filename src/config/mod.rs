@@ -161,6 +161,8 @@ pub struct AppConfig {
     pub environment_urls: BTreeMap<Environment, String>,
     /// `None`: GitHub's default (every context must pass).
     pub required_contexts: Option<Vec<String>>,
+    /// Whether GitHub merges the default branch into the ref first; `false` when not set (GitHub's and
+    /// hubot-deploy's default is `true`: `apps_json` writes it out).
     pub auto_merge: bool,
     pub timeout: Option<Duration>,
     pub deploy_key: Option<PathBuf>,

@@ -202,4 +202,8 @@ fn apps_json_converts_to_toml() {
     let out = zbot(dir.path(), &["check"], &[]);
     assert!(out.status.success(), "{toml}\n{}", stderr(&out));
     assert!(stdout(&out).contains("hubot: MyOrg/my-org-hubot → production (recipe: fabric)"));
+    // apps.json left auto_merge out: hubot-deploy and GitHub merge then, and so does the converted app.
+    let config = zbot::config::Config::load(&dir.path().join("bot.toml")).unwrap();
+    let hubot: zbot::domain::AppName = "hubot".parse().unwrap();
+    assert!(config.apps[&hubot].auto_merge, "{toml}");
 }
