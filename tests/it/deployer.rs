@@ -102,6 +102,78 @@ async fn a_signed_deployment_runs_real_fabric_and_reports_to_github() {
     s.zbot.stop().await.unwrap();
 }
 
+/// A fabfile that writes to stdout and stderr in turns, each line only once the one before it is in
+/// zbot's log (waiting with a deadline): the log must show them in the program's order.
+const INTERLEAVING_FABFILE: &str = r#"import os, sys, time
+from fabric.api import env, task
+env.roledefs = {'production': ['localhost']}
+
+def log_file():
+    name = os.environ['ZBOT_DEPLOYMENT_ID'] + '.log'
+    here = os.getcwd()
+    while here != '/':
+        candidate = os.path.join(here, 'logs', name)
+        if os.path.exists(candidate):
+            return candidate
+        here = os.path.dirname(here)
+
+def logged(line):
+    deadline = time.time() + 20
+    while line not in open(log_file()).read():
+        if time.time() > deadline:
+            sys.stderr.write('never logged: %s\n' % line)
+            sys.exit(7)
+        time.sleep(0.02)
+
+@task
+def deploy(branch_name='master'):
+    for n in range(3):
+        print('to stdout %d' % n)
+        logged('to stdout %d' % n)
+        sys.stderr.write('to stderr %d\n' % n)
+        logged('to stderr %d' % n)
+"#;
+
+#[tokio::test]
+async fn fab_output_is_logged_in_the_programs_order() {
+    let (s, sha) = setup(
+        &[("fabfile.py", INTERLEAVING_FABFILE, false)],
+        "provider = \"fabric\"",
+        "",
+    )
+    .await;
+    deploy(s.zbot.addr, 1010, "v0.0.1", &sha, "production").await;
+    let last = s.github.final_status(1010, DEADLINE).await;
+    let gist = s
+        .github
+        .gist_by_url(last.log_url.as_deref().unwrap())
+        .unwrap();
+    let log = &gist.files["deploy-1010.log"];
+    assert_eq!(last.state, "success", "{log}");
+    let order: Vec<&str> = log
+        .lines()
+        .filter_map(|line| line.split_once(" | ").map(|(_, text)| text))
+        .filter(|text| text.contains("to stdout ") || text.contains("to stderr "))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "to stdout 0",
+            "to stderr 0",
+            "to stdout 1",
+            "to stderr 1",
+            "to stdout 2",
+            "to stderr 2"
+        ],
+        "{log}"
+    );
+    assert!(
+        log.contains("out | to stdout 0") && log.contains("err | to stderr 0"),
+        "{log}"
+    );
+    s.zbot.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_failing_fabfile_ends_failure_with_its_lines_in_the_gist() {
     let (s, sha) = setup(&[("fabfile.py", FAILING_FABFILE, false)], "", "").await;

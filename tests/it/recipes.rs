@@ -157,3 +157,18 @@ fn detection_follows_markers() {
         "fabric2"
     );
 }
+
+/// Python buffers stdout written to a pipe, so without PYTHONUNBUFFERED a deploy's prints would land in
+/// the log after its errors. Every shipped recipe that runs a Python program sets it.
+#[test]
+fn python_recipes_run_unbuffered() {
+    let recipes = shipped();
+    for name in ["fabric", "fabric2", "ansible"] {
+        let recipe = recipes.get(name).unwrap();
+        assert_eq!(
+            recipe.env.get("PYTHONUNBUFFERED").map(String::as_str),
+            Some("1"),
+            "{name}"
+        );
+    }
+}
