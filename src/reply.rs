@@ -492,6 +492,31 @@ pub fn refused(refusal: &Refused, app: &str, repository: &str) -> String {
         Refused::Other { status, message } => {
             format!("GitHub answered {status}: {}", sentence(&escape(message)))
         }
+        Refused::UnknownRef {
+            git_ref,
+            repository,
+        } => format!(
+            "`{}` is not a branch, a tag or a commit of {repository}.",
+            escape(git_ref.as_str())
+        ),
+        Refused::ShortSha {
+            prefix,
+            repository,
+            matches: 0,
+        } => format!(
+            "`{prefix}` looks like an abbreviated sha, but no branch or tag of {repository} is at a commit \
+             that starts with it, and I can only look those up: use the full sha, or a branch or tag."
+        ),
+        Refused::ShortSha {
+            prefix,
+            repository,
+            matches,
+        } => format!(
+            "`{prefix}` is the start of {matches} commits of {repository}: use the full sha, or a branch or tag."
+        ),
+        Refused::UnknownCommit { sha, repository } => {
+            format!("{repository} has no commit `{sha}`: check the sha, or deploy a branch or tag.")
+        }
         Refused::Unreachable(reason) => format!(
             "I couldn't reach GitHub, even after retrying: {}",
             sentence(&escape(reason))

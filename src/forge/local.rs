@@ -1,14 +1,17 @@
 //! The embedded forge for `zbot shell`: deployments are numbered and stored in zbot's own SQLite store,
-//! statuses live in that store too, and logs stay on disk. Refs are resolved with `git ls-remote`
-//! against the app's clone URL, as GitHub would resolve them against the repository.
+//! statuses live in that store too, and logs stay on disk. Refs are resolved against the app's clone
+//! URL before the deployment is created, as GitHub resolves them against the repository: branches,
+//! tags and abbreviated shas with `git ls-remote`, a full sha by fetching that commit alone.
 
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::process::Command;
 
 use super::{Created, DeploymentRequest, DeploymentSummary, Refused};
 use crate::config::AppConfig;
-use crate::domain::{AppName, DeploymentId, Environment, GitRef, Sha};
+use crate::domain::{AppName, DeploymentId, Environment, GitRef, Repository, Sha};
 use crate::store::{NewDeployment, Store};
 
 #[derive(Clone, Debug)]
@@ -16,42 +19,129 @@ pub struct LocalForge {
     pub store: Store,
 }
 
-/// The commit `git_ref` names in the repository at `url` (a full sha names itself; else a peeled tag,
-/// a branch or a tag).
-async fn resolve(url: &str, git_ref: &GitRef) -> Result<Sha, Refused> {
-    if let Ok(sha) = git_ref.as_str().parse::<Sha>() {
-        return Ok(sha);
-    }
-    let peeled = format!("refs/tags/{git_ref}^{{}}");
+/// The shortest abbreviated sha git itself accepts.
+const MIN_ABBREVIATION: usize = 4;
+
+/// Runs git with `args` (no prompt for credentials); its stdout, or why it failed (its stderr).
+async fn git(args: &[&str]) -> Result<String, String> {
     let output = Command::new("git")
-        .args(["ls-remote", "--", url, git_ref.as_str(), &peeled])
+        .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| Refused::Unreachable(format!("cannot run git: {e}")))?;
-    if !output.status.success() {
-        return Err(Refused::Unreachable(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ));
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
     }
-    let listing = String::from_utf8_lossy(&output.stdout);
-    let lines: Vec<(&str, &str)> = listing.lines().filter_map(|l| l.split_once('\t')).collect();
-    let wanted = [
-        peeled,
+}
+
+/// The commit `git_ref` names in the repository at `url`, as GitHub resolves a deployment's ref: a
+/// branch or tag of that name (a tag peeled to its commit), else a full sha the repository has, else an
+/// abbreviated sha of exactly one branch's or tag's commit. `git ls-remote` lists only those refs, so an
+/// abbreviation of an older commit cannot be resolved and is refused with that said; a full sha that is
+/// no ref's is looked for by fetching that one commit (no trees, no blobs) into a scratch repository.
+async fn resolve(url: &str, repository: &Repository, git_ref: &GitRef) -> Result<Sha, Refused> {
+    let listing = git(&["ls-remote", "--heads", "--tags", "--", url])
+        .await
+        .map_err(Refused::Unreachable)?;
+    let refs: Vec<(Sha, &str)> = listing
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter_map(|(sha, name)| Some((sha.parse().ok()?, name)))
+        .collect();
+    let named = [
+        format!("refs/tags/{git_ref}^{{}}"),
         format!("refs/heads/{git_ref}"),
         format!("refs/tags/{git_ref}"),
     ];
-    wanted
+    if let Some(sha) = named
         .iter()
-        .find_map(|name| {
-            lines
-                .iter()
-                .find(|(_, n)| n == name)
-                .and_then(|(sha, _)| sha.parse::<Sha>().ok())
-        })
-        .ok_or_else(|| Refused::Validation(format!("No ref found for: {git_ref}")))
+        .find_map(|wanted| refs.iter().find(|(_, name)| name == wanted))
+        .map(|(sha, _)| sha.clone())
+    {
+        return Ok(sha);
+    }
+    if let Ok(sha) = git_ref.as_str().parse::<Sha>() {
+        if refs.iter().any(|(listed, _)| *listed == sha) || has_commit(url, &sha).await {
+            return Ok(sha);
+        }
+        return Err(Refused::UnknownCommit {
+            sha,
+            repository: repository.clone(),
+        });
+    }
+    let typed = git_ref.as_str();
+    if typed.len() >= MIN_ABBREVIATION && typed.chars().all(|c| c.is_ascii_hexdigit()) {
+        let prefix = typed.to_ascii_lowercase();
+        let mut matching: Vec<&Sha> = refs
+            .iter()
+            .map(|(sha, _)| sha)
+            .filter(|sha| sha.as_str().starts_with(&prefix))
+            .collect();
+        matching.sort_by_key(|sha| sha.as_str());
+        matching.dedup();
+        return match matching.as_slice() {
+            [sha] => Ok((*sha).clone()),
+            _ => Err(Refused::ShortSha {
+                prefix: git_ref.clone(),
+                repository: repository.clone(),
+                matches: matching.len(),
+            }),
+        };
+    }
+    Err(Refused::UnknownRef {
+        git_ref: git_ref.clone(),
+        repository: repository.clone(),
+    })
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether the repository at `url` has commit `sha`: fetched alone (depth 1, no trees) into a scratch
+/// bare repository, as `git ls-remote` cannot say. A failure to fetch counts as not having it; the
+/// listing before it showed the repository is reachable.
+async fn has_commit(url: &str, sha: &Sha) -> bool {
+    static SCRATCH: AtomicU64 = AtomicU64::new(0);
+    let scratch = Scratch(std::env::temp_dir().join(format!(
+        "zbot-commit-check-{}-{}",
+        std::process::id(),
+        SCRATCH.fetch_add(1, Ordering::Relaxed)
+    )));
+    let dir = scratch.0.display().to_string();
+    let fetched = async {
+        git(&["init", "--quiet", "--bare", &dir]).await?;
+        git(&[
+            "-C",
+            &dir,
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--depth=1",
+            "--filter=tree:0",
+            "--",
+            url,
+            sha.as_str(),
+        ])
+        .await
+    };
+    match fetched.await {
+        Ok(_) => true,
+        Err(why) => {
+            tracing::info!(%sha, "commit not found by fetching it: {why}");
+            false
+        }
+    }
 }
 
 impl LocalForge {
@@ -67,7 +157,7 @@ impl LocalForge {
                 "[apps.{app_name}] needs a clone_url to deploy without GitHub"
             ))
         })?;
-        let sha = resolve(url, &request.git_ref).await?;
+        let sha = resolve(url, &app.repository, &request.git_ref).await?;
         let deployment = NewDeployment {
             deployment_id: DeploymentId::default(),
             app: app_name.clone(),

@@ -74,6 +74,23 @@ pub enum Refused {
     /// deployment exists is unknown (if it does, its webhook still arrives).
     #[error("{0}")]
     Unanswered(ForgeError),
+    /// The embedded forge: neither a branch, a tag nor a commit's sha of the repository.
+    #[error("no ref {git_ref} in {repository}")]
+    UnknownRef {
+        git_ref: GitRef,
+        repository: Repository,
+    },
+    /// The embedded forge: an abbreviated sha that is not the start of exactly one branch's or tag's
+    /// commit (`matches` of them), which is all `git ls-remote` can see.
+    #[error("{prefix} is the start of {matches} listed commits of {repository}")]
+    ShortSha {
+        prefix: GitRef,
+        repository: Repository,
+        matches: usize,
+    },
+    /// The embedded forge: a full sha the repository does not have.
+    #[error("no commit {sha} in {repository}")]
+    UnknownCommit { sha: Sha, repository: Repository },
 }
 
 /// One row of `deploys`.

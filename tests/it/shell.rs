@@ -173,3 +173,63 @@ fn locks_unknown_apps_and_failures_read_as_in_slack() {
         "the locked deploy did not run"
     );
 }
+
+/// `zbot shell` resolves refs before it creates a deployment, as GitHub does: an abbreviated sha of a
+/// branch's or tag's commit deploys; one of an older commit (which `git ls-remote` cannot see) and a
+/// full sha the repository does not have are refused with a sentence saying what to use instead; a full
+/// sha of an older commit deploys.
+#[test]
+fn shas_are_resolved_before_a_deployment_is_created() {
+    let dir = checkout();
+    try_it(dir.path(), "alice", "version\n");
+    let repo = dir.path().join("data/example/adxstat");
+    let git = |args: &[&str]| crate::harness::git(&repo, args);
+    let tagged = git(&["rev-parse", "v0.0.1^{commit}"]);
+    git(&["commit", "--quiet", "--allow-empty", "-m", "older"]);
+    let older = git(&["rev-parse", "HEAD"]);
+    git(&["commit", "--quiet", "--allow-empty", "-m", "newest"]);
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+
+    let out = try_it(
+        dir.path(),
+        "alice",
+        &format!(
+            "deploy adxstat/{} to production\ndeploy adxstat/{} to staging\ndeploy adxstat/{missing} to staging\n",
+            &tagged[..8],
+            &older[..8]
+        ),
+    );
+    assert!(
+        out.contains(&format!(
+            "adxstat `{}` (`{}`) is on *production*",
+            &tagged[..8],
+            &tagged[..7]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "`{}` looks like an abbreviated sha, but no branch or tag of octo/adxstat is at a commit that \
+             starts with it, and I can only look those up: use the full sha, or a branch or tag.",
+            &older[..8]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "octo/adxstat has no commit `{missing}`: check the sha, or deploy a branch or tag."
+        )),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("data/logs/2.log").exists(),
+        "only the first was a deployment"
+    );
+
+    let out = try_it(
+        dir.path(),
+        "alice",
+        &format!("deploy adxstat/{older} to staging\n"),
+    );
+    assert!(out.contains("is on *staging*"), "{out}");
+}
