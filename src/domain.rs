@@ -494,10 +494,11 @@ impl fmt::Display for DeploymentId {
     }
 }
 
-/// A chat room: a Slack channel id (`C…`, `G…`, `D…`) or another adapter's room name (hubot-deploy's
-/// shell adapter says `Shell`, Campfire a room number): `[A-Za-z0-9._#-]`, at most 80 characters.
+/// A chat room: a Slack channel id (`C…`, `G…`, `D…`) or name, or another adapter's room (hubot-deploy's
+/// shell adapter says `Shell`, Campfire a room number, HipChat an address `…@conf.hipchat.com`):
+/// `[A-Za-z0-9._#@-]`, at most 80 characters; a number is read as its digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "TextOrNumber", into = "String")]
 pub struct Room(String);
 string_type!(Room, |v| {
     let kind = ValueKind::Channel;
@@ -509,7 +510,7 @@ string_type!(Room, |v| {
     }
     if let Some(c) = v
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '#')))
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '#' | '@')))
     {
         return Err(invalid(kind, v, Problem::Character(c)));
     }
@@ -542,28 +543,41 @@ string_type!(ThreadTs, |v| {
 /// Who asked: a chat user id (`U0BOB`), a hubot adapter's user (a number or a name) or a GitHub login;
 /// at most 255 characters, no control or shell character.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "UserText", into = "String")]
+#[serde(try_from = "TextOrNumber", into = "String")]
 pub struct User(String);
 string_type!(User, |v| {
     common(ValueKind::User, v.trim(), 255)?;
     Ok(v.trim().to_string())
 });
 
-/// hubot-deploy's shell and Campfire adapters send user ids as numbers.
+/// hubot-deploy's shell and Campfire adapters send user (and Campfire room) ids as numbers.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum UserText {
+enum TextOrNumber {
     Text(String),
     Number(u64),
 }
 
-impl TryFrom<UserText> for User {
-    type Error = Invalid;
-    fn try_from(value: UserText) -> Result<User, Invalid> {
-        match value {
-            UserText::Text(text) => text.parse(),
-            UserText::Number(n) => n.to_string().parse(),
+impl TextOrNumber {
+    fn parse<T: FromStr<Err = Invalid>>(self) -> Result<T, Invalid> {
+        match self {
+            TextOrNumber::Text(text) => text.parse(),
+            TextOrNumber::Number(n) => n.to_string().parse(),
         }
+    }
+}
+
+impl TryFrom<TextOrNumber> for User {
+    type Error = Invalid;
+    fn try_from(value: TextOrNumber) -> Result<User, Invalid> {
+        value.parse()
+    }
+}
+
+impl TryFrom<TextOrNumber> for Room {
+    type Error = Invalid;
+    fn try_from(value: TextOrNumber) -> Result<Room, Invalid> {
+        value.parse()
     }
 }
 
@@ -580,9 +594,9 @@ impl User {
 }
 
 /// Where a deployment is talked about: the payload's `notify`, hubot-deploy and Heaven compatible
-/// (`adapter`, `room`, `thread_ts`, `user`, `user_name`, `team_id`). Unknown keys are ignored; a field
-/// that does not validate makes the whole `notify` unusable, and the deployment is then announced in the
-/// default channel.
+/// (`adapter`, `room`, `thread_ts`, `user`, `user_name`, `team_id`). Unknown keys are ignored. Read as
+/// a whole, a field that does not validate refuses it; `payload::Parts` reads it field by field instead,
+/// leaving out only such a field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notify {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,11 +4,16 @@
 //! reading.
 //!
 //! Reading is strict where a value reaches a process (`hosts` must validate, or the deployment is refused)
-//! and lenient where it only says where to talk (`notify` that does not validate is ignored with a warning,
-//! and the deployment is announced in the default channel).
+//! and lenient where it only says where to talk: `notify` is read field by field, and a field that does
+//! not validate is left out with a warning while the others are kept. hubot-deploy 0.13 sends what its
+//! chat adapter knows (`src/models/deployment.coffee`, `unfilteredRequestBody`): Slack a channel and a
+//! user name, the shell adapter the room `Shell`, Campfire numbers for the room and the user, HipChat
+//! room and user addresses (`…@conf.hipchat.com`), Flowdock a `thread_id` and a numeric `message_id`.
+//! None of them costs the deployment its user.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::domain::{AppName, Hosts, Invalid, Notify};
 
@@ -53,15 +58,7 @@ impl Parts {
         };
         let name = text(raw.name).map(|n| n.parse()).transpose()?;
         let hosts = text(raw.hosts).map(|h| h.parse()).transpose()?;
-        let notify = raw
-            .notify
-            .and_then(|n| match serde_json::from_value::<Notify>(n) {
-                Ok(notify) => Some(notify),
-                Err(e) => {
-                    tracing::warn!("ignoring a deployment payload's notify: {e}");
-                    None
-                }
-            });
+        let notify = raw.notify.and_then(notify_of);
         Ok(Parts {
             name,
             hosts,
@@ -69,6 +66,29 @@ impl Parts {
             reason: text(raw.reason),
         })
     }
+}
+
+/// `notify` read field by field: a field that does not validate is left out (with a warning), the others
+/// are kept.
+fn notify_of(value: Value) -> Option<Notify> {
+    let Value::Object(fields) = value else {
+        tracing::warn!("ignoring a deployment payload's notify: not an object");
+        return None;
+    };
+    fn field<T: DeserializeOwned>(fields: &Map<String, Value>, name: &str) -> Option<T> {
+        let value = fields.get(name).filter(|v| !v.is_null())?;
+        serde_json::from_value(value.clone())
+            .map_err(|e| tracing::warn!("ignoring a deployment payload's notify.{name}: {e}"))
+            .ok()
+    }
+    Some(Notify {
+        adapter: field(&fields, "adapter"),
+        room: field(&fields, "room"),
+        thread_ts: field(&fields, "thread_ts"),
+        user: field(&fields, "user"),
+        user_name: field(&fields, "user_name"),
+        team_id: field(&fields, "team_id"),
+    })
 }
 
 /// The payload of a deployment zbot asks GitHub for.
@@ -125,7 +145,78 @@ mod tests {
         ] {
             assert!(Parts::of(&payload).is_err(), "{payload}");
         }
-        let odd_notify = Parts::of(&json!({"notify": {"room": "<!channel>"}})).unwrap();
-        assert!(odd_notify.notify.is_none());
+        let odd_notify = Parts::of(&json!({"notify": {"room": "<!channel>", "user": "U0BOB"}}))
+            .unwrap()
+            .notify
+            .unwrap();
+        assert!(odd_notify.room.is_none());
+        assert_eq!(odd_notify.user.unwrap().as_str(), "U0BOB");
+    }
+
+    /// `notify` as hubot-deploy 0.13.27 writes it for each chat adapter (`robot.adapterName`, the
+    /// adapter's room and user): the user is kept in every case; only Slack names a Slack place.
+    #[test]
+    fn reads_hubot_deploy_notify_from_every_adapter() {
+        let cases = [
+            // Slack: a channel name and the user's name; message_id and thread_id default to "unknown".
+            (
+                json!({"adapter": "slack", "room": "ops", "user": "atmos",
+                       "message_id": "unknown", "thread_id": "unknown"}),
+                "atmos",
+                Some("ops"),
+                true,
+            ),
+            // The shell adapter: room `Shell`, user id 1.
+            (
+                json!({"adapter": "shell", "room": "Shell", "user": 1, "user_name": "Shell"}),
+                "1",
+                Some("Shell"),
+                false,
+            ),
+            // Campfire: numbers for the room and the user.
+            (
+                json!({"adapter": "campfire", "room": 564573, "user": 1232913,
+                       "message_id": null, "thread_id": null}),
+                "1232913",
+                Some("564573"),
+                false,
+            ),
+            // HipChat: the user's and the room's XMPP addresses.
+            (
+                json!({"adapter": "hipchat", "room": "12345_ops@conf.hipchat.com",
+                       "user": "12345_67890@chat.hipchat.com"}),
+                "12345_67890@chat.hipchat.com",
+                Some("12345_ops@conf.hipchat.com"),
+                false,
+            ),
+            // Flowdock: a flow id, a thread id and a numeric message id.
+            (
+                json!({"adapter": "flowdock", "room": "d5a4c3b2-0f1e-4d3c-8b7a-6f5e4d3c2b1a",
+                       "user": "atmos", "message_id": 3811, "thread_id": "cK0q9eFgHiJkLmNo"}),
+                "atmos",
+                Some("d5a4c3b2-0f1e-4d3c-8b7a-6f5e4d3c2b1a"),
+                false,
+            ),
+            // hubot-deploy's defaults when the adapter told it nothing.
+            (
+                json!({"adapter": "unknown", "room": "unknown", "user": "unknown"}),
+                "unknown",
+                Some("unknown"),
+                false,
+            ),
+        ];
+        for (notify, user, room, slack) in cases {
+            let payload = json!({"name": "hubot", "robotName": "hubot", "hosts": "", "notify": notify,
+                                 "config": {"provider": "fabric", "auto_merge": true}});
+            let parts = Parts::of(&payload).unwrap();
+            let notify = parts.notify.expect("notify is read");
+            assert_eq!(
+                notify.user.as_ref().map(|u| u.as_str()),
+                Some(user),
+                "{payload}"
+            );
+            assert_eq!(notify.room.as_ref().map(|r| r.as_str()), room, "{payload}");
+            assert_eq!(notify.slack_place().is_some(), slack, "{payload}");
+        }
     }
 }

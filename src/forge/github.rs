@@ -614,12 +614,12 @@ impl GitHub {
             } else {
                 "unknown"
             };
-            let payload = d.payload();
-            let who = payload
-                .pointer("/notify/user_name")
-                .or_else(|| payload.pointer("/notify/user"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
+            let notify = crate::payload::Parts::of(&d.payload)
+                .ok()
+                .and_then(|parts| parts.notify);
+            let who = notify
+                .and_then(|n| n.user_name.or(n.user))
+                .map(String::from)
                 .or_else(|| d.creator.as_ref().map(|c| c.login.clone()))
                 .unwrap_or_else(|| "unknown".into());
             let created_at = chrono::DateTime::parse_from_rfc3339(&d.created_at).map_or_else(

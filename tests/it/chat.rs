@@ -17,6 +17,8 @@ const CHANNEL: &str = "C0CHAN";
 struct Chat {
     dir: tempfile::TempDir,
     config: String,
+    /// The commit tagged `v0.0.1`.
+    sha: String,
     github: FakeGitHub,
     slack: FakeSlack,
     zbot: zbot::app::Running,
@@ -28,7 +30,7 @@ async fn chat(files: &[(&str, &str, bool)]) -> Chat {
     let github = FakeGitHub::start().await;
     let slack = FakeSlack::start().await;
     let repo = TestRepo::new(dir.path());
-    repo.commit(files, "v0.0.1");
+    let sha = repo.commit(files, "v0.0.1");
     let config = format!(
         "{}
 [apps.vault]
@@ -54,6 +56,7 @@ status_refresh = \"1s\"
     Chat {
         dir,
         config,
+        sha,
         github,
         slack,
         zbot,
@@ -137,6 +140,21 @@ impl Chat {
             .reply_containing(CHANNEL, thread_ts, needle)
             .await
             .text
+    }
+
+    /// A deployment hubot-deploy asked GitHub for, with this `notify`, delivered to zbot.
+    async fn deliver_from_hubot(&self, id: u64, task: &str, notify: Value) {
+        let event = crate::harness::deployment_event(
+            id,
+            "v0.0.1",
+            &self.sha,
+            "production",
+            task,
+            json!({"name": "adxstat", "robotName": "hubot", "hosts": "", "notify": notify,
+                   "config": {"provider": "shell", "auto_merge": true}}),
+        );
+        let (status, answer) = self.github.deliver_deployment(self.zbot.addr, &event).await;
+        assert_eq!(status, 202, "{answer}");
     }
 
     /// The final status message of the deployment shown in `thread_ts`.
@@ -848,6 +866,69 @@ async fn a_lock_that_stops_a_github_deployment_names_its_holder_by_mention() {
         outcome.text.contains(": release freeze."),
         "{}",
         outcome.text
+    );
+    c.zbot.stop().await.unwrap();
+}
+
+/// hubot-deploy's Campfire adapter sends the room and the user as numbers: the deploy is that user's
+/// in the log's first line, in `ZBOT_ACTOR`, in Slack (the default channel: Campfire is not Slack) and
+/// for locks.
+#[tokio::test]
+async fn a_numeric_hubot_user_is_credited_everywhere() {
+    let c = chat(&[(
+        "script/deploy",
+        "#!/bin/sh\necho \"actor=$ZBOT_ACTOR\"\n",
+        true,
+    )])
+    .await;
+    let campfire = |user: u64| json!({"adapter": "campfire", "room": 564573, "user": user});
+    c.deliver_from_hubot(7101, "deploy", campfire(1232913))
+        .await;
+    let last = c.github.final_status(7101, DEADLINE).await;
+    assert_eq!(last.state, "success", "{last:?}");
+    let log = &c
+        .github
+        .gist_by_url(last.log_url.as_deref().unwrap())
+        .unwrap()
+        .files["deploy-7101.log"];
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(&format!(
+            "zbot deploy #7101: octo/adxstat@v0.0.1 ({}) to production for 1232913",
+            c.sha
+        )),
+        "{log}"
+    );
+    assert!(log.contains("out | actor=1232913"), "{log}");
+    let status = c
+        .slack
+        .wait_for("the status message", DEADLINE, |s| {
+            s.posts()
+                .into_iter()
+                .find(|p| p.channel == "C0DEPLOYS" && p.text.contains("*Deployment #7101*"))
+        })
+        .await;
+    assert!(status.text.contains(" for 1232913"), "{}", status.text);
+
+    // The lock is that user's: they still deploy, another Campfire user does not.
+    c.deliver_from_hubot(7102, "deploy:lock", campfire(1232913))
+        .await;
+    assert_eq!(
+        c.github.final_status(7102, DEADLINE).await.description,
+        "adxstat locked on production by 1232913"
+    );
+    c.deliver_from_hubot(7103, "deploy", campfire(1232913))
+        .await;
+    assert_eq!(c.github.final_status(7103, DEADLINE).await.state, "success");
+    c.deliver_from_hubot(7104, "deploy", campfire(4242)).await;
+    let refused = c.github.final_status(7104, DEADLINE).await;
+    assert_eq!(refused.state, "error");
+    assert!(
+        refused
+            .description
+            .starts_with("adxstat is locked on production by 1232913 since "),
+        "{}",
+        refused.description
     );
     c.zbot.stop().await.unwrap();
 }
