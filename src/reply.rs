@@ -116,6 +116,36 @@ fn description_in_chat(e: &DeploymentEvent) -> String {
     }
 }
 
+/// The line under a deployment's status in the default channel when it was asked for in a room zbot
+/// cannot answer in: another chat adapter's (hubot-deploy's shell, Campfire, HipChat, …), or a Slack
+/// room it cannot post to (`unreachable`: Slack's reason). `None` when `notify` names no room.
+pub fn asked_elsewhere(
+    notify: &crate::domain::Notify,
+    unreachable: Option<&str>,
+) -> Option<String> {
+    let room = escape(notify.room.as_ref()?.as_str());
+    let by = match &notify.user {
+        Some(user) => format!(" by {}", self::user(user.as_str())),
+        None => String::new(),
+    };
+    Some(match unreachable {
+        Some(why) => format!(
+            "Asked for in Slack room `{room}`{by}, where I can't post ({}), so I answer here.",
+            escape(why)
+        ),
+        None => {
+            let adapter = notify
+                .adapter
+                .as_ref()
+                .map_or("another chat", |a| a.as_str());
+            format!(
+                "Asked for in {} room `{room}`{by}, where I can't answer, so I answer here.",
+                escape(adapter)
+            )
+        }
+    })
+}
+
 /// A parse error as chat shows it: what is wrong, then how to put it right.
 pub fn parse_error(error: &ParseError) -> String {
     let (message, hint) = parse_error_text(error);

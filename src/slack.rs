@@ -79,7 +79,7 @@ async fn within<T>(
     call: impl Future<Output = ClientResult<T>>,
 ) -> Result<ClientResult<T>, ChatError> {
     tokio::time::timeout(limit, call).await.map_err(|_| {
-        ChatError(format!(
+        ChatError::Other(format!(
             "Slack did not answer within {}",
             HumanDuration(limit)
         ))
@@ -102,15 +102,18 @@ fn content(message: &Message) -> SlackMessageContent {
 }
 
 /// An error as the person operating zbot needs it: what to fix.
-fn explain(error: &SlackClientError) -> String {
+fn explain(error: &SlackClientError) -> ChatError {
     match error {
-        SlackClientError::ApiError(e) if e.code == "channel_not_found" => {
-            "channel_not_found: the channel does not exist or zbot cannot see it".into()
+        SlackClientError::ApiError(e) if e.code == "channel_not_found" => ChatError::NoSuchPlace(
+            "channel_not_found: the channel does not exist or zbot cannot see it".into(),
+        ),
+        SlackClientError::ApiError(e) if e.code == "not_in_channel" => ChatError::NoSuchPlace(
+            "not_in_channel: invite zbot to the channel (/invite @zbot)".into(),
+        ),
+        SlackClientError::ApiError(e) if e.code == "is_archived" => {
+            ChatError::NoSuchPlace("is_archived: the channel is archived".into())
         }
-        SlackClientError::ApiError(e) if e.code == "not_in_channel" => {
-            "not_in_channel: invite zbot to the channel (/invite @zbot)".into()
-        }
-        other => other.to_string(),
+        other => ChatError::Other(other.to_string()),
     }
 }
 
@@ -130,7 +133,7 @@ impl SlackOutput {
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(ChatError(explain(&e))),
+                Err(e) => return Err(explain(&e)),
             }
         }
     }

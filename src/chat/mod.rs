@@ -38,9 +38,16 @@ pub struct Inbound {
     pub thread_ts: Option<String>,
 }
 
+/// Why a chat service did not take a message.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct ChatError(pub String);
+pub enum ChatError {
+    /// The service has no such room, or zbot may not post there (Slack's `channel_not_found`,
+    /// `not_in_channel`, `is_archived`): said for the person operating zbot.
+    #[error("{0}")]
+    NoSuchPlace(String),
+    #[error("{0}")]
+    Other(String),
+}
 
 /// What a chat service must offer zbot.
 pub trait ChatOutput: Clone + Send + Sync + 'static {

@@ -3,7 +3,8 @@
 //! log link and, on failure, the last lines of output.
 //!
 //! The thread comes from the deployment payload's `notify` (`room`, `thread_ts`); deployments that were
-//! not started from chat are announced in `[slack] default_channel`. One task handles events in order,
+//! not started from Slack, or whose room Slack cannot post to, are announced in `[slack] default_channel`
+//! (with a line saying where they were asked from, when they were). One task handles events in order,
 //! so a deployment never gets two status messages.
 //!
 //! The outcome reply is recorded in the store once posted. Events are not durable (a restart, or a
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::{ChatOutput, Message};
+use super::{ChatError, ChatOutput, Message};
 use crate::events::{DeploymentEvent, Event, EventBus};
 use crate::forge::StatusState;
 use crate::reply;
@@ -252,17 +253,51 @@ impl<O: ChatOutput> Notifier<O> {
         }
     }
 
-    /// Posts the first status message where the deployment asked to be answered.
+    /// Posts the first status message where the deployment asked to be answered: its Slack room and
+    /// thread. Asked from elsewhere (another chat adapter, a room Slack cannot post to), it goes to the
+    /// default channel with a line in its thread saying where it was asked from.
     async fn start(&self, event: &DeploymentEvent, status: &Message) -> Option<ChatMessage> {
         let place = event.notify.as_ref().and_then(|n| n.slack_place());
-        let (channel, thread_ts) = match place {
-            Some((room, thread)) => (room.to_string(), thread.map(ToString::to_string)),
-            None => (self.default_channel.clone()?, None),
-        };
-        match self.out.post(&channel, thread_ts.as_deref(), status).await {
+        let mut unreachable = None;
+        if let Some((room, thread)) = place {
+            let thread_ts = thread.map(ToString::to_string);
+            match self
+                .post_status(event, room.as_str(), thread_ts, status)
+                .await
+            {
+                Err(ChatError::NoSuchPlace(why)) => unreachable = Some(why),
+                posted => return posted.ok(),
+            }
+        }
+        let channel = self.default_channel.clone()?;
+        let message = self.post_status(event, &channel, None, status).await.ok()?;
+        let note = event
+            .notify
+            .as_ref()
+            .and_then(|n| reply::asked_elsewhere(n, unreachable.as_deref()));
+        if let Some(note) = note
+            && let Err(e) = self
+                .out
+                .post(&channel, Some(&message.thread_ts), &Message::text(note))
+                .await
+        {
+            tracing::warn!(deployment = %event.deployment_id, "cannot say where it was asked from: {e}");
+        }
+        Some(message)
+    }
+
+    /// Posts the status message in `channel` (in `thread_ts`, else starting a thread) and records it.
+    async fn post_status(
+        &self,
+        event: &DeploymentEvent,
+        channel: &str,
+        thread_ts: Option<String>,
+        status: &Message,
+    ) -> Result<ChatMessage, ChatError> {
+        match self.out.post(channel, thread_ts.as_deref(), status).await {
             Ok(ts) => {
                 let message = ChatMessage {
-                    channel,
+                    channel: channel.to_string(),
                     thread_ts: thread_ts.unwrap_or_else(|| ts.clone()),
                     status_ts: ts,
                 };
@@ -276,11 +311,11 @@ impl<O: ChatOutput> Notifier<O> {
                         "cannot record the chat message: {e}"
                     );
                 }
-                Some(message)
+                Ok(message)
             }
             Err(e) => {
                 tracing::error!(deployment = %event.deployment_id, %channel, "cannot post the status: {e}");
-                None
+                Err(e)
             }
         }
     }

@@ -932,3 +932,46 @@ async fn a_numeric_hubot_user_is_credited_everywhere() {
     );
     c.zbot.stop().await.unwrap();
 }
+
+/// hubot-deploy's Slack adapter names the channel (`ops`), which this workspace does not know
+/// (`channel_not_found`); its shell adapter's room is `Shell`. Both deployments are told in the default
+/// channel, under a line saying where they were asked from, instead of nowhere.
+#[tokio::test]
+async fn a_deployment_asked_for_where_zbot_cannot_answer_is_told_in_the_default_channel() {
+    let c = chat(&[("script/deploy", "#!/bin/sh\necho deployed\n", true)]).await;
+    let cases = [
+        (
+            7201,
+            json!({"adapter": "slack", "room": "ops", "user": "atmos",
+                   "message_id": "unknown", "thread_id": "unknown"}),
+            "Asked for in Slack room `ops` by atmos, where I can't post (channel_not_found: the channel \
+             does not exist or zbot cannot see it), so I answer here.",
+        ),
+        (
+            7202,
+            json!({"adapter": "shell", "room": "Shell", "user": 1, "user_name": "Shell"}),
+            "Asked for in shell room `Shell` by 1, where I can't answer, so I answer here.",
+        ),
+    ];
+    for (id, notify, asked) in cases {
+        c.deliver_from_hubot(id, "deploy", notify).await;
+        assert_eq!(c.github.final_status(id, DEADLINE).await.state, "success");
+        let status = c
+            .slack
+            .wait_for("the status message", DEADLINE, |s| {
+                s.posts().into_iter().find(|p| {
+                    p.method == "chat.postMessage"
+                        && p.text.contains(&format!("*Deployment #{id}*"))
+                })
+            })
+            .await;
+        assert_eq!(status.channel, "C0DEPLOYS");
+        c.slack
+            .reply_containing("C0DEPLOYS", &status.ts, asked)
+            .await;
+        c.slack
+            .reply_containing("C0DEPLOYS", &status.ts, "is on *production*")
+            .await;
+    }
+    c.zbot.stop().await.unwrap();
+}

@@ -2,6 +2,7 @@
 //! `chat.postMessage`, `chat.update`) over HTTP, and Socket Mode over a WebSocket: `hello` on connect,
 //! envelopes the test sends, acks recorded, `disconnect` on demand. The bot's own posts come back to it
 //! as `message` events, as on real Slack. `chat.postMessage` can be made to fail, as during an outage.
+//! A channel that is not an id is `channel_not_found`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -294,6 +295,11 @@ async fn web_api(
             json!({"ok": true, "url": "https://acme.slack.com/", "team": "acme", "user": "zbot",
             "team_id": "T0TEAM", "user_id": BOT_USER, "bot_id": "B0BOT"})
         }
+        "chat.postMessage" | "chat.update"
+            if !is_channel_id(&text("channel").unwrap_or_default()) =>
+        {
+            json!({"ok": false, "error": "channel_not_found"})
+        }
         "chat.postMessage" | "chat.update" => {
             let channel = text("channel").unwrap_or_default();
             let ts = match method.as_str() {
@@ -343,6 +349,16 @@ async fn web_api(
         other => json!({"ok": false, "error": format!("unknown_method: {other}")}),
     };
     Json(answer)
+}
+
+/// The fake workspace has every channel whose id looks like one (`C0CHAN`, `G…`, `D…`) and nothing
+/// else: a channel name such as hubot-deploy's `ops` is `channel_not_found`.
+fn is_channel_id(channel: &str) -> bool {
+    channel.len() > 1
+        && channel.starts_with(['C', 'G', 'D'])
+        && channel
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// Per-test helper: a unique ts for a user message.
