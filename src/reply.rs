@@ -291,7 +291,11 @@ fn names<T: std::fmt::Display>(list: &[T]) -> String {
 
 /// The message a slash command's thread hangs under: "<@U0BOB> ran `/deploy adxstat`".
 pub fn slash_command_ran(user_id: &str, command: &str, text: &str) -> String {
-    format!("{} ran `{command} {}`", user(user_id), escape(text.trim()))
+    format!(
+        "{} ran `{command} {}`",
+        user(user_id),
+        escape(text.trim_matches(crate::domain::is_space))
+    )
 }
 
 /// The store could not be read or written: say so without its internals, and what to do.

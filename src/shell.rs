@@ -125,7 +125,7 @@ pub async fn run<O: ChatOutput>(
         let Some(line) = line else {
             break;
         };
-        if line.trim().is_empty() {
+        if line.trim_matches(crate::domain::is_space).is_empty() {
             continue;
         }
         n += 1;

@@ -632,7 +632,7 @@ fn validate_bot(c: &mut Checker<'_>, raw: RawBot) -> BotConfig {
         if value.is_empty()
             || value
                 .chars()
-                .any(|ch| ch.is_whitespace() || matches!(ch, ':' | ','))
+                .any(|ch| crate::domain::is_space(ch) || matches!(ch, ':' | ','))
         {
             c.problem(
                 "bot",

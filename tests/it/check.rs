@@ -207,3 +207,17 @@ fn apps_json_converts_to_toml() {
     let hubot: zbot::domain::AppName = "hubot".parse().unwrap();
     assert!(config.apps[&hubot].auto_merge, "{toml}");
 }
+
+/// A bot name is one word by the grammar's own idea of a space: a zero-width space pasted into it
+/// would make a name no message can address.
+#[test]
+fn a_bot_name_with_any_space_is_refused() {
+    for name in ["z bot", "zbot\\u200B", "z\\u00A0bot"] {
+        let (code, err) = check_file(&format!("[bot]\nname = \"{name}\"\n"));
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(
+            err.contains("bot.toml:2: [bot] name:") && err.contains("cannot be a bot name"),
+            "{name}: {err}"
+        );
+    }
+}
