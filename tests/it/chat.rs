@@ -855,17 +855,11 @@ async fn a_lock_that_stops_a_github_deployment_names_its_holder_by_mention() {
             })
         })
         .await;
+    let said = &outcome.text;
+    let holder = "adxstat is locked on *production* by <@U0BOSS> since ";
     assert!(
-        outcome
-            .text
-            .contains("adxstat is locked on *production* by <@U0BOSS> since "),
-        "{}",
-        outcome.text
-    );
-    assert!(
-        outcome.text.contains(": release freeze."),
-        "{}",
-        outcome.text
+        said.contains(holder) && said.contains(": release freeze."),
+        "{said}"
     );
     c.zbot.stop().await.unwrap();
 }

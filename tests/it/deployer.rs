@@ -53,17 +53,23 @@ async fn setup_process(
     (github, sha, zbot)
 }
 
-#[tokio::test]
-async fn a_signed_deployment_runs_real_fabric_and_reports_to_github() {
+/// zbot deploying `fabfile` (with the fabric recipe) as deployment `id` of `v0.0.1` to production, to
+/// its last status.
+async fn run_fabfile(fabfile: &str, id: u64) -> (Setup, crate::fakes::github::Status) {
     let (s, sha) = setup(
-        &[("fabfile.py", FABFILE, false)],
+        &[("fabfile.py", fabfile, false)],
         "provider = \"fabric\"",
         "",
     )
     .await;
-    deploy(s.zbot.addr, 1001, "v0.0.1", &sha, "production").await;
+    deploy(s.zbot.addr, id, "v0.0.1", &sha, "production").await;
+    let last = s.github.final_status(id, DEADLINE).await;
+    (s, last)
+}
 
-    let last = s.github.final_status(1001, DEADLINE).await;
+#[tokio::test]
+async fn a_signed_deployment_runs_real_fabric_and_reports_to_github() {
+    let (s, last) = run_fabfile(FABFILE, 1001).await;
     assert_eq!(
         s.github.states(1001),
         ["in_progress", "success"],
@@ -136,14 +142,7 @@ def deploy(branch_name='master'):
 
 #[tokio::test]
 async fn fab_output_is_logged_in_the_programs_order() {
-    let (s, sha) = setup(
-        &[("fabfile.py", INTERLEAVING_FABFILE, false)],
-        "provider = \"fabric\"",
-        "",
-    )
-    .await;
-    deploy(s.zbot.addr, 1010, "v0.0.1", &sha, "production").await;
-    let last = s.github.final_status(1010, DEADLINE).await;
+    let (s, last) = run_fabfile(INTERLEAVING_FABFILE, 1010).await;
     let gist = s
         .github
         .gist_by_url(last.log_url.as_deref().unwrap())
