@@ -29,6 +29,8 @@ pub enum ValueKind {
     Channel,
     ThreadTs,
     User,
+    /// A deployment's payload as a whole.
+    Payload,
 }
 
 impl ValueKind {
@@ -45,6 +47,7 @@ impl ValueKind {
             ValueKind::Channel => "a chat room",
             ValueKind::ThreadTs => "a thread timestamp",
             ValueKind::User => "a user",
+            ValueKind::Payload => "the deployment payload",
         }
     }
 }
@@ -109,6 +112,7 @@ impl fmt::Display for Invalid {
                 "{what} cannot contain U+{:04X}, a character no one sees (paste it as plain text)",
                 u32::from(*c)
             ),
+            Problem::Format(rule) if value.is_empty() => write!(f, "{what} {rule}"),
             Problem::Format(rule) => write!(f, "`{value}` is not {what}: it {rule}"),
         }
     }

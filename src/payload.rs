@@ -47,17 +47,39 @@ impl Parts {
     /// Reads a payload (an object, or hubot-deploy's JSON text of one). `Err` when `hosts` or `name` is
     /// present but does not validate.
     pub fn of(payload: &Value) -> Result<Parts, Invalid> {
+        let unreadable = |rule| Invalid {
+            kind: crate::domain::ValueKind::Payload,
+            value: String::new(),
+            problem: crate::domain::Problem::Format(rule),
+        };
+        // A payload zbot cannot read is refused, never read as empty: an empty one would drop `hosts`
+        // and deploy to every host of the environment.
         let raw: Raw = match payload {
-            Value::Object(_) => serde_json::from_value(payload.clone()).unwrap_or_default(),
-            Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
-            _ => Raw::default(),
+            Value::Object(_) => serde_json::from_value(payload.clone())
+                .map_err(|_| unreadable("is not a hubot-deploy payload"))?,
+            Value::String(text) if text.trim().is_empty() => Raw::default(),
+            Value::String(text) => serde_json::from_str(text)
+                .map_err(|_| unreadable("is text that is not a JSON object"))?,
+            Value::Null => Raw::default(),
+            _ => return Err(unreadable("is neither an object nor JSON text")),
+        };
+        // `name`, `hosts`: text (empty means none); anything else is refused, not ignored.
+        let strict = |v: Option<Value>, what: &'static str| match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(unreadable(what)),
         };
         let text = |v: Option<Value>| match v {
             Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
             _ => None,
         };
-        let name = text(raw.name).map(|n| n.parse()).transpose()?;
-        let hosts = text(raw.hosts).map(|h| h.parse()).transpose()?;
+        let name = strict(raw.name, "has a `name` that is not text")?
+            .map(|n| n.parse())
+            .transpose()?;
+        let hosts = strict(raw.hosts, "has `hosts` that are not text")?
+            .map(|h| h.parse())
+            .transpose()?;
         let notify = raw.notify.and_then(notify_of);
         Ok(Parts {
             name,

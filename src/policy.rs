@@ -32,6 +32,8 @@ pub enum Denial {
         environment: Environment,
     },
     Locked(Lock),
+    /// Only a lock's holder or an admin removes it.
+    NotLockHolder(Lock),
     /// The store could not be read, so zbot cannot tell whether the environment is locked: refused
     /// (fail closed).
     LocksUnreadable,
@@ -95,7 +97,18 @@ fn in_app<'a>(
     app: &'a AppConfig,
     typed: &Environment,
 ) -> Result<Target<'a>, Denial> {
-    match app.environment(typed, &config.bot.environment_aliases) {
+    named_in(app_name, app, typed, &config.bot.environment_aliases)
+}
+
+/// `typed` as one of `app`'s environments, following `aliases` (chat's `[bot] environment_aliases`;
+/// none for GitHub).
+fn named_in<'a>(
+    app_name: AppName,
+    app: &'a AppConfig,
+    typed: &Environment,
+    aliases: &std::collections::BTreeMap<Environment, Environment>,
+) -> Result<Target<'a>, Denial> {
+    match app.environment(typed, aliases) {
         Some(environment) => Ok(Target {
             app_name,
             app,
@@ -115,8 +128,10 @@ fn in_app<'a>(
 }
 
 /// The app and environment a deployment from GitHub is for: the app deploying `repository` (the one the
-/// payload names, if several do), and one of its environments as GitHub compares them (any case; aliases
-/// too). A deployment that names neither is refused, never run.
+/// payload names, if several do), and one of its environments as GitHub compares them (any case). Chat's
+/// environment aliases do not apply: to GitHub, `prod` is another environment than `production`, without
+/// its protection rules, so a deployment to `prod` must not run as `production`. A deployment that names
+/// neither is refused, never run.
 pub fn job_target<'a>(
     config: &'a Config,
     repository: &Repository,
@@ -127,16 +142,28 @@ pub fn job_target<'a>(
         .apps
         .iter()
         .filter(|(_, app)| app.repository.same(repository));
-    let first = apps.clone().next();
-    let chosen = apps
-        .find(|(name, _)| named.is_none_or(|n| n.as_str().eq_ignore_ascii_case(name.as_str())))
-        .or(first);
+    let chosen = match named {
+        // The payload names its app (hubot-deploy's `name`): that one, or none.
+        Some(named) => apps.find(|(name, _)| name.as_str().eq_ignore_ascii_case(named.as_str())),
+        None => apps.next(),
+    };
     let Some((app_name, app)) = chosen else {
-        return Err(Denial::UnknownRepository {
-            repository: repository.clone(),
+        return Err(match named {
+            Some(named) if config.app(named.as_str()).is_none() => Denial::UnknownApp {
+                typed: named.to_string(),
+                suggestion: None,
+            },
+            _ => Denial::UnknownRepository {
+                repository: repository.clone(),
+            },
         });
     };
-    in_app(config, app_name.clone(), app, environment)
+    named_in(
+        app_name.clone(),
+        app,
+        environment,
+        &std::collections::BTreeMap::new(),
+    )
 }
 
 /// Whether `user` may deploy `target` from `channel` now, given the environment's lock (`Err` when the
@@ -170,6 +197,16 @@ pub fn may_deploy(
     may_run(lock, user)
 }
 
+/// Whether `actor` may remove `lock`: its holder, or one of `[bot] admins`. The same rule for chat's
+/// `unlock` and Heaven's `deploy:unlock` task.
+pub fn may_unlock(lock: &Lock, actor: &str, admins: &[String]) -> Result<(), Denial> {
+    if lock.holder == actor || admins.iter().any(|a| a == actor) {
+        Ok(())
+    } else {
+        Err(Denial::NotLockHolder(lock.clone()))
+    }
+}
+
 /// Whether a deploy by `actor` may run given the environment's lock: only its holder deploys there.
 pub fn may_run(lock: Result<Option<&Lock>, ()>, actor: &str) -> Result<(), Denial> {
     match lock {
@@ -197,24 +234,33 @@ environments = ["production", "staging"]
     }
 
     /// An alias (`prod` → `production`, a default) never hides an app's own environment of that name;
-    /// for an app without one it still leads to its target. Chat and GitHub resolve alike.
+    /// for an app without one it still leads to its target in chat. From GitHub only the app's own
+    /// environments count (any case): `prod` there is not `production`.
     #[test]
     fn an_apps_own_environment_wins_over_an_alias() {
         let config = config();
-        for (app, typed, expected) in [
-            ("short", "prod", "prod"),
-            ("short", "PROD", "prod"),
-            ("short", "stg", "staging"),
-            ("long", "prod", "production"),
-            ("long", "production", "production"),
+        for (app, typed, from_chat, from_github) in [
+            ("short", "prod", Some("prod"), Some("prod")),
+            ("short", "PROD", Some("prod"), Some("prod")),
+            ("short", "stg", Some("staging"), None),
+            ("long", "prod", Some("production"), None),
+            ("long", "Production", Some("production"), Some("production")),
         ] {
             let app: AppName = app.parse().unwrap();
             let typed: Environment = typed.parse().unwrap();
-            let from_chat = target(&config, &app, Some(&typed)).unwrap();
-            assert_eq!(from_chat.environment.as_str(), expected, "{app} {typed}");
+            let chat = target(&config, &app, Some(&typed)).ok();
+            assert_eq!(
+                chat.map(|t| t.environment.to_string()).as_deref(),
+                from_chat,
+                "chat: {app} {typed}"
+            );
             let repository = config.apps[&app].repository.clone();
-            let from_github = job_target(&config, &repository, None, &typed).unwrap();
-            assert_eq!(from_github.environment.as_str(), expected, "{app} {typed}");
+            let github = job_target(&config, &repository, None, &typed).ok();
+            assert_eq!(
+                github.map(|t| t.environment.to_string()).as_deref(),
+                from_github,
+                "GitHub: {app} {typed}"
+            );
         }
         assert!(matches!(
             target(

@@ -279,6 +279,7 @@ pub fn denial(denial: &Denial) -> String {
             format!("You are not allowed to deploy {app} to *{environment}*.")
         }
         Denial::Locked(lock) => locked_in_chat(lock),
+        Denial::NotLockHolder(lock) => unlock_denied(lock),
     }
 }
 
@@ -457,6 +458,10 @@ pub fn denial_plain(denial: &Denial) -> String {
             format!("that user may not deploy {app} to {environment}")
         }
         Denial::Locked(lock) => locked(lock),
+        Denial::NotLockHolder(lock) => format!(
+            "only {} or an admin can unlock {} on {}",
+            lock.holder, lock.app, lock.environment
+        ),
         Denial::LocksUnreadable => {
             "zbot cannot read its locks, so it does not deploy: try again".to_string()
         }
@@ -798,6 +803,13 @@ pub fn unlocked(app: &AppName, environment: &Environment) -> String {
 
 pub fn not_locked(app: &AppName, environment: &Environment) -> String {
     format!("{app} is not locked on *{environment}*.")
+}
+
+/// `unlock` found the lock changed hands since it was read: the new one stays.
+pub fn lock_changed(app: &AppName, environment: &Environment) -> String {
+    format!(
+        "The lock on {app} in *{environment}* changed hands just now; it stays. Look at `locks`."
+    )
 }
 
 pub fn unlock_denied(lock: &Lock) -> String {

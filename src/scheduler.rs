@@ -82,9 +82,19 @@ impl Scheduler {
         }
         match self.deployer.store.get(deployment_id).await {
             Ok(Some(d)) if d.state == DeploymentState::Queued => {
-                self.deployer.end_unrun(&d, reason).await;
-                self.wake();
-                Cancelled::Queued
+                // Only while it is still queued: if the queue started it meanwhile, its switch is in
+                // place (see `start`) and stops it instead.
+                if self.deployer.end_queued(&d, reason).await {
+                    self.wake();
+                    return Cancelled::Queued;
+                }
+                match self.running.lock().await.get(&deployment_id) {
+                    Some(switch) => {
+                        let _ = switch.send(Some(reason.to_string()));
+                        Cancelled::Running
+                    }
+                    None => Cancelled::NotActive,
+                }
             }
             _ => Cancelled::NotActive,
         }
@@ -176,21 +186,27 @@ impl Scheduler {
         // (Marking it running is conditional on it still being queued: a cancel may have come first.)
         let store = &self.deployer.store;
         let log_path = self.deployer.log_path(deployment_id);
+        // The cancel switch is in place before the row says `running`, so a cancel never finds it
+        // running with no way to stop it.
+        let (switch, cancel) = watch::channel(None);
+        self.running.lock().await.insert(deployment_id, switch);
         let started = match store.start(deployment_id, &log_path).await {
             Ok(true) => store.get(deployment_id).await,
-            Ok(false) => return,
+            Ok(false) => Ok(None),
             Err(e) => Err(e),
         };
         let d = match started {
             Ok(Some(d)) => d,
-            Ok(None) => return,
+            Ok(None) => {
+                self.running.lock().await.remove(&deployment_id);
+                return;
+            }
             Err(e) => {
                 tracing::error!(deployment = %deployment_id, "cannot start: {e}");
+                self.running.lock().await.remove(&deployment_id);
                 return;
             }
         };
-        let (switch, cancel) = watch::channel(None);
-        self.running.lock().await.insert(deployment_id, switch);
         let this = Arc::clone(self);
         deploys.spawn(async move {
             this.deployer.run(d, cancel).await;

@@ -468,12 +468,14 @@ pub async fn listen(
         .with_reconnect_timeout_in_seconds(5);
     let listener = SlackClientSocketModeListener::new(&socket_config, environment, callbacks);
     let app_token = SlackApiToken::new(slack.app_token.expose().into());
-    listener.listen_for(&app_token).await.map_err(|e| {
-        anyhow::anyhow!(
-            "opening a Socket Mode connection with [slack] app_token failed: {}",
-            explain(&e)
-        )
-    })?;
+    within(slack.timeouts.request, listener.listen_for(&app_token))
+        .await?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "opening a Socket Mode connection with [slack] app_token failed: {}",
+                explain(&e)
+            )
+        })?;
     listener.start().await;
     Ok(SlackConnection { listener, state })
 }

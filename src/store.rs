@@ -465,10 +465,44 @@ impl Store {
         description: &str,
         exit_code: Option<i32>,
     ) -> Result<bool, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE deployments SET state = ?, description = ?, exit_code = ?, finished_at = ?, queue_position = NULL
-             WHERE deployment_id = ? AND state IN ('queued', 'running')",
+        self.finish_from(deployment_id, state, description, exit_code, false)
+            .await
+    }
+
+    /// Ends a deployment that is still waiting, as `error` (a cancel): false if it was no longer
+    /// queued — it started meanwhile, and then only its runner ends it.
+    pub async fn end_queued(
+        &self,
+        deployment_id: DeploymentId,
+        description: &str,
+    ) -> Result<bool, StoreError> {
+        self.finish_from(
+            deployment_id,
+            DeploymentState::Error,
+            description,
+            None,
+            true,
         )
+        .await
+    }
+
+    async fn finish_from(
+        &self,
+        deployment_id: DeploymentId,
+        state: DeploymentState,
+        description: &str,
+        exit_code: Option<i32>,
+        only_queued: bool,
+    ) -> Result<bool, StoreError> {
+        let from = if only_queued {
+            "state = 'queued'"
+        } else {
+            "state IN ('queued', 'running')"
+        };
+        let changed = sqlx::query(&format!(
+            "UPDATE deployments SET state = ?, description = ?, exit_code = ?, finished_at = ?, queue_position = NULL
+             WHERE deployment_id = ? AND {from}"
+        ))
         .bind(state.as_str())
         .bind(description)
         .bind(exit_code)
@@ -529,18 +563,23 @@ impl Store {
     }
 
     /// Removes a lock; returns it if there was one.
+    /// Removes the lock `holder` holds; false if there was none, or another holder's (taken since it
+    /// was read: that one stays).
     pub async fn unlock(
         &self,
         app: &AppName,
         environment: &Environment,
-    ) -> Result<Option<Lock>, StoreError> {
-        let lock = self.lock_of(app, environment).await?;
-        sqlx::query("DELETE FROM locks WHERE app = ? AND environment = ?")
-            .bind(app.as_str())
-            .bind(environment.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(lock)
+        holder: &str,
+    ) -> Result<bool, StoreError> {
+        let removed =
+            sqlx::query("DELETE FROM locks WHERE app = ? AND environment = ? AND holder = ?")
+                .bind(app.as_str())
+                .bind(environment.as_str())
+                .bind(holder)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(removed == 1)
     }
 
     pub async fn lock_of(

@@ -33,7 +33,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use serde::Deserialize;
 
 use crate::config::Config;
-use crate::domain::{DeploymentId, Environment, GitRef, Invalid, Repository, Sha, Task};
+use crate::domain::{
+    DeploymentId, Environment, GitRef, Invalid, Problem, Repository, Sha, Task, ValueKind,
+};
 use crate::loglink::LinkKey;
 use crate::payload::Parts;
 use crate::policy::{self, Refusal, Why};
@@ -369,12 +371,16 @@ pub struct DeploymentEventBody {
 #[derive(Debug, Deserialize)]
 pub struct GitHubDeployment {
     pub id: u64,
-    #[serde(rename = "ref")]
-    pub git_ref: String,
-    pub sha: String,
+    /// These are read loosely (any JSON) so that a missing or ill-typed one is refused with its reason,
+    /// recorded and told, like a value that does not validate.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Value,
     #[serde(default)]
-    pub task: Option<String>,
-    pub environment: String,
+    pub sha: Value,
+    #[serde(default)]
+    pub task: Value,
+    #[serde(default)]
+    pub environment: Value,
     #[serde(default)]
     pub payload: Value,
     #[serde(default)]
@@ -391,6 +397,26 @@ pub struct GitHubRepository {
 #[derive(Debug, Deserialize)]
 pub struct GitHubUser {
     pub login: String,
+}
+
+/// A field of the event as its domain type: text that validates, else the refusal (missing, not text, or
+/// what its validation says).
+fn typed<T: std::str::FromStr<Err = Invalid>>(
+    value: &Value,
+    kind: ValueKind,
+) -> Result<T, Invalid> {
+    match value {
+        Value::String(text) => text.parse(),
+        other => Err(Invalid {
+            kind,
+            value: String::new(),
+            problem: Problem::Format(if other.is_null() {
+                "is missing"
+            } else {
+                "is not text"
+            }),
+        }),
+    }
 }
 
 /// Turns a `deployment` event into a job for the queue, or a [`Refusal`] that says why it will not run:
@@ -416,12 +442,14 @@ pub fn job_from(
         .map_err(|e| refuse(None, Why::Invalid(e)))?;
     let invalid = |e: Invalid| refuse(Some(repository.clone()), Why::Invalid(e));
     let d = &event.deployment;
-    let environment: Environment = d.environment.parse().map_err(invalid)?;
-    let git_ref: GitRef = d.git_ref.parse().map_err(invalid)?;
-    let sha: Sha = d.sha.parse().map_err(invalid)?;
+    let environment: Environment =
+        typed(&d.environment, ValueKind::Environment).map_err(invalid)?;
+    let git_ref: GitRef = typed(&d.git_ref, ValueKind::Ref).map_err(invalid)?;
+    let sha: Sha = typed(&d.sha, ValueKind::Sha).map_err(invalid)?;
     let task: Task = match &d.task {
-        Some(task) if !task.is_empty() => task.parse().map_err(invalid)?,
-        _ => Task::deploy(),
+        Value::Null => Task::deploy(),
+        Value::String(task) if task.is_empty() => Task::deploy(),
+        other => typed(other, ValueKind::Task).map_err(invalid)?,
     };
     let parts = Parts::of(&d.payload).map_err(invalid)?;
     let target = policy::job_target(config, &repository, parts.name.as_ref(), &environment)

@@ -51,7 +51,7 @@ fn convert_app(
     let mut urls = Vec::new();
     let mut notes = Vec::new();
     // `write!` into a String cannot fail.
-    let _ = writeln!(out, "\n[apps.{name}]");
+    let _ = writeln!(out, "\n[apps.{}]", toml_key(name));
     for (key, value) in app {
         let text = value.as_str();
         match (key.as_str(), text) {
@@ -114,6 +114,20 @@ fn convert_app(
     Ok(())
 }
 
+/// A table key as TOML needs it: bare when it can be (`adxstat`), quoted otherwise (`"web.app"`), so
+/// a name with a dot or a space stays one key.
+fn toml_key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if bare {
+        name.to_string()
+    } else {
+        toml::Value::String(name.to_string()).to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +140,9 @@ mod tests {
             "heroku_production_name": "my-orgs-hubot", "github_token": "secret"}}"##;
         let toml = convert(json).unwrap();
         assert!(toml.contains("[apps.hubot]"));
+        assert_eq!(toml_key("web.app"), "\"web.app\"");
+        assert_eq!(toml_key("my app"), "\"my app\"");
+        assert_eq!(toml_key("adx-stat_1"), "adx-stat_1");
         assert!(toml.contains("allowed_channels = [\"ops\"]"));
         assert!(toml.contains("environment_urls = { production = \"https://hubot.example\" }"));
         assert!(toml.contains("# not used by zbot: heroku_production_name"));

@@ -22,15 +22,21 @@ pub struct LocalForge {
 /// The shortest abbreviated sha git itself accepts.
 const MIN_ABBREVIATION: usize = 4;
 
-/// Runs git with `args` (no prompt for credentials); its stdout, or why it failed (its stderr).
+/// How long one git call of the embedded forge may take (it lists refs or fetches one commit).
+const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs git with `args` (no prompt for credentials) for at most [`GIT_LIMIT`]; its stdout, or why it
+/// failed (its stderr).
 async fn git(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("git")
+    let run = Command::new("git")
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .kill_on_drop(true)
-        .output()
+        .output();
+    let output = tokio::time::timeout(GIT_LIMIT, run)
         .await
+        .map_err(|_| format!("git did not finish within {}s", GIT_LIMIT.as_secs()))?
         .map_err(|e| format!("cannot run git: {e}"))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())

@@ -173,7 +173,13 @@ impl Checkouts {
     }
 
     fn git_environment(&self, clone_url: &str, auth: &GitAuth) -> Vec<(String, String)> {
-        let mut env = vec![("GIT_TERMINAL_PROMPT".to_string(), "0".to_string())];
+        let mut env = vec![
+            ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
+            // A fetch that stalls (under 1 KB/s for a minute) gives up instead of holding the
+            // repository's cache lock; the deploy's timeout bounds the whole checkout too.
+            ("GIT_HTTP_LOW_SPEED_LIMIT".to_string(), "1000".to_string()),
+            ("GIT_HTTP_LOW_SPEED_TIME".to_string(), "60".to_string()),
+        ];
         if let (Some(token), true) = (&auth.token, clone_url.starts_with("https://")) {
             let basic = base64::engine::general_purpose::STANDARD
                 .encode(format!("x-access-token:{}", token.expose()));
@@ -190,7 +196,7 @@ impl Checkouts {
             env.push((
                 "GIT_SSH_COMMAND".into(),
                 format!(
-                    "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new",
+                    "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new",
                     shell_quote(&key.display().to_string()),
                     shell_quote(&self.known_hosts.display().to_string())
                 ),

@@ -55,6 +55,18 @@ pub struct Deployer {
     pub log_links: Option<LogLinks>,
 }
 
+/// Resolves with the cancel's reason once the deploy is cancelled; never if it is not.
+async fn cancelled(mut cancel: watch::Receiver<Option<String>>) -> String {
+    loop {
+        if let Some(reason) = cancel.borrow_and_update().clone() {
+            return reason;
+        }
+        if cancel.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// What [`Deployer::prepare`] made ready.
 struct Prepared {
     invocation: Invocation,
@@ -244,11 +256,28 @@ impl Deployer {
 
     /// Ends a deployment that never ran (restart recovery, cancel while queued).
     pub async fn end_unrun(&self, d: &Deployment, description: &str) {
-        match self
+        let ended = self
             .store
             .finish(d.deployment_id, DeploymentState::Error, description, None)
-            .await
-        {
+            .await;
+        self.told_unrun(d, description, ended).await;
+    }
+
+    /// Ends a deployment that is still waiting (a cancel); false if it had started meanwhile.
+    pub async fn end_queued(&self, d: &Deployment, description: &str) -> bool {
+        let ended = self.store.end_queued(d.deployment_id, description).await;
+        let was_queued = matches!(ended, Ok(true));
+        self.told_unrun(d, description, ended).await;
+        was_queued
+    }
+
+    async fn told_unrun(
+        &self,
+        d: &Deployment,
+        description: &str,
+        ended: Result<bool, crate::store::StoreError>,
+    ) {
+        match ended {
             Ok(true) => {
                 let _ = self
                     .announce(
@@ -381,10 +410,27 @@ impl Deployer {
         started: Instant,
         cancel: watch::Receiver<Option<String>>,
     ) -> Outcome {
-        let prepared = match self.prepare(d, log, log_url).await {
-            Ok(prepared) => prepared,
-            Err(outcome) => return outcome,
+        // Preparing (a fetch, installing Fabric, GitHub) is bounded by the deploy's timeout too, and a
+        // cancel stops it; dropping it ends the git or pip it was waiting for (kill on drop).
+        let limit = self
+            .config
+            .apps
+            .get(&d.app)
+            .map_or(crate::config::DEFAULT_TIMEOUT, |app| {
+                timeout_for(app, None, &self.config)
+            });
+        let prepared = tokio::select! {
+            prepared = tokio::time::timeout(limit, self.prepare(d, log, log_url)) => match prepared {
+                Ok(Ok(prepared)) => prepared,
+                Ok(Err(outcome)) => return outcome,
+                Err(_) => return Outcome::error(reply::timed_out(limit)),
+            },
+            reason = cancelled(cancel.clone()) => return Outcome::error(reason),
         };
+        // A cancel that came while preparing: the program never starts.
+        if let Some(reason) = cancel.borrow().clone() {
+            return Outcome::error(reason);
+        }
         let exit = self.execute(d, &prepared, log, cancel.clone()).await;
         if let Exit::TimedOut(limit) = &exit {
             log.note(format!(
@@ -570,10 +616,31 @@ impl Deployer {
                     Err(held) => Outcome::denied(Denial::Locked(held)),
                 })
         } else {
-            self.store
-                .unlock(&d.app, &d.environment)
-                .await
-                .map(|_| Outcome::done(StatusState::Success, reply::lock_task_done(d, false), None))
+            match self.store.lock_of(&d.app, &d.environment).await {
+                Ok(Some(lock)) => {
+                    if let Err(denial) =
+                        policy::may_unlock(&lock, &d.actor, &self.config.bot.admins)
+                    {
+                        return Outcome::denied(denial);
+                    }
+                    self.store
+                        .unlock(&d.app, &d.environment, &lock.holder)
+                        .await
+                        .map(|_| {
+                            Outcome::done(
+                                StatusState::Success,
+                                reply::lock_task_done(d, false),
+                                None,
+                            )
+                        })
+                }
+                Ok(None) => Ok(Outcome::done(
+                    StatusState::Success,
+                    reply::lock_task_done(d, false),
+                    None,
+                )),
+                Err(e) => Err(e),
+            }
         };
         result.unwrap_or_else(|e| {
             tracing::error!(deployment = %d.deployment_id, "cannot change a lock: {e}");

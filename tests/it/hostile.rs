@@ -149,6 +149,36 @@ async fn hostile_deployments_are_refused_with_a_reason_and_touch_nothing() {
             reason: "must start with a letter or a digit",
         },
         Case {
+            name: "a chat alias from GitHub (to GitHub `prod` is not `production`)",
+            edit: |e| set(e, "/deployment/environment", json!("prod")),
+            reason: "`prod` is not one of adxstat's environments: production, staging",
+        },
+        Case {
+            name: "a missing sha",
+            edit: |e| set(e, "/deployment/sha", Value::Null),
+            reason: "a commit sha is missing",
+        },
+        Case {
+            name: "an environment that is not text",
+            edit: |e| set(e, "/deployment/environment", json!(["production"])),
+            reason: "an environment name is not text",
+        },
+        Case {
+            name: "hosts that are not text",
+            edit: |e| set(e, "/deployment/payload", json!({"hosts": ["web1", "-x"]})),
+            reason: "the deployment payload has `hosts` that are not text",
+        },
+        Case {
+            name: "a payload that is not JSON",
+            edit: |e| set(e, "/deployment/payload", json!("{hosts: web1")),
+            reason: "the deployment payload is text that is not a JSON object",
+        },
+        Case {
+            name: "a payload naming an app zbot does not have",
+            edit: |e| set(e, "/deployment/payload", json!({"name": "other"})),
+            reason: "no app named `other` in bot.toml",
+        },
+        Case {
             name: "an unconfigured repository",
             edit: |e| set(e, "/repository/full_name", json!("octo/other")),
             reason: "no app in zbot's bot.toml deploys octo/other",

@@ -36,6 +36,26 @@ impl<O: ChatOutput> Bot<O> {
                 }
             }
         };
+        // Who may deploy there may stop a deploy there: the same channel and user rules (a lock does
+        // not stop a cancel).
+        match self.store.get(id).await {
+            Ok(Some(d)) => {
+                if let Ok(target) = policy::target(&self.config, &d.app, Some(&d.environment)) {
+                    policy::may_deploy(
+                        &target,
+                        &inbound.user,
+                        &inbound.channel,
+                        inbound.channel_name.as_deref(),
+                        Ok(None),
+                    )?;
+                }
+            }
+            Ok(None) => return Ok(reply::not_cancellable(id)),
+            Err(e) => {
+                tracing::error!("cannot read a deployment: {e}");
+                return Ok(reply::store_unavailable());
+            }
+        }
         let who = inbound.user_name.as_deref().unwrap_or(&inbound.user);
         let cancelled = self.scheduler.cancel(id, &reply::cancelled_by(who)).await;
         Ok(match cancelled {

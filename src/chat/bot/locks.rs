@@ -39,19 +39,17 @@ impl<O: ChatOutput> Bot<O> {
         let (name, env) = (&target.app_name, &target.environment);
         match self.store.lock_of(name, env).await {
             Ok(None) => Ok(reply::not_locked(name, env)),
-            Ok(Some(lock))
-                if lock.holder != inbound.user
-                    && !self.config.bot.admins.contains(&inbound.user) =>
-            {
-                Ok(reply::unlock_denied(&lock))
+            Ok(Some(lock)) => {
+                policy::may_unlock(&lock, &inbound.user, &self.config.bot.admins)?;
+                Ok(match self.store.unlock(name, env, &lock.holder).await {
+                    Ok(true) => reply::unlocked(name, env),
+                    Ok(false) => reply::lock_changed(name, env),
+                    Err(e) => {
+                        tracing::error!("cannot remove a lock: {e}");
+                        reply::store_unavailable()
+                    }
+                })
             }
-            Ok(Some(_)) => Ok(match self.store.unlock(name, env).await {
-                Ok(_) => reply::unlocked(name, env),
-                Err(e) => {
-                    tracing::error!("cannot remove a lock: {e}");
-                    reply::store_unavailable()
-                }
-            }),
             Err(e) => {
                 tracing::error!("cannot read locks: {e}");
                 Err(Denial::LocksUnreadable)

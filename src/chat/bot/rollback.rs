@@ -30,7 +30,11 @@ impl<O: ChatOutput> Bot<O> {
         let mut good = recent
             .iter()
             .filter(|d| d.state == DeploymentState::Success && d.task == Task::deploy());
-        let (Some(current), Some(previous)) = (good.next(), good.next()) else {
+        // The last good deploy of another commit: redeploying the same commit under another name (a
+        // branch and a tag on one sha) would change nothing.
+        let current = good.next();
+        let previous = current.and_then(|current| good.find(|d| d.sha != current.sha));
+        let (Some(current), Some(previous)) = (current, previous) else {
             return Ok(reply::nothing_to_roll_back_to(
                 &target.app_name,
                 &target.environment,
