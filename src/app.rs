@@ -30,6 +30,9 @@ use crate::slack;
 use crate::store::Store;
 use crate::webhook;
 
+/// How long the listener's open connections may take to finish at shutdown.
+const LISTENER_GRACE: Duration = Duration::from_secs(10);
+
 /// How long `SIGTERM` waits for running deploys before they are stopped.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
@@ -270,7 +273,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         webhook::Listener {
             config: Arc::clone(&config),
             store: store.clone(),
-            scheduler: Arc::clone(&scheduler),
+
             deployer,
             secret: webhook_config.secret.clone(),
             log_key,
@@ -311,10 +314,17 @@ impl Running {
             input.stop_input().await;
         }
         let _ = self.shutdown.send(true);
-        self.server
-            .await
-            .context("the listener task")?
-            .context("the listener")?;
+        // Requests under way (a slow reader of a log page) get a few seconds, not the whole shutdown.
+        let abort = self.server.abort_handle();
+        match tokio::time::timeout(LISTENER_GRACE, self.server).await {
+            Ok(served) => served
+                .context("the listener task")?
+                .context("the listener")?,
+            Err(_) => {
+                tracing::warn!("closing the connections still open after {LISTENER_GRACE:?}");
+                abort.abort();
+            }
+        }
         self.queue.await.context("the queue task")?;
         if let Some((_, notifier)) = self.slack {
             notifier.close().await;

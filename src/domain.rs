@@ -428,7 +428,11 @@ pub struct Hosts(String);
 string_type!(Hosts, |v| {
     let hosts: Vec<&str> = v.split(',').collect();
     if hosts.len() > 100 {
-        return Err(invalid(ValueKind::Host, v, Problem::TooLong { max: 100 }));
+        return Err(invalid(
+            ValueKind::Host,
+            v,
+            Problem::Format("names more than 100 hosts"),
+        ));
     }
     for host in hosts {
         identifier(ValueKind::Host, host, 253)?;

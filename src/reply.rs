@@ -386,6 +386,11 @@ pub fn killed(program: &str, signal: i32, took: &str) -> String {
     format!("{program} was killed by signal {signal} after {took}")
 }
 
+/// `error`: zbot itself failed while running the deploy (a bug); the deploy was stopped.
+pub fn zbot_failed() -> &'static str {
+    "zbot failed while running this deploy (a bug: see zbot's log); it was stopped"
+}
+
 /// `error`: the deploy ran past its timeout and was stopped.
 pub fn timed_out(limit: std::time::Duration) -> String {
     format!(

@@ -112,7 +112,11 @@ impl Scheduler {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = self.deployer.store.queued().notified() => {}
-                Some(_) = deploys.join_next(), if !deploys.is_empty() => {}
+                Some(joined) = deploys.join_next(), if !deploys.is_empty() => {
+                    if let Err(e) = joined {
+                        self.after_a_failed_deploy_task(e).await;
+                    }
+                }
                 _ = shutdown.changed() => {}
             }
         }
@@ -131,6 +135,29 @@ impl Scheduler {
                     let _ = switch.send(Some(RESTARTED.to_string()));
                 }
                 while deploys.join_next().await.is_some() {}
+            }
+        }
+    }
+
+    /// A deploy's task panicked (a bug in zbot): its deployment must still end, and its environment
+    /// must not stay busy until a restart. The switches left behind name the deployments whose tasks
+    /// are gone.
+    async fn after_a_failed_deploy_task(&self, error: tokio::task::JoinError) {
+        tracing::error!("a deploy task failed: {error}");
+        let gone: Vec<DeploymentId> = {
+            let running = self.running.lock().await;
+            running
+                .iter()
+                .filter(|(_, switch)| switch.is_closed())
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in gone {
+            self.running.lock().await.remove(&id);
+            if let Ok(Some(d)) = self.deployer.store.get(id).await {
+                self.deployer
+                    .end_unrun(&d, crate::reply::zbot_failed())
+                    .await;
             }
         }
     }

@@ -80,6 +80,13 @@ impl Open {
         }
     }
 
+    /// Forgets the deployments that are no longer queued or running.
+    async fn keep_active(&mut self, store: &Store) {
+        let mut active = Open::default();
+        active.add_active(store).await;
+        self.0.retain(|id| active.0.contains(id));
+    }
+
     fn track(&mut self, event: &DeploymentEvent) {
         if event.state.is_final() {
             self.0.remove(&event.deployment_id);
@@ -143,16 +150,17 @@ pub async fn run<O: ChatOutput>(
         bot.handle(inbound).await;
         if !interactive {
             open.add_active(store).await;
-            finish_open(&notifier, &mut open, &mut events).await;
+            finish_open(store, &notifier, &mut open, &mut events).await;
         }
     }
     open.add_active(store).await;
-    finish_open(&notifier, &mut open, &mut events).await;
+    finish_open(store, &notifier, &mut open, &mut events).await;
     Ok(())
 }
 
 /// Shows events until every deployment shown so far has ended.
 async fn finish_open<O: ChatOutput>(
+    store: &Store,
     notifier: &Notifier<O>,
     open: &mut Open,
     events: &mut broadcast::Receiver<Event>,
@@ -163,6 +171,10 @@ async fn finish_open<O: ChatOutput>(
     }
     while !open.0.is_empty() {
         let event = events.recv().await;
+        if let Err(broadcast::error::RecvError::Lagged(_)) = &event {
+            // Events were missed, final ones perhaps: what the store says has ended has ended.
+            open.keep_active(store).await;
+        }
         show(notifier, open, event).await;
     }
 }

@@ -371,30 +371,61 @@ impl Store {
     /// The queue, oldest first: just what scheduling needs, so a deep queue stays cheap to read.
     pub async fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT deployment_id, repository, environment, queue_position FROM deployments
+            "SELECT seq, deployment_id, repository, environment, queue_position FROM deployments
              WHERE state = 'queued' ORDER BY seq",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueueEntry {
+        let mut queue = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let entry = (|| {
+                Ok::<_, sqlx::Error>(QueueEntry {
                     deployment_id: DeploymentId(r.try_get::<i64, _>("deployment_id")? as u64),
                     repository: typed(r, "repository")?,
                     environment: typed(r, "environment")?,
                     queue_position: r.try_get("queue_position")?,
                 })
-            })
-            .collect()
+            })();
+            match entry {
+                Ok(entry) => queue.push(entry),
+                Err(e) => self.end_unreadable(r.try_get("seq")?, &e).await?,
+            }
+        }
+        Ok(queue)
     }
 
     /// Deployments marked running. At start-up these are the ones a previous process was running.
     pub async fn running(&self) -> Result<Vec<Deployment>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM deployments WHERE state = 'running' ORDER BY seq")
-                .fetch_all(&self.pool)
-                .await?,
+        let rows = sqlx::query("SELECT * FROM deployments WHERE state = 'running' ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut running = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match Deployment::from_row(r) {
+                Ok(d) => running.push(d),
+                Err(e) => self.end_unreadable(r.try_get("seq")?, &e).await?,
+            }
+        }
+        Ok(running)
+    }
+
+    /// Ends a queued or running row whose values no longer validate (written by an older zbot, or
+    /// changed by hand), so that one such row never stops the queue: it becomes `error`, logged.
+    async fn end_unreadable(&self, seq: i64, why: &sqlx::Error) -> Result<(), StoreError> {
+        tracing::error!(
+            seq,
+            "ending a stored deployment zbot cannot read back: {why}"
+        );
+        sqlx::query(
+            "UPDATE deployments SET state = 'error', description = ?, finished_at = ?, queue_position = NULL
+             WHERE seq = ? AND state IN ('queued', 'running')",
         )
+        .bind(format!("zbot cannot read this deployment back: {why}"))
+        .bind(now())
+        .bind(seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Moves a queued deployment to running. False if it was no longer queued (e.g. cancelled).
@@ -895,6 +926,60 @@ mod tests {
             channel: "C0CHAN".into(),
             thread_ts: ts.into(),
             status_ts: ts.into(),
+        }
+    }
+
+    /// A queued or running row that no longer validates (written by an older zbot, or by hand) ends
+    /// as `error`; the good rows around it are still served, so one bad row never stops the queue.
+    #[tokio::test]
+    async fn an_unreadable_row_ends_and_does_not_stop_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        for id in [1, 2, 3, 4] {
+            store.accept_local(deployment(id)).await.unwrap();
+        }
+        let bad = |id: i64, state: &str| {
+            sqlx::query(
+                "UPDATE deployments SET environment = '..', state = ? WHERE deployment_id = ?",
+            )
+            .bind(state.to_string())
+            .bind(id)
+        };
+        bad(2, "queued").execute(&store.pool).await.unwrap();
+        bad(4, "running").execute(&store.pool).await.unwrap();
+        sqlx::query("UPDATE deployments SET state = 'running' WHERE deployment_id = 3")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let queue: Vec<u64> = store
+            .queue()
+            .await
+            .unwrap()
+            .iter()
+            .map(|q| q.deployment_id.0)
+            .collect();
+        assert_eq!(queue, [1]);
+        let running: Vec<u64> = store
+            .running()
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.deployment_id.0)
+            .collect();
+        assert_eq!(running, [3]);
+        for id in [2, 4] {
+            let (state, description): (String, String) = sqlx::query_as(
+                "SELECT state, description FROM deployments WHERE deployment_id = ?",
+            )
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+            assert_eq!(state, "error", "#{id}");
+            assert!(
+                description.contains("cannot read this deployment back"),
+                "#{id}: {description}"
+            );
         }
     }
 

@@ -40,7 +40,6 @@ use crate::loglink::LinkKey;
 use crate::payload::Parts;
 use crate::policy::{self, Refusal, Why};
 use crate::runner::Deployer;
-use crate::scheduler::Scheduler;
 use crate::secret::Secret;
 use crate::store::{Accepted, NewDeployment, Store};
 
@@ -69,7 +68,6 @@ const RETRY_AFTER_SECONDS: &str = "10";
 pub struct Listener {
     pub config: Arc<Config>,
     pub store: Store,
-    pub scheduler: Arc<Scheduler>,
     /// Tells GitHub and chat about refused deployments.
     pub deployer: Arc<Deployer>,
     /// `None` only with `insecure_skip_signature = true`.
@@ -431,7 +429,8 @@ pub fn job_from(
         Box::new(Refusal {
             deployment_id,
             repository,
-            repository_text: event.repository.full_name.clone(),
+            // As sent, but bounded: it is logged and told in chat.
+            repository_text: event.repository.full_name.chars().take(140).collect(),
             why,
         })
     };

@@ -1,5 +1,6 @@
 //! Runs one deployment from start to end: lock tasks and lock checks, the log and its gist, the
-//! checkout, the recipe, the process, and the statuses on GitHub. Only this module starts processes.
+//! checkout, the recipe, the process, and the statuses on GitHub. Deploy programs are started only by
+//! [`process`]; git by [`checkout`], pip by [`tools`].
 //!
 //! [`Deployer::run`] takes a deployment the scheduler has marked running and always ends it exactly
 //! once: `success` (exit 0), `failure` (the deploy itself failed) or `error` (zbot could not run it: no

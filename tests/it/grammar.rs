@@ -90,14 +90,16 @@ proptest! {
         let typed = spaced(&text);
         prop_assert_eq!(parse_command(&typed), Ok(command.clone()), "typed as {:?}", typed);
         let names = vec!["zbot".to_string()];
-        let addressed = spaced(&format!("zbot {text}"));
+        // Slack sends `&`, `<` and `>` escaped; the grammar undoes that.
+        let sent = zbot::mrkdwn::escape(&text);
+        let addressed = spaced(&format!("zbot {sent}"));
         prop_assert_eq!(
             parse_message(&addressed, &addressing(&names)),
             Some(Ok(command.clone())),
             "typed as {:?}",
             addressed
         );
-        let mentioned = spaced(&format!("<@U0BOT> {text}"));
+        let mentioned = spaced(&format!("<@U0BOT> {sent}"));
         prop_assert_eq!(
             parse_message(&mentioned, &addressing(&names)),
             Some(Ok(command)),

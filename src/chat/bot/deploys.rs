@@ -26,8 +26,13 @@ impl<O: ChatOutput> Bot<O> {
             {
                 Ok(mut rows) => {
                     if let Some(git_ref) = git_ref {
+                        // A ref, or (7 to 40 hex digits) the start of a sha.
+                        let text = git_ref.as_str();
+                        let sha_prefix = (7..=40).contains(&text.len())
+                            && text.chars().all(|c| c.is_ascii_hexdigit());
                         rows.retain(|r| {
-                            r.git_ref == git_ref.as_str() || r.sha.starts_with(git_ref.as_str())
+                            r.git_ref == text
+                                || (sha_prefix && r.sha.starts_with(&text.to_ascii_lowercase()))
                         });
                     }
                     reply::deploys_table(&name, environment.as_ref(), git_ref, &rows)
