@@ -7,8 +7,16 @@
 //! one argument. Nothing is ever handed to a shell, and a recipe whose program *is* a shell (or that
 //! feeds a value to `-c`) is refused when it is loaded.
 //!
+//! Tools parse inside an argument too (Fabric 1's `task:arg,key=value`, Capistrano's `HOSTS`, Ansible's
+//! `--limit` and `--extra-vars`), so a placeholder may name how its value is written there:
+//! `{ref|fabric1_arg}` ([`syntax::Quote`]). A value the tool cannot be given as typed is a
+//! [`RenderError`], and the deploy is refused before anything runs. So is a deploy limited to some
+//! hosts with a recipe that has no `{hosts}`: it could not limit.
+//!
 //! Detection order: recipes with markers are tried by `[detect] order` (then name); the first whose
 //! marker exists in the checkout wins. An app's `provider` in `bot.toml` skips detection.
+
+pub mod syntax;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,18 +26,43 @@ use serde::Deserialize;
 
 use crate::config::{HumanDuration, Problem};
 use crate::domain::{AppName, DeploymentId, Environment, GitRef, Hosts, Repository, Sha, Task};
+use syntax::{Quote, Unrepresentable, Value};
 
-/// Placeholders a template may use.
-pub const PLACEHOLDERS: &[&str] = &[
-    "environment",
-    "ref",
-    "sha",
-    "task",
-    "hosts",
-    "app",
-    "repository",
-    "deployment_id",
-];
+/// A value a template may place: `{environment}`, `{ref}`, …
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Placeholder {
+    Environment,
+    Ref,
+    Sha,
+    Task,
+    Hosts,
+    App,
+    Repository,
+    DeploymentId,
+}
+
+impl Placeholder {
+    /// Every placeholder with its name in a template.
+    pub const ALL: &[(&str, Placeholder)] = &[
+        ("environment", Placeholder::Environment),
+        ("ref", Placeholder::Ref),
+        ("sha", Placeholder::Sha),
+        ("task", Placeholder::Task),
+        ("hosts", Placeholder::Hosts),
+        ("app", Placeholder::App),
+        ("repository", Placeholder::Repository),
+        ("deployment_id", Placeholder::DeploymentId),
+    ];
+
+    /// Its name in a template, without braces.
+    pub fn name(self) -> &'static str {
+        syntax::name_in(Placeholder::ALL, self)
+    }
+
+    fn from_name(name: &str) -> Option<Placeholder> {
+        syntax::named(Placeholder::ALL, name)
+    }
+}
 
 /// Programs that would read an argument as code; a recipe may not run them.
 const SHELLS: &[&str] = &[
@@ -41,24 +74,54 @@ const SHELLS: &[&str] = &[
 pub struct Recipe {
     pub name: String,
     pub description: String,
-    pub program: String,
+    pub program: Template,
     pub args: Vec<Arg>,
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, Template>,
     pub timeout: Option<Duration>,
     pub detect: Detect,
     pub file: PathBuf,
 }
 
-/// One element of `args`: a template, or a group that is rendered only when a value was given.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
+/// One element of `args`: a template, or a group chosen by whether the deploy names hosts.
+#[derive(Debug, Clone)]
 pub enum Arg {
-    Template(String),
-    /// `{ when = "hosts", args = ["-H", "{hosts}"] }`
-    When {
-        when: String,
-        args: Vec<String>,
+    Template(Template),
+    /// `{ when = "hosts", args = […], otherwise = […] }`: `args` when the deploy is limited to some
+    /// hosts, `otherwise` (by default nothing) when it is not.
+    WhenHosts {
+        args: Vec<Template>,
+        otherwise: Vec<Template>,
     },
+}
+
+/// A template, parsed when its recipe loads: literal text and placeholders, each with its filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    pieces: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Value(Placeholder, Quote),
+}
+
+/// Why a recipe would not render for a deploy; the deploy is then refused before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// The value of `placeholder` cannot be given to the tool as typed where the template puts it.
+    Unrepresentable {
+        placeholder: Placeholder,
+        value: String,
+        quote: Quote,
+        why: Unrepresentable,
+    },
+    /// The template uses a placeholder this deploy has no value for (`{hosts}` outside a
+    /// `when = "hosts"` group).
+    NoValue { placeholder: Placeholder },
+    /// The deploy is limited to some hosts, but the recipe has no `{hosts}`, so it could not limit.
+    HostsNotTaken,
 }
 
 /// Marker paths, relative to the checkout; any one present selects the recipe.
@@ -85,12 +148,28 @@ struct RawRecipe {
     description: String,
     program: String,
     #[serde(default)]
-    args: Vec<Arg>,
+    args: Vec<RawArg>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     timeout: Option<HumanDuration>,
     #[serde(default)]
     detect: Detect,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawArg {
+    Template(String),
+    When(RawWhen),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWhen {
+    when: String,
+    args: Vec<String>,
+    #[serde(default)]
+    otherwise: Vec<String>,
 }
 
 /// The values a deploy fills into a recipe, each validated where it entered zbot, so none can be read
@@ -116,68 +195,164 @@ pub struct Invocation {
 }
 
 impl RenderInput<'_> {
-    fn value(&self, placeholder: &str) -> Option<String> {
+    fn value(&self, placeholder: Placeholder) -> Option<Value> {
+        let text = |s: &str| Value::Text(s.to_string());
         Some(match placeholder {
-            "environment" => self.environment.to_string(),
-            "ref" => self.git_ref.to_string(),
-            "sha" => self.sha.to_string(),
-            "task" => self.task.to_string(),
-            "hosts" => self.hosts?.to_string(),
-            "app" => self.app.to_string(),
-            "repository" => self.repository.to_string(),
-            "deployment_id" => self.deployment_id.to_string(),
-            _ => return None,
+            Placeholder::Environment => text(self.environment.as_str()),
+            Placeholder::Ref => text(self.git_ref.as_str()),
+            Placeholder::Sha => text(self.sha.as_str()),
+            Placeholder::Task => text(self.task.as_str()),
+            Placeholder::Hosts => Value::List(self.hosts?.iter().map(str::to_string).collect()),
+            Placeholder::App => text(self.app.as_str()),
+            Placeholder::Repository => text(self.repository.as_str()),
+            Placeholder::DeploymentId => Value::Text(self.deployment_id.to_string()),
         })
     }
 }
 
-/// Splits a template into literal text and placeholder names; `{{` and `}}` are literal braces.
-fn pieces(template: &str) -> Result<Vec<(bool, String)>, String> {
-    let mut out = Vec::new();
-    let mut literal = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                literal.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                literal.push('}');
-            }
-            '{' => {
-                let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                if !PLACEHOLDERS.contains(&name.as_str()) {
-                    return Err(format!(
-                        "unknown placeholder `{{{name}}}` in `{template}` (known: {})",
-                        PLACEHOLDERS.join(", ")
-                    ));
+impl Template {
+    /// Parses a template: `{name}` or `{name|filter}` are placeholders, `{{` and `}}` literal braces.
+    pub fn parse(source: &str) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut chars = source.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
                 }
-                out.push((false, std::mem::take(&mut literal)));
-                out.push((true, name));
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let inside: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    let (name, filter) = match inside.split_once('|') {
+                        Some((name, filter)) => (name, Some(filter)),
+                        None => (inside.as_str(), None),
+                    };
+                    let placeholder = Placeholder::from_name(name).ok_or_else(|| {
+                        let known: Vec<&str> = Placeholder::ALL.iter().map(|(n, _)| *n).collect();
+                        format!(
+                            "unknown placeholder `{{{name}}}` in `{source}` (known: {})",
+                            known.join(", ")
+                        )
+                    })?;
+                    let quote = match filter {
+                        None => Quote::Verbatim,
+                        Some(filter) => Quote::from_name(filter).ok_or_else(|| {
+                            let known: Vec<&str> = Quote::names().collect();
+                            format!(
+                                "unknown filter `|{filter}` in `{source}` (known: {})",
+                                known.join(", ")
+                            )
+                        })?,
+                    };
+                    if !literal.is_empty() {
+                        pieces.push(Piece::Text(std::mem::take(&mut literal)));
+                    }
+                    pieces.push(Piece::Value(placeholder, quote));
+                }
+                '}' => return Err(format!("a lone `}}` in `{source}`: write `}}}}`")),
+                c => literal.push(c),
             }
-            '}' => return Err(format!("a lone `}}` in `{template}`: write `}}}}`")),
-            c => literal.push(c),
         }
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(literal));
+        }
+        let template = Template {
+            source: source.to_string(),
+            pieces,
+        };
+        template.check_fabric1_word()?;
+        Ok(template)
     }
-    out.push((false, literal));
-    Ok(out)
-}
 
-fn render_template(template: &str, input: &RenderInput<'_>) -> Result<String, String> {
-    let mut out = String::new();
-    for (is_placeholder, text) in pieces(template)? {
-        if is_placeholder {
-            let value = input
-                .value(&text)
-                .ok_or_else(|| format!("`{{{text}}}` has no value for this deploy"))?;
-            out.push_str(&value);
-        } else {
-            out.push_str(&text);
-        }
+    /// The template as written in the recipe.
+    pub fn source(&self) -> &str {
+        &self.source
     }
-    Ok(out)
+
+    fn placeholders(&self) -> impl Iterator<Item = (Placeholder, Quote)> + '_ {
+        self.pieces.iter().filter_map(|piece| match piece {
+            Piece::Value(p, q) => Some((*p, *q)),
+            Piece::Text(_) => None,
+        })
+    }
+
+    /// A Fabric 1 task word (`{task|fabric1_task}:branch_name={ref|fabric1_arg}`) must write every
+    /// value in Fabric's syntax for where it stands: the task name before the first `:`, arguments
+    /// after it. A plain `{task}` there would let `deploy:migrate` move the `:`.
+    fn check_fabric1_word(&self) -> Result<(), String> {
+        let fabric1 = self
+            .placeholders()
+            .any(|(_, q)| matches!(q, Quote::Fabric1Task | Quote::Fabric1Arg));
+        if !fabric1 {
+            return Ok(());
+        }
+        let mut after_colon = false;
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(text) => after_colon |= text.contains(':'),
+                Piece::Value(placeholder, quote) => {
+                    let wanted = if after_colon {
+                        Quote::Fabric1Arg
+                    } else {
+                        Quote::Fabric1Task
+                    };
+                    if *quote != wanted {
+                        let part = if after_colon {
+                            "an argument"
+                        } else {
+                            "the task name"
+                        };
+                        return Err(format!(
+                            "in the Fabric 1 task `{}`, `{{{}}}` is {part}: write `{{{}|{}}}`",
+                            self.source,
+                            placeholder.name(),
+                            placeholder.name(),
+                            wanted.name()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders the template; right to left, so each value knows the character that follows it.
+    fn render(&self, input: &RenderInput<'_>) -> Result<String, RenderError> {
+        let mut parts: Vec<String> = Vec::with_capacity(self.pieces.len());
+        let mut next: Option<char> = None;
+        for piece in self.pieces.iter().rev() {
+            let part = match piece {
+                Piece::Text(text) => text.clone(),
+                Piece::Value(placeholder, quote) => {
+                    let value = input.value(*placeholder).ok_or(RenderError::NoValue {
+                        placeholder: *placeholder,
+                    })?;
+                    quote
+                        .write(&value, next)
+                        .map_err(|why| RenderError::Unrepresentable {
+                            placeholder: *placeholder,
+                            value: match &value {
+                                Value::Text(text) => text.clone(),
+                                Value::List(items) => items.join(","),
+                            },
+                            quote: *quote,
+                            why,
+                        })?
+                }
+            };
+            if let Some(first) = part.chars().next() {
+                next = Some(first);
+            }
+            parts.push(part);
+        }
+        parts.reverse();
+        Ok(parts.concat())
+    }
 }
 
 impl Recipe {
@@ -191,12 +366,37 @@ impl Recipe {
         };
         let raw: RawRecipe =
             toml::from_str(source).map_err(|e| Problem::from_toml(file, source, &e))?;
+        let templates = |sources: &[String]| -> Result<Vec<Template>, String> {
+            sources.iter().map(|s| Template::parse(s)).collect()
+        };
+        let args = raw
+            .args
+            .iter()
+            .map(|arg| match arg {
+                RawArg::Template(t) => Template::parse(t).map(Arg::Template),
+                RawArg::When(when) if when.when == "hosts" => Ok(Arg::WhenHosts {
+                    args: templates(&when.args)?,
+                    otherwise: templates(&when.otherwise)?,
+                }),
+                RawArg::When(when) => Err(format!(
+                    "`when = \"{}\"`: only `hosts` is optional",
+                    when.when
+                )),
+            })
+            .collect::<Result<Vec<Arg>, String>>()
+            .map_err(problem)?;
+        let env = raw
+            .env
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Template::parse(v)?)))
+            .collect::<Result<BTreeMap<_, _>, String>>()
+            .map_err(problem)?;
         let recipe = Recipe {
             name: name.to_string(),
             description: raw.description,
-            program: raw.program,
-            args: raw.args,
-            env: raw.env,
+            program: Template::parse(&raw.program).map_err(problem)?,
+            args,
+            env,
             timeout: raw.timeout.map(|t| t.0),
             detect: raw.detect,
             file: file.to_path_buf(),
@@ -207,78 +407,81 @@ impl Recipe {
 
     /// The rules a recipe must follow to be loaded.
     fn check(&self) -> Result<(), String> {
-        let base = Path::new(&self.program)
+        let program = self.program.source();
+        let base = Path::new(program)
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        if self.program.is_empty() || self.program.contains(char::is_whitespace) {
+        if program.is_empty() || program.contains(char::is_whitespace) {
             return Err(format!(
-                "program `{}` must be one path with no spaces; put arguments in `args`",
-                self.program
+                "program `{program}` must be one path with no spaces; put arguments in `args`"
             ));
         }
         if SHELLS.contains(&base) {
             return Err(format!(
-                "program `{}` is a shell: recipes run programs directly, never through a shell",
-                self.program
+                "program `{program}` is a shell: recipes run programs directly, never through a shell"
             ));
         }
-        pieces(&self.program)?;
         let mut previous = "";
         for arg in self.templates() {
-            let has_placeholder = pieces(arg)?
-                .iter()
-                .any(|(is_placeholder, _)| *is_placeholder);
-            if has_placeholder && matches!(previous, "-c" | "-e" | "--command" | "--eval") {
-                return Err(format!("`{previous} {arg}` would run a value as code"));
+            if arg.placeholders().next().is_some()
+                && matches!(previous, "-c" | "-e" | "--command" | "--eval")
+            {
+                return Err(format!(
+                    "`{previous} {}` would run a value as code",
+                    arg.source()
+                ));
             }
-            previous = arg;
+            previous = arg.source();
         }
-        for (name, value) in &self.env {
+        for name in self.env.keys() {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("`{name}` is not an environment variable name"));
-            }
-            pieces(value)?;
-        }
-        for arg in &self.args {
-            if let Arg::When { when, .. } = arg
-                && when != "hosts"
-            {
-                return Err(format!("`when = \"{when}\"`: only `hosts` is optional"));
             }
         }
         Ok(())
     }
 
-    fn templates(&self) -> impl Iterator<Item = &String> {
+    fn templates(&self) -> impl Iterator<Item = &Template> {
         self.args.iter().flat_map(|arg| match arg {
-            Arg::Template(t) => std::slice::from_ref(t).iter(),
-            Arg::When { args, .. } => args.iter(),
+            Arg::Template(t) => std::slice::from_ref(t).iter().chain([].iter()),
+            Arg::WhenHosts { args, otherwise } => args.iter().chain(otherwise.iter()),
         })
     }
 
-    /// Renders the argv: one argument per template, never a shell string.
-    pub fn render(&self, input: &RenderInput<'_>) -> Result<Invocation, String> {
+    /// Whether some template of the recipe places `{hosts}`, so a deploy limited to some hosts can be.
+    pub fn takes_hosts(&self) -> bool {
+        self.templates()
+            .chain(self.env.values())
+            .chain(std::iter::once(&self.program))
+            .flat_map(Template::placeholders)
+            .any(|(p, _)| p == Placeholder::Hosts)
+    }
+
+    /// Renders the argv: one argument per template, each value in the tool's syntax, never a shell
+    /// string.
+    pub fn render(&self, input: &RenderInput<'_>) -> Result<Invocation, RenderError> {
+        if input.hosts.is_some() && !self.takes_hosts() {
+            return Err(RenderError::HostsNotTaken);
+        }
         let mut args = Vec::new();
         for arg in &self.args {
-            match arg {
-                Arg::Template(t) => args.push(render_template(t, input)?),
-                Arg::When { when, args: group } => {
-                    if input.value(when).is_some() {
-                        for t in group {
-                            args.push(render_template(t, input)?);
-                        }
-                    }
-                }
+            let group = match arg {
+                Arg::Template(t) => std::slice::from_ref(t),
+                Arg::WhenHosts { args, .. } if input.hosts.is_some() => args,
+                Arg::WhenHosts { otherwise, .. } => otherwise,
+            };
+            for t in group {
+                args.push(t.render(input)?);
             }
         }
         let env = self
             .env
             .iter()
-            .map(|(k, v)| Ok((k.clone(), render_template(v, input)?)))
-            .collect::<Result<_, String>>()?;
+            .map(|(k, v)| Ok((k.clone(), v.render(input)?)))
+            .collect::<Result<_, RenderError>>()?;
         Ok(Invocation {
-            program: render_template(&self.program, input)?,
+            program: self.program.render(input)?,
             args,
             env,
         })

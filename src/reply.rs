@@ -10,6 +10,8 @@ use crate::events::DeploymentEvent;
 use crate::forge::{DeploymentSummary, ForgeError, Refused, StatusState};
 use crate::mrkdwn::{Message, escape, log_link};
 use crate::policy::{Denial, Refusal, Why};
+use crate::recipe::syntax::Unrepresentable;
+use crate::recipe::{Placeholder, RenderError};
 use crate::store::Lock;
 
 /// "12s", "3m 05s", "1h 02m".
@@ -409,9 +411,71 @@ pub fn checkout_failed(error: &impl std::fmt::Display) -> String {
     format!("Checkout failed: {error}")
 }
 
-/// `error`: a recipe would not render for this deployment.
-pub fn recipe_refused(recipe: &str, reason: &str) -> String {
-    format!("Refused to run recipe {recipe}: {reason}")
+/// `error`: a recipe would not render for this deployment, so nothing ran: a value its tool cannot be
+/// given as typed, a placeholder without a value, or a host limit the recipe cannot pass on.
+pub fn recipe_refused(recipe: &str, error: &RenderError) -> String {
+    let why = match error {
+        RenderError::NoValue { placeholder } => format!(
+            "it uses {{{}}}, which this deploy has no value for",
+            placeholder.name()
+        ),
+        RenderError::HostsNotTaken => format!(
+            "it cannot limit a deploy to some hosts (the recipe has no {{hosts}}): deploy to the whole \
+             environment, or add {{hosts}} to commands/{recipe}.toml"
+        ),
+        RenderError::Unrepresentable {
+            placeholder,
+            value,
+            quote,
+            why,
+        } => {
+            let value: String = value
+                .chars()
+                .take(60)
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect();
+            let tool = quote.tool();
+            let why = match why {
+                Unrepresentable::Empty => "it is empty".to_string(),
+                Unrepresentable::List => format!("{tool} takes one name there, not a list"),
+                Unrepresentable::Dot => format!("{tool} reads `.` in a task name as a namespace"),
+                Unrepresentable::TrailingBackslash { before } => {
+                    format!("{tool} would read its last `\\` as escaping the `{before}` after it")
+                }
+                Unrepresentable::Separator(c) => {
+                    format!("`{c}` separates the names of that list for {tool}")
+                }
+                Unrepresentable::Character(c) => {
+                    format!(
+                        "{tool} reads `{}` there as its own syntax",
+                        c.escape_default()
+                    )
+                }
+                Unrepresentable::Reserved(word) => {
+                    format!("{tool} reads `{word}` as a group of hosts, not as one host")
+                }
+            };
+            format!(
+                "{} `{value}` cannot be given to {tool} as typed: {why}",
+                placeholder_noun(*placeholder)
+            )
+        }
+    };
+    format!("Refused to run recipe {recipe}: {why}")
+}
+
+/// "the ref", "the hosts", … for sentences about a recipe's values.
+fn placeholder_noun(placeholder: Placeholder) -> &'static str {
+    match placeholder {
+        Placeholder::Environment => "the environment",
+        Placeholder::Ref => "the ref",
+        Placeholder::Sha => "the sha",
+        Placeholder::Task => "the task",
+        Placeholder::Hosts => "the hosts",
+        Placeholder::App => "the app",
+        Placeholder::Repository => "the repository",
+        Placeholder::DeploymentId => "the deployment id",
+    }
 }
 
 /// `success` of Heaven's `deploy:lock` / `deploy:unlock` tasks: "adxstat locked on production by
