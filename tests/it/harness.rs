@@ -108,33 +108,82 @@ impl TestRepo {
     }
 }
 
-/// The Fabric 1 `fab` the tests run: `.venv/bin/fab` (made by `.ci/run`), else one on PATH.
-pub fn fab() -> PathBuf {
-    let venv = repo_root().join(".venv/bin/fab");
-    if venv.exists() {
-        return venv;
-    }
-    let which = Command::new("sh")
-        .args(["-c", "command -v fab"])
-        .output()
-        .unwrap();
-    let found = String::from_utf8_lossy(&which.stdout).trim().to_string();
-    assert!(
-        !found.is_empty(),
-        "Fabric is not installed: `bash .ci/run` installs fab-classic into .venv (or `pip install fab-classic`)"
-    );
-    PathBuf::from(found)
+/// A program on `PATH`, if there is one.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
 }
 
-/// Copies the shipped recipes into `dir/commands`, with `fab` as an absolute path.
+/// A deploy tool the tests run for real: `venv/bin/name` in the repository (made by `.ci/run`), else
+/// one on `PATH`; a missing tool fails the test saying what installs it.
+fn tool(venv: Option<&str>, name: &str, what: &str) -> PathBuf {
+    if let Some(venv) = venv {
+        let path = repo_root().join(venv).join("bin").join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    on_path(name).unwrap_or_else(|| {
+        panic!("{what} is not installed: `bash .ci/run` installs it ({name} not found)")
+    })
+}
+
+/// The Fabric 1 `fab` the tests run: `.venv/bin/fab` (fab-classic, made by `.ci/run`), else one on PATH.
+pub fn fab() -> PathBuf {
+    tool(Some(".venv"), "fab", "Fabric 1 (fab-classic)")
+}
+
+/// Fabric 2+'s `fab`: `.venv-fabric2/bin/fab`, its own virtualenv since it clashes with fab-classic's.
+pub fn fab2() -> PathBuf {
+    let venv = repo_root().join(".venv-fabric2/bin/fab");
+    assert!(
+        venv.exists(),
+        "Fabric 2 is not installed: `bash .ci/run` installs it into .venv-fabric2"
+    );
+    venv
+}
+
+/// `ansible-playbook` from `.venv-ansible` (or PATH).
+pub fn ansible_playbook() -> PathBuf {
+    tool(
+        Some(".venv-ansible"),
+        "ansible-playbook",
+        "Ansible (ansible-core)",
+    )
+}
+
+/// Capistrano 3's `cap` (Debian's `capistrano` package).
+pub fn cap() -> PathBuf {
+    tool(None, "cap", "Capistrano (Debian's capistrano package)")
+}
+
+/// The program a shipped recipe runs, as the tests have it: an absolute path for the tools installed
+/// into virtualenvs; `None` leaves the recipe's own.
+fn test_program(recipe: &str) -> Option<PathBuf> {
+    let venv = |path: &str| Some(repo_root().join(path)).filter(|p| p.exists());
+    match recipe {
+        "fabric.toml" => Some(fab()),
+        "fabric2.toml" => venv(".venv-fabric2/bin/fab"),
+        "ansible.toml" => venv(".venv-ansible/bin/ansible-playbook"),
+        _ => None,
+    }
+}
+
+/// Copies the shipped recipes into `dir/commands`, with each Python tool as an absolute path.
 pub fn install_recipes(dir: &Path) {
     let commands = dir.join("commands");
     std::fs::create_dir_all(&commands).unwrap();
-    let fab = fab().display().to_string();
     for entry in std::fs::read_dir(repo_root().join("commands")).unwrap() {
         let entry = entry.unwrap();
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        let text = text.replace("program = \"fab\"", &format!("program = \"{fab}\""));
+        let mut text = std::fs::read_to_string(entry.path()).unwrap();
+        if let Some(program) = test_program(&entry.file_name().to_string_lossy()) {
+            let name = program.file_name().unwrap().to_string_lossy().into_owned();
+            text = text.replace(
+                &format!("program = \"{name}\""),
+                &format!("program = \"{}\"", program.display()),
+            );
+        }
         std::fs::write(commands.join(entry.file_name()), text).unwrap();
     }
 }

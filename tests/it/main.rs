@@ -17,3 +17,4 @@ mod slack_fake_conformance;
 mod sshd;
 mod support;
 mod tidy;
+mod tools;
