@@ -914,6 +914,20 @@ fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> Option<AppConfi
     // A clone URL without a scheme (and not `user@host:path`) is a local path, relative to this file.
     let clone_url = raw.clone_url.as_ref().map(|u| {
         let url = c.env(u);
+        // A password in the URL would be printed wherever the URL is (git's errors, statuses, chat).
+        let with_password = url.split_once("://").is_some_and(|(_, rest)| {
+            rest.split(['/', '?', '#'])
+                .next()
+                .and_then(|authority| authority.rsplit_once('@'))
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        });
+        if with_password {
+            c.problem(
+                &table,
+                Some("clone_url"),
+                "has a password in it: use [github] token (https) or deploy_key (ssh) instead",
+            );
+        }
         let scp_like = url
             .split_once(':')
             .is_some_and(|(host, _)| host.contains('@'));

@@ -221,3 +221,16 @@ fn a_bot_name_with_any_space_is_refused() {
         );
     }
 }
+
+#[test]
+fn a_clone_url_with_a_password_is_refused() {
+    let (code, err) = check_file(
+        "[apps.adxstat]\nrepository = \"octo/adxstat\"\nclone_url = \"https://x:ghp_secret@github.com/octo/adxstat.git\"\n",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("clone_url: has a password in it"), "{err}");
+    let (code, err) = check_file(
+        "[apps.adxstat]\nrepository = \"octo/adxstat\"\nclone_url = \"git@github.com:octo/adxstat.git\"\n",
+    );
+    assert_eq!(code, 0, "{err}");
+}
