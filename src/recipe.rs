@@ -78,6 +78,9 @@ pub struct Recipe {
     pub args: Vec<Arg>,
     pub env: BTreeMap<String, Template>,
     pub timeout: Option<Duration>,
+    /// `keep_children = true`: processes the deploy starts outside its process group (daemons it
+    /// launches on purpose) are left running when it ends, instead of being stopped.
+    pub keep_children: bool,
     pub detect: Detect,
     pub file: PathBuf,
 }
@@ -152,6 +155,8 @@ struct RawRecipe {
     #[serde(default)]
     env: BTreeMap<String, String>,
     timeout: Option<HumanDuration>,
+    #[serde(default)]
+    keep_children: bool,
     #[serde(default)]
     detect: Detect,
 }
@@ -398,6 +403,7 @@ impl Recipe {
             args,
             env,
             timeout: raw.timeout.map(|t| t.0),
+            keep_children: raw.keep_children,
             detect: raw.detect,
             file: file.to_path_buf(),
         };
