@@ -75,6 +75,8 @@ impl Core {
         let store = Store::open(&config.bot.data_dir)
             .await
             .with_context(|| format!("opening the store in {}", config.bot.data_dir.display()))?;
+        // zbot, made the child subreaper at start, reaps the orphans it inherits.
+        crate::runner::escaped::watch_orphans();
         let forge = forge(&store);
         let events = EventBus::default();
         let config = Arc::new(config);

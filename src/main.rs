@@ -134,6 +134,7 @@ fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
 
 fn shell(config_path: &Path) -> ExitCode {
     init_logs("warn", false);
+    zbot::runner::escaped::become_subreaper();
     let Some(config) = or_report(Config::load_local(config_path)) else {
         return ExitCode::FAILURE;
     };
@@ -144,6 +145,8 @@ fn shell(config_path: &Path) -> ExitCode {
 
 fn run(config_path: &Path, json_logs: bool) -> ExitCode {
     init_logs("info", json_logs);
+    // Processes a deploy leaves behind when their parent exits come to zbot, not to init.
+    zbot::runner::escaped::become_subreaper();
     // ring is the only crypto provider compiled in; installing it explicitly keeps it that way.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let Some(config) = or_report(Config::load(config_path)) else {

@@ -401,6 +401,42 @@ pub fn timed_out(limit: std::time::Duration) -> String {
     )
 }
 
+/// Deploy log: a process the deploy left outside its process group (`process` is "pid 4242 (sleep
+/// 600)"), and what zbot did with it once the deploy's program had ended. `grace` is how long it had
+/// between SIGTERM and SIGKILL.
+pub fn left_behind(process: &str, ending: LeftBehind, grace: std::time::Duration) -> String {
+    let what = match ending {
+        LeftBehind::Stopped => "stopped (SIGTERM)".to_string(),
+        LeftBehind::Killed => format!(
+            "killed (SIGKILL): still running {} after SIGTERM",
+            human_duration(grace)
+        ),
+        LeftBehind::StillRunning => "still running after SIGKILL".to_string(),
+        LeftBehind::Kept => {
+            "left running: the recipe keeps the processes it starts (keep_children = true)"
+                .to_string()
+        }
+    };
+    format!("{process} left the deploy's process group and outlived its program: {what}")
+}
+
+/// What zbot did with a process a deploy left behind ([`left_behind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeftBehind {
+    Stopped,
+    Killed,
+    StillRunning,
+    Kept,
+}
+
+/// Deploy log: output that went on arriving after the program ended was not written.
+pub fn output_dropped(grace: std::time::Duration) -> String {
+    format!(
+        "output still arriving {} after the deploy's program ended was dropped: a process it left running holds it open",
+        human_duration(grace)
+    )
+}
+
 /// `error`: zbot could not create the deploy's log file.
 pub fn log_unwritable(path: &std::path::Path, error: &std::io::Error) -> String {
     format!("zbot cannot write the log {}: {error}", path.display())

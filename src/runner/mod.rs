@@ -8,6 +8,7 @@
 //! GitHub and published on the [`EventBus`].
 
 pub mod checkout;
+pub mod escaped;
 pub mod log;
 pub mod process;
 pub mod tools;
@@ -73,6 +74,8 @@ struct Prepared {
     invocation: Invocation,
     tree: PathBuf,
     timeout: Duration,
+    /// The recipe's `keep_children`.
+    keep_children: bool,
 }
 
 impl Prepared {
@@ -237,7 +240,9 @@ impl Deployer {
     }
 
     /// Ends a deployment a previous zbot process was running: whatever it started must not go on
-    /// deploying unsupervised, so its leftover process group is stopped first.
+    /// deploying unsupervised, so every process of it is stopped first, wherever it is: its recorded
+    /// process group, and every process carrying its `ZBOT_DEPLOYMENT_ID` (also when zbot died before
+    /// it could record the group, and those that left it).
     pub async fn end_interrupted(&self, d: &Deployment, description: &str) {
         tracing::warn!(
             deployment = %d.deployment_id,
@@ -249,7 +254,17 @@ impl Deployer {
         {
             tracing::warn!(
                 deployment = %d.deployment_id,
-                "stopped the processes it left running"
+                "killed the process group it left running"
+            );
+        }
+        let marks = escaped::Marks::new(&self.config.bot.data_dir, d.deployment_id);
+        for stopped in escaped::stop(&marks, None, process::GRACE).await {
+            tracing::warn!(
+                deployment = %d.deployment_id,
+                pid = stopped.process.pid,
+                command = %self.redactor.redact(&stopped.process.command),
+                ending = ?stopped.ending,
+                "stopped a process of the interrupted deploy"
             );
         }
         self.end_unrun(d, description).await;
@@ -537,17 +552,23 @@ impl Deployer {
         }
         let timeout = timeout_for(app, recipe.timeout, &self.config);
         log.note(format!(
-            "recipe {}: {} {} (timeout {})",
+            "recipe {}: {} {} (timeout {}{})",
             recipe.name,
             invocation.program,
             invocation.args.join(" "),
-            human_duration(timeout)
+            human_duration(timeout),
+            if recipe.keep_children {
+                "; processes it starts outside its group are kept"
+            } else {
+                ""
+            }
         ))
         .await;
         Ok(Prepared {
             invocation,
             tree,
             timeout,
+            keep_children: recipe.keep_children,
         })
     }
 
@@ -560,11 +581,10 @@ impl Deployer {
         log: &LogSender,
         cancel: watch::Receiver<Option<String>>,
     ) -> Exit {
+        // `ZBOT_DEPLOYMENT_ID` and `ZBOT_DATA_DIR` come with the marks `process::run` finds the
+        // deploy's processes by.
+        let marks = escaped::Marks::new(&self.config.bot.data_dir, d.deployment_id);
         let zbot_env = vec![
-            (
-                "ZBOT_DEPLOYMENT_ID".to_string(),
-                d.deployment_id.to_string(),
-            ),
             ("ZBOT_ENVIRONMENT".to_string(), d.environment.to_string()),
             ("ZBOT_REF".to_string(), d.git_ref.to_string()),
             ("ZBOT_SHA".to_string(), d.sha.to_string()),
@@ -590,8 +610,10 @@ impl Deployer {
         let run = process::run(process::Run {
             invocation: &prepared.invocation,
             dir: &prepared.tree,
+            marks: &marks,
             extra_env: &zbot_env,
             timeout: prepared.timeout,
+            keep_children: prepared.keep_children,
             cancel,
             log,
             started: started_tx,

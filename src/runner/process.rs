@@ -1,9 +1,11 @@
 //! Runs one deploy program: its own process group, stdin from /dev/null, a clean environment, output
 //! streamed line by line into the log, and a timeout or cancel that ends the whole group.
 //!
-//! Ending a group is SIGTERM, then SIGKILL after a grace period. When the program exits on its own,
-//! whatever it left behind in its group is killed too: a deploy's processes do not outlive it, and its
-//! pipes close so the log is complete.
+//! Ending a group is SIGTERM, then SIGKILL after a grace period. A deploy ends when its program exits:
+//! whatever it left behind in its group is killed then, and so are the processes of the deploy that
+//! left the group ([`escaped`](super::escaped)), each named in the log, unless the recipe keeps them
+//! (`keep_children`). Output still arriving [`OUTPUT_GRACE`] after the program's exit is dropped with
+//! a line in the log, so a process that holds the pipes open cannot hold the deploy.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -12,9 +14,13 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
+use super::escaped::{self, Ending};
 use super::log::{LogSender, Stream};
+use crate::domain::DeploymentId;
 use crate::recipe::Invocation;
+use crate::reply::{self, LeftBehind};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +38,12 @@ pub enum Exit {
 /// A line longer than this is written in pieces, so one endless line cannot grow memory.
 const MAX_LINE: usize = 64 * 1024;
 
-/// How long a group gets between SIGTERM and SIGKILL.
+/// How long a group gets between SIGTERM and SIGKILL; also the processes a deploy left outside it.
 pub const GRACE: Duration = Duration::from_secs(5);
+
+/// How long after the program's exit its output is still written to the log. Past it, what processes
+/// it left running print is read and dropped (so they do not die of a closed pipe).
+pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// The environment every deploy gets, besides the recipe's own variables and `ZBOT_*`.
 fn base_environment() -> Vec<(String, String)> {
@@ -54,8 +64,13 @@ fn base_environment() -> Vec<(String, String)> {
 pub struct Run<'a> {
     pub invocation: &'a Invocation,
     pub dir: &'a Path,
+    /// Given to every process of the deploy (`ZBOT_DEPLOYMENT_ID`, `ZBOT_DATA_DIR`): how those that
+    /// leave its process group are found, also by a zbot started after a crash.
+    pub marks: &'a escaped::Marks,
     pub extra_env: &'a [(String, String)],
     pub timeout: Duration,
+    /// The recipe's `keep_children`: processes outside the group are left running at the end.
+    pub keep_children: bool,
     /// Holds a reason once the run must stop.
     pub cancel: watch::Receiver<Option<String>>,
     pub log: &'a LogSender,
@@ -63,13 +78,17 @@ pub struct Run<'a> {
     pub started: oneshot::Sender<u32>,
 }
 
-/// Runs the program until it exits, the timeout passes or `cancel` holds a reason.
+/// Runs the program until it exits, the timeout passes or `cancel` holds a reason; then deals with
+/// what it left running and with its output, within [`OUTPUT_GRACE`] (or [`GRACE`] for processes
+/// that ignore SIGTERM).
 pub async fn run(run: Run<'_>) -> Exit {
     let Run {
         invocation,
         dir,
+        marks,
         extra_env,
         timeout,
+        keep_children,
         mut cancel,
         log,
         started,
@@ -88,29 +107,34 @@ pub async fn run(run: Run<'_>) -> Exit {
         .envs(base_environment())
         .envs(invocation.env.iter().cloned())
         .envs(extra_env.iter().cloned())
+        .envs(marks.vars())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let (mut child, leader) = match escaped::spawn_leader(&mut command) {
+        Ok(spawned) => spawned,
         Err(e) => return Exit::NotStarted(format!("cannot start {}: {e}", invocation.program)),
     };
     // The child leads its own group, so its pid is the group id.
     if let Some(pid) = child.id() {
         let _ = started.send(pid);
     }
-    let readers = [
+    let (cut, cut_rx) = watch::channel(false);
+    let readers: Vec<JoinHandle<()>> = [
         child
             .stdout
             .take()
-            .map(|out| tokio::spawn(forward(out, Stream::Stdout, log.clone()))),
+            .map(|out| read_pipe(out, Stream::Stdout, log.clone(), cut_rx.clone())),
         child
             .stderr
             .take()
-            .map(|err| tokio::spawn(forward(err, Stream::Stderr, log.clone()))),
-    ];
+            .map(|err| read_pipe(err, Stream::Stderr, log.clone(), cut_rx.clone())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
 
     let cancelled = async {
         while cancel.borrow_and_update().is_none() {
@@ -150,6 +174,8 @@ pub async fn run(run: Run<'_>) -> Exit {
     // Whatever the deploy left in its group goes with it.
     signal_group(group, libc::SIGKILL);
     let status = child.wait().await;
+    drop(leader);
+    let ended = tokio::time::Instant::now();
     let exit = match (stopped, status) {
         (Some(stopped), _) => stopped,
         (None, Ok(status)) => match (
@@ -162,44 +188,74 @@ pub async fn run(run: Run<'_>) -> Exit {
         },
         (None, Err(e)) => Exit::NotStarted(format!("lost track of {}: {e}", invocation.program)),
     };
-    for reader in readers.into_iter().flatten() {
-        // A process that left the group (setsid) could hold a pipe open; do not wait for it forever.
-        if tokio::time::timeout(Duration::from_secs(2), reader)
-            .await
-            .is_err()
-        {
-            log.note("output still open after the deploy ended; stopped reading it")
-                .await;
+    // The deploy has ended. Its processes outside the group are stopped (or kept) while the output
+    // they may hold open gets its grace; the log says what became of them after the last output.
+    let left_behind = async {
+        if keep_children {
+            escaped::outside_group(marks, group)
+                .into_iter()
+                .map(|process| (process, LeftBehind::Kept))
+                .collect()
+        } else {
+            stop_left_behind(marks, group).await
         }
+    };
+    let output_dropped = async {
+        let mut all = std::pin::pin!(async {
+            for reader in readers {
+                let _ = reader.await;
+            }
+        });
+        let open = tokio::time::timeout_at(ended + OUTPUT_GRACE, &mut all)
+            .await
+            .is_err();
+        if open {
+            let _ = cut.send(true);
+            all.await;
+        }
+        open
+    };
+    let (left_behind, output_dropped) = tokio::join!(left_behind, output_dropped);
+    for (process, ending) in left_behind {
+        log.note(reply::left_behind(&process.to_string(), ending, GRACE))
+            .await;
+    }
+    if output_dropped {
+        log.note(reply::output_dropped(OUTPUT_GRACE)).await;
     }
     exit
 }
 
-/// Kills what is left of a deploy a previous zbot ran, if group `group` still holds a process of
-/// that deploy: after a reboot the number may belong to someone else, so the deploy's
-/// `ZBOT_DEPLOYMENT_ID` must be in a member's environment. Returns whether it killed.
-pub fn kill_leftover_group(group: i32, deployment_id: crate::domain::DeploymentId) -> bool {
-    let marker = format!("ZBOT_DEPLOYMENT_ID={deployment_id}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    let member_of_deploy = |pid: &str| {
-        let in_group = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            // pgrp is the 3rd field after the parenthesised command name.
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().nth(2))
-                == Some(&group.to_string())
-        });
-        in_group
-            && std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()))
-    };
-    let found = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
-        .any(|pid| member_of_deploy(&pid));
+/// Stops the processes of the deploy outside `group`; what became of each.
+async fn stop_left_behind(
+    marks: &escaped::Marks,
+    group: i32,
+) -> Vec<(escaped::Process, LeftBehind)> {
+    let stopped = escaped::stop(marks, Some(group), GRACE).await;
+    stopped
+        .into_iter()
+        .map(|stopped| {
+            let ending = match stopped.ending {
+                Ending::Terminated => LeftBehind::Stopped,
+                Ending::Killed => LeftBehind::Killed,
+                Ending::Survived => LeftBehind::StillRunning,
+            };
+            tracing::warn!(
+                deployment = %marks.deployment_id(),
+                pid = stopped.process.pid,
+                ?ending,
+                "stopped a process the deploy left outside its process group"
+            );
+            (stopped.process, ending)
+        })
+        .collect()
+}
+
+/// Kills what is left of a deploy a previous zbot ran in group `group`, if that group still holds a
+/// process of the deploy (after a reboot the number may belong to someone else). Returns whether it
+/// killed.
+pub fn kill_leftover_group(group: i32, deployment_id: DeploymentId) -> bool {
+    let found = escaped::group_of_deploy(group, deployment_id);
     if found {
         signal_group(group, libc::SIGKILL);
     }
@@ -227,13 +283,50 @@ pub fn signal_group(group: i32, signal: i32) {
     }
 }
 
-/// Copies lines from a pipe into the log.
-async fn forward(pipe: impl AsyncRead + Unpin, stream: Stream, log: LogSender) {
+/// Reads a pipe of the deploy in its own task: into the log until its end or until `cut`, then (if
+/// something still holds it open) into nothing, in a task of its own.
+fn read_pipe<P>(
+    pipe: P,
+    stream: Stream,
+    log: LogSender,
+    cut: watch::Receiver<bool>,
+) -> JoinHandle<()>
+where
+    P: AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Some(rest) = forward(pipe, stream, log, cut).await {
+            tokio::spawn(async move {
+                let mut rest = rest;
+                let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
+            });
+        }
+    })
+}
+
+/// Copies lines from a pipe into the log until its end (`None`) or until `cut` turns true (the pipe,
+/// still open; a line being read then is dropped).
+async fn forward<P: AsyncRead + Unpin>(
+    pipe: P,
+    stream: Stream,
+    log: LogSender,
+    mut cut: watch::Receiver<bool>,
+) -> Option<P> {
     let mut reader = BufReader::with_capacity(MAX_LINE, pipe);
+    let mut cut = std::pin::pin!(async move {
+        if cut.wait_for(|cut| *cut).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    });
     loop {
         let mut line = Vec::new();
-        match read_line(&mut reader, &mut line).await {
-            Ok(Read::End) | Err(_) => return,
+        let read = tokio::select! {
+            biased;
+            () = &mut cut => return Some(reader.into_inner()),
+            read = read_line(&mut reader, &mut line) => read,
+        };
+        match read {
+            Ok(Read::End) | Err(_) => return None,
             Ok(Read::Line) => log.line(stream, line).await,
             Ok(Read::Part) => log.part(stream, line).await,
         }
@@ -293,7 +386,8 @@ mod tests {
         let path = dir.path().join("1.log");
         let redactor = Redactor::new(&[Secret::new(TOKEN)]);
         let (writer, log) = LogWriter::create(&path, redactor).await.unwrap();
-        forward(output, Stream::Stdout, log).await;
+        let never_cut = watch::channel(false).1;
+        forward(output, Stream::Stdout, log, never_cut).await;
         writer.finish().await.unwrap();
         std::fs::read_to_string(&path)
             .unwrap()
