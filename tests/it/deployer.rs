@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::fakes::github::FakeGitHub;
 use crate::harness::{
     self, FABFILE, FAILING_FABFILE, TestRepo, config_text, deliver, deploy, deployment_event, http,
-    start_zbot, wait_for_file,
+    process_alive, setup_process, start_zbot, wait_for_file,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -38,19 +38,6 @@ async fn setup(
         },
         sha,
     )
-}
-
-/// zbot as a child process deploying a repository with `files`.
-async fn setup_process(
-    dir: &tempfile::TempDir,
-    files: &[(&str, &str, bool)],
-) -> (FakeGitHub, String, harness::ZbotProcess) {
-    let github = FakeGitHub::start().await;
-    let repo = TestRepo::new(dir.path());
-    let sha = repo.commit(files, "v0.0.1");
-    harness::prepare_dir(dir.path(), &config_text(&github, &repo, "", ""));
-    let zbot = harness::ZbotProcess::start(dir.path());
-    (github, sha, zbot)
 }
 
 /// zbot deploying `fabfile` (with the fabric recipe) as deployment `id` of `v0.0.1` to production, to
@@ -357,19 +344,6 @@ async fn a_timeout_is_an_error_and_kills_grandchildren() {
     s.zbot.stop().await.unwrap();
 }
 
-/// Alive and not a zombie.
-fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or_default()
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
 #[tokio::test]
 async fn bad_signatures_are_refused_and_nothing_runs() {
     let (s, sha) = setup(&[("fabfile.py", FABFILE, false)], "", "").await;
@@ -670,7 +644,7 @@ async fn without_a_gist_the_status_links_zbots_own_log_page() {
 async fn a_chatty_deploy_keeps_memory_flat() {
     let dir = tempfile::tempdir().unwrap();
     let script = "#!/bin/sh\necho FIRST-LINE\nhead -c 104857600 /dev/zero | tr '\\0' x | fold -w 99\necho\necho LAST-LINE\n";
-    let (github, sha, zbot) = setup_process(&dir, &[("script/deploy", script, true)]).await;
+    let (github, sha, zbot) = setup_process(&dir, &[("script/deploy", script, true)], "").await;
     let idle_kib = zbot.peak_rss_kib();
     deploy(zbot.addr, 1401, "v0.0.1", &sha, "production").await;
     let last = github.final_status(1401, Duration::from_secs(300)).await;
@@ -721,7 +695,8 @@ async fn a_killed_zbot_ends_interrupted_deploys_and_runs_queued_ones() {
         token = harness::TOKEN,
         pid = pid_file.display()
     );
-    let (github, sha, mut zbot) = setup_process(&dir, &[("script/deploy", &script, true)]).await;
+    let (github, sha, mut zbot) =
+        setup_process(&dir, &[("script/deploy", &script, true)], "").await;
     deploy(zbot.addr, 1501, "v0.0.1", &sha, "production").await;
     // The script has started once its first line reached the live gist.
     github
@@ -794,7 +769,8 @@ async fn sigterm_lets_the_running_deploy_finish() {
         "#!/bin/sh\necho waiting\n{}echo finished\n",
         wait_for_file(&release)
     );
-    let (github, sha, mut zbot) = setup_process(&dir, &[("script/deploy", &script, true)]).await;
+    let (github, sha, mut zbot) =
+        setup_process(&dir, &[("script/deploy", &script, true)], "").await;
     deploy(zbot.addr, 1601, "v0.0.1", &sha, "production").await;
     github.in_progress(1601, DEADLINE).await;
     // SAFETY: signals our own child.

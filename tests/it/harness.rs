@@ -423,3 +423,30 @@ pub fn prepare_dir(dir: &Path, config: &str) {
     std::fs::write(dir.join("bot.toml"), config).unwrap();
     install_recipes(dir);
 }
+
+/// zbot as a child process deploying a repository with `files`; `extra_app` goes into the app's table.
+pub async fn setup_process(
+    dir: &tempfile::TempDir,
+    files: &[(&str, &str, bool)],
+    extra_app: &str,
+) -> (FakeGitHub, String, ZbotProcess) {
+    let github = FakeGitHub::start().await;
+    let repo = TestRepo::new(dir.path());
+    let sha = repo.commit(files, "v0.0.1");
+    prepare_dir(dir.path(), &config_text(&github, &repo, extra_app, ""));
+    let zbot = ZbotProcess::start(dir.path());
+    (github, sha, zbot)
+}
+
+/// Alive and not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}

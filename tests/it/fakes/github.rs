@@ -1,9 +1,10 @@
 //! A fake GitHub: the REST shapes zbot uses (deployment statuses, gists), in memory, every call
 //! recorded. Tests wait on what it received with a deadline, never with a sleep.
 //!
-//! Faults on demand: [`FakeGitHub::never_answer`] accepts every request and never answers it, and
+//! Faults on demand: [`FakeGitHub::never_answer`] accepts every request and never answers it,
 //! [`FakeGitHub::drop_next_deployment_answer`] makes the next deployment and then closes the
-//! connection instead of answering.
+//! connection instead of answering, and [`FakeGitHub::hold_status_answers`] records a deployment's
+//! statuses at once but answers them only when the test says so.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -74,6 +75,8 @@ struct Model {
     drop_next_deployment_answer: bool,
     /// Query strings of deployment listings, in order.
     deployment_lists: Vec<BTreeMap<String, String>>,
+    /// Deployments whose status posts are answered only once their switch turns true.
+    held_status_answers: BTreeMap<u64, tokio::sync::watch::Receiver<bool>>,
 }
 
 #[derive(Clone)]
@@ -149,6 +152,18 @@ impl FakeGitHub {
     /// The query of each deployment listing zbot asked for, in order.
     pub fn deployment_lists(&self) -> Vec<BTreeMap<String, String>> {
         self.model.lock().unwrap().deployment_lists.clone()
+    }
+
+    /// From now on the statuses of `deployment_id` are recorded when they arrive, but answered only
+    /// once the returned switch is sent `true`: zbot waits on GitHub while the test acts.
+    pub fn hold_status_answers(&self, deployment_id: u64) -> tokio::sync::watch::Sender<bool> {
+        let (release, held) = tokio::sync::watch::channel(false);
+        self.model
+            .lock()
+            .unwrap()
+            .held_status_answers
+            .insert(deployment_id, held);
+        release
     }
 
     /// Ids of the deployments the fake made, oldest first.
@@ -312,12 +327,18 @@ async fn create_status(
         )
             .into_response();
     }
-    let n = {
+    let (n, held) = {
         let mut model = fake.model.lock().unwrap();
         model.statuses.push(status.clone());
-        model.statuses.len()
+        (
+            model.statuses.len(),
+            model.held_status_answers.get(&id).cloned(),
+        )
     };
     fake.touch();
+    if let Some(mut held) = held {
+        let _ = held.wait_for(|released| *released).await;
+    }
     let base = fake.url();
     (
         StatusCode::CREATED,
