@@ -9,6 +9,7 @@ mod grammar;
 mod hardening;
 mod harness;
 mod hostile;
+mod left_behind;
 mod parse_cli;
 mod recipes;
 mod reliability;
