@@ -155,8 +155,9 @@ impl Scheduler {
         for id in gone {
             self.running.lock().await.remove(&id);
             if let Ok(Some(d)) = self.deployer.store.get(id).await {
+                // Whatever it started must not go on unsupervised.
                 self.deployer
-                    .end_unrun(&d, crate::reply::zbot_failed())
+                    .end_interrupted(&d, crate::reply::zbot_failed())
                     .await;
             }
         }
