@@ -27,6 +27,8 @@ pub struct DeploymentEvent {
     pub git_ref: GitRef,
     pub sha: Sha,
     pub task: Task,
+    /// The hosts the deploy is limited to, if any.
+    pub hosts: Option<crate::domain::Hosts>,
     pub actor: String,
     pub state: StatusState,
     pub description: String,
@@ -57,6 +59,7 @@ impl DeploymentEvent {
             git_ref: d.git_ref.clone(),
             sha: d.sha.clone(),
             task: d.task.clone(),
+            hosts: d.hosts.clone(),
             actor: d.actor.clone(),
             state,
             description,

@@ -420,6 +420,13 @@ pub fn left_behind(process: &str, ending: LeftBehind, grace: std::time::Duration
     format!("{process} left the deploy's process group and outlived its program: {what}")
 }
 
+/// Deploy log: a process still running in the deploy's own process group when its program ended.
+pub fn left_in_group(process: &str) -> String {
+    format!(
+        "{process} was still running in the deploy's process group when its program ended: stopped (SIGKILL)"
+    )
+}
+
 /// What zbot did with a process a deploy left behind ([`left_behind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeftBehind {
@@ -708,12 +715,30 @@ fn short(sha: &str) -> &str {
 }
 
 fn what(e: &DeploymentEvent) -> String {
+    // A task other than a plain deploy is named: `deploy:migrate` adxstat `v1` (`f95f852`).
+    let task = if e.task == crate::domain::Task::deploy() {
+        String::new()
+    } else {
+        format!("`{}` ", e.task)
+    };
     format!(
-        "{} `{}` (`{}`)",
+        "{task}{} `{}` (`{}`)",
         e.app,
         escape(e.git_ref.as_str()),
         e.sha.short()
     )
+}
+
+/// Where a deployment goes, as chat shows it: the environment, and the hosts it is limited to.
+fn place(e: &DeploymentEvent) -> String {
+    match &e.hosts {
+        Some(hosts) => format!(
+            "{}/{}",
+            escape(e.environment.as_str()),
+            escape(hosts.as_str())
+        ),
+        None => escape(e.environment.as_str()),
+    }
 }
 
 /// The one status message per deployment, kept current as it moves; `running_for` while it runs.
@@ -736,7 +761,7 @@ pub fn status(e: &DeploymentEvent, running_for: Option<std::time::Duration>) -> 
         "*Deployment #{}*: {} to *{}* for {}",
         e.deployment_id,
         what(e),
-        escape(e.environment.as_str()),
+        place(e),
         user(&e.actor)
     );
     let mut detail = format!("{emoji} {state}");
@@ -769,7 +794,7 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
         StatusState::Success => format!(
             "{who} {} is on *{}*. {} {link}",
             what(e),
-            escape(e.environment.as_str()),
+            place(e),
             description_in_chat(e)
         ),
         StatusState::Failure => {
@@ -781,7 +806,7 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
             let mut text = format!(
                 "{who} deploying {} to *{}* failed: {} {link}",
                 what(e),
-                escape(e.environment.as_str()),
+                place(e),
                 sentence(&description_in_chat(e))
             );
             if !tail.is_empty() {
@@ -792,7 +817,7 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
         _ => format!(
             "{who} {} was not deployed to *{}*: {} {link}",
             what(e),
-            escape(e.environment.as_str()),
+            place(e),
             sentence(&description_in_chat(e))
         ),
     };
@@ -1062,7 +1087,29 @@ mod tests {
             notify: None,
             tail: Vec::new(),
             denial: None,
+            hosts: None,
         }
+    }
+
+    /// The status and the outcome name a task other than a plain deploy, and the hosts a deploy is
+    /// limited to.
+    #[test]
+    fn chat_shows_the_task_and_the_host_limit() {
+        let mut e = event("deploy:migrate", StatusState::Success, "U0BOB");
+        e.hosts = Some("web1,web2".parse().unwrap());
+        let shown = status(&e, None).text;
+        assert!(
+            shown.contains("`deploy:migrate` adxstat `v0.0.1`")
+                && shown.contains("to *production/web1,web2*"),
+            "{shown}"
+        );
+        let outcome = outcome(&e).text;
+        assert!(outcome.contains("*production/web1,web2*"), "{outcome}");
+        let plain = status(&event("deploy", StatusState::Success, "U0BOB"), None).text;
+        assert!(
+            plain.contains(": adxstat `v0.0.1`") && plain.contains("to *production* for"),
+            "{plain}"
+        );
     }
 
     /// A lock's holder is a mention in every chat text, also when the lock stopped a deployment that

@@ -239,6 +239,20 @@ fn carrying(marks: &Marks, except_group: Option<i32>) -> Vec<(Key, Process)> {
         .collect()
 }
 
+/// The processes of the deploy `marks` names still running inside process group `group` (its leader
+/// has exited and is a zombie, so it is not among them).
+pub fn in_group(marks: &Marks, group: i32) -> Vec<Process> {
+    let outside: Vec<Key> = carrying(marks, Some(group))
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    carrying(marks, None)
+        .into_iter()
+        .filter(|(key, _)| !outside.contains(key))
+        .map(|(_, p)| p)
+        .collect()
+}
+
 /// The processes of the deploy `marks` names still running outside process group `group`.
 pub fn outside_group(marks: &Marks, group: i32) -> Vec<Process> {
     carrying(marks, Some(group))

@@ -171,8 +171,16 @@ pub async fn run(run: Run<'_>) -> Exit {
             .await;
         }
     }
-    // Whatever the deploy left in its group goes with it.
+    // Whatever the deploy left in its group goes with it, named in the log like those outside it.
+    let in_group = if stopped.is_none() {
+        escaped::in_group(marks, group)
+    } else {
+        Vec::new()
+    };
     signal_group(group, libc::SIGKILL);
+    for process in &in_group {
+        log.note(reply::left_in_group(&process.to_string())).await;
+    }
     let status = child.wait().await;
     drop(leader);
     let ended = tokio::time::Instant::now();

@@ -185,6 +185,14 @@ echo "all started"
             "{name}: pid {pid} is not named as stopped: {log}"
         );
     }
+    // The `nohup` one stayed in the group: it goes with the group, and is named too.
+    let in_group = pid_in(&at("nohup"));
+    assert!(
+        log.lines()
+            .any(|line| line.contains(&format!("pid {in_group} (sleep 606"))
+                && line.contains("still running in the deploy's process group")),
+        "the process left in the group is named: {log}"
+    );
     let stubborn = pid_in(&at("ignores-term"));
     assert!(
         log.lines()
