@@ -232,7 +232,18 @@ impl Template {
                     literal.push('}');
                 }
                 '{' => {
-                    let inside: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    let mut inside = String::new();
+                    let mut closed = false;
+                    for c in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        inside.push(c);
+                    }
+                    if !closed {
+                        return Err(format!("`{{{inside}` in `{source}` has no closing `}}`"));
+                    }
                     let (name, filter) = match inside.split_once('|') {
                         Some((name, filter)) => (name, Some(filter)),
                         None => (inside.as_str(), None),
@@ -293,7 +304,23 @@ impl Template {
         let fabric1 = self
             .placeholders()
             .any(|(_, q)| matches!(q, Quote::Fabric1Task | Quote::Fabric1Arg));
-        if !fabric1 {
+        // The shape alone (`…:name=…` around placeholders) is Fabric 1's too: a recipe written before
+        // the filters existed (`{task}:branch_name={ref}`) must not load unfiltered.
+        let mut colon = false;
+        let mut shaped = false;
+        for piece in &self.pieces {
+            if let Piece::Text(text) = piece {
+                if colon && text.contains('=') {
+                    shaped = true;
+                }
+                if let Some((_, after)) = text.split_once(':') {
+                    colon = true;
+                    shaped |= after.contains('=');
+                }
+            }
+        }
+        let has_value = self.placeholders().next().is_some();
+        if !(fabric1 || (shaped && has_value)) {
             return Ok(());
         }
         let mut after_colon = false;

@@ -262,6 +262,14 @@ fn a_fabric1_task_writes_every_value_in_fabrics_syntax() {
             "`{ref}` is the task name: write `{ref|fabric1_task}`",
         ),
         ("{ref|shell_quote}", "unknown filter `|shell_quote`"),
+        // The recipe as it was before filters existed: its shape is Fabric 1's, so it does not load
+        // (a ref `v1,hosts=prod1` would otherwise choose the hosts).
+        (
+            "{task}:branch_name={ref}",
+            "`{task}` is the task name: write `{task|fabric1_task}`",
+        ),
+        ("deploy:branch_name={ref}", "`{ref}` is an argument"),
+        ("{ref", "`{ref` in `{ref` has no closing `}`"),
     ];
     for (template, message) in refused {
         let source = format!("description = \"x\"\nprogram = \"fab\"\nargs = [\"{template}\"]\n");
