@@ -482,6 +482,15 @@ impl Recipe {
         })
     }
 
+    /// Whether the recipe drives Fabric 1 (it writes a value in Fabric 1's task syntax): the one zbot
+    /// may install itself (`[deploy] provision_fabric`). Fabric 2's `fab` has the same name and another
+    /// command line, so the program's name alone does not say.
+    pub fn drives_fabric1(&self) -> bool {
+        self.templates()
+            .flat_map(Template::placeholders)
+            .any(|(_, quote)| matches!(quote, Quote::Fabric1Task | Quote::Fabric1Arg))
+    }
+
     /// Whether some template of the recipe places `{hosts}`, so a deploy limited to some hosts can be.
     pub fn takes_hosts(&self) -> bool {
         self.templates()

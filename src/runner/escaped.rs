@@ -358,8 +358,10 @@ impl Target {
                 Handle::Pidfd(pidfd)
             }
             Ok(_) => Handle::Gone,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Handle::Number,
-            Err(_) => Handle::Gone,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Handle::Gone,
+            // No pidfds here (ENOSYS), or none to be had just now (EMFILE, ENOMEM): by its number,
+            // as without pidfds, rather than leave it running as if it were gone.
+            Err(_) => Handle::Number,
         };
         #[cfg(not(target_os = "linux"))]
         let handle = {

@@ -541,7 +541,8 @@ impl Deployer {
         let mut invocation = recipe
             .render(&input)
             .map_err(|reason| Outcome::error(reply::recipe_refused(&recipe.name, &reason)))?;
-        if invocation.program == "fab"
+        if recipe.drives_fabric1()
+            && invocation.program == "fab"
             && tools::on_path("fab").is_none()
             && self.config.deploy.provision_fabric
         {

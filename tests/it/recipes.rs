@@ -332,3 +332,13 @@ fn python_recipes_run_unbuffered() {
         );
     }
 }
+
+/// Only the Fabric 1 recipe may have Fabric 1 installed for it: Fabric 2's program is also `fab`.
+#[test]
+fn only_fabric1_recipes_get_fabric1_installed() {
+    let recipes = shipped();
+    assert!(recipes.get("fabric").unwrap().drives_fabric1());
+    for other in ["fabric2", "capistrano", "shell", "ansible"] {
+        assert!(!recipes.get(other).unwrap().drives_fabric1(), "{other}");
+    }
+}
