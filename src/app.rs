@@ -89,6 +89,8 @@ impl Core {
             events: events.clone(),
             redactor: Redactor::new(config.secrets()),
             log_links,
+            executors: crate::runner::executor::Executors::new(&config)
+                .map_err(|e| anyhow::anyhow!("the deploy executors: {e}"))?,
         });
         Ok(Core {
             config,

@@ -31,6 +31,8 @@ pub enum ValueKind {
     User,
     /// A deployment's payload as a whole.
     Payload,
+    /// A Heroku app's name.
+    HerokuApp,
 }
 
 impl ValueKind {
@@ -48,6 +50,7 @@ impl ValueKind {
             ValueKind::ThreadTs => "a thread timestamp",
             ValueKind::User => "a user",
             ValueKind::Payload => "the deployment payload",
+            ValueKind::HerokuApp => "a Heroku app name",
         }
     }
 }
@@ -637,7 +640,52 @@ impl Adapter {
     }
 }
 
+/// A Heroku app's name, as Heroku allows it: 3 to 30 lowercase letters, digits and dashes, starting
+/// with a letter and not ending with a dash (Heroku's rule for app names). It goes into API paths.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HerokuApp(String);
+string_type!(HerokuApp, |v| {
+    let kind = ValueKind::HerokuApp;
+    common(kind, v, 30)?;
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(invalid(kind, v, Problem::Character(c)));
+    }
+    if v.len() < 3 || !v.starts_with(|c: char| c.is_ascii_lowercase()) || v.ends_with('-') {
+        return Err(invalid(
+            kind,
+            v,
+            Problem::Format("is 3 to 30 of a-z, 0-9 and `-`, starting with a letter"),
+        ));
+    }
+    Ok(v.to_string())
+});
+
+impl Adapter {
+    /// `campfire`.
+    pub fn campfire() -> Adapter {
+        Adapter("campfire".into())
+    }
+}
+
 impl Notify {
+    /// The place to answer in chat service `adapter`: a room and, if given, the thread; `None` when the
+    /// deployment was asked for elsewhere (another adapter, or no room). No adapter means Slack
+    /// (hubot-deploy's default).
+    pub fn place_in(&self, adapter: &Adapter) -> Option<(&Room, Option<&ThreadTs>)> {
+        let here = self
+            .adapter
+            .as_ref()
+            .map_or(adapter.as_str() == "slack", |a| a == adapter);
+        match &self.room {
+            Some(room) if here => Some((room, self.thread_ts.as_ref())),
+            _ => None,
+        }
+    }
+
     /// The Slack place to answer: a room and, if given, the thread; `None` when the deployment was not
     /// asked for from Slack (another adapter, or no room).
     pub fn slack_place(&self) -> Option<(&Room, Option<&ThreadTs>)> {
@@ -652,6 +700,36 @@ impl Notify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heroku_app_names_follow_herokus_rule() {
+        for good in ["adxstat", "adxstat-staging", "a1b", "my-app-2"] {
+            assert!(good.parse::<HerokuApp>().is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "ab",
+            "Adxstat",
+            "1app",
+            "app-",
+            "app_x",
+            "a/b",
+            &"a".repeat(31),
+        ] {
+            assert!(bad.parse::<HerokuApp>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_notify_is_answered_in_its_own_chat() {
+        let campfire: Notify =
+            serde_json::from_value(serde_json::json!({"adapter": "campfire", "room": 42})).unwrap();
+        assert!(campfire.place_in(&Adapter::campfire()).is_some());
+        assert!(campfire.place_in(&Adapter::slack()).is_none());
+        let plain: Notify = serde_json::from_value(serde_json::json!({"room": "C0CHAN"})).unwrap();
+        assert!(plain.place_in(&Adapter::slack()).is_some());
+        assert!(plain.place_in(&Adapter::campfire()).is_none());
+    }
 
     #[test]
     fn refs_follow_check_ref_format() {

@@ -20,6 +20,7 @@
 //! - [`reply`]: sentences people read.
 //! - [`chat`], [`policy`], [`slack`]: the conversation, its rules, and Slack.
 //! - [`shell`]: the bot in a terminal, with the embedded forge.
+//! - [`http`]: the HTTP client for Heroku, Campfire and GitHub's archive redirect.
 //! - [`app`]: wiring and shutdown.
 //! - [`secret`], [`suggest`]: secrets that never print; "did you mean".
 
@@ -30,6 +31,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod forge;
+pub mod http;
 pub mod loglink;
 pub mod mrkdwn;
 pub mod payload;

@@ -644,7 +644,8 @@ pub fn load_for(config: &crate::config::Config) -> Result<Recipes, Vec<Problem>>
         .apps
         .iter()
         .filter_map(|(name, app)| {
-            let provider = app.provider.as_ref()?;
+            // Heroku's Platform API needs no recipe.
+            let provider = app.provider.as_ref().filter(|_| !app.is_heroku())?;
             recipes.get(provider).is_none().then(|| Problem {
                 file: config.path.clone(),
                 line: 0,

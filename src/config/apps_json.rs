@@ -49,6 +49,7 @@ fn convert_app(
     app: &serde_json::Map<String, Value>,
 ) -> Result<(), String> {
     let mut urls = Vec::new();
+    let mut heroku = Vec::new();
     let mut notes = Vec::new();
     // `write!` into a String cannot fail.
     let _ = writeln!(out, "\n[apps.{}]", toml_key(name));
@@ -85,6 +86,14 @@ fn convert_app(
                     ));
                 }
             },
+            // Heaven's names: `heroku_<env>_name` for one environment, `heroku_name` for any.
+            ("heroku_name", Some(app)) => heroku.push((None, app.to_string())),
+            (heroku_key, Some(app))
+                if heroku_key.starts_with("heroku_") && heroku_key.ends_with("_name") =>
+            {
+                let env = &heroku_key["heroku_".len()..heroku_key.len() - "_name".len()];
+                heroku.push((Some(env.to_string()), app.to_string()));
+            }
             ("github_token" | "github_api", _) => notes.push(format!(
                 "# `{key}` dropped: set [github] token/api_url (secrets come from the environment)"
             )),
@@ -107,6 +116,21 @@ fn convert_app(
             .map(|(env, url)| format!("{env} = {}", quoted(url)))
             .collect();
         let _ = writeln!(out, "environment_urls = {{ {} }}", entries.join(", "));
+    }
+    match heroku.as_slice() {
+        [] => {}
+        [(None, app)] => {
+            let _ = writeln!(out, "heroku_app = {}", quoted(app));
+        }
+        _ => {
+            let entries: Vec<String> = heroku
+                .iter()
+                .filter_map(|(env, app)| {
+                    Some(format!("{} = {}", toml_key(env.as_ref()?), quoted(app)))
+                })
+                .collect();
+            let _ = writeln!(out, "heroku_app = {{ {} }}", entries.join(", "));
+        }
     }
     for note in notes {
         let _ = writeln!(out, "{note}");
@@ -145,7 +169,21 @@ mod tests {
         assert_eq!(toml_key("adx-stat_1"), "adx-stat_1");
         assert!(toml.contains("allowed_channels = [\"ops\"]"));
         assert!(toml.contains("environment_urls = { production = \"https://hubot.example\" }"));
-        assert!(toml.contains("# not used by zbot: heroku_production_name"));
+        assert!(toml.contains("heroku_app = { production = \"my-orgs-hubot\" }"));
+        let one = convert(
+            r#"{"web": {"provider": "heroku", "repository": "o/web", "heroku_name": "web-app"}}"#,
+        )
+        .unwrap();
+        assert!(one.contains("heroku_app = \"web-app\""), "{one}");
+        let both = convert(
+            r#"{"web": {"provider": "heroku", "repository": "o/web",
+                "heroku_production_name": "web-prod", "heroku_staging_name": "web-stg"}}"#,
+        )
+        .unwrap();
+        assert!(
+            both.contains("heroku_app = { production = \"web-prod\", staging = \"web-stg\" }"),
+            "{both}"
+        );
         assert!(!toml.contains("\"secret\""));
         assert!(toml.contains("auto_merge = false"));
         assert!(!toml.contains("auto_merge = true"));

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::{AppName, Environment, GitRef, Invalid, Repository};
+use crate::domain::{AppName, Environment, GitRef, HerokuApp, Invalid, Repository, Room};
 use crate::secret::Secret;
 pub use values::{EnvString, HumanDuration};
 
@@ -55,6 +55,10 @@ pub struct Config {
     pub slack: Option<SlackConfig>,
     pub github: Option<GithubConfig>,
     pub webhook: Option<WebhookConfig>,
+    /// `[heroku]`: the Platform API, for apps with `provider = "heroku"`.
+    pub heroku: Option<HerokuConfig>,
+    /// `[campfire]`: Campfire as a second chat beside Slack.
+    pub campfire: Option<CampfireConfig>,
     pub deploy: DeployConfig,
     pub apps: BTreeMap<AppName, AppConfig>,
     /// What is allowed but probably not meant (an environment alias an app's own environment shadows);
@@ -138,6 +142,36 @@ pub struct WebhookConfig {
     pub secret: Option<Secret>,
 }
 
+/// `[heroku]`: how zbot reaches Heroku's Platform API.
+#[derive(Debug, Clone)]
+pub struct HerokuConfig {
+    /// `api_key`: an API token (`heroku authorizations:create`), sent as `Authorization: Bearer`.
+    pub api_key: Secret,
+    /// `api_url`, by default [`DEFAULT_HEROKU_API_URL`] (tests point it at a fake).
+    pub api_url: String,
+    /// `poll_interval`: how often a running build is asked for its state (default 5s).
+    pub poll_interval: Duration,
+    /// How long one API call may take (`timeout`, `connect_timeout`).
+    pub timeouts: Timeouts,
+}
+
+/// `[campfire]`: Campfire (ONCE Campfire) as a chat: its bot API out, its room webhook in.
+#[derive(Debug, Clone)]
+pub struct CampfireConfig {
+    /// `url`: the Campfire installation, without a trailing slash.
+    pub url: String,
+    /// `bot_key`: the bot's key (`<id>-<token>` as Campfire shows it); part of every post's path.
+    pub bot_key: Secret,
+    /// The listener path the room webhook posts to, without its last segment (the token).
+    pub webhook_prefix: String,
+    /// The last segment of `webhook_path`: the webhook's secret, compared in constant time.
+    pub webhook_token: Secret,
+    /// `rooms`: the room ids zbot acts in; a message from another room is ignored.
+    pub rooms: Vec<Room>,
+    /// How long one bot API call may take (`timeout`, `connect_timeout`).
+    pub timeouts: Timeouts,
+}
+
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
     pub work_dir: PathBuf,
@@ -166,6 +200,8 @@ pub struct AppConfig {
     pub auto_merge: bool,
     pub timeout: Option<Duration>,
     pub deploy_key: Option<PathBuf>,
+    /// `heroku_app`: the Heroku app each environment deploys to (`provider = "heroku"`).
+    pub heroku_apps: BTreeMap<Environment, HerokuApp>,
 }
 
 impl Config {
@@ -185,6 +221,8 @@ impl Config {
         raw.slack = None;
         raw.github = None;
         raw.webhook = None;
+        raw.heroku = None;
+        raw.campfire = None;
         validate(path, &source, raw)
     }
 
@@ -207,6 +245,12 @@ impl Config {
         if let Some(webhook) = &self.webhook {
             secrets.extend(webhook.secret.iter());
         }
+        if let Some(heroku) = &self.heroku {
+            secrets.push(&heroku.api_key);
+        }
+        if let Some(campfire) = &self.campfire {
+            secrets.extend([&campfire.bot_key, &campfire.webhook_token]);
+        }
         secrets
     }
 
@@ -218,7 +262,15 @@ impl Config {
     }
 }
 
+/// The `provider` that deploys through Heroku's Platform API instead of a recipe.
+pub const HEROKU_PROVIDER: &str = "heroku";
+
 impl AppConfig {
+    /// Whether the app deploys through Heroku's Platform API (`provider = "heroku"`).
+    pub fn is_heroku(&self) -> bool {
+        self.provider.as_deref() == Some(HEROKU_PROVIDER)
+    }
+
     /// The app's environment that `typed` names, as configured: the app's own environment of that name
     /// (any case, as GitHub compares them) wins; otherwise `aliases` (`[bot] environment_aliases`) are
     /// followed. `None` if the app has no such environment.
@@ -362,6 +414,8 @@ struct RawConfig {
     slack: Option<RawSlack>,
     github: Option<RawGithub>,
     webhook: Option<RawWebhook>,
+    heroku: Option<RawHeroku>,
+    campfire: Option<RawCampfire>,
     #[serde(default)]
     deploy: RawDeploy,
     #[serde(default)]
@@ -418,6 +472,44 @@ struct RawWebhook {
     insecure_skip_signature: bool,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeroku {
+    api_key: EnvString,
+    api_url: Option<EnvString>,
+    poll_interval: Option<HumanDuration>,
+    timeout: Option<HumanDuration>,
+    connect_timeout: Option<HumanDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampfire {
+    url: EnvString,
+    bot_key: EnvString,
+    webhook_path: EnvString,
+    #[serde(default)]
+    rooms: Vec<RawRoom>,
+    timeout: Option<HumanDuration>,
+    connect_timeout: Option<HumanDuration>,
+}
+
+/// A Campfire room id, written as a number or as text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRoom {
+    Number(u64),
+    Text(String),
+}
+
+/// `heroku_app = "name"` for every environment, or `{ production = "name", … }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawHerokuApp {
+    One(String),
+    Each(BTreeMap<String, String>),
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDeploy {
@@ -447,11 +539,16 @@ struct RawApp {
     auto_merge: bool,
     timeout: Option<HumanDuration>,
     deploy_key: Option<EnvString>,
+    heroku_app: Option<RawHerokuApp>,
 }
 
 pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api";
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/github";
+pub const DEFAULT_HEROKU_API_URL: &str = "https://api.heroku.com";
+/// How often a Heroku build is polled: Heaven polled every 10 s; 5 s shows the end sooner and stays far
+/// under Heroku's limit of 4500 calls an hour.
+pub const DEFAULT_HEROKU_POLL: Duration = Duration::from_secs(5);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long a connection to GitHub or Slack may take to open: long enough for a slow TLS handshake
 /// across the world, short enough that a host dropping packets is noticed.
@@ -569,6 +666,8 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
     let slack = raw.slack.map(|s| validate_slack(&mut c, s));
     let github = raw.github.map(|g| validate_github(&mut c, g));
     let webhook = raw.webhook.map(|w| validate_webhook(&mut c, w));
+    let heroku = raw.heroku.map(|h| validate_heroku(&mut c, h));
+    let campfire = raw.campfire.map(|r| validate_campfire(&mut c, r));
     let deploy = validate_deploy(&mut c, raw.deploy, &bot.data_dir);
     let apps = raw
         .apps
@@ -587,6 +686,8 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
             slack,
             github,
             webhook,
+            heroku,
+            campfire,
             deploy,
             apps,
             warnings,
@@ -595,6 +696,162 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
         c.problems.sort_by_key(|p| p.line);
         Err(c.problems)
     }
+}
+
+fn validate_heroku(c: &mut Checker<'_>, raw: RawHeroku) -> HerokuConfig {
+    let api_key = Secret::new(c.env(&raw.api_key));
+    if raw.api_key.missing.is_empty() && api_key.expose().trim().is_empty() {
+        c.problem("heroku", Some("api_key"), "is empty");
+    }
+    let api_url = validate_url(
+        c,
+        "heroku",
+        "api_url",
+        raw.api_url.as_ref(),
+        DEFAULT_HEROKU_API_URL,
+    );
+    let poll_interval = raw.poll_interval.map_or(DEFAULT_HEROKU_POLL, |d| d.0);
+    if poll_interval.is_zero() {
+        c.problem("heroku", Some("poll_interval"), "must be longer than 0s");
+    }
+    HerokuConfig {
+        api_key,
+        api_url,
+        poll_interval,
+        timeouts: c.timeouts("heroku", raw.timeout, raw.connect_timeout),
+    }
+}
+
+/// The shortest webhook token zbot accepts: as for `[webhook] secret`.
+const MIN_TOKEN: usize = 16;
+
+fn validate_campfire(c: &mut Checker<'_>, raw: RawCampfire) -> CampfireConfig {
+    let url = validate_url(c, "campfire", "url", Some(&raw.url), "");
+    let bot_key = Secret::new(c.env(&raw.bot_key));
+    if raw.bot_key.missing.is_empty()
+        && !bot_key
+            .expose()
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+    {
+        c.problem(
+            "campfire",
+            Some("bot_key"),
+            "a bot key is letters, digits and `-` (as Campfire shows it)",
+        );
+    }
+    let path = c.env(&raw.webhook_path);
+    let (prefix, token) = path.rsplit_once('/').unwrap_or_default();
+    if raw.webhook_path.missing.is_empty() {
+        if !path.starts_with('/') || prefix.is_empty() {
+            c.problem(
+                "campfire",
+                Some("webhook_path"),
+                "write it like \"/campfire/${CAMPFIRE_WEBHOOK_TOKEN}\": a path and a secret last segment",
+            );
+        } else if token.len() < MIN_TOKEN
+            || !token
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_'))
+        {
+            c.problem(
+                "campfire",
+                Some("webhook_path"),
+                format!(
+                    "its last segment is the webhook's secret: use at least {MIN_TOKEN} letters, digits, `-` or `_`"
+                ),
+            );
+        }
+    }
+    let rooms = raw
+        .rooms
+        .into_iter()
+        .filter_map(|room| {
+            let text = match room {
+                RawRoom::Number(n) => n.to_string(),
+                RawRoom::Text(text) => text,
+            };
+            c.parse::<Room>("campfire", Some("rooms"), &text)
+        })
+        .collect::<Vec<_>>();
+    if rooms.is_empty() {
+        c.problem(
+            "campfire",
+            Some("rooms"),
+            "list the room ids zbot may act in, like rooms = [1]",
+        );
+    }
+    CampfireConfig {
+        url,
+        bot_key,
+        webhook_prefix: prefix.to_string(),
+        webhook_token: Secret::new(token.to_string()),
+        rooms,
+        timeouts: c.timeouts("campfire", raw.timeout, raw.connect_timeout),
+    }
+}
+
+/// Every environment's Heroku app (`heroku_app`): one name for all, or one per environment.
+fn validate_heroku_apps(
+    c: &mut Checker<'_>,
+    table: &str,
+    environments: &[Environment],
+    provider: Option<&str>,
+    raw: Option<RawHerokuApp>,
+) -> BTreeMap<Environment, HerokuApp> {
+    let mut apps = BTreeMap::new();
+    match raw {
+        None => {}
+        Some(RawHerokuApp::One(name)) => {
+            if let Some(app) = c.parse::<HerokuApp>(table, Some("heroku_app"), &name) {
+                for env in environments {
+                    apps.insert(env.clone(), app.clone());
+                }
+            }
+        }
+        Some(RawHerokuApp::Each(each)) => {
+            for (env, name) in each {
+                let known = environments.iter().find(|e| e.as_str() == env);
+                let app = c.parse::<HerokuApp>(table, Some("heroku_app"), &name);
+                match (known, app) {
+                    (Some(env), Some(app)) => {
+                        apps.insert(env.clone(), app);
+                    }
+                    (None, _) => c.problem(
+                        table,
+                        Some("heroku_app"),
+                        format!("`{env}` is not one of this app's environments"),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let heroku = provider == Some(HEROKU_PROVIDER);
+    if heroku {
+        let missing: Vec<&str> = environments
+            .iter()
+            .filter(|e| !apps.contains_key(*e))
+            .map(Environment::as_str)
+            .collect();
+        if !missing.is_empty() {
+            c.problem(
+                table,
+                Some("provider"),
+                format!(
+                    "provider = \"heroku\" needs heroku_app for {}: heroku_app = \"name\" or {{ production = \"name\" }}",
+                    missing.join(", ")
+                ),
+            );
+        }
+    } else if !apps.is_empty() {
+        c.problem(
+            table,
+            Some("heroku_app"),
+            "is used only with provider = \"heroku\"",
+        );
+    }
+    apps
 }
 
 /// An environment alias (`prod = "production"`, a default) that is also an app's own environment name:
@@ -940,6 +1197,13 @@ fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> Option<AppConfi
         }
     });
     let deploy_key = raw.deploy_key.as_ref().map(|k| c.path(k));
+    let heroku_apps = validate_heroku_apps(
+        c,
+        &table,
+        &environments,
+        raw.provider.as_deref(),
+        raw.heroku_app,
+    );
     Some(AppConfig {
         repository: repository?,
         clone_url,
@@ -953,6 +1217,7 @@ fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> Option<AppConfi
         auto_merge: raw.auto_merge,
         timeout: raw.timeout.map(|t| t.0),
         deploy_key,
+        heroku_apps,
     })
 }
 

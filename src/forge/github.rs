@@ -33,6 +33,7 @@ use super::{
 };
 use crate::config::{GithubConfig, Timeouts};
 use crate::domain::{DeploymentId, Environment, Repository, Sha};
+use crate::http::{HttpClient, HttpError};
 use crate::secret::Secret;
 
 impl From<octocrab::Error> for ForgeError {
@@ -275,6 +276,16 @@ pub struct GitHub {
     api: Octocrab,
     gists: Octocrab,
     timeouts: Timeouts,
+    /// For the one call whose redirect must not be followed (octocrab follows them): the archive.
+    archive: Option<Archive>,
+}
+
+/// What asking for a source archive's URL needs: a client that does not follow redirects, the token.
+#[derive(Clone, Debug)]
+struct Archive {
+    client: HttpClient,
+    api_url: String,
+    token: Secret,
 }
 
 impl GitHub {
@@ -296,10 +307,20 @@ impl GitHub {
             Some(token) => client(&config.api_url, token, timeouts)?,
             None => api.clone(),
         };
+        let archive = match &config.token {
+            Some(token) => Some(Archive {
+                client: HttpClient::new(timeouts.connect, timeouts.request)
+                    .map_err(|e| ForgeError::Config(e.to_string()))?,
+                api_url: config.api_url.clone(),
+                token: token.clone(),
+            }),
+            None => None,
+        };
         Ok(GitHub {
             api,
             gists,
             timeouts,
+            archive,
         })
     }
 
@@ -370,6 +391,55 @@ impl GitHub {
         )
         .await?
         .success()
+    }
+
+    /// A short-lived URL of the tarball of `repository` at `sha`, which anyone holding it can download
+    /// for a few minutes (GitHub's `GET /repos/{owner}/{repo}/tarball/{ref}` answers a redirect to it;
+    /// <https://docs.github.com/en/rest/repos/contents#download-a-repository-archive-tar>). The redirect
+    /// is not followed. For a private repository the URL carries a token of its own: it is handed on,
+    /// never logged or stored.
+    ///
+    /// Needs `[github] token`: a GitHub App's installation token is octocrab's, which follows redirects.
+    pub async fn archive_url(
+        &self,
+        repository: &Repository,
+        sha: &Sha,
+    ) -> Result<String, ForgeError> {
+        let Some(archive) = &self.archive else {
+            return Err(ForgeError::Config(
+                "a source archive for Heroku needs [github] token".into(),
+            ));
+        };
+        let url = format!("{}/repos/{repository}/tarball/{sha}", archive.api_url);
+        let authorization = format!("Bearer {}", archive.token.expose());
+        let request = HttpClient::request(
+            http::Method::GET,
+            &url,
+            &[
+                ("authorization", &authorization),
+                ("accept", "application/vnd.github+json"),
+                ("x-github-api-version", "2022-11-28"),
+            ],
+            None,
+        )
+        .map_err(|e| ForgeError::Config(e.to_string()))?;
+        let answer = archive.client.send(request).await.map_err(|e| match e {
+            HttpError::Timeout(after) => ForgeError::Timeout { after },
+            other => ForgeError::Network(other.to_string()),
+        })?;
+        let location = answer
+            .header("location")
+            .filter(|l| l.starts_with("https://") || l.starts_with("http://"));
+        match (answer.status, location) {
+            (301 | 302 | 303 | 307 | 308, Some(location)) => Ok(location.to_string()),
+            (status, _) => {
+                let message = match answer.json().get("message").and_then(Value::as_str) {
+                    Some(message) => message.to_string(),
+                    None => format!("no archive redirect for {sha}"),
+                };
+                Err(ForgeError::Api { status, message })
+            }
+        }
     }
 
     /// Creates a private gist holding one file.

@@ -159,6 +159,21 @@ impl Forge {
         }
     }
 
+    /// A short-lived URL from which anyone may download `repository` at `sha` as a tarball (for Heroku's
+    /// builds); it may carry a token, so it is never logged or stored. The embedded forge has none.
+    pub async fn archive_url(
+        &self,
+        repository: &Repository,
+        sha: &Sha,
+    ) -> Result<String, ForgeError> {
+        match self {
+            Forge::GitHub(github) => github.archive_url(repository, sha).await,
+            Forge::Local(_) => Err(ForgeError::Config(
+                "the embedded forge has no archive Heroku could download: deploy to Heroku through GitHub".into(),
+            )),
+        }
+    }
+
     /// Creates a deployment of `app` for `actor`.
     pub async fn create_deployment(
         &self,

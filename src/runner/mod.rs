@@ -9,6 +9,8 @@
 
 pub mod checkout;
 pub mod escaped;
+pub mod executor;
+pub mod heroku;
 pub mod log;
 pub mod process;
 pub mod tools;
@@ -55,6 +57,8 @@ pub struct Deployer {
     /// Links to zbot's own log pages, on the listener. Without a listener (`zbot shell`) the link is
     /// the log file's path.
     pub log_links: Option<LogLinks>,
+    /// What carries deployments out: the process runner, Heroku's Platform API.
+    pub executors: executor::Executors,
 }
 
 /// Resolves with the cancel's reason once the deploy is cancelled; never if it is not.
@@ -116,18 +120,20 @@ fn report(
     }
 }
 
-/// How a deployment ended, before it is posted.
+/// How a deployment ended, before it is posted: what an [`executor::Executor`] returns.
 #[derive(Debug, PartialEq, Eq)]
-struct Outcome {
-    state: StatusState,
-    description: String,
-    exit_code: Option<i32>,
+pub struct Outcome {
+    pub state: StatusState,
+    /// The status description (cut to GitHub's 140 characters when posted).
+    pub description: String,
+    /// The deploy program's exit code, when there was one.
+    pub exit_code: Option<i32>,
     /// Why policy did not let it run (a lock): chat words it with a mention, GitHub gets `description`.
-    denial: Option<Denial>,
+    pub denial: Option<Denial>,
 }
 
 impl Outcome {
-    fn done(state: StatusState, description: String, exit_code: Option<i32>) -> Outcome {
+    pub fn done(state: StatusState, description: String, exit_code: Option<i32>) -> Outcome {
         Outcome {
             state,
             description,
@@ -136,7 +142,7 @@ impl Outcome {
         }
     }
 
-    fn error(description: impl Into<String>) -> Outcome {
+    pub fn error(description: impl Into<String>) -> Outcome {
         Outcome::done(StatusState::Error, description.into(), None)
     }
 
@@ -416,8 +422,8 @@ impl Deployer {
             .await;
     }
 
-    /// The deploy proper: [`Deployer::prepare`] (lock tasks, lock check, checkout, recipe), then
-    /// [`Deployer::execute`] (the process), then [`report`] (how it ended, as a status).
+    /// The deploy proper: lock tasks end here; the lock check; then the app's [`executor`] carries it
+    /// out and says how it ended.
     async fn deploy(
         &self,
         d: &Deployment,
@@ -426,17 +432,81 @@ impl Deployer {
         started: Instant,
         cancel: watch::Receiver<Option<String>>,
     ) -> Outcome {
+        let Some(app) = self.config.apps.get(&d.app) else {
+            return Outcome::error(reply::no_app_for(&d.repository));
+        };
+        if d.task.is_lock() {
+            return self.lock_task(d, true).await;
+        }
+        if d.task.is_unlock() {
+            return self.lock_task(d, false).await;
+        }
+        let lock = self.store.lock_of(&d.app, &d.environment).await;
+        if let Err(e) = &lock {
+            tracing::error!(deployment = %d.deployment_id, "cannot read locks: {e}");
+        }
+        if let Err(denial) =
+            policy::may_run(lock.as_ref().map(Option::as_ref).map_err(drop), &d.actor)
+        {
+            return Outcome::denied(denial);
+        }
+        log.note(format!(
+            "zbot deploy #{}: {}@{} ({}) to {} for {}",
+            d.deployment_id, d.repository, d.git_ref, d.sha, d.environment, d.actor
+        ))
+        .await;
+        let executor = match self.executors.of(app) {
+            Ok(executor) => executor,
+            Err(reason) => return Outcome::error(reason),
+        };
+        executor
+            .execute(executor::Job {
+                deployer: self,
+                d,
+                app,
+                log,
+                log_url,
+                started,
+                cancel,
+            })
+            .await
+    }
+
+    /// Tells GitHub the deploy is in progress; `Err` (the deploy's end) when GitHub does not answer,
+    /// since it could not be told how the deploy ends either.
+    pub async fn tell_started(&self, d: &Deployment, log_url: &str) -> Result<(), Outcome> {
+        let told = self
+            .announce(
+                d,
+                StatusState::InProgress,
+                &reply::deploying(d),
+                Some(log_url),
+                Vec::new(),
+                None,
+            )
+            .await;
+        match told {
+            Err(e) if e.is_unanswered() => Err(Outcome::error(reply::github_unanswered(&e))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The process executor: [`Deployer::prepare`] (checkout, recipe), then [`Deployer::execute`] (the
+    /// process), then [`report`] (how it ended, as a status).
+    async fn run_process(
+        &self,
+        d: &Deployment,
+        app: &AppConfig,
+        log: &LogSender,
+        log_url: &str,
+        started: Instant,
+        cancel: watch::Receiver<Option<String>>,
+    ) -> Outcome {
         // Preparing (a fetch, installing Fabric, GitHub) is bounded by the deploy's timeout too, and a
         // cancel stops it; dropping it ends the git or pip it was waiting for (kill on drop).
-        let limit = self
-            .config
-            .apps
-            .get(&d.app)
-            .map_or(crate::config::DEFAULT_TIMEOUT, |app| {
-                timeout_for(app, None, &self.config)
-            });
+        let limit = timeout_for(app, None, &self.config);
         let prepared = tokio::select! {
-            prepared = tokio::time::timeout(limit, self.prepare(d, log, log_url)) => match prepared {
+            prepared = tokio::time::timeout(limit, self.prepare(d, app, log, log_url)) => match prepared {
                 Ok(Ok(prepared)) => prepared,
                 Ok(Err(outcome)) => return outcome,
                 Err(_) => return Outcome::error(reply::timed_out(limit)),
@@ -465,49 +535,22 @@ impl Deployer {
         )
     }
 
-    /// Everything before the program runs: lock tasks end here; the lock check; GitHub told of the
-    /// start while the tree is checked out; the recipe chosen and rendered; Fabric provisioned if needed.
-    /// `Err` is how the deployment ends without running anything.
+    /// Everything before the program runs: GitHub told of the start while the tree is checked out; the
+    /// recipe chosen and rendered; Fabric provisioned if needed. `Err` is how the deployment ends
+    /// without running anything.
     async fn prepare(
         &self,
         d: &Deployment,
+        app: &AppConfig,
         log: &LogSender,
         log_url: &str,
     ) -> Result<Prepared, Outcome> {
-        let Some(app) = self.config.apps.get(&d.app) else {
-            return Err(Outcome::error(reply::no_app_for(&d.repository)));
-        };
-        if d.task.is_lock() {
-            return Err(self.lock_task(d, true).await);
-        }
-        if d.task.is_unlock() {
-            return Err(self.lock_task(d, false).await);
-        }
-        let lock = self.store.lock_of(&d.app, &d.environment).await;
-        if let Err(e) = &lock {
-            tracing::error!(deployment = %d.deployment_id, "cannot read locks: {e}");
-        }
-        policy::may_run(lock.as_ref().map(Option::as_ref).map_err(drop), &d.actor)
-            .map_err(Outcome::denied)?;
-        log.note(format!(
-            "zbot deploy #{}: {}@{} ({}) to {} for {}",
-            d.deployment_id, d.repository, d.git_ref, d.sha, d.environment, d.actor
-        ))
-        .await;
         let auth = GitAuth {
             token: self.config.github.as_ref().and_then(|g| g.token.clone()),
             deploy_key: app.deploy_key.clone(),
         };
         // GitHub hears of the start while the checkout runs.
-        let deploying = reply::deploying(d);
-        let in_progress = self.announce(
-            d,
-            StatusState::InProgress,
-            &deploying,
-            Some(log_url),
-            Vec::new(),
-            None,
-        );
+        let in_progress = self.tell_started(d, log_url);
         let checkout = self.checkouts.prepare(
             &d.repository,
             &d.clone_url,
@@ -517,11 +560,7 @@ impl Deployer {
             &auth,
         );
         let (told, checked_out) = tokio::join!(in_progress, checkout);
-        if let Err(e) = told
-            && e.is_unanswered()
-        {
-            return Err(Outcome::error(reply::github_unanswered(&e)));
-        }
+        told?;
         let (tree, note) = checked_out.map_err(|e| Outcome::error(reply::checkout_failed(&e)))?;
         log.note(note).await;
         let recipe = self

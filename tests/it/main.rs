@@ -8,6 +8,7 @@ mod fakes;
 mod grammar;
 mod hardening;
 mod harness;
+mod heroku;
 mod hostile;
 mod left_behind;
 mod parse_cli;

@@ -77,7 +77,16 @@ struct Model {
     deployment_lists: Vec<BTreeMap<String, String>>,
     /// Deployments whose status posts are answered only once their switch turns true.
     held_status_answers: BTreeMap<u64, tokio::sync::watch::Receiver<bool>>,
+    /// The repository archives are made from.
+    archive_repo: Option<std::path::PathBuf>,
+    /// Shas whose archive redirect was asked for, in order.
+    tarball_requests: Vec<String>,
+    /// Archives downloaded through a redirect's URL, by sha.
+    archive_downloads: Vec<String>,
 }
+
+/// The token GitHub puts in an archive URL of a private repository; it must not leak.
+pub const ARCHIVE_TOKEN: &str = "ARCHIVEtokenAAAABBBBCCCC";
 
 #[derive(Clone)]
 pub struct FakeGitHub {
@@ -114,6 +123,14 @@ impl FakeGitHub {
             .route(
                 "/app/installations/{id}/access_tokens",
                 post(installation_token),
+            )
+            .route(
+                "/repos/{owner}/{repo}/tarball/{sha}",
+                axum::routing::get(tarball_redirect),
+            )
+            .route(
+                "/codeload/{owner}/{repo}/legacy.tar.gz/{sha}",
+                axum::routing::get(archive),
             )
             .route("/gists", post(create_gist))
             .route("/gists/{id}", patch(update_gist))
@@ -178,7 +195,19 @@ impl FakeGitHub {
 
     /// Deployments the fake creates are delivered as signed webhooks to `target`.
     pub fn send_webhooks_to(&self, target: WebhookTarget) {
-        self.model.lock().unwrap().target = Some(target);
+        let mut model = self.model.lock().unwrap();
+        model.archive_repo = Some(target.repo.clone());
+        model.target = Some(target);
+    }
+
+    /// The shas whose archive redirect zbot asked for.
+    pub fn tarball_requests(&self) -> Vec<String> {
+        self.model.lock().unwrap().tarball_requests.clone()
+    }
+
+    /// The shas whose archive was downloaded (by the fake Heroku) through a redirect's URL.
+    pub fn archive_downloads(&self) -> Vec<String> {
+        self.model.lock().unwrap().archive_downloads.clone()
     }
 
     /// The next deployment creation is answered with `status` and `body` instead of 201.
@@ -448,6 +477,57 @@ async fn update_gist(
     };
     fake.touch();
     (StatusCode::OK, Json(gist_json(&fake.url(), &id, &gist))).into_response()
+}
+
+/// `GET /repos/{owner}/{repo}/tarball/{ref}`: 302 to a short-lived archive URL carrying a token, as
+/// GitHub answers for a private repository.
+async fn tarball_redirect(
+    State(fake): State<FakeGitHub>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    record_auth(&fake, &headers);
+    fake.model
+        .lock()
+        .unwrap()
+        .tarball_requests
+        .push(sha.clone());
+    fake.touch();
+    let location = format!(
+        "{}/codeload/{owner}/{repo}/legacy.tar.gz/{sha}?token={ARCHIVE_TOKEN}",
+        fake.url()
+    );
+    (StatusCode::FOUND, [("location", location)]).into_response()
+}
+
+/// The archive itself (`git archive` of the sha), only with the redirect's token.
+async fn archive(
+    State(fake): State<FakeGitHub>,
+    Path((_owner, _repo, sha)): Path<(String, String, String)>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    if query.get("token").map(String::as_str) != Some(ARCHIVE_TOKEN) {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    }
+    let Some(repo) = fake.model.lock().unwrap().archive_repo.clone() else {
+        return (StatusCode::NOT_FOUND, "no repository").into_response();
+    };
+    let out = std::process::Command::new("git")
+        .current_dir(&repo)
+        .args(["archive", "--format=tar.gz", &sha])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    }
+    fake.model.lock().unwrap().archive_downloads.push(sha);
+    fake.touch();
+    (
+        StatusCode::OK,
+        [("content-type", "application/x-gzip")],
+        out.stdout,
+    )
+        .into_response()
 }
 
 /// Holds every request forever while the fake is silent; the connection stays open.

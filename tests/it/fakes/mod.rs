@@ -1,6 +1,7 @@
 //! Fakes of the services zbot talks to, speaking their real wire protocols on 127.0.0.1.
 
 pub mod github;
+pub mod heroku;
 pub mod slack;
 
 use std::time::Duration;

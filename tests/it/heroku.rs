@@ -1,0 +1,227 @@
+//! Deploys to Heroku: the Platform API executor against a fake Heroku that downloads the source from
+//! the fake GitHub's archive redirect, with the answer in the Slack thread.
+
+use std::time::Duration;
+
+use crate::fakes::github::{ARCHIVE_TOKEN, FakeGitHub};
+use crate::fakes::heroku::{API_KEY, FakeHeroku, Script};
+use crate::fakes::slack::{self, FakeSlack, app_mention, event_envelope, user_ts};
+use crate::harness::{TestRepo, config_text, deploy, start_chat_zbot};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const CHANNEL: &str = "C0CHAN";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    sha: String,
+    github: FakeGitHub,
+    slack: FakeSlack,
+    heroku: FakeHeroku,
+    zbot: zbot::app::Running,
+}
+
+/// zbot whose app `adxstat` deploys to the Heroku apps `adxstat` (production, which the fake knows)
+/// and `adxstat-staging` (staging, which it does not); `extra_app` goes into the app's table.
+async fn setup(extra_app: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let slack = FakeSlack::start().await;
+    let heroku = FakeHeroku::start(&["adxstat"]).await;
+    let repo = TestRepo::new(dir.path());
+    let sha = repo.commit(
+        &[
+            ("package.json", "{\"name\": \"adxstat\"}", false),
+            ("Procfile", "web: node index.js", false),
+        ],
+        "v0.0.1",
+    );
+    let app = format!(
+        "provider = \"heroku\"\nheroku_app = {{ production = \"adxstat\", staging = \"adxstat-staging\" }}\n{extra_app}"
+    );
+    let config = format!(
+        "{}
+[heroku]
+api_key = \"{API_KEY}\"
+api_url = \"{}\"
+poll_interval = \"100ms\"
+
+[slack]
+app_token = \"{}\"
+bot_token = \"{}\"
+api_url = \"{}\"
+",
+        config_text(&github, &repo, &app, ""),
+        heroku.url(),
+        slack::APP_TOKEN,
+        slack::BOT_TOKEN,
+        slack.api_url()
+    );
+    let zbot = start_chat_zbot(dir.path(), &config, &github, &slack, &repo).await;
+    Setup {
+        _dir: dir,
+        sha,
+        github,
+        slack,
+        heroku,
+        zbot,
+    }
+}
+
+impl Setup {
+    fn mention(&self, n: u32, text: &str) -> String {
+        let ts = user_ts(n);
+        let event = app_mention(
+            "U0ALICE",
+            CHANNEL,
+            &ts,
+            &format!("<@{}> {text}", slack::BOT_USER),
+        );
+        self.slack.send(event_envelope(
+            &format!("env-{n}"),
+            &format!("Ev{n}"),
+            event,
+            0,
+        ));
+        ts
+    }
+}
+
+#[tokio::test]
+async fn a_heroku_deploy_from_slack_ends_with_the_release_in_its_thread() {
+    let s = setup("").await;
+    s.heroku.script(Script::Succeed(vec![
+        "-----> Node.js app detected".into(),
+        "-----> Build succeeded!".into(),
+    ]));
+    let thread = s.mention(1, "deploy adxstat/v0.0.1 to production");
+    let last = s.github.final_status(5001, DEADLINE).await;
+    assert_eq!(last.state, "success", "{last:?}");
+    assert!(
+        last.description.contains("Heroku release v42 of adxstat"),
+        "{}",
+        last.description
+    );
+    let reply = s
+        .slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+    assert!(reply.text.contains("v42"), "{}", reply.text);
+
+    // Heroku was asked as documented, with the commit's source from GitHub's archive.
+    let builds = s.heroku.builds();
+    assert_eq!(builds.len(), 1, "{builds:#?}");
+    let build = &builds[0];
+    assert_eq!(build.app, "adxstat");
+    assert_eq!(build.source_blob["version"], s.sha.as_str());
+    assert_eq!(build.authorization, format!("Bearer {API_KEY}"));
+    assert_eq!(build.accept, "application/vnd.heroku+json; version=3");
+    assert!(
+        build.files.iter().any(|f| f == "Procfile"),
+        "{:?}",
+        build.files
+    );
+    assert_eq!(s.github.tarball_requests(), vec![s.sha.clone()]);
+    assert_eq!(s.github.archive_downloads(), vec![s.sha.clone()]);
+
+    // The build's output is in the log; the archive URL's token is nowhere zbot writes.
+    let gist = s
+        .github
+        .gist_by_url(last.log_url.as_deref().unwrap())
+        .unwrap();
+    let log: String = gist.files.values().cloned().collect();
+    assert!(log.contains("-----> Node.js app detected"), "{log}");
+    assert!(!log.contains(ARCHIVE_TOKEN), "{log}");
+    for status in s.github.all_statuses() {
+        assert!(!status.description.contains(ARCHIVE_TOKEN));
+    }
+    for post in s.slack.posts() {
+        assert!(!post.text.contains(ARCHIVE_TOKEN));
+    }
+    s.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_heroku_build_is_a_failure_with_its_output_tail() {
+    let s = setup("").await;
+    s.heroku.script(Script::Fail(vec![
+        "-----> Installing dependencies".into(),
+        "npm ERR! missing script: build".into(),
+        "-----> Build failed".into(),
+    ]));
+    let thread = s.mention(1, "deploy adxstat/v0.0.1 to production");
+    let last = s.github.final_status(5001, DEADLINE).await;
+    assert_eq!(last.state, "failure", "{last:?}");
+    assert!(last.description.contains("failed"), "{}", last.description);
+    let reply = s
+        .slack
+        .reply_containing(CHANNEL, &thread, "npm ERR! missing script: build")
+        .await;
+    assert!(
+        reply.text.contains("to *production* failed"),
+        "{}",
+        reply.text
+    );
+    s.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn each_heroku_api_error_is_an_error_that_says_what_to_fix() {
+    let s = setup("").await;
+    let cases: Vec<(Option<Script>, &str, &str)> = vec![
+        (
+            Some(Script::Refuse(
+                401,
+                serde_json::json!({"id": "unauthorized", "message": "Invalid credentials provided."}),
+                None,
+            )),
+            "production",
+            "set [heroku] api_key",
+        ),
+        (None, "staging", "Heroku has no app adxstat-staging"),
+        (
+            Some(Script::Refuse(
+                422,
+                serde_json::json!({"id": "invalid_params", "message": "source_blob.url is not reachable"}),
+                None,
+            )),
+            "production",
+            "Heroku refused the build of adxstat (source_blob.url is not reachable)",
+        ),
+        (
+            Some(Script::Refuse(
+                429,
+                serde_json::json!({"id": "rate_limit", "message": "Your account reached the API rate limit"}),
+                Some(120),
+            )),
+            "production",
+            "rate limit is used up: deploy again in 2m 00s",
+        ),
+    ];
+    for (n, (script, environment, sentence)) in cases.into_iter().enumerate() {
+        let id = 7001 + n as u64;
+        if let Some(script) = script {
+            s.heroku.script(script);
+        }
+        deploy(s.zbot.addr, id, "v0.0.1", &s.sha, environment).await;
+        let last = s.github.final_status(id, DEADLINE).await;
+        assert_eq!(last.state, "error", "{last:?}");
+        assert!(last.description.contains(sentence), "{}", last.description);
+    }
+    assert!(s.heroku.builds().is_empty());
+    s.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_heroku_build_past_the_timeout_is_left_to_heroku_and_said_so() {
+    let s = setup("timeout = \"2s\"").await;
+    s.heroku.script(Script::Hang);
+    deploy(s.zbot.addr, 7101, "v0.0.1", &s.sha, "production").await;
+    let last = s.github.final_status(7101, DEADLINE).await;
+    assert_eq!(last.state, "error", "{last:?}");
+    assert!(
+        last.description.contains("Heroku may still finish"),
+        "{}",
+        last.description
+    );
+    s.zbot.stop().await.unwrap();
+}
