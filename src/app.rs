@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::campfire;
 use crate::chat::ChatOutput;
 use crate::chat::bot::Bot;
 use crate::chat::notifier::{Notifier, NotifierTask};
@@ -47,6 +48,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     /// Slack's input, and the notifier that shows deployments there.
     slack: Option<(slack::SlackConnection, NotifierTask)>,
+    /// The notifier that tells Campfire rooms how their deployments ended.
+    campfire: Option<NotifierTask>,
     server: JoinHandle<std::io::Result<()>>,
     queue: JoinHandle<()>,
 }
@@ -109,6 +112,8 @@ struct ChatSide<'a> {
     store: &'a Store,
     forge: &'a Forge,
     scheduler: &'a Arc<Scheduler>,
+    /// The other chats wired beside this one, which answer their own deployments.
+    elsewhere: Vec<crate::domain::Adapter>,
 }
 
 impl ChatSide<'_> {
@@ -135,6 +140,7 @@ impl ChatSide<'_> {
             out,
             default_channel,
             refresh,
+            elsewhere: self.elsewhere.clone(),
         };
         (bot, notifier)
     }
@@ -154,6 +160,7 @@ pub async fn shell(
         store: &core.store,
         forge: &core.forge,
         scheduler: &core.scheduler,
+        elsewhere: Vec::new(),
     };
     let name = core.config.bot.name.clone();
     // A terminal shows every update as a new line: only state changes are printed.
@@ -245,15 +252,22 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         forge,
     } = core;
     // Chat first, so the ends of interrupted deploys reach their threads too.
+    let side = |elsewhere| ChatSide {
+        config: &config,
+        store: &store,
+        forge: &forge,
+        scheduler: &scheduler,
+        elsewhere,
+    };
     let slack = match &config.slack {
         Some(slack_config) => {
             let (out, bot_user_id) = slack::connect(slack_config).await?;
-            let side = ChatSide {
-                config: &config,
-                store: &store,
-                forge: &forge,
-                scheduler: &scheduler,
-            };
+            let elsewhere = config
+                .campfire
+                .iter()
+                .map(|_| crate::domain::Adapter::campfire())
+                .collect();
+            let side = side(elsewhere);
             let (bot, notifier) = side.wire(
                 out,
                 bot_user_id,
@@ -266,6 +280,16 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         }
         None => None,
     };
+    let campfire = match &config.campfire {
+        Some(campfire_config) => {
+            let out =
+                campfire::CampfireOutput::new(campfire_config).context("the Campfire client")?;
+            let (bot, notifier) = side(Vec::new()).wire(out, config.bot.name.clone(), None, None);
+            let notifier = notifier.spawn(&events);
+            Some((campfire::router(Arc::new(bot), campfire_config), notifier))
+        }
+        None => None,
+    };
     scheduler.recover().await;
     // Then the outcomes a previous process did not get to post, those of the deploys just ended included.
     if let Some((_, notifier)) = &slack {
@@ -273,7 +297,11 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
     }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let router = webhook::router(
+    let (campfire_routes, campfire) = match campfire {
+        Some((routes, notifier)) => (Some(routes), Some(notifier)),
+        None => (None, None),
+    };
+    let mut router = webhook::router(
         webhook::Listener {
             config: Arc::clone(&config),
             store: store.clone(),
@@ -284,6 +312,9 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         },
         &webhook_config.path,
     );
+    if let Some(routes) = campfire_routes {
+        router = router.merge(routes);
+    }
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -301,6 +332,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         store,
         shutdown,
         slack,
+        campfire,
         server,
         queue,
     })
@@ -331,6 +363,9 @@ impl Running {
         }
         self.queue.await.context("the queue task")?;
         if let Some((_, notifier)) = self.slack {
+            notifier.close().await;
+        }
+        if let Some(notifier) = self.campfire {
             notifier.close().await;
         }
         Ok(())

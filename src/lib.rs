@@ -19,12 +19,14 @@
 //! - [`events`]: deployment state changes, for the chat side.
 //! - [`reply`]: sentences people read.
 //! - [`chat`], [`policy`], [`slack`]: the conversation, its rules, and Slack.
+//! - [`campfire`]: Campfire as a second chat beside Slack.
 //! - [`shell`]: the bot in a terminal, with the embedded forge.
 //! - [`http`]: the HTTP client for Heroku, Campfire and GitHub's archive redirect.
 //! - [`app`]: wiring and shutdown.
 //! - [`secret`], [`suggest`]: secrets that never print; "did you mean".
 
 pub mod app;
+pub mod campfire;
 pub mod chat;
 pub mod command;
 pub mod config;

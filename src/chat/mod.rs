@@ -7,6 +7,7 @@ pub mod notifier;
 
 use std::future::Future;
 
+pub use crate::domain::Adapter;
 pub use crate::mrkdwn::{Message, escape};
 
 /// How a message reached the bot.
@@ -65,4 +66,14 @@ pub trait ChatOutput: Clone + Send + Sync + 'static {
         ts: &str,
         message: &Message,
     ) -> impl Future<Output = Result<(), ChatError>> + Send;
+    /// The chat service's name in a deployment payload's `notify.adapter` (hubot-deploy's
+    /// `robot.adapterName`): deployments asked for here say so, and are answered here.
+    fn adapter(&self) -> Adapter {
+        Adapter::slack()
+    }
+    /// Whether the service has threads and message edits (Slack). Without them (Campfire) a deployment
+    /// gets no live status message: its outcome is said as one new message in the room.
+    fn threads(&self) -> bool {
+        true
+    }
 }

@@ -31,6 +31,9 @@ pub struct Notifier<O: ChatOutput> {
     pub default_channel: Option<String>,
     /// How often running deployments' status messages show their elapsed time; `None`: only on changes.
     pub refresh: Option<Duration>,
+    /// Other chat services wired beside this one: deployments asked for there are answered there, not
+    /// here.
+    pub elsewhere: Vec<super::Adapter>,
 }
 
 /// What the notifier is told besides the events.
@@ -182,7 +185,15 @@ impl<O: ChatOutput> Notifier<O> {
     }
 
     /// Shows one deployment event: creates or updates the status message, and replies when it is final.
+    /// Without threads only the outcome is said, in the room the deployment was asked from.
     pub async fn show(&self, event: &DeploymentEvent) {
+        let adapter = event.notify.as_ref().and_then(|n| n.adapter.as_ref());
+        if adapter.is_some_and(|a| self.elsewhere.contains(a)) {
+            return;
+        }
+        if !self.out.threads() {
+            return self.show_unthreaded(event).await;
+        }
         let existing = match self.store.chat_message(event.deployment_id).await {
             Ok(existing) => existing,
             Err(e) => {
@@ -222,6 +233,23 @@ impl<O: ChatOutput> Notifier<O> {
         }
     }
 
+    /// A chat without threads: the outcome alone, as one new message in the deployment's own room.
+    async fn show_unthreaded(&self, event: &DeploymentEvent) {
+        if !event.state.is_final() {
+            return;
+        }
+        let adapter = self.out.adapter();
+        let Some((room, _)) = event.notify.as_ref().and_then(|n| n.place_in(&adapter)) else {
+            return;
+        };
+        let place = ChatMessage {
+            channel: room.to_string(),
+            thread_ts: String::new(),
+            status_ts: String::new(),
+        };
+        self.post_outcome(event, &place).await;
+    }
+
     /// Posts the reply that tells how a deployment ended, unless it was posted before, and records it.
     async fn post_outcome(&self, event: &DeploymentEvent, place: &ChatMessage) {
         match self.store.outcome_posted(event.deployment_id).await {
@@ -234,11 +262,8 @@ impl<O: ChatOutput> Notifier<O> {
             ),
         }
         let outcome: Message = reply::outcome(event);
-        if let Err(e) = self
-            .out
-            .post(&place.channel, Some(&place.thread_ts), &outcome)
-            .await
-        {
+        let thread = Some(place.thread_ts.as_str()).filter(|t| !t.is_empty());
+        if let Err(e) = self.out.post(&place.channel, thread, &outcome).await {
             tracing::error!(
                 deployment = %event.deployment_id,
                 "cannot post the outcome (it is tried again at the next start): {e}"
@@ -464,6 +489,7 @@ mod tests {
             out: out.clone(),
             default_channel: None,
             refresh: None,
+            elsewhere: Vec::new(),
         };
         // Three events on a bus with room for one: the notifier misses two, including the end.
         let (tx, events) = broadcast::channel(1);

@@ -234,3 +234,35 @@ fn a_clone_url_with_a_password_is_refused() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// `[heroku]`, `[campfire]` and `heroku_app`: a good configuration passes; each mistake is named with
+/// its line and key.
+#[test]
+fn heroku_and_campfire_keys_are_checked() {
+    let good = "[heroku]\napi_key = \"k\"\napi_url = \"http://127.0.0.1:9\"\npoll_interval = \"2s\"\n\
+        timeout = \"20s\"\nconnect_timeout = \"5s\"\n\n\
+        [campfire]\nurl = \"https://chat.example.com\"\nbot_key = \"2-AbCd\"\n\
+        webhook_path = \"/campfire/0123456789abcdef0123\"\nrooms = [1, \"2\"]\ntimeout = \"10s\"\n\n\
+        [apps.web]\nrepository = \"octo/web\"\nprovider = \"heroku\"\nenvironments = [\"production\", \"staging\"]\n\
+        heroku_app = { production = \"web-prod\", staging = \"web-staging\" }\n";
+    let (code, err) = check_file(good);
+    assert_eq!(code, 0, "{err}");
+    let bad = "[heroku]\napi_key = \"k\"\npoll_interval = \"0s\"\n\n\
+        [campfire]\nurl = \"chat.example.com\"\nbot_key = \"2-AbCd\"\nwebhook_path = \"/campfire/short\"\nrooms = []\n\n\
+        [apps.web]\nrepository = \"octo/web\"\nprovider = \"heroku\"\nenvironments = [\"production\", \"staging\"]\n\
+        heroku_app = { production = \"Web_Prod\" }\n\n\
+        [apps.other]\nrepository = \"octo/other\"\nheroku_app = \"other-app\"\n";
+    let (code, err) = check_file(bad);
+    assert_eq!(code, 1);
+    for expected in [
+        "bot.toml:3: [heroku] poll_interval: must be longer than 0s",
+        "bot.toml:6: [campfire] url: `chat.example.com` is not an http(s) URL",
+        "bot.toml:8: [campfire] webhook_path: its last segment is the webhook's secret",
+        "bot.toml:9: [campfire] rooms: list the room ids",
+        "[apps.web] heroku_app: `W` is not allowed in a Heroku app name",
+        "[apps.web] provider: provider = \"heroku\" needs heroku_app for production, staging",
+        "[apps.other] heroku_app: is used only with provider = \"heroku\"",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -1,5 +1,6 @@
 //! zbot's integration tests: one binary, one module per area.
 
+mod campfire;
 mod chat;
 mod check;
 mod deployer;

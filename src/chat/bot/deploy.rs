@@ -7,7 +7,7 @@ use super::{Bot, Thread};
 use crate::chat::{ChatOutput, Inbound};
 use crate::command::DeployCommand;
 use crate::config::AppConfig;
-use crate::domain::{Adapter, Environment, GitRef, Hosts, Notify, Room, Task, ThreadTs, User};
+use crate::domain::{Environment, GitRef, Hosts, Notify, Room, Task, ThreadTs, User};
 use crate::forge::{Created, DeploymentRequest};
 use crate::payload::Payload;
 use crate::policy::{Denial, Target};
@@ -116,7 +116,7 @@ impl<O: ChatOutput> Bot<O> {
             robot_name: self.config.bot.name.clone(),
             hosts: hosts.map(ToString::to_string).unwrap_or_default(),
             notify: Notify {
-                adapter: Some(Adapter::slack()),
+                adapter: Some(self.out.adapter()),
                 room: thread.channel.parse::<Room>().ok(),
                 thread_ts: thread.ts.parse::<ThreadTs>().ok(),
                 user: user.clone(),

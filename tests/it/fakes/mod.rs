@@ -1,5 +1,6 @@
 //! Fakes of the services zbot talks to, speaking their real wire protocols on 127.0.0.1.
 
+pub mod campfire;
 pub mod github;
 pub mod heroku;
 pub mod slack;

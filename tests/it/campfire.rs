@@ -1,0 +1,126 @@
+//! Campfire as a second chat: a mention in a Campfire room deploys through the fake GitHub and real
+//! Fabric, and the outcome is posted in that room with the log link.
+
+use crate::fakes::campfire::{self, BOT_KEY, FakeCampfire};
+use crate::fakes::github::{FakeGitHub, WebhookTarget};
+use crate::harness::{FABFILE, TestRepo, config_text, start_zbot};
+
+const TOKEN: &str = "campfire-hook-token-0123456789";
+const PATH: &str = "/campfire/campfire-hook-token-0123456789";
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    github: FakeGitHub,
+    campfire: FakeCampfire,
+    zbot: zbot::app::Running,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let campfire = FakeCampfire::start().await;
+    let repo = TestRepo::new(dir.path());
+    repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    let config = format!(
+        "{}
+[campfire]
+url = \"{}\"
+bot_key = \"{BOT_KEY}\"
+webhook_path = \"/campfire/{TOKEN}\"
+rooms = [42]
+",
+        config_text(&github, &repo, "", ""),
+        campfire.url()
+    );
+    let zbot = start_zbot(dir.path(), &config).await;
+    github.send_webhooks_to(WebhookTarget {
+        zbot: zbot.addr,
+        repo: repo.path.clone(),
+    });
+    Setup {
+        _dir: dir,
+        github,
+        campfire,
+        zbot,
+    }
+}
+
+#[tokio::test]
+async fn a_deploy_typed_in_campfire_runs_and_its_outcome_is_posted_in_that_room() {
+    let s = setup().await;
+    let hook = campfire::webhook(
+        1001,
+        (7, "Alice"),
+        (42, "Ops"),
+        "@zbot deploy adxstat/v0.0.1 to production",
+    );
+    let (status, answer) = campfire::send(s.zbot.addr, PATH, &hook).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let request = s
+        .github
+        .wait_for("a deployment", DEADLINE, |g| {
+            g.deployment_requests().first().cloned()
+        })
+        .await;
+    assert_eq!(request["ref"], "v0.0.1");
+    assert_eq!(request["payload"]["notify"]["adapter"], "campfire");
+    assert_eq!(request["payload"]["notify"]["room"], "42");
+    let last = s.github.final_status(5001, DEADLINE).await;
+    assert_eq!(last.state, "success", "{last:?}");
+    let gist_url = last.log_url.clone().unwrap();
+    let gist = s.github.gist_by_url(&gist_url).unwrap();
+    let log: String = gist.files.values().cloned().collect();
+    assert!(log.contains("deploying v0.0.1"), "real Fabric ran: {log}");
+
+    let outcome = s
+        .campfire
+        .message_containing("42", "is on *production*")
+        .await;
+    assert!(outcome.body.contains(&gist_url), "{}", outcome.body);
+    assert!(outcome.body.contains("adxstat"), "{}", outcome.body);
+    // No threads, no edits: one message says the outcome, none shows a live status.
+    let posts = s.campfire.posts();
+    assert_eq!(
+        posts
+            .iter()
+            .filter(|p| p.body.contains("Deployment #5001"))
+            .count(),
+        0,
+        "{posts:#?}"
+    );
+    s.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_campfire_webhook_with_a_wrong_token_gets_401_and_nothing_happens() {
+    let s = setup().await;
+    let hook = campfire::webhook(
+        1002,
+        (7, "Alice"),
+        (42, "Ops"),
+        "@zbot deploy adxstat/v0.0.1 to production",
+    );
+    for path in [
+        "/campfire/campfire-hook-token-0123456780",
+        "/campfire/campfire-hook-token-012345678",
+        "/campfire/x",
+    ] {
+        let (status, _) = campfire::send(s.zbot.addr, path, &hook).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    // The right token still works: the bot answers in the room; the refused ones did nothing.
+    let help = campfire::webhook(
+        1003,
+        (7, "Alice"),
+        (42, "Ops"),
+        "@zbot where can i deploy adxstat",
+    );
+    let (status, _) = campfire::send(s.zbot.addr, PATH, &help).await;
+    assert_eq!(status, 200);
+    s.campfire.message_containing("42", "production").await;
+    assert!(s.github.deployment_requests().is_empty());
+    assert_eq!(s.campfire.posts().len(), 1, "{:#?}", s.campfire.posts());
+    s.zbot.stop().await.unwrap();
+}
