@@ -50,6 +50,8 @@ pub struct Running {
     slack: Option<(slack::SlackConnection, NotifierTask)>,
     /// The notifier that tells Campfire rooms how their deployments ended.
     campfire: Option<NotifierTask>,
+    /// The `[[notify]]` sinks and the requester's direct message, one task each.
+    sinks: Vec<JoinHandle<()>>,
     server: JoinHandle<std::io::Result<()>>,
     queue: JoinHandle<()>,
 }
@@ -259,9 +261,11 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         scheduler: &scheduler,
         elsewhere,
     };
+    let mut slack_out = None;
     let slack = match &config.slack {
         Some(slack_config) => {
             let (out, bot_user_id) = slack::connect(slack_config).await?;
+            slack_out = Some(out.clone());
             let elsewhere = config
                 .campfire
                 .iter()
@@ -280,16 +284,19 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         }
         None => None,
     };
+    let mut campfire_out = None;
     let campfire = match &config.campfire {
         Some(campfire_config) => {
             let out =
                 campfire::CampfireOutput::new(campfire_config).context("the Campfire client")?;
+            campfire_out = Some(out.clone());
             let (bot, notifier) = side(Vec::new()).wire(out, config.bot.name.clone(), None, None);
             let notifier = notifier.spawn(&events);
             Some((campfire::router(Arc::new(bot), campfire_config), notifier))
         }
         None => None,
     };
+    let sinks = spawn_sinks(&config, &events, slack_out, campfire_out)?;
     scheduler.recover().await;
     // Then the outcomes a previous process did not get to post, those of the deploys just ended included.
     if let Some((_, notifier)) = &slack {
@@ -333,9 +340,70 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         shutdown,
         slack,
         campfire,
+        sinks,
         server,
         queue,
     })
+}
+
+/// One task per `[[notify]]` sink, and the requester's direct message in Slack (`[slack] dm_requester`).
+fn spawn_sinks(
+    config: &Config,
+    events: &EventBus,
+    slack: Option<slack::SlackOutput>,
+    campfire: Option<campfire::CampfireOutput>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    use crate::chat::sinks::{self, ChatSink, Deliver, Filter, WebhookSink};
+    use crate::config::SinkKind;
+    let mut tasks = Vec::new();
+    for (n, notify) in config.notify.iter().enumerate() {
+        let (name, sink): (String, Arc<dyn Deliver>) = match (&notify.sink, &slack, &campfire) {
+            (SinkKind::Slack { channel }, Some(out), _) => (
+                format!("slack {channel}"),
+                Arc::new(ChatSink {
+                    out: out.clone(),
+                    place: channel.clone(),
+                }),
+            ),
+            (SinkKind::Campfire { room }, _, Some(out)) => (
+                format!("campfire room {room}"),
+                Arc::new(ChatSink {
+                    out: out.clone(),
+                    place: room.to_string(),
+                }),
+            ),
+            (
+                SinkKind::Webhook {
+                    url,
+                    secret,
+                    attempts,
+                    timeouts,
+                },
+                _,
+                _,
+            ) => (
+                format!("webhook #{}", n + 1),
+                Arc::new(
+                    WebhookSink::new(url, secret, *attempts, *timeouts)
+                        .context("a notification webhook's client")?,
+                ),
+            ),
+            // `zbot check` refuses a chat sink without its chat.
+            _ => continue,
+        };
+        tasks.push(sinks::spawn(name, Filter::of(notify), sink, events));
+    }
+    if let (Some(out), Some(slack_config)) = (slack, &config.slack)
+        && slack_config.dm_requester
+    {
+        tasks.push(sinks::spawn(
+            "direct message".into(),
+            Filter::ends(),
+            Arc::new(slack::RequesterDm(out)),
+            events,
+        ));
+    }
+    Ok(tasks)
 }
 
 impl Running {
@@ -367,6 +435,10 @@ impl Running {
         }
         if let Some(notifier) = self.campfire {
             notifier.close().await;
+        }
+        // A sink that is down holds nothing: what it has not sent is dropped.
+        for sink in self.sinks {
+            sink.abort();
         }
         Ok(())
     }

@@ -18,8 +18,11 @@ use slack_morphism::prelude::*;
 use tokio::task::JoinSet;
 
 use crate::chat::bot::Bot;
+use crate::chat::sinks::{Deliver, Delivery};
 use crate::chat::{ChatError, ChatOutput, Inbound, InboundKind, Message};
+use crate::config::NotifyEvent;
 use crate::config::{HumanDuration, SlackConfig, Timeouts};
+use crate::events::DeploymentEvent;
 
 type Client = SlackClient<SlackClientHyperHttpsConnector>;
 
@@ -42,6 +45,7 @@ pub const BOT_SCOPES: &[&str] = &[
     "commands",
     "groups:history",
     "im:history",
+    "im:write",
     "mpim:history",
 ];
 
@@ -136,6 +140,50 @@ impl SlackOutput {
                 Err(e) => return Err(explain(&e)),
             }
         }
+    }
+}
+
+impl SlackOutput {
+    /// Sends `message` to `user` (a Slack user id) in a direct message: `conversations.open` gives the
+    /// DM's channel (the `im:write` scope), then `chat.postMessage`.
+    pub async fn direct_message(&self, user: &str, message: &Message) -> Result<(), ChatError> {
+        let request =
+            SlackApiConversationsOpenRequest::new().with_users(vec![SlackUserId::new(user.into())]);
+        let opened = self
+            .with_rate_limits(|| async {
+                self.client
+                    .open_session(&self.token)
+                    .conversations_open(&request)
+                    .await
+            })
+            .await?;
+        let channel = opened.channel.id.to_string();
+        self.post(&channel, None, message).await.map(drop)
+    }
+}
+
+/// The direct message to the person who asked for a deployment from Slack, when it ends
+/// (`[slack] dm_requester`, on by default).
+#[derive(Debug, Clone)]
+pub struct RequesterDm(pub SlackOutput);
+
+impl Deliver for RequesterDm {
+    fn deliver<'a>(&'a self, event: &'a DeploymentEvent, _kind: NotifyEvent) -> Delivery<'a> {
+        Box::pin(async move {
+            let user = event
+                .notify
+                .as_ref()
+                .filter(|n| n.place_in(&crate::domain::Adapter::slack()).is_some())
+                .and_then(|n| n.user.as_ref())
+                .filter(|u| u.is_slack_id());
+            let Some(user) = user else {
+                return Ok(());
+            };
+            self.0
+                .direct_message(user.as_str(), &crate::reply::outcome(event))
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod bot;
 pub mod notifier;
+pub mod sinks;
 
 use std::future::Future;
 

@@ -59,6 +59,8 @@ pub struct Config {
     pub heroku: Option<HerokuConfig>,
     /// `[campfire]`: Campfire as a second chat beside Slack.
     pub campfire: Option<CampfireConfig>,
+    /// `[[notify]]`: where deployment events are also sent.
+    pub notify: Vec<NotifyConfig>,
     pub deploy: DeployConfig,
     pub apps: BTreeMap<AppName, AppConfig>,
     /// What is allowed but probably not meant (an environment alias an app's own environment shadows);
@@ -87,6 +89,9 @@ pub struct SlackConfig {
     pub default_channel: Option<String>,
     /// How often a running deployment's status message shows its elapsed time.
     pub status_refresh: Duration,
+    /// `dm_requester`: tell the person who asked for a deploy how it ended, in a direct message
+    /// (default true).
+    pub dm_requester: bool,
     /// How long one Web API call may take (`timeout`, `connect_timeout`).
     pub timeouts: Timeouts,
 }
@@ -153,6 +158,67 @@ pub struct HerokuConfig {
     pub poll_interval: Duration,
     /// How long one API call may take (`timeout`, `connect_timeout`).
     pub timeouts: Timeouts,
+}
+
+/// One `[[notify]]` sink: where deployment events go, and which.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub sink: SinkKind,
+    /// `apps`: only these apps' deployments; empty means every app.
+    pub apps: Vec<AppName>,
+    /// `environments`: only deployments to these; empty means every environment.
+    pub environments: Vec<Environment>,
+    /// `events`: which events; by default all four.
+    pub events: Vec<NotifyEvent>,
+}
+
+/// A sink's `kind` with what it needs.
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    /// `kind = "slack"`, `channel`: a message in a Slack channel (needs `[slack]`).
+    Slack { channel: String },
+    /// `kind = "campfire"`, `room`: a message in a Campfire room (needs `[campfire]`).
+    Campfire { room: Room },
+    /// `kind = "webhook"`, `url`, `secret`: a JSON POST signed with `X-Zbot-Signature-256`, tried up
+    /// to `attempts` times (default 5) with backoff from 1 s, then dropped and logged.
+    Webhook {
+        url: String,
+        secret: Secret,
+        attempts: u32,
+        timeouts: Timeouts,
+    },
+}
+
+/// The deployment events a sink can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyEvent {
+    /// The deploy started running (`in_progress`).
+    Started,
+    /// It ended `success`.
+    Succeeded,
+    /// It ended `failure`.
+    Failed,
+    /// It ended `error` (zbot could not run it).
+    Errored,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 4] = [
+        NotifyEvent::Started,
+        NotifyEvent::Succeeded,
+        NotifyEvent::Failed,
+        NotifyEvent::Errored,
+    ];
+
+    /// As written in `events` and sent in a webhook's `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Started => "started",
+            NotifyEvent::Succeeded => "succeeded",
+            NotifyEvent::Failed => "failed",
+            NotifyEvent::Errored => "errored",
+        }
+    }
 }
 
 /// `[campfire]`: Campfire (ONCE Campfire) as a chat: its bot API out, its room webhook in.
@@ -223,6 +289,7 @@ impl Config {
         raw.webhook = None;
         raw.heroku = None;
         raw.campfire = None;
+        raw.notify = Vec::new();
         validate(path, &source, raw)
     }
 
@@ -250,6 +317,11 @@ impl Config {
         }
         if let Some(campfire) = &self.campfire {
             secrets.extend([&campfire.bot_key, &campfire.webhook_token]);
+        }
+        for notify in &self.notify {
+            if let SinkKind::Webhook { secret, .. } = &notify.sink {
+                secrets.push(secret);
+            }
         }
         secrets
     }
@@ -417,6 +489,8 @@ struct RawConfig {
     heroku: Option<RawHeroku>,
     campfire: Option<RawCampfire>,
     #[serde(default)]
+    notify: Vec<RawNotify>,
+    #[serde(default)]
     deploy: RawDeploy,
     #[serde(default)]
     apps: BTreeMap<String, RawApp>,
@@ -444,6 +518,25 @@ struct RawSlack {
     slash_commands: Option<Vec<String>>,
     default_channel: Option<String>,
     status_refresh: Option<HumanDuration>,
+    dm_requester: Option<bool>,
+    timeout: Option<HumanDuration>,
+    connect_timeout: Option<HumanDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    kind: String,
+    channel: Option<String>,
+    room: Option<RawRoom>,
+    url: Option<EnvString>,
+    secret: Option<EnvString>,
+    attempts: Option<u32>,
+    #[serde(default)]
+    apps: Vec<String>,
+    #[serde(default)]
+    environments: Vec<String>,
+    events: Option<Vec<String>>,
     timeout: Option<HumanDuration>,
     connect_timeout: Option<HumanDuration>,
 }
@@ -668,6 +761,11 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
     let webhook = raw.webhook.map(|w| validate_webhook(&mut c, w));
     let heroku = raw.heroku.map(|h| validate_heroku(&mut c, h));
     let campfire = raw.campfire.map(|r| validate_campfire(&mut c, r));
+    let notify = raw
+        .notify
+        .into_iter()
+        .filter_map(|n| validate_notify(&mut c, n, slack.is_some(), campfire.is_some()))
+        .collect();
     let deploy = validate_deploy(&mut c, raw.deploy, &bot.data_dir);
     let apps = raw
         .apps
@@ -688,6 +786,7 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
             webhook,
             heroku,
             campfire,
+            notify,
             deploy,
             apps,
             warnings,
@@ -720,6 +819,121 @@ fn validate_heroku(c: &mut Checker<'_>, raw: RawHeroku) -> HerokuConfig {
         poll_interval,
         timeouts: c.timeouts("heroku", raw.timeout, raw.connect_timeout),
     }
+}
+
+/// How many times a webhook sink tries one event by default.
+pub const DEFAULT_NOTIFY_ATTEMPTS: u32 = 5;
+
+/// One `[[notify]]` table (problems are placed at the first `[[notify]]`).
+fn validate_notify(
+    c: &mut Checker<'_>,
+    raw: RawNotify,
+    slack: bool,
+    campfire: bool,
+) -> Option<NotifyConfig> {
+    // `locate` finds `[<table>]`: for `[[notify]]` the table is `[notify]`.
+    let table = "[notify]";
+    let apps = raw
+        .apps
+        .iter()
+        .filter_map(|a| c.parse::<AppName>(table, Some("apps"), a))
+        .collect();
+    let environments = raw
+        .environments
+        .iter()
+        .filter_map(|e| c.parse::<Environment>(table, Some("environments"), e))
+        .collect();
+    let events = match raw.events {
+        None => NotifyEvent::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .filter_map(|name| {
+                let event = NotifyEvent::ALL.into_iter().find(|e| e.as_str() == name);
+                if event.is_none() {
+                    c.problem(
+                        table,
+                        Some("events"),
+                        format!(
+                            "`{name}` is not an event: use started, succeeded, failed, errored"
+                        ),
+                    );
+                }
+                event
+            })
+            .collect(),
+    };
+    let timeouts = c.timeouts(table, raw.timeout, raw.connect_timeout);
+    let sink = match (raw.kind.as_str(), raw.channel, raw.room, raw.url) {
+        ("slack", Some(channel), None, None) => {
+            if !slack {
+                c.problem(table, Some("kind"), "a slack sink needs [slack]");
+            }
+            SinkKind::Slack { channel }
+        }
+        ("campfire", None, Some(room), None) => {
+            if !campfire {
+                c.problem(table, Some("kind"), "a campfire sink needs [campfire]");
+            }
+            let text = match room {
+                RawRoom::Number(n) => n.to_string(),
+                RawRoom::Text(text) => text,
+            };
+            SinkKind::Campfire {
+                room: c.parse(table, Some("room"), &text)?,
+            }
+        }
+        ("webhook", None, None, Some(url)) => {
+            let url = validate_url(c, table, "url", Some(&url), "");
+            let secret = match &raw.secret {
+                Some(secret) => Secret::new(c.env(secret)),
+                None => {
+                    c.problem(
+                        table,
+                        Some("secret"),
+                        "a webhook sink signs its events: set secret = \"${…}\"",
+                    );
+                    Secret::new("")
+                }
+            };
+            let attempts = raw.attempts.unwrap_or(DEFAULT_NOTIFY_ATTEMPTS);
+            if attempts == 0 {
+                c.problem(table, Some("attempts"), "must be at least 1");
+            }
+            SinkKind::Webhook {
+                url,
+                secret,
+                attempts,
+                timeouts,
+            }
+        }
+        (kind @ ("slack" | "campfire" | "webhook"), ..) => {
+            let needs = match kind {
+                "slack" => "channel",
+                "campfire" => "room",
+                _ => "url and secret",
+            };
+            c.problem(
+                table,
+                Some("kind"),
+                format!("a {kind} sink takes {needs} (and no other place)"),
+            );
+            return None;
+        }
+        (other, ..) => {
+            c.problem(
+                table,
+                Some("kind"),
+                format!("`{other}` is not a sink: use slack, campfire or webhook"),
+            );
+            return None;
+        }
+    };
+    Some(NotifyConfig {
+        sink,
+        apps,
+        environments,
+        events,
+    })
 }
 
 /// The shortest webhook token zbot accepts: as for `[webhook] secret`.
@@ -994,6 +1208,7 @@ fn validate_slack(c: &mut Checker<'_>, raw: RawSlack) -> SlackConfig {
         status_refresh: raw
             .status_refresh
             .map_or(Duration::from_secs(30), |d| d.0.max(Duration::from_secs(1))),
+        dm_requester: raw.dm_requester.unwrap_or(true),
         timeouts: c.timeouts("slack", raw.timeout, raw.connect_timeout),
     }
 }

@@ -266,3 +266,27 @@ fn heroku_and_campfire_keys_are_checked() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+/// `[[notify]]` sinks: each kind with its place; the mistakes are named.
+#[test]
+fn notify_sinks_are_checked() {
+    let good = "[slack]\napp_token = \"xapp-1\"\nbot_token = \"xoxb-1\"\ndm_requester = false\n\n\
+        [[notify]]\nkind = \"webhook\"\nurl = \"https://hooks.example.com/z\"\nsecret = \"s3cret-s3cret-s3cret\"\n\
+        events = [\"started\", \"errored\"]\napps = [\"adxstat\"]\nenvironments = [\"production\"]\nattempts = 3\n\
+        timeout = \"5s\"\nconnect_timeout = \"2s\"\n\n\
+        [[notify]]\nkind = \"slack\"\nchannel = \"C0DEPLOYS\"\n";
+    let (code, err) = check_file(good);
+    assert_eq!(code, 0, "{err}");
+    let bad = "[[notify]]\nkind = \"teams\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"https://x.example\"\n\
+        events = [\"done\"]\n\n[[notify]]\nkind = \"campfire\"\nroom = 1\n";
+    let (code, err) = check_file(bad);
+    assert_eq!(code, 1);
+    for expected in [
+        "[[notify]] kind: `teams` is not a sink: use slack, campfire or webhook",
+        "[[notify]] secret: a webhook sink signs its events",
+        "[[notify]] events: `done` is not an event",
+        "[[notify]] kind: a campfire sink needs [campfire]",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

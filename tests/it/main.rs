@@ -12,6 +12,7 @@ mod harness;
 mod heroku;
 mod hostile;
 mod left_behind;
+mod notify;
 mod parse_cli;
 mod recipes;
 mod reliability;

@@ -3,6 +3,7 @@
 pub mod campfire;
 pub mod github;
 pub mod heroku;
+pub mod sink;
 pub mod slack;
 
 use std::time::Duration;

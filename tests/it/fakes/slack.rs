@@ -41,6 +41,8 @@ struct Model {
     acks: Vec<Value>,
     connections: usize,
     next_ts: u64,
+    /// Users a direct message was opened with (`conversations.open`).
+    opened: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -155,6 +157,21 @@ impl FakeSlack {
             .iter()
             .find(|a| a["envelope_id"] == envelope_id)
             .cloned()
+    }
+
+    /// The messages zbot sent `user` directly (in the DM `conversations.open` gave it).
+    pub fn direct_messages(&self, user: &str) -> Vec<Posted> {
+        let opened = self
+            .model
+            .lock()
+            .unwrap()
+            .opened
+            .contains(&user.to_string());
+        let channel = format!("D{user}");
+        self.posts()
+            .into_iter()
+            .filter(|p| opened && p.channel == channel)
+            .collect()
     }
 
     pub fn posts(&self) -> Vec<Posted> {
@@ -295,6 +312,19 @@ async fn web_api(
             json!({"ok": true, "url": "https://acme.slack.com/", "team": "acme", "user": "zbot",
             "team_id": "T0TEAM", "user_id": BOT_USER, "bot_id": "B0BOT"})
         }
+        // A direct message's channel: `D` and the user's id (one per user, as in Slack).
+        // `users` is a comma-separated string, or (slack-morphism's JSON) an array.
+        "conversations.open" => match text("users").or_else(|| {
+            let list = body.get("users")?.as_array()?;
+            let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+            Some(names.join(","))
+        }) {
+            Some(users) if !users.contains(',') && users.starts_with(['U', 'W']) => {
+                fake.model.lock().unwrap().opened.push(users.clone());
+                json!({"ok": true, "channel": {"id": format!("D{users}")}})
+            }
+            _ => json!({"ok": false, "error": "users_not_found"}),
+        },
         "chat.postMessage" | "chat.update"
             if !is_channel_id(&text("channel").unwrap_or_default()) =>
         {
