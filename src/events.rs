@@ -40,6 +40,8 @@ pub struct DeploymentEvent {
     /// Why policy stopped it (a lock), typed, so chat says it in its own words: the description is
     /// GitHub's plain text.
     pub denial: Option<Denial>,
+    /// What a successful deploy shipped, when it is known.
+    pub changes: Option<crate::forge::Changes>,
 }
 
 impl DeploymentEvent {
@@ -67,6 +69,7 @@ impl DeploymentEvent {
             notify: d.notify.clone(),
             tail,
             denial: None,
+            changes: None,
         }
     }
 }

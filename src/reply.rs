@@ -784,6 +784,72 @@ pub fn status(e: &DeploymentEvent, running_for: Option<std::time::Duration>) -> 
 const TAIL_CHARS: usize = 2500;
 
 /// The reply that tells how a deployment ended (a new message, so people are notified).
+/// What a deploy shipped, for its success reply: "3 commits since the last deploy to production
+/// (compare) by alice, bob:" and the first lines of at most five commit messages, escaped.
+pub fn changes(changes: &crate::forge::Changes, e: &DeploymentEvent) -> String {
+    use crate::forge::Changes;
+    let commits = |n: u64| {
+        if n == 1 {
+            "1 commit".to_string()
+        } else {
+            format!("{n} commits")
+        }
+    };
+    let list = |c: &crate::forge::Comparison, total: u64| {
+        let mut lines: Vec<String> = c
+            .commits
+            .iter()
+            .map(|(_, line)| format!("• {}", escape(line)))
+            .collect();
+        let more = total.saturating_sub(c.commits.len() as u64);
+        if more > 0 {
+            lines.push(format!("• …and {more} more"));
+        }
+        lines.join("\n")
+    };
+    match changes {
+        Changes::First => format!("The first deploy of {} to {}.", e.app, e.environment),
+        Changes::Same => format!(
+            "The same commit as the last deploy to {}: nothing new.",
+            e.environment
+        ),
+        Changes::Since(c) => {
+            let mut authors: Vec<&str> = Vec::new();
+            for login in c.commits.iter().filter_map(|(login, _)| login.as_deref()) {
+                if !authors.contains(&login) {
+                    authors.push(login);
+                }
+            }
+            let by = if authors.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " by {}",
+                    authors
+                        .iter()
+                        .map(|a| escape(a))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            format!(
+                "{} since the last deploy to {} (<{}|compare>){by}:\n{}",
+                commits(c.ahead_by),
+                e.environment,
+                c.url,
+                list(c, c.ahead_by)
+            )
+        }
+        Changes::TookBack(c) => format!(
+            "Took back {} from {} (<{}|compare>):\n{}",
+            commits(c.ahead_by),
+            e.environment,
+            c.url,
+            list(c, c.ahead_by)
+        ),
+    }
+}
+
 pub fn outcome(e: &DeploymentEvent) -> Message {
     let who = user(&e.actor);
     let link = log_link(e.log_url.as_deref());
@@ -792,10 +858,14 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
             format!("{} {link}", sentence(&description_in_chat(e)))
         }
         StatusState::Success => format!(
-            "{who} {} is on *{}*. {} {link}",
+            "{who} {} is on *{}*. {} {link}{}",
             what(e),
             place(e),
-            description_in_chat(e)
+            description_in_chat(e),
+            e.changes
+                .as_ref()
+                .map(|c| format!("\n{}", changes(c, e)))
+                .unwrap_or_default()
         ),
         StatusState::Failure => {
             let mut tail: Vec<&str> = e.tail.iter().map(String::as_str).collect();
@@ -1088,6 +1158,50 @@ mod tests {
             tail: Vec::new(),
             denial: None,
             hosts: None,
+            changes: None,
+        }
+    }
+
+    /// What a success shipped: counted, linked, authors once each, at most five first lines, escaped.
+    #[test]
+    fn changes_are_counted_listed_and_escaped() {
+        use crate::forge::{Changes, Comparison};
+        let e = event("deploy", StatusState::Success, "U0BOB");
+        let lines = |n: usize| -> Vec<(Option<String>, String)> {
+            (1..=n)
+                .map(|i| {
+                    (
+                        Some(if i % 2 == 0 { "bob" } else { "alice" }.to_string()),
+                        format!("Change {i} <b>"),
+                    )
+                })
+                .collect()
+        };
+        let since = |ahead: u64, shown: usize| {
+            Changes::Since(Comparison {
+                ahead_by: ahead,
+                behind_by: 0,
+                url: "https://github.com/octo/adxstat/compare/a...b".into(),
+                commits: lines(shown),
+            })
+        };
+        let cases = [
+            (Changes::First, "The first deploy of adxstat to production."),
+            (
+                Changes::Same,
+                "The same commit as the last deploy to production: nothing new.",
+            ),
+            (
+                since(1, 1),
+                "1 commit since the last deploy to production (<https://github.com/octo/adxstat/compare/a...b|compare>) by alice:\n• Change 1 &lt;b&gt;",
+            ),
+            (
+                since(7, 5),
+                "7 commits since the last deploy to production (<https://github.com/octo/adxstat/compare/a...b|compare>) by alice, bob:\n• Change 1 &lt;b&gt;\n• Change 2 &lt;b&gt;\n• Change 3 &lt;b&gt;\n• Change 4 &lt;b&gt;\n• Change 5 &lt;b&gt;\n• …and 2 more",
+            ),
+        ];
+        for (c, expected) in cases {
+            assert_eq!(changes(&c, &e), expected);
         }
     }
 

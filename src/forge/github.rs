@@ -442,6 +442,60 @@ impl GitHub {
         }
     }
 
+    /// `base...head` compared (`GET /repos/{owner}/{repo}/compare/{base}...{head}`), with at most
+    /// [`super::SHOWN_COMMITS`] commits kept (the newest).
+    pub async fn compare(
+        &self,
+        repository: &Repository,
+        base: &Sha,
+        head: &Sha,
+    ) -> Result<super::Comparison, ForgeError> {
+        #[derive(Deserialize)]
+        struct Compared {
+            ahead_by: u64,
+            behind_by: u64,
+            html_url: String,
+            #[serde(default)]
+            commits: Vec<Commit>,
+        }
+        #[derive(Deserialize)]
+        struct Commit {
+            commit: Detail,
+            author: Option<Login>,
+        }
+        #[derive(Deserialize)]
+        struct Detail {
+            message: String,
+        }
+        #[derive(Deserialize)]
+        struct Login {
+            login: String,
+        }
+        let route = format!("/repos/{repository}/compare/{base}...{head}");
+        let compared: Compared = self.get("comparing commits", &route).await?;
+        let skip = compared.commits.len().saturating_sub(super::SHOWN_COMMITS);
+        Ok(super::Comparison {
+            ahead_by: compared.ahead_by,
+            behind_by: compared.behind_by,
+            url: compared.html_url,
+            commits: compared
+                .commits
+                .into_iter()
+                .skip(skip)
+                .map(|c| {
+                    let first = c
+                        .commit
+                        .message
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    (c.author.map(|a| a.login), first)
+                })
+                .collect(),
+        })
+    }
+
     /// Creates a private gist holding one file.
     pub async fn create_log(
         &self,

@@ -174,6 +174,21 @@ impl Forge {
         }
     }
 
+    /// `base...head` compared; the embedded forge cannot compare (an error).
+    pub async fn compare(
+        &self,
+        repository: &Repository,
+        base: &Sha,
+        head: &Sha,
+    ) -> Result<Comparison, ForgeError> {
+        match self {
+            Forge::GitHub(github) => github.compare(repository, base, head).await,
+            Forge::Local(_) => Err(ForgeError::Config(
+                "the embedded forge does not compare commits".into(),
+            )),
+        }
+    }
+
     /// Creates a deployment of `app` for `actor`.
     pub async fn create_deployment(
         &self,
@@ -203,6 +218,36 @@ impl Forge {
             Forge::Local(local) => local.recent_deployments(app_name, environment, count).await,
         }
     }
+}
+
+/// How many of a comparison's commit messages are shown (their first lines).
+pub const SHOWN_COMMITS: usize = 5;
+
+/// Two commits compared (GitHub's compare API, `GET /repos/{owner}/{repo}/compare/{base}...{head}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comparison {
+    /// Commits in head that base lacks.
+    pub ahead_by: u64,
+    /// Commits in base that head lacks.
+    pub behind_by: u64,
+    /// The page showing the comparison.
+    pub url: String,
+    /// Head's commits that base lacks, oldest first: their authors' logins (when GitHub knows them)
+    /// and their messages' first lines.
+    pub commits: Vec<(Option<String>, String)>,
+}
+
+/// What a deploy shipped, compared with the last successful deploy of its app to its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// No earlier successful deploy there.
+    First,
+    /// The same commit again.
+    Same,
+    /// New commits since the last deploy.
+    Since(Comparison),
+    /// The last deploy's commits that this one took back (a rollback): `ahead_by` of them.
+    TookBack(Comparison),
 }
 
 /// A deployment status as GitHub knows it.

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::{AppConfig, Config};
-use crate::domain::DeploymentId;
+use crate::domain::{DeploymentId, Task};
 use crate::events::{DeploymentEvent, EventBus};
-use crate::forge::{Forge, ForgeError, LogPage, StatusState, StatusUpdate};
+use crate::forge::{Changes, Forge, ForgeError, LogPage, StatusState, StatusUpdate};
 use crate::loglink::LogLinks;
 use crate::policy::{self, Denial, Refusal};
 use crate::recipe::{Invocation, Recipes, RenderInput};
@@ -217,6 +217,22 @@ impl Deployer {
         tail: Vec<String>,
         denial: Option<Denial>,
     ) -> Result<(), ForgeError> {
+        self.announce_changes(d, state, description, log_url, tail, denial, None)
+            .await
+    }
+
+    /// [`Deployer::announce`], with what a successful deploy shipped.
+    #[allow(clippy::too_many_arguments)]
+    async fn announce_changes(
+        &self,
+        d: &Deployment,
+        state: StatusState,
+        description: &str,
+        log_url: Option<&str>,
+        tail: Vec<String>,
+        denial: Option<Denial>,
+        changes: Option<Changes>,
+    ) -> Result<(), ForgeError> {
         let description = self.redactor.redact(description);
         let mut event = DeploymentEvent::of(
             d,
@@ -226,6 +242,7 @@ impl Deployer {
             tail,
         );
         event.denial = denial;
+        event.changes = changes;
         self.events.publish(event);
         let update = StatusUpdate {
             state,
@@ -410,16 +427,62 @@ impl Deployer {
         } else {
             Vec::new()
         };
+        let changes = if outcome.state == StatusState::Success && d.task == Task::deploy() {
+            self.changes(d).await
+        } else {
+            None
+        };
         let _ = self
-            .announce(
+            .announce_changes(
                 d,
                 outcome.state,
                 &description,
                 log_url,
                 tail,
                 outcome.denial,
+                changes,
             )
             .await;
+    }
+
+    /// What `d` shipped, against the last successful deploy of its app to its environment before it;
+    /// `None` when the forge cannot say (logged).
+    async fn changes(&self, d: &Deployment) -> Option<Changes> {
+        let recent = match self.store.recent(&d.app, Some(&d.environment), 100).await {
+            Ok(recent) => recent,
+            Err(e) => {
+                tracing::warn!(deployment = %d.deployment_id, "cannot read earlier deploys: {e}");
+                return None;
+            }
+        };
+        let Some(last) = recent.into_iter().find(|p| {
+            p.seq < d.seq && p.state == DeploymentState::Success && p.task == Task::deploy()
+        }) else {
+            return Some(Changes::First);
+        };
+        if last.sha == d.sha {
+            return Some(Changes::Same);
+        }
+        let compared = self
+            .forge
+            .compare(&d.repository, &last.sha, &d.sha)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(deployment = %d.deployment_id, "cannot compare with the last deploy: {e}");
+            })
+            .ok()?;
+        if compared.ahead_by > 0 || compared.behind_by == 0 {
+            return Some(Changes::Since(compared));
+        }
+        // Only behind: a rollback. What it took back is what the last deploy had that this lacks.
+        self.forge
+            .compare(&d.repository, &d.sha, &last.sha)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(deployment = %d.deployment_id, "cannot compare with the last deploy: {e}");
+            })
+            .ok()
+            .map(Changes::TookBack)
     }
 
     /// The deploy proper: lock tasks end here; the lock check; then the app's [`executor`] carries it

@@ -1,6 +1,7 @@
 //! zbot's integration tests: one binary, one module per area.
 
 mod campfire;
+mod changes;
 mod chat;
 mod check;
 mod deployer;

@@ -132,6 +132,10 @@ impl FakeGitHub {
                 "/codeload/{owner}/{repo}/legacy.tar.gz/{sha}",
                 axum::routing::get(archive),
             )
+            .route(
+                "/repos/{owner}/{repo}/compare/{basehead}",
+                axum::routing::get(compare),
+            )
             .route("/gists", post(create_gist))
             .route("/gists/{id}", patch(update_gist))
             .layer(axum::middleware::from_fn_with_state(
@@ -498,6 +502,75 @@ async fn tarball_redirect(
         fake.url()
     );
     (StatusCode::FOUND, [("location", location)]).into_response()
+}
+
+/// `GET /repos/{owner}/{repo}/compare/{base}...{head}`, computed from the real repository with git:
+/// the counts both ways, and head's commits that base lacks, oldest first (author login: the email's
+/// local part).
+async fn compare(
+    State(fake): State<FakeGitHub>,
+    Path((owner, repo, basehead)): Path<(String, String, String)>,
+) -> Response {
+    let Some(dir) = fake.model.lock().unwrap().archive_repo.clone() else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
+    let Some((base, head)) = basehead.split_once("...") else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let count = |range: &str| {
+        git(&["rev-list", "--count", range]).and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    let (Some(ahead), Some(behind)) = (
+        count(&format!("{base}..{head}")),
+        count(&format!("{head}..{base}")),
+    ) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
+    let log = git(&[
+        "log",
+        "--reverse",
+        "--format=%H%x1f%ae%x1f%B%x1e",
+        &format!("{base}..{head}"),
+    ])
+    .unwrap_or_default();
+    let commits: Vec<Value> = log
+        .split('\x1e')
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| {
+            let mut parts = c.trim_start().splitn(3, '\x1f');
+            let (sha, email, message) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default().trim(),
+            );
+            let login = email.split('@').next().unwrap_or_default();
+            json!({"sha": sha, "commit": {"message": message, "author": {"email": email}},
+                   "author": {"login": login}})
+        })
+        .collect();
+    let status = match (ahead, behind) {
+        (0, 0) => "identical",
+        (_, 0) => "ahead",
+        (0, _) => "behind",
+        _ => "diverged",
+    };
+    Json(json!({
+        "url": format!("{}/repos/{owner}/{repo}/compare/{basehead}", fake.url()),
+        "html_url": format!("https://github.example/{owner}/{repo}/compare/{basehead}"),
+        "status": status, "ahead_by": ahead, "behind_by": behind, "total_commits": ahead,
+        "commits": commits, "files": [],
+    }))
+    .into_response()
 }
 
 /// The archive itself (`git archive` of the sha), only with the redirect's token.
