@@ -3,7 +3,8 @@
 
 use crate::fakes::campfire::{self, BOT_KEY, FakeCampfire};
 use crate::fakes::github::{FakeGitHub, WebhookTarget};
-use crate::harness::{FABFILE, TestRepo, config_text, start_zbot};
+use crate::fakes::slack::{self, FakeSlack};
+use crate::harness::{FABFILE, TestRepo, config_text, start_chat_zbot, start_zbot};
 
 const TOKEN: &str = "campfire-hook-token-0123456789";
 const PATH: &str = "/campfire/campfire-hook-token-0123456789";
@@ -13,17 +14,36 @@ struct Setup {
     _dir: tempfile::TempDir,
     github: FakeGitHub,
     campfire: FakeCampfire,
+    slack: Option<FakeSlack>,
     zbot: zbot::app::Running,
 }
 
 async fn setup() -> Setup {
+    setup_with(false).await
+}
+
+/// zbot with Campfire, and with Slack too when `slack`.
+async fn setup_with(with_slack: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let github = FakeGitHub::start().await;
     let campfire = FakeCampfire::start().await;
     let repo = TestRepo::new(dir.path());
     repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    let fake_slack = if with_slack {
+        Some(FakeSlack::start().await)
+    } else {
+        None
+    };
+    let slack_section = fake_slack.as_ref().map_or_else(String::new, |s| {
+        format!(
+            "[slack]\napp_token = \"{}\"\nbot_token = \"{}\"\napi_url = \"{}\"\ndefault_channel = \"C0DEPLOYS\"\n",
+            slack::APP_TOKEN,
+            slack::BOT_TOKEN,
+            s.api_url()
+        )
+    });
     let config = format!(
-        "{}
+        "{slack_section}{}
 [campfire]
 url = \"{}\"
 bot_key = \"{BOT_KEY}\"
@@ -33,15 +53,22 @@ rooms = [42]
         config_text(&github, &repo, "", ""),
         campfire.url()
     );
-    let zbot = start_zbot(dir.path(), &config).await;
-    github.send_webhooks_to(WebhookTarget {
-        zbot: zbot.addr,
-        repo: repo.path.clone(),
-    });
+    let zbot = match &fake_slack {
+        Some(s) => start_chat_zbot(dir.path(), &config, &github, s, &repo).await,
+        None => {
+            let zbot = start_zbot(dir.path(), &config).await;
+            github.send_webhooks_to(WebhookTarget {
+                zbot: zbot.addr,
+                repo: repo.path.clone(),
+            });
+            zbot
+        }
+    };
     Setup {
         _dir: dir,
         github,
         campfire,
+        slack: fake_slack,
         zbot,
     }
 }
@@ -122,5 +149,55 @@ async fn a_campfire_webhook_with_a_wrong_token_gets_401_and_nothing_happens() {
     s.campfire.message_containing("42", "production").await;
     assert!(s.github.deployment_requests().is_empty());
     assert_eq!(s.campfire.posts().len(), 1, "{:#?}", s.campfire.posts());
+    s.zbot.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_slack_and_campfire_each_deployment_answers_in_the_chat_it_came_from() {
+    let s = setup_with(true).await;
+    let slack = s.slack.clone().unwrap();
+    let hook = campfire::webhook(
+        1001,
+        (7, "Alice"),
+        (42, "Ops"),
+        "@zbot deploy adxstat/v0.0.1 to production",
+    );
+    let (status, _) = campfire::send(s.zbot.addr, PATH, &hook).await;
+    assert_eq!(status, 200);
+    s.campfire
+        .message_containing("42", "is on *production*")
+        .await;
+    assert_eq!(s.github.final_status(5001, DEADLINE).await.state, "success");
+
+    // Then one from Slack: its thread gets it, the Campfire room does not.
+    let ts = slack::user_ts(1);
+    slack.send(slack::event_envelope(
+        "env-1",
+        "Ev1",
+        slack::app_mention(
+            "U0ALICE",
+            "C0CHAN",
+            &ts,
+            &format!("<@{}> deploy adxstat/v0.0.1 to staging", slack::BOT_USER),
+        ),
+        0,
+    ));
+    slack
+        .reply_containing("C0CHAN", &ts, "is on *staging*")
+        .await;
+    // Slack's notifier handles events in order: by now it has seen all of #5001's.
+    let in_slack: Vec<_> = slack
+        .posts()
+        .into_iter()
+        .filter(|p| p.text.contains("#5001") || p.text.contains("*production*"))
+        .collect();
+    assert!(in_slack.is_empty(), "{in_slack:#?}");
+    let in_campfire: Vec<_> = s
+        .campfire
+        .posts()
+        .into_iter()
+        .filter(|p| p.body.contains("staging"))
+        .collect();
+    assert!(in_campfire.is_empty(), "{in_campfire:#?}");
     s.zbot.stop().await.unwrap();
 }

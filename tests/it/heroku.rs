@@ -225,3 +225,27 @@ async fn a_heroku_build_past_the_timeout_is_left_to_heroku_and_said_so() {
     );
     s.zbot.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cancelled_heroku_deploy_stops_following_the_build_and_says_heroku_may_finish_it() {
+    let s = setup("").await;
+    s.heroku.script(Script::Hang);
+    let thread = s.mention(1, "deploy adxstat/v0.0.1 to production");
+    // Cancelled once Heroku has the build.
+    s.github.in_progress(5001, DEADLINE).await;
+    let build_id = s.heroku.first_build().await.id;
+    s.mention(2, "cancel #5001");
+    let last = s.github.final_status(5001, DEADLINE).await;
+    assert_eq!(last.state, "error", "{last:?}");
+    assert!(
+        last.description.contains("Heroku may still finish build"),
+        "{}",
+        last.description
+    );
+    let reply = s
+        .slack
+        .reply_containing(CHANNEL, &thread, "Heroku may still finish")
+        .await;
+    assert!(reply.text.contains(&build_id[..8]), "{}", reply.text);
+    s.zbot.stop().await.unwrap();
+}

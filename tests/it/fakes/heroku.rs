@@ -108,6 +108,18 @@ impl FakeHeroku {
             .cloned()
             .collect()
     }
+
+    /// Waits for the first build to be created, and returns it.
+    pub async fn first_build(&self) -> Build {
+        self.changed
+            .wait_for(
+                "a build",
+                std::time::Duration::from_secs(60),
+                || self.builds().into_iter().next(),
+                || format!("builds: {:#?}", self.builds()),
+            )
+            .await
+    }
 }
 
 fn error(status: u16, id: &str, message: &str) -> Response {
