@@ -35,12 +35,7 @@ async fn setup_with(with_slack: bool) -> Setup {
         None
     };
     let slack_section = fake_slack.as_ref().map_or_else(String::new, |s| {
-        format!(
-            "[slack]\napp_token = \"{}\"\nbot_token = \"{}\"\napi_url = \"{}\"\ndefault_channel = \"C0DEPLOYS\"\n",
-            slack::APP_TOKEN,
-            slack::BOT_TOKEN,
-            s.api_url()
-        )
+        slack::config_section(s, "default_channel = \"C0DEPLOYS\"")
     });
     let config = format!(
         "{slack_section}{}
@@ -137,6 +132,15 @@ async fn a_campfire_webhook_with_a_wrong_token_gets_401_and_nothing_happens() {
         let (status, _) = campfire::send(s.zbot.addr, path, &hook).await;
         assert_eq!(status, 401, "{path}");
     }
+    // A room zbot may not act in is ignored.
+    let elsewhere = campfire::webhook(
+        1004,
+        (7, "Alice"),
+        (43, "Lobby"),
+        "@zbot deploy adxstat/v0.0.1 to production",
+    );
+    let (status, _) = campfire::send(s.zbot.addr, PATH, &elsewhere).await;
+    assert_eq!(status, 200);
     // The right token still works: the bot answers in the room; the refused ones did nothing.
     let help = campfire::webhook(
         1003,
@@ -170,18 +174,13 @@ async fn with_slack_and_campfire_each_deployment_answers_in_the_chat_it_came_fro
     assert_eq!(s.github.final_status(5001, DEADLINE).await.state, "success");
 
     // Then one from Slack: its thread gets it, the Campfire room does not.
-    let ts = slack::user_ts(1);
-    slack.send(slack::event_envelope(
-        "env-1",
-        "Ev1",
-        slack::app_mention(
-            "U0ALICE",
-            "C0CHAN",
-            &ts,
-            &format!("<@{}> deploy adxstat/v0.0.1 to staging", slack::BOT_USER),
-        ),
-        0,
-    ));
+    let ts = slack::mention(
+        &slack,
+        1,
+        "U0ALICE",
+        "C0CHAN",
+        "deploy adxstat/v0.0.1 to staging",
+    );
     slack
         .reply_containing("C0CHAN", &ts, "is on *staging*")
         .await;

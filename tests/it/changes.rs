@@ -4,27 +4,14 @@
 use std::time::Duration;
 
 use crate::fakes::github::FakeGitHub;
-use crate::fakes::slack::{self, FakeSlack, app_mention, event_envelope, user_ts};
+use crate::fakes::slack::{self, FakeSlack};
 use crate::harness::{FABFILE, TestRepo, config_text, git, start_chat_zbot};
 
 const CHANNEL: &str = "C0CHAN";
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn mention(slack: &FakeSlack, n: u32, text: &str) -> String {
-    let ts = user_ts(n);
-    let event = app_mention(
-        "U0ALICE",
-        CHANNEL,
-        &ts,
-        &format!("<@{}> {text}", slack::BOT_USER),
-    );
-    slack.send(event_envelope(
-        &format!("env-{n}"),
-        &format!("Ev{n}"),
-        event,
-        0,
-    ));
-    ts
+    slack::mention(slack, n, "U0ALICE", CHANNEL, text)
 }
 
 #[tokio::test]
@@ -35,17 +22,9 @@ async fn success_replies_say_what_the_deploy_shipped_or_took_back() {
     let repo = TestRepo::new(dir.path());
     let first = repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
     let config = format!(
-        "{}
-[slack]
-app_token = \"{}\"
-bot_token = \"{}\"
-api_url = \"{}\"
-dm_requester = false
-",
+        "{}\n{}",
         config_text(&github, &repo, "", ""),
-        slack::APP_TOKEN,
-        slack::BOT_TOKEN,
-        slack.api_url()
+        slack::config_section(&slack, "dm_requester = false")
     );
     let zbot = start_chat_zbot(dir.path(), &config, &github, &slack, &repo).await;
 

@@ -119,20 +119,7 @@ impl Chat {
 
     /// A mention from `user` in the channel, as a new thread.
     fn mention(&self, n: u32, user: &str, text: &str) -> String {
-        let ts = user_ts(n);
-        let event = app_mention(
-            user,
-            CHANNEL,
-            &ts,
-            &format!("<@{}> {text}", slack::BOT_USER),
-        );
-        self.slack.send(event_envelope(
-            &format!("env-{n}"),
-            &format!("Ev{n}"),
-            event,
-            0,
-        ));
-        ts
+        slack::mention(&self.slack, n, user, CHANNEL, text)
     }
 
     async fn reply(&self, thread_ts: &str, needle: &str) -> String {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::fakes::github::{ARCHIVE_TOKEN, FakeGitHub};
 use crate::fakes::heroku::{API_KEY, FakeHeroku, Script};
-use crate::fakes::slack::{self, FakeSlack, app_mention, event_envelope, user_ts};
+use crate::fakes::slack::{self, FakeSlack};
 use crate::harness::{TestRepo, config_text, deploy, start_chat_zbot};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -45,16 +45,10 @@ api_key = \"{API_KEY}\"
 api_url = \"{}\"
 poll_interval = \"100ms\"
 
-[slack]
-app_token = \"{}\"
-bot_token = \"{}\"
-api_url = \"{}\"
-",
+{}",
         config_text(&github, &repo, &app, ""),
         heroku.url(),
-        slack::APP_TOKEN,
-        slack::BOT_TOKEN,
-        slack.api_url()
+        slack::config_section(&slack, "")
     );
     let zbot = start_chat_zbot(dir.path(), &config, &github, &slack, &repo).await;
     Setup {
@@ -69,20 +63,7 @@ api_url = \"{}\"
 
 impl Setup {
     fn mention(&self, n: u32, text: &str) -> String {
-        let ts = user_ts(n);
-        let event = app_mention(
-            "U0ALICE",
-            CHANNEL,
-            &ts,
-            &format!("<@{}> {text}", slack::BOT_USER),
-        );
-        self.slack.send(event_envelope(
-            &format!("env-{n}"),
-            &format!("Ev{n}"),
-            event,
-            0,
-        ));
-        ts
+        slack::mention(&self.slack, n, "U0ALICE", CHANNEL, text)
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::fakes::github::FakeGitHub;
 use crate::fakes::sink::{Answer, FakeSink};
-use crate::fakes::slack::{self, FakeSlack, app_mention, event_envelope, user_ts};
+use crate::fakes::slack::{self, FakeSlack};
 use crate::harness::{FABFILE, TestRepo, config_text, sign, start_chat_zbot};
 
 const CHANNEL: &str = "C0CHAN";
@@ -26,18 +26,9 @@ async fn setup(notify: &str) -> Setup {
     let repo = TestRepo::new(dir.path());
     repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
     let config = format!(
-        "{}
-[slack]
-app_token = \"{}\"
-bot_token = \"{}\"
-api_url = \"{}\"
-
-{notify}
-",
+        "{}\n{}\n{notify}\n",
         config_text(&github, &repo, "", ""),
-        slack::APP_TOKEN,
-        slack::BOT_TOKEN,
-        slack.api_url()
+        slack::config_section(&slack, "")
     );
     let zbot = start_chat_zbot(dir.path(), &config, &github, &slack, &repo).await;
     Setup {
@@ -57,20 +48,7 @@ fn webhook_sink(sink: &FakeSink, events: &str) -> String {
 
 impl Setup {
     fn mention(&self, n: u32, text: &str) -> String {
-        let ts = user_ts(n);
-        let event = app_mention(
-            "U0ALICE",
-            CHANNEL,
-            &ts,
-            &format!("<@{}> {text}", slack::BOT_USER),
-        );
-        self.slack.send(event_envelope(
-            &format!("env-{n}"),
-            &format!("Ev{n}"),
-            event,
-            0,
-        ));
-        ts
+        slack::mention(&self.slack, n, "U0ALICE", CHANNEL, text)
     }
 }
 

@@ -395,3 +395,25 @@ fn is_channel_id(channel: &str) -> bool {
 pub fn user_ts(n: u32) -> String {
     format!("1700000000.{n:06}")
 }
+
+/// `user` mentions the bot in `channel` with `text`, as a new thread (envelope `env-n`); returns the
+/// thread's ts.
+pub fn mention(slack: &FakeSlack, n: u32, user: &str, channel: &str, text: &str) -> String {
+    let ts = user_ts(n);
+    let event = app_mention(user, channel, &ts, &format!("<@{BOT_USER}> {text}"));
+    slack.send(event_envelope(
+        &format!("env-{n}"),
+        &format!("Ev{n}"),
+        event,
+        0,
+    ));
+    ts
+}
+
+/// A `[slack]` table pointing zbot at `slack`, with `extra` lines.
+pub fn config_section(slack: &FakeSlack, extra: &str) -> String {
+    format!(
+        "[slack]\napp_token = \"{APP_TOKEN}\"\nbot_token = \"{BOT_TOKEN}\"\napi_url = \"{}\"\n{extra}\n",
+        slack.api_url()
+    )
+}
