@@ -20,7 +20,7 @@
 //! - [`reply`]: sentences people read.
 //! - [`chat`], [`policy`], [`slack`]: the conversation, its rules, and Slack.
 //! - [`campfire`]: Campfire as a second chat beside Slack.
-//! - [`shell`]: the bot in a terminal, with the embedded forge.
+//! - [`shell`]: the bot in a terminal, with the embedded forge; [`example`]: its example app.
 //! - [`http`]: the HTTP client for Heroku, Campfire and GitHub's archive redirect.
 //! - [`app`]: wiring and shutdown.
 //! - [`secret`], [`suggest`]: secrets that never print; "did you mean".
@@ -32,6 +32,7 @@ pub mod command;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod example;
 pub mod forge;
 pub mod http;
 pub mod loglink;

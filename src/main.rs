@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use zbot::command::{Addressing, parse_message};
 use zbot::config::{Config, apps_json};
-use zbot::recipe::Recipes;
+use zbot::recipe::{Origin, Recipes};
 
 #[derive(Parser)]
 #[command(name = "zbot", version, about = "A Slack bot with a built-in deployer")]
@@ -28,6 +28,8 @@ enum Commands {
     },
     /// The bot in a terminal: type what you would type in Slack. Deploys for real, without Slack or GitHub.
     Shell,
+    /// Write a commented bot.toml into the current directory for a new installation.
+    Init,
     /// Check bot.toml and every recipe, list apps and recipes; or convert a hubot-deploy apps.json.
     Check {
         /// Print the [apps.*] tables for this hubot-deploy apps.json instead.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
     match cli.command {
         Commands::Run { json_logs } => run(&cli.config, json_logs),
         Commands::Shell => shell(&cli.config),
+        Commands::Init => init(),
         Commands::Parse {
             bot_id,
             dm,
@@ -135,12 +138,82 @@ fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
 fn shell(config_path: &Path) -> ExitCode {
     init_logs("warn", false);
     zbot::runner::escaped::become_subreaper();
-    let Some(config) = or_report(Config::load_local(config_path)) else {
+    let loaded = if config_path.exists() {
+        Config::load_local(config_path)
+    } else {
+        eprintln!(
+            "zbot: no {}: using the example configuration (`zbot init` writes it into this directory)",
+            config_path.display()
+        );
+        Config::local_from_source(config_path, zbot::example::BOT_TOML)
+    };
+    let Some(config) = or_report(loaded) else {
         return ExitCode::FAILURE;
     };
+    make_example_repository(&config);
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     block_on(zbot::app::shell(config, stdin, interactive))
+}
+
+/// For the shell: the example app's repository is made where its local `clone_url` has none; any
+/// other app whose local repository is missing is named with what to do.
+fn make_example_repository(config: &Config) {
+    for (name, app) in &config.apps {
+        let Some(dir) = app.clone_url.as_deref().and_then(zbot::example::local_path) else {
+            continue;
+        };
+        if zbot::example::is_repository(&dir) {
+            continue;
+        }
+        if name.as_str() == zbot::example::APP {
+            match zbot::example::make_repository(&dir) {
+                Ok(()) => eprintln!(
+                    "zbot: made the example app's repository in {} (tags v0.0.1 and v0.0.2)",
+                    dir.display()
+                ),
+                Err(e) => eprintln!(
+                    "zbot: cannot make the example app's repository in {}: {e}",
+                    dir.display()
+                ),
+            }
+        } else {
+            eprintln!(
+                "zbot: {name}: no git repository at {} (its clone_url): clone your app there, or point clone_url at it",
+                dir.display()
+            );
+        }
+    }
+}
+
+/// Writes the commented example configuration into `./bot.toml`, never over an existing file.
+fn init() -> ExitCode {
+    let path = Path::new("bot.toml");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path);
+    let written = file.and_then(|mut file| {
+        std::io::Write::write_all(&mut file, zbot::example::BOT_TOML.as_bytes())
+    });
+    match written {
+        Ok(()) => {
+            println!(
+                "wrote bot.toml: read it top to bottom, set SLACK_APP_TOKEN, SLACK_BOT_TOKEN, GITHUB_TOKEN and \
+                 GITHUB_WEBHOOK_SECRET (or remove [slack]), replace [apps.adxstat] with your apps, then run \
+                 `zbot check` and `zbot run`; `zbot shell` tries it in this terminal first"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!("zbot: bot.toml exists already: not overwritten");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("zbot: cannot write bot.toml: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(config_path: &Path, json_logs: bool) -> ExitCode {
@@ -281,8 +354,22 @@ fn check(config_path: &Path) -> Option<Config> {
     }
     println!("recipes (detection order first):");
     let detected = recipes.detection_order();
+    let origin = |recipe: &zbot::recipe::Recipe| match recipe.origin {
+        Origin::Stock => "stock".to_string(),
+        Origin::Local {
+            overrides_stock: true,
+        } => format!("local, replaces the stock one: {}", recipe.file.display()),
+        Origin::Local {
+            overrides_stock: false,
+        } => format!("local: {}", recipe.file.display()),
+    };
     for recipe in &detected {
-        println!("  {}: {}", recipe.name, recipe.description);
+        println!(
+            "  {} ({}): {}",
+            recipe.name,
+            origin(recipe),
+            recipe.description
+        );
     }
     for recipe in recipes
         .by_name
@@ -290,8 +377,10 @@ fn check(config_path: &Path) -> Option<Config> {
         .filter(|r| !detected.iter().any(|d| d.name == r.name))
     {
         println!(
-            "  {} (only when named): {}",
-            recipe.name, recipe.description
+            "  {} ({}, only when named): {}",
+            recipe.name,
+            origin(recipe),
+            recipe.description
         );
     }
     Some(config)

@@ -69,6 +69,26 @@ const SHELLS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "busybox", "env", "eval",
 ];
 
+/// The stock recipes, compiled into the binary: `(name, TOML text)`. A recipe of the same name in the
+/// recipes directory (`[deploy] recipes_dir`, else `commands/` beside bot.toml) replaces one of these.
+pub const STOCK: &[(&str, &str)] = &[
+    ("ansible", include_str!("../commands/ansible.toml")),
+    ("capistrano", include_str!("../commands/capistrano.toml")),
+    ("fabric", include_str!("../commands/fabric.toml")),
+    ("fabric2", include_str!("../commands/fabric2.toml")),
+    ("shell", include_str!("../commands/shell.toml")),
+];
+
+/// Where a loaded recipe came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled into zbot ([`STOCK`]); a file in the recipes directory with the very same text counts
+    /// as stock too.
+    Stock,
+    /// A file of the recipes directory: a recipe of its own, or one that replaces a stock recipe.
+    Local { overrides_stock: bool },
+}
+
 /// A loaded recipe.
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -82,7 +102,9 @@ pub struct Recipe {
     /// launches on purpose) are left running when it ends, instead of being stopped.
     pub keep_children: bool,
     pub detect: Detect,
+    /// The file it was read from; for a stock recipe, `(built in) commands/<name>.toml`.
     pub file: PathBuf,
+    pub origin: Origin,
 }
 
 /// One element of `args`: a template, or a group chosen by whether the deploy names hosts.
@@ -433,6 +455,9 @@ impl Recipe {
             keep_children: raw.keep_children,
             detect: raw.detect,
             file: file.to_path_buf(),
+            origin: Origin::Local {
+                overrides_stock: false,
+            },
         };
         recipe.check().map_err(problem)?;
         Ok(recipe)
@@ -554,8 +579,38 @@ pub struct Recipes {
 }
 
 impl Recipes {
-    /// Loads every `*.toml` in `dir`; every broken file is reported.
+    /// The stock recipes alone.
+    pub fn stock() -> Recipes {
+        let mut recipes = Recipes::default();
+        for (name, source) in STOCK {
+            let file = PathBuf::from(format!("(built in) commands/{name}.toml"));
+            // The stock recipes are loaded by a unit test below; one that did not load would fail it.
+            if let Ok(mut recipe) = Recipe::from_source(&file, name, source) {
+                recipe.origin = Origin::Stock;
+                recipes.by_name.insert((*name).to_string(), recipe);
+            }
+        }
+        recipes
+    }
+
+    /// Loads every `*.toml` in `dir` alone, without the stock recipes; every broken file is reported.
     pub fn load_dir(dir: &Path) -> Result<Recipes, Vec<Problem>> {
+        let mut recipes = Recipes::default();
+        recipes.add_dir(dir)?;
+        Ok(recipes)
+    }
+
+    /// The stock recipes, then every `*.toml` in `dir` (if given) added or replacing the stock one of
+    /// its name. A file whose text is the stock recipe's own stays stock.
+    pub fn with_local(dir: Option<&Path>) -> Result<Recipes, Vec<Problem>> {
+        let mut recipes = Recipes::stock();
+        if let Some(dir) = dir {
+            recipes.add_dir(dir)?;
+        }
+        Ok(recipes)
+    }
+
+    fn add_dir(&mut self, dir: &Path) -> Result<(), Vec<Problem>> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             vec![Problem {
                 file: dir.to_path_buf(),
@@ -569,7 +624,6 @@ impl Recipes {
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .collect();
         paths.sort();
-        let mut recipes = Recipes::default();
         let mut problems = Vec::new();
         for path in paths {
             let name = path
@@ -577,23 +631,39 @@ impl Recipes {
                 .and_then(|s| s.to_str())
                 .unwrap_or_default()
                 .to_string();
-            let loaded = std::fs::read_to_string(&path)
-                .map_err(|e| Problem {
-                    file: path.clone(),
-                    line: 0,
-                    key: String::new(),
-                    message: format!("cannot read: {e}"),
-                })
-                .and_then(|source| Recipe::from_source(&path, &name, &source));
-            match loaded {
-                Ok(recipe) => {
-                    recipes.by_name.insert(name, recipe);
+            let source = match std::fs::read_to_string(&path) {
+                Ok(source) => source,
+                Err(e) => {
+                    problems.push(Problem {
+                        file: path.clone(),
+                        line: 0,
+                        key: String::new(),
+                        message: format!("cannot read: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let stock = STOCK.iter().find(|(stock, _)| *stock == name);
+            if stock.is_some_and(|(_, text)| *text == source)
+                && self
+                    .by_name
+                    .get(&name)
+                    .is_some_and(|r| r.origin == Origin::Stock)
+            {
+                continue;
+            }
+            match Recipe::from_source(&path, &name, &source) {
+                Ok(mut recipe) => {
+                    recipe.origin = Origin::Local {
+                        overrides_stock: stock.is_some(),
+                    };
+                    self.by_name.insert(name, recipe);
                 }
                 Err(problem) => problems.push(problem),
             }
         }
         if problems.is_empty() {
-            Ok(recipes)
+            Ok(())
         } else {
             Err(problems)
         }
@@ -613,9 +683,9 @@ impl Recipes {
     /// The app's provider if it names one, else the first recipe detected in `checkout`.
     pub fn choose(&self, provider: Option<&str>, checkout: &Path) -> Result<&Recipe, String> {
         match provider {
-            Some(name) => self
-                .get(name)
-                .ok_or_else(|| format!("no recipe named `{name}` in commands/")),
+            Some(name) => self.get(name).ok_or_else(|| {
+                format!("no recipe named `{name}` (stock or in the recipes directory)")
+            }),
             None => self
                 .detection_order()
                 .into_iter()
@@ -635,11 +705,12 @@ impl Recipes {
     }
 }
 
-/// The recipes `config` names (`[deploy] recipes_dir`), checked against the apps: an app whose
-/// `provider` names no recipe is a problem. `zbot run`, `zbot shell` and `zbot check` all load through
-/// here, so what `check` accepts is what `run` runs.
+/// The stock recipes with those of the directory `config` names (`[deploy] recipes_dir`, which must be
+/// readable; else `commands/` beside bot.toml when there is one), checked against the apps: an app
+/// whose `provider` names no recipe is a problem. `zbot run`, `zbot shell` and `zbot check` all load
+/// through here, so what `check` accepts is what `run` runs.
 pub fn load_for(config: &crate::config::Config) -> Result<Recipes, Vec<Problem>> {
-    let recipes = Recipes::load_dir(&config.deploy.recipes_dir)?;
+    let recipes = Recipes::with_local(config.deploy.recipes_dir.existing())?;
     let problems: Vec<Problem> = config
         .apps
         .iter()
@@ -651,8 +722,8 @@ pub fn load_for(config: &crate::config::Config) -> Result<Recipes, Vec<Problem>>
                 line: 0,
                 key: format!("[apps.{name}] provider"),
                 message: format!(
-                    "no recipe `{provider}` in {}",
-                    config.deploy.recipes_dir.display()
+                    "no recipe `{provider}`: neither a stock recipe nor a file in {}",
+                    config.deploy.recipes_dir.path().display()
                 ),
             })
         })
@@ -661,5 +732,57 @@ pub fn load_for(config: &crate::config::Config) -> Result<Recipes, Vec<Problem>>
         Ok(recipes)
     } else {
         Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stock_recipe_loads() {
+        for (name, source) in STOCK {
+            let file = PathBuf::from(format!("commands/{name}.toml"));
+            if let Err(problem) = Recipe::from_source(&file, name, source) {
+                panic!("stock recipe {name}: {problem}");
+            }
+        }
+        let stock = Recipes::stock();
+        assert_eq!(stock.by_name.len(), STOCK.len());
+        assert!(stock.by_name.values().all(|r| r.origin == Origin::Stock));
+    }
+
+    #[test]
+    fn a_local_recipe_adds_or_replaces_and_a_copy_stays_stock() {
+        let dir = tempfile::tempdir().unwrap();
+        let fabric = STOCK.iter().find(|(n, _)| *n == "fabric").unwrap().1;
+        std::fs::write(dir.path().join("fabric.toml"), fabric).unwrap();
+        std::fs::write(
+            dir.path().join("shell.toml"),
+            "description = \"mine\"\nprogram = \"script/ship\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("make.toml"),
+            "description = \"make\"\nprogram = \"make\"\nargs = [\"deploy\"]\n",
+        )
+        .unwrap();
+        let recipes = Recipes::with_local(Some(dir.path())).unwrap();
+        let origin = |name: &str| recipes.get(name).map(|r| r.origin);
+        assert_eq!(origin("fabric"), Some(Origin::Stock));
+        assert_eq!(
+            origin("shell"),
+            Some(Origin::Local {
+                overrides_stock: true
+            })
+        );
+        assert_eq!(recipes.get("shell").unwrap().description, "mine");
+        assert_eq!(
+            origin("make"),
+            Some(Origin::Local {
+                overrides_stock: false
+            })
+        );
+        assert_eq!(origin("capistrano"), Some(Origin::Stock));
     }
 }

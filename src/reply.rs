@@ -672,6 +672,17 @@ pub fn refused(refusal: &Refused, app: &str, repository: &str) -> String {
             "I couldn't reach GitHub, even after retrying: {}",
             sentence(&escape(reason))
         ),
+        Refused::NoRepository { url, reason } => format!(
+            "I can't read the repository at `{}`: {} Make it (for the example app: `zbot shell` makes it when it \
+             starts, or `examples/adxstat/make-repo {}`), or point the app's `clone_url` at your repository.",
+            escape(url),
+            sentence(&escape(reason)),
+            escape(url)
+        ),
+        Refused::Store(reason) => format!(
+            "I couldn't record the deployment: {}",
+            sentence(&escape(reason))
+        ),
         Refused::Unanswered(error) => format!(
             "{}, so I can't tell whether it made the deployment. If it did, the deploy will show up in this thread; if nothing does, try again.",
             escape(&no_answer(error))

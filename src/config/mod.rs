@@ -221,6 +221,33 @@ impl NotifyEvent {
     }
 }
 
+/// Where recipes beside the stock ones are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipesDir {
+    /// `[deploy] recipes_dir`: it must exist and be readable.
+    Named(PathBuf),
+    /// Unset: `commands/` beside bot.toml, read when it is a directory.
+    Beside(PathBuf),
+}
+
+impl RecipesDir {
+    /// The directory, named or not.
+    pub fn path(&self) -> &Path {
+        match self {
+            RecipesDir::Named(path) | RecipesDir::Beside(path) => path,
+        }
+    }
+
+    /// The directory to read: a named one always (so a missing one is reported), the default one when
+    /// it is a directory.
+    pub fn existing(&self) -> Option<&Path> {
+        match self {
+            RecipesDir::Named(path) => Some(path),
+            RecipesDir::Beside(path) => path.is_dir().then_some(path.as_path()),
+        }
+    }
+}
+
 /// `[campfire]`: Campfire (ONCE Campfire) as a chat: its bot API out, its room webhook in.
 #[derive(Debug, Clone)]
 pub struct CampfireConfig {
@@ -244,7 +271,7 @@ pub struct DeployConfig {
     /// `None`: the recipe's timeout, else [`DEFAULT_TIMEOUT`].
     pub timeout: Option<Duration>,
     pub concurrency: usize,
-    pub recipes_dir: PathBuf,
+    pub recipes_dir: RecipesDir,
     /// Install Fabric 1 into the data directory when a recipe needs `fab` and none is on PATH.
     pub provision_fabric: bool,
 }
@@ -281,9 +308,13 @@ impl Config {
     /// `[github]` and `[webhook]` are read for their shape but not validated, so their environment
     /// variables need not be set.
     pub fn load_local(path: &Path) -> Result<Config, Vec<Problem>> {
-        let source = read(path)?;
+        Config::local_from_source(path, &read(path)?)
+    }
+
+    /// [`Config::load_local`] for `source` as if read from `path`.
+    pub fn local_from_source(path: &Path, source: &str) -> Result<Config, Vec<Problem>> {
         let mut raw: RawConfig =
-            toml::from_str(&source).map_err(|e| vec![Problem::from_toml(path, &source, &e)])?;
+            toml::from_str(source).map_err(|e| vec![Problem::from_toml(path, source, &e)])?;
         raw.slack = None;
         raw.github = None;
         raw.webhook = None;
@@ -291,6 +322,7 @@ impl Config {
         raw.campfire = None;
         raw.notify = Vec::new();
         validate(path, &source, raw)
+        validate(path, source, raw)
     }
 
     /// Validates `source` as if read from `path` (which anchors relative paths and names the file in problems).
@@ -1310,8 +1342,8 @@ fn validate_deploy(c: &mut Checker<'_>, raw: RawDeploy, data_dir: &Path) -> Depl
         None => data_dir.join("work"),
     };
     let recipes_dir = match &raw.recipes_dir {
-        Some(dir) => c.path(dir),
-        None => c.base.join("commands"),
+        Some(dir) => RecipesDir::Named(c.path(dir)),
+        None => RecipesDir::Beside(c.base.join("commands")),
     };
     let concurrency = raw.concurrency.unwrap_or(4);
     if concurrency == 0 {

@@ -53,7 +53,10 @@ async fn git(args: &[&str]) -> Result<String, String> {
 async fn resolve(url: &str, repository: &Repository, git_ref: &GitRef) -> Result<Sha, Refused> {
     let listing = git(&["ls-remote", "--heads", "--tags", "--", url])
         .await
-        .map_err(Refused::Unreachable)?;
+        .map_err(|reason| Refused::NoRepository {
+            url: url.to_string(),
+            reason,
+        })?;
     let refs: Vec<(Sha, &str)> = listing
         .lines()
         .filter_map(|line| line.split_once('\t'))
@@ -160,7 +163,7 @@ impl LocalForge {
     ) -> Result<Created, Refused> {
         let url = app.clone_url.as_deref().ok_or_else(|| {
             Refused::Validation(format!(
-                "[apps.{app_name}] needs a clone_url to deploy without GitHub"
+                "[apps.{app_name}] needs a clone_url to deploy from the shell"
             ))
         })?;
         let sha = resolve(url, &app.repository, &request.git_ref).await?;
@@ -180,7 +183,7 @@ impl LocalForge {
             .store
             .accept_local(deployment)
             .await
-            .map_err(|e| Refused::Unreachable(e.to_string()))?;
+            .map_err(|e| Refused::Store(e.to_string()))?;
         Ok(Created::Deployment { id, sha })
     }
 

@@ -88,6 +88,13 @@ pub enum Refused {
         repository: Repository,
         matches: usize,
     },
+    /// The embedded forge: the app's clone URL could not be read as a git repository (`reason`, git's
+    /// own words), e.g. the example repository was not made yet.
+    #[error("cannot read the repository at {url}: {reason}")]
+    NoRepository { url: String, reason: String },
+    /// The embedded forge: its own store failed.
+    #[error("the store failed: {0}")]
+    Store(String),
     /// The embedded forge: a full sha the repository does not have.
     #[error("no commit {sha} in {repository}")]
     UnknownCommit { sha: Sha, repository: Repository },

@@ -15,7 +15,7 @@ fn shipped_bot_toml_passes_when_its_variables_are_set() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("adxstat: octo/adxstat"), "{text}");
-    assert!(text.contains("fabric:"), "{text}");
+    assert!(text.contains("fabric (stock):"), "{text}");
 }
 
 #[test]

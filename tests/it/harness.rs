@@ -352,10 +352,15 @@ pub struct ZbotProcess {
 impl ZbotProcess {
     /// Starts `zbot run` with `dir/bot.toml` and waits until it says where it listens.
     pub fn start(dir: &Path) -> ZbotProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_zbot"));
+        command.args(["run", "--config"]).arg(dir.join("bot.toml"));
+        ZbotProcess::spawn(command)
+    }
+
+    /// Starts `command` (a `zbot run`) and waits until it says where it listens.
+    pub fn spawn(mut command: Command) -> ZbotProcess {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zbot"))
-            .args(["run", "--config"])
-            .arg(dir.join("bot.toml"))
+        let mut child = command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(std::process::Stdio::null())

@@ -12,6 +12,7 @@ mod hardening;
 mod harness;
 mod heroku;
 mod hostile;
+mod install;
 mod left_behind;
 mod notify;
 mod parse_cli;

@@ -1,0 +1,140 @@
+//! The example app, compiled into the binary: `zbot shell` makes its git repository when an app's
+//! local `clone_url` has none yet (what `examples/adxstat/make-repo` does), so the shell works from
+//! any directory with nothing but the `zbot` binary; and the example `bot.toml` `zbot init` writes.
+//!
+//! The repository gets two releases of the app, tagged `v0.0.1` and `v0.0.2` (`main` at `v0.0.2`).
+//! git runs with an argv (never a shell), no prompt, and a fixed author.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The commented configuration `zbot init` writes, and what `zbot shell` uses when there is none.
+pub const BOT_TOML: &str = include_str!("../bot.toml");
+
+/// The name of the example app in [`BOT_TOML`].
+pub const APP: &str = "adxstat";
+
+/// The example app's files: (path in the repository, content).
+const FILES: &[(&str, &str)] = &[
+    ("fabfile.py", include_str!("../examples/adxstat/fabfile.py")),
+    (
+        "app/index.html",
+        include_str!("../examples/adxstat/app/index.html"),
+    ),
+];
+
+/// The releases committed and tagged, in order.
+const VERSIONS: &[&str] = &["0.0.1", "0.0.2"];
+
+/// Why the example repository could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ExampleError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("git {args}: {reason}")]
+    Git { args: String, reason: String },
+}
+
+/// The directory a `file://` clone URL names, if it is one (what `bot.toml`'s local paths become).
+pub fn local_path(clone_url: &str) -> Option<PathBuf> {
+    clone_url.strip_prefix("file://").map(PathBuf::from)
+}
+
+/// Whether `dir` holds a git repository (a working tree or a bare one).
+pub fn is_repository(dir: &Path) -> bool {
+    dir.join(".git").exists() || (dir.join("HEAD").is_file() && dir.join("objects").is_dir())
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<(), ExampleError> {
+    let failed = |reason: String| ExampleError::Git {
+        args: args.join(" "),
+        reason,
+    };
+    let output = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "zbot")
+        .env("GIT_AUTHOR_EMAIL", "zbot@example.invalid")
+        .env("GIT_COMMITTER_NAME", "zbot")
+        .env("GIT_COMMITTER_EMAIL", "zbot@example.invalid")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("cannot run git: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ))
+    }
+}
+
+/// Makes the example app's repository in `dir` (created if missing): its files, one commit and tag
+/// per release.
+pub fn make_repository(dir: &Path) -> Result<(), ExampleError> {
+    let write = |path: &Path, content: &str| {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ExampleError::Write {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        std::fs::write(path, content).map_err(|source| ExampleError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    std::fs::create_dir_all(dir).map_err(|source| ExampleError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    git(dir, &["init", "--quiet", "--initial-branch=main"])?;
+    for (path, content) in FILES {
+        write(&dir.join(path), content)?;
+    }
+    for version in VERSIONS {
+        write(&dir.join("app/VERSION"), &format!("{version}\n"))?;
+        git(dir, &["add", "--all"])?;
+        git(
+            dir,
+            &["commit", "--quiet", "-m", &format!("adxstat {version}")],
+        )?;
+        git(dir, &["tag", &format!("v{version}")])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_repository_has_both_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("example/adxstat");
+        assert!(!is_repository(&repo));
+        make_repository(&repo).unwrap();
+        assert!(is_repository(&repo));
+        let tags = Command::new("git")
+            .current_dir(&repo)
+            .args(["tag", "--list"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&tags.stdout), "v0.0.1\nv0.0.2\n");
+        assert_eq!(
+            std::fs::read_to_string(repo.join("app/VERSION")).unwrap(),
+            "0.0.2\n"
+        );
+    }
+
+    #[test]
+    fn only_file_urls_are_local_paths() {
+        assert_eq!(local_path("file:///srv/a"), Some(PathBuf::from("/srv/a")));
+        assert_eq!(local_path("git@github.com:o/r.git"), None);
+        assert_eq!(local_path("https://github.com/o/r"), None);
+    }
+}
