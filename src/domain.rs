@@ -412,6 +412,17 @@ impl Task {
         Task("deploy".into())
     }
 
+    /// `deploy:noop`, a dry run (branch-deploy's `.noop`): the recipe's `noop_task` runs with
+    /// `ZBOT_NOOP=1`, and GitHub gets a transient deployment that never becomes what is live.
+    pub fn noop() -> Task {
+        Task("deploy:noop".into())
+    }
+
+    /// Whether this is [`Task::noop`].
+    pub fn is_noop(&self) -> bool {
+        self.0 == "deploy:noop"
+    }
+
     /// `deploy:lock`, Heaven's lock task.
     pub fn is_lock(&self) -> bool {
         self.0 == "deploy:lock"

@@ -102,9 +102,20 @@ pub struct Recipe {
     /// launches on purpose) are left running when it ends, instead of being stopped.
     pub keep_children: bool,
     pub detect: Detect,
+    /// How a dry run (`deploy:noop`) runs, if the tool has one.
+    pub noop: Option<Noop>,
     /// The file it was read from; for a stock recipe, `(built in) commands/<name>.toml`.
     pub file: PathBuf,
     pub origin: Origin,
+}
+
+/// A recipe's dry run: `noop_task` is the task `{task}` stands for, and `noop_args` (by default the
+/// recipe's `args`) the arguments, e.g. Capistrano's `--dry-run` or a Fabric task's `noop=true`. The
+/// program also gets `ZBOT_NOOP=1`.
+#[derive(Debug, Clone)]
+pub struct Noop {
+    pub task: Task,
+    pub args: Option<Vec<Arg>>,
 }
 
 /// One element of `args`: a template, or a group chosen by whether the deploy names hosts.
@@ -147,6 +158,9 @@ pub enum RenderError {
     NoValue { placeholder: Placeholder },
     /// The deploy is limited to some hosts, but the recipe has no `{hosts}`, so it could not limit.
     HostsNotTaken,
+    /// A dry run (`deploy:noop`) of a recipe that declares no `noop_task`: it could not run without
+    /// deploying for real.
+    NoDryRun,
 }
 
 /// Marker paths, relative to the checkout; any one present selects the recipe.
@@ -181,6 +195,8 @@ struct RawRecipe {
     keep_children: bool,
     #[serde(default)]
     detect: Detect,
+    noop_task: Option<String>,
+    noop_args: Option<Vec<RawArg>>,
 }
 
 #[derive(Deserialize)]
@@ -409,6 +425,26 @@ impl Template {
     }
 }
 
+/// Parses `args` (or `noop_args`): templates and `when = "hosts"` groups.
+fn parse_args(raw: &[RawArg]) -> Result<Vec<Arg>, String> {
+    let templates = |sources: &[String]| -> Result<Vec<Template>, String> {
+        sources.iter().map(|s| Template::parse(s)).collect()
+    };
+    raw.iter()
+        .map(|arg| match arg {
+            RawArg::Template(t) => Template::parse(t).map(Arg::Template),
+            RawArg::When(when) if when.when == "hosts" => Ok(Arg::WhenHosts {
+                args: templates(&when.args)?,
+                otherwise: templates(&when.otherwise)?,
+            }),
+            RawArg::When(when) => Err(format!(
+                "`when = \"{}\"`: only `hosts` is optional",
+                when.when
+            )),
+        })
+        .collect()
+}
+
 impl Recipe {
     /// Parses one recipe file's text; `name` is the file stem.
     pub fn from_source(file: &Path, name: &str, source: &str) -> Result<Recipe, Problem> {
@@ -420,25 +456,24 @@ impl Recipe {
         };
         let raw: RawRecipe =
             toml::from_str(source).map_err(|e| Problem::from_toml(file, source, &e))?;
-        let templates = |sources: &[String]| -> Result<Vec<Template>, String> {
-            sources.iter().map(|s| Template::parse(s)).collect()
+        let args = parse_args(&raw.args).map_err(problem)?;
+        let noop = match raw.noop_task {
+            None if raw.noop_args.is_some() => {
+                return Err(problem("`noop_args` needs `noop_task`".to_string()));
+            }
+            None => None,
+            Some(task) => Some(Noop {
+                task: task
+                    .parse()
+                    .map_err(|e| problem(format!("noop_task: {e}")))?,
+                args: raw
+                    .noop_args
+                    .as_deref()
+                    .map(parse_args)
+                    .transpose()
+                    .map_err(problem)?,
+            }),
         };
-        let args = raw
-            .args
-            .iter()
-            .map(|arg| match arg {
-                RawArg::Template(t) => Template::parse(t).map(Arg::Template),
-                RawArg::When(when) if when.when == "hosts" => Ok(Arg::WhenHosts {
-                    args: templates(&when.args)?,
-                    otherwise: templates(&when.otherwise)?,
-                }),
-                RawArg::When(when) => Err(format!(
-                    "`when = \"{}\"`: only `hosts` is optional",
-                    when.when
-                )),
-            })
-            .collect::<Result<Vec<Arg>, String>>()
-            .map_err(problem)?;
         let env = raw
             .env
             .iter()
@@ -454,6 +489,7 @@ impl Recipe {
             timeout: raw.timeout.map(|t| t.0),
             keep_children: raw.keep_children,
             detect: raw.detect,
+            noop,
             file: file.to_path_buf(),
             origin: Origin::Local {
                 overrides_stock: false,
@@ -501,7 +537,8 @@ impl Recipe {
     }
 
     fn templates(&self) -> impl Iterator<Item = &Template> {
-        self.args.iter().flat_map(|arg| match arg {
+        let noop_args = self.noop.iter().flat_map(|n| n.args.iter().flatten());
+        self.args.iter().chain(noop_args).flat_map(|arg| match arg {
             Arg::Template(t) => std::slice::from_ref(t).iter().chain([].iter()),
             Arg::WhenHosts { args, otherwise } => args.iter().chain(otherwise.iter()),
         })
@@ -528,11 +565,35 @@ impl Recipe {
     /// Renders the argv: one argument per template, each value in the tool's syntax, never a shell
     /// string.
     pub fn render(&self, input: &RenderInput<'_>) -> Result<Invocation, RenderError> {
+        self.render_args(&self.args, input)
+    }
+
+    /// Renders the recipe's dry run (`deploy:noop`): `noop_task` as `{task}`, `noop_args` (else
+    /// `args`), and `ZBOT_NOOP=1`; [`RenderError::NoDryRun`] when the recipe declares none.
+    pub fn render_dry_run(&self, input: &RenderInput<'_>) -> Result<Invocation, RenderError> {
+        let noop = self.noop.as_ref().ok_or(RenderError::NoDryRun)?;
+        let input = RenderInput {
+            task: &noop.task,
+            ..input.clone()
+        };
+        let mut invocation = self.render_args(noop.args.as_ref().unwrap_or(&self.args), &input)?;
+        invocation.env.retain(|(name, _)| name != "ZBOT_NOOP");
+        invocation
+            .env
+            .push(("ZBOT_NOOP".to_string(), "1".to_string()));
+        Ok(invocation)
+    }
+
+    fn render_args(
+        &self,
+        list: &[Arg],
+        input: &RenderInput<'_>,
+    ) -> Result<Invocation, RenderError> {
         if input.hosts.is_some() && !self.takes_hosts() {
             return Err(RenderError::HostsNotTaken);
         }
         let mut args = Vec::new();
-        for arg in &self.args {
+        for arg in list {
             let group = match arg {
                 Arg::Template(t) => std::slice::from_ref(t),
                 Arg::WhenHosts { args, .. } if input.hosts.is_some() => args,
@@ -750,6 +811,68 @@ mod tests {
         let stock = Recipes::stock();
         assert_eq!(stock.by_name.len(), STOCK.len());
         assert!(stock.by_name.values().all(|r| r.origin == Origin::Stock));
+    }
+
+    fn input<'a>(
+        environment: &'a Environment,
+        git_ref: &'a GitRef,
+        sha: &'a Sha,
+        task: &'a Task,
+        app: &'a AppName,
+        repository: &'a Repository,
+    ) -> RenderInput<'a> {
+        RenderInput {
+            environment,
+            git_ref,
+            sha,
+            task,
+            hosts: None,
+            app,
+            repository,
+            deployment_id: DeploymentId(7),
+        }
+    }
+
+    #[test]
+    fn every_stock_recipe_has_a_dry_run_that_differs_from_its_deploy() {
+        let environment: Environment = "production".parse().unwrap();
+        let git_ref: GitRef = "v0.0.2".parse().unwrap();
+        let sha: Sha = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e".parse().unwrap();
+        let task = Task::noop();
+        let app: AppName = "adxstat".parse().unwrap();
+        let repository: Repository = "octo/adxstat".parse().unwrap();
+        let input = input(&environment, &git_ref, &sha, &task, &app, &repository);
+        let recipes = Recipes::stock();
+        let expected: &[(&str, &str)] = &[
+            ("fabric", "deploy:branch_name=v0.0.2,noop=true"),
+            ("fabric2", "--noop"),
+            ("capistrano", "--dry-run"),
+            ("ansible", "--check"),
+            ("shell", "--noop"),
+        ];
+        for (name, marker) in expected {
+            let recipe = recipes.get(name).unwrap();
+            let dry = recipe.render_dry_run(&input).unwrap();
+            assert!(dry.args.iter().any(|a| a == marker), "{name}: {dry:?}");
+            assert!(
+                dry.env
+                    .contains(&("ZBOT_NOOP".to_string(), "1".to_string())),
+                "{name}: {dry:?}"
+            );
+            assert!(
+                !dry.args
+                    .iter()
+                    .any(|a| a.contains("noop:") || a == "deploy:noop"),
+                "{name}: the noop task is the recipe's, not `deploy:noop`: {dry:?}"
+            );
+        }
+        let plain = Recipe::from_source(
+            Path::new("make.toml"),
+            "make",
+            "description = \"make\"\nprogram = \"make\"\nargs = [\"{task}\"]\n",
+        )
+        .unwrap();
+        assert_eq!(plain.render_dry_run(&input), Err(RenderError::NoDryRun));
     }
 
     #[test]

@@ -360,6 +360,14 @@ pub fn deployments_unlisted(app: &AppName, error: &impl std::fmt::Display) -> St
 
 /// The `in_progress` status: "Deploying v0.0.1 (f95f852) to production".
 pub fn deploying(d: &crate::store::Deployment) -> String {
+    if d.task.is_noop() {
+        return format!(
+            "Dry run of {} ({}) on {}",
+            d.git_ref,
+            d.sha.short(),
+            d.environment
+        );
+    }
     format!(
         "Deploying {} ({}) to {}",
         d.git_ref,
@@ -370,6 +378,14 @@ pub fn deploying(d: &crate::store::Deployment) -> String {
 
 /// The `success` status: "Deployed v0.0.1 (f95f852) to production in 12s".
 pub fn deployed(d: &crate::store::Deployment, took: &str) -> String {
+    if d.task.is_noop() {
+        return format!(
+            "Dry run of {} ({}) on {} passed in {took}; nothing was deployed",
+            d.git_ref,
+            d.sha.short(),
+            d.environment
+        );
+    }
     format!(
         "Deployed {} ({}) to {} in {took}",
         d.git_ref,
@@ -461,6 +477,10 @@ pub fn recipe_refused(recipe: &str, error: &RenderError) -> String {
         RenderError::NoValue { placeholder } => format!(
             "it uses {{{}}}, which this deploy has no value for",
             placeholder.name()
+        ),
+        RenderError::NoDryRun => format!(
+            "it declares no dry run (`noop_task`), and a `deploy:noop` must not deploy for real: add \
+             `noop_task` to commands/{recipe}.toml, or deploy without `:noop`"
         ),
         RenderError::HostsNotTaken => format!(
             "it cannot limit a deploy to some hosts (the recipe has no {{hosts}}): deploy to the whole \
@@ -868,6 +888,12 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
         StatusState::Success if e.task.is_lock() || e.task.is_unlock() => {
             format!("{} {link}", sentence(&description_in_chat(e)))
         }
+        StatusState::Success if e.task.is_noop() => format!(
+            "{who} {} on *{}*: {} {link}",
+            what(e),
+            place(e),
+            sentence(&description_in_chat(e))
+        ),
         StatusState::Success => format!(
             "{who} {} is on *{}*. {} {link}{}",
             what(e),
@@ -1033,7 +1059,7 @@ pub fn unlock_denied(lock: &Lock) -> String {
 }
 
 pub const HELP: &str = "I deploy apps from chat. Commands:\n\
-• `deploy adxstat/v0.0.1 to production` — deploy a ref (`deploy!` skips auto-merge and required checks)\n\
+• `deploy adxstat/v0.0.1 to production` — deploy a ref (`deploy!` skips auto-merge and required checks; `deploy:noop` is a dry run)\n\
 • `deploys adxstat in production` — recent deployments\n\
 • `where can i deploy adxstat` — its environments and locks\n\
 • `lock adxstat in production &lt;reason&gt;`, `unlock adxstat in production`, `locks`\n\
@@ -1047,7 +1073,7 @@ pub fn help(topic: Option<&str>) -> String {
     };
     let example = match topic {
         "deploy" => {
-            "`deploy adxstat` · `deploy adxstat/v0.0.2 to staging` · `deploy! adxstat/hotfix to production` · `deploy:migrate adxstat to staging`"
+            "`deploy adxstat` · `deploy adxstat/v0.0.2 to staging` · `deploy! adxstat/hotfix to production` · `deploy:migrate adxstat to staging` · `deploy:noop adxstat/v0.0.2 to production` (a dry run)"
         }
         "deploys" => "`deploys adxstat` · `deploys adxstat in production`",
         "where" => "`where can i deploy adxstat`",

@@ -16,8 +16,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @task
-def deploy(branch_name='main'):
+def deploy(branch_name='main', noop='false'):
     role = env.roles[0] if env.roles else 'production'
+    if noop == 'true':
+        print("dry run: would deploy adxstat %s to %s; nothing changed" % (branch_name, role))
+        return
     root = os.path.normpath(os.path.join(HERE, '..', '..', '..', 'releases', 'adxstat', role))
     release = os.path.join(root, 'releases', branch_name.replace('/', '-'))
     version = open(os.path.join(HERE, 'app', 'VERSION')).read().strip()

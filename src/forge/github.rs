@@ -383,6 +383,9 @@ impl GitHub {
         if let Some(url) = &update.environment_url {
             body["environment_url"] = json!(url);
         }
+        if update.dry_run {
+            body["auto_inactive"] = json!(false);
+        }
         self.call(
             "posting a deployment status",
             &self.api,

@@ -37,6 +37,9 @@ pub struct DeploymentRequest {
     pub environment: Environment,
     pub description: String,
     pub production_environment: bool,
+    /// GitHub's `transient_environment`: a dry run's deployment, which no later deployment makes
+    /// inactive and which never stands for what is live.
+    pub transient_environment: bool,
     /// `None`: GitHub's default, every context must pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub required_contexts: Option<Vec<String>>,
@@ -297,6 +300,9 @@ pub struct StatusUpdate {
     pub description: String,
     pub log_url: Option<String>,
     pub environment_url: Option<String>,
+    /// A dry run's status: it does not make the environment's earlier deployments inactive (GitHub's
+    /// `auto_inactive`, on by default, would on success).
+    pub dry_run: bool,
 }
 
 /// A published log (a gist): its id to update it, and the page people open.

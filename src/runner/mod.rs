@@ -172,7 +172,11 @@ impl Deployer {
         }
     }
 
+    /// The environment's URL, shown with its statuses; none for a dry run, which deploys nothing there.
     fn environment_url(&self, d: &Deployment) -> Option<String> {
+        if d.task.is_noop() {
+            return None;
+        }
         self.config
             .apps
             .get(&d.app)?
@@ -190,6 +194,7 @@ impl Deployer {
                 description: self.redactor.redact(&reply::refusal_plain(&refusal)),
                 log_url: None,
                 environment_url: None,
+                dry_run: false,
             };
             if let Err(e) = self
                 .forge
@@ -249,6 +254,7 @@ impl Deployer {
             description,
             log_url: log_url.map(str::to_string),
             environment_url: self.environment_url(d),
+            dry_run: d.task.is_noop(),
         };
         self.forge
             .post_status(&d.repository, d.deployment_id, &update)
@@ -640,8 +646,12 @@ impl Deployer {
             repository: &d.repository,
             deployment_id: d.deployment_id,
         };
-        let mut invocation = recipe
-            .render(&input)
+        let rendered = if d.task.is_noop() {
+            recipe.render_dry_run(&input)
+        } else {
+            recipe.render(&input)
+        };
+        let mut invocation = rendered
             .map_err(|reason| Outcome::error(reply::recipe_refused(&recipe.name, &reason)))?;
         if recipe.drives_fabric1()
             && invocation.program == "fab"

@@ -923,3 +923,54 @@ async fn a_deployment_asked_for_where_zbot_cannot_answer_is_told_in_the_default_
     }
     c.zbot.stop().await.unwrap();
 }
+
+/// A fabfile whose `deploy` takes Fabric's `noop` argument.
+const NOOP_FABFILE: &str = r#"from fabric.api import env, task
+env.roledefs = {'production': ['localhost']}
+
+@task
+def deploy(branch_name='master', noop='false'):
+    if noop == 'true':
+        print("dry run of %s" % branch_name)
+    else:
+        print("deploying %s" % branch_name)
+"#;
+
+#[tokio::test]
+async fn a_dry_run_is_a_transient_deployment_that_deactivates_nothing() {
+    let c = chat(&[("fabfile.py", NOOP_FABFILE, false)]).await;
+    let thread = c.mention(1, "U0ALICE", "deploy:noop adxstat/v0.0.1 to production");
+    let request = c
+        .github
+        .wait_for("a deployment", DEADLINE, |g| {
+            g.deployment_requests().first().cloned()
+        })
+        .await;
+    assert_eq!(request["task"], "deploy:noop");
+    assert_eq!(request["transient_environment"], true);
+    assert_eq!(request["production_environment"], false);
+    let last = c.github.final_status(5001, DEADLINE).await;
+    assert_eq!(last.state, "success", "{last:?}");
+    assert_eq!(last.environment_url, None, "a dry run deploys nowhere");
+    assert!(
+        c.github
+            .statuses(5001)
+            .iter()
+            .all(|s| s.auto_inactive == Some(false)),
+        "{:#?}",
+        c.github.statuses(5001)
+    );
+    let gist = c
+        .github
+        .gist_by_url(last.log_url.as_deref().unwrap())
+        .unwrap();
+    let text = gist.files.values().next().unwrap();
+    assert!(text.contains("dry run of v0.0.1"), "{text}");
+    assert!(text.contains("noop=true"), "{text}");
+    let outcome = c.reply(&thread, "nothing was deployed").await;
+    assert!(
+        outcome.contains("`deploy:noop` adxstat `v0.0.1`"),
+        "{outcome}"
+    );
+    c.zbot.stop().await.unwrap();
+}

@@ -209,3 +209,39 @@ fn a_missing_repository_in_the_shell_is_named_without_github() {
     assert!(out.contains("I can't read the repository at"), "{out}");
     assert!(!out.contains("GitHub"), "{out}");
 }
+
+#[test]
+fn a_dry_run_runs_the_recipes_noop_form_and_leaves_rollback_where_it_was() {
+    let (dir, binary) = bare_install();
+    let (out, err) = shell(
+        dir.path(),
+        &binary,
+        "zbot deploy adxstat/v0.0.1 to production\n\
+         zbot deploy adxstat/v0.0.2 to production\n\
+         zbot deploy:noop adxstat/v0.0.1 to production\n\
+         zbot rollback adxstat in production\n",
+    );
+    assert!(
+        out.contains("Dry run of v0.0.1") && out.contains("nothing was deployed"),
+        "{out}\n{err}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("data/logs/3.log")).unwrap();
+    assert!(
+        log.contains("deploy:branch_name=v0.0.1,noop=true"),
+        "the recipe's noop form ran: {log}"
+    );
+    assert!(
+        log.contains("dry run: would deploy adxstat v0.0.1 to production"),
+        "{log}"
+    );
+    // Before the dry run, rollback would go from v0.0.2 back to v0.0.1; it still does.
+    let rolled = out
+        .lines()
+        .find(|l| l.contains("back from"))
+        .unwrap_or_else(|| panic!("no rollback line: {out}"));
+    let (from, to) = rolled.split_once(" to ").unwrap();
+    assert!(from.contains("v0.0.2") && to.contains("v0.0.1"), "{rolled}");
+    let current =
+        std::fs::read_link(dir.path().join("data/releases/adxstat/production/current")).unwrap();
+    assert!(current.ends_with("v0.0.1"), "{current:?}");
+}

@@ -65,7 +65,9 @@ impl<O: ChatOutput> Bot<O> {
                 "{task} {}/{git_ref} to {} from zbot",
                 target.app_name, target.environment
             ),
-            production_environment: target.environment.same(&Environment::production()),
+            production_environment: !task.is_noop()
+                && target.environment.same(&Environment::production()),
+            transient_environment: task.is_noop(),
             required_contexts: if force {
                 Some(Vec::new())
             } else {

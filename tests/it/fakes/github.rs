@@ -36,6 +36,8 @@ pub struct Status {
     pub description: String,
     pub log_url: Option<String>,
     pub environment_url: Option<String>,
+    /// `auto_inactive` as sent (GitHub's default, when absent, is true).
+    pub auto_inactive: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -352,6 +354,7 @@ async fn create_status(
         description: text("description").unwrap_or_default(),
         log_url: text("log_url"),
         environment_url: text("environment_url"),
+        auto_inactive: body.get("auto_inactive").and_then(Value::as_bool),
     };
     if status.description.chars().count() > 140 {
         return (
@@ -684,7 +687,9 @@ async fn create_deployment(
         "created_at": TIME, "updated_at": TIME,
         "statuses_url": format!("{base}/repos/{owner}/{repo}/deployments/{id}/statuses"),
         "repository_url": format!("{base}/repos/{owner}/{repo}"),
-        "transient_environment": false, "production_environment": environment == "production",
+        "transient_environment": body.get("transient_environment").and_then(Value::as_bool).unwrap_or(false),
+        "production_environment": body.get("production_environment").and_then(Value::as_bool)
+            .unwrap_or(environment == "production"),
     });
     let drop_answer = {
         let mut model = fake.model.lock().unwrap();
