@@ -54,6 +54,8 @@ pub struct Running {
     sinks: Vec<JoinHandle<()>>,
     server: JoinHandle<std::io::Result<()>>,
     queue: JoinHandle<()>,
+    /// `[github] poll`'s task.
+    poller: Option<JoinHandle<()>>,
 }
 
 /// What every zbot runs, whatever its edges: the store, the deployer and the queue.
@@ -214,19 +216,22 @@ impl Local {
 
 /// Starts zbot with `config`; `listener` replaces binding `[webhook] listen` (tests bind port 0).
 pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Running> {
-    let Some(webhook_config) = config.webhook.clone() else {
-        bail!(
-            "{}: zbot run needs a [webhook] section to receive deployments",
-            config.path.display()
-        );
-    };
     let Some(github_config) = config.github.clone() else {
         bail!(
             "{}: zbot run needs a [github] section to post statuses",
             config.path.display()
         );
     };
+    let webhook_config = match (config.webhook.clone(), github_config.poll) {
+        (Some(webhook), _) => webhook,
+        (None, Some(_)) => crate::config::WebhookConfig::polling_only(),
+        (None, None) => bail!(
+            "{}: zbot run needs a [webhook] section to receive deployments, or [github] poll",
+            config.path.display()
+        ),
+    };
     let github = GitHub::new(&github_config).context("connecting to GitHub")?;
+    let poll_client = github.clone();
     let listener = match listener {
         Some(listener) => listener,
         None => TcpListener::bind(webhook_config.listen)
@@ -308,16 +313,26 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         Some((routes, notifier)) => (Some(routes), Some(notifier)),
         None => (None, None),
     };
+    let hooks = webhook::Listener {
+        config: Arc::clone(&config),
+        store: store.clone(),
+        deployer,
+        secret: webhook_config.secret.clone(),
+        log_key,
+    };
+    let poller = github_config.poll.map(|interval| {
+        let poller = crate::poll::Poller {
+            github: poll_client,
+            listener: hooks.clone(),
+            interval,
+        };
+        tokio::spawn(poller.run(shutdown_rx.clone()))
+    });
     let mut router = webhook::router(
-        webhook::Listener {
-            config: Arc::clone(&config),
-            store: store.clone(),
-
-            deployer,
-            secret: webhook_config.secret.clone(),
-            log_key,
-        },
-        &webhook_config.path,
+        hooks,
+        webhook_config
+            .receive
+            .then_some(webhook_config.path.as_str()),
     );
     if let Some(routes) = campfire_routes {
         router = router.merge(routes);
@@ -331,8 +346,13 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
             .await
     });
     let queue = tokio::spawn(Arc::clone(&scheduler).run(shutdown_rx, SHUTDOWN_GRACE));
-    tracing::info!(%addr, path = %webhook_config.path, "zbot is listening for GitHub webhooks");
+    if webhook_config.receive {
+        tracing::info!(%addr, path = %webhook_config.path, "zbot is listening for GitHub webhooks");
+    } else {
+        tracing::info!(%addr, "zbot is listening (no webhook: deployments come by polling)");
+    }
     Ok(Running {
+        poller,
         addr,
         events,
         scheduler,
@@ -418,6 +438,9 @@ impl Running {
             input.stop_input().await;
         }
         let _ = self.shutdown.send(true);
+        if let Some(poller) = self.poller {
+            poller.await.context("the poller task")?;
+        }
         // Requests under way (a slow reader of a log page) get a few seconds, not the whole shutdown.
         let abort = self.server.abort_handle();
         match tokio::time::timeout(LISTENER_GRACE, self.server).await {

@@ -10,6 +10,7 @@
 //! - [`command`]: the chat grammar, text in, typed [`command::Command`] out. Pure.
 //! - [`config`]: `bot.toml` in, a validated [`config::Config`] out; also converts hubot-deploy `apps.json`.
 //! - [`webhook`]: the axum listener: signature check, storing deployments, health and log pages.
+//! - [`poll`]: the same deployments found by polling GitHub, for installations without an inbound port.
 //! - [`loglink`]: the unguessable links to zbot's own log pages.
 //! - [`store`]: all SQL: deployments, deliveries seen, locks.
 //! - [`scheduler`]: which queued deployment runs next; cancel; restart recovery.
@@ -39,6 +40,7 @@ pub mod loglink;
 pub mod mrkdwn;
 pub mod payload;
 pub mod policy;
+pub mod poll;
 pub mod recipe;
 pub mod reply;
 pub mod runner;

@@ -305,9 +305,48 @@ async fn check_online(config: Config) -> anyhow::Result<()> {
                 }
             }
         }
+        match github.rate_limit().await {
+            Ok(rate) => println!(
+                "github: rate limit {} requests per hour, {} left{}",
+                rate.limit,
+                rate.remaining,
+                poll_budget(&config, github_config.poll, rate.limit)
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("github: cannot read the rate limit: {e}");
+            }
+        }
     }
     anyhow::ensure!(failures == 0, "{failures} connection check(s) failed");
     Ok(())
+}
+
+/// What `[github] poll` costs of an hourly rate limit of `limit` requests: one listing per repository
+/// per interval at most (a 304, when nothing changed, costs none).
+fn poll_budget(config: &Config, poll: Option<std::time::Duration>, limit: u64) -> String {
+    let Some(poll) = poll else {
+        return "; no polling ([github] poll is not set)".to_string();
+    };
+    let mut repositories: Vec<&str> = config
+        .apps
+        .values()
+        .map(|app| app.repository.as_str())
+        .collect();
+    repositories.sort_unstable();
+    repositories.dedup();
+    let per_hour = (3600.0 / poll.as_secs_f64()).ceil() as u64 * repositories.len() as u64;
+    let share = if limit == 0 {
+        String::new()
+    } else {
+        format!(" ({}% of the limit)", per_hour * 100 / limit)
+    };
+    format!(
+        "; polling {} repositories every {} uses at most {per_hour} requests per hour{share}, \
+         and none while nothing changes (304 answers are free)",
+        repositories.len(),
+        zbot::config::HumanDuration(poll)
+    )
 }
 
 /// Checks bot.toml and the recipes and prints what it found; the configuration if all is well.

@@ -250,6 +250,13 @@ impl MigrationSource<'static> for EmbeddedMigrations {
                     include_str!("../migrations/0003_chat_durability.sql").into(),
                     false,
                 ),
+                Migration::new(
+                    6,
+                    "polling".into(),
+                    MigrationType::Simple,
+                    include_str!("../migrations/0006_polling.sql").into(),
+                    false,
+                ),
             ])
         })
     }
@@ -655,6 +662,34 @@ impl Store {
         .await?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    /// The newest deployment id a poll of `repository` has seen; `None` before its first poll.
+    pub async fn poll_mark(&self, repository: &Repository) -> Result<Option<u64>, StoreError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT last_deployment_id FROM poll_marks WHERE repository = ?")
+                .bind(repository.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(id,)| id.unsigned_abs()))
+    }
+
+    /// Records that polls of `repository` have seen deployments up to `deployment_id` (never moves back).
+    pub async fn set_poll_mark(
+        &self,
+        repository: &Repository,
+        deployment_id: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO poll_marks (repository, last_deployment_id) VALUES (?, ?)
+             ON CONFLICT (repository) DO UPDATE
+             SET last_deployment_id = MAX(last_deployment_id, excluded.last_deployment_id)",
+        )
+        .bind(repository.as_str())
+        .bind(i64::try_from(deployment_id).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 

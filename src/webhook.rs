@@ -83,9 +83,14 @@ struct Shared {
     budget: Budget,
 }
 
-pub fn router(listener: Listener, path: &str) -> Router {
-    Router::new()
-        .route(path, post(delivery))
+/// The listener's routes; `path` receives GitHub's deliveries unless it is `None` (deployments then
+/// come by polling).
+pub fn router(listener: Listener, path: Option<&str>) -> Router {
+    let router = match path {
+        Some(path) => Router::new().route(path, post(delivery)),
+        None => Router::new(),
+    };
+    router
         .route("/healthz", get(|| async { "ok" }))
         .route("/deployments/{id}/log", get(log_page))
         .with_state(Shared {
@@ -275,36 +280,19 @@ async fn delivery(State(shared): State<Shared>, headers: HeaderMap, body: Body) 
                         .into_response();
                 }
             };
-            let deployment = match job_from(body, &listener.config) {
-                Ok(d) => d,
-                Err(refusal) => return refuse(listener, refusal).await,
-            };
-            match listener
-                .store
-                .accept(delivery_id, event, Some(&deployment))
-                .await
-            {
-                Ok(Accepted::New) => {
-                    tracing::info!(deployment = %deployment.deployment_id, repository = %deployment.repository,
-                        environment = %deployment.environment, "deployment accepted");
-                    (StatusCode::ACCEPTED, "accepted").into_response()
-                }
-                Ok(duplicate) => {
-                    tracing::info!(
-                        deployment = %deployment.deployment_id,
-                        ?duplicate,
-                        "duplicate delivery ignored"
-                    );
-                    (StatusCode::ACCEPTED, "already accepted").into_response()
-                }
-                Err(e) => {
-                    tracing::error!("cannot store a deployment: {e}");
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "cannot store the deployment",
-                    )
-                        .into_response()
-                }
+            match take_deployment(listener, delivery_id, body).await {
+                Taken::New => (StatusCode::ACCEPTED, "accepted").into_response(),
+                Taken::Duplicate => (StatusCode::ACCEPTED, "already accepted").into_response(),
+                Taken::Refused(reason) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("refused: {reason}"),
+                )
+                    .into_response(),
+                Taken::StoreFailed => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot store the deployment",
+                )
+                    .into_response(),
             }
         }
         other => {
@@ -314,9 +302,59 @@ async fn delivery(State(shared): State<Shared>, headers: HeaderMap, body: Body) 
     }
 }
 
-/// Records a refused deployment, answers 422 with the reason, and (once per deployment) tells GitHub
-/// and chat why it will not run. Nothing is created or removed on disk.
-async fn refuse(listener: &Listener, refusal: Box<Refusal>) -> Response {
+/// What became of a `deployment` event, delivered or polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Stored: it runs.
+    New,
+    /// Its delivery or its deployment id was seen before: it runs once, already.
+    Duplicate,
+    /// It will not run, for this reason (recorded, and told to GitHub and chat once).
+    Refused(String),
+    /// The store could not record it; GitHub may deliver it again (or the next poll finds it).
+    StoreFailed,
+}
+
+/// A `deployment` event, whether GitHub delivered it to the webhook or zbot found it by polling
+/// (`delivery_id` then names the poll): validated into a job ([`job_from`]) and stored once
+/// (deliveries and deployment ids are de-duplicated by the store), or refused with its reason.
+pub async fn take_deployment(
+    listener: &Listener,
+    delivery_id: Option<&str>,
+    body: DeploymentEventBody,
+) -> Taken {
+    let deployment = match job_from(body, &listener.config) {
+        Ok(d) => d,
+        Err(refusal) => return refuse(listener, refusal).await,
+    };
+    match listener
+        .store
+        .accept(delivery_id, "deployment", Some(&deployment))
+        .await
+    {
+        Ok(Accepted::New) => {
+            tracing::info!(deployment = %deployment.deployment_id, repository = %deployment.repository,
+                environment = %deployment.environment, "deployment accepted");
+            Taken::New
+        }
+        Ok(duplicate) => {
+            tracing::info!(
+                deployment = %deployment.deployment_id,
+                ?duplicate,
+                "duplicate delivery ignored"
+            );
+            Taken::Duplicate
+        }
+        Err(e) => {
+            tracing::error!("cannot store a deployment: {e}");
+            Taken::StoreFailed
+        }
+    }
+}
+
+/// Records a refused deployment and (once per deployment) tells GitHub and chat why it will not
+/// run. Nothing is created or removed on disk.
+async fn refuse(listener: &Listener, refusal: Box<Refusal>) -> Taken {
     let reason = crate::reply::refusal_plain(&refusal);
     tracing::warn!(deployment = %refusal.deployment_id, repository = %refusal.repository_text,
         "refused a deployment: {reason}");
@@ -328,22 +366,14 @@ async fn refuse(listener: &Listener, refusal: Box<Refusal>) -> Response {
         Ok(first) => first,
         Err(e) => {
             tracing::error!("cannot record a refused deployment: {e}");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot store the deployment",
-            )
-                .into_response();
+            return Taken::StoreFailed;
         }
     };
     if first {
         let deployer = Arc::clone(&listener.deployer);
         tokio::spawn(async move { deployer.refuse(*refusal).await });
     }
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        format!("refused: {reason}"),
-    )
-        .into_response()
+    Taken::Refused(reason)
 }
 
 fn parse_body(body: &[u8], form: bool) -> Result<Value, &'static str> {

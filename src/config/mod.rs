@@ -127,6 +127,9 @@ pub struct GithubConfig {
     pub app: Option<GithubApp>,
     /// How long one GitHub request may take (`timeout`, `connect_timeout`).
     pub timeouts: Timeouts,
+    /// `poll = "15s"`: list each app's deployments this often (with `If-None-Match`, so an unchanged
+    /// list costs no rate limit) and take new ones as if delivered by the webhook. `None`: webhook only.
+    pub poll: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,8 +146,25 @@ pub struct WebhookConfig {
     /// The listener as people reach it, for links to zbot's own log pages; by default
     /// `http://` and the address it listens on.
     pub public_url: Option<String>,
-    /// `None` only when `insecure_skip_signature = true`.
+    /// `None` only when `insecure_skip_signature = true`, or when deliveries are not received.
     pub secret: Option<Secret>,
+    /// `receive = false`: no route for GitHub's deliveries (deployments come by `[github] poll`); the
+    /// listener still serves `/healthz` and the log pages.
+    pub receive: bool,
+}
+
+impl WebhookConfig {
+    /// The listener of a configuration without `[webhook]` that polls GitHub: on
+    /// `127.0.0.1:8080`, receiving no deliveries.
+    pub fn polling_only() -> WebhookConfig {
+        WebhookConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            path: DEFAULT_WEBHOOK_PATH.to_string(),
+            public_url: None,
+            secret: None,
+            receive: false,
+        }
+    }
 }
 
 /// `[heroku]`: how zbot reaches Heroku's Platform API.
@@ -584,6 +604,7 @@ struct RawGithub {
     installation_id: Option<u64>,
     timeout: Option<HumanDuration>,
     connect_timeout: Option<HumanDuration>,
+    poll: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -595,6 +616,7 @@ struct RawWebhook {
     secret: Option<EnvString>,
     #[serde(default)]
     insecure_skip_signature: bool,
+    receive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -798,6 +820,14 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
         .into_iter()
         .filter_map(|n| validate_notify(&mut c, n, slack.is_some(), campfire.is_some()))
         .collect();
+    let polls = github.as_ref().is_some_and(|g| g.poll.is_some());
+    if webhook.as_ref().is_some_and(|w| !w.receive) && !polls {
+        c.problem(
+            "webhook",
+            Some("receive"),
+            "with receive = false deployments arrive only by polling: set [github] poll",
+        );
+    }
     let deploy = validate_deploy(&mut c, raw.deploy, &bot.data_dir);
     let apps = raw
         .apps
@@ -1284,8 +1314,22 @@ fn validate_github(c: &mut Checker<'_>, raw: RawGithub) -> GithubConfig {
         gist_token,
         app,
         timeouts: c.timeouts("github", raw.timeout, raw.connect_timeout),
+        poll: raw.poll.map(|poll| {
+            if poll.0 < MIN_POLL {
+                c.problem(
+                    "github",
+                    Some("poll"),
+                    format!("must be at least {}", HumanDuration(MIN_POLL)),
+                );
+            }
+            poll.0
+        }),
     }
 }
+
+/// The shortest `[github] poll` interval: GitHub asks integrations not to poll in tight loops, and a
+/// 304 still takes a request.
+pub const MIN_POLL: Duration = Duration::from_secs(1);
 
 fn validate_webhook(c: &mut Checker<'_>, raw: RawWebhook) -> WebhookConfig {
     let listen_text = raw
@@ -1309,7 +1353,9 @@ fn validate_webhook(c: &mut Checker<'_>, raw: RawWebhook) -> WebhookConfig {
         );
     }
     let secret = raw.secret.as_ref().map(|s| Secret::new(c.env(s)));
+    let receive = raw.receive.unwrap_or(true);
     match (&secret, raw.insecure_skip_signature) {
+        _ if !receive => {}
         (None, false) => c.problem(
             "webhook",
             Some("secret"),
@@ -1328,11 +1374,12 @@ fn validate_webhook(c: &mut Checker<'_>, raw: RawWebhook) -> WebhookConfig {
         listen,
         path,
         public_url,
-        secret: if raw.insecure_skip_signature {
+        secret: if raw.insecure_skip_signature || !receive {
             None
         } else {
             secret
         },
+        receive,
     }
 }
 

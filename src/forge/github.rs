@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{
-    Created, DeploymentRequest, DeploymentSummary, ForgeError, LogPage, MAX_DESCRIPTION, Refused,
-    StatusUpdate, truncate,
+    Created, DeploymentListing, DeploymentRequest, DeploymentSummary, ForgeError, LogPage,
+    MAX_DESCRIPTION, RateLimit, Refused, StatusUpdate, truncate,
 };
 use crate::config::{GithubConfig, Timeouts};
 use crate::domain::{DeploymentId, Environment, Repository, Sha};
@@ -70,6 +70,10 @@ pub const REQUEST_ID: &str = "zbot_request";
 /// newest with its ref, environment and task.
 const LOOKUP_PAGE: u8 = 30;
 
+/// How many of the newest deployments a poll lists (GitHub's default page): more new deployments
+/// than this between two polls would leave the oldest of them unseen.
+pub const POLL_PAGE: u8 = 30;
+
 /// A random id for one deployment request: 128 bits from the process's randomly keyed hasher.
 fn request_id() -> String {
     let nanos = std::time::SystemTime::now()
@@ -93,6 +97,9 @@ fn request_id() -> String {
 #[derive(Debug, Clone, Copy)]
 enum Call<'a> {
     Get,
+    /// A conditional `GET`: `If-None-Match` with this ETag; GitHub answers 304 when nothing changed,
+    /// and a 304 does not count against the rate limit.
+    GetIfNoneMatch(&'a str),
     Post(&'a Value),
     Patch(&'a Value),
 }
@@ -103,6 +110,10 @@ struct Answer {
     status: u16,
     /// How long GitHub asks zbot to wait, when it refuses for a rate limit.
     rate_limit_wait: Option<Duration>,
+    /// The `ETag` header, for the next conditional request.
+    etag: Option<String>,
+    /// The `x-ratelimit-*` headers.
+    rate: Option<RateLimit>,
     body: String,
 }
 
@@ -166,6 +177,17 @@ fn rate_limit_wait(status: u16, headers: &http::HeaderMap, now_epoch: i64) -> Op
     }
     // A 429 without headers: GitHub's advice is to wait at least a minute.
     (status == 429).then_some(Duration::from_secs(60))
+}
+
+/// The `x-ratelimit-limit`, `-remaining` and `-reset` headers, when GitHub sent all three.
+fn rate_limit_headers(headers: &http::HeaderMap) -> Option<RateLimit> {
+    let number =
+        |name: &str| -> Option<i64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+    Some(RateLimit {
+        limit: number("x-ratelimit-limit")?.unsigned_abs(),
+        remaining: number("x-ratelimit-remaining")?.unsigned_abs(),
+        reset_epoch: number("x-ratelimit-reset")?,
+    })
 }
 
 /// When to try a call again after `outcome` of try number `attempt`; `None`: do not.
@@ -256,16 +278,31 @@ fn with_query(route: &str, query: &[(&str, &str)]) -> String {
 async fn send(client: &Octocrab, route: &str, call: Call<'_>) -> Result<Answer, ForgeError> {
     let response = match call {
         Call::Get => client._get(route).await,
+        Call::GetIfNoneMatch(etag) => {
+            let mut headers = http::HeaderMap::new();
+            if let Ok(value) = http::HeaderValue::from_str(etag) {
+                headers.insert(http::header::IF_NONE_MATCH, value);
+            }
+            client._get_with_headers(route, Some(headers)).await
+        }
         Call::Post(body) => client._post(route, Some(body)).await,
         Call::Patch(body) => client._patch(route, Some(body)).await,
     }?;
     let status = response.status().as_u16();
     let rate_limit_wait =
         rate_limit_wait(status, response.headers(), chrono::Utc::now().timestamp());
+    let etag = response
+        .headers()
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let rate = rate_limit_headers(response.headers());
     let body = client.body_to_string(response).await?;
     Ok(Answer {
         status,
         rate_limit_wait,
+        etag,
+        rate,
         body,
     })
 }
@@ -783,6 +820,62 @@ impl GitHub {
             .map_or(WireState::Pending, |status| status.state))
     }
 
+    /// The newest deployments of `repository` (GitHub's default page, newest first), asked with
+    /// `If-None-Match: etag` when an ETag from the previous listing is given: a 304 is
+    /// [`DeploymentListing::Unchanged`] and costs no rate limit. Deployments are returned as GitHub
+    /// sent them; the caller reads them as a `deployment` event's.
+    pub async fn poll_deployments(
+        &self,
+        repository: &Repository,
+        etag: Option<&str>,
+    ) -> Result<DeploymentListing, ForgeError> {
+        let route = with_query(
+            &format!("/repos/{repository}/deployments"),
+            &[("per_page", &POLL_PAGE.to_string())],
+        );
+        let call = match etag {
+            Some(etag) => Call::GetIfNoneMatch(etag),
+            None => Call::Get,
+        };
+        let answer = self
+            .call("polling deployments", &self.api, &route, call)
+            .await?;
+        if answer.status == 304 {
+            return Ok(DeploymentListing::Unchanged { rate: answer.rate });
+        }
+        let (etag, rate) = (answer.etag.clone(), answer.rate);
+        let deployments: Vec<Value> = answer.parse()?;
+        Ok(DeploymentListing::Changed {
+            etag,
+            deployments,
+            rate,
+        })
+    }
+
+    /// The token's core REST rate limit (`GET /rate_limit`, which does not count against it).
+    pub async fn rate_limit(&self) -> Result<RateLimit, ForgeError> {
+        #[derive(Deserialize)]
+        struct Wire {
+            resources: Resources,
+        }
+        #[derive(Deserialize)]
+        struct Resources {
+            core: Core,
+        }
+        #[derive(Deserialize)]
+        struct Core {
+            limit: u64,
+            remaining: u64,
+            reset: i64,
+        }
+        let wire: Wire = self.get("reading the rate limit", "/rate_limit").await?;
+        Ok(RateLimit {
+            limit: wire.resources.core.limit,
+            remaining: wire.resources.core.remaining,
+            reset_epoch: wire.resources.core.reset,
+        })
+    }
+
     /// Whether the token can see `repository` (`GET /repos/{owner}/{repo}`); the reason if not.
     pub async fn check_access(&self, repository: &Repository) -> Result<(), String> {
         let route = format!("/repos/{repository}");
@@ -969,6 +1062,8 @@ mod tests {
         Ok(Answer {
             status,
             rate_limit_wait: rate_limit_wait.map(Duration::from_secs),
+            etag: None,
+            rate: None,
             body: String::new(),
         })
     }

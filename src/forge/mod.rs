@@ -103,6 +103,28 @@ pub enum Refused {
     UnknownCommit { sha: Sha, repository: Repository },
 }
 
+/// GitHub's REST rate limit for the token: requests per hour, how many are left, and when (Unix
+/// seconds) the count resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_epoch: i64,
+}
+
+/// A poll's listing of a repository's deployments.
+#[derive(Debug, Clone)]
+pub enum DeploymentListing {
+    /// 304: the same as last time (free of rate limit).
+    Unchanged { rate: Option<RateLimit> },
+    /// The newest deployments, newest first, as GitHub sent them, and the ETag to ask with next.
+    Changed {
+        etag: Option<String>,
+        deployments: Vec<serde_json::Value>,
+        rate: Option<RateLimit>,
+    },
+}
+
 /// One row of `deploys`.
 #[derive(Debug, Clone)]
 pub struct DeploymentSummary {

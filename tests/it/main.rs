@@ -16,6 +16,7 @@ mod install;
 mod left_behind;
 mod notify;
 mod parse_cli;
+mod polling;
 mod recipes;
 mod reliability;
 mod shell;

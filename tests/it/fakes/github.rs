@@ -77,6 +77,12 @@ struct Model {
     drop_next_deployment_answer: bool,
     /// Query strings of deployment listings, in order.
     deployment_lists: Vec<BTreeMap<String, String>>,
+    /// The status of each deployment listing's answer (200, or 304 for an unchanged conditional one).
+    list_answers: Vec<u16>,
+    /// Requests that counted against the rate limit (all but 304s and `/rate_limit`).
+    rate_used: u64,
+    /// The repository deployments' refs are resolved in when no webhook target is set.
+    repo: Option<std::path::PathBuf>,
     /// Deployments whose status posts are answered only once their switch turns true.
     held_status_answers: BTreeMap<u64, tokio::sync::watch::Receiver<bool>>,
     /// The repository archives are made from.
@@ -138,6 +144,7 @@ impl FakeGitHub {
                 "/repos/{owner}/{repo}/compare/{basehead}",
                 axum::routing::get(compare),
             )
+            .route("/rate_limit", axum::routing::get(rate_limit))
             .route("/gists", post(create_gist))
             .route("/gists/{id}", patch(update_gist))
             .layer(axum::middleware::from_fn_with_state(
@@ -187,6 +194,39 @@ impl FakeGitHub {
             .held_status_answers
             .insert(deployment_id, held);
         release
+    }
+
+    /// The status of each deployment listing's answer, in order: 200, or 304 when the `If-None-Match`
+    /// ETag matched.
+    pub fn list_answers(&self) -> Vec<u16> {
+        self.model.lock().unwrap().list_answers.clone()
+    }
+
+    /// Deployments are made (refs resolved in `repo`) without sending any webhook: a GitHub whose
+    /// webhooks cannot reach zbot.
+    pub fn create_deployments_in(&self, repo: &std::path::Path) {
+        self.model.lock().unwrap().repo = Some(repo.to_path_buf());
+    }
+
+    /// Creates a deployment through the REST API, as someone (or another tool) would; its id.
+    pub async fn create(&self, git_ref: &str, environment: &str) -> u64 {
+        let body = serde_json::to_vec(&json!({
+            "ref": git_ref, "environment": environment, "task": "deploy", "auto_merge": false,
+            "required_contexts": [], "payload": {},
+        }))
+        .unwrap();
+        let (status, answer) = crate::harness::http(
+            self.addr,
+            "POST",
+            "/repos/octo/adxstat/deployments",
+            &[("Content-Type", "application/json".to_string())],
+            &body,
+        )
+        .await;
+        assert_eq!(status, 201, "{answer}");
+        serde_json::from_str::<Value>(&answer).unwrap()["id"]
+            .as_u64()
+            .unwrap()
     }
 
     /// Ids of the deployments the fake made, oldest first.
@@ -635,12 +675,17 @@ async fn create_deployment(
     Json(body): Json<Value>,
 ) -> Response {
     record_auth(&fake, &headers);
-    let (scripted, target, id) = {
+    let (scripted, target, repo_dir, id) = {
         let mut model = fake.model.lock().unwrap();
         model.deployment_requests.push(body.clone());
         let scripted = model.scripted.pop_front();
         let id = 5000 + model.deployments.len() as u64 + 1;
-        (scripted, model.target.clone(), id)
+        let repo_dir = model
+            .target
+            .as_ref()
+            .map(|t| t.repo.clone())
+            .or(model.repo.clone());
+        (scripted, model.target.clone(), repo_dir, id)
     };
     fake.touch();
     if let Some((status, answer)) = scripted {
@@ -653,7 +698,7 @@ async fn create_deployment(
             .to_string()
     };
     let (git_ref, environment, task) = (text("ref"), text("environment"), text("task"));
-    let Some(target) = target else {
+    let Some(repo_dir) = repo_dir else {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"message": "no webhook target"})),
@@ -661,7 +706,7 @@ async fn create_deployment(
             .into_response();
     };
     let resolved = std::process::Command::new("git")
-        .current_dir(&target.repo)
+        .current_dir(&repo_dir)
         .args([
             "rev-parse",
             "--verify",
@@ -699,6 +744,10 @@ async fn create_deployment(
     if drop_answer {
         connection.cut();
     }
+    fake.touch();
+    let Some(target) = target else {
+        return (StatusCode::CREATED, Json(created)).into_response();
+    };
     let event = crate::harness::deployment_event(id, &git_ref, &sha, &environment, &task, payload);
     tokio::spawn(async move {
         let (status, answer) =
@@ -709,9 +758,21 @@ async fn create_deployment(
 }
 
 /// Newest first, filtered by `ref`, `environment` and `task` and cut to `per_page`, as GitHub does.
+/// With an ETag of the listing, and 304 (no body) when `If-None-Match` names the current one.
 async fn list_deployments(
     State(fake): State<FakeGitHub>,
     Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = list_deployments_answer(&fake, &query, &headers);
+    fake.touch();
+    answer
+}
+
+fn list_deployments_answer(
+    fake: &FakeGitHub,
+    query: &BTreeMap<String, String>,
+    headers: &HeaderMap,
 ) -> Response {
     let mut model = fake.model.lock().unwrap();
     model.deployment_lists.push(query.clone());
@@ -734,7 +795,49 @@ async fn list_deployments(
         .filter(matches)
         .take(per_page)
         .collect();
-    Json(Value::Array(list)).into_response()
+    let body = Value::Array(list);
+    let etag = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        body.to_string().hash(&mut hasher);
+        format!("W/\"{:016x}\"", hasher.finish())
+    };
+    let unchanged = headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|wanted| wanted == etag);
+    let status = if unchanged { 304 } else { 200 };
+    model.list_answers.push(status);
+    if !unchanged {
+        model.rate_used += 1;
+    }
+    let rate = rate_headers(&model);
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, [("etag", etag)], rate).into_response();
+    }
+    (StatusCode::OK, [("etag", etag)], rate, Json(body)).into_response()
+}
+
+/// GitHub's core rate limit, as the fake counts it.
+const RATE_LIMIT: u64 = 5000;
+
+fn rate_headers(model: &Model) -> [(&'static str, String); 3] {
+    [
+        ("x-ratelimit-limit", RATE_LIMIT.to_string()),
+        (
+            "x-ratelimit-remaining",
+            RATE_LIMIT.saturating_sub(model.rate_used).to_string(),
+        ),
+        ("x-ratelimit-reset", "4102444800".to_string()),
+    ]
+}
+
+/// `GET /rate_limit`, which does not count against the limit.
+async fn rate_limit(State(fake): State<FakeGitHub>) -> Response {
+    let model = fake.model.lock().unwrap();
+    let core = json!({"limit": RATE_LIMIT, "remaining": RATE_LIMIT.saturating_sub(model.rate_used),
+        "reset": 4102444800u64, "used": model.rate_used, "resource": "core"});
+    Json(json!({"resources": {"core": core}, "rate": core})).into_response()
 }
 
 async fn list_statuses(

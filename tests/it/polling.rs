@@ -1,0 +1,176 @@
+//! `[github] poll`: deployments found by listing them on GitHub (with `If-None-Match`) run exactly as
+//! delivered ones, once, also when the webhook delivers them too.
+
+use std::time::Duration;
+
+use crate::fakes::github::{FakeGitHub, WebhookTarget};
+use crate::harness::{FABFILE, SECRET, TOKEN, TestRepo, start_zbot};
+use crate::support::{stderr, stdout};
+
+/// Generous: a poll every second, a deploy of a fabfile, on a shared machine.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A bot.toml polling the fake every second; `webhook` is the `[webhook]` table's body.
+fn polling_config(github: &FakeGitHub, repo: &TestRepo, webhook: &str) -> String {
+    format!(
+        r#"[bot]
+data_dir = "data"
+
+[github]
+token = "{TOKEN}"
+api_url = "{github}"
+poll = "1s"
+
+[webhook]
+listen = "127.0.0.1:0"
+{webhook}
+
+[deploy]
+work_dir = "data/work"
+
+[apps.adxstat]
+repository = "octo/adxstat"
+clone_url = "{clone}"
+provider = "fabric"
+environments = ["production"]
+"#,
+        github = github.url(),
+        clone = repo.clone_url(),
+    )
+}
+
+/// Waits until the fake has answered `more` listings beyond the `seen` it had answered.
+async fn polls_after(github: &FakeGitHub, seen: usize, more: usize) -> Vec<u16> {
+    github
+        .wait_for("zbot to poll", DEADLINE, |g| {
+            let answers = g.list_answers();
+            (answers.len() >= seen + more).then_some(answers)
+        })
+        .await
+}
+
+async fn deployments_stored(zbot: &zbot::app::Running) -> usize {
+    zbot.store
+        .recent(&"adxstat".parse().unwrap(), None, 100)
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_webhook_a_new_deployment_runs_by_polling_and_an_unchanged_list_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let repo = TestRepo::new(dir.path());
+    repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    github.create_deployments_in(&repo.path);
+    // Made before zbot ever polled: history, not to be run.
+    let old = github.create("v0.0.1", "production").await;
+    let zbot = start_zbot(
+        dir.path(),
+        &polling_config(&github, &repo, "receive = false"),
+    )
+    .await;
+    // No route for deliveries: the webhook is off.
+    let (status, _) =
+        crate::harness::deliver(zbot.addr, "ping", "d-1", &serde_json::json!({"zen": "hi"})).await;
+    assert_eq!(status, 404);
+
+    polls_after(&github, 0, 1).await;
+    let id = github.create("v0.0.1", "production").await;
+    let last = github.final_status(id, DEADLINE).await;
+    assert_eq!(last.state, "success", "{last:?}");
+    let log = std::fs::read_to_string(dir.path().join(format!("data/logs/{id}.log"))).unwrap();
+    assert!(log.contains("deploying v0.0.1"), "{log}");
+
+    // Later polls: the list is unchanged, GitHub answers 304, and nothing more is made or run.
+    let seen = github.list_answers().len();
+    let answers = polls_after(&github, seen, 2).await;
+    assert!(
+        answers[seen..].iter().all(|status| *status == 304),
+        "{answers:?}"
+    );
+    assert_eq!(deployments_stored(&zbot).await, 1);
+    assert!(
+        github.statuses(old).is_empty(),
+        "the old deployment never ran"
+    );
+    let successes = github
+        .states(id)
+        .into_iter()
+        .filter(|s| s == "success")
+        .count();
+    assert_eq!(successes, 1);
+    zbot.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_and_polling_together_run_a_deployment_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let repo = TestRepo::new(dir.path());
+    repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    let zbot = start_zbot(
+        dir.path(),
+        &polling_config(&github, &repo, &format!("secret = \"{SECRET}\"")),
+    )
+    .await;
+    github.send_webhooks_to(WebhookTarget {
+        zbot: zbot.addr,
+        repo: repo.path.clone(),
+    });
+    let before = polls_after(&github, 0, 1).await.len();
+    let id = github.create("v0.0.1", "production").await;
+    let last = github.final_status(id, DEADLINE).await;
+    assert_eq!(last.state, "success");
+    // Both have seen it: the webhook was sent, and a listing with it was answered 200 after it was
+    // made (the ones after it, 304).
+    let seen = github.list_answers().len();
+    let answers = polls_after(&github, seen, 2).await;
+    assert!(answers[before..].contains(&200), "{answers:?}");
+    let states = github.states(id);
+    assert_eq!(
+        states.iter().filter(|s| *s == "in_progress").count(),
+        1,
+        "{states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| *s == "success").count(),
+        1,
+        "{states:?}"
+    );
+    assert_eq!(deployments_stored(&zbot).await, 1);
+    let log = std::fs::read_to_string(dir.path().join(format!("data/logs/{id}.log"))).unwrap();
+    assert_eq!(log.matches("deploying v0.0.1").count(), 1, "{log}");
+    zbot.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_online_reports_the_rate_limit_polling_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let config = format!(
+        "[github]\ntoken = \"{TOKEN}\"\napi_url = \"{}\"\npoll = \"15s\"\n\n\
+         [apps.adxstat]\nrepository = \"octo/adxstat\"\nenvironments = [\"production\"]\n",
+        github.url()
+    );
+    std::fs::write(dir.path().join("bot.toml"), config).unwrap();
+    let path = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::support::zbot(&path, &["check", "--online"], &[])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("github: rate limit 5000 requests per hour, 5000 left"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "polling 1 repositories every 15s uses at most 240 requests per hour (4% of the limit)"
+        ),
+        "{text}"
+    );
+}
