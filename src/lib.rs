@@ -25,6 +25,7 @@
 //! - [`http`]: the HTTP client for Heroku, Campfire and GitHub's archive redirect.
 //! - [`app`]: wiring and shutdown.
 //! - [`secret`], [`suggest`]: secrets that never print; "did you mean".
+//! - [`metrics`]: the Prometheus metrics at `/metrics`.
 
 pub mod app;
 pub mod campfire;
@@ -37,6 +38,7 @@ pub mod example;
 pub mod forge;
 pub mod http;
 pub mod loglink;
+pub mod metrics;
 pub mod mrkdwn;
 pub mod payload;
 pub mod policy;

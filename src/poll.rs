@@ -90,18 +90,26 @@ impl Poller {
     /// One poll of `repository`; the ETag to ask with next time, or `None` to list in full (the
     /// listing failed, or not every new deployment could be stored).
     async fn poll(&self, repository: &Repository, etag: Option<&str>) -> Option<String> {
+        let metrics = crate::metrics::global();
         let listing = match self.github.poll_deployments(repository, etag).await {
             Ok(listing) => listing,
             Err(e) => {
+                metrics.poll("error");
                 tracing::warn!(%repository, "cannot poll deployments: {e}");
                 return etag.map(str::to_string);
             }
         };
         let (next_etag, deployments) = match listing {
-            DeploymentListing::Unchanged { .. } => return etag.map(str::to_string),
+            DeploymentListing::Unchanged { .. } => {
+                metrics.poll("unchanged");
+                return etag.map(str::to_string);
+            }
             DeploymentListing::Changed {
                 etag, deployments, ..
-            } => (etag, deployments),
+            } => {
+                metrics.poll("changed");
+                (etag, deployments)
+            }
         };
         let store = &self.listener.store;
         let mark = match store.poll_mark(repository).await {

@@ -177,6 +177,10 @@ impl Scheduler {
             .map(|d| (d.repository, d.environment))
             .collect();
         let plan = plan(&running, &queued, self.concurrency);
+        let waiting = queued.len().saturating_sub(plan.start.len());
+        crate::metrics::global()
+            .queue_depth
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
         for deployment_id in plan.start {
             self.start(deployment_id, deploys).await;
         }
@@ -235,6 +239,12 @@ impl Scheduler {
                 return;
             }
         };
+        let waited = (chrono::Utc::now() - d.created_at)
+            .to_std()
+            .unwrap_or_default();
+        crate::metrics::global()
+            .queue_wait
+            .observe(waited.as_secs_f64());
         let this = Arc::clone(self);
         deploys.spawn(async move {
             this.deployer.run(d, cancel).await;

@@ -122,14 +122,25 @@ fn explain(error: &SlackClientError) -> ChatError {
 }
 
 impl SlackOutput {
-    async fn with_rate_limits<T, F, Fut>(&self, mut call: F) -> Result<T, ChatError>
+    /// `call` (the Web API's `method`), tried again after a rate limit; each try is counted and timed
+    /// (`zbot_slack_requests_total`).
+    async fn with_rate_limits<T, F, Fut>(&self, method: &str, mut call: F) -> Result<T, ChatError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = ClientResult<T>>,
     {
         let mut attempt = 1;
         loop {
-            match within(self.timeout, call()).await? {
+            let sent = std::time::Instant::now();
+            let answered = within(self.timeout, call()).await;
+            let result = match &answered {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(SlackClientError::RateLimitError(_))) => "rate_limited",
+                Ok(Err(_)) => "error",
+                Err(_) => "timeout",
+            };
+            crate::metrics::global().slack_request(method, result, sent.elapsed());
+            match answered? {
                 Ok(value) => return Ok(value),
                 Err(SlackClientError::RateLimitError(limit)) if attempt < RATE_LIMIT_ATTEMPTS => {
                     let wait = limit.retry_after.unwrap_or(Duration::from_secs(1));
@@ -200,7 +211,7 @@ impl ChatOutput for SlackOutput {
             request = request.with_thread_ts(ts.into());
         }
         let response = self
-            .with_rate_limits(|| async {
+            .with_rate_limits("chat.postMessage", || async {
                 self.client
                     .open_session(&self.token)
                     .chat_post_message(&request)
@@ -212,7 +223,7 @@ impl ChatOutput for SlackOutput {
 
     async fn update(&self, channel: &str, ts: &str, message: &Message) -> Result<(), ChatError> {
         let request = SlackApiChatUpdateRequest::new(channel.into(), content(message), ts.into());
-        self.with_rate_limits(|| async {
+        self.with_rate_limits("chat.update", || async {
             self.client
                 .open_session(&self.token)
                 .chat_update(&request)
@@ -232,6 +243,8 @@ struct SlackState {
     bot: Arc<Bot<SlackOutput>>,
     /// The messages being handled; `None` once input has stopped.
     handlers: Mutex<Option<JoinSet<()>>>,
+    /// Whether Socket Mode said `hello` once: every later `hello` is a reconnection.
+    connected_once: std::sync::atomic::AtomicBool,
 }
 
 /// True if none of `keys` (an event id, a message's channel + ts) was handled before, by this
@@ -418,6 +431,20 @@ async fn on_interaction(
     Ok(())
 }
 
+/// Socket Mode's `hello`, sent on each connection: after the first, a reconnection
+/// (`zbot_slack_socket_mode_reconnects_total`).
+/// (The event's type is not exported by slack-morphism: it is taken as given.)
+async fn on_hello<E>(_event: E, _client: Arc<Client>, states: SlackClientEventsUserState) {
+    if let Some(state) = state_of(&states).await
+        && state
+            .connected_once
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::info!("Socket Mode connected again");
+        crate::metrics::global().socket_mode_reconnects.inc();
+    }
+}
+
 fn on_error(
     error: Box<dyn std::error::Error + Send + Sync>,
     _client: Arc<Client>,
@@ -500,6 +527,7 @@ pub async fn listen(
     let state = Arc::new(SlackState {
         bot,
         handlers: Mutex::new(Some(JoinSet::new())),
+        connected_once: std::sync::atomic::AtomicBool::new(false),
     });
     let environment = Arc::new(
         SlackClientEventsListenerEnvironment::new(client)
@@ -507,6 +535,7 @@ pub async fn listen(
             .with_user_state(Arc::clone(&state)),
     );
     let callbacks = SlackSocketModeListenerCallbacks::new()
+        .with_hello_events(on_hello)
         .with_push_events(on_push)
         .with_command_events(on_command)
         .with_interaction_events(on_interaction);

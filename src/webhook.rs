@@ -8,6 +8,7 @@
 //!   over 25 MB → 413, `ping` → 200, `deployment` → 202 once stored durably, anything else → 202 and
 //!   logged.
 //! - `GET /healthz`: 200 `ok` for load balancers.
+//! - `GET /metrics`: the Prometheus metrics ([`crate::metrics`]).
 //! - `GET /deployments/{id}/log?token=…`: a deploy's whole log as plain text, for the link the runner
 //!   made ([`crate::loglink`]); without that deploy's token → 404.
 //!
@@ -92,6 +93,7 @@ pub fn router(listener: Listener, path: Option<&str>) -> Router {
     };
     router
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/deployments/{id}/log", get(log_page))
         .with_state(Shared {
             listener,
@@ -241,27 +243,54 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn delivery(State(shared): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+/// A delivery, counted by its event and the answer it got (`zbot_webhook_deliveries_total`).
+async fn delivery(state: State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    // A label from a fixed few: the header is read before the signature is checked, and a client
+    // that is not GitHub must not make up label values (each one a new series held forever).
+    let event = match header(&headers, "x-github-event") {
+        Some(event @ ("deployment" | "ping")) => event,
+        Some(_) => "other",
+        None => "none",
+    };
+    let response = answer_delivery(state, &headers, body).await;
+    let result = match response.status().as_u16() {
+        200 => "ok".to_string(),
+        202 => "accepted".to_string(),
+        400 => "malformed".to_string(),
+        401 => "unsigned".to_string(),
+        408 => "too_slow".to_string(),
+        413 => "too_large".to_string(),
+        422 => "refused".to_string(),
+        503 => "unavailable".to_string(),
+        other => other.to_string(),
+    };
+    crate::metrics::global().delivery(event, &result);
+    response
+}
+
+async fn answer_delivery(
+    State(shared): State<Shared>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let listener = &shared.listener;
     let check = match &listener.secret {
-        Some(secret) => {
-            match SignatureCheck::new(secret, header(&headers, "x-hub-signature-256")) {
-                Some(check) => Some(check),
-                None => return Refused::Unsigned.into_response(),
-            }
-        }
+        Some(secret) => match SignatureCheck::new(secret, header(headers, "x-hub-signature-256")) {
+            Some(check) => Some(check),
+            None => return Refused::Unsigned.into_response(),
+        },
         None => None,
     };
-    let declared = header(&headers, "content-length").and_then(|l| l.parse().ok());
+    let declared = header(headers, "content-length").and_then(|l| l.parse().ok());
     let body = match read_body(&shared.budget, declared, body, check).await {
         Ok(body) => body,
         Err(refused) => return refused.into_response(),
     };
-    let Some(event) = header(&headers, "x-github-event") else {
+    let Some(event) = header(headers, "x-github-event") else {
         return (StatusCode::BAD_REQUEST, "missing X-GitHub-Event").into_response();
     };
-    let delivery_id = header(&headers, "x-github-delivery");
-    let form = header(&headers, "content-type")
+    let delivery_id = header(headers, "x-github-delivery");
+    let form = header(headers, "content-type")
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
     let payload = match parse_body(&body, form) {
         Ok(payload) => payload,
@@ -512,6 +541,18 @@ pub fn job_from(
         payload,
         actor,
     })
+}
+
+/// `GET /metrics`: every metric, in the text format Prometheus scrapes.
+async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::global().encode(),
+    )
+        .into_response()
 }
 
 async fn log_page(

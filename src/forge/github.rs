@@ -374,9 +374,16 @@ impl GitHub {
         let deadline = Instant::now() + limit;
         let mut attempt = 1;
         loop {
+            let sent = Instant::now();
             let outcome = tokio::time::timeout_at(deadline, send(client, route, call))
                 .await
                 .unwrap_or(Err(ForgeError::Timeout { after: limit }));
+            let result = match &outcome {
+                Ok(answer) => crate::metrics::status_class(answer.status),
+                Err(ForgeError::Timeout { .. }) => "timeout".to_string(),
+                Err(_) => "network".to_string(),
+            };
+            crate::metrics::global().github_request(&result, sent.elapsed());
             match next_try(&outcome, attempt) {
                 // A wait that would end past the deadline is not worth starting.
                 Some(wait) if Instant::now() + wait < deadline => {

@@ -422,7 +422,18 @@ impl Deployer {
             .finish(d.deployment_id, state, &description, outcome.exit_code)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => {
+                let took = d
+                    .started_at
+                    .and_then(|started| (chrono::Utc::now() - started).to_std().ok())
+                    .unwrap_or_default();
+                crate::metrics::global().deploy_ended(
+                    d.app.as_str(),
+                    d.environment.as_str(),
+                    outcome.state.as_str(),
+                    took,
+                );
+            }
             Ok(false) => return,
             Err(e) => tracing::error!(deployment = %d.deployment_id, "cannot record the end: {e}"),
         }

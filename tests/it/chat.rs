@@ -451,12 +451,22 @@ async fn a_reconnect_mid_deploy_still_delivers_the_answer_and_redeliveries_run_o
             })
         })
         .await;
+    let reconnects = zbot::metrics::global().socket_mode_reconnects.get();
     c.slack.disconnect("refresh_requested");
     c.slack
         .wait_for("a new connection", DEADLINE, |s| {
             (s.connections() > 1).then_some(())
         })
         .await;
+    // Counted when the new connection's `hello` is handled (the metric has no event to wait on:
+    // it is read until it moves, within the deadline).
+    tokio::time::timeout(DEADLINE, async {
+        while zbot::metrics::global().socket_mode_reconnects.get() <= reconnects {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the reconnect is counted in zbot_slack_socket_mode_reconnects_total");
     release.go();
     c.reply(&thread, "is on *production*").await;
     assert_eq!(
