@@ -336,11 +336,10 @@ fn poll_budget(config: &Config, poll: Option<std::time::Duration>, limit: u64) -
     repositories.sort_unstable();
     repositories.dedup();
     let per_hour = (3600.0 / poll.as_secs_f64()).ceil() as u64 * repositories.len() as u64;
-    let share = if limit == 0 {
-        String::new()
-    } else {
-        format!(" ({}% of the limit)", per_hour * 100 / limit)
-    };
+    let share = (per_hour * 100)
+        .checked_div(limit)
+        .map(|percent| format!(" ({percent}% of the limit)"))
+        .unwrap_or_default();
     format!(
         "; polling {} repositories every {} uses at most {per_hour} requests per hour{share}, \
          and none while nothing changes (304 answers are free)",
