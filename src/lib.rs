@@ -38,6 +38,7 @@ pub mod example;
 pub mod forge;
 pub mod http;
 pub mod loglink;
+pub mod logpage;
 pub mod metrics;
 pub mod mrkdwn;
 pub mod payload;

@@ -9,8 +9,8 @@
 //!   logged.
 //! - `GET /healthz`: 200 `ok` for load balancers.
 //! - `GET /metrics`: the Prometheus metrics ([`crate::metrics`]).
-//! - `GET /deployments/{id}/log?token=…`: a deploy's whole log as plain text, for the link the runner
-//!   made ([`crate::loglink`]); without that deploy's token → 404.
+//! - `GET /deployments/{id}/log?token=…`: a deploy's log page, live in a browser, raw otherwise, for
+//!   the link the runner made ([`crate::logpage`], [`crate::loglink`]); without that deploy's token → 404.
 //!
 //! What anyone who reaches the port can make zbot hold is bounded: a delivery without a well-formed
 //! signature header is refused before its body is read, and bodies not yet verified share
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -94,11 +94,14 @@ pub fn router(listener: Listener, path: Option<&str>) -> Router {
     router
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
-        .route("/deployments/{id}/log", get(log_page))
         .with_state(Shared {
-            listener,
+            listener: listener.clone(),
             budget: Budget::new(UNVERIFIED_BUDGET, BUDGET_WAIT),
         })
+        .merge(crate::logpage::router(crate::logpage::LogPages {
+            store: listener.store,
+            key: listener.log_key,
+        }))
 }
 
 /// HMAC-SHA256 of a body as it arrives, compared in constant time with the signature GitHub sent.
@@ -553,38 +556,6 @@ async fn metrics() -> Response {
         crate::metrics::global().encode(),
     )
         .into_response()
-}
-
-async fn log_page(
-    State(shared): State<Shared>,
-    Path(id): Path<DeploymentId>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let not_found = || (StatusCode::NOT_FOUND, "no such deployment").into_response();
-    let token = query.as_deref().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(key, _)| key == "token")
-            .map(|(_, token)| token.into_owned())
-    });
-    // Checked before the store is asked: without the token nothing is learnt, not even whether the
-    // deployment exists.
-    if !token.is_some_and(|token| shared.listener.log_key.verify(id, &token)) {
-        return not_found();
-    }
-    let Ok(Some(d)) = shared.listener.store.get(id).await else {
-        return not_found();
-    };
-    let Some(path) = d.log_path else {
-        return (StatusCode::NOT_FOUND, "this deployment has not started").into_response();
-    };
-    match tokio::fs::File::open(&path).await {
-        Ok(file) => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-        )
-            .into_response(),
-        Err(_) => (StatusCode::NOT_FOUND, "the log is gone").into_response(),
-    }
 }
 
 #[cfg(test)]

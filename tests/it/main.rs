@@ -14,6 +14,7 @@ mod heroku;
 mod hostile;
 mod install;
 mod left_behind;
+mod logpage;
 mod metrics;
 mod notify;
 mod parse_cli;

@@ -1,0 +1,356 @@
+//! A deploy's own log page, behind its link's unguessable token ([`crate::loglink`]), for people who
+//! cannot open the gist:
+//!
+//! - `GET /deployments/{id}/log?token=…`: with `Accept: text/html` (a browser), an HTML page with the
+//!   status at the top and the log so far, which follows the log live through server-sent events (a
+//!   few lines of plain JavaScript, no framework; without JavaScript, reloading shows more). Any other
+//!   `Accept` (`text/plain`, `*/*`, none) gets the raw log, as before.
+//! - `GET /deployments/{id}/log/events?token=…&from=N`: the events the page follows: `lines` (the
+//!   complete lines written after byte `N`), `status` (`{"state", "description"}` when it changes),
+//!   and `end` once the deployment has ended and its whole log was sent.
+//!
+//! Without the deployment's token every route answers 404, before the store is asked: nothing is
+//! learnt, not even whether the deployment exists.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::domain::DeploymentId;
+use crate::loglink::LinkKey;
+use crate::store::{Deployment, DeploymentState, Store};
+
+/// How often a followed log is read for new lines, and the deployment for a new state.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// The most bytes one `lines` event carries; more is sent in further events.
+const MAX_EVENT_BYTES: u64 = 256 * 1024;
+
+/// What the log routes need.
+#[derive(Clone)]
+pub struct LogPages {
+    pub store: Store,
+    pub key: LinkKey,
+}
+
+/// The log page and its events.
+pub fn router(pages: LogPages) -> Router {
+    Router::new()
+        .route("/deployments/{id}/log", get(page))
+        .route("/deployments/{id}/log/events", get(events))
+        .with_state(pages)
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such deployment").into_response()
+}
+
+/// The value of `name` in a query string.
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+impl LogPages {
+    /// The deployment, if the query carries its token; `None` answers 404 either way.
+    async fn deployment(&self, id: DeploymentId, query: Option<&str>) -> Option<Deployment> {
+        let token = query_value(query, "token")?;
+        // Checked before the store is asked.
+        if !self.key.verify(id, &token) {
+            return None;
+        }
+        self.store.get(id).await.ok().flatten()
+    }
+}
+
+/// Whether the client asked for HTML (a browser does; `curl` and `text/plain` do not).
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+async fn page(
+    State(pages): State<LogPages>,
+    Path(id): Path<DeploymentId>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Some(d) = pages.deployment(id, query.as_deref()).await else {
+        return not_found();
+    };
+    if !wants_html(&headers) {
+        return raw(&d).await;
+    }
+    let (text, offset) = match &d.log_path {
+        Some(path) => complete_lines(path).await,
+        None => (String::new(), 0),
+    };
+    let token = query_value(query.as_deref(), "token").unwrap_or_default();
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // The page's own inline script and stylesheet, nothing from elsewhere.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        html(&d, &text, offset, &token),
+    )
+        .into_response()
+}
+
+/// The whole log as plain text.
+async fn raw(d: &Deployment) -> Response {
+    let Some(path) = &d.log_path else {
+        return (StatusCode::NOT_FOUND, "this deployment has not started").into_response();
+    };
+    match tokio::fs::File::open(path).await {
+        Ok(file) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, "the log is gone").into_response(),
+    }
+}
+
+/// The log's complete lines (up to its last line end) and their length in bytes.
+async fn complete_lines(path: &str) -> (String, u64) {
+    let bytes = tokio::fs::read(path).await.unwrap_or_default();
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    (
+        String::from_utf8_lossy(&bytes[..end]).into_owned(),
+        end as u64,
+    )
+}
+
+/// `text` safe inside HTML text and attribute values.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The state and description as the page's status line shows them.
+fn status_line(d: &Deployment) -> String {
+    format!("{}: {}", d.state.as_str(), d.description)
+}
+
+fn is_final(state: DeploymentState) -> bool {
+    matches!(
+        state,
+        DeploymentState::Success | DeploymentState::Failure | DeploymentState::Error
+    )
+}
+
+/// The page: the status, the log so far, and the script that follows the rest.
+fn html(d: &Deployment, log: &str, offset: u64, token: &str) -> String {
+    let title = format!(
+        "#{} {} {} to {}",
+        d.deployment_id, d.app, d.git_ref, d.environment
+    );
+    let events = format!(
+        "/deployments/{}/log/events?token={}&from={offset}",
+        d.deployment_id,
+        form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+    );
+    let follow = if is_final(d.state) { "" } else { FOLLOW_SCRIPT };
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>zbot deploy {title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1rem; }}
+#status {{ font-weight: bold; padding: .5rem; border-radius: .3rem; background: #eee; }}
+#status.success {{ background: #d4f7d4; }}
+#status.failure, #status.error {{ background: #f7d4d4; }}
+pre {{ white-space: pre-wrap; word-break: break-all; font-size: .85rem; }}
+</style>
+</head>
+<body>
+<h1>zbot deploy {title}</h1>
+<p id="status" class="{state}" data-events="{events}">{status}</p>
+<noscript><p>Reload the page to see more of the log.</p></noscript>
+<pre id="log">{log}</pre>
+{follow}
+</body>
+</html>
+"#,
+        title = escape_html(&title),
+        state = d.state.as_str(),
+        events = escape_html(&events),
+        status = escape_html(&status_line(d)),
+        log = escape_html(log),
+    )
+}
+
+/// Follows the log: appends each `lines` event, shows each `status`, stops at `end`.
+const FOLLOW_SCRIPT: &str = r#"<script>
+(function () {
+  var status = document.getElementById("status");
+  var log = document.getElementById("log");
+  var source = new EventSource(status.getAttribute("data-events"));
+  source.addEventListener("lines", function (e) {
+    log.appendChild(document.createTextNode(e.data + "\n"));
+  });
+  source.addEventListener("status", function (e) {
+    var s = JSON.parse(e.data);
+    status.textContent = s.state + ": " + s.description;
+    status.className = s.state;
+  });
+  source.addEventListener("end", function () { source.close(); });
+})();
+</script>"#;
+
+/// Where a follower is.
+struct Follow {
+    pages: LogPages,
+    id: DeploymentId,
+    /// Bytes of the log already sent.
+    offset: u64,
+    /// The status line last sent.
+    shown: Option<String>,
+    /// The log's path, once the deployment has one.
+    path: Option<PathBuf>,
+    ended: bool,
+    first: bool,
+}
+
+impl Follow {
+    /// The next event: new complete lines, else a changed status, else `end` once the deployment
+    /// has ended; waits [`FOLLOW_EVERY`] between looks. `None` after `end`, or when the deployment
+    /// is gone.
+    async fn next(&mut self) -> Option<Event> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if !self.first {
+                tokio::time::sleep(FOLLOW_EVERY).await;
+            }
+            self.first = false;
+            let d = self.pages.store.get(self.id).await.ok().flatten()?;
+            if self.path.is_none() {
+                self.path = d.log_path.as_ref().map(PathBuf::from);
+            }
+            // The log is complete on disk before the deployment's end is recorded.
+            if let Some(lines) = self.read_lines().await {
+                self.first = true;
+                return Some(Event::default().event("lines").data(lines));
+            }
+            let line = status_line(&d);
+            if self.shown.as_ref() != Some(&line) {
+                let data = serde_json::json!({
+                    "state": d.state.as_str(),
+                    "description": d.description,
+                });
+                self.shown = Some(line);
+                self.first = true;
+                return Some(Event::default().event("status").data(data.to_string()));
+            }
+            if is_final(d.state) {
+                self.ended = true;
+                return Some(Event::default().event("end").data(d.state.as_str()));
+            }
+        }
+    }
+
+    /// The complete lines written since [`Follow::offset`] (at most [`MAX_EVENT_BYTES`]), without
+    /// the last line end; `None` when there are none.
+    async fn read_lines(&mut self) -> Option<String> {
+        let path = self.path.as_ref()?;
+        let mut file = tokio::fs::File::open(path).await.ok()?;
+        file.seek(std::io::SeekFrom::Start(self.offset))
+            .await
+            .ok()?;
+        let mut bytes = Vec::new();
+        file.take(MAX_EVENT_BYTES)
+            .read_to_end(&mut bytes)
+            .await
+            .ok()?;
+        let end = bytes.iter().rposition(|b| *b == b'\n')?;
+        self.offset += end as u64 + 1;
+        Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
+    }
+}
+
+async fn events(
+    State(pages): State<LogPages>,
+    Path(id): Path<DeploymentId>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some(d) = pages.deployment(id, query.as_deref()).await else {
+        return not_found();
+    };
+    let offset = query_value(query.as_deref(), "from")
+        .and_then(|from| from.parse().ok())
+        .unwrap_or(0);
+    let follow = Follow {
+        pages,
+        id,
+        offset,
+        shown: None,
+        path: d.log_path.as_ref().map(PathBuf::from),
+        ended: false,
+        first: true,
+    };
+    let stream = futures_util::stream::unfold(follow, |mut follow| async move {
+        let event = follow.next().await?;
+        Some((Ok::<Event, Infallible>(event), follow))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_escapes_everything_from_outside() {
+        assert_eq!(
+            escape_html(r#"<script>alert("x") & 'y'</script>"#),
+            "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+    }
+
+    #[test]
+    fn only_a_browser_gets_html() {
+        let with = |accept: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, accept.parse().unwrap());
+            wants_html(&headers)
+        };
+        assert!(with("text/html,application/xhtml+xml,*/*;q=0.8"));
+        assert!(!with("text/plain"));
+        assert!(!with("*/*"));
+        assert!(!wants_html(&HeaderMap::new()));
+    }
+}

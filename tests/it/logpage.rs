@@ -1,0 +1,315 @@
+//! The live log page: in a real headless Chromium (Debian's `chromium`) it shows the log so far and
+//! follows it by server-sent events; without the link's token every route is 404.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+
+use crate::fakes::github::FakeGitHub;
+use crate::harness::{TestRepo, config_text, deploy, held_deploy_script, http, start_zbot};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Chromium, if installed (`.ci/run` installs Debian's `chromium`).
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// A deploy held until `release` exists, its own log page link (gists refused), zbot and the fake.
+struct Held {
+    _dir: tempfile::TempDir,
+    release: PathBuf,
+    github: FakeGitHub,
+    zbot: zbot::app::Running,
+    /// The page's path and query, as the status links it.
+    path: String,
+    token: String,
+}
+
+async fn held_deploy(id: u64) -> Held {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let github = FakeGitHub::start().await;
+    github.fail_gists();
+    let repo = TestRepo::new(dir.path());
+    let sha = repo.commit(
+        &[("script/deploy", &held_deploy_script(&release), true)],
+        "v0.0.1",
+    );
+    let zbot = start_zbot(dir.path(), &config_text(&github, &repo, "", "")).await;
+    deploy(zbot.addr, id, "v0.0.1", &sha, "production").await;
+    github.in_progress(id, DEADLINE).await;
+    let url = github
+        .statuses(id)
+        .into_iter()
+        .find_map(|s| s.log_url)
+        .expect("the in_progress status links the log");
+    let path = url
+        .strip_prefix(&format!("http://{}", zbot.addr))
+        .unwrap_or_else(|| panic!("{url} is zbot's own page"))
+        .to_string();
+    let token = path
+        .split_once("token=")
+        .map(|(_, t)| t.to_string())
+        .unwrap();
+    Held {
+        _dir: dir,
+        release,
+        github,
+        zbot,
+        path,
+        token,
+    }
+}
+
+/// A headless Chromium showing `url`, driven over the DevTools protocol; killed when dropped.
+struct Browser {
+    child: std::process::Child,
+    _profile: tempfile::TempDir,
+    /// The browser's DevTools WebSocket.
+    devtools: String,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One DevTools session: commands with ids, answers matched by id (events in between are skipped).
+struct DevTools {
+    ws: Socket,
+    next_id: u64,
+}
+
+impl DevTools {
+    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut call = json!({"id": id, "method": method, "params": params});
+        if let Some(session) = session {
+            call["sessionId"] = json!(session);
+        }
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                call.to_string(),
+            ))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("DevTools answers")
+                .unwrap()
+                .unwrap();
+            let Ok(answer) = serde_json::from_str::<Value>(message.to_text().unwrap_or("")) else {
+                continue;
+            };
+            if answer["id"] == id {
+                return answer["result"].clone();
+            }
+        }
+    }
+}
+
+impl Browser {
+    fn open(program: &std::path::Path, url: &str) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(program)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chromium starts");
+        // It says where DevTools listens: "DevTools listening on ws://127.0.0.1:PORT/devtools/…".
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("ws://").nth(1) {
+                    let _ = tx.send(format!("ws://{}", rest.trim()));
+                }
+            }
+        });
+        let devtools = rx
+            .recv_timeout(DEADLINE)
+            .expect("chromium says where DevTools listens");
+        Browser {
+            child,
+            _profile: profile,
+            devtools,
+        }
+    }
+
+    /// A DevTools session on the page whose URL contains `needle`.
+    async fn page(&self, needle: &str) -> (DevTools, String) {
+        let (ws, _) = tokio_tungstenite::connect_async(self.devtools.as_str())
+            .await
+            .unwrap();
+        let mut devtools = DevTools { ws, next_id: 0 };
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let target = loop {
+            let targets = devtools.call(None, "Target.getTargets", json!({})).await;
+            let found = targets["targetInfos"].as_array().and_then(|infos| {
+                infos.iter().find_map(|t| {
+                    (t["type"] == "page" && t["url"].as_str()?.contains(needle))
+                        .then(|| t["targetId"].as_str().map(str::to_string))?
+                })
+            });
+            if let Some(target) = found {
+                break target;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no page {needle}: {targets}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let attached = devtools
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({"targetId": target, "flatten": true}),
+            )
+            .await;
+        let session = attached["sessionId"].as_str().unwrap().to_string();
+        (devtools, session)
+    }
+}
+
+/// Evaluates `expression` in the page until `done` holds for its text, within the deadline; the
+/// text.
+async fn evaluate_until(
+    (devtools, session): &mut (DevTools, String),
+    expression: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let result = devtools
+            .call(
+                Some(session),
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true}),
+            )
+            .await;
+        let text = result["result"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page never showed it: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The page's status line and log, as the browser shows them.
+const SHOWN: &str = "(document.getElementById('status') || {textContent: ''}).textContent + '\\n' + \
+                     (document.getElementById('log') || {textContent: ''}).textContent";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_log_page_in_chromium_follows_the_deploy() {
+    let Some(program) = chromium() else {
+        eprintln!(
+            "SKIPPED the_live_log_page_in_chromium_follows_the_deploy: no Chromium \
+             (`apt-get install chromium`, as .ci/run does)"
+        );
+        return;
+    };
+    let held = held_deploy(2301).await;
+    let url = format!("http://{}{}", held.zbot.addr, held.path);
+    let browser = Browser::open(&program, &url);
+    let mut page = browser.page("/deployments/2301/log").await;
+
+    let before = evaluate_until(&mut page, SHOWN, |t| t.contains("holding")).await;
+    assert!(before.starts_with("running: "), "{before}");
+    assert!(!before.contains("released"), "{before}");
+    // Printed only now, after the page opened: it arrives by the page's event stream.
+    std::fs::write(&held.release, "go").unwrap();
+    let after = evaluate_until(&mut page, SHOWN, |t| {
+        t.contains("released") && t.starts_with("success: ")
+    })
+    .await;
+    assert!(after.contains("holding"), "{after}");
+    assert_eq!(
+        held.github.final_status(2301, DEADLINE).await.state,
+        "success"
+    );
+    drop(browser);
+    held.zbot.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_is_html_for_a_browser_raw_for_text_and_404_without_its_token() {
+    let held = held_deploy(2302).await;
+    let html = [("Accept", "text/html,*/*;q=0.8".to_string())];
+    let (status, page) = http(held.zbot.addr, "GET", &held.path, &html, b"").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<pre id=\"log\">"), "{page}");
+    assert!(page.contains("id=\"status\" class=\"running\""), "{page}");
+    assert!(page.contains("new EventSource("), "{page}");
+    let text = [("Accept", "text/plain".to_string())];
+    let (status, raw) = http(held.zbot.addr, "GET", &held.path, &text, b"").await;
+    assert_eq!(status, 200);
+    assert!(!raw.contains("<pre"), "{raw}");
+
+    let wrong = "0".repeat(64);
+    for path in [
+        "/deployments/2302/log".to_string(),
+        format!("/deployments/2302/log?token={wrong}"),
+        "/deployments/2302/log/events".to_string(),
+        format!("/deployments/2302/log/events?token={wrong}"),
+        format!("/deployments/9999/log/events?token={}", held.token),
+    ] {
+        for headers in [&html[..], &text[..]] {
+            let (status, _) = http(held.zbot.addr, "GET", &path, headers, b"").await;
+            assert_eq!(status, 404, "{path}");
+        }
+    }
+    std::fs::write(&held.release, "go").unwrap();
+    assert_eq!(
+        held.github.final_status(2302, DEADLINE).await.state,
+        "success"
+    );
+    // Once ended, the event stream sends what is left and ends.
+    let events = format!("/deployments/2302/log/events?token={}", held.token);
+    let (status, stream) = http(held.zbot.addr, "GET", &events, &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(stream.contains("event: lines"), "{stream}");
+    assert!(stream.contains("released"), "{stream}");
+    assert!(stream.contains("event: end"), "{stream}");
+    held.zbot.stop().await.unwrap();
+}
