@@ -4,6 +4,7 @@ mod campfire;
 mod changes;
 mod chat;
 mod check;
+mod container;
 mod deployer;
 mod docs;
 mod fakes;

@@ -1,0 +1,36 @@
+# zbot's container image: a build stage with Rust, a slim runtime with what deploy recipes need.
+#   docker build -t zbot .
+#   docker run --rm -it zbot zbot shell                      # the example, offline
+#   docker run -d -v "$PWD/bot.toml:/var/lib/zbot/bot.toml:ro" -e GITHUB_TOKEN … -p 8080:8080 zbot
+# Secrets come from the environment at run time (bot.toml reads "${NAME}"); none is baked in.
+
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin zbot
+
+FROM debian:bookworm-slim
+# git and ssh for checkouts, CA certificates for https, Python with Fabric 1 (fab-classic) for the
+# stock fabric recipe.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git openssh-client ca-certificates python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+COPY tests/requirements.txt /opt/fabric/requirements.txt
+RUN python3 -m venv /opt/fabric \
+    && /opt/fabric/bin/pip install --no-cache-dir --disable-pip-version-check \
+       "$(grep '^fab-classic==' /opt/fabric/requirements.txt)"
+ENV PATH=/opt/fabric/bin:$PATH \
+    ZBOT_CONFIG=/var/lib/zbot/bot.toml
+COPY --from=build /src/target/release/zbot /usr/local/bin/zbot
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/zbot zbot \
+    && mkdir -p /var/lib/zbot/data \
+    && chown zbot:zbot /var/lib/zbot/data
+USER 10001:10001
+WORKDIR /var/lib/zbot
+# The store, caches, working trees and logs: relative to bot.toml, data_dir "data" is this.
+VOLUME ["/var/lib/zbot/data"]
+# bot.toml's [webhook] listen must be "0.0.0.0:8080" in a container (or, polling only, left out).
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+CMD ["zbot", "run", "--json-logs"]

