@@ -208,4 +208,32 @@ fn the_image_builds_when_a_container_engine_answers() {
         "{}",
         String::from_utf8_lossy(&version.stderr)
     );
+    // README's `docker compose up -d` reads this configuration; `docker compose run --rm shell`
+    // answers in the terminal (here piped, so without a TTY).
+    let config = Command::new(&docker)
+        .args(["compose", "config", "--quiet"])
+        .current_dir(repo_root())
+        .status()
+        .unwrap();
+    assert!(config.success(), "compose.yaml is a valid compose file");
+    let mut shell = Command::new(&docker)
+        .args(["compose", "run", "--rm", "-T", "shell"])
+        .current_dir(repo_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    shell
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"zbot version\n")
+        .unwrap();
+    let out = shell.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("zbot v"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

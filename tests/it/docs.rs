@@ -91,6 +91,14 @@ const RUN_ELSEWHERE: &[(&str, &str)] = &[
         "zbot check --apps-json apps.json",
         "check::apps_json_converts_to_toml",
     ),
+    (
+        "docker compose run --rm shell   # the example app in zbot shell: offline, no bot.toml needed",
+        "container::the_image_builds_when_a_container_engine_answers",
+    ),
+    (
+        "docker compose up -d            # for real: ./bot.toml and the secrets from .env",
+        "container::the_image_builds_when_a_container_engine_answers (its configuration)",
+    ),
 ];
 
 /// README commands this test runs itself against the shipped files.
