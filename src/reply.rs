@@ -358,40 +358,28 @@ pub fn deployments_unlisted(app: &AppName, error: &impl std::fmt::Display) -> St
     )
 }
 
-/// The `in_progress` status: "Deploying v0.0.1 (f95f852) to production".
+/// The `in_progress` status: "Deploying v0.0.1 (f95f852) to production" ("Dry run of … on …" for
+/// `deploy:noop`).
 pub fn deploying(d: &crate::store::Deployment) -> String {
+    let (git_ref, sha, environment) = (&d.git_ref, d.sha.short(), &d.environment);
     if d.task.is_noop() {
-        return format!(
-            "Dry run of {} ({}) on {}",
-            d.git_ref,
-            d.sha.short(),
-            d.environment
-        );
+        format!("Dry run of {git_ref} ({sha}) on {environment}")
+    } else {
+        format!("Deploying {git_ref} ({sha}) to {environment}")
     }
-    format!(
-        "Deploying {} ({}) to {}",
-        d.git_ref,
-        d.sha.short(),
-        d.environment
-    )
 }
 
-/// The `success` status: "Deployed v0.0.1 (f95f852) to production in 12s".
+/// The `success` status: "Deployed v0.0.1 (f95f852) to production in 12s" (a dry run says that
+/// nothing was deployed).
 pub fn deployed(d: &crate::store::Deployment, took: &str) -> String {
+    let (git_ref, sha, environment) = (&d.git_ref, d.sha.short(), &d.environment);
     if d.task.is_noop() {
-        return format!(
-            "Dry run of {} ({}) on {} passed in {took}; nothing was deployed",
-            d.git_ref,
-            d.sha.short(),
-            d.environment
-        );
+        format!(
+            "Dry run of {git_ref} ({sha}) on {environment} passed in {took}; nothing was deployed"
+        )
+    } else {
+        format!("Deployed {git_ref} ({sha}) to {environment} in {took}")
     }
-    format!(
-        "Deployed {} ({}) to {} in {took}",
-        d.git_ref,
-        d.sha.short(),
-        d.environment
-    )
 }
 
 /// `failure`: the deploy program exited with an error code.

@@ -162,15 +162,22 @@ fn hadolint_accepts_the_dockerfile_when_it_is_installed() {
         return;
     };
     // Run where its settings (.hadolint.yaml) are.
-    let out = Command::new(hadolint)
-        .arg("Dockerfile")
+    succeeds(&hadolint, &["Dockerfile"]);
+}
+
+/// Runs `program` with `args` in the repository, failing the test with its output unless it succeeds.
+fn succeeds(program: &std::path::Path, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
         .current_dir(repo_root())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        "{} {args:?}: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -189,16 +196,7 @@ fn the_image_builds_when_a_container_engine_answers() {
         eprintln!("SKIPPED the image build: docker is installed but its daemon does not answer");
         return;
     }
-    let out = Command::new(&docker)
-        .args(["build", "--tag", "zbot:test", "."])
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&docker, &["build", "--tag", "zbot:test", "."]);
     let version = Command::new(&docker)
         .args(["run", "--rm", "zbot:test", "zbot", "--version"])
         .output()
@@ -210,27 +208,12 @@ fn the_image_builds_when_a_container_engine_answers() {
     );
     // README's `docker compose up -d` reads this configuration; `docker compose run --rm shell`
     // answers in the terminal (here piped, so without a TTY).
-    let config = Command::new(&docker)
-        .args(["compose", "config", "--quiet"])
-        .current_dir(repo_root())
-        .status()
-        .unwrap();
-    assert!(config.success(), "compose.yaml is a valid compose file");
-    let mut shell = Command::new(&docker)
-        .args(["compose", "run", "--rm", "-T", "shell"])
-        .current_dir(repo_root())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
+    succeeds(&docker, &["compose", "config", "--quiet"]);
+    let mut shell = Command::new(&docker);
     shell
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"zbot version\n")
-        .unwrap();
-    let out = shell.wait_with_output().unwrap();
+        .args(["compose", "run", "--rm", "-T", "shell"])
+        .current_dir(repo_root());
+    let out = crate::support::piped(shell, "zbot version\n");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("zbot v"),
         "{}",

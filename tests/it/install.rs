@@ -2,12 +2,12 @@
 //! recipes, `zbot init` writes a configuration that checks, and `zbot shell` makes its example.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::fakes::github::FakeGitHub;
-use crate::harness::{FABFILE, SECRET, TOKEN, TestRepo, ZbotProcess, deploy, fab};
-use crate::support::{stderr, stdout, zbot};
+use crate::harness::{FABFILE, SECRET, TOKEN, TestRepo, ZbotProcess, deploy};
+use crate::support::{path_with_fab, piped, stderr, stdout, zbot};
 
 const VARIABLES: &[(&str, &str)] = &[
     ("SLACK_APP_TOKEN", "xapp-1-test"),
@@ -15,12 +15,6 @@ const VARIABLES: &[(&str, &str)] = &[
     ("GITHUB_TOKEN", "ghp_test"),
     ("GITHUB_WEBHOOK_SECRET", "a-long-enough-webhook-secret"),
 ];
-
-/// PATH with the test Fabric 1 first, as an operator's would have Fabric installed.
-fn path_with_fab() -> String {
-    let fab_dir = fab().parent().unwrap().display().to_string();
-    format!("{fab_dir}:{}", std::env::var("PATH").unwrap_or_default())
-}
 
 /// A directory holding only a copy of the `zbot` binary.
 fn bare_install() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -154,25 +148,14 @@ fn init_writes_a_commented_config_that_checks_once_its_variables_are_set() {
 
 /// Runs `zbot shell` in `dir` with `input` piped in; returns (stdout, stderr).
 fn shell(dir: &Path, binary: &Path, input: &str) -> (String, String) {
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .current_dir(dir)
         .arg("shell")
         .env_remove("ZBOT_CONFIG")
         .env("PATH", path_with_fab())
-        .env("USER", "alice")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+        .env("USER", "alice");
+    let output = piped(command, input);
     (stdout(&output), stderr(&output))
 }
 

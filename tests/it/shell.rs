@@ -2,10 +2,10 @@
 //! Slack or GitHub, with the same answers the Slack thread would get.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::harness::{FAILING_FABFILE, TestRepo, fab};
-use crate::support::repo_root;
+use crate::harness::{FAILING_FABFILE, TestRepo};
+use crate::support::{path_with_fab, piped, repo_root};
 
 /// A copy of what the try-it command needs (bot.toml, commands/, examples/) in a fresh directory.
 fn checkout() -> tempfile::TempDir {
@@ -20,32 +20,15 @@ fn checkout() -> tempfile::TempDir {
     dir
 }
 
-/// PATH with the test Fabric first, so the example deploys with it.
-fn path_with_fab() -> String {
-    let fab_dir = fab().parent().unwrap().display().to_string();
-    format!("{fab_dir}:{}", std::env::var("PATH").unwrap_or_default())
-}
-
 /// Runs `examples/try-it` in `dir` with `input` piped in, as `user`; returns stdout.
 fn try_it(dir: &Path, user: &str, input: &str) -> String {
-    let mut child = Command::new(dir.join("examples/try-it"))
+    let mut command = Command::new(dir.join("examples/try-it"));
+    command
         .current_dir(dir)
         .env("ZBOT", env!("CARGO_BIN_EXE_zbot"))
         .env("PATH", path_with_fab())
-        .env("USER", user)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+        .env("USER", user);
+    let output = piped(command, input);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
