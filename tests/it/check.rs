@@ -290,3 +290,25 @@ fn notify_sinks_are_checked() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+#[test]
+fn polling_needs_a_sane_interval_and_a_webhook_off_needs_polling() {
+    let (code, err) = check_file("[github]\ntoken = \"t\"\npoll = \"500ms\"\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("bot.toml:3: [github] poll: must be at least 1s"),
+        "{err}"
+    );
+    let (code, err) = check_file("[webhook]\nreceive = false\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("[webhook] receive: with receive = false deployments arrive only by polling"),
+        "{err}"
+    );
+    let (code, err) =
+        check_file("[github]\ntoken = \"t\"\npoll = \"15s\"\n\n[webhook]\nreceive = false\n");
+    assert_eq!(
+        code, 0,
+        "no secret is needed without the webhook route: {err}"
+    );
+}
