@@ -161,7 +161,7 @@ impl SlackOutput {
         let request =
             SlackApiConversationsOpenRequest::new().with_users(vec![SlackUserId::new(user.into())]);
         let opened = self
-            .with_rate_limits(|| async {
+            .with_rate_limits("conversations.open", || async {
                 self.client
                     .open_session(&self.token)
                     .conversations_open(&request)

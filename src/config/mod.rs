@@ -341,7 +341,6 @@ impl Config {
         raw.heroku = None;
         raw.campfire = None;
         raw.notify = Vec::new();
-        validate(path, &source, raw)
         validate(path, source, raw)
     }
 

@@ -82,7 +82,15 @@ impl Executors {
 
     /// The executor that deploys `app`; an error (for the deploy's `error` status) when its provider
     /// needs one zbot was not configured for.
-    pub fn of(&self, app: &AppConfig) -> Result<&dyn Executor, String> {
+    /// A dry run (`deploy:noop`) is refused where the executor has none: Heroku's Platform API has none, and
+    /// a build there would deploy for real.
+    pub fn of_task(&self, app: &AppConfig, dry_run: bool) -> Result<&dyn Executor, String> {
+        if app.is_heroku() && dry_run {
+            return Err(
+                "Heroku's Platform API has no dry run, and a build would deploy for real: deploy without `:noop`"
+                    .into(),
+            );
+        }
         if app.is_heroku() {
             return match &self.heroku {
                 Some(heroku) => Ok(heroku),

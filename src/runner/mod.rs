@@ -535,7 +535,7 @@ impl Deployer {
             d.deployment_id, d.repository, d.git_ref, d.sha, d.environment, d.actor
         ))
         .await;
-        let executor = match self.executors.of(app) {
+        let executor = match self.executors.of_task(app, d.task.is_noop()) {
             Ok(executor) => executor,
             Err(reason) => return Outcome::error(reason),
         };
