@@ -44,6 +44,11 @@ pub const GIST_LIMIT: u64 = 900 * 1024;
 /// How many output lines a failure carries to chat.
 pub const TAIL_LINES: usize = 15;
 
+/// How long a success waits, at most, for the forge to say what it shipped (the "N commits since
+/// the last deploy" line); past it the outcome is posted without that line. Zbot's own bound, short
+/// against `[github] timeout`, so a slow compare never holds up the status, the reply or the sinks.
+pub const CHANGES_LIMIT: Duration = Duration::from_secs(10);
+
 /// Everything a deploy needs, shared by all running deploys.
 #[derive(Debug)]
 pub struct Deployer {
@@ -417,6 +422,21 @@ impl Deployer {
             _ => DeploymentState::Error,
         };
         let description = self.redactor.redact(&outcome.description);
+        // Asked while the row still says running: a crash here leaves it to recovery, never a
+        // finished row whose GitHub status stays in_progress. Bounded, so the outcome is not held up.
+        let changes = if outcome.state == StatusState::Success && d.task == Task::deploy() {
+            tokio::time::timeout(CHANGES_LIMIT, self.changes(d))
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!(
+                        deployment = %d.deployment_id,
+                        "what changed since the last deploy took longer than {CHANGES_LIMIT:?}; answering without it"
+                    );
+                    None
+                })
+        } else {
+            None
+        };
         match self
             .store
             .finish(d.deployment_id, state, &description, outcome.exit_code)
@@ -443,11 +463,6 @@ impl Deployer {
                 .unwrap_or_default()
         } else {
             Vec::new()
-        };
-        let changes = if outcome.state == StatusState::Success && d.task == Task::deploy() {
-            self.changes(d).await
-        } else {
-            None
         };
         let _ = self
             .announce_changes(

@@ -73,3 +73,44 @@ async fn success_replies_say_what_the_deploy_shipped_or_took_back() {
     assert!(reply.text.contains("• Third change"), "{}", reply.text);
     zbot.stop().await.unwrap();
 }
+
+/// A compare GitHub never answers (within a `[github] timeout` far past the test's deadline) holds up
+/// neither the success status nor the reply: they come without the changes line.
+#[tokio::test]
+async fn a_compare_that_never_answers_holds_up_neither_status_nor_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let slack = FakeSlack::start().await;
+    let repo = TestRepo::new(dir.path());
+    repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    let config = format!(
+        "{}\n{}",
+        config_text(&github, &repo, "", ""),
+        slack::config_section(&slack, "dm_requester = false")
+    )
+    .replace("[github]\n", "[github]\ntimeout = \"600s\"\n");
+    let zbot = start_chat_zbot(dir.path(), &config, &github, &slack, &repo).await;
+    let thread = mention(&slack, 1, "deploy adxstat/v0.0.1 to production");
+    slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+
+    git(
+        &repo.path,
+        &["commit", "--quiet", "--allow-empty", "-m", "Second change"],
+    );
+    git(&repo.path, &["tag", "v0.0.2"]);
+    github.hold_compares();
+    let thread = mention(&slack, 2, "deploy adxstat/v0.0.2 to production");
+    let status = github.final_status(5002, DEADLINE).await;
+    assert_eq!(status.state, "success");
+    let reply = slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+    assert!(
+        !reply.text.contains("since the last deploy"),
+        "{}",
+        reply.text
+    );
+    zbot.stop().await.unwrap();
+}

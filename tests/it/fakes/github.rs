@@ -91,6 +91,8 @@ struct Model {
     tarball_requests: Vec<String>,
     /// Archives downloaded through a redirect's URL, by sha.
     archive_downloads: Vec<String>,
+    /// Compare requests are accepted and never answered.
+    hold_compares: bool,
 }
 
 /// The token GitHub puts in an archive URL of a private repository; it must not leak.
@@ -166,6 +168,11 @@ impl FakeGitHub {
     /// From now on every request is accepted and held, never answered: a GitHub that hangs.
     pub fn never_answer(&self) {
         self.model.lock().unwrap().silent = true;
+    }
+
+    /// Compare requests are accepted and never answered from now on.
+    pub fn hold_compares(&self) {
+        self.model.lock().unwrap().hold_compares = true;
     }
 
     /// Requests held unanswered so far, as `METHOD /path`.
@@ -554,6 +561,9 @@ async fn compare(
     State(fake): State<FakeGitHub>,
     Path((owner, repo, basehead)): Path<(String, String, String)>,
 ) -> Response {
+    if fake.model.lock().unwrap().hold_compares {
+        std::future::pending::<()>().await;
+    }
     let Some(dir) = fake.model.lock().unwrap().archive_repo.clone() else {
         return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
     };
