@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body as HttpBody;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -190,26 +190,43 @@ fn token_matches(given: &str, token: &Secret) -> bool {
     given.as_bytes().ct_eq(token.expose().as_bytes()).into()
 }
 
-async fn webhook(State(hook): State<Hook>, Path(token): Path<String>, body: Bytes) -> Response {
+/// The most a room webhook's body may hold. Zbot's own bound: a Campfire bot message is a few
+/// hundred bytes of JSON; the token is checked before any of it is read.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How long a room webhook's body may take to arrive once its token matched.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Every answer but 200 has an empty body: Campfire posts a webhook answer's body in the room as the
+/// bot's reply.
+async fn webhook(State(hook): State<Hook>, Path(token): Path<String>, body: HttpBody) -> Response {
     if !token_matches(&token, &hook.token) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    let body = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        }
+        Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),
+    };
     let payload: Payload = match serde_json::from_slice(&body) {
         Ok(payload) => payload,
         Err(e) => {
             tracing::warn!("a Campfire webhook zbot cannot read: {e}");
-            return (StatusCode::BAD_REQUEST, "not a Campfire bot webhook").into_response();
+            return StatusCode::BAD_REQUEST.into_response();
         }
     };
     let Ok(room) = payload.room.id.text().parse::<Room>() else {
-        return (StatusCode::BAD_REQUEST, "not a Campfire room id").into_response();
+        return StatusCode::BAD_REQUEST.into_response();
     };
     if !hook.rooms.contains(&room) {
         tracing::info!(%room, "ignoring a Campfire message from a room not in [campfire] rooms");
         return StatusCode::OK.into_response();
     }
     let Ok(user) = payload.user.id.text().parse::<User>() else {
-        return (StatusCode::BAD_REQUEST, "not a Campfire user id").into_response();
+        return StatusCode::BAD_REQUEST.into_response();
     };
     let text = payload
         .message

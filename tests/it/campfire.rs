@@ -156,6 +156,60 @@ async fn a_campfire_webhook_with_a_wrong_token_gets_401_and_nothing_happens() {
     s.zbot.stop().await.unwrap();
 }
 
+/// A wrong token is refused on the request line: zbot answers 401 while the (announced 50 MB) body
+/// has not been sent. With the right token a body past 64 KiB is refused whole, and every refusal
+/// has an empty body (Campfire would post it in the room).
+#[tokio::test]
+async fn a_campfire_webhook_is_refused_before_its_body_is_read_and_bodies_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup().await;
+    let mut stream = tokio::net::TcpStream::connect(s.zbot.addr).await.unwrap();
+    let request = format!(
+        "POST /campfire/wrong-token HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 50000000\r\n\r\n{{\"user\":",
+        s.zbot.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(DEADLINE, async {
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                stream.read(&mut byte).await.unwrap(),
+                1,
+                "connection closed"
+            );
+            head.push(byte[0]);
+        }
+    })
+    .await
+    .expect("an answer before the body");
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+
+    let mut hook = campfire::webhook(
+        1005,
+        (7, "Alice"),
+        (42, "Ops"),
+        "@zbot deploy adxstat/v0.0.1 to production",
+    );
+    hook["padding"] = serde_json::Value::String(" ".repeat(100 * 1024));
+    let (status, answer) = campfire::send(s.zbot.addr, PATH, &hook).await;
+    assert_eq!((status, answer.as_str()), (413, ""));
+    let (status, answer) = crate::harness::http(
+        s.zbot.addr,
+        "POST",
+        PATH,
+        &[("Content-Type", "application/json".to_string())],
+        b"{\"not\": \"campfire\"}",
+    )
+    .await;
+    assert_eq!((status, answer.as_str()), (400, ""));
+    assert!(s.github.deployment_requests().is_empty());
+    assert!(s.campfire.posts().is_empty(), "{:#?}", s.campfire.posts());
+    s.zbot.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn with_slack_and_campfire_each_deployment_answers_in_the_chat_it_came_from() {
     let s = setup_with(true).await;
