@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::{AppConfig, HumanDuration};
 use crate::domain::{AppName, DeploymentId, Environment, GitRef, Repository, Sha, Task};
+use crate::secret::Secret;
 use github::GitHub;
 use local::LocalForge;
 
@@ -197,9 +198,12 @@ impl Forge {
         &self,
         repository: &Repository,
         sha: &Sha,
-    ) -> Result<String, ForgeError> {
+    ) -> Result<SourceUrl, ForgeError> {
         match self {
-            Forge::GitHub(github) => github.archive_url(repository, sha).await,
+            Forge::GitHub(github) => github
+                .archive_url(repository, sha)
+                .await
+                .map(|url| SourceUrl(Secret::new(url))),
             Forge::Local(_) => Err(ForgeError::Config(
                 "the embedded forge has no archive Heroku could download: deploy to Heroku through GitHub".into(),
             )),
@@ -345,4 +349,39 @@ pub fn truncate(text: &str, max: usize) -> String {
     let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
+}
+
+/// A source archive's URL ([`Forge::archive_url`]): it may carry a token in its query, so it is a
+/// secret, shown only to the API that downloads it.
+#[derive(Clone)]
+pub struct SourceUrl(Secret);
+
+impl SourceUrl {
+    /// The URL itself, for the one request that hands it on.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// What must not show anywhere: the whole URL, and each value of its query (a token may be
+    /// echoed alone, or the URL percent-decoded around it).
+    pub fn secrets(&self) -> Vec<Secret> {
+        let url = self.0.expose();
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        let query = query.split_once('#').map_or(query, |(q, _)| q);
+        std::iter::once(Secret::new(url))
+            .chain(
+                query
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('=').map(|(_, v)| v))
+                    .filter(|v| !v.is_empty())
+                    .map(Secret::new),
+            )
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for SourceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceUrl(***)")
+    }
 }

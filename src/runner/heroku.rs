@@ -26,7 +26,7 @@ use crate::domain::HerokuApp;
 use crate::forge::StatusState;
 use crate::http::{Answer, HttpClient, HttpError};
 use crate::reply::human_duration;
-use crate::secret::Secret;
+use crate::secret::{Redactor, Secret};
 
 /// Heroku's Platform API version 3 (`Accept`), required on every call.
 const ACCEPT: &str = "application/vnd.heroku+json; version=3";
@@ -106,6 +106,17 @@ fn refusal(
     }
 }
 
+/// `line` with `hide`'s secrets redacted; left as it is when it has none of them.
+fn hidden(hide: &Redactor, line: Vec<u8>) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&line);
+    let redacted = hide.redact(&text);
+    if redacted == text {
+        line
+    } else {
+        redacted.into_bytes()
+    }
+}
+
 impl HerokuExecutor {
     pub fn new(config: &HerokuConfig) -> Result<HerokuExecutor, HttpError> {
         let timeouts = config.timeouts;
@@ -126,6 +137,7 @@ impl HerokuExecutor {
         body: Option<serde_json::Value>,
         app: &HerokuApp,
         what: &str,
+        hide: &Redactor,
     ) -> Result<Answer, Outcome> {
         let authorization = format!("Bearer {}", self.api_key.expose());
         let request = HttpClient::request(
@@ -138,11 +150,10 @@ impl HerokuExecutor {
             ],
             body.map(|b| b.to_string().into_bytes()),
         )
-        .map_err(|e| Outcome::error(format!("Cannot ask Heroku for {what}: {e}")))?;
-        let answer =
-            self.api.send(request).await.map_err(|e| {
-                Outcome::error(format!("Heroku's API gave no answer to {what}: {e}"))
-            })?;
+        .map_err(|e| Outcome::error(hide.redact(&format!("Cannot ask Heroku for {what}: {e}"))))?;
+        let answer = self.api.send(request).await.map_err(|e| {
+            Outcome::error(hide.redact(&format!("Heroku's API gave no answer to {what}: {e}")))
+        })?;
         if answer.is_success() {
             return Ok(answer);
         }
@@ -154,13 +165,13 @@ impl HerokuExecutor {
         let retry_after = answer
             .header("retry-after")
             .and_then(|v| v.trim().parse().ok());
-        Err(Outcome::error(refusal(
+        Err(Outcome::error(hide.redact(&refusal(
             answer.status,
             message,
             retry_after,
             app,
             what,
-        )))
+        ))))
     }
 
     /// `T` from a successful answer; the error is the deploy's `error` description.
@@ -194,10 +205,19 @@ impl HerokuExecutor {
                 d.repository, d.sha
             ))
             .await;
-        let body = json!({"source_blob": {"url": source, "version": d.sha}});
+        // Heroku may echo the URL (and its token) in a message or the build's output.
+        let hide = Redactor::new(&source.secrets());
+        let body = json!({"source_blob": {"url": source.expose(), "version": d.sha}});
         let path = format!("/apps/{app}/builds");
         let created = self
-            .call(http::Method::POST, &path, Some(body), app, "the build")
+            .call(
+                http::Method::POST,
+                &path,
+                Some(body),
+                app,
+                "the build",
+                &hide,
+            )
             .await?;
         let build: Build = Self::read(&created, "the build").map_err(Outcome::error)?;
         if let Ok(mut id) = build_id.lock() {
@@ -206,7 +226,7 @@ impl HerokuExecutor {
         job.log
             .note(format!("Heroku build {} of {app} started", build.id))
             .await;
-        let output = self.stream_output(build.output_stream_url.clone(), job.log);
+        let output = self.stream_output(build.output_stream_url.clone(), job.log, &hide);
         tokio::pin!(output);
         let mut output_done = false;
         let mut current = build;
@@ -217,7 +237,14 @@ impl HerokuExecutor {
             }
             let path = format!("/apps/{app}/builds/{}", current.id);
             let answer = self
-                .call(http::Method::GET, &path, None, app, "the build's state")
+                .call(
+                    http::Method::GET,
+                    &path,
+                    None,
+                    app,
+                    "the build's state",
+                    &hide,
+                )
                 .await?;
             current = Self::read(&answer, "the build's state").map_err(Outcome::error)?;
         }
@@ -231,7 +258,7 @@ impl HerokuExecutor {
                     Some(release) => {
                         let path = format!("/apps/{app}/releases/{}", release.id);
                         let answer = self
-                            .call(http::Method::GET, &path, None, app, "the release")
+                            .call(http::Method::GET, &path, None, app, "the release", &hide)
                             .await?;
                         Some(
                             Self::read::<Release>(&answer, "the release")
@@ -266,7 +293,8 @@ impl HerokuExecutor {
     }
 
     /// Copies the build's output into the log as it arrives, line by line, until the stream ends.
-    async fn stream_output(&self, url: Option<String>, log: &LogSender) {
+    /// Each line is shown with `hide`'s secrets redacted.
+    async fn stream_output(&self, url: Option<String>, log: &LogSender, hide: &Redactor) {
         let Some(url) = url else {
             return;
         };
@@ -298,7 +326,7 @@ impl HerokuExecutor {
                     pending.extend_from_slice(&bytes);
                     while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=end).collect();
-                        log.line(Stream::Stdout, line).await;
+                        log.line(Stream::Stdout, hidden(hide, line)).await;
                     }
                 }
                 Err(e) => {
@@ -308,7 +336,7 @@ impl HerokuExecutor {
             }
         }
         if !pending.is_empty() {
-            log.line(Stream::Stdout, pending).await;
+            log.line(Stream::Stdout, hidden(hide, pending)).await;
         }
     }
 

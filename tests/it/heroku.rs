@@ -230,3 +230,76 @@ async fn a_cancelled_heroku_deploy_stops_following_the_build_and_says_heroku_may
     assert!(reply.text.contains(&build_id[..8]), "{}", reply.text);
     s.zbot.stop().await.unwrap();
 }
+
+/// Every file under `dir`, read as text.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            found.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    found
+}
+
+/// Heroku echoes the source URL (and so the archive's token) in a 422's message and in a build's
+/// output: neither the statuses, the chat, the gists nor any file zbot writes shows it.
+#[tokio::test]
+async fn a_source_url_heroku_echoes_shows_nowhere() {
+    let s = setup("").await;
+    s.heroku.script(Script::Refuse(
+        422,
+        serde_json::json!({"id": "invalid_params", "message": "cannot fetch {source_url}"}),
+        None,
+    ));
+    let refused = s.mention(1, "deploy adxstat/v0.0.1 to production");
+    let last = s.github.final_status(5001, DEADLINE).await;
+    assert_eq!(last.state, "error", "{last:?}");
+    assert!(
+        last.description
+            .contains("Heroku refused the build of adxstat (cannot fetch ***)"),
+        "{}",
+        last.description
+    );
+    s.slack
+        .reply_containing(CHANNEL, &refused, "cannot fetch ***")
+        .await;
+
+    s.heroku.script(Script::Fail(vec![
+        "-----> Fetching {source_url}".into(),
+        "-----> Build failed".into(),
+    ]));
+    let failed = s.mention(2, "deploy adxstat/v0.0.1 to production");
+    let last = s.github.final_status(5002, DEADLINE).await;
+    assert_eq!(last.state, "failure", "{last:?}");
+    s.slack
+        .reply_containing(CHANNEL, &failed, "Fetching ***")
+        .await;
+    let gist = s
+        .github
+        .gist_by_url(last.log_url.as_deref().unwrap())
+        .unwrap();
+    let log: String = gist.files.values().cloned().collect();
+    assert!(log.contains("-----> Fetching ***"), "{log}");
+
+    for status in s.github.all_statuses() {
+        assert!(!status.description.contains(ARCHIVE_TOKEN), "{status:?}");
+    }
+    for post in s.slack.posts() {
+        assert!(!post.text.contains(ARCHIVE_TOKEN), "{}", post.text);
+    }
+    let files = files_under(s._dir.path());
+    assert!(
+        files
+            .iter()
+            .any(|(_, text)| text.contains("-----> Fetching ***")),
+        "the log file is on disk"
+    );
+    for (path, text) in files {
+        assert!(!text.contains(ARCHIVE_TOKEN), "{}", path.display());
+    }
+    s.zbot.stop().await.unwrap();
+}

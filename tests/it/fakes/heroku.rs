@@ -221,9 +221,15 @@ async fn create_build(
         return error(404, "not_found", "Couldn't find that app.");
     }
     let script = script.unwrap_or(Script::Succeed(vec!["-----> Build succeeded!".into()]));
-    if let Script::Refuse(status, body, retry_after) = &script {
-        let mut response =
-            (StatusCode::from_u16(*status).unwrap(), Json(body.clone())).into_response();
+    // `{source_url}` in a script stands for the URL zbot sent: Heroku may echo it.
+    let sent_url = body["source_blob"]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if let Script::Refuse(status, answer, retry_after) = &script {
+        let answer: Value =
+            serde_json::from_str(&answer.to_string().replace("{source_url}", &sent_url)).unwrap();
+        let mut response = (StatusCode::from_u16(*status).unwrap(), Json(answer)).into_response();
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
@@ -264,7 +270,7 @@ async fn create_build(
         "-----> Building on the Heroku-24 stack".to_string(),
         format!("-----> Fetched source: {} files", files.len()),
     ];
-    lines_all.extend(lines);
+    lines_all.extend(lines.iter().map(|l| l.replace("{source_url}", &sent_url)));
     let build = Build {
         id: id.clone(),
         app,
