@@ -106,6 +106,20 @@ fn refusal(
     }
 }
 
+/// An API call that did not succeed: the deploy's end unless it is `transient` (no answer, a 5xx, or
+/// a 429 with its `Retry-After` in seconds), which a poll may ask again.
+struct Refused {
+    transient: bool,
+    retry_after: Option<u64>,
+    outcome: Outcome,
+}
+
+impl From<Refused> for Outcome {
+    fn from(refused: Refused) -> Outcome {
+        refused.outcome
+    }
+}
+
 /// `line` with `hide`'s secrets redacted; left as it is when it has none of them.
 fn hidden(hide: &Redactor, line: Vec<u8>) -> Vec<u8> {
     let text = String::from_utf8_lossy(&line);
@@ -138,7 +152,12 @@ impl HerokuExecutor {
         app: &HerokuApp,
         what: &str,
         hide: &Redactor,
-    ) -> Result<Answer, Outcome> {
+    ) -> Result<Answer, Refused> {
+        let fatal = |outcome| Refused {
+            transient: false,
+            retry_after: None,
+            outcome,
+        };
         let authorization = format!("Bearer {}", self.api_key.expose());
         let request = HttpClient::request(
             method,
@@ -150,9 +169,17 @@ impl HerokuExecutor {
             ],
             body.map(|b| b.to_string().into_bytes()),
         )
-        .map_err(|e| Outcome::error(hide.redact(&format!("Cannot ask Heroku for {what}: {e}"))))?;
-        let answer = self.api.send(request).await.map_err(|e| {
-            Outcome::error(hide.redact(&format!("Heroku's API gave no answer to {what}: {e}")))
+        .map_err(|e| {
+            fatal(Outcome::error(
+                hide.redact(&format!("Cannot ask Heroku for {what}: {e}")),
+            ))
+        })?;
+        let answer = self.api.send(request).await.map_err(|e| Refused {
+            transient: true,
+            retry_after: None,
+            outcome: Outcome::error(
+                hide.redact(&format!("Heroku's API gave no answer to {what}: {e}")),
+            ),
         })?;
         if answer.is_success() {
             return Ok(answer);
@@ -165,13 +192,17 @@ impl HerokuExecutor {
         let retry_after = answer
             .header("retry-after")
             .and_then(|v| v.trim().parse().ok());
-        Err(Outcome::error(hide.redact(&refusal(
-            answer.status,
-            message,
+        Err(Refused {
+            transient: answer.status >= 500 || answer.status == 429,
             retry_after,
-            app,
-            what,
-        ))))
+            outcome: Outcome::error(hide.redact(&refusal(
+                answer.status,
+                message,
+                retry_after,
+                app,
+                what,
+            ))),
+        })
     }
 
     /// `T` from a successful answer; the error is the deploy's `error` description.
@@ -236,7 +267,8 @@ impl HerokuExecutor {
                 () = tokio::time::sleep(self.poll) => {}
             }
             let path = format!("/apps/{app}/builds/{}", current.id);
-            let answer = self
+            // A poll that fails for a while is asked again (the deploy's deadline bounds it).
+            let answer = match self
                 .call(
                     http::Method::GET,
                     &path,
@@ -245,7 +277,21 @@ impl HerokuExecutor {
                     "the build's state",
                     &hide,
                 )
-                .await?;
+                .await
+            {
+                Ok(answer) => answer,
+                Err(refused) if refused.transient => {
+                    job.log
+                        .note(format!("{}; asking again", refused.outcome.description))
+                        .await;
+                    let wait = refused
+                        .retry_after
+                        .map_or(self.poll, |s| Duration::from_secs(s).max(self.poll));
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(refused) => return Err(refused.into()),
+            };
             current = Self::read(&answer, "the build's state").map_err(Outcome::error)?;
         }
         if !output_done {
@@ -254,17 +300,26 @@ impl HerokuExecutor {
         let took = human_duration(job.started.elapsed());
         match current.status.as_str() {
             "succeeded" => {
+                // The build shipped: a release Heroku cannot name just now leaves out its version.
                 let version = match &current.release {
                     Some(release) => {
                         let path = format!("/apps/{app}/releases/{}", release.id);
-                        let answer = self
+                        let looked_up = match self
                             .call(http::Method::GET, &path, None, app, "the release", &hide)
-                            .await?;
-                        Some(
-                            Self::read::<Release>(&answer, "the release")
-                                .map_err(Outcome::error)?
-                                .version,
-                        )
+                            .await
+                        {
+                            Ok(answer) => Self::read::<Release>(&answer, "the release"),
+                            Err(refused) => Err(refused.outcome.description),
+                        };
+                        match looked_up {
+                            Ok(release) => Some(release.version),
+                            Err(why) => {
+                                job.log
+                                    .note(format!("the release's version is unknown: {why}"))
+                                    .await;
+                                None
+                            }
+                        }
                     }
                     None => None,
                 };

@@ -303,3 +303,32 @@ async fn a_source_url_heroku_echoes_shows_nowhere() {
     }
     s.zbot.stop().await.unwrap();
 }
+
+/// Heroku's API has a bad moment: a poll answering 503 is asked again, and a release it cannot look
+/// up after the build succeeded leaves the deploy a success, without the release's version.
+#[tokio::test]
+async fn a_failed_poll_is_asked_again_and_a_failed_release_lookup_is_still_a_success() {
+    let s = setup("").await;
+    s.heroku.fail_polls(1);
+    s.heroku.fail_releases();
+    let thread = s.mention(1, "deploy adxstat/v0.0.1 to production");
+    let last = s.github.final_status(5001, DEADLINE).await;
+    assert_eq!(last.state, "success", "{last:?}");
+    assert!(
+        last.description.contains("as Heroku app adxstat"),
+        "{}",
+        last.description
+    );
+    assert!(s.heroku.polls() >= 2, "{}", s.heroku.polls());
+    s.slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+    let gist = s
+        .github
+        .gist_by_url(last.log_url.as_deref().unwrap())
+        .unwrap();
+    let log: String = gist.files.values().cloned().collect();
+    assert!(log.contains("asking again"), "{log}");
+    assert!(log.contains("the release's version is unknown"), "{log}");
+    s.zbot.stop().await.unwrap();
+}

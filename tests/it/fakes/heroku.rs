@@ -57,6 +57,12 @@ struct Model {
     /// Lines each build printed, by id.
     output: BTreeMap<String, Vec<String>>,
     next_version: u64,
+    /// How many of the next build polls answer 503.
+    failing_polls: u32,
+    /// Polls answered so far.
+    polls: u32,
+    /// Release lookups answer 500.
+    failing_releases: bool,
 }
 
 #[derive(Clone)]
@@ -97,6 +103,21 @@ impl FakeHeroku {
     /// What the next build does (by default it succeeds).
     pub fn script(&self, script: Script) {
         self.model.lock().unwrap().scripts.push_back(script);
+    }
+
+    /// The next `n` build polls answer 503 (Heroku's API has bad moments).
+    pub fn fail_polls(&self, n: u32) {
+        self.model.lock().unwrap().failing_polls = n;
+    }
+
+    /// How many build polls were answered (503s included).
+    pub fn polls(&self) -> u32 {
+        self.model.lock().unwrap().polls
+    }
+
+    /// Every release lookup answers 500.
+    pub fn fail_releases(&self) {
+        self.model.lock().unwrap().failing_releases = true;
     }
 
     pub fn builds(&self) -> Vec<Build> {
@@ -361,7 +382,18 @@ async fn build_info(
     {
         return error(401, "unauthorized", "Invalid credentials provided.");
     }
-    let build = fake.model.lock().unwrap().builds.get(&id).cloned();
+    let (build, fail) = {
+        let mut model = fake.model.lock().unwrap();
+        model.polls += 1;
+        let fail = model.failing_polls > 0;
+        if fail {
+            model.failing_polls -= 1;
+        }
+        (model.builds.get(&id).cloned(), fail)
+    };
+    if fail {
+        return error(503, "unavailable", "Heroku is having trouble.");
+    }
     match build {
         Some(build) if build.app == app => {
             let mut answer = build_json(&fake.url(), &build);
@@ -376,6 +408,9 @@ async fn release_info(
     State(fake): State<FakeHeroku>,
     Path((app, id)): Path<(String, String)>,
 ) -> Response {
+    if fake.model.lock().unwrap().failing_releases {
+        return error(500, "internal_server_error", "Internal server error.");
+    }
     let release = fake.model.lock().unwrap().builds.values().find_map(|b| {
         b.release
             .clone()
