@@ -106,6 +106,34 @@ fn refusal(
     }
 }
 
+/// How far a deploy got with Heroku: what its early end (cancel, timeout, a lost answer) says.
+#[derive(Debug, Clone, PartialEq)]
+enum Progress {
+    /// No build requested: Heroku builds nothing.
+    NotAsked,
+    /// The build request went out without an answer read: Heroku may be building it.
+    Asked,
+    /// Heroku answered with this build id.
+    Started(String),
+}
+
+impl Progress {
+    /// The sentence for an early end once Heroku was asked (the build id cut to 8 characters, which
+    /// name it in Heroku's dashboard and keep the status under GitHub's 140).
+    fn still(&self, app: &HerokuApp) -> String {
+        match self {
+            Progress::NotAsked => String::new(),
+            Progress::Asked => {
+                format!("Heroku may still build {app}: zbot stopped following it")
+            }
+            Progress::Started(id) => format!(
+                "Heroku may still finish build {} of {app}: zbot stopped following it",
+                id.get(..8).unwrap_or(id)
+            ),
+        }
+    }
+}
+
 /// An API call that did not succeed: the deploy's end unless it is `transient` (no answer, a 5xx, or
 /// a 429 with its `Retry-After` in seconds), which a poll may ask again.
 struct Refused {
@@ -216,7 +244,7 @@ impl HerokuExecutor {
         &self,
         job: &Job<'_>,
         app: &HerokuApp,
-        build_id: &std::sync::Mutex<Option<String>>,
+        progress: &std::sync::Mutex<Progress>,
     ) -> Result<Outcome, Outcome> {
         let d = job.d;
         let source = job
@@ -240,7 +268,18 @@ impl HerokuExecutor {
         let hide = Redactor::new(&source.secrets());
         let body = json!({"source_blob": {"url": source.expose(), "version": d.sha}});
         let path = format!("/apps/{app}/builds");
-        let created = self
+        if let Ok(mut progress) = progress.lock() {
+            *progress = Progress::Asked;
+        }
+        // Once asked, an answer lost or unreadable may still be a build Heroku runs.
+        let may_build = |outcome: Outcome| {
+            Outcome::error(format!(
+                "{}; {}",
+                outcome.description,
+                Progress::Asked.still(app)
+            ))
+        };
+        let created = match self
             .call(
                 http::Method::POST,
                 &path,
@@ -249,10 +288,16 @@ impl HerokuExecutor {
                 "the build",
                 &hide,
             )
-            .await?;
-        let build: Build = Self::read(&created, "the build").map_err(Outcome::error)?;
-        if let Ok(mut id) = build_id.lock() {
-            *id = Some(build.id.clone());
+            .await
+        {
+            Ok(created) => created,
+            Err(refused) if refused.transient => return Err(may_build(refused.outcome)),
+            Err(refused) => return Err(refused.outcome),
+        };
+        let build: Build =
+            Self::read(&created, "the build").map_err(|e| may_build(Outcome::error(e)))?;
+        if let Ok(mut progress) = progress.lock() {
+            *progress = Progress::Started(build.id.clone());
         }
         job.log
             .note(format!("Heroku build {} of {app} started", build.id))
@@ -408,27 +453,24 @@ impl HerokuExecutor {
         }
         let limit = timeout_for(job.app, None, &job.deployer.config);
         let deadline = tokio::time::Instant::from_std(job.started + limit);
-        let build_id = std::sync::Mutex::new(None);
-        let still = |build_id: &std::sync::Mutex<Option<String>>| match build_id
-            .lock()
-            .ok()
-            .and_then(|id| id.clone())
-        {
-            Some(id) => {
-                format!("; Heroku may still finish build {id} of {app}: zbot stopped following it")
-            }
-            None => String::new(),
+        let progress = std::sync::Mutex::new(Progress::NotAsked);
+        let still = |progress: &std::sync::Mutex<Progress>| {
+            progress
+                .lock()
+                .ok()
+                .filter(|p| !matches!(**p, Progress::NotAsked))
+                .map_or_else(String::new, |p| format!("; {}", p.still(&app)))
         };
         let outcome = tokio::select! {
-            followed = tokio::time::timeout_at(deadline, self.follow(&job, &app, &build_id)) => match followed {
+            followed = tokio::time::timeout_at(deadline, self.follow(&job, &app, &progress)) => match followed {
                 Ok(Ok(outcome) | Err(outcome)) => outcome,
                 Err(_) => {
-                    let said = format!("Timed out after {}{}", human_duration(limit), still(&build_id));
+                    let said = format!("Timed out after {}{}", human_duration(limit), still(&progress));
                     job.log.note(format!("DEPLOYMENT TIMED OUT AFTER {} SECONDS", limit.as_secs())).await;
                     Outcome::error(said)
                 }
             },
-            reason = cancelled(job.cancel.clone()) => Outcome::error(format!("{reason}{}", still(&build_id))),
+            reason = cancelled(job.cancel.clone()) => Outcome::error(format!("{reason}{}", still(&progress))),
         };
         outcome
     }

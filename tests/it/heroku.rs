@@ -332,3 +332,25 @@ async fn a_failed_poll_is_asked_again_and_a_failed_release_lookup_is_still_a_suc
     assert!(log.contains("the release's version is unknown"), "{log}");
     s.zbot.stop().await.unwrap();
 }
+
+/// Cancelled while Heroku has the build request but has not answered it: Heroku may be building it,
+/// and the outcome says so.
+#[tokio::test]
+async fn a_deploy_cancelled_while_heroku_holds_the_build_request_says_heroku_may_build_it() {
+    let s = setup("").await;
+    s.heroku.script(Script::HoldCreation);
+    let thread = s.mention(1, "deploy adxstat/v0.0.1 to production");
+    s.heroku.held_creation().await;
+    s.mention(2, "cancel #5001");
+    let last = s.github.final_status(5001, DEADLINE).await;
+    assert_eq!(last.state, "error", "{last:?}");
+    assert!(
+        last.description.contains("Heroku may still build"),
+        "{}",
+        last.description
+    );
+    s.slack
+        .reply_containing(CHANNEL, &thread, "Heroku may still build")
+        .await;
+    s.zbot.stop().await.unwrap();
+}

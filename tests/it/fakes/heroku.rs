@@ -30,6 +30,8 @@ pub enum Script {
     Fail(Vec<String>),
     /// Prints its first line and stays pending, its stream open, until the test ends.
     Hang,
+    /// The creation is received and never answered.
+    HoldCreation,
     /// The creation is refused with this status, body and `Retry-After`.
     Refuse(u16, Value, Option<u64>),
 }
@@ -63,6 +65,8 @@ struct Model {
     polls: u32,
     /// Release lookups answer 500.
     failing_releases: bool,
+    /// Creations held unanswered.
+    held_creations: u32,
 }
 
 #[derive(Clone)]
@@ -128,6 +132,18 @@ impl FakeHeroku {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Waits until a build creation is held unanswered.
+    pub async fn held_creation(&self) {
+        self.changed
+            .wait_for(
+                "a held build creation",
+                std::time::Duration::from_secs(60),
+                || (self.model.lock().unwrap().held_creations > 0).then_some(()),
+                || "no creation held".to_string(),
+            )
+            .await
     }
 
     /// Waits for the first build to be created, and returns it.
@@ -242,6 +258,11 @@ async fn create_build(
         return error(404, "not_found", "Couldn't find that app.");
     }
     let script = script.unwrap_or(Script::Succeed(vec!["-----> Build succeeded!".into()]));
+    if let Script::HoldCreation = script {
+        fake.model.lock().unwrap().held_creations += 1;
+        fake.changed.touch();
+        std::future::pending::<()>().await;
+    }
     // `{source_url}` in a script stands for the URL zbot sent: Heroku may echo it.
     let sent_url = body["source_blob"]["url"]
         .as_str()
