@@ -863,7 +863,7 @@ fn validate_heroku(c: &mut Checker<'_>, raw: RawHeroku) -> HerokuConfig {
     if raw.api_key.missing.is_empty() && api_key.expose().trim().is_empty() {
         c.problem("heroku", Some("api_key"), "is empty");
     }
-    let api_url = validate_url(
+    let api_url = validate_secret_url(
         c,
         "heroku",
         "api_url",
@@ -944,7 +944,7 @@ fn validate_notify(
             }
         }
         ("webhook", None, None, Some(url)) => {
-            let url = validate_url(c, table, "url", Some(&url), "");
+            let url = validate_secret_url(c, table, "url", Some(&url), "");
             let secret = match &raw.secret {
                 Some(secret) => Secret::new(c.env(secret)),
                 None => {
@@ -1001,7 +1001,7 @@ fn validate_notify(
 const MIN_TOKEN: usize = 16;
 
 fn validate_campfire(c: &mut Checker<'_>, raw: RawCampfire) -> CampfireConfig {
-    let url = validate_url(c, "campfire", "url", Some(&raw.url), "");
+    let url = validate_secret_url(c, "campfire", "url", Some(&raw.url), "");
     let bot_key = Secret::new(c.env(&raw.bot_key));
     if raw.bot_key.missing.is_empty()
         && !bot_key
@@ -1218,6 +1218,41 @@ fn validate_url(
         c.problem(table, Some(key), format!("`{url}` is not an http(s) URL"));
     }
     url.trim_end_matches('/').to_string()
+}
+
+/// [`validate_url`] for a URL that carries a secret (an API key, a bot key, a signed body): `https://`
+/// unless its host is this machine (`127.0.0.1`, `::1`, `localhost`), where nothing crosses a network.
+fn validate_secret_url(
+    c: &mut Checker<'_>,
+    table: &str,
+    key: &str,
+    value: Option<&EnvString>,
+    default: &str,
+) -> String {
+    let url = validate_url(c, table, key, value, default);
+    if let Some(rest) = url.strip_prefix("http://")
+        && !is_loopback(rest)
+    {
+        c.problem(
+            table,
+            Some(key),
+            format!("`{url}` must be https:// (plain http only to 127.0.0.1, ::1 or localhost)"),
+        );
+    }
+    url
+}
+
+/// Whether the authority at the start of `rest` (`host[:port]/…`) is this machine.
+fn is_loopback(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    matches!(
+        host.to_ascii_lowercase().as_str(),
+        "127.0.0.1" | "::1" | "localhost"
+    )
 }
 
 fn validate_slack(c: &mut Checker<'_>, raw: RawSlack) -> SlackConfig {

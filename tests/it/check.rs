@@ -312,3 +312,27 @@ fn polling_needs_a_sane_interval_and_a_webhook_off_needs_polling() {
         "no secret is needed without the webhook route: {err}"
     );
 }
+
+/// A URL that carries a key or a signed body is https://, or plain http only to this machine.
+#[test]
+fn urls_with_secrets_are_https_unless_loopback() {
+    let plain = "[heroku]\napi_key = \"k\"\napi_url = \"http://api.example.com\"\n\n\
+        [campfire]\nurl = \"http://chat.example.com\"\nbot_key = \"2-AbCd\"\n\
+        webhook_path = \"/campfire/0123456789abcdef0123\"\nrooms = [1]\n\n\
+        [[notify]]\nkind = \"webhook\"\nurl = \"http://hooks.example.com/z\"\nsecret = \"s3cret-s3cret-s3cret\"\n";
+    let (code, err) = check_file(plain);
+    assert_eq!(code, 1);
+    for expected in [
+        "[heroku] api_url: `http://api.example.com` must be https://",
+        "[campfire] url: `http://chat.example.com` must be https://",
+        "[[notify]] url: `http://hooks.example.com/z` must be https://",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    let local = plain
+        .replace("http://api.example.com", "http://localhost:9")
+        .replace("http://chat.example.com", "http://[::1]:9")
+        .replace("http://hooks.example.com/z", "http://127.0.0.1:9/z");
+    let (code, err) = check_file(&local);
+    assert_eq!(code, 0, "{err}");
+}
