@@ -6,7 +6,12 @@
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-COPY . .
+# Only what the build reads: never the operator's .env, keys or data that may sit in the checkout.
+COPY Cargo.toml Cargo.lock bot.toml ./
+COPY src src
+COPY migrations migrations
+COPY commands commands
+COPY examples/adxstat examples/adxstat
 RUN cargo build --release --locked --bin zbot
 
 FROM debian:bookworm-slim

@@ -111,8 +111,14 @@ fn the_dockerfile_is_multi_stage_runs_as_a_user_checks_its_health_and_holds_no_s
             }
         }
     }
+    assert!(
+        !steps
+            .iter()
+            .any(|(k, a)| k == "COPY" && a.split_whitespace().next() == Some(".")),
+        "the build copies only what it needs, never the whole directory (.env, keys)"
+    );
     let ignored = read(".dockerignore");
-    for path in ["target", "data", ".git"] {
+    for path in ["target", "data", ".git", ".env", "*.env", "**/*.pem"] {
         assert!(
             ignored.lines().any(|l| l == path),
             "{path} is not sent to the build"
