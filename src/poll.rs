@@ -10,7 +10,9 @@
 //!
 //! The first poll of a repository only sets its mark to the newest deployment there: its history is
 //! not run. Deployments made while zbot was stopped are newer than the mark, and run at the next
-//! start. At most [`POLL_PAGE`] deployments are seen per poll.
+//! start. When every deployment of the first page ([`POLL_PAGE`]) is newer than the mark, older
+//! pages are read until one reaches the mark, up to [`POLL_MAX_PAGES`] pages; deployments beyond
+//! that are not run (a warning says how far the poll read).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::domain::Repository;
 use crate::forge::DeploymentListing;
-use crate::forge::github::{GitHub, POLL_PAGE};
+use crate::forge::github::{GitHub, POLL_MAX_PAGES, POLL_PAGE};
 use crate::webhook::{self, DeploymentEventBody, GitHubRepository, Listener, Taken};
 
 /// Polls GitHub for the repositories of the configured apps.
@@ -46,6 +48,12 @@ fn repositories(listener: &Listener) -> Vec<Repository> {
 /// The id of a deployment as GitHub lists it.
 fn id_of(deployment: &Value) -> Option<u64> {
     deployment.get("id").and_then(Value::as_u64)
+}
+
+/// Whether a full page of a listing holds only deployments newer than `mark`: older pages may
+/// hold more new ones.
+fn reaches_past(page: &[Value], mark: u64) -> bool {
+    page.len() >= usize::from(POLL_PAGE) && page.iter().filter_map(id_of).all(|id| id > mark)
 }
 
 /// The deployments of a listing newer than `mark`, oldest first (the order they were made in).
@@ -128,10 +136,27 @@ impl Poller {
             tracing::info!(%repository, newest, "first poll: deployments after #{newest} will run");
             return next_etag;
         };
-        if deployments.len() >= usize::from(POLL_PAGE)
-            && deployments.iter().filter_map(id_of).min() > Some(mark + 1)
-        {
-            tracing::warn!(%repository, "more than {POLL_PAGE} deployments since the last poll: the oldest of them are not seen");
+        let mut deployments = deployments;
+        let mut last_page = deployments.clone();
+        let mut page = 1;
+        while reaches_past(&last_page, mark) {
+            if page >= POLL_MAX_PAGES {
+                tracing::warn!(%repository, mark, pages = page,
+                    "more than {} deployments since the last poll: older ones are not run",
+                    u32::from(POLL_PAGE) * POLL_MAX_PAGES);
+                break;
+            }
+            page += 1;
+            match self.github.deployments_page(repository, page).await {
+                Ok(older) => {
+                    deployments.extend(older.iter().cloned());
+                    last_page = older;
+                }
+                Err(e) => {
+                    tracing::warn!(%repository, page, "cannot list older deployments: {e}");
+                    return None;
+                }
+            }
         }
         for (id, deployment) in newer_than(deployments, mark) {
             let body = serde_json::from_value(deployment).map(|deployment| DeploymentEventBody {
@@ -183,5 +208,22 @@ mod tests {
             .collect();
         assert_eq!(ids, [11, 12]);
         assert!(newer_than(vec![json!({"id": 3})], 3).is_empty());
+    }
+
+    #[test]
+    fn only_a_full_page_of_new_deployments_sends_the_poll_to_older_pages() {
+        let page = |from: u64| -> Vec<Value> {
+            (0..u64::from(POLL_PAGE))
+                .map(|i| json!({"id": from - i}))
+                .collect()
+        };
+        for (listing, mark, further) in [
+            (page(100), 70, true),
+            (page(100), 71, false),
+            (page(100), 100, false),
+            (vec![json!({"id": 100})], 1, false),
+        ] {
+            assert_eq!(reaches_past(&listing, mark), further, "mark {mark}");
+        }
     }
 }

@@ -70,9 +70,13 @@ pub const REQUEST_ID: &str = "zbot_request";
 /// newest with its ref, environment and task.
 const LOOKUP_PAGE: u8 = 30;
 
-/// How many of the newest deployments a poll lists (GitHub's default page): more new deployments
-/// than this between two polls would leave the oldest of them unseen.
+/// How many of the newest deployments a poll lists (GitHub's default page); when all of them are
+/// new, the poll reads further pages, up to [`POLL_MAX_PAGES`] in all.
 pub const POLL_PAGE: u8 = 30;
+
+/// How many pages of deployments one poll reads at most (the first, ETag-checked, and older ones
+/// while every deployment on a page is new): `POLL_PAGE * POLL_MAX_PAGES` deployments.
+pub const POLL_MAX_PAGES: u32 = 5;
 
 /// A random id for one deployment request: 128 bits from the process's randomly keyed hasher.
 fn request_id() -> String {
@@ -857,6 +861,24 @@ impl GitHub {
             deployments,
             rate,
         })
+    }
+
+    /// Page `page` (1-based, GitHub's `page` query parameter) of `repository`'s deployments,
+    /// newest first, [`POLL_PAGE`] a page, without ETag: for a poll that found only new deployments
+    /// on the first page.
+    pub async fn deployments_page(
+        &self,
+        repository: &Repository,
+        page: u32,
+    ) -> Result<Vec<Value>, ForgeError> {
+        let route = with_query(
+            &format!("/repos/{repository}/deployments"),
+            &[
+                ("per_page", &POLL_PAGE.to_string()),
+                ("page", &page.to_string()),
+            ],
+        );
+        self.get("polling older deployments", &route).await
     }
 
     /// The token's core REST rate limit (`GET /rate_limit`, which does not count against it).

@@ -146,6 +146,43 @@ async fn webhook_and_polling_together_run_a_deployment_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn more_than_a_page_of_deployments_made_while_zbot_was_stopped_are_all_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let repo = TestRepo::new(dir.path());
+    repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    github.create_deployments_in(&repo.path);
+    let config = polling_config(&github, &repo, "receive = false");
+    let zbot = start_zbot(dir.path(), &config).await;
+    // The first poll sets the mark.
+    polls_after(&github, 0, 1).await;
+    zbot.stop().await.unwrap();
+
+    // More than one page (30) while zbot is stopped; "qa" is no environment of the app, so each
+    // is answered with a refusal at once, without running a recipe.
+    let mut made = Vec::new();
+    for _ in 0..33 {
+        made.push(github.create("v0.0.1", "qa").await);
+    }
+    let zbot = start_zbot(dir.path(), &config).await;
+    github
+        .wait_for("every deployment to get a status", DEADLINE, |g| {
+            made.iter()
+                .all(|id| !g.statuses(*id).is_empty())
+                .then_some(())
+        })
+        .await;
+    for id in &made {
+        let states = github.states(*id);
+        assert!(
+            states.iter().all(|s| s == "error" || s == "failure"),
+            "#{id}: {states:?}"
+        );
+    }
+    zbot.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn check_online_reports_the_rate_limit_polling_uses() {
     let dir = tempfile::tempdir().unwrap();
     let github = FakeGitHub::start().await;

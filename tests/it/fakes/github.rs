@@ -767,7 +767,8 @@ async fn create_deployment(
     (StatusCode::CREATED, Json(created)).into_response()
 }
 
-/// Newest first, filtered by `ref`, `environment` and `task` and cut to `per_page`, as GitHub does.
+/// Newest first, filtered by `ref`, `environment` and `task` and cut to page `page` of `per_page`, as
+/// GitHub does.
 /// With an ETag of the listing, and 304 (no body) when `If-None-Match` names the current one.
 async fn list_deployments(
     State(fake): State<FakeGitHub>,
@@ -797,12 +798,14 @@ fn list_deployments_answer(
         .get("per_page")
         .and_then(|n| n.parse().ok())
         .unwrap_or(30);
+    let page: usize = query.get("page").and_then(|n| n.parse().ok()).unwrap_or(1);
     let list: Vec<Value> = model
         .deployments
         .iter()
         .rev()
         .map(|(_, d)| d.clone())
         .filter(matches)
+        .skip(page.saturating_sub(1) * per_page)
         .take(per_page)
         .collect();
     let body = Value::Array(list);
