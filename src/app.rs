@@ -13,10 +13,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::autodeploy::AutoDeployer;
 use crate::campfire;
 use crate::chat::ChatOutput;
 use crate::chat::bot::Bot;
 use crate::chat::notifier::{Notifier, NotifierTask};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::forge::Forge;
@@ -56,10 +58,16 @@ pub struct Running {
     queue: JoinHandle<()>,
     /// `[github] poll`'s task.
     poller: Option<JoinHandle<()>>,
+    /// Ends locks and approval requests whose time is up (with chat).
+    sweeper: Option<JoinHandle<()>>,
+    /// Deploys waiting green commits as their environments come free.
+    autodeploy: Option<JoinHandle<()>>,
 }
 
 /// What every zbot runs, whatever its edges: the store, the deployer and the queue.
 pub struct Core {
+    /// "Now" for every rule about time: the wall clock, or a test's.
+    pub clock: Clock,
     pub config: Arc<Config>,
     pub store: Store,
     pub events: EventBus,
@@ -74,6 +82,7 @@ impl Core {
         config: Config,
         forge: impl FnOnce(&Store) -> Forge,
         log_links: Option<LogLinks>,
+        clock: Clock,
     ) -> anyhow::Result<Core> {
         let recipes = crate::recipe::load_for(&config).map_err(|problems| {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -98,8 +107,11 @@ impl Core {
             log_links,
             executors: crate::runner::executor::Executors::new(&config)
                 .map_err(|e| anyhow::anyhow!("the deploy executors: {e}"))?,
+            clock: clock.clone(),
+            overrides: Default::default(),
         });
         Ok(Core {
+            clock,
             config,
             store,
             events,
@@ -112,6 +124,7 @@ impl Core {
 
 /// What the chat side of any chat service is built from: wired here, once, for Slack and the terminal.
 struct ChatSide<'a> {
+    clock: &'a Clock,
     config: &'a Arc<Config>,
     store: &'a Store,
     forge: &'a Forge,
@@ -138,6 +151,7 @@ impl ChatSide<'_> {
             scheduler: Arc::clone(self.scheduler),
             out: out.clone(),
             bot_user_id,
+            clock: self.clock.clone(),
         };
         let notifier = Notifier {
             store: self.store.clone(),
@@ -160,6 +174,7 @@ pub async fn shell(
     let core = &local.core;
     let terminal = crate::shell::Terminal::default();
     let side = ChatSide {
+        clock: &core.clock,
         config: &core.config,
         store: &core.store,
         forge: &core.forge,
@@ -195,6 +210,7 @@ pub async fn start_local(config: Config) -> anyhow::Result<Local> {
             })
         },
         None,
+        Clock::system(),
     )
     .await?;
     core.scheduler.recover().await;
@@ -216,6 +232,15 @@ impl Local {
 
 /// Starts zbot with `config`; `listener` replaces binding `[webhook] listen` (tests bind port 0).
 pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Running> {
+    start_with_clock(config, listener, Clock::system()).await
+}
+
+/// [`start`] with the clock rules about time read (tests set a [`Clock::manual`] one).
+pub async fn start_with_clock(
+    config: Config,
+    listener: Option<TcpListener>,
+    clock: Clock,
+) -> anyhow::Result<Running> {
     let Some(github_config) = config.github.clone() else {
         bail!(
             "{}: zbot run needs a [github] section to post statuses",
@@ -248,9 +273,11 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         config,
         |_| Forge::GitHub(Box::new(github)),
         Some(LogLinks::new(&public_url, log_key.clone())),
+        clock,
     )
     .await?;
     let Core {
+        clock,
         config,
         store,
         events,
@@ -259,7 +286,9 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         forge,
     } = core;
     // Chat first, so the ends of interrupted deploys reach their threads too.
+    let mut said_tx = None;
     let side = |elsewhere| ChatSide {
+        clock: &clock,
         config: &config,
         store: &store,
         forge: &forge,
@@ -284,8 +313,23 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
                 Some(slack_config.status_refresh),
             );
             let notifier = notifier.spawn(&events);
-            let input = slack::listen(slack_config, Arc::new(bot)).await?;
-            Some((input, notifier))
+            let bot = Arc::new(bot);
+            let input = slack::listen(slack_config, Arc::clone(&bot)).await?;
+            // What auto-deploy says in an app's channel.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::autodeploy::Said>();
+            said_tx = Some(tx);
+            let out = bot.out.clone();
+            tokio::spawn(async move {
+                while let Some((channel, text)) = rx.recv().await {
+                    if let Err(e) = out
+                        .post(&channel, None, &crate::mrkdwn::Message::text(text))
+                        .await
+                    {
+                        tracing::warn!(%channel, "cannot say what auto-deploy holds back: {e}");
+                    }
+                }
+            });
+            Some((input, notifier, bot))
         }
         None => None,
     };
@@ -304,11 +348,24 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
     let sinks = spawn_sinks(&config, &events, slack_out, campfire_out)?;
     scheduler.recover().await;
     // Then the outcomes a previous process did not get to post, those of the deploys just ended included.
-    if let Some((_, notifier)) = &slack {
+    if let Some((_, notifier, _)) = &slack {
         notifier.catch_up();
     }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    // Auto-deploy, when an app wants it: its sentences go to the chat side.
+    let autodeploy = AutoDeployer::wanted(&config).then(|| {
+        Arc::new(AutoDeployer::new(
+            Arc::clone(&config),
+            store.clone(),
+            forge.clone(),
+            clock.clone(),
+            said_tx.clone(),
+        ))
+    });
+    let auto_task = autodeploy
+        .clone()
+        .map(|auto| tokio::spawn(auto.run(events.clone(), shutdown_rx.clone())));
     let (campfire_routes, campfire) = match campfire {
         Some((routes, notifier)) => (Some(routes), Some(notifier)),
         None => (None, None),
@@ -319,6 +376,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         deployer,
         secret: webhook_config.secret.clone(),
         log_key,
+        autodeploy,
     };
     let poller = github_config.poll.map(|interval| {
         let poller = crate::poll::Poller {
@@ -345,6 +403,14 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
             })
             .await
     });
+    // Locks that end and approval requests that expire are noticed by the bot that speaks of them.
+    let (slack, sweeper) = match slack {
+        Some((input, notifier, bot)) => (
+            Some((input, notifier)),
+            Some(tokio::spawn(bot.keep_sweeping(shutdown_rx.clone()))),
+        ),
+        None => (None, None),
+    };
     let queue = tokio::spawn(Arc::clone(&scheduler).run(shutdown_rx, SHUTDOWN_GRACE));
     if webhook_config.receive {
         tracing::info!(%addr, path = %webhook_config.path, "zbot is listening for GitHub webhooks");
@@ -363,6 +429,8 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
         sinks,
         server,
         queue,
+        sweeper,
+        autodeploy: auto_task,
     })
 }
 
@@ -453,6 +521,12 @@ impl Running {
             }
         }
         self.queue.await.context("the queue task")?;
+        if let Some(sweeper) = self.sweeper {
+            sweeper.await.context("the sweeper task")?;
+        }
+        if let Some(auto) = self.autodeploy {
+            auto.await.context("the auto-deploy task")?;
+        }
         if let Some((_, notifier)) = self.slack {
             notifier.close().await;
         }

@@ -708,6 +708,20 @@ impl Notify {
     }
 }
 
+/// How one commit status context or check run of a commit stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckState {
+    Passed,
+    Pending,
+    Failed,
+}
+
+/// A commit's statuses (by context) and check runs (by name), as GitHub reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checks {
+    pub contexts: Vec<(String, CheckState)>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,8 +28,10 @@
 //! - [`metrics`]: the Prometheus metrics at `/metrics`.
 
 pub mod app;
+pub mod autodeploy;
 pub mod campfire;
 pub mod chat;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod domain;

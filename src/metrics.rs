@@ -88,6 +88,7 @@ pub struct Metrics {
     pub slack_duration: Family<SlackCall, Histogram>,
     pub socket_mode_reconnects: Counter,
     pub github_polls: Family<Outcome, Counter>,
+    pub auto_deploys: Family<Ended, Counter>,
 }
 
 impl Metrics {
@@ -165,6 +166,12 @@ impl Metrics {
             "Listings of a repository's deployments by [github] poll, by result",
             github_polls.clone(),
         );
+        let auto_deploys = Family::<Ended, Counter>::default();
+        registry.register(
+            "auto_deploys",
+            "What auto-deploy did with a green branch head, by app, environment and outcome (created, held, refused)",
+            auto_deploys.clone(),
+        );
         registry.register(
             "build",
             "zbot's version",
@@ -185,6 +192,7 @@ impl Metrics {
             slack_duration,
             socket_mode_reconnects,
             github_polls,
+            auto_deploys,
         }
     }
 
@@ -244,6 +252,17 @@ impl Metrics {
         self.slack_duration
             .get_or_create(&label)
             .observe(took.as_secs_f64());
+    }
+
+    /// What auto-deploy did with a green head there: `created`, `held` or `refused`.
+    pub fn auto_deploy(&self, app: &str, environment: &str, outcome: &str) {
+        self.auto_deploys
+            .get_or_create(&Ended {
+                app: app.to_string(),
+                environment: environment.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// One poll of a repository's deployments.

@@ -28,6 +28,8 @@ pub struct Parts {
     pub notify: Option<Notify>,
     /// `reason`: why a `deploy:lock` locks.
     pub reason: Option<String>,
+    /// `zbot_grant`: the token of what zbot asked for when it created the deployment.
+    pub grant: Option<String>,
 }
 
 /// The payload as serde reads it: every field optional, unknown keys ignored.
@@ -41,6 +43,8 @@ struct Raw {
     notify: Option<Value>,
     #[serde(default)]
     reason: Option<Value>,
+    #[serde(default)]
+    zbot_grant: Option<Value>,
 }
 
 impl Parts {
@@ -86,6 +90,7 @@ impl Parts {
             hosts,
             notify,
             reason: text(raw.reason),
+            grant: text(raw.zbot_grant),
         })
     }
 }
@@ -127,6 +132,13 @@ pub struct Payload {
     /// Why a `deploy:lock` locks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The token of what zbot asked for (`store::Grant`), the only way a payload's chat user, override
+    /// or approval is believed.
+    #[serde(rename = "zbot_grant", skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// zbot deployed this by itself (auto-deploy on green CI), no one asked.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub automatic: bool,
 }
 
 impl Payload {

@@ -9,10 +9,10 @@ use crate::domain::{AppName, Environment, GitRef};
 use crate::events::DeploymentEvent;
 use crate::forge::{DeploymentSummary, ForgeError, Refused, StatusState};
 use crate::mrkdwn::{Message, escape, log_link};
-use crate::policy::{Denial, Refusal, Why};
+use crate::policy::{Closure, Denial, Refusal, Why};
 use crate::recipe::syntax::Unrepresentable;
 use crate::recipe::{Placeholder, RenderError};
-use crate::store::Lock;
+use crate::store::{ApprovalRequest, Freeze, Lock, RequestState};
 
 /// "12s", "3m 05s", "1h 02m".
 pub fn human_duration(elapsed: std::time::Duration) -> String {
@@ -235,6 +235,18 @@ pub fn parse_error_text(error: &ParseError) -> (String, String) {
                 None => format!("I have help on: {}", VERBS.join(", ")),
             },
         ),
+        ParseError::NotATime { word } => (
+            format!("`{word}` is not a time of day"),
+            "write `until 18:00` (24-hour clock), or a duration like `2h`".into(),
+        ),
+        ParseError::NeedsRequestNumber { verb } => (
+            format!("`{verb}` needs the number of a waiting request"),
+            usage_of(verb),
+        ),
+        ParseError::NotifyOnly => (
+            "I only know `notify me when <env> is free`".into(),
+            usage_of("notify"),
+        ),
     }
 }
 
@@ -282,7 +294,187 @@ pub fn denial(denial: &Denial) -> String {
         }
         Denial::Locked(lock) => locked_in_chat(lock),
         Denial::NotLockHolder(lock) => unlock_denied(lock),
+        Denial::Closed {
+            closure,
+            tried_override,
+        } => {
+            let mut text = sentence(&closure_text(closure, true));
+            if *tried_override {
+                text.push_str(" Only an admin can deploy through it with `deploy!`.");
+            } else {
+                text.push_str(" An admin can deploy through it with `deploy!`.");
+            }
+            text
+        }
+        Denial::NotAdmin { what } => format!("Only an admin can `{what}`."),
+        Denial::RequestDecided(request) => match request.state {
+            RequestState::Expired => format!("Deploy request #{} expired; nothing was deployed.", request.id),
+            state => format!(
+                "Deploy request #{} was already {} by {}.",
+                request.id,
+                state.as_str(),
+                request.decided_by.as_deref().map_or_else(|| "someone".into(), user)
+            ),
+        },
+        Denial::RequestExpired { id } => {
+            format!("Deploy request #{id} has expired; nothing was deployed.")
+        }
+        Denial::OwnRequest { id } => format!(
+            "You asked for deploy #{id}, so you can't approve it yourself: someone else has to."
+        ),
+        Denial::NotApprover { id, approvers } => format!(
+            "You are not one of the approvers of deploy request #{id}: {}.",
+            approvers.iter().map(|a| user(a)).collect::<Vec<_>>().join(", ")
+        ),
+        Denial::NeedsApproval => {
+            "This deploy needs approval first: ask for it in chat (`deploy …`), and someone approves it.".into()
+        }
+        Denial::ApprovedAnotherSha { approved } => format!(
+            "The approval was for commit `{}`, not this one: a new commit needs a new approval.",
+            short(approved.as_str())
+        ),
+        Denial::NotFreezeHolder(freeze) => format!(
+            "Only {} or an admin can lift that freeze of {}.",
+            user(&freeze.holder),
+            freeze_scope(freeze)
+        ),
     }
+}
+
+/// A time for people: "18:00" today, "Dec 1 18:00" otherwise, in `zone`, with the zone's name.
+pub fn when(at: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) -> String {
+    let local = at.with_timezone(&zone);
+    let time = if local.date_naive() == now.with_timezone(&zone).date_naive() {
+        local.format("%H:%M").to_string()
+    } else {
+        local.format("%a %b %-d %H:%M").to_string()
+    };
+    format!("{time} {}", local.format("%Z"))
+}
+
+/// "adxstat in production" or "production (every app)".
+fn freeze_scope(freeze: &Freeze) -> String {
+    match &freeze.app {
+        Some(app) => format!("{app} in {}", freeze.environment),
+        None => format!("{} (every app)", freeze.environment),
+    }
+}
+
+/// Why an environment is closed: who froze it, why and until when, or its window. `chat`: mentions
+/// and mrkdwn; otherwise plain (a GitHub status).
+pub fn closure_text(closure: &Closure, chat: bool) -> String {
+    let who = |id: &str| if chat { user(id) } else { id.to_string() };
+    let text = |t: &str| if chat { escape(t) } else { t.to_string() };
+    match closure {
+        Closure::Frozen {
+            freeze,
+            time_zone: zone,
+        } => {
+            let zone = *zone;
+            let mut line = format!(
+                "{} is frozen by {}",
+                freeze_scope(freeze),
+                who(&freeze.holder)
+            );
+            match freeze.until {
+                Some(until) => {
+                    line.push_str(&format!(" until {}", when(until, freeze.created_at, zone)))
+                }
+                None => line.push_str(" until someone unfreezes it"),
+            }
+            if let Some(reason) = &freeze.reason {
+                line.push_str(&format!(": {}", text(reason)));
+            }
+            line
+        }
+        Closure::OutsideWindow {
+            environment,
+            window,
+            opens,
+        } => {
+            let mut line = format!(
+                "{environment} is outside its deploy window ({} {}–{} {})",
+                days(&window.days),
+                window.open.format("%H:%M"),
+                window.close.format("%H:%M"),
+                window.time_zone.name()
+            );
+            if let Some(opens) = opens {
+                let local = opens.with_timezone(&window.time_zone);
+                line.push_str(&format!(
+                    "; it opens {}",
+                    local.format("%a %b %-d %H:%M %Z")
+                ));
+            }
+            line
+        }
+        Closure::ClosedPeriod {
+            environment,
+            period,
+            time_zone,
+        } => {
+            let mut line = format!(
+                "{environment} is closed until {} {}",
+                period.until.format("%a %b %-d %H:%M"),
+                time_zone.name()
+            );
+            if !period.reason.is_empty() {
+                line.push_str(&format!(": {}", text(&period.reason)));
+            }
+            line
+        }
+    }
+}
+
+/// "Mon–Fri", or the days listed.
+fn days(days: &[chrono::Weekday]) -> String {
+    use chrono::Weekday::*;
+    if days == [Mon, Tue, Wed, Thu, Fri] {
+        return "Mon–Fri".into();
+    }
+    days.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A freeze taken.
+pub fn frozen(freeze: &Freeze, now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) -> String {
+    let mut text = format!(":snowflake: Froze {} for deploys", freeze_scope(freeze));
+    match freeze.until {
+        Some(until) => text.push_str(&format!(" until {}", when(until, now, zone))),
+        None => text.push_str(" until `unfreeze`"),
+    }
+    if let Some(reason) = &freeze.reason {
+        text.push_str(&format!(": {}", escape(reason)));
+    }
+    sentence(&text)
+}
+
+/// Freezes lifted.
+pub fn unfrozen(lifted: &[Freeze]) -> String {
+    match lifted {
+        [] => "Nothing was frozen there.".into(),
+        [one] => format!("Unfroze {}.", freeze_scope(one)),
+        many => format!(
+            "Unfroze {}.",
+            many.iter().map(freeze_scope).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// What an admin's `deploy!` overrides, said in the thread before the deploy.
+pub fn overriding(closure: &Closure, admin: &str) -> String {
+    format!(
+        ":warning: {} is deploying through this: {}",
+        user(admin),
+        sentence(&closure_text(closure, true))
+    )
+}
+
+/// The same for the GitHub status description and the log.
+pub fn overridden_plain(closure: &Closure, admin: &str) -> String {
+    format!("override by {admin} ({})", closure_text(closure, false))
 }
 
 fn names<T: std::fmt::Display>(list: &[T]) -> String {
@@ -578,6 +770,24 @@ pub fn denial_plain(denial: &Denial) -> String {
             format!("that user may not deploy {app} to {environment}")
         }
         Denial::Locked(lock) => locked(lock),
+        Denial::Closed { closure, .. } => closure_text(closure, false),
+        Denial::NotFreezeHolder(freeze) => {
+            format!("only {} or an admin can lift that freeze", freeze.holder)
+        }
+        Denial::NotAdmin { what } => format!("only an admin can {what}"),
+        Denial::RequestDecided(request) => {
+            format!("request #{} is {}", request.id, request.state.as_str())
+        }
+        Denial::RequestExpired { id } => format!("request #{id} expired"),
+        Denial::OwnRequest { id } => format!("the requester cannot approve #{id}"),
+        Denial::NotApprover { id, .. } => format!("not an approver of #{id}"),
+        Denial::NeedsApproval => {
+            "this environment needs an approval given in zbot's chat before a deploy runs".into()
+        }
+        Denial::ApprovedAnotherSha { approved } => format!(
+            "the approval was for {}, not this commit: a new commit needs a new approval",
+            short(approved.as_str())
+        ),
         Denial::NotLockHolder(lock) => format!(
             "only {} or an admin can unlock {} on {}",
             lock.holder, lock.app, lock.environment
@@ -924,6 +1134,7 @@ pub fn deploys_table(
     environment: Option<&Environment>,
     git_ref: Option<&GitRef>,
     rows: &[DeploymentSummary],
+    approvals: &[Approved],
 ) -> String {
     let mut title = format!("Recent deployments of {app}");
     if let Some(git_ref) = git_ref {
@@ -974,8 +1185,25 @@ pub fn deploys_table(
         table.push('\n');
         table.push_str(&line(row));
     }
-    format!("{title}\n```{}```", escape(&table))
+    let mut text = format!("{title}\n```{}```", escape(&table));
+    for (id, approvers) in approvals {
+        if !rows.iter().any(|r| &r.id == id) {
+            continue;
+        }
+        let who: Vec<String> = approvers
+            .iter()
+            .map(|(a, at)| format!("{} ({})", user(a), at.format("%Y-%m-%d %H:%M UTC")))
+            .collect();
+        text.push_str(&format!("\n• #{id} approved by {}", who.join(", ")));
+    }
+    text
 }
+
+/// A deployment and who approved it, when.
+pub type Approved = (
+    crate::domain::DeploymentId,
+    Vec<(String, chrono::DateTime<Utc>)>,
+);
 
 /// A deploy command with a one-time password: zbot has no verifier for them, so it says so rather than
 /// accept a code it cannot check.
@@ -985,7 +1213,14 @@ pub fn otp_not_checked() -> String {
         .to_string()
 }
 
-pub fn environments(app: &AppName, environments: &[Environment], locks: &[Lock]) -> String {
+/// `where can i deploy`: the app's environments, each with its lock, and what closes any of them now
+/// (freezes, windows).
+pub fn environments(
+    app: &AppName,
+    environments: &[Environment],
+    locks: &[Lock],
+    closures: &[Closure],
+) -> String {
     let listed: Vec<String> = environments
         .iter()
         .map(|env| match locks.iter().find(|l| &l.environment == env) {
@@ -997,29 +1232,322 @@ pub fn environments(app: &AppName, environments: &[Environment], locks: &[Lock])
             None => env.to_string(),
         })
         .collect();
-    format!("{app} can be deployed to {}", sentence(&listed.join(", ")))
+    let mut text = format!("{app} can be deployed to {}", sentence(&listed.join(", ")));
+    for closure in closures {
+        text.push_str(&format!(
+            "\n:snowflake: {}",
+            sentence(&closure_text(closure, true))
+        ));
+    }
+    text
 }
 
-pub fn locks(locks: &[Lock]) -> String {
+/// Every lock, with its age, reason and end.
+pub fn locks(locks: &[Lock], now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) -> String {
     if locks.is_empty() {
         return "No environment is locked.".into();
     }
     let lines: Vec<String> = locks
         .iter()
-        .map(|l| format!("• {}", locked_in_chat(l)))
+        .map(|l| {
+            let age = human_duration((now - l.created_at).to_std().unwrap_or_default());
+            let mut line = format!(
+                "• {} is locked on *{}* by {} since {} (for {age}",
+                l.app,
+                l.environment,
+                user(&l.holder),
+                since(l)
+            );
+            if let Some(end) = l.expires_at {
+                line.push_str(&format!("; ends {}", when(end, now, zone)));
+            }
+            line.push(')');
+            match &l.reason {
+                Some(reason) => line.push_str(&format!(": {}", escape(reason))),
+                None => line.push_str(": no reason given"),
+            }
+            line
+        })
         .collect();
     format!("Locked environments:\n{}", lines.join("\n"))
 }
 
-pub fn lock_taken(lock: &Lock) -> String {
+pub fn lock_taken(lock: &Lock, now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) -> String {
+    let until = match lock.expires_at {
+        Some(end) => format!(
+            "until {} or `unlock {} in {}`",
+            when(end, now, zone),
+            lock.app,
+            lock.environment
+        ),
+        None => format!("until `unlock {} in {}`", lock.app, lock.environment),
+    };
     format!(
-        "Locked {} on *{}*. Only {} can deploy there until `unlock {} in {}`.",
+        "Locked {} on *{}*. Only {} can deploy there {until}.",
+        lock.app,
+        lock.environment,
+        user(&lock.holder),
+    )
+}
+
+/// `lock!` took another's lock.
+pub fn lock_taken_over(lock: &Lock, previous: &Lock, _now: chrono::DateTime<Utc>) -> String {
+    format!(
+        "Took the lock on {} in *{}* from {}; only {} can deploy there now. I told {} by direct message.",
+        lock.app,
+        lock.environment,
+        user(&previous.holder),
+        user(&lock.holder),
+        user(&previous.holder)
+    )
+}
+
+/// The direct message to a holder whose lock was taken.
+pub fn lock_taken_from_you(previous: &Lock, by: &str) -> String {
+    format!(
+        "{} took your lock on {} in *{}* (`lock!`).",
+        user(by),
+        previous.app,
+        previous.environment
+    )
+}
+
+fn scope_text(app: Option<&AppName>, environment: &Environment) -> String {
+    match app {
+        Some(app) => format!("{app} in *{environment}*"),
+        None => format!("*{environment}*"),
+    }
+}
+
+/// `notify me when … is free`, when it is free already.
+pub fn already_free(app: Option<&AppName>, environment: &Environment) -> String {
+    format!(
+        "{} is not locked: it is free now.",
+        scope_text(app, environment)
+    )
+}
+
+pub fn will_notify(app: Option<&AppName>, environment: &Environment) -> String {
+    format!(
+        "I'll send you a direct message when {} is free.",
+        scope_text(app, environment)
+    )
+}
+
+/// The direct message to a watcher.
+pub fn now_free(app: Option<&AppName>, environment: &Environment) -> String {
+    format!(
+        ":unlock: {} is free now: nobody holds its lock.",
+        scope_text(app, environment)
+    )
+}
+
+/// The request posted in the thread: what it would ship, who may approve, with Approve and Reject
+/// buttons (Block Kit; the text is the fallback, which also names the commands).
+pub fn approval_request(r: &ApprovalRequest, approvers: &[String], zone: chrono_tz::Tz) -> Message {
+    let n = &r.request;
+    let who = if approvers.is_empty() {
+        "anyone but the requester".to_string()
+    } else {
+        approvers
+            .iter()
+            .map(|a| user(a))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let needed = if n.needed == 1 {
+        "one approval".to_string()
+    } else {
+        format!("{} approvals", n.needed)
+    };
+    let text = format!(
+        ":raised_hand: *Deploy request #{}*: {} wants to deploy {} `{}` (`{}`) to *{}*. It needs {needed} from {who} by {}. `approve #{}` or `reject #{} <reason>`.",
+        r.id,
+        user(&n.requester),
+        n.app,
+        escape(n.git_ref.as_str()),
+        short(n.sha.as_str()),
+        n.environment,
+        when(n.expires_at, n.created_at, zone),
+        r.id,
+        r.id
+    );
+    let blocks = serde_json::json!([
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {"type": "actions", "block_id": format!("zbot_request_{}", r.id), "elements": [
+            {"type": "button", "action_id": APPROVE_ACTION, "style": "primary", "value": r.id.to_string(),
+             "text": {"type": "plain_text", "text": "Approve"}},
+            {"type": "button", "action_id": REJECT_ACTION, "style": "danger", "value": r.id.to_string(),
+             "text": {"type": "plain_text", "text": "Reject"}}
+        ]}
+    ]);
+    Message {
+        text,
+        blocks: Some(blocks),
+    }
+}
+
+/// The `action_id` of the Approve button.
+pub const APPROVE_ACTION: &str = "zbot_approve";
+/// The `action_id` of the Reject button.
+pub const REJECT_ACTION: &str = "zbot_reject";
+
+/// The `callback_id` of the modal that asks why a request is rejected.
+pub const REJECT_CALLBACK: &str = "zbot_reject_reason";
+/// The `block_id` and `action_id` of its reason field.
+pub const REASON_FIELD: &str = "reason";
+
+/// The modal (a Slack view) asking why request `request` is rejected; the reason is optional.
+pub fn reject_reason_modal(request: i64) -> serde_json::Value {
+    serde_json::json!({
+        "type": "modal",
+        "callback_id": REJECT_CALLBACK,
+        "private_metadata": request.to_string(),
+        "title": {"type": "plain_text", "text": format!("Reject request #{request}")},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [{
+            "type": "input", "block_id": REASON_FIELD, "optional": true,
+            "label": {"type": "plain_text", "text": "Why? (said in the thread)"},
+            "element": {"type": "plain_text_input", "action_id": REASON_FIELD, "multiline": true}
+        }]
+    })
+}
+
+/// The request message once decided: the buttons are gone.
+pub fn approval_request_ended(r: &ApprovalRequest, how: &str) -> Message {
+    Message::text(format!(
+        "*Deploy request #{}*: {} `{}` (`{}`) to *{}*: {}",
+        r.id,
+        r.request.app,
+        escape(r.request.git_ref.as_str()),
+        short(r.request.sha.as_str()),
+        r.request.environment,
+        sentence(how)
+    ))
+}
+
+/// How a request ended, on its message: approved.
+pub fn request_approved_by(approvers: &[String]) -> String {
+    format!(
+        "approved by {}",
+        approvers
+            .iter()
+            .map(|a| user(a))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// How a request ended, on its message: rejected.
+pub fn request_rejected_by(by: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("rejected by {}: {}", user(by), escape(reason)),
+        None => format!("rejected by {}", user(by)),
+    }
+}
+
+/// An approval counted, more needed.
+pub fn approval_counted(r: &ApprovalRequest, approvers: &[String]) -> String {
+    format!(
+        "{} approved deploy request #{} ({} of {}).",
+        approvers.last().map_or_else(String::new, |a| user(a)),
+        r.id,
+        approvers.len(),
+        r.request.needed
+    )
+}
+
+/// The request approved: the deploy goes ahead.
+pub fn approved(r: &ApprovalRequest, approvers: &[String]) -> String {
+    format!(
+        ":white_check_mark: Deploy request #{} approved by {}: deploying {} `{}` to *{}*.",
+        r.id,
+        approvers
+            .iter()
+            .map(|a| user(a))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.request.app,
+        short(r.request.sha.as_str()),
+        r.request.environment
+    )
+}
+
+pub fn rejected(r: &ApprovalRequest, by: &str, reason: Option<&str>) -> String {
+    let mut text = format!(
+        ":no_entry: Deploy request #{} was rejected by {}",
+        r.id,
+        user(by)
+    );
+    match reason {
+        Some(reason) => text.push_str(&format!(": {}", escape(reason))),
+        None => text.push_str(" (no reason given)"),
+    }
+    sentence(&format!("{text}. Nothing was deployed"))
+}
+
+/// A request whose time ran out.
+pub fn request_expired(r: &ApprovalRequest) -> String {
+    let waited = human_duration(
+        (r.request.expires_at - r.request.created_at)
+            .to_std()
+            .unwrap_or_default(),
+    );
+    format!(
+        ":hourglass: Deploy request #{} expired after {waited} without approval; nothing was deployed. Ask again to deploy {} to *{}*.",
+        r.id, r.request.app, r.request.environment
+    )
+}
+
+/// Added to a failed deploy's description when `lock_on_failure` locked its environment (plain).
+pub fn locked_after_failure(environment: &Environment, holder: &str) -> String {
+    format!("{environment} is now locked for {holder} (lock_on_failure)")
+}
+
+/// For the deploy log: who approved it.
+pub fn approved_plain(request: i64, approvers: &[(String, chrono::DateTime<Utc>)]) -> String {
+    let who: Vec<String> = approvers
+        .iter()
+        .map(|(a, at)| format!("{a} at {}", at.format("%Y-%m-%d %H:%M UTC")))
+        .collect();
+    format!("approved (request #{request}) by {}", who.join(", "))
+}
+
+/// Auto-deploy holds a green commit back, said once in the app's channel.
+pub fn auto_deploy_held(
+    app: &AppName,
+    environment: &Environment,
+    sha: &crate::domain::Sha,
+    why: &str,
+) -> String {
+    format!(
+        ":pause_button: Auto-deploy of {app} to *{environment}* is holding back `{}` (CI passed): {} I'll deploy the newest green commit once that changes.",
+        short(sha.as_str()),
+        sentence(&escape(why))
+    )
+}
+
+/// Why auto-deploy does not deploy where approval is needed.
+pub fn auto_needs_approval() -> String {
+    "deploys there need an approval, which a deploy nobody asked for cannot get: ask in chat".into()
+}
+
+/// A failed deploy or a rollback locked the environment (`lock_on_failure`).
+pub fn locked_for_incident(lock: &Lock) -> String {
+    format!(
+        ":lock: Locked {} on *{}* for {} so nobody deploys on top of this; `unlock {} in {}` when it is over.",
         lock.app,
         lock.environment,
         user(&lock.holder),
         lock.app,
         lock.environment
     )
+}
+
+/// `approve #n` / `reject #n` for a request that is not waiting.
+pub fn no_such_request(request: u64) -> String {
+    format!("No deploy is waiting for approval as #{request}.")
 }
 
 pub fn unlocked(app: &AppName, environment: &Environment) -> String {
@@ -1047,10 +1575,13 @@ pub fn unlock_denied(lock: &Lock) -> String {
 }
 
 pub const HELP: &str = "I deploy apps from chat. Commands:\n\
-• `deploy adxstat/v0.0.1 to production` — deploy a ref (`deploy!` skips auto-merge and required checks; `deploy:noop` is a dry run)\n\
+• `deploy adxstat/v0.0.1 to production` — deploy a ref (`deploy!` skips auto-merge and required checks; an admin's also goes through a freeze or outside a window; `deploy:noop` is a dry run)\n\
 • `deploys adxstat in production` — recent deployments\n\
-• `where can i deploy adxstat` — its environments and locks\n\
-• `lock adxstat in production &lt;reason&gt;`, `unlock adxstat in production`, `locks`\n\
+• `where can i deploy adxstat` — its environments, locks and freezes\n\
+• `lock adxstat in production 2h &lt;reason&gt;`, `lock!` (admins take it), `unlock adxstat in production`, `locks`\n\
+• `notify me when production is free` — a direct message when its lock goes\n\
+• `freeze production 2h &lt;reason&gt;`, `freeze adxstat in production until 18:00 &lt;reason&gt;`, `unfreeze production`\n\
+• `approve #12`, `reject #12 &lt;reason&gt;` — deploys waiting for approval\n\
 • `cancel adxstat in production`, `cancel #42` — stop a queued or running deploy\n\
 • `rollback adxstat in production` — redeploy the previous good ref\n\
 • `help &lt;command&gt;`, `version`";
@@ -1065,7 +1596,16 @@ pub fn help(topic: Option<&str>) -> String {
         }
         "deploys" => "`deploys adxstat` · `deploys adxstat in production`",
         "where" => "`where can i deploy adxstat`",
-        "lock" => "`lock adxstat in production database migration until 11:00`",
+        "lock" => {
+            "`lock adxstat in production database migration` · `lock adxstat in production 2h incident` · `lock! adxstat in production` (admins)"
+        }
+        "freeze" => {
+            "`freeze production 2h release week` · `freeze adxstat in production until 18:00 db migration`"
+        }
+        "unfreeze" => "`unfreeze production` · `unfreeze adxstat in production`",
+        "approve" => "`approve #12` (not your own deploy)",
+        "reject" => "`reject #12 not on a Friday`",
+        "notify" => "`notify me when production is free`",
         "unlock" => "`unlock adxstat in production` (the holder or an admin)",
         "locks" => "`locks`",
         "cancel" => "`cancel adxstat in production` · `cancel #42`",
@@ -1162,7 +1702,12 @@ mod tests {
              Merge it yourself, or deploy with `deploy!` (no auto-merge)."
         );
         let env: Environment = "v1.".parse().unwrap();
-        let listed = environments(&"adxstat".parse().unwrap(), std::slice::from_ref(&env), &[]);
+        let listed = environments(
+            &"adxstat".parse().unwrap(),
+            std::slice::from_ref(&env),
+            &[],
+            &[],
+        );
         assert_eq!(listed, "adxstat can be deployed to v1.");
     }
 
@@ -1261,6 +1806,7 @@ mod tests {
             holder: "U0BOSS".into(),
             reason: Some("freeze".into()),
             created_at: chrono::Utc::now(),
+            expires_at: None,
         };
         let denial = Denial::Locked(lock);
         let mut refused = event("deploy", StatusState::Error, "U0ALICE");
@@ -1306,6 +1852,7 @@ mod tests {
                 row(1001, "U0ALICE", "v0.0.1", "deploy"),
                 row(1002, "bob", long, "deploy:migrate"),
             ],
+            &[],
         );
         let lines: Vec<&str> = table
             .lines()

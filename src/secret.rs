@@ -124,6 +124,16 @@ impl Redactor {
     }
 }
 
+/// 128 bits from the system's random source, as 32 hex digits: an unguessable token (the grants zbot
+/// puts in the deployments it creates). `None` when the random source cannot be read.
+pub fn random_token() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut bytes))
+        .ok()?;
+    Some(hex::encode(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

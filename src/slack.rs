@@ -36,7 +36,8 @@ pub const EVENTS: &[&str] = &[
     "message.mpim",
 ];
 
-/// The bot scopes those events and the Web API calls zbot makes (`chat.postMessage`, `chat.update`)
+/// The bot scopes those events and the Web API calls zbot makes (`chat.postMessage`, `chat.update`,
+/// `usergroups.list` and `usergroups.users.list` for approvers named by user group)
 /// need, plus `commands` for slash commands. `auth.test` and Socket Mode need no bot scope.
 pub const BOT_SCOPES: &[&str] = &[
     "app_mentions:read",
@@ -47,6 +48,7 @@ pub const BOT_SCOPES: &[&str] = &[
     "im:history",
     "im:write",
     "mpim:history",
+    "usergroups:read",
 ];
 
 /// A Web API client that also accepts `http://` base URLs (for a local fake), giving up on a
@@ -232,6 +234,87 @@ impl ChatOutput for SlackOutput {
         .await
         .map(drop)
     }
+
+    /// `views.open` with the reject modal.
+    async fn ask_reject_reason(&self, trigger_id: &str, request: i64) -> bool {
+        let view: SlackView =
+            match serde_json::from_value(crate::reply::reject_reason_modal(request)) {
+                Ok(view) => view,
+                Err(e) => {
+                    tracing::error!("the reject modal does not read as a Slack view: {e}");
+                    return false;
+                }
+            };
+        let request = SlackApiViewsOpenRequest::new(trigger_id.into(), view);
+        match self
+            .with_rate_limits("views.open", || async {
+                self.client
+                    .open_session(&self.token)
+                    .views_open(&request)
+                    .await
+            })
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("cannot open the reject modal, rejecting without a reason: {e}");
+                false
+            }
+        }
+    }
+
+    /// `usergroups.list` (with users) for `@handle`s, `usergroups.users.list` for `S…` ids.
+    async fn group_members(&self, approvers: &[String]) -> Vec<String> {
+        let handles: Vec<&str> = approvers
+            .iter()
+            .filter_map(|a| a.strip_prefix('@'))
+            .collect();
+        let ids: Vec<&String> = approvers.iter().filter(|a| a.starts_with('S')).collect();
+        let mut members = Vec::new();
+        if !handles.is_empty() {
+            let request = SlackApiUserGroupsListRequest::new().with_include_users(true);
+            match self
+                .with_rate_limits("usergroups.list", || async {
+                    self.client
+                        .open_session(&self.token)
+                        .usergroups_list(&request)
+                        .await
+                })
+                .await
+            {
+                Ok(list) => {
+                    for group in list.usergroups {
+                        if handles.contains(&group.handle.as_str()) {
+                            members.extend(
+                                group
+                                    .users
+                                    .unwrap_or_default()
+                                    .iter()
+                                    .map(|u| u.to_string()),
+                            );
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot read Slack user groups: {e}"),
+            }
+        }
+        for id in ids {
+            let request = SlackApiUserGroupsUsersListRequest::new(id.as_str().into());
+            match self
+                .with_rate_limits("usergroups.users.list", || async {
+                    self.client
+                        .open_session(&self.token)
+                        .usergroups_users_list(&request)
+                        .await
+                })
+                .await
+            {
+                Ok(list) => members.extend(list.users.iter().map(|u| u.to_string())),
+                Err(e) => tracing::warn!(group = %id, "cannot read a Slack user group: {e}"),
+            }
+        }
+        members
+    }
 }
 
 /// How long a handled event is remembered. Slack redelivers an envelope it did not see acknowledged
@@ -282,6 +365,16 @@ struct Stopping;
 /// Handles `inbound` in a task of its own, so the callback returns (and Slack gets its ack) at once,
 /// unless an event with one of its `keys` was handled before.
 fn dispatch(state: Arc<SlackState>, keys: Vec<String>, inbound: Inbound) -> UserCallbackResult<()> {
+    spawn_once(&state, keys, |bot| async move { bot.handle(inbound).await })
+}
+
+/// Runs `work` with the bot in a task of its own (so the callback returns, and Slack gets its ack, at
+/// once), unless an event with one of its `keys` was handled before; refused once input has stopped.
+fn spawn_once<F, Fut>(state: &SlackState, keys: Vec<String>, work: F) -> UserCallbackResult<()>
+where
+    F: FnOnce(Arc<Bot<SlackOutput>>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut handlers = state
         .handlers
         .lock()
@@ -294,7 +387,7 @@ fn dispatch(state: Arc<SlackState>, keys: Vec<String>, inbound: Inbound) -> User
     let bot = Arc::clone(&state.bot);
     handlers.spawn(async move {
         if first_time(&bot, &keys).await {
-            bot.handle(inbound).await;
+            work(bot).await;
         }
     });
     Ok(())
@@ -422,13 +515,72 @@ async fn on_command(
     Ok(ack)
 }
 
+/// A click on a button of zbot's (a deploy request's Approve or Reject): handled in a task of its own,
+/// once per trigger id; anything else is acknowledged and ignored.
 async fn on_interaction(
-    _event: SlackInteractionEvent,
+    event: SlackInteractionEvent,
     _client: Arc<Client>,
-    _states: SlackClientEventsUserState,
+    states: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
-    // zbot's messages carry no buttons yet; the click is acknowledged so Slack does not retry it.
-    Ok(())
+    let Some(state) = state_of(&states).await else {
+        return Ok(());
+    };
+    let actions = match event {
+        SlackInteractionEvent::BlockActions(actions) => actions,
+        SlackInteractionEvent::ViewSubmission(submission) => {
+            return on_submission(state, submission);
+        }
+        _ => return Ok(()),
+    };
+    let Some(user) = actions.user.as_ref().map(|u| u.id.to_string()) else {
+        return Ok(());
+    };
+    let Some(action) = actions.actions.as_ref().and_then(|a| a.first()) else {
+        return Ok(());
+    };
+    let action_id = action.action_id.to_string();
+    let value = action.value.clone().unwrap_or_default();
+    let trigger_id = actions.trigger_id.to_string();
+    let key = format!("click/{trigger_id}");
+    spawn_once(&state, vec![key], |bot| async move {
+        bot.clicked(&user, &action_id, &value, Some(&trigger_id))
+            .await
+    })
+}
+
+/// The reject modal submitted: its request number and reason, handled in a task of its own. The
+/// envelope's acknowledgement closes the modal.
+fn on_submission(
+    state: Arc<SlackState>,
+    submission: SlackInteractionViewSubmissionEvent,
+) -> UserCallbackResult<()> {
+    let SlackView::Modal(modal) = &submission.view.view else {
+        return Ok(());
+    };
+    if modal.callback_id.as_ref().map(|c| c.to_string()).as_deref()
+        != Some(crate::reply::REJECT_CALLBACK)
+    {
+        return Ok(());
+    }
+    let request = modal.private_metadata.clone().unwrap_or_default();
+    let field = crate::reply::REASON_FIELD;
+    let reason = submission
+        .view
+        .state_params
+        .state
+        .as_ref()
+        .and_then(|s| s.values.get(&field.into()))
+        .and_then(|block| block.get(&field.into()))
+        .and_then(|value| value.value.clone());
+    let user = submission.user.id.to_string();
+    let key = format!(
+        "submission/{}/{request}/{user}",
+        submission.view.state_params.id
+    );
+    spawn_once(&state, vec![key], |bot| async move {
+        bot.rejected_with_reason(&user, &request, reason.as_deref())
+            .await
+    })
 }
 
 /// Socket Mode's `hello`, sent on each connection: after the first, a reconnection

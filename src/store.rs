@@ -204,6 +204,8 @@ pub struct Lock {
     pub holder: String,
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// When it ends by itself; `None`: when it is unlocked.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What [`Store::accept`] made of a delivery.
@@ -248,6 +250,13 @@ impl MigrationSource<'static> for EmbeddedMigrations {
                     "chat durability".into(),
                     MigrationType::Simple,
                     include_str!("../migrations/0003_chat_durability.sql").into(),
+                    false,
+                ),
+                Migration::new(
+                    5,
+                    "guards".into(),
+                    MigrationType::Simple,
+                    include_str!("../migrations/0005_guards.sql").into(),
                     false,
                 ),
                 Migration::new(
@@ -571,33 +580,62 @@ impl Store {
         .await?)
     }
 
-    /// Takes the lock, or returns the lock someone else already holds.
+    /// Takes the lock, or returns the lock someone else already holds. A lock that ended by `now` is
+    /// gone first; the holder taking their own lock again gets the new reason and end. With `take`
+    /// (`lock!`), another's lock is replaced and returned beside the new one.
+    #[allow(clippy::too_many_arguments)]
     pub async fn lock(
         &self,
         app: &AppName,
         environment: &Environment,
         holder: &str,
         reason: Option<&str>,
-    ) -> Result<Result<Lock, Lock>, StoreError> {
+        now: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+        take: bool,
+    ) -> Result<Result<(Lock, Option<Lock>), Lock>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM locks WHERE app = ? AND environment = ? AND expires_at IS NOT NULL AND expires_at <= ?")
+            .bind(app.as_str())
+            .bind(environment.as_str())
+            .bind(stamp(now))
+            .execute(&mut *tx)
+            .await?;
+        let before = sqlx::query("SELECT * FROM locks WHERE app = ? AND environment = ?")
+            .bind(app.as_str())
+            .bind(environment.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| lock_from_row(&r))
+            .transpose()?;
+        let taken_from = match before {
+            Some(held) if held.holder != holder && !take => return Ok(Err(held)),
+            Some(held) if held.holder != holder => Some(held),
+            _ => None,
+        };
         sqlx::query(
-            "INSERT INTO locks (app, environment, holder, reason, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO locks (app, environment, holder, reason, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (app, environment) DO UPDATE SET holder = excluded.holder, reason = excluded.reason, \
+             created_at = CASE WHEN locks.holder = excluded.holder THEN locks.created_at ELSE excluded.created_at END, \
+             expires_at = excluded.expires_at",
         )
         .bind(app.as_str())
         .bind(environment.as_str())
         .bind(holder)
         .bind(reason)
-        .bind(now())
-        .execute(&self.pool)
+        .bind(stamp(now))
+        .bind(expires_at.map(stamp))
+        .execute(&mut *tx)
         .await?;
-        let lock = self
-            .lock_of(app, environment)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        Ok(if lock.holder == holder {
-            Ok(lock)
-        } else {
-            Err(lock)
-        })
+        let lock = sqlx::query("SELECT * FROM locks WHERE app = ? AND environment = ?")
+            .bind(app.as_str())
+            .bind(environment.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::from)
+            .and_then(|r| lock_from_row(&r))?;
+        tx.commit().await?;
+        Ok(Ok((lock, taken_from)))
     }
 
     /// Removes a lock; returns it if there was one.
@@ -863,7 +901,33 @@ fn lock_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Lock, StoreError> {
         created_at: DateTime::parse_from_rfc3339(&created)
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or_default(),
+        expires_at: time_column(row, "expires_at")?,
     })
+}
+
+/// An optional RFC 3339 column.
+fn time_column(
+    row: &sqlx::sqlite::SqliteRow,
+    column: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let text: Option<String> = row.try_get(column)?;
+    Ok(text.and_then(|t| {
+        DateTime::parse_from_rfc3339(&t)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+    }))
+}
+
+/// A time as stored: RFC 3339 in UTC to the second, so that stored times compare as text.
+fn stamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Lock {
+    /// Whether the lock still holds at `now` (it has no end, or its end is later).
+    pub fn holds_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|end| now < end)
+    }
 }
 
 /// What the chat side keeps across restarts: the events it handled, and which outcome replies it
@@ -1179,5 +1243,635 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![2]
         );
+    }
+}
+
+/// A freeze: no deploys to an environment (of one app, or of every app) until it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freeze {
+    pub id: i64,
+    /// `None`: that environment of every app.
+    pub app: Option<AppName>,
+    pub environment: Environment,
+    pub holder: String,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// `None`: until `unfreeze`.
+    pub until: Option<DateTime<Utc>>,
+}
+
+fn freeze_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Freeze, StoreError> {
+    let app: Option<String> = row.try_get("app")?;
+    Ok(Freeze {
+        id: row.try_get("id")?,
+        app: app
+            .map(|a| a.parse())
+            .transpose()
+            .map_err(|e: crate::domain::Invalid| sqlx::Error::ColumnDecode {
+                index: "app".into(),
+                source: e.to_string().into(),
+            })?,
+        environment: typed(row, "environment")?,
+        holder: row.try_get("holder")?,
+        reason: row.try_get("reason")?,
+        created_at: time_column(row, "created_at")?.unwrap_or_default(),
+        until: time_column(row, "until")?,
+    })
+}
+
+/// What zbot asked for when it created a deployment (`migrations/0005_guards.sql`), found again by
+/// the token in the deployment's payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub token: String,
+    pub app: AppName,
+    pub environment: Environment,
+    /// The chat user who asked.
+    pub actor: String,
+    /// An admin's `deploy!` through a freeze or outside a window.
+    pub overrides: bool,
+    /// The approval request this deployment carries out.
+    pub approval_request: Option<i64>,
+}
+
+/// Freezes, grants, lock expiry (`migrations/0005_guards.sql`).
+impl Store {
+    /// Records a freeze; returns it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn freeze(
+        &self,
+        app: Option<&AppName>,
+        environment: &Environment,
+        holder: &str,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Freeze, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO freezes (app, environment, holder, reason, created_at, until) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(app.map(AppName::as_str))
+        .bind(environment.as_str())
+        .bind(holder)
+        .bind(reason)
+        .bind(stamp(at))
+        .bind(until.map(stamp))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Freeze {
+            id,
+            app: app.cloned(),
+            environment: environment.clone(),
+            holder: holder.to_string(),
+            reason: reason.map(str::to_string),
+            created_at: at,
+            until,
+        })
+    }
+
+    /// Every freeze recorded, ended ones too (the caller compares with its clock).
+    pub async fn freezes(&self) -> Result<Vec<Freeze>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM freezes ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(freeze_from_row).collect()
+    }
+
+    /// Removes freezes by id.
+    pub async fn unfreeze(&self, ids: &[i64]) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query("DELETE FROM freezes WHERE id = ?")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records what zbot asked for, before the deployment is created.
+    pub async fn grant(&self, grant: &Grant, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO grants (token, app, environment, actor, override, approval_request, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&grant.token)
+        .bind(grant.app.as_str())
+        .bind(grant.environment.as_str())
+        .bind(&grant.actor)
+        .bind(grant.overrides)
+        .bind(grant.approval_request)
+        .bind(stamp(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The grant with this token, if zbot made one.
+    pub async fn grant_of(&self, token: &str) -> Result<Option<Grant>, StoreError> {
+        let row = sqlx::query("SELECT * FROM grants WHERE token = ?")
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Grant {
+                token: row.try_get("token")?,
+                app: typed(&row, "app")?,
+                environment: typed(&row, "environment")?,
+                actor: row.try_get("actor")?,
+                overrides: row.try_get("override")?,
+                approval_request: row.try_get("approval_request")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+/// Someone waiting for an environment to be free (`notify me when … is free`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watcher {
+    /// `None`: every app's environment of that name.
+    pub app: Option<AppName>,
+    pub environment: Environment,
+    pub user: String,
+}
+
+/// Lock expiry and watchers (`migrations/0005_guards.sql`).
+impl Store {
+    /// Removes the locks that ended by `now`; returns them.
+    pub async fn expire_locks(&self, now: DateTime<Utc>) -> Result<Vec<Lock>, StoreError> {
+        let rows = sqlx::query(
+            "DELETE FROM locks WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING *",
+        )
+        .bind(stamp(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(lock_from_row).collect()
+    }
+
+    /// Records that `user` wants a direct message when the environment is free.
+    pub async fn watch_lock(
+        &self,
+        app: Option<&AppName>,
+        environment: &Environment,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO lock_watchers (app, environment, user, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(app.map_or("", AppName::as_str))
+        .bind(environment.as_str())
+        .bind(user)
+        .bind(stamp(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Everyone waiting.
+    pub async fn lock_watchers(&self) -> Result<Vec<Watcher>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM lock_watchers ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let app: String = row.try_get("app")?;
+                Ok(Watcher {
+                    app: if app.is_empty() {
+                        None
+                    } else {
+                        Some(typed(row, "app")?)
+                    },
+                    environment: typed(row, "environment")?,
+                    user: row.try_get("user")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets a watcher once told; false if another process told them first.
+    pub async fn unwatch(&self, watcher: &Watcher) -> Result<bool, StoreError> {
+        let removed =
+            sqlx::query("DELETE FROM lock_watchers WHERE app = ? AND environment = ? AND user = ?")
+                .bind(watcher.app.as_ref().map_or("", AppName::as_str))
+                .bind(watcher.environment.as_str())
+                .bind(&watcher.user)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(removed == 1)
+    }
+}
+
+/// Where an approval request is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestState {
+    Waiting,
+    Approved,
+    Rejected,
+    Expired,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Waiting => "waiting",
+            RequestState::Approved => "approved",
+            RequestState::Rejected => "rejected",
+            RequestState::Expired => "expired",
+        }
+    }
+
+    fn parse(text: &str) -> RequestState {
+        match text {
+            "approved" => RequestState::Approved,
+            "rejected" => RequestState::Rejected,
+            "expired" => RequestState::Expired,
+            _ => RequestState::Waiting,
+        }
+    }
+}
+
+/// A deploy waiting for approval, before anything exists on GitHub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRequest {
+    pub app: AppName,
+    pub environment: Environment,
+    pub git_ref: GitRef,
+    /// The commit the approval is for.
+    pub sha: Sha,
+    pub task: Task,
+    pub hosts: Option<Hosts>,
+    /// `deploy!`.
+    pub force: bool,
+    pub requester: String,
+    pub channel: String,
+    pub thread_ts: String,
+    /// How many different people must approve.
+    pub needed: u32,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An approval request as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    pub id: i64,
+    pub request: NewRequest,
+    /// The message with the buttons.
+    pub message_ts: Option<String>,
+    pub state: RequestState,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    /// The GitHub deployment made once approved.
+    pub deployment_id: Option<DeploymentId>,
+}
+
+fn request_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApprovalRequest, StoreError> {
+    let hosts: Option<String> = row.try_get("hosts")?;
+    let needed: i64 = row.try_get("needed")?;
+    let state: String = row.try_get("state")?;
+    let deployment_id: Option<i64> = row.try_get("deployment_id")?;
+    Ok(ApprovalRequest {
+        id: row.try_get("id")?,
+        request: NewRequest {
+            app: typed(row, "app")?,
+            environment: typed(row, "environment")?,
+            git_ref: typed(row, "git_ref")?,
+            sha: typed(row, "sha")?,
+            task: typed(row, "task")?,
+            hosts: hosts.and_then(|h| h.parse().ok()),
+            force: row.try_get("force")?,
+            requester: row.try_get("requester")?,
+            channel: row.try_get("channel")?,
+            thread_ts: row.try_get("thread_ts")?,
+            needed: u32::try_from(needed).unwrap_or(1),
+            created_at: time_column(row, "created_at")?.unwrap_or_default(),
+            expires_at: time_column(row, "expires_at")?.unwrap_or_default(),
+        },
+        message_ts: row.try_get("message_ts")?,
+        state: RequestState::parse(&state),
+        decided_by: row.try_get("decided_by")?,
+        decided_at: time_column(row, "decided_at")?,
+        reason: row.try_get("reason")?,
+        deployment_id: deployment_id
+            .and_then(|id| u64::try_from(id).ok())
+            .map(DeploymentId),
+    })
+}
+
+/// Approval requests (`migrations/0005_guards.sql`).
+impl Store {
+    /// Records a request; returns its number.
+    pub async fn create_request(&self, r: &NewRequest) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO approval_requests (app, environment, git_ref, sha, task, hosts, force, requester, channel, thread_ts, needed, state, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?) RETURNING id",
+        )
+        .bind(r.app.as_str())
+        .bind(r.environment.as_str())
+        .bind(r.git_ref.as_str())
+        .bind(r.sha.as_str())
+        .bind(r.task.as_str())
+        .bind(r.hosts.as_ref().map(ToString::to_string))
+        .bind(r.force)
+        .bind(&r.requester)
+        .bind(&r.channel)
+        .bind(&r.thread_ts)
+        .bind(i64::from(r.needed))
+        .bind(stamp(r.created_at))
+        .bind(stamp(r.expires_at))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn request(&self, id: i64) -> Result<Option<ApprovalRequest>, StoreError> {
+        let row = sqlx::query("SELECT * FROM approval_requests WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| request_from_row(&r)).transpose()
+    }
+
+    /// The message that carries the request's buttons.
+    pub async fn set_request_message(&self, id: i64, ts: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE approval_requests SET message_ts = ? WHERE id = ?")
+            .bind(ts)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records `approver`'s approval of `sha`; returns who approved that sha so far.
+    pub async fn approve_request(
+        &self,
+        id: i64,
+        approver: &str,
+        sha: &Sha,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query(
+            "INSERT INTO approvals (request_id, approver, sha, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(approver)
+        .bind(sha.as_str())
+        .bind(stamp(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(sqlx::query_scalar(
+            "SELECT approver FROM approvals WHERE request_id = ? AND sha = ? ORDER BY created_at, approver",
+        )
+        .bind(id)
+        .bind(sha.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Ends a waiting request as `state`; false if it was no longer waiting (decided elsewhere).
+    pub async fn decide_request(
+        &self,
+        id: i64,
+        state: RequestState,
+        by: Option<&str>,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE approval_requests SET state = ?, decided_by = ?, decided_at = ?, reason = ? WHERE id = ? AND state = 'waiting'",
+        )
+        .bind(state.as_str())
+        .bind(by)
+        .bind(stamp(now))
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// The GitHub deployment an approved request became.
+    pub async fn set_request_deployment(
+        &self,
+        id: i64,
+        deployment_id: DeploymentId,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE approval_requests SET deployment_id = ? WHERE id = ?")
+            .bind(i64::try_from(deployment_id.0).unwrap_or(i64::MAX))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the waiting requests whose time ran out by `now`; returns them.
+    pub async fn expire_requests(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ApprovalRequest>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE approval_requests SET state = 'expired', decided_at = ? WHERE state = 'waiting' AND expires_at <= ? RETURNING *",
+        )
+        .bind(stamp(now))
+        .bind(stamp(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    /// The approved requests that became these deployments, by deployment id.
+    pub async fn approvals_of(
+        &self,
+        deployments: &[DeploymentId],
+    ) -> Result<Vec<ApprovalRequest>, StoreError> {
+        let mut found = Vec::new();
+        for id in deployments {
+            let row = sqlx::query("SELECT * FROM approval_requests WHERE deployment_id = ?")
+                .bind(i64::try_from(id.0).unwrap_or(i64::MAX))
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(row) = row {
+                found.push(request_from_row(&row)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Who approved request `id`'s sha, and when.
+    pub async fn approvers_of(
+        &self,
+        id: i64,
+        sha: &Sha,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT approver, created_at FROM approvals WHERE request_id = ? AND sha = ? ORDER BY created_at, approver",
+        )
+        .bind(id)
+        .bind(sha.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("approver")?,
+                    time_column(row, "created_at")?.unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Auto-deploy's memory (`migrations/0005_guards.sql`).
+impl Store {
+    /// Remembers `sha` as the newest green head waiting for `app`'s `environment`.
+    pub async fn set_auto_pending(
+        &self,
+        app: &AppName,
+        environment: &Environment,
+        sha: &Sha,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO auto_deploy_pending (app, environment, sha, since) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (app, environment) DO UPDATE SET sha = excluded.sha, since = excluded.since",
+        )
+        .bind(app.as_str())
+        .bind(environment.as_str())
+        .bind(sha.as_str())
+        .bind(stamp(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The waiting head, if any, without taking it.
+    pub async fn auto_pending(
+        &self,
+        app: &AppName,
+        environment: &Environment,
+    ) -> Result<Option<Sha>, StoreError> {
+        let sha: Option<String> = sqlx::query_scalar(
+            "SELECT sha FROM auto_deploy_pending WHERE app = ? AND environment = ?",
+        )
+        .bind(app.as_str())
+        .bind(environment.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(sha.and_then(|s| s.parse().ok()))
+    }
+
+    /// Forgets the waiting head if it is still `sha`.
+    pub async fn clear_auto_pending(
+        &self,
+        app: &AppName,
+        environment: &Environment,
+        sha: &Sha,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM auto_deploy_pending WHERE app = ? AND environment = ? AND sha = ?",
+        )
+        .bind(app.as_str())
+        .bind(environment.as_str())
+        .bind(sha.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether a deployment of `app` to `environment` is queued or running, or auto-deploy asked
+    /// GitHub for one within the last ten minutes whose webhook has not arrived yet.
+    pub async fn busy(
+        &self,
+        app: &AppName,
+        environment: &Environment,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let recently = stamp(now - chrono::Duration::minutes(10));
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM deployments WHERE app = ? AND environment = ? AND state IN ('queued', 'running')) \
+             + (SELECT COUNT(*) FROM auto_deploys a WHERE a.app = ? AND a.environment = ? AND a.created_at >= ? \
+                AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app = a.app AND d.environment = a.environment AND d.sha = a.sha))",
+        )
+        .bind(app.as_str())
+        .bind(environment.as_str())
+        .bind(app.as_str())
+        .bind(environment.as_str())
+        .bind(recently)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Whether `sha` was deployed (or is being deployed) there, or auto-deploy already asked for it; a
+    /// dry run (`deploy:noop`) deployed nothing and does not count.
+    pub async fn deployed_there(
+        &self,
+        app: &AppName,
+        environment: &Environment,
+        sha: &Sha,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM deployments WHERE app = ? AND environment = ? AND sha = ? AND task <> 'deploy:noop' AND state IN ('queued', 'running', 'success')) \
+             + (SELECT COUNT(*) FROM auto_deploys WHERE app = ? AND environment = ? AND sha = ?)",
+        )
+        .bind(app.as_str())
+        .bind(environment.as_str())
+        .bind(sha.as_str())
+        .bind(app.as_str())
+        .bind(environment.as_str())
+        .bind(sha.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Records that auto-deploy asked for `sha` there.
+    pub async fn record_auto_deploy(
+        &self,
+        app: &AppName,
+        environment: &Environment,
+        sha: &Sha,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO auto_deploys (app, environment, sha, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(app.as_str())
+        .bind(environment.as_str())
+        .bind(sha.as_str())
+        .bind(stamp(now))
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM auto_deploy_held WHERE app = ? AND environment = ?")
+            .bind(app.as_str())
+            .bind(environment.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records why auto-deploy holds back; true only the first time for this reason (say it once).
+    pub async fn auto_held(
+        &self,
+        app: &AppName,
+        environment: &Environment,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "INSERT INTO auto_deploy_held (app, environment, reason, said_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (app, environment) DO UPDATE SET reason = excluded.reason, said_at = excluded.said_at \
+             WHERE auto_deploy_held.reason <> excluded.reason",
+        )
+        .bind(app.as_str())
+        .bind(environment.as_str())
+        .bind(reason)
+        .bind(stamp(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
     }
 }

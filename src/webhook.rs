@@ -75,6 +75,8 @@ pub struct Listener {
     pub secret: Option<Secret>,
     /// Checks the tokens of log page links.
     pub log_key: LinkKey,
+    /// Deploys green branch heads (`auto_deploy`); `None` when no app does.
+    pub autodeploy: Option<Arc<crate::autodeploy::AutoDeployer>>,
 }
 
 /// The handlers' state: the listener and the room for unverified bodies.
@@ -251,7 +253,7 @@ async fn delivery(state: State<Shared>, headers: HeaderMap, body: Body) -> Respo
     // A label from a fixed few: the header is read before the signature is checked, and a client
     // that is not GitHub must not make up label values (each one a new series held forever).
     let event = match header(&headers, "x-github-event") {
-        Some(event @ ("deployment" | "ping")) => event,
+        Some(event @ ("deployment" | "ping" | "status" | "check_suite" | "check_run")) => event,
         Some(_) => "other",
         None => "none",
     };
@@ -327,10 +329,53 @@ async fn answer_delivery(
                     .into_response(),
             }
         }
+        "status" | "check_suite" | "check_run" => match &listener.autodeploy {
+            Some(autodeploy) => ci_event(autodeploy, &payload).await,
+            None => (StatusCode::ACCEPTED, "ignored").into_response(),
+        },
         other => {
             tracing::info!(event = other, "event not handled");
             (StatusCode::ACCEPTED, "ignored").into_response()
         }
+    }
+}
+
+/// How long a CI event's look at the branch may hold its answer: GitHub gives up after 10 s. A look
+/// that takes longer goes on after the answer.
+const CI_ANSWER_WITHIN: Duration = Duration::from_secs(8);
+
+/// A `status`, `check_suite` or `check_run` event: auto-deploy looks at the branches it names (all of
+/// the app's, when it names none), then it is answered 202.
+async fn ci_event(autodeploy: &Arc<crate::autodeploy::AutoDeployer>, payload: &Value) -> Response {
+    let Some(repository) = payload
+        .pointer("/repository/full_name")
+        .and_then(Value::as_str)
+        .and_then(|name| name.parse::<Repository>().ok())
+    else {
+        return (StatusCode::BAD_REQUEST, "no repository").into_response();
+    };
+    let mut branches: Vec<String> = payload
+        .get("branches")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|b| b.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for pointer in [
+        "/check_suite/head_branch",
+        "/check_run/check_suite/head_branch",
+    ] {
+        if let Some(branch) = payload.pointer(pointer).and_then(Value::as_str) {
+            branches.push(branch.to_string());
+        }
+    }
+    let autodeploy = Arc::clone(autodeploy);
+    let look = tokio::spawn(async move { autodeploy.on_ci(&repository, &branches).await });
+    match tokio::time::timeout(CI_ANSWER_WITHIN, look).await {
+        Ok(_) => (StatusCode::ACCEPTED, "checked").into_response(),
+        Err(_) => (StatusCode::ACCEPTED, "checking").into_response(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! through a [`ChatOutput`] that a transport (Slack) implements.
 
 pub mod bot;
+pub mod free;
 pub mod notifier;
 pub mod sinks;
 
@@ -76,5 +77,21 @@ pub trait ChatOutput: Clone + Send + Sync + 'static {
     /// gets no live status message: its outcome is said as one new message in the room.
     fn threads(&self) -> bool {
         true
+    }
+    /// Asks the person who clicked Reject on request `request` for a reason (a modal opened with the
+    /// click's `trigger_id`); false when the service cannot, and the rejection goes ahead without one.
+    fn ask_reject_reason(
+        &self,
+        trigger_id: &str,
+        request: i64,
+    ) -> impl Future<Output = bool> + Send {
+        let _ = (trigger_id, request);
+        async { false }
+    }
+    /// The user ids in the user groups among `approvers` (`@handle` or an `S…` id); a service
+    /// without user groups has none. A group that cannot be read counts as empty.
+    fn group_members(&self, approvers: &[String]) -> impl Future<Output = Vec<String>> + Send {
+        let _ = approvers;
+        async { Vec::new() }
     }
 }

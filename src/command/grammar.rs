@@ -25,7 +25,7 @@ use nom::{
     sequence::preceded,
 };
 
-use super::{CancelTarget, Command, DEFAULT_TASK, DeployCommand};
+use super::{CancelTarget, Command, DEFAULT_TASK, DeployCommand, Until};
 use crate::domain::{AppName, Environment, GitRef, Hosts, Invalid, Task, is_space};
 use crate::suggest;
 
@@ -92,6 +92,16 @@ pub enum ParseError {
         topic: String,
         suggestion: Option<&'static str>,
     },
+    /// `until` followed by something other than a time of day.
+    NotATime {
+        word: String,
+    },
+    /// `approve` / `reject` without a request number.
+    NeedsRequestNumber {
+        verb: &'static str,
+    },
+    /// `notify` not followed by `me when <env> is free`.
+    NotifyOnly,
 }
 
 impl std::fmt::Display for ParseError {
@@ -117,8 +127,8 @@ pub struct Addressing<'a> {
 
 /// Verbs a message can start with, for "did you mean" and for `help <topic>`.
 pub const VERBS: &[&str] = &[
-    "deploy", "deploys", "where", "lock", "unlock", "locks", "cancel", "rollback", "help",
-    "version",
+    "deploy", "deploys", "where", "lock", "unlock", "locks", "freeze", "unfreeze", "approve",
+    "reject", "notify", "cancel", "rollback", "help", "version",
 ];
 
 /// Parses a message as Slack delivers it. `None`: not addressed to the bot (never an error).
@@ -228,7 +238,12 @@ pub fn usage(verb: &str) -> &'static str {
         "deploy" => "usage: deploy[:task][!] <app>[/<ref>] [to <env>[/<hosts>]] [<otp>]",
         "deploys" => "usage: deploys <app>[/<ref>] [in <env>]",
         "where" => "usage: where can i deploy <app>",
-        "lock" => "usage: lock <app> [in <env>] [<reason…>]",
+        "lock" => "usage: lock[!] <app> [in <env>] [<duration> | until <HH:MM>] [<reason…>]",
+        "freeze" => "usage: freeze [<app> in] <env> [<duration> | until <HH:MM>] [<reason…>]",
+        "unfreeze" => "usage: unfreeze [<app> in] <env>",
+        "approve" => "usage: approve #<request>",
+        "reject" => "usage: reject #<request> [<reason…>]",
+        "notify" => "usage: notify me when [<app> in] <env> is free",
         "unlock" => "usage: unlock <app> [in <env>]",
         "locks" => "usage: locks",
         "cancel" => "usage: cancel <app> [in <env>] | cancel #<deployment id>",
@@ -295,8 +310,14 @@ fn command(i: &str) -> PResult<'_, Command> {
     match verb.to_lowercase().as_str() {
         "deploys" => deploys(after),
         "where" => where_can_i_deploy(after),
-        "lock" => lock(after),
+        "lock" => lock(after, false),
+        "lock!" => lock(after, true),
         "unlock" => unlock(after),
+        "freeze" => freeze(after),
+        "unfreeze" => unfreeze(after),
+        "approve" => approve(after),
+        "reject" => reject(after),
+        "notify" => notify_when_free(after),
         "locks" => no_arguments(after, "locks", Command::Locks),
         "cancel" => cancel(after),
         "rollback" => rollback(after),
@@ -344,7 +365,7 @@ fn deploy_family(i: &str) -> PResult<'_, Command> {
     // `is_deploy_family` checked that the word starts with the six ASCII letters of "deploy".
     let task = format!("{DEFAULT_TASK}{}", &task[DEFAULT_TASK.len()..]);
     match task.as_str() {
-        "deploy:lock" => return lock(after),
+        "deploy:lock" => return lock(after, false),
         "deploy:unlock" => return unlock(after),
         "deploy:version" => return no_arguments(after, "version", Command::Version),
         _ => {}
@@ -514,13 +535,28 @@ fn where_can_i_deploy(i: &str) -> PResult<'_, Command> {
     Ok((i, Command::Where { app }))
 }
 
-/// `lock = ("lock" | "deploy:lock" "!"?) app target? reason?`
-fn lock(i: &str) -> PResult<'_, Command> {
+/// `lock = ("lock" "!"? | "deploy:lock" "!"?) app target? until? reason?`
+fn lock(i: &str, force: bool) -> PResult<'_, Command> {
     let (i, app) = app_without_ref(i, "lock")?;
     let (i, target) = target(i, "lock")?;
+    let (i, until) = until(i)?;
+    let (i, reason) = reason(i)?;
+    Ok((
+        i,
+        Command::Lock {
+            force,
+            app,
+            environment: target.map(|(env, _)| env),
+            until,
+            reason,
+        },
+    ))
+}
+
+/// Free text to the end, or `None`. Its words are joined by one plain space, whatever spaces (a line
+/// break too) were between them: a reason reads the same however it was typed or pasted.
+fn reason(i: &str) -> PResult<'_, Option<String>> {
     let (i, reason) = rest(i)?;
-    // Free text, but its words are joined by one plain space, whatever spaces (a line break too) were
-    // between them: a reason reads the same however it was typed or pasted.
     let reason = reason
         .split(is_space)
         .filter(|word| !word.is_empty())
@@ -529,14 +565,142 @@ fn lock(i: &str) -> PResult<'_, Command> {
     if reason.chars().any(char::is_control) {
         return Err(malformed(ParseError::ControlInReason));
     }
+    Ok((i, (!reason.is_empty()).then_some(reason)))
+}
+
+/// `until = duration | "until" HH ":" MM`, where `duration = (digits ("d" | "h" | "m"))+`; `None`
+/// when the next word is neither.
+fn until(i: &str) -> PResult<'_, Option<Until>> {
+    let Ok((after, first)) = preceded(spaces1, word).parse(i) else {
+        return Ok((i, None));
+    };
+    if let Some(minutes) = duration_minutes(first) {
+        return Ok((after, Some(Until::For { minutes })));
+    }
+    if !first.eq_ignore_ascii_case("until") {
+        return Ok((i, None));
+    }
+    let (after, time) =
+        preceded(spaces1, word)
+            .parse(after)
+            .map_err(|_: nom::Err<GrammarError>| {
+                malformed(ParseError::NotATime {
+                    word: String::new(),
+                })
+            })?;
+    let parsed = time.split_once(':').and_then(|(h, m)| {
+        let (hour, minute): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h.len() <= 2 && m.len() == 2 && hour < 24 && minute < 60).then_some((hour, minute))
+    });
+    match parsed {
+        Some((hour, minute)) => Ok((after, Some(Until::At { hour, minute }))),
+        None => Err(malformed(ParseError::NotATime {
+            word: time.to_string(),
+        })),
+    }
+}
+
+/// The longest freeze or lock typed in chat: 90 days, in minutes.
+const MAX_MINUTES: u64 = 90 * 24 * 60;
+
+/// `2h`, `30m`, `1h30m`, `1d` → minutes (more than zero, at most [`MAX_MINUTES`]).
+pub fn duration_minutes(text: &str) -> Option<u32> {
+    let mut total: u64 = 0;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 || digits > 6 {
+            return None;
+        }
+        let number: u64 = rest[..digits].parse().ok()?;
+        let unit = match rest[digits..].chars().next()? {
+            'd' | 'D' => 24 * 60,
+            'h' | 'H' => 60,
+            'm' | 'M' => 1,
+            _ => return None,
+        };
+        total += number * unit;
+        rest = &rest[digits + 1..];
+    }
+    (total > 0 && total <= MAX_MINUTES).then(|| u32::try_from(total).ok())?
+}
+
+/// `scope = app ("in" | "on" | "to") env | env`: an app's environment, or that environment of every app.
+fn scope<'a>(i: &'a str, verb: &'static str) -> PResult<'a, (Option<AppName>, Environment)> {
+    let (after, first) = app_without_ref(i, verb)?;
+    let (after, target) = target(after, verb)?;
+    match target {
+        Some((environment, _)) => Ok((after, (Some(first), environment))),
+        None => Ok((after, (None, valid(first.as_str(), verb)?))),
+    }
+}
+
+/// `freeze = "freeze" scope until? reason?`
+fn freeze(i: &str) -> PResult<'_, Command> {
+    let (i, (app, environment)) = scope(i, "freeze")?;
+    let (i, until) = until(i)?;
+    let (i, reason) = reason(i)?;
     Ok((
         i,
-        Command::Lock {
+        Command::Freeze {
             app,
-            environment: target.map(|(env, _)| env),
-            reason: (!reason.is_empty()).then_some(reason),
+            environment,
+            until,
+            reason,
         },
     ))
+}
+
+/// `unfreeze = "unfreeze" scope`
+fn unfreeze(i: &str) -> PResult<'_, Command> {
+    let (i, (app, environment)) = scope(i, "unfreeze")?;
+    Ok((i, Command::Unfreeze { app, environment }))
+}
+
+/// `"#"? digits`, a request number, for `verb`.
+fn request_number<'a>(i: &'a str, verb: &'static str) -> PResult<'a, u64> {
+    let (after, digits) = preceded((spaces1, opt(char('#'))), digit1)
+        .parse(i)
+        .map_err(|_: nom::Err<GrammarError>| malformed(ParseError::NeedsRequestNumber { verb }))?;
+    if !(after.is_empty() || after.starts_with(is_space)) {
+        return Err(malformed(ParseError::NeedsRequestNumber { verb }));
+    }
+    let number = digits.parse().map_err(|_| {
+        malformed(ParseError::NotADeploymentNumber {
+            digits: digits.to_string(),
+        })
+    })?;
+    Ok((after, number))
+}
+
+/// `approve = "approve" "#"? digits`
+fn approve(i: &str) -> PResult<'_, Command> {
+    let (i, request) = request_number(i, "approve")?;
+    Ok((i, Command::Approve { request }))
+}
+
+/// `reject = "reject" "#"? digits reason?`
+fn reject(i: &str) -> PResult<'_, Command> {
+    let (i, request) = request_number(i, "reject")?;
+    let (i, reason) = reason(i)?;
+    Ok((i, Command::Reject { request, reason }))
+}
+
+/// `notify = "notify" "me" "when" scope "is" "free" "?"?`
+fn notify_when_free(i: &str) -> PResult<'_, Command> {
+    let only = |_: nom::Err<GrammarError>| malformed(ParseError::NotifyOnly);
+    let (i, _) = (spaces1, tag_no_case("me"), spaces1, tag_no_case("when"))
+        .parse(i)
+        .map_err(only)?;
+    let (i, (app, environment)) = scope(i, "notify")?;
+    let (i, _) = (spaces1, tag_no_case("is"), spaces1, tag_no_case("free"))
+        .parse(i)
+        .map_err(only)?;
+    let (i, _) = opt(char('?')).parse(i)?;
+    Ok((i, Command::NotifyWhenFree { app, environment }))
 }
 
 /// An app name where a ref makes no sense (locks, cancel, rollback).
@@ -609,7 +773,7 @@ fn help(i: &str) -> PResult<'_, Command> {
     };
     let lower = topic.to_lowercase();
     let known = match lower.as_str() {
-        "deploy:lock" => Some("lock"),
+        "deploy:lock" | "lock!" => Some("lock"),
         "deploy:unlock" => Some("unlock"),
         "deploy:version" => Some("version"),
         other => VERBS.iter().copied().find(|verb| *verb == other),
@@ -686,6 +850,100 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(parse_command(text), Err(expected), "{text:?}");
+        }
+    }
+
+    /// The guards' commands: scopes, durations and times, reasons.
+    #[test]
+    fn guard_commands_parse() {
+        let production: Environment = "production".parse().unwrap();
+        let adxstat: AppName = "adxstat".parse().unwrap();
+        let cases: Vec<(&str, Command)> = vec![
+            (
+                "freeze production 2h release week",
+                Command::Freeze {
+                    app: None,
+                    environment: production.clone(),
+                    until: Some(Until::For { minutes: 120 }),
+                    reason: Some("release week".into()),
+                },
+            ),
+            (
+                "freeze adxstat in production until 18:00 db migration",
+                Command::Freeze {
+                    app: Some(adxstat.clone()),
+                    environment: production.clone(),
+                    until: Some(Until::At {
+                        hour: 18,
+                        minute: 0,
+                    }),
+                    reason: Some("db migration".into()),
+                },
+            ),
+            (
+                "unfreeze production",
+                Command::Unfreeze {
+                    app: None,
+                    environment: production.clone(),
+                },
+            ),
+            (
+                "lock! adxstat in production 1h30m because incident",
+                Command::Lock {
+                    force: true,
+                    app: adxstat.clone(),
+                    environment: Some(production.clone()),
+                    until: Some(Until::For { minutes: 90 }),
+                    reason: Some("because incident".into()),
+                },
+            ),
+            ("approve #42", Command::Approve { request: 42 }),
+            (
+                "reject 42 not on a friday",
+                Command::Reject {
+                    request: 42,
+                    reason: Some("not on a friday".into()),
+                },
+            ),
+            (
+                "notify me when production is free",
+                Command::NotifyWhenFree {
+                    app: None,
+                    environment: production.clone(),
+                },
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_command(text), Ok(expected.clone()), "{text:?}");
+            assert_eq!(
+                parse_command(&expected.to_string()),
+                Ok(expected),
+                "{text:?}"
+            );
+        }
+        for (text, expected) in [
+            (
+                "freeze production until 6pm",
+                ParseError::NotATime { word: "6pm".into() },
+            ),
+            (
+                "approve",
+                ParseError::NeedsRequestNumber { verb: "approve" },
+            ),
+            ("notify me production", ParseError::NotifyOnly),
+        ] {
+            assert_eq!(parse_command(text), Err(expected), "{text:?}");
+        }
+        for (text, minutes) in [
+            ("2h", Some(120)),
+            ("1d", Some(1440)),
+            ("1h30m", Some(90)),
+            ("0m", None),
+            ("2x", None),
+            ("h", None),
+            ("91d", None),
+        ] {
+            assert_eq!(duration_minutes(text), minutes, "{text}");
         }
     }
 

@@ -46,10 +46,14 @@ pub enum Command {
     Where {
         app: AppName,
     },
-    /// `lock <app> [in <env>] [<reason…>]`, also `deploy:lock`.
+    /// `lock[!] <app> [in <env>] [<duration> | until <HH:MM>] [<reason…>]`, also `deploy:lock`.
     Lock {
+        /// `lock!`: take the lock from its holder (admins).
+        force: bool,
         app: AppName,
         environment: Option<Environment>,
+        /// When the lock ends by itself; `None`: when it is unlocked.
+        until: Option<Until>,
         reason: Option<String>,
     },
     /// `unlock <app> [in <env>]`, also `deploy:unlock`.
@@ -66,12 +70,73 @@ pub enum Command {
         app: AppName,
         environment: Option<Environment>,
     },
+    /// `freeze [<app> in] <env> [<duration> | until <HH:MM>] [<reason…>]`: no deploys there.
+    Freeze {
+        /// `None`: every app's environment of that name.
+        app: Option<AppName>,
+        environment: Environment,
+        until: Option<Until>,
+        reason: Option<String>,
+    },
+    /// `unfreeze [<app> in] <env>`.
+    Unfreeze {
+        app: Option<AppName>,
+        environment: Environment,
+    },
+    /// `approve #<n>`: approve a waiting deploy.
+    Approve {
+        request: u64,
+    },
+    /// `reject #<n> [<reason…>]`.
+    Reject {
+        request: u64,
+        reason: Option<String>,
+    },
+    /// `notify me when [<app> in] <env> is free`: a direct message once its lock is gone.
+    NotifyWhenFree {
+        app: Option<AppName>,
+        environment: Environment,
+    },
     /// `help [<command>]`.
     Help {
         topic: Option<String>,
     },
     /// `version` or `deploy:version`.
     Version,
+}
+
+/// When a freeze or a lock ends by itself, as typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// After this many minutes (`2h`, `30m`, `1h30m`, `1d`).
+    For { minutes: u32 },
+    /// At the next such time of day, in `[bot] time_zone` (`until 18:00`).
+    At { hour: u32, minute: u32 },
+}
+
+impl fmt::Display for Until {
+    /// `2h30m`, `1d`, `until 18:00`: what the grammar reads back as the same value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Until::At { hour, minute } => write!(f, "until {hour:02}:{minute:02}"),
+            Until::For { minutes } => {
+                let parts = [
+                    (minutes / (24 * 60), "d"),
+                    (minutes % (24 * 60) / 60, "h"),
+                    (minutes % 60, "m"),
+                ];
+                let mut wrote = false;
+                for (value, unit) in parts.into_iter().filter(|(v, _)| *v > 0) {
+                    write!(f, "{value}{unit}")?;
+                    wrote = true;
+                }
+                if !wrote {
+                    f.write_str("0m")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// What a `cancel` names: a deployment number, or the current deploy of an app in an environment.
@@ -92,6 +157,11 @@ impl Command {
             Command::Deploys { .. } => "deploys",
             Command::Where { .. } => "where",
             Command::Lock { .. } => "lock",
+            Command::Freeze { .. } => "freeze",
+            Command::Unfreeze { .. } => "unfreeze",
+            Command::Approve { .. } => "approve",
+            Command::Reject { .. } => "reject",
+            Command::NotifyWhenFree { .. } => "notify",
             Command::Unlock { .. } => "unlock",
             Command::Locks => "locks",
             Command::Cancel(_) => "cancel",
@@ -117,10 +187,28 @@ impl Command {
             } => json!({"command": name, "app": app, "ref": git_ref, "environment": environment}),
             Command::Where { app } => json!({"command": name, "app": app}),
             Command::Lock {
+                force,
                 app,
                 environment,
+                until,
                 reason,
-            } => json!({"command": name, "app": app, "environment": environment, "reason": reason}),
+            } => json!({"command": name, "force": force, "app": app, "environment": environment,
+                "until": until.map(|u| u.to_string()), "reason": reason}),
+            Command::Freeze {
+                app,
+                environment,
+                until,
+                reason,
+            } => json!({"command": name, "app": app, "environment": environment,
+                "until": until.map(|u| u.to_string()), "reason": reason}),
+            Command::Unfreeze { app, environment }
+            | Command::NotifyWhenFree { app, environment } => {
+                json!({"command": name, "app": app, "environment": environment})
+            }
+            Command::Approve { request } => json!({"command": name, "id": request}),
+            Command::Reject { request, reason } => {
+                json!({"command": name, "id": request, "reason": reason})
+            }
             Command::Unlock { app, environment } | Command::Rollback { app, environment } => {
                 json!({"command": name, "app": app, "environment": environment})
             }
@@ -140,6 +228,33 @@ impl Command {
 fn write_env(f: &mut fmt::Formatter<'_>, environment: &Option<Environment>) -> fmt::Result {
     match environment {
         Some(env) => write!(f, " in {env}"),
+        None => Ok(()),
+    }
+}
+
+/// `<env>` or `<app> in <env>`.
+fn write_scope(
+    f: &mut fmt::Formatter<'_>,
+    app: &Option<AppName>,
+    environment: &Environment,
+) -> fmt::Result {
+    match app {
+        Some(app) => write!(f, "{app} in {environment}"),
+        None => write!(f, "{environment}"),
+    }
+}
+
+/// ` <until>` and ` <reason>`, each when given.
+fn write_until_reason(
+    f: &mut fmt::Formatter<'_>,
+    until: &Option<Until>,
+    reason: &Option<String>,
+) -> fmt::Result {
+    if let Some(until) = until {
+        write!(f, " {until}")?;
+    }
+    match reason {
+        Some(reason) => write!(f, " {reason}"),
         None => Ok(()),
     }
 }
@@ -185,16 +300,42 @@ impl fmt::Display for Command {
             }
             Command::Where { app } => write!(f, "where can i deploy {app}"),
             Command::Lock {
+                force,
                 app,
                 environment,
+                until,
                 reason,
             } => {
-                write!(f, "lock {app}")?;
+                write!(f, "lock{} {app}", if *force { "!" } else { "" })?;
                 write_env(f, environment)?;
+                write_until_reason(f, until, reason)
+            }
+            Command::Freeze {
+                app,
+                environment,
+                until,
+                reason,
+            } => {
+                write!(f, "freeze ")?;
+                write_scope(f, app, environment)?;
+                write_until_reason(f, until, reason)
+            }
+            Command::Unfreeze { app, environment } => {
+                write!(f, "unfreeze ")?;
+                write_scope(f, app, environment)
+            }
+            Command::Approve { request } => write!(f, "approve #{request}"),
+            Command::Reject { request, reason } => {
+                write!(f, "reject #{request}")?;
                 match reason {
                     Some(reason) => write!(f, " {reason}"),
                     None => Ok(()),
                 }
+            }
+            Command::NotifyWhenFree { app, environment } => {
+                write!(f, "notify me when ")?;
+                write_scope(f, app, environment)?;
+                write!(f, " is free")
             }
             Command::Unlock { app, environment } => {
                 write!(f, "unlock {app}")?;

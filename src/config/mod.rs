@@ -9,6 +9,7 @@
 //! result is a [`Secret`]. Relative paths are relative to the directory of the config file.
 
 pub mod apps_json;
+mod guards;
 mod values;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 
 use crate::domain::{AppName, Environment, GitRef, HerokuApp, Invalid, Repository, Room};
 use crate::secret::Secret;
+pub use guards::{Approvals, AutoDeploy, ClosedPeriod, Window};
 pub use values::{EnvString, HumanDuration};
 
 /// One thing wrong with a config file, with where it is.
@@ -63,6 +65,8 @@ pub struct Config {
     pub notify: Vec<NotifyConfig>,
     pub deploy: DeployConfig,
     pub apps: BTreeMap<AppName, AppConfig>,
+    /// `[windows.<environment>]`: when deploys to an environment (of any app) may run.
+    pub windows: BTreeMap<Environment, Window>,
     /// What is allowed but probably not meant (an environment alias an app's own environment shadows);
     /// `zbot check` prints them, zbot runs anyway.
     pub warnings: Vec<Problem>,
@@ -76,8 +80,11 @@ pub struct BotConfig {
     /// `prod` → `production`.
     pub environment_aliases: BTreeMap<Environment, Environment>,
     pub data_dir: PathBuf,
-    /// Slack user ids that may remove anyone's lock.
+    /// Slack user ids that may remove anyone's lock or freeze, take a lock (`lock!`) and deploy through
+    /// a freeze or outside a window (`deploy!`).
     pub admins: Vec<String>,
+    /// The time zone in which chat times are read and shown (`freeze … until 18:00`); default UTC.
+    pub time_zone: chrono_tz::Tz,
 }
 
 #[derive(Debug, Clone)]
@@ -315,6 +322,12 @@ pub struct AppConfig {
     pub deploy_key: Option<PathBuf>,
     /// `heroku_app`: the Heroku app each environment deploys to (`provider = "heroku"`).
     pub heroku_apps: BTreeMap<Environment, HerokuApp>,
+    /// Environments whose deploys wait for approval, and by whom.
+    pub approvals: BTreeMap<Environment, Approvals>,
+    /// Deploy a branch's head when its CI passes.
+    pub auto_deploy: Option<AutoDeploy>,
+    /// Lock the environment when a deploy there fails or is rolled back (off by default).
+    pub lock_on_failure: bool,
 }
 
 impl Config {
@@ -392,6 +405,18 @@ impl AppConfig {
     /// Whether the app deploys through Heroku's Platform API (`provider = "heroku"`).
     pub fn is_heroku(&self) -> bool {
         self.provider.as_deref() == Some(HEROKU_PROVIDER)
+    }
+
+    /// The app's settings as sent in a deployment payload (`config`): nothing secret.
+    pub fn public_settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "repository": self.repository,
+            "provider": self.provider,
+            "environments": self.environments,
+            "environment_urls": self.environment_urls,
+            "required_contexts": self.required_contexts,
+            "auto_merge": self.auto_merge,
+        })
     }
 
     /// The app's environment that `typed` names, as configured: the app's own environment of that name
@@ -545,6 +570,8 @@ struct RawConfig {
     deploy: RawDeploy,
     #[serde(default)]
     apps: BTreeMap<String, RawApp>,
+    #[serde(default)]
+    windows: BTreeMap<String, guards::RawWindow>,
 }
 
 #[derive(Deserialize, Default)]
@@ -558,6 +585,7 @@ struct RawBot {
     data_dir: Option<EnvString>,
     #[serde(default)]
     admins: Vec<String>,
+    time_zone: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -686,6 +714,11 @@ struct RawApp {
     timeout: Option<HumanDuration>,
     deploy_key: Option<EnvString>,
     heroku_app: Option<RawHerokuApp>,
+    #[serde(default)]
+    approvals: BTreeMap<String, guards::RawApprovals>,
+    auto_deploy: Option<guards::RawAutoDeploy>,
+    #[serde(default)]
+    lock_on_failure: bool,
 }
 
 pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api";
@@ -836,6 +869,7 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
             Some((c.parse(&format!("apps.{name}"), None, &name)?, app?))
         })
         .collect();
+    let windows = guards::validate_windows(&mut c, raw.windows, bot.time_zone);
 
     if c.problems.is_empty() {
         let warnings = shadowed_aliases(&c, &bot, &apps);
@@ -850,6 +884,7 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
             notify,
             deploy,
             apps,
+            windows,
             warnings,
         })
     } else {
@@ -1196,6 +1231,10 @@ fn validate_bot(c: &mut Checker<'_>, raw: RawBot) -> BotConfig {
         Some(dir) => c.path(dir),
         None => c.base.join("data"),
     };
+    let time_zone = match &raw.time_zone {
+        Some(zone) => guards::time_zone(c, "bot", "time_zone", zone),
+        None => chrono_tz::Tz::UTC,
+    };
     BotConfig {
         name,
         aliases: raw.aliases,
@@ -1203,6 +1242,7 @@ fn validate_bot(c: &mut Checker<'_>, raw: RawBot) -> BotConfig {
         environment_aliases,
         data_dir,
         admins: raw.admins,
+        time_zone,
     }
 }
 
@@ -1532,6 +1572,10 @@ fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> Option<AppConfi
         raw.provider.as_deref(),
         raw.heroku_app,
     );
+    let approvals = guards::validate_approvals(c, &table, &environments, raw.approvals);
+    let auto_deploy = raw
+        .auto_deploy
+        .and_then(|auto| guards::validate_auto_deploy(c, &table, &environments, auto));
     Some(AppConfig {
         repository: repository?,
         clone_url,
@@ -1546,6 +1590,9 @@ fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> Option<AppConfi
         timeout: raw.timeout.map(|t| t.0),
         deploy_key,
         heroku_apps,
+        approvals,
+        auto_deploy,
+        lock_on_failure: raw.lock_on_failure,
     })
 }
 

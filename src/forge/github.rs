@@ -28,11 +28,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{
-    Created, DeploymentListing, DeploymentRequest, DeploymentSummary, ForgeError, LogPage,
-    MAX_DESCRIPTION, RateLimit, Refused, StatusUpdate, truncate,
+    CheckState, Checks, Created, DeploymentListing, DeploymentRequest, DeploymentSummary,
+    ForgeError, LogPage, MAX_DESCRIPTION, RateLimit, Refused, StatusUpdate, truncate,
 };
 use crate::config::{GithubConfig, Timeouts};
-use crate::domain::{DeploymentId, Environment, Repository, Sha};
+use crate::domain::{DeploymentId, Environment, GitRef, Repository, Sha};
 use crate::http::{HttpClient, HttpError};
 use crate::secret::Secret;
 
@@ -903,6 +903,100 @@ impl GitHub {
             remaining: wire.resources.core.remaining,
             reset_epoch: wire.resources.core.reset,
         })
+    }
+
+    /// The commit `git_ref` names in `repository` now (`GET /repos/{owner}/{repo}/commits/{ref}`): a
+    /// not-found ref is [`Refused::UnknownRef`].
+    pub async fn resolve_ref(
+        &self,
+        repository: &Repository,
+        git_ref: &GitRef,
+    ) -> Result<Sha, Refused> {
+        #[derive(serde::Deserialize)]
+        struct Commit {
+            sha: String,
+        }
+        // Each segment percent-encoded; the slashes of a branch name stay.
+        let path: Vec<String> = git_ref
+            .as_str()
+            .split('/')
+            .map(|segment| form_urlencoded::byte_serialize(segment.as_bytes()).collect())
+            .collect();
+        let route = format!("/repos/{repository}/commits/{}", path.join("/"));
+        let answer = self
+            .call("resolving a ref", &self.api, &route, Call::Get)
+            .await
+            .map_err(Refused::Unanswered)?;
+        match answer.status {
+            404 | 422 => Err(Refused::UnknownRef {
+                git_ref: git_ref.clone(),
+                repository: repository.clone(),
+            }),
+            _ => {
+                let commit: Commit = answer.parse().map_err(Refused::Unanswered)?;
+                commit
+                    .sha
+                    .parse()
+                    .map_err(|e: crate::domain::Invalid| Refused::Validation(e.to_string()))
+            }
+        }
+    }
+
+    /// The commit statuses (`GET …/commits/{sha}/status`, the latest per context) and check runs
+    /// (`GET …/commits/{sha}/check-runs`) of `sha`.
+    pub async fn checks(&self, repository: &Repository, sha: &Sha) -> Result<Checks, ForgeError> {
+        #[derive(Deserialize)]
+        struct Combined {
+            #[serde(default)]
+            statuses: Vec<Status>,
+        }
+        #[derive(Deserialize)]
+        struct Status {
+            context: String,
+            state: String,
+        }
+        #[derive(Deserialize)]
+        struct Runs {
+            #[serde(default)]
+            check_runs: Vec<Run>,
+        }
+        #[derive(Deserialize)]
+        struct Run {
+            name: String,
+            status: String,
+            conclusion: Option<String>,
+        }
+        let base = format!("/repos/{repository}/commits/{sha}");
+        let combined: Combined = self
+            .get("reading commit statuses", &format!("{base}/status"))
+            .await?;
+        let runs: Runs = self
+            .get(
+                "reading check runs",
+                &with_query(&format!("{base}/check-runs"), &[("per_page", "100")]),
+            )
+            .await?;
+        let mut contexts: Vec<(String, CheckState)> = combined
+            .statuses
+            .into_iter()
+            .map(|s| {
+                let state = match s.state.as_str() {
+                    "success" => CheckState::Passed,
+                    "pending" => CheckState::Pending,
+                    _ => CheckState::Failed,
+                };
+                (s.context, state)
+            })
+            .collect();
+        contexts.extend(runs.check_runs.into_iter().map(|r| {
+            let state = match (r.status.as_str(), r.conclusion.as_deref()) {
+                ("completed", Some("success" | "neutral" | "skipped")) => CheckState::Passed,
+                ("completed", _) => CheckState::Failed,
+                _ => CheckState::Pending,
+            };
+            (r.name, state)
+        }));
+        Ok(Checks { contexts })
     }
 
     /// Whether the token can see `repository` (`GET /repos/{owner}/{repo}`); the reason if not.

@@ -154,6 +154,21 @@ async fn has_commit(url: &str, sha: &Sha) -> bool {
 }
 
 impl LocalForge {
+    /// The commit `git_ref` names in the app's repository.
+    pub async fn resolve(
+        &self,
+        app_name: &AppName,
+        app: &AppConfig,
+        git_ref: &GitRef,
+    ) -> Result<Sha, Refused> {
+        let url = app.clone_url.as_deref().ok_or_else(|| {
+            Refused::Validation(format!(
+                "[apps.{app_name}] needs a clone_url to deploy without GitHub"
+            ))
+        })?;
+        resolve(url, &app.repository, git_ref).await
+    }
+
     pub async fn create_deployment(
         &self,
         app_name: &AppName,

@@ -239,6 +239,27 @@ impl Forge {
         }
     }
 
+    /// The commit `git_ref` names in `app`'s repository now (what an approval is for).
+    pub async fn resolve(
+        &self,
+        app_name: &AppName,
+        app: &AppConfig,
+        git_ref: &GitRef,
+    ) -> Result<Sha, Refused> {
+        match self {
+            Forge::GitHub(github) => github.resolve_ref(&app.repository, git_ref).await,
+            Forge::Local(local) => local.resolve(app_name, app, git_ref).await,
+        }
+    }
+
+    /// The statuses and check runs of `sha` (auto-deploy); the embedded forge has no CI.
+    pub async fn checks(&self, app: &AppConfig, sha: &Sha) -> Result<Checks, ForgeError> {
+        match self {
+            Forge::GitHub(github) => github.checks(&app.repository, sha).await,
+            Forge::Local(_) => Ok(Checks::default()),
+        }
+    }
+
     pub async fn recent_deployments(
         &self,
         app_name: &AppName,
@@ -285,6 +306,8 @@ pub enum Changes {
     /// The last deploy's commits that this one took back (a rollback): `ahead_by` of them.
     TookBack(Comparison),
 }
+
+pub use crate::domain::{CheckState, Checks};
 
 /// A deployment status as GitHub knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -64,6 +64,11 @@ pub struct Deployer {
     pub log_links: Option<LogLinks>,
     /// What carries deployments out: the process runner, Heroku's Platform API.
     pub executors: executor::Executors,
+    /// "Now", for freezes, windows and lock expiry.
+    pub clock: crate::clock::Clock,
+    /// The override said of each deployment an admin's `deploy!` took through a freeze or window, while
+    /// it runs: added to its `in_progress` and final status descriptions.
+    pub overrides: std::sync::Mutex<std::collections::BTreeMap<DeploymentId, String>>,
 }
 
 /// Resolves with the cancel's reason once the deploy is cancelled; never if it is not.
@@ -415,7 +420,15 @@ impl Deployer {
         self.end(&d, outcome, Some(&log_url)).await;
     }
 
-    async fn end(&self, d: &Deployment, outcome: Outcome, log_url: Option<&str>) {
+    async fn end(&self, d: &Deployment, mut outcome: Outcome, log_url: Option<&str>) {
+        let failed = matches!(outcome.state, StatusState::Failure | StatusState::Error);
+        if failed
+            && outcome.denial.is_none()
+            && d.task == crate::domain::Task::deploy()
+            && let Some(note) = self.lock_after_failure(d).await
+        {
+            outcome.description = format!("{}; {note}", outcome.description);
+        }
         let state = match outcome.state {
             StatusState::Success => DeploymentState::Success,
             StatusState::Failure => DeploymentState::Failure,
@@ -536,14 +549,9 @@ impl Deployer {
         if d.task.is_unlock() {
             return self.lock_task(d, false).await;
         }
-        let lock = self.store.lock_of(&d.app, &d.environment).await;
-        if let Err(e) = &lock {
-            tracing::error!(deployment = %d.deployment_id, "cannot read locks: {e}");
-        }
-        if let Err(denial) =
-            policy::may_run(lock.as_ref().map(Option::as_ref).map_err(drop), &d.actor)
-        {
-            return Outcome::denied(denial);
+        if let Err(outcome) = self.guards(d, app, log).await {
+            self.override_of(d, true);
+            return outcome;
         }
         log.note(format!(
             "zbot deploy #{}: {}@{} ({}) to {} for {}",
@@ -554,7 +562,7 @@ impl Deployer {
             Ok(executor) => executor,
             Err(reason) => return Outcome::error(reason),
         };
-        executor
+        let mut outcome = executor
             .execute(executor::Job {
                 deployer: self,
                 d,
@@ -564,17 +572,84 @@ impl Deployer {
                 started,
                 cancel,
             })
-            .await
+            .await;
+        if let Some(note) = self.override_of(d, true) {
+            outcome.description = format!("{}; {note}", outcome.description);
+        }
+        outcome
+    }
+
+    /// The guards every deployment meets, whatever path it came by (chat, a webhook, polling,
+    /// auto-deploy): the lock (one that ended does not count), freezes and windows (an admin's
+    /// `deploy!` goes through, remembered to be said), and approvals (for this very commit). A dry
+    /// run (`deploy:noop`) meets the lock only.
+    async fn guards(
+        &self,
+        d: &Deployment,
+        app: &AppConfig,
+        log: &LogSender,
+    ) -> Result<(), Outcome> {
+        let now = self.clock.now();
+        let lock = self.store.lock_of(&d.app, &d.environment).await;
+        if let Err(e) = &lock {
+            tracing::error!(deployment = %d.deployment_id, "cannot read locks: {e}");
+        }
+        let lock = lock.map(|lock| lock.filter(|l| l.holds_at(now)));
+        policy::may_run(lock.as_ref().map(Option::as_ref).map_err(drop), &d.actor)
+            .map_err(Outcome::denied)?;
+        // A dry run changes nothing: freezes, windows and approvals do not hold it (locks do).
+        if d.task.is_noop() {
+            return Ok(());
+        }
+        if let Some(note) = self.closure_check(d, now).await? {
+            log.note(note.clone()).await;
+            self.overrides
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(d.deployment_id, note);
+        }
+        if app.approvals.contains_key(&d.environment) {
+            let approval = self.approval(d).await;
+            policy::approvals::approval_holds(approval.as_ref(), &d.sha)
+                .map_err(Outcome::denied)?;
+            if let Some(approval) = approval {
+                let by = self
+                    .store
+                    .approvers_of(approval.id, &d.sha)
+                    .await
+                    .unwrap_or_default();
+                log.note(reply::approved_plain(approval.id, &by)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The override said of deployment `d`, if an admin's `deploy!` took it through a closure;
+    /// `forget` once it has ended.
+    fn override_of(&self, d: &Deployment, forget: bool) -> Option<String> {
+        let mut overrides = self
+            .overrides
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if forget {
+            overrides.remove(&d.deployment_id)
+        } else {
+            overrides.get(&d.deployment_id).cloned()
+        }
     }
 
     /// Tells GitHub the deploy is in progress; `Err` (the deploy's end) when GitHub does not answer,
     /// since it could not be told how the deploy ends either.
     pub async fn tell_started(&self, d: &Deployment, log_url: &str) -> Result<(), Outcome> {
+        let deploying = match self.override_of(d, false) {
+            Some(note) => format!("{}; {note}", reply::deploying(d)),
+            None => reply::deploying(d),
+        };
         let told = self
             .announce(
                 d,
                 StatusState::InProgress,
-                &reply::deploying(d),
+                &deploying,
                 Some(log_url),
                 Vec::new(),
                 None,
@@ -711,6 +786,76 @@ impl Deployer {
         })
     }
 
+    /// Whether the environment is frozen or outside its window at `now`, for a deployment from any
+    /// path. Only a deployment zbot created for an admin's `deploy!` (its grant says so) goes through,
+    /// with the override returned to be stated; anything else is refused with the closure.
+    async fn closure_check(
+        &self,
+        d: &Deployment,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<String>, Outcome> {
+        let freezes = self.store.freezes().await.map_err(|e| {
+            tracing::error!(deployment = %d.deployment_id, "cannot read freezes: {e}");
+            Outcome::denied(Denial::LocksUnreadable)
+        })?;
+        let closure = policy::guards::closure(
+            now,
+            &d.app,
+            &d.environment,
+            &freezes,
+            &self.config.windows,
+            self.config.bot.time_zone,
+        );
+        if closure.is_none() {
+            return Ok(None);
+        }
+        let admin = match self.grant(d).await {
+            Some(grant) if grant.overrides => Some(grant.actor),
+            _ => None,
+        };
+        let passed = policy::guards::may_pass(
+            closure,
+            admin.is_some(),
+            admin.as_deref().unwrap_or_default(),
+            &self.config.bot.admins,
+        )
+        .map_err(Outcome::denied)?;
+        Ok(passed
+            .map(|closure| reply::overridden_plain(&closure, admin.as_deref().unwrap_or_default())))
+    }
+
+    /// The approval request this deployment carries out (its grant names it), for this app and
+    /// environment.
+    async fn approval(&self, d: &Deployment) -> Option<crate::store::ApprovalRequest> {
+        let id = self.grant(d).await?.approval_request?;
+        match self.store.request(id).await {
+            Ok(Some(r)) if r.request.app == d.app && r.request.environment.same(&d.environment) => {
+                Some(r)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(deployment = %d.deployment_id, "cannot read a deploy request: {e}");
+                None
+            }
+        }
+    }
+
+    /// What zbot asked for when it created this deployment (the payload's `zbot_grant`), if the
+    /// token is one zbot recorded for this app and environment.
+    async fn grant(&self, d: &Deployment) -> Option<crate::store::Grant> {
+        let token = crate::payload::Parts::of(&d.payload).ok()?.grant?;
+        match self.store.grant_of(&token).await {
+            Ok(Some(grant)) if grant.app == d.app && grant.environment.same(&d.environment) => {
+                Some(grant)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(deployment = %d.deployment_id, "cannot read grants: {e}");
+                None
+            }
+        }
+    }
+
     /// Runs the prepared program to its end, recording its process group as soon as it starts (so a
     /// restarted zbot can stop what a crash left behind).
     async fn execute(
@@ -761,6 +906,36 @@ impl Deployer {
         exit
     }
 
+    /// `lock_on_failure`: a failed deploy locks its environment for the person who deployed, so nobody
+    /// deploys on top of the incident; what to add to the description.
+    async fn lock_after_failure(&self, d: &Deployment) -> Option<String> {
+        let app = self.config.apps.get(&d.app)?;
+        if !app.lock_on_failure {
+            return None;
+        }
+        let reason = format!("deploy #{} failed", d.deployment_id);
+        match self
+            .store
+            .lock(
+                &d.app,
+                &d.environment,
+                &d.actor,
+                Some(&reason),
+                self.clock.now(),
+                None,
+                false,
+            )
+            .await
+        {
+            Ok(Ok(_)) => Some(reply::locked_after_failure(&d.environment, &d.actor)),
+            Ok(Err(_)) => None,
+            Err(e) => {
+                tracing::error!(deployment = %d.deployment_id, "cannot lock after a failure: {e}");
+                None
+            }
+        }
+    }
+
     /// `deploy:lock` / `deploy:unlock` deployments (Heaven's behaviour): set or clear the lock.
     async fn lock_task(&self, d: &Deployment, lock: bool) -> Outcome {
         let reason = crate::payload::Parts::of(&d.payload)
@@ -769,7 +944,15 @@ impl Deployer {
         let reason = reason.as_deref();
         let result = if lock {
             self.store
-                .lock(&d.app, &d.environment, &d.actor, reason)
+                .lock(
+                    &d.app,
+                    &d.environment,
+                    &d.actor,
+                    reason,
+                    self.clock.now(),
+                    None,
+                    false,
+                )
                 .await
                 .map(|taken| match taken {
                     Ok(_) => {

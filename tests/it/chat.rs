@@ -535,7 +535,7 @@ async fn lock_unlock_locks_where_deploys_and_help() {
         ),
         ("locks", "No environment is locked."),
         ("deploys adxstat", "Recent deployments of adxstat"),
-        ("help", "`lock adxstat in production &lt;reason&gt;`"),
+        ("help", "`lock adxstat in production 2h &lt;reason&gt;`"),
         (
             "help deploy",
             "usage: deploy[:task][!] &lt;app&gt;[/&lt;ref&gt;]",
@@ -935,7 +935,7 @@ async fn a_deployment_asked_for_where_zbot_cannot_answer_is_told_in_the_default_
 }
 
 /// A fabfile whose `deploy` takes Fabric's `noop` argument.
-const NOOP_FABFILE: &str = r#"from fabric.api import env, task
+pub(crate) const NOOP_FABFILE: &str = r#"from fabric.api import env, task
 env.roledefs = {'production': ['localhost']}
 
 @task

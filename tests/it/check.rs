@@ -336,3 +336,43 @@ fn urls_with_secrets_are_https_unless_loopback() {
     let (code, err) = check_file(&local);
     assert_eq!(code, 0, "{err}");
 }
+
+/// The guards' commented examples in the shipped bot.toml are valid once uncommented, and `zbot
+/// check` names a wrong one with its line.
+#[test]
+fn the_guard_examples_in_bot_toml_pass_zbot_check() {
+    let shipped = std::fs::read_to_string(repo_root().join("bot.toml")).unwrap();
+    let examples = [
+        "time_zone = ",
+        "approvals = ",
+        "auto_deploy = ",
+        "lock_on_failure = ",
+        "[windows.production]",
+        "days = ",
+        "hours = ",
+        "closed = ",
+    ];
+    let mut uncommented = 0;
+    let config: String = shipped
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if examples.iter().any(|e| rest.starts_with(e)) => {
+                uncommented += 1;
+                format!("{rest}\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    assert_eq!(uncommented, 9, "every example is there");
+    let (code, err) = run_with(&config, &["check"]);
+    assert_eq!(code, 0, "{err}");
+    let broken = config.replace("hours = \"09:00-17:00\"", "hours = \"9 to 5\"");
+    let (code, err) = run_with(&broken, &["check"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "[windows.production] hours: `9 to 5` is not a time span like \"09:00-17:00\""
+        ),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@ mod deployer;
 mod docs;
 mod fakes;
 mod grammar;
+mod guards;
 mod hardening;
 mod harness;
 mod heroku;

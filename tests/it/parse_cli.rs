@@ -254,11 +254,11 @@ fn hubot_deploy_pattern_corpus() {
         ),
         (
             "deploy:lock! hubot",
-            json!({"command": "lock", "app": "hubot", "environment": null, "reason": null}),
+            json!({"command": "lock", "force": false, "until": null, "app": "hubot", "environment": null, "reason": null}),
         ),
         (
             "deploy:lock hubot in production",
-            json!({"command": "lock", "app": "hubot", "environment": "production", "reason": null}),
+            json!({"command": "lock", "force": false, "until": null, "app": "hubot", "environment": "production", "reason": null}),
         ),
         (
             "deploy:unlock hubot in production",
@@ -276,11 +276,11 @@ fn every_command_in_every_form() {
     let cases = [
         (
             "lock adxstat in production because testing",
-            json!({"command": "lock", "app": "adxstat", "environment": "production", "reason": "because testing"}),
+            json!({"command": "lock", "force": false, "until": null, "app": "adxstat", "environment": "production", "reason": "because testing"}),
         ),
         (
             "lock adxstat",
-            json!({"command": "lock", "app": "adxstat", "environment": null, "reason": null}),
+            json!({"command": "lock", "force": false, "until": null, "app": "adxstat", "environment": null, "reason": null}),
         ),
         (
             "unlock adxstat",
@@ -318,7 +318,7 @@ fn slash_deploy_accepts_other_verbs() {
         parse(&["--slash", "/deploy", "lock adxstat in production"]),
         (
             0,
-            json!({"command": "lock", "app": "adxstat", "environment": "production", "reason": null})
+            json!({"command": "lock", "force": false, "until": null, "app": "adxstat", "environment": "production", "reason": null})
         )
     );
     assert_eq!(

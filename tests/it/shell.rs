@@ -216,3 +216,32 @@ fn shas_are_resolved_before_a_deployment_is_created() {
     );
     assert!(out.contains("is on *staging*"), "{out}");
 }
+
+/// Approvals in `zbot shell`: a production deploy waits as a request; its requester's `approve` is
+/// refused with a sentence; another person's runs it.
+#[test]
+fn approvals_work_in_the_shell() {
+    let dir = checkout();
+    let config = std::fs::read_to_string(dir.path().join("bot.toml"))
+        .unwrap()
+        .replace(
+            "auto_merge = false\n",
+            "auto_merge = false\napprovals = { production = {} }\n",
+        );
+    std::fs::write(dir.path().join("bot.toml"), config).unwrap();
+    let out = try_it(dir.path(), "alice", "deploy adxstat to production\n");
+    assert!(
+        out.contains("*Deploy request #1*: alice wants to deploy adxstat `main`"),
+        "{out}"
+    );
+    let out = try_it(dir.path(), "alice", "approve #1\n");
+    assert!(
+        out.contains("You asked for deploy #1, so you can't approve it yourself"),
+        "{out}"
+    );
+    assert!(!dir.path().join("data/releases/adxstat/production").exists());
+    let out = try_it(dir.path(), "bob", "approve #1\n");
+    assert!(out.contains("Deploy request #1 approved by bob"), "{out}");
+    assert!(out.contains("is on *production*"), "{out}");
+    assert!(dir.path().join("data/releases/adxstat/production").exists());
+}

@@ -1,17 +1,15 @@
 //! `deploy[:task][!] <app>[/<ref>] [to <env>[/<hosts>]]`: the checks, then a GitHub deployment whose
 //! payload says where to answer.
 
-use serde_json::{Value, json};
-
 use super::{Bot, Thread};
 use crate::chat::{ChatOutput, Inbound};
 use crate::command::DeployCommand;
-use crate::config::AppConfig;
 use crate::domain::{Environment, GitRef, Hosts, Notify, Room, Task, ThreadTs, User};
 use crate::forge::{Created, DeploymentRequest};
 use crate::payload::Payload;
 use crate::policy::{Denial, Target};
 use crate::reply;
+use crate::store::Grant;
 
 impl<O: ChatOutput> Bot<O> {
     pub(super) async fn deploy(
@@ -26,10 +24,26 @@ impl<O: ChatOutput> Bot<O> {
         let target = self
             .checked_target(&command.app, command.environment.as_ref(), inbound)
             .await?;
+        // A dry run changes nothing: a freeze or a closed window does not hold it, and it needs no approval.
+        let dry_run = command.task.is_noop();
+        let overridden = if dry_run {
+            None
+        } else {
+            self.closure_check(&target, command.force, inbound).await?
+        };
+        if let Some(closure) = &overridden {
+            self.say(thread, &reply::overriding(closure, &inbound.user))
+                .await;
+        }
         let git_ref = command
             .git_ref
             .clone()
             .unwrap_or_else(|| target.app.default_ref.clone());
+        if !dry_run && target.app.approvals.contains_key(&target.environment) {
+            return Ok(self
+                .request_approval(&target, &git_ref, command, inbound, thread)
+                .await);
+        }
         Ok(self
             .create(
                 &target,
@@ -37,6 +51,8 @@ impl<O: ChatOutput> Bot<O> {
                 &command.task,
                 command.force,
                 command.hosts.as_ref(),
+                overridden.is_some(),
+                None,
                 inbound,
                 thread,
             )
@@ -52,11 +68,32 @@ impl<O: ChatOutput> Bot<O> {
         task: &Task,
         force: bool,
         hosts: Option<&Hosts>,
+        overrides: bool,
+        approval: Option<i64>,
         inbound: &Inbound,
         thread: &Thread,
     ) -> String {
         let app = target.app;
-        let payload = self.payload(target, hosts, inbound, thread);
+        let mut payload = self.payload(target, hosts, inbound, thread);
+        // What zbot asked for, recorded before GitHub hears of it: the runner trusts the payload's
+        // chat user and override only through this.
+        let Some(token) = crate::secret::random_token() else {
+            tracing::error!("cannot read the system's random source");
+            return reply::store_unavailable();
+        };
+        let grant = Grant {
+            token: token.clone(),
+            app: target.app_name.clone(),
+            environment: target.environment.clone(),
+            actor: inbound.user.clone(),
+            overrides,
+            approval_request: approval,
+        };
+        if let Err(e) = self.store.grant(&grant, self.clock.now()).await {
+            tracing::error!("cannot record a grant: {e}");
+            return reply::store_unavailable();
+        }
+        payload.grant = Some(token);
         let request = DeploymentRequest {
             git_ref: git_ref.clone(),
             task: task.clone(),
@@ -86,6 +123,11 @@ impl<O: ChatOutput> Bot<O> {
                     // The deployer announces it (queued, in progress) in this thread: the payload
                     // says where. Nothing is published from here.
                     tracing::info!(deployment = %id, sha = %sha, "deployment created");
+                    if let Some(request) = approval
+                        && let Err(e) = self.store.set_request_deployment(request, id).await
+                    {
+                        tracing::error!("cannot record the deployment of a request: {e}");
+                    }
                     return String::new();
                 }
                 Ok(Created::Merged { message }) if attempt == 0 => {
@@ -129,20 +171,10 @@ impl<O: ChatOutput> Bot<O> {
                     .or(user),
                 team_id: inbound.team_id.as_deref().and_then(|t| t.parse().ok()),
             },
-            config: public_settings(target.app),
+            config: target.app.public_settings(),
             reason: None,
+            grant: None,
+            automatic: false,
         }
     }
-}
-
-/// An app's settings as sent in the deployment payload: nothing secret.
-fn public_settings(app: &AppConfig) -> Value {
-    json!({
-        "repository": app.repository,
-        "provider": app.provider,
-        "environments": app.environments,
-        "environment_urls": app.environment_urls,
-        "required_contexts": app.required_contexts,
-        "auto_merge": app.auto_merge,
-    })
 }

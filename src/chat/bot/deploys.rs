@@ -35,11 +35,38 @@ impl<O: ChatOutput> Bot<O> {
                                 || (sha_prefix && r.sha.starts_with(&text.to_ascii_lowercase()))
                         });
                     }
-                    reply::deploys_table(&name, environment.as_ref(), git_ref, &rows)
+                    let approvals = self.approvals_of(&rows).await;
+                    reply::deploys_table(&name, environment.as_ref(), git_ref, &rows, &approvals)
                 }
                 Err(e) => reply::deployments_unlisted(&name, &e),
             },
         )
+    }
+
+    /// Who approved which of these deployments, and when.
+    async fn approvals_of(&self, rows: &[crate::forge::DeploymentSummary]) -> Vec<reply::Approved> {
+        let ids: Vec<_> = rows.iter().map(|r| r.id).collect();
+        let requests = match self.store.approvals_of(&ids).await {
+            Ok(requests) => requests,
+            Err(e) => {
+                tracing::error!("cannot read approvals: {e}");
+                return Vec::new();
+            }
+        };
+        let mut approved = Vec::new();
+        for request in requests {
+            let Some(id) = request.deployment_id else {
+                continue;
+            };
+            if let Ok(by) = self
+                .store
+                .approvers_of(request.id, &request.request.sha)
+                .await
+            {
+                approved.push((id, by));
+            }
+        }
+        approved
     }
 
     pub(super) async fn where_(&self, app: &AppName) -> Result<String, Denial> {
@@ -51,6 +78,34 @@ impl<O: ChatOutput> Bot<O> {
                 return Err(Denial::LocksUnreadable);
             }
         };
-        Ok(reply::environments(&name, &app_config.environments, &locks))
+        let now = self.clock.now();
+        let locks: Vec<_> = locks.into_iter().filter(|l| l.holds_at(now)).collect();
+        let freezes = match self.store.freezes().await {
+            Ok(freezes) => freezes,
+            Err(e) => {
+                tracing::error!("cannot read freezes: {e}");
+                return Err(Denial::LocksUnreadable);
+            }
+        };
+        let closures: Vec<_> = app_config
+            .environments
+            .iter()
+            .filter_map(|env| {
+                policy::guards::closure(
+                    now,
+                    &name,
+                    env,
+                    &freezes,
+                    &self.config.windows,
+                    self.config.bot.time_zone,
+                )
+            })
+            .collect();
+        Ok(reply::environments(
+            &name,
+            &app_config.environments,
+            &locks,
+            &closures,
+        ))
     }
 }

@@ -8,9 +8,11 @@
 //! passes the checks becomes a GitHub deployment whose payload says where to answer (hubot-deploy and
 //! Heaven compatible); from then on the [`super::notifier`] keeps the thread current.
 
+mod approvals;
 mod cancel;
 mod deploy;
 mod deploys;
+mod guards;
 mod locks;
 mod rollback;
 
@@ -43,6 +45,8 @@ pub struct Bot<O: ChatOutput> {
     pub out: O,
     /// The bot's own user id in the chat service, for mentions.
     pub bot_user_id: String,
+    /// "Now", for freezes, windows and expiry.
+    pub clock: crate::clock::Clock,
 }
 
 impl<O: ChatOutput> Bot<O> {
@@ -133,22 +137,53 @@ impl<O: ChatOutput> Bot<O> {
             }
             Command::Where { app } => self.where_(&app).await,
             Command::Lock {
+                force,
                 app,
                 environment,
+                until,
                 reason,
             } => {
-                self.lock(&app, environment.as_ref(), reason.as_deref(), inbound)
+                self.lock(
+                    force,
+                    &app,
+                    environment.as_ref(),
+                    until,
+                    reason.as_deref(),
+                    inbound,
+                )
+                .await
+            }
+            Command::Freeze {
+                app,
+                environment,
+                until,
+                reason,
+            } => {
+                self.freeze(
+                    app.as_ref(),
+                    &environment,
+                    until,
+                    reason.as_deref(),
+                    inbound,
+                )
+                .await
+            }
+            Command::Unfreeze { app, environment } => {
+                self.unfreeze(app.as_ref(), &environment, inbound).await
+            }
+            Command::Approve { request } => self.approve(request, inbound, thread).await,
+            Command::Reject { request, reason } => {
+                self.reject(request, reason.as_deref(), inbound, thread)
+                    .await
+            }
+            Command::NotifyWhenFree { app, environment } => {
+                self.notify_when_free(app.as_ref(), &environment, inbound)
                     .await
             }
             Command::Unlock { app, environment } => {
                 self.unlock(&app, environment.as_ref(), inbound).await
             }
-            Command::Locks => Ok(self
-                .store
-                .locks()
-                .await
-                .map(|l| reply::locks(&l))
-                .unwrap_or_else(|e| e.to_string())),
+            Command::Locks => self.locks().await,
             Command::Cancel(target) => self.cancel(target, inbound).await,
             Command::Rollback { app, environment } => {
                 self.rollback(&app, environment.as_ref(), inbound, thread)

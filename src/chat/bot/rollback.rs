@@ -16,6 +16,7 @@ impl<O: ChatOutput> Bot<O> {
         thread: &Thread,
     ) -> Result<String, Denial> {
         let target = self.checked_target(app, environment, inbound).await?;
+        self.closure_check(&target, false, inbound).await?;
         let recent = match self
             .store
             .recent(&target.app_name, Some(&target.environment), 50)
@@ -51,6 +52,23 @@ impl<O: ChatOutput> Bot<O> {
         )
         .await;
         let git_ref = previous.git_ref.clone();
+        if target.app.lock_on_failure {
+            self.lock_for_incident(&target, &inbound.user, thread).await;
+        }
+        if target.app.approvals.contains_key(&target.environment) {
+            let command = crate::command::DeployCommand {
+                task: Task::deploy(),
+                force: false,
+                app: target.app_name.clone(),
+                git_ref: Some(git_ref.clone()),
+                environment: Some(target.environment.clone()),
+                hosts: None,
+                otp: None,
+            };
+            return Ok(self
+                .request_approval(&target, &git_ref, &command, inbound, thread)
+                .await);
+        }
         Ok(self
             .create(
                 &target,
@@ -58,9 +76,43 @@ impl<O: ChatOutput> Bot<O> {
                 &Task::deploy(),
                 false,
                 None,
+                false,
+                None,
                 inbound,
                 thread,
             )
             .await)
+    }
+}
+
+impl<O: ChatOutput> Bot<O> {
+    /// `lock_on_failure`: a rollback locks the environment for the person rolling back, so nobody
+    /// deploys on top of the incident (said in the thread).
+    async fn lock_for_incident(
+        &self,
+        target: &crate::policy::Target<'_>,
+        user: &str,
+        thread: &Thread,
+    ) {
+        let reason = "rolled back: an incident is being handled";
+        match self
+            .store
+            .lock(
+                &target.app_name,
+                &target.environment,
+                user,
+                Some(reason),
+                self.clock.now(),
+                None,
+                false,
+            )
+            .await
+        {
+            Ok(Ok((lock, _))) => {
+                self.say(thread, &reply::locked_for_incident(&lock)).await;
+            }
+            Ok(Err(_)) => {}
+            Err(e) => tracing::error!("cannot lock after a rollback: {e}"),
+        }
     }
 }

@@ -93,6 +93,8 @@ struct Model {
     archive_downloads: Vec<String>,
     /// Compare requests are accepted and never answered.
     hold_compares: bool,
+    /// Commit statuses by sha: (context, state), as `set_commit_status` set them.
+    commit_statuses: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// The token GitHub puts in an archive URL of a private repository; it must not leak.
@@ -131,6 +133,10 @@ impl FakeGitHub {
             )
             .route("/repos/{owner}/{repo}", axum::routing::get(get_repository))
             .route(
+                "/repos/{owner}/{repo}/commits/{*git_ref}",
+                axum::routing::get(get_commit),
+            )
+            .route(
                 "/app/installations/{id}/access_tokens",
                 post(installation_token),
             )
@@ -166,6 +172,15 @@ impl FakeGitHub {
     }
 
     /// From now on every request is accepted and held, never answered: a GitHub that hangs.
+    /// Sets the commit status `context` of `sha` to `state` (`success`, `pending`, `failure`), as CI
+    /// would; what `GET …/commits/{sha}/status` answers.
+    pub fn set_commit_status(&self, sha: &str, context: &str, state: &str) {
+        let mut model = self.model.lock().unwrap();
+        let statuses = model.commit_statuses.entry(sha.to_string()).or_default();
+        statuses.retain(|(c, _)| c != context);
+        statuses.push((context.to_string(), state.to_string()));
+    }
+
     pub fn never_answer(&self) {
         self.model.lock().unwrap().silent = true;
     }
@@ -675,6 +690,65 @@ async fn answer_unless_silent(
         std::future::pending::<()>().await;
     }
     next.run(request).await
+}
+
+/// `GET /repos/{owner}/{repo}/commits/{ref}`: the commit a ref names in the webhook target's repository.
+async fn get_commit(
+    State(fake): State<FakeGitHub>,
+    Path((_owner, _repo, git_ref)): Path<(String, String, String)>,
+) -> Response {
+    // `…/commits/{sha}/status` and `…/commits/{sha}/check-runs` share the route.
+    if let Some(sha) = git_ref.strip_suffix("/status") {
+        let statuses = fake
+            .model
+            .lock()
+            .unwrap()
+            .commit_statuses
+            .get(sha)
+            .cloned()
+            .unwrap_or_default();
+        let list: Vec<Value> = statuses
+            .iter()
+            .map(|(context, state)| json!({"context": context, "state": state}))
+            .collect();
+        let state = if statuses.iter().any(|(_, s)| s == "failure" || s == "error") {
+            "failure"
+        } else if !statuses.is_empty() && statuses.iter().all(|(_, s)| s == "success") {
+            "success"
+        } else {
+            "pending"
+        };
+        return Json(
+            json!({"state": state, "sha": sha, "total_count": list.len(), "statuses": list}),
+        )
+        .into_response();
+    }
+    if git_ref.ends_with("/check-runs") {
+        return Json(json!({"total_count": 0, "check_runs": []})).into_response();
+    }
+    let target = fake.model.lock().unwrap().target.clone();
+    let Some(target) = target else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
+    let resolved = std::process::Command::new("git")
+        .current_dir(&target.repo)
+        .args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{git_ref}^{{commit}}"),
+        ])
+        .output()
+        .unwrap();
+    if !resolved.status.success() {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"message": format!("No commit found for SHA: {git_ref}")})),
+        )
+            .into_response();
+    }
+    let sha = String::from_utf8_lossy(&resolved.stdout).trim().to_string();
+    Json(json!({"sha": sha})).into_response()
 }
 
 async fn create_deployment(

@@ -2,7 +2,8 @@
 //! `chat.postMessage`, `chat.update`) over HTTP, and Socket Mode over a WebSocket: `hello` on connect,
 //! envelopes the test sends, acks recorded, `disconnect` on demand. The bot's own posts come back to it
 //! as `message` events, as on real Slack. `chat.postMessage` can be made to fail, as during an outage.
-//! A channel that is not an id is `channel_not_found`.
+//! A channel that is not an id is `channel_not_found`. A user id (`U…`, `W…`) as the channel is a direct
+//! message, as on Slack (posted to the app's conversation with that user).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -277,6 +278,31 @@ pub fn slash_envelope(
             "trigger_id": format!("trigger-{envelope_id}")}})
 }
 
+/// An `interactive` envelope: `user` clicked the button `action_id` (with `value`) on zbot's message
+/// `message_ts` in `channel`, as Slack sends a `block_actions` payload (see
+/// `envelope_interactive_block_actions_modal_large.json` for a real one from a modal).
+pub fn block_action_envelope(
+    envelope_id: &str,
+    user: &str,
+    channel: &str,
+    message_ts: &str,
+    action_id: &str,
+    value: &str,
+) -> Value {
+    json!({"envelope_id": envelope_id, "type": "interactive", "accepts_response_payload": false,
+        "payload": {"type": "block_actions",
+            "user": {"id": user, "username": "someone", "name": "someone", "team_id": "T0TEAM"},
+            "api_app_id": "A0APP", "token": "x",
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": false},
+            "trigger_id": format!("trigger-{envelope_id}"),
+            "team": {"id": "T0TEAM", "domain": "acme"}, "enterprise": null, "is_enterprise_install": false,
+            "channel": {"id": channel, "name": "deploys"},
+            "response_url": "http://127.0.0.1:9/actions/T0TEAM/1/x",
+            "actions": [{"type": "button", "action_id": action_id, "block_id": "b",
+                "text": {"type": "plain_text", "text": "Approve", "emoji": true},
+                "value": value, "style": "primary", "action_ts": "1700000000.000100"}]}})
+}
+
 /// Web API methods take JSON, form or query arguments, by POST or GET.
 async fn web_api(
     State(fake): State<FakeSlack>,
@@ -376,16 +402,60 @@ async fn web_api(
             json!({"ok": true, "channel": channel, "ts": ts,
                 "message": {"type": "message", "text": posted.text, "ts": ts, "bot_id": "B0BOT", "user": BOT_USER}})
         }
+        "views.open" => {
+            // Recorded as a post: `text` is the trigger id, `blocks` the view.
+            let view: Value = match body.get("view") {
+                Some(Value::String(text)) => serde_json::from_str(text).unwrap_or_default(),
+                Some(view) => view.clone(),
+                None => Value::Null,
+            };
+            let posted = Posted {
+                method: method.clone(),
+                channel: String::new(),
+                ts: String::new(),
+                thread_ts: None,
+                text: text("trigger_id").unwrap_or_default(),
+                blocks: Some(view.clone()),
+            };
+            fake.model.lock().unwrap().posts.push(posted);
+            fake.touch();
+            let mut opened = view;
+            opened["id"] = json!("V0VIEW");
+            opened["team_id"] = json!("T0TEAM");
+            opened["hash"] = json!("h");
+            json!({"ok": true, "view": opened})
+        }
         other => json!({"ok": false, "error": format!("unknown_method: {other}")}),
     };
     Json(answer)
+}
+
+/// An `interactive` envelope: `user` submitted the modal `view` (as zbot opened it) with `values`,
+/// Slack's `view.state.values` (`{block_id: {action_id: {type, value}}}`).
+pub fn view_submission_envelope(
+    envelope_id: &str,
+    user: &str,
+    view: &Value,
+    values: Value,
+) -> Value {
+    let mut view = view.clone();
+    view["id"] = json!("V0VIEW");
+    view["team_id"] = json!("T0TEAM");
+    view["hash"] = json!("h");
+    view["state"] = json!({"values": values});
+    json!({"envelope_id": envelope_id, "type": "interactive", "accepts_response_payload": true,
+        "payload": {"type": "view_submission",
+            "team": {"id": "T0TEAM", "domain": "acme"},
+            "user": {"id": user, "username": "someone", "name": "someone", "team_id": "T0TEAM"},
+            "api_app_id": "A0APP", "token": "x", "trigger_id": format!("trigger-{envelope_id}"),
+            "view": view}})
 }
 
 /// The fake workspace has every channel whose id looks like one (`C0CHAN`, `G…`, `D…`) and nothing
 /// else: a channel name such as hubot-deploy's `ops` is `channel_not_found`.
 fn is_channel_id(channel: &str) -> bool {
     channel.len() > 1
-        && channel.starts_with(['C', 'G', 'D'])
+        && channel.starts_with(['C', 'G', 'D', 'U', 'W'])
         && channel
             .chars()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())

@@ -2,6 +2,12 @@
 //! checks of channel, user and lock. Pure: it reads the configuration and a lock it is given, and
 //! answers with a target or a typed [`Denial`]; the reply text lives in `reply`.
 
+pub mod approvals;
+pub mod autodeploy;
+pub mod guards;
+
+pub use guards::Closure;
+
 use crate::config::{AppConfig, Config};
 use crate::domain::{AppName, Environment, Repository};
 use crate::store::Lock;
@@ -37,6 +43,38 @@ pub enum Denial {
     /// The store could not be read, so zbot cannot tell whether the environment is locked: refused
     /// (fail closed).
     LocksUnreadable,
+    /// Frozen, outside its window, or in a closed period; `tried_override`: a `deploy!` by someone who
+    /// is not an admin.
+    Closed {
+        closure: Box<Closure>,
+        tried_override: bool,
+    },
+    /// `approve`/`reject` of a request that is no longer waiting.
+    RequestDecided(Box<crate::store::ApprovalRequest>),
+    RequestExpired {
+        id: i64,
+    },
+    /// The requester's own approval.
+    OwnRequest {
+        id: i64,
+    },
+    /// Not among the environment's approvers.
+    NotApprover {
+        id: i64,
+        approvers: Vec<String>,
+    },
+    /// A deployment where approval is needed, without one (made outside zbot, or not yet approved).
+    NeedsApproval,
+    /// Approved, but for another commit: a new sha needs a new approval.
+    ApprovedAnotherSha {
+        approved: crate::domain::Sha,
+    },
+    /// Something only `[bot] admins` may do (`lock!`).
+    NotAdmin {
+        what: &'static str,
+    },
+    /// Only the freeze's holder or an admin removes it.
+    NotFreezeHolder(Box<crate::store::Freeze>),
 }
 
 /// A deployment from GitHub that will not run, and why: a value that does not validate, or a policy

@@ -1,0 +1,162 @@
+//! `freeze [<app> in] <env> [<duration> | until <HH:MM>] [<reason>]` and `unfreeze [<app> in] <env>`,
+//! and the check every chat deploy passes: is the environment frozen or outside its window, and may
+//! this person deploy through it (`deploy!` by an admin).
+
+use super::Bot;
+use crate::chat::{ChatOutput, Inbound};
+use crate::command::Until;
+use crate::domain::{AppName, Environment};
+use crate::policy::{self, Closure, Denial, Target};
+use crate::reply;
+
+impl<O: ChatOutput> Bot<O> {
+    /// The environment named for every app (`freeze production`), or one app's (`freeze adxstat in
+    /// production`), as configured.
+    fn freeze_scope(
+        &self,
+        app: Option<&AppName>,
+        environment: &Environment,
+    ) -> Result<(Option<AppName>, Environment), Denial> {
+        match app {
+            Some(app) => {
+                let target = policy::target(&self.config, app, Some(environment))?;
+                Ok((Some(target.app_name), target.environment))
+            }
+            None => {
+                // The name as some app spells it (after aliases), else as typed.
+                let aliases = &self.config.bot.environment_aliases;
+                let known = self
+                    .config
+                    .apps
+                    .values()
+                    .find_map(|app| app.environment(environment, aliases).cloned());
+                Ok((None, known.unwrap_or_else(|| environment.clone())))
+            }
+        }
+    }
+
+    pub(super) async fn freeze(
+        &self,
+        app: Option<&AppName>,
+        environment: &Environment,
+        until: Option<Until>,
+        reason: Option<&str>,
+        inbound: &Inbound,
+    ) -> Result<String, Denial> {
+        let (app, environment) = self.freeze_scope(app, environment)?;
+        let now = self.clock.now();
+        let zone = self.config.bot.time_zone;
+        let end = until.map(|until| policy::guards::end_of(until, now, zone));
+        match self
+            .store
+            .freeze(app.as_ref(), &environment, &inbound.user, reason, now, end)
+            .await
+        {
+            Ok(freeze) => Ok(reply::frozen(&freeze, now, zone)),
+            Err(e) => {
+                tracing::error!("cannot record a freeze: {e}");
+                Ok(reply::store_unavailable())
+            }
+        }
+    }
+
+    pub(super) async fn unfreeze(
+        &self,
+        app: Option<&AppName>,
+        environment: &Environment,
+        inbound: &Inbound,
+    ) -> Result<String, Denial> {
+        let (app, environment) = self.freeze_scope(app, environment)?;
+        let now = self.clock.now();
+        let freezes = match self.store.freezes().await {
+            Ok(freezes) => policy::guards::active_freezes(&freezes, now),
+            Err(e) => {
+                tracing::error!("cannot read freezes: {e}");
+                return Ok(reply::store_unavailable());
+            }
+        };
+        // `unfreeze production` lifts every freeze of production; `unfreeze adxstat in production`
+        // those of adxstat there (an every-app freeze stays: it is lifted by its own scope).
+        let lifted: Vec<_> = freezes
+            .into_iter()
+            .filter(|f| {
+                f.environment.same(&environment)
+                    && match (&app, &f.app) {
+                        (None, _) => true,
+                        (Some(app), Some(frozen)) => {
+                            app.as_str().eq_ignore_ascii_case(frozen.as_str())
+                        }
+                        (Some(_), None) => false,
+                    }
+            })
+            .collect();
+        let admin = self.config.bot.admins.iter().any(|a| a == &inbound.user);
+        if let Some(other) = lifted.iter().find(|f| f.holder != inbound.user && !admin) {
+            return Err(Denial::NotFreezeHolder(Box::new(other.clone())));
+        }
+        let ids: Vec<i64> = lifted.iter().map(|f| f.id).collect();
+        if let Err(e) = self.store.unfreeze(&ids).await {
+            tracing::error!("cannot lift a freeze: {e}");
+            return Ok(reply::store_unavailable());
+        }
+        Ok(reply::unfrozen(&lifted))
+    }
+
+    /// Whether `target` is closed now (frozen, outside its window), and whether `inbound.user` may go
+    /// through it: `Ok(Some(closure))` is an admin's `deploy!` overriding it.
+    pub(super) async fn closure_check(
+        &self,
+        target: &Target<'_>,
+        force: bool,
+        inbound: &Inbound,
+    ) -> Result<Option<Closure>, Denial> {
+        let freezes = self.store.freezes().await.map_err(|e| {
+            tracing::error!("cannot read freezes: {e}");
+            Denial::LocksUnreadable
+        })?;
+        let closure = policy::guards::closure(
+            self.clock.now(),
+            &target.app_name,
+            &target.environment,
+            &freezes,
+            &self.config.windows,
+            self.config.bot.time_zone,
+        );
+        policy::guards::may_pass(closure, force, &inbound.user, &self.config.bot.admins)
+    }
+}
+
+/// How often the bot looks for locks that ended and requests that expired.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl<O: ChatOutput> Bot<O> {
+    /// One look at what time has ended: expired locks go (their watchers are told), expired approval
+    /// requests say so in their thread.
+    pub async fn sweep(&self) {
+        let now = self.clock.now();
+        match self.store.expire_locks(now).await {
+            Ok(ended) => {
+                for lock in &ended {
+                    tracing::info!(app = %lock.app, environment = %lock.environment, "a lock ended");
+                }
+            }
+            Err(e) => tracing::error!("cannot end expired locks: {e}"),
+        }
+        crate::chat::free::tell_watchers(&self.store, &self.out, now).await;
+        self.expire_requests(now).await;
+    }
+
+    /// Sweeps every [`SWEEP_EVERY`] until `stop` turns true.
+    pub async fn keep_sweeping(
+        self: std::sync::Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            self.sweep().await;
+            tokio::select! {
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! When deploys may run: freezes (`freeze production 2h …`), deploy windows and closed periods
+//! (`[windows.<environment>]`), and who may override them (`deploy!` by one of `[bot] admins`). Pure:
+//! "now" is given (from the injected [`crate::clock::Clock`]), as are the freezes the store holds.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use super::Denial;
+use crate::command::Until;
+use crate::config::{ClosedPeriod, Window};
+use crate::domain::{AppName, Environment};
+use crate::store::Freeze;
+
+/// Why an environment is closed to deploys now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closure {
+    /// Frozen; times are said in `time_zone` (`[bot] time_zone`).
+    Frozen { freeze: Freeze, time_zone: Tz },
+    /// Outside its window's days or hours; `opens` is when it next opens (within two weeks).
+    OutsideWindow {
+        environment: Environment,
+        window: Window,
+        opens: Option<DateTime<Utc>>,
+    },
+    /// Inside one of its window's closed periods.
+    ClosedPeriod {
+        environment: Environment,
+        period: ClosedPeriod,
+        time_zone: Tz,
+    },
+}
+
+/// Whether `freeze` holds `app`'s `environment` at `now`.
+pub fn freeze_holds(
+    freeze: &Freeze,
+    app: &AppName,
+    environment: &Environment,
+    now: DateTime<Utc>,
+) -> bool {
+    freeze.environment.same(environment)
+        && freeze
+            .app
+            .as_ref()
+            .is_none_or(|frozen| frozen.as_str().eq_ignore_ascii_case(app.as_str()))
+        && freeze.until.is_none_or(|until| now < until)
+}
+
+/// The freezes that hold at `now` (ended ones are left out).
+pub fn active_freezes(freezes: &[Freeze], now: DateTime<Utc>) -> Vec<Freeze> {
+    freezes
+        .iter()
+        .filter(|f| f.until.is_none_or(|until| now < until))
+        .cloned()
+        .collect()
+}
+
+/// Why `app`'s `environment` is closed at `now`, if it is: a freeze first (it names a person and a
+/// reason), then a closed period, then the window's days and hours.
+pub fn closure(
+    now: DateTime<Utc>,
+    app: &AppName,
+    environment: &Environment,
+    freezes: &[Freeze],
+    windows: &BTreeMap<Environment, Window>,
+    time_zone: Tz,
+) -> Option<Closure> {
+    if let Some(freeze) = freezes
+        .iter()
+        .find(|f| freeze_holds(f, app, environment, now))
+    {
+        return Some(Closure::Frozen {
+            freeze: freeze.clone(),
+            time_zone,
+        });
+    }
+    let (_, window) = windows.iter().find(|(env, _)| env.same(environment))?;
+    window_closure(window, environment, now)
+}
+
+/// Whether `window` is closed at `now`, and why.
+pub fn window_closure(
+    window: &Window,
+    environment: &Environment,
+    now: DateTime<Utc>,
+) -> Option<Closure> {
+    let local = now.with_timezone(&window.time_zone).naive_local();
+    if let Some(period) = window
+        .closed
+        .iter()
+        .find(|p| p.from <= local && local < p.until)
+    {
+        return Some(Closure::ClosedPeriod {
+            environment: environment.clone(),
+            period: period.clone(),
+            time_zone: window.time_zone,
+        });
+    }
+    if in_hours(window, now) {
+        return None;
+    }
+    Some(Closure::OutsideWindow {
+        environment: environment.clone(),
+        window: window.clone(),
+        opens: next_open(window, now),
+    })
+}
+
+/// On one of the window's days, between its hours, in its time zone.
+fn in_hours(window: &Window, now: DateTime<Utc>) -> bool {
+    let local = now.with_timezone(&window.time_zone);
+    let time = local.time();
+    window.days.contains(&local.weekday()) && window.open <= time && time < window.close
+}
+
+/// When the window next opens after `now` (outside its closed periods), looking two weeks ahead.
+pub fn next_open(window: &Window, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let today = now.with_timezone(&window.time_zone).date_naive();
+    (0..15)
+        .filter_map(|days| today.checked_add_days(chrono::Days::new(days)))
+        .filter(|day| window.days.contains(&day.weekday()))
+        .filter_map(|day| {
+            window
+                .time_zone
+                .from_local_datetime(&day.and_time(window.open))
+                .earliest()
+        })
+        .map(|opens| opens.with_timezone(&Utc))
+        .filter(|opens| *opens > now)
+        .find(|opens| {
+            let local = opens.with_timezone(&window.time_zone).naive_local();
+            !window
+                .closed
+                .iter()
+                .any(|p| p.from <= local && local < p.until)
+        })
+}
+
+/// When a freeze or lock typed with `until` ends: after its minutes, or at the next such time of day
+/// in `time_zone` (today if still ahead, else tomorrow).
+pub fn end_of(until: Until, now: DateTime<Utc>, time_zone: Tz) -> DateTime<Utc> {
+    match until {
+        Until::For { minutes } => now + Duration::minutes(i64::from(minutes)),
+        Until::At { hour, minute } => {
+            let at = NaiveTime::from_hms_opt(hour, minute, 0).unwrap_or(NaiveTime::MIN);
+            let local = now.with_timezone(&time_zone);
+            (0..3)
+                .filter_map(|days| local.date_naive().checked_add_days(chrono::Days::new(days)))
+                .filter_map(|day| time_zone.from_local_datetime(&day.and_time(at)).earliest())
+                .map(|t| t.with_timezone(&Utc))
+                .find(|t| *t > now)
+                .unwrap_or(now)
+        }
+    }
+}
+
+/// What a deploy may do about a closure: go ahead (nothing closed), go ahead overriding it (an admin's
+/// `deploy!`: the closure is returned so it can be said), or be refused. A `deploy!` by someone who is
+/// not an admin is refused with the closure, saying only admins override.
+pub fn may_pass(
+    closure: Option<Closure>,
+    force: bool,
+    actor: &str,
+    admins: &[String],
+) -> Result<Option<Closure>, Denial> {
+    match closure {
+        None => Ok(None),
+        Some(closure) if force && admins.iter().any(|a| a == actor) => Ok(Some(closure)),
+        Some(closure) => Err(Denial::Closed {
+            closure: Box::new(closure),
+            tried_override: force,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Weekday;
+
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn berlin_office_hours() -> Window {
+        Window {
+            time_zone: chrono_tz::Europe::Berlin,
+            days: vec![
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+            ],
+            open: NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+            close: NaiveTime::from_hms_opt(17, 0, 0).unwrap(),
+            closed: vec![ClosedPeriod {
+                from: "2026-12-24T00:00:00".parse().unwrap(),
+                until: "2026-12-28T00:00:00".parse().unwrap(),
+                reason: "Holidays".into(),
+            }],
+        }
+    }
+
+    /// Office hours in Berlin are read in Berlin time, summer and winter, and closed periods win.
+    #[test]
+    fn a_window_is_honoured_in_its_time_zone() {
+        let window = berlin_office_hours();
+        let production: Environment = "production".parse().unwrap();
+        for (now, open, opens) in [
+            // Monday 30 Nov 2026, 08:30 UTC = 09:30 in Berlin (CET, UTC+1).
+            ("2026-11-30T08:30:00Z", true, None),
+            // 07:59 UTC = 08:59 Berlin: opens a minute later.
+            ("2026-11-30T07:59:00Z", false, Some("2026-11-30T08:00:00Z")),
+            // 16:00 UTC = 17:00 Berlin: closed until Tuesday 09:00 Berlin.
+            ("2026-11-30T16:00:00Z", false, Some("2026-12-01T08:00:00Z")),
+            // Summer (CEST, UTC+2): 07:30 UTC = 09:30 Berlin.
+            ("2026-07-06T07:30:00Z", true, None),
+            ("2026-07-06T06:30:00Z", false, Some("2026-07-06T07:00:00Z")),
+            // Saturday: closed until Monday.
+            ("2026-12-05T10:00:00Z", false, Some("2026-12-07T08:00:00Z")),
+            // Thursday 24 Dec, inside office hours but a closed period: opens Monday 28th.
+            ("2026-12-24T10:00:00Z", false, Some("2026-12-28T08:00:00Z")),
+        ] {
+            let now = at(now);
+            let closure = window_closure(&window, &production, now);
+            assert_eq!(closure.is_none(), open, "{now}");
+            match closure {
+                Some(Closure::OutsideWindow { opens: got, .. }) => {
+                    assert_eq!(got, opens.map(at), "{now}")
+                }
+                Some(Closure::ClosedPeriod { period, .. }) => {
+                    assert_eq!(period.reason, "Holidays");
+                    assert_eq!(next_open(&window, now), opens.map(at), "{now}");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn freeze(app: Option<&str>, until: Option<&str>) -> Freeze {
+        Freeze {
+            id: 1,
+            app: app.map(|a| a.parse().unwrap()),
+            environment: "production".parse().unwrap(),
+            holder: "U0BOSS".into(),
+            reason: Some("release".into()),
+            created_at: at("2026-11-30T08:00:00Z"),
+            until: until.map(at),
+        }
+    }
+
+    #[test]
+    fn a_freeze_holds_its_scope_until_it_ends() {
+        let now = at("2026-11-30T09:00:00Z");
+        let adxstat: AppName = "adxstat".parse().unwrap();
+        let other: AppName = "other".parse().unwrap();
+        let production: Environment = "PRODUCTION".parse().unwrap();
+        let staging: Environment = "staging".parse().unwrap();
+        for (f, app, env, holds) in [
+            (freeze(None, None), &adxstat, &production, true),
+            (freeze(None, None), &other, &production, true),
+            (freeze(None, None), &adxstat, &staging, false),
+            (freeze(Some("adxstat"), None), &other, &production, false),
+            (freeze(Some("ADXSTAT"), None), &adxstat, &production, true),
+            (
+                freeze(None, Some("2026-11-30T10:00:00Z")),
+                &adxstat,
+                &production,
+                true,
+            ),
+            (
+                freeze(None, Some("2026-11-30T09:00:00Z")),
+                &adxstat,
+                &production,
+                false,
+            ),
+        ] {
+            assert_eq!(freeze_holds(&f, app, env, now), holds, "{f:?} {app} {env}");
+        }
+    }
+
+    #[test]
+    fn only_an_admins_deploy_bang_overrides() {
+        let frozen = || Closure::Frozen {
+            freeze: freeze(None, None),
+            time_zone: Tz::UTC,
+        };
+        let closure = || Some(frozen());
+        let admins = vec!["U0ADMIN".to_string()];
+        assert_eq!(may_pass(None, false, "U0BOB", &admins), Ok(None));
+        assert_eq!(may_pass(closure(), true, "U0ADMIN", &admins), Ok(closure()));
+        for (force, actor) in [(false, "U0ADMIN"), (true, "U0BOB"), (false, "U0BOB")] {
+            assert_eq!(
+                may_pass(closure(), force, actor, &admins),
+                Err(Denial::Closed {
+                    closure: Box::new(frozen()),
+                    tried_override: force
+                }),
+                "{force} {actor}"
+            );
+        }
+    }
+
+    #[test]
+    fn until_a_time_is_the_next_such_time_in_the_zone() {
+        let berlin = chrono_tz::Europe::Berlin;
+        let at_six = Until::At {
+            hour: 18,
+            minute: 0,
+        };
+        for (now, until, end) in [
+            ("2026-11-30T09:00:00Z", at_six, "2026-11-30T17:00:00Z"),
+            ("2026-11-30T17:30:00Z", at_six, "2026-12-01T17:00:00Z"),
+            (
+                "2026-11-30T09:00:00Z",
+                Until::For { minutes: 120 },
+                "2026-11-30T11:00:00Z",
+            ),
+        ] {
+            assert_eq!(end_of(until, at(now), berlin), at(end), "{now} {until}");
+        }
+    }
+}

@@ -1,0 +1,824 @@
+//! The guards through the fake Slack and the fake GitHub: freezes and deploy windows (with an injected
+//! clock), expiring locks, `lock!` and its direct message, and `notify me when … is free`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::fakes::github::{FakeGitHub, WebhookTarget};
+use crate::fakes::slack::{
+    self, FakeSlack, app_mention, block_action_envelope, event_envelope, user_ts,
+    view_submission_envelope,
+};
+use crate::harness::{FABFILE, TestRepo, config_text, install_recipes};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const CHANNEL: &str = "C0CHAN";
+
+struct Guarded {
+    _dir: tempfile::TempDir,
+    sha: String,
+    github: FakeGitHub,
+    slack: FakeSlack,
+    zbot: zbot::app::Running,
+    clock: zbot::clock::Clock,
+    next: std::sync::atomic::AtomicU32,
+    repo: TestRepo,
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// zbot with `U0ADMIN` as its admin, `more` appended to bot.toml, and its clock at `now`.
+async fn guarded(more: &str, now: DateTime<Utc>) -> Guarded {
+    guarded_app("", more, now).await
+}
+
+/// [`guarded`] with `app` added to `[apps.adxstat]`.
+async fn guarded_app(app: &str, more: &str, now: DateTime<Utc>) -> Guarded {
+    guarded_with(&[("fabfile.py", FABFILE, false)], app, more, now).await
+}
+
+/// [`guarded_app`] with a repository of `files`.
+async fn guarded_with(
+    files: &[(&str, &str, bool)],
+    app: &str,
+    more: &str,
+    now: DateTime<Utc>,
+) -> Guarded {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let slack = FakeSlack::start().await;
+    let repo = TestRepo::new(dir.path());
+    let sha = repo.commit(files, "v0.0.1");
+    let config = format!(
+        "{}
+[slack]
+app_token = \"{}\"
+bot_token = \"{}\"
+api_url = \"{}\"
+default_channel = \"C0DEPLOYS\"
+status_refresh = \"1s\"
+{more}
+",
+        config_text(&github, &repo, app, "").replace(
+            "[bot]\n",
+            "[bot]\nadmins = [\"U0ADMIN\"]\ntime_zone = \"Europe/Berlin\"\n"
+        ),
+        slack::APP_TOKEN,
+        slack::BOT_TOKEN,
+        slack.api_url()
+    );
+    let path = dir.path().join("bot.toml");
+    std::fs::write(&path, &config).unwrap();
+    install_recipes(dir.path());
+    let config = zbot::config::Config::load(&path).unwrap_or_else(|p| panic!("{p:?}"));
+    let clock = zbot::clock::Clock::manual(now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let zbot = zbot::app::start_with_clock(config, Some(listener), clock.clone())
+        .await
+        .expect("zbot starts");
+    github.send_webhooks_to(WebhookTarget {
+        zbot: zbot.addr,
+        repo: repo.path.clone(),
+    });
+    slack
+        .wait_for("zbot to connect", DEADLINE, |s| {
+            (s.connections() > 0).then_some(())
+        })
+        .await;
+    Guarded {
+        _dir: dir,
+        sha,
+        github,
+        slack,
+        zbot,
+        clock,
+        next: std::sync::atomic::AtomicU32::new(1),
+        repo,
+    }
+}
+
+impl Guarded {
+    /// `user` says `text` to the bot in a new thread; its ts.
+    fn say(&self, user: &str, text: &str) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ts = user_ts(n);
+        let event = app_mention(
+            user,
+            CHANNEL,
+            &ts,
+            &format!("<@{}> {text}", slack::BOT_USER),
+        );
+        self.slack.send(event_envelope(
+            &format!("env-{n}"),
+            &format!("Ev{n}"),
+            event,
+            0,
+        ));
+        ts
+    }
+
+    /// `user` says `text`; the reply in its thread that contains `needle`.
+    async fn ask(&self, user: &str, text: &str, needle: &str) -> String {
+        let thread = self.say(user, text);
+        self.slack
+            .reply_containing(CHANNEL, &thread, needle)
+            .await
+            .text
+    }
+
+    /// The deploy request message `#id` zbot posted (with its buttons).
+    async fn request_message(&self, id: u32) -> slack::Posted {
+        let needle = format!("*Deploy request #{id}*");
+        self.slack
+            .wait_for(&format!("request #{id}"), DEADLINE, |s| {
+                s.posts()
+                    .into_iter()
+                    .find(|p| p.method == "chat.postMessage" && p.text.contains(&needle))
+            })
+            .await
+    }
+
+    /// `user` clicks `action_id` on request `id`'s message.
+    async fn click(&self, user: &str, id: u32, action_id: &str) {
+        let message = self.request_message(id).await;
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.slack.send(block_action_envelope(
+            &format!("click-{n}"),
+            user,
+            CHANNEL,
+            &message.ts,
+            action_id,
+            &id.to_string(),
+        ));
+    }
+
+    /// Direct messages to `user` (posts to their user id).
+    fn direct_messages(&self, user: &str) -> Vec<String> {
+        self.slack
+            .posts()
+            .into_iter()
+            .filter(|p| p.method == "chat.postMessage" && p.channel == user)
+            .map(|p| p.text)
+            .collect()
+    }
+}
+
+/// A freeze blocks chat and GitHub deployments with who, why and until when; a `deploy!` by someone
+/// who is not an admin is refused; an admin's goes through and says so in the thread and the status.
+#[tokio::test]
+async fn a_freeze_blocks_chat_and_webhook_deploys_until_an_admin_overrides() {
+    let g = guarded("", at("2026-11-30T09:00:00Z")).await;
+    let frozen = g
+        .ask("U0BOB", "freeze production 2h release week", "Froze")
+        .await;
+    assert_eq!(
+        frozen,
+        ":snowflake: Froze production (every app) for deploys until 12:00 CET: release week."
+    );
+
+    let refused = g
+        .ask("U0ALICE", "deploy adxstat/v0.0.1 to production", "frozen")
+        .await;
+    assert!(
+        refused.starts_with(
+            "production (every app) is frozen by <@U0BOB> until 12:00 CET: release week."
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("An admin can deploy through it with `deploy!`"),
+        "{refused}"
+    );
+    let not_admin = g
+        .ask("U0ALICE", "deploy! adxstat/v0.0.1 to production", "frozen")
+        .await;
+    assert!(
+        not_admin.contains("Only an admin can deploy through it"),
+        "{not_admin}"
+    );
+    assert!(
+        g.github.deployment_requests().is_empty(),
+        "nothing asked of GitHub"
+    );
+
+    // A deployment made on GitHub meets the same freeze, as its `error` status.
+    let event = crate::harness::deployment_event(
+        7001,
+        "v0.0.1",
+        &g.sha,
+        "production",
+        "deploy",
+        json!({"notify": {"user": "U0ALICE"}}),
+    );
+    assert_eq!(
+        g.github.deliver_deployment(g.zbot.addr, &event).await.0,
+        202
+    );
+    let status = g.github.final_status(7001, DEADLINE).await;
+    assert_eq!(status.state, "error");
+    assert_eq!(
+        status.description,
+        "production (every app) is frozen by U0BOB until 12:00 CET: release week"
+    );
+
+    // Staging is not frozen.
+    let staging = g.say("U0ALICE", "deploy adxstat/v0.0.1 to staging");
+    g.slack
+        .reply_containing(CHANNEL, &staging, "is on *staging*")
+        .await;
+
+    let where_ = g
+        .ask("U0ALICE", "where can i deploy adxstat", "can be deployed")
+        .await;
+    assert!(
+        where_.contains(":snowflake: production (every app) is frozen by <@U0BOB>"),
+        "{where_}"
+    );
+
+    // The admin's deploy! goes through, said in the thread and in GitHub's statuses.
+    let thread = g.say("U0ADMIN", "deploy! adxstat/v0.0.1 to production");
+    let said = g
+        .slack
+        .reply_containing(CHANNEL, &thread, "is deploying through this")
+        .await;
+    assert!(said.text.starts_with(":warning: <@U0ADMIN> is deploying through this: production (every app) is frozen by <@U0BOB>"), "{}", said.text);
+    g.slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+    let id = *g.github.deployment_ids().last().unwrap();
+    let last = g.github.final_status(id, DEADLINE).await;
+    assert_eq!(last.state, "success");
+    assert!(
+        last.description
+            .contains("override by U0ADMIN (production (every app) is frozen by U0BOB"),
+        "{}",
+        last.description
+    );
+
+    // Only the holder or an admin lifts it; then deploys go again.
+    let other = g.ask("U0ALICE", "unfreeze production", "lift").await;
+    assert_eq!(
+        other,
+        "Only <@U0BOB> or an admin can lift that freeze of production (every app)."
+    );
+    let lifted = g.ask("U0BOB", "unfreeze production", "Unfroze").await;
+    assert_eq!(lifted, "Unfroze production (every app).");
+    let thread = g.say("U0ALICE", "deploy adxstat/v0.0.1 to production");
+    g.slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+    g.zbot.stop().await.unwrap();
+}
+
+/// A dry run changes nothing: a freeze and approvals do not hold it (a real deploy stays refused).
+#[tokio::test]
+async fn a_dry_run_goes_through_a_freeze_without_approval() {
+    let g = guarded_with(
+        &[("fabfile.py", crate::chat::NOOP_FABFILE, false)],
+        "approvals = { production = { count = 1, timeout = \"2h\" } }",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await;
+    g.ask("U0BOB", "freeze production 2h release week", "Froze")
+        .await;
+    let thread = g.say("U0ALICE", "deploy:noop adxstat/v0.0.1 to production");
+    let outcome = g
+        .slack
+        .reply_containing(CHANNEL, &thread, "nothing was deployed")
+        .await;
+    assert!(
+        outcome.text.contains("`deploy:noop` adxstat `v0.0.1`"),
+        "{}",
+        outcome.text
+    );
+    let id = *g.github.deployment_ids().last().unwrap();
+    assert_eq!(g.github.final_status(id, DEADLINE).await.state, "success");
+    let refused = g
+        .ask("U0ALICE", "deploy adxstat/v0.0.1 to production", "frozen")
+        .await;
+    assert!(
+        refused.starts_with("production (every app) is frozen by <@U0BOB>"),
+        "{refused}"
+    );
+    g.zbot.stop().await.unwrap();
+}
+
+/// A window of 09:00–17:00 New York time, with the clock set: 08:00 there is refused (saying when it
+/// opens), staging (no window) is not, 09:30 deploys; a freeze of one app ends by itself at its time.
+#[tokio::test]
+async fn a_deploy_window_is_honoured_in_its_time_zone() {
+    let window =
+        "[windows.production]\ntime_zone = \"America/New_York\"\nhours = \"09:00-17:00\"\n";
+    // Monday 30 November 2026, 13:00 UTC: 08:00 in New York.
+    let g = guarded(window, at("2026-11-30T13:00:00Z")).await;
+    let refused = g
+        .ask(
+            "U0ALICE",
+            "deploy adxstat/v0.0.1 to production",
+            "deploy window",
+        )
+        .await;
+    assert_eq!(
+        refused,
+        "production is outside its deploy window (Mon–Fri 09:00–17:00 America/New_York); it opens Mon Nov 30 09:00 EST. An admin can deploy through it with `deploy!`."
+    );
+    let staging = g.say("U0ALICE", "deploy adxstat/v0.0.1 to staging");
+    g.slack
+        .reply_containing(CHANNEL, &staging, "is on *staging*")
+        .await;
+
+    g.clock.set(at("2026-11-30T14:30:00Z"));
+    let thread = g.say("U0ALICE", "deploy adxstat/v0.0.1 to production");
+    g.slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+
+    // `until 15:00` is read in [bot] time_zone (Berlin: 14:00 UTC tomorrow, as 15:00 today is past).
+    let frozen = g
+        .ask(
+            "U0BOB",
+            "freeze adxstat in production until 15:00 db migration",
+            "Froze",
+        )
+        .await;
+    assert_eq!(
+        frozen,
+        ":snowflake: Froze adxstat in production for deploys until Tue Dec 1 15:00 CET: db migration."
+    );
+    g.ask(
+        "U0ALICE",
+        "deploy adxstat/v0.0.1 to production",
+        "frozen by <@U0BOB>",
+    )
+    .await;
+    g.clock.set(at("2026-12-01T14:00:00Z"));
+    let thread = g.say("U0ALICE", "deploy adxstat/v0.0.1 to production");
+    g.slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+    g.zbot.stop().await.unwrap();
+}
+
+/// Locks end by themselves; `lock!` is an admin's and tells the holder by direct message; `locks`
+/// lists age, end and reason; `notify me when … is free` sends one direct message when the lock goes.
+#[tokio::test]
+async fn expiring_locks_lock_bang_and_notify_me() {
+    let g = guarded("", at("2026-11-30T09:00:00Z")).await;
+    let taken = g
+        .ask(
+            "U0BOB",
+            "lock adxstat in production 2h incident review",
+            "Locked",
+        )
+        .await;
+    assert_eq!(
+        taken,
+        "Locked adxstat on *production*. Only <@U0BOB> can deploy there until 12:00 CET or `unlock adxstat in production`."
+    );
+    g.clock.advance(chrono::Duration::minutes(5));
+    let locks = g.ask("U0ALICE", "locks", "Locked environments").await;
+    assert!(
+        locks.contains("• adxstat is locked on *production* by <@U0BOB> since ")
+            && locks.contains("(for 5m 00s; ends 12:00 CET): incident review"),
+        "{locks}"
+    );
+    let watching = g
+        .ask(
+            "U0CAROL",
+            "notify me when production is free",
+            "direct message",
+        )
+        .await;
+    assert_eq!(
+        watching,
+        "I'll send you a direct message when *production* is free."
+    );
+
+    let not_admin = g
+        .ask("U0ALICE", "lock! adxstat in production", "admin")
+        .await;
+    assert_eq!(not_admin, "Only an admin can `lock!`.");
+    let over = g
+        .ask(
+            "U0ADMIN",
+            "lock! adxstat in production hotfix",
+            "Took the lock",
+        )
+        .await;
+    assert!(over.contains("from <@U0BOB>"), "{over}");
+    let told = g
+        .slack
+        .wait_for("the holder's direct message", DEADLINE, |s| {
+            s.posts()
+                .into_iter()
+                .find(|p| p.channel == "U0BOB" && p.text.contains("took your lock"))
+        })
+        .await;
+    assert_eq!(
+        told.text,
+        "<@U0ADMIN> took your lock on adxstat in *production* (`lock!`)."
+    );
+    assert!(g.direct_messages("U0CAROL").is_empty(), "still locked");
+
+    g.ask("U0ADMIN", "unlock adxstat in production", "Unlocked")
+        .await;
+    g.slack
+        .wait_for("the watcher's direct message", DEADLINE, |s| {
+            s.posts().into_iter().find(|p| p.channel == "U0CAROL")
+        })
+        .await;
+
+    // An expiring lock ends by itself once the clock passes its end.
+    g.ask("U0BOB", "lock adxstat in production 30m", "Locked")
+        .await;
+    g.ask(
+        "U0CAROL",
+        "notify me when adxstat in production is free",
+        "direct message",
+    )
+    .await;
+    g.clock.advance(chrono::Duration::minutes(31));
+    g.slack
+        .wait_for("the second direct message", DEADLINE, |s| {
+            let told = s
+                .posts()
+                .into_iter()
+                .filter(|p| p.channel == "U0CAROL")
+                .count();
+            (told == 2).then_some(())
+        })
+        .await;
+    g.ask("U0ALICE", "locks", "No environment is locked.").await;
+    // Locking and unlocking again tells nobody: each watcher was told once.
+    g.ask("U0BOB", "lock adxstat in production", "Locked").await;
+    g.ask("U0BOB", "unlock adxstat in production", "Unlocked")
+        .await;
+    assert_eq!(
+        g.direct_messages("U0CAROL"),
+        vec![
+            ":unlock: *production* is free now: nobody holds its lock.".to_string(),
+            ":unlock: adxstat in *production* is free now: nobody holds its lock.".to_string(),
+        ]
+    );
+    g.zbot.stop().await.unwrap();
+}
+
+/// A production deploy waits for approval (posted with buttons; nothing on GitHub yet); the requester's
+/// own click is refused with a sentence; another user's click starts it; an approval holds for its sha
+/// only (a new commit asks again, and GitHub deployments without one are refused); a request expires
+/// saying so; a waiting request holds neither staging nor a second request; `approve #n` and
+/// `reject #n <reason>` work in text; `deploys` shows who approved.
+#[tokio::test]
+async fn production_waits_for_approval() {
+    let g = guarded_app(
+        "approvals = { production = { count = 1, timeout = \"2h\" } }",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await;
+    let first = g.say("U0ALICE", "deploy adxstat/v0.0.1 to production");
+    let request = g.request_message(1).await;
+    assert_eq!(request.thread_ts.as_deref(), Some(first.as_str()));
+    assert!(
+        request.text.starts_with(&format!(
+            ":raised_hand: *Deploy request #1*: <@U0ALICE> wants to deploy adxstat `v0.0.1` (`{}`) to *production*. It needs one approval from anyone but the requester by 12:00 CET.",
+            &g.sha[..7]
+        )),
+        "{}",
+        request.text
+    );
+    let blocks = request.blocks.clone().expect("Block Kit buttons");
+    let buttons: Vec<&str> = blocks[1]["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["action_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(buttons, ["zbot_approve", "zbot_reject"]);
+    assert!(
+        g.github.deployment_requests().is_empty(),
+        "nothing on GitHub while it waits"
+    );
+
+    // Waiting holds nothing: staging deploys, and a second production request is posted.
+    let staging = g.say("U0ALICE", "deploy adxstat/v0.0.1 to staging");
+    g.slack
+        .reply_containing(CHANNEL, &staging, "is on *staging*")
+        .await;
+    let second = g.say("U0BOB", "deploy adxstat/v0.0.1 to production");
+    g.request_message(2).await;
+
+    // The requester's own click is refused; another user's starts the deploy.
+    g.click("U0ALICE", 1, "zbot_approve").await;
+    let own = g
+        .slack
+        .reply_containing(CHANNEL, &first, "can't approve it yourself")
+        .await;
+    assert_eq!(
+        own.text,
+        "<@U0ALICE> You asked for deploy #1, so you can't approve it yourself: someone else has to."
+    );
+    assert_eq!(
+        g.github.deployment_requests().len(),
+        1,
+        "only staging so far"
+    );
+    g.click("U0BOB", 1, "zbot_approve").await;
+    let approved = g
+        .slack
+        .reply_containing(CHANNEL, &first, ":white_check_mark: Deploy request #1")
+        .await;
+    assert!(
+        approved.text.starts_with(
+            ":white_check_mark: Deploy request #1 approved by <@U0BOB>: deploying adxstat"
+        ),
+        "{}",
+        approved.text
+    );
+    g.slack
+        .reply_containing(CHANNEL, &first, "is on *production*")
+        .await;
+    let buttons_gone = g
+        .slack
+        .wait_for("the request without buttons", DEADLINE, |s| {
+            s.posts()
+                .into_iter()
+                .find(|p| p.method == "chat.update" && p.ts == request.ts && p.blocks.is_none())
+        })
+        .await;
+    assert!(
+        buttons_gone.text.contains("approved by <@U0BOB>"),
+        "{}",
+        buttons_gone.text
+    );
+    let grant = g.github.deployment_requests().last().unwrap()["payload"]["zbot_grant"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A new commit needs a new approval.
+    let sha2 = g
+        .repo
+        .commit(&[("fabfile.py", crate::harness::FABFILE, false)], "v0.0.2");
+    let third = g.say("U0ALICE", "deploy adxstat/v0.0.2 to production");
+    g.request_message(3).await;
+    // A deployment made on GitHub has no approval; one carrying #1's grant is of another commit.
+    for (id, payload, expected) in [
+        (
+            7101,
+            json!({}),
+            "this environment needs an approval given in zbot's chat before a deploy runs",
+        ),
+        (
+            7102,
+            json!({"zbot_grant": grant}),
+            &*format!(
+                "the approval was for {}, not this commit: a new commit needs a new approval",
+                &g.sha[..7]
+            ),
+        ),
+    ] {
+        let event =
+            crate::harness::deployment_event(id, "v0.0.2", &sha2, "production", "deploy", payload);
+        assert_eq!(
+            g.github.deliver_deployment(g.zbot.addr, &event).await.0,
+            202
+        );
+        let status = g.github.final_status(id, DEADLINE).await;
+        assert_eq!(
+            (status.state.as_str(), status.description.as_str()),
+            ("error", expected)
+        );
+    }
+
+    // `approve #3` in text, from another thread: said there and in the request's thread.
+    let answer = g.ask("U0CAROL", "approve #3", "approved by").await;
+    assert!(
+        answer.starts_with(":white_check_mark: Deploy request #3 approved by <@U0CAROL>"),
+        "{answer}"
+    );
+    g.slack
+        .reply_containing(CHANNEL, &third, "is on *production*")
+        .await;
+    let deploys = g
+        .ask(
+            "U0ALICE",
+            "deploys adxstat in production",
+            "Recent deployments",
+        )
+        .await;
+    assert!(
+        deploys.contains("approved by <@U0BOB> (2026-11-30 09:00 UTC)"),
+        "{deploys}"
+    );
+    assert!(deploys.contains("approved by <@U0CAROL>"), "{deploys}");
+
+    // `reject #n <reason>` says who and why.
+    let fourth = g.say("U0ALICE", "deploy adxstat/v0.0.2 to production");
+    g.request_message(4).await;
+    let rejected = g
+        .ask("U0BOB", "reject #4 not on a friday", "rejected")
+        .await;
+    assert_eq!(
+        rejected,
+        ":no_entry: Deploy request #4 was rejected by <@U0BOB>: not on a friday. Nothing was deployed."
+    );
+    g.slack
+        .reply_containing(CHANNEL, &fourth, "rejected by <@U0BOB>")
+        .await;
+
+    // The Reject button asks for a reason in a modal; its submission rejects with it.
+    let fifth = g.say("U0ALICE", "deploy adxstat/v0.0.2 to production");
+    g.request_message(5).await;
+    g.click("U0BOB", 5, "zbot_reject").await;
+    let opened = g
+        .slack
+        .wait_for("the reject modal", DEADLINE, |s| {
+            s.posts().into_iter().find(|p| p.method == "views.open")
+        })
+        .await;
+    let view = opened.blocks.unwrap();
+    assert_eq!(view["callback_id"], "zbot_reject_reason");
+    assert_eq!(view["private_metadata"], "5");
+    g.slack.send(view_submission_envelope(
+        "submit-5",
+        "U0BOB",
+        &view,
+        json!({"reason": {"reason": {"type": "plain_text_input", "value": "the db is hot"}}}),
+    ));
+    let said = g
+        .slack
+        .reply_containing(CHANNEL, &fifth, ":no_entry:")
+        .await;
+    assert_eq!(
+        said.text,
+        ":no_entry: Deploy request #5 was rejected by <@U0BOB>: the db is hot. Nothing was deployed."
+    );
+
+    // Request #2 expires after its two hours, said in its thread.
+    g.clock.advance(chrono::Duration::minutes(121));
+    let expired = g
+        .slack
+        .reply_containing(CHANNEL, &second, ":hourglass:")
+        .await;
+    assert_eq!(
+        expired.text,
+        ":hourglass: Deploy request #2 expired after 2h 00m without approval; nothing was deployed. Ask again to deploy adxstat to *production*."
+    );
+    let late = g.ask("U0CAROL", "approve #2", "expired").await;
+    assert_eq!(late, "Deploy request #2 expired; nothing was deployed.");
+    g.zbot.stop().await.unwrap();
+}
+
+/// A signed `status` webhook: CI set `context` of `sha` on main.
+async fn status_event(g: &Guarded, n: u32, sha: &str, state: &str) {
+    let body = json!({"id": n, "sha": sha, "name": "octo/adxstat", "state": state, "context": "ci",
+        "branches": [{"name": "main", "commit": {"sha": sha}}],
+        "repository": {"full_name": "octo/adxstat", "name": "adxstat"}});
+    let (status, answer) =
+        crate::harness::deliver(g.zbot.addr, "status", &format!("status-{n}"), &body).await;
+    assert_eq!((status, answer.as_str()), (202, "checked"));
+}
+
+/// Auto-deploy: a green head of main is deployed to staging by itself (the payload says automatic);
+/// three green pushes while that deploy runs make exactly one further deploy, of the newest; a red head
+/// none; a locked environment none, said once in the app's channel.
+#[tokio::test]
+async fn auto_deploy_deploys_the_newest_green_head_once() {
+    let release = tempfile::tempdir().unwrap();
+    let file = release.path().join("release");
+    let script = crate::harness::held_deploy_script(&file);
+    let files = [("script/deploy", script.as_str(), true)];
+    let g = guarded_with(
+        &files,
+        "auto_deploy = { branch = \"main\", environments = [\"staging\"] }",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await;
+    g.github.set_commit_status(&g.sha, "ci", "success");
+    status_event(&g, 1, &g.sha, "success").await;
+    let first = g.github.deployment_requests();
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert_eq!(first[0]["ref"], g.sha.as_str());
+    assert_eq!(first[0]["environment"], "staging");
+    assert_eq!(first[0]["payload"]["automatic"], true);
+    g.github.in_progress(5001, DEADLINE).await;
+
+    let mut newest = String::new();
+    for n in 2..=4 {
+        newest = g.repo.commit(&files, &format!("v0.0.{n}"));
+        g.github.set_commit_status(&newest, "ci", "success");
+        status_event(&g, n, &newest, "success").await;
+    }
+    assert_eq!(
+        g.github.deployment_requests().len(),
+        1,
+        "none while one runs"
+    );
+    std::fs::write(&file, "go").unwrap();
+    assert_eq!(g.github.final_status(5001, DEADLINE).await.state, "success");
+    let second = g
+        .github
+        .wait_for("the deploy of the newest", DEADLINE, |gh| {
+            gh.deployment_requests().get(1).cloned()
+        })
+        .await;
+    assert_eq!(second["ref"], newest.as_str());
+    assert_eq!(g.github.final_status(5002, DEADLINE).await.state, "success");
+    // Green again for the same head: it is deployed there already.
+    status_event(&g, 5, &newest, "success").await;
+    assert_eq!(g.github.deployment_requests().len(), 2);
+
+    // A red head is not deployed.
+    let red = g.repo.commit(&files, "v0.0.6");
+    g.github.set_commit_status(&red, "ci", "failure");
+    status_event(&g, 6, &red, "failure").await;
+    assert_eq!(g.github.deployment_requests().len(), 2);
+
+    // A locked environment holds green heads back, said once in the app's channel.
+    g.ask(
+        "U0BOB",
+        "lock adxstat in staging checking the release",
+        "Locked",
+    )
+    .await;
+    for n in 7..=8 {
+        let green = g.repo.commit(&files, &format!("v0.0.{n}"));
+        g.github.set_commit_status(&green, "ci", "success");
+        status_event(&g, n, &green, "success").await;
+    }
+    assert_eq!(g.github.deployment_requests().len(), 2);
+    let held = g
+        .slack
+        .wait_for("the held notice", DEADLINE, |s| {
+            s.posts()
+                .into_iter()
+                .find(|p| p.channel == "C0DEPLOYS" && p.text.contains("Auto-deploy"))
+        })
+        .await;
+    assert!(
+        held.text
+            .starts_with(":pause_button: Auto-deploy of adxstat to *staging* is holding back `")
+            && held
+                .text
+                .contains("adxstat is locked on staging by U0BOB since"),
+        "{}",
+        held.text
+    );
+    let notices = g
+        .slack
+        .posts()
+        .into_iter()
+        .filter(|p| p.text.contains("Auto-deploy"))
+        .count();
+    assert_eq!(notices, 1, "said once, not per push");
+    g.zbot.stop().await.unwrap();
+}
+
+/// `lock_on_failure`: a failed deploy locks its environment for the person who deployed, said with
+/// its end; nobody else deploys on top of it.
+#[tokio::test]
+async fn a_failed_deploy_locks_its_environment_when_asked_to() {
+    let g = guarded_with(
+        &[("fabfile.py", crate::harness::FAILING_FABFILE, false)],
+        "lock_on_failure = true",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await;
+    let thread = g.say("U0ALICE", "deploy adxstat/v0.0.1 to staging");
+    let outcome = g
+        .slack
+        .reply_containing(
+            CHANNEL,
+            &thread,
+            "staging is now locked for U0ALICE (lock_on_failure)",
+        )
+        .await;
+    assert!(outcome.text.contains("failed"), "{}", outcome.text);
+    let status = g.github.final_status(5001, DEADLINE).await;
+    assert_eq!(status.state, "failure");
+    assert!(
+        status
+            .description
+            .ends_with("; staging is now locked for U0ALICE (lock_on_failure)"),
+        "{}",
+        status.description
+    );
+    g.ask(
+        "U0BOB",
+        "deploy adxstat/v0.0.1 to staging",
+        "adxstat is locked on *staging* by <@U0ALICE>",
+    )
+    .await;
+    g.zbot.stop().await.unwrap();
+}
