@@ -153,6 +153,15 @@ async fn has_commit(url: &str, sha: &Sha) -> bool {
     }
 }
 
+/// Where the embedded forge fetches `app` from: its `clone_url`, which it needs.
+fn clone_url<'a>(app_name: &AppName, app: &'a AppConfig) -> Result<&'a str, Refused> {
+    app.clone_url.as_deref().ok_or_else(|| {
+        Refused::Validation(format!(
+            "[apps.{app_name}] needs a clone_url to deploy from the shell"
+        ))
+    })
+}
+
 impl LocalForge {
     /// The commit `git_ref` names in the app's repository.
     pub async fn resolve(
@@ -161,12 +170,7 @@ impl LocalForge {
         app: &AppConfig,
         git_ref: &GitRef,
     ) -> Result<Sha, Refused> {
-        let url = app.clone_url.as_deref().ok_or_else(|| {
-            Refused::Validation(format!(
-                "[apps.{app_name}] needs a clone_url to deploy without GitHub"
-            ))
-        })?;
-        resolve(url, &app.repository, git_ref).await
+        resolve(clone_url(app_name, app)?, &app.repository, git_ref).await
     }
 
     pub async fn create_deployment(
@@ -176,11 +180,7 @@ impl LocalForge {
         request: &DeploymentRequest,
         actor: &str,
     ) -> Result<Created, Refused> {
-        let url = app.clone_url.as_deref().ok_or_else(|| {
-            Refused::Validation(format!(
-                "[apps.{app_name}] needs a clone_url to deploy from the shell"
-            ))
-        })?;
+        let url = clone_url(app_name, app)?;
         let sha = resolve(url, &app.repository, &request.git_ref).await?;
         let deployment = NewDeployment {
             deployment_id: DeploymentId::default(),

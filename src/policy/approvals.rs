@@ -57,13 +57,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::policy::guards::tests::at;
     use crate::store::NewRequest;
-
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
 
     fn request(state: RequestState) -> ApprovalRequest {
         ApprovalRequest {

@@ -175,12 +175,13 @@ pub fn may_pass(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::Weekday;
 
     use super::*;
 
-    fn at(text: &str) -> DateTime<Utc> {
+    /// A time from its RFC 3339 text.
+    pub(crate) fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)
             .unwrap()
             .with_timezone(&Utc)

@@ -7,10 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::fakes::github::{FakeGitHub, WebhookTarget};
-use crate::fakes::slack::{
-    self, FakeSlack, app_mention, block_action_envelope, event_envelope, user_ts,
-    view_submission_envelope,
-};
+use crate::fakes::slack::{self, FakeSlack, block_action_envelope, view_submission_envelope};
 use crate::harness::{FABFILE, TestRepo, config_text, install_recipes};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -57,22 +54,15 @@ async fn guarded_with(
     let repo = TestRepo::new(dir.path());
     let sha = repo.commit(files, "v0.0.1");
     let config = format!(
-        "{}
-[slack]
-app_token = \"{}\"
-bot_token = \"{}\"
-api_url = \"{}\"
-default_channel = \"C0DEPLOYS\"
-status_refresh = \"1s\"
-{more}
-",
+        "{}\n{}\n{more}\n",
         config_text(&github, &repo, app, "").replace(
             "[bot]\n",
             "[bot]\nadmins = [\"U0ADMIN\"]\ntime_zone = \"Europe/Berlin\"\n"
         ),
-        slack::APP_TOKEN,
-        slack::BOT_TOKEN,
-        slack.api_url()
+        slack::config_section(
+            &slack,
+            "default_channel = \"C0DEPLOYS\"\nstatus_refresh = \"1s\""
+        ),
     );
     let path = dir.path().join("bot.toml");
     std::fs::write(&path, &config).unwrap();
@@ -108,20 +98,22 @@ impl Guarded {
     /// `user` says `text` to the bot in a new thread; its ts.
     fn say(&self, user: &str, text: &str) -> String {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let ts = user_ts(n);
-        let event = app_mention(
-            user,
-            CHANNEL,
-            &ts,
-            &format!("<@{}> {text}", slack::BOT_USER),
-        );
-        self.slack.send(event_envelope(
-            &format!("env-{n}"),
-            &format!("Ev{n}"),
-            event,
-            0,
-        ));
-        ts
+        slack::mention(&self.slack, n, user, CHANNEL, text)
+    }
+
+    /// Waits for a message zbot posted to `channel` (a user id: a direct message) containing `needle`.
+    async fn posted_to(&self, channel: &str, needle: &str) -> slack::Posted {
+        self.slack
+            .wait_for(
+                &format!("a post to {channel} with {needle:?}"),
+                DEADLINE,
+                |s| {
+                    s.posts()
+                        .into_iter()
+                        .find(|p| p.channel == channel && p.text.contains(needle))
+                },
+            )
+            .await
     }
 
     /// `user` says `text`; the reply in its thread that contains `needle`.
@@ -414,14 +406,7 @@ async fn expiring_locks_lock_bang_and_notify_me() {
         )
         .await;
     assert!(over.contains("from <@U0BOB>"), "{over}");
-    let told = g
-        .slack
-        .wait_for("the holder's direct message", DEADLINE, |s| {
-            s.posts()
-                .into_iter()
-                .find(|p| p.channel == "U0BOB" && p.text.contains("took your lock"))
-        })
-        .await;
+    let told = g.posted_to("U0BOB", "took your lock").await;
     assert_eq!(
         told.text,
         "<@U0ADMIN> took your lock on adxstat in *production* (`lock!`)."
@@ -430,11 +415,7 @@ async fn expiring_locks_lock_bang_and_notify_me() {
 
     g.ask("U0ADMIN", "unlock adxstat in production", "Unlocked")
         .await;
-    g.slack
-        .wait_for("the watcher's direct message", DEADLINE, |s| {
-            s.posts().into_iter().find(|p| p.channel == "U0CAROL")
-        })
-        .await;
+    g.posted_to("U0CAROL", "is free now").await;
 
     // An expiring lock ends by itself once the clock passes its end.
     g.ask("U0BOB", "lock adxstat in production 30m", "Locked")
@@ -757,14 +738,7 @@ async fn auto_deploy_deploys_the_newest_green_head_once() {
         status_event(&g, n, &green, "success").await;
     }
     assert_eq!(g.github.deployment_requests().len(), 2);
-    let held = g
-        .slack
-        .wait_for("the held notice", DEADLINE, |s| {
-            s.posts()
-                .into_iter()
-                .find(|p| p.channel == "C0DEPLOYS" && p.text.contains("Auto-deploy"))
-        })
-        .await;
+    let held = g.posted_to("C0DEPLOYS", "Auto-deploy").await;
     assert!(
         held.text
             .starts_with(":pause_button: Auto-deploy of adxstat to *staging* is holding back `")

@@ -726,12 +726,31 @@ async fn get_commit(
     if git_ref.ends_with("/check-runs") {
         return Json(json!({"total_count": 0, "check_runs": []})).into_response();
     }
-    let target = fake.model.lock().unwrap().target.clone();
-    let Some(target) = target else {
+    let repo_dir = {
+        let model = fake.model.lock().unwrap();
+        model
+            .target
+            .as_ref()
+            .map(|t| t.repo.clone())
+            .or(model.repo.clone())
+    };
+    let Some(repo_dir) = repo_dir else {
         return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
     };
+    match commit_of(&repo_dir, &git_ref) {
+        Some(sha) => Json(json!({"sha": sha})).into_response(),
+        None => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"message": format!("No commit found for SHA: {git_ref}")})),
+        )
+            .into_response(),
+    }
+}
+
+/// The commit `git_ref` names in `repo`, as GitHub resolves a ref.
+fn commit_of(repo: &std::path::Path, git_ref: &str) -> Option<String> {
     let resolved = std::process::Command::new("git")
-        .current_dir(&target.repo)
+        .current_dir(repo)
         .args([
             "rev-parse",
             "--verify",
@@ -740,15 +759,10 @@ async fn get_commit(
         ])
         .output()
         .unwrap();
-    if !resolved.status.success() {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"message": format!("No commit found for SHA: {git_ref}")})),
-        )
-            .into_response();
-    }
-    let sha = String::from_utf8_lossy(&resolved.stdout).trim().to_string();
-    Json(json!({"sha": sha})).into_response()
+    resolved
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&resolved.stdout).trim().to_string())
 }
 
 async fn create_deployment(
@@ -789,24 +803,13 @@ async fn create_deployment(
         )
             .into_response();
     };
-    let resolved = std::process::Command::new("git")
-        .current_dir(&repo_dir)
-        .args([
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{git_ref}^{{commit}}"),
-        ])
-        .output()
-        .unwrap();
-    if !resolved.status.success() {
+    let Some(sha) = commit_of(&repo_dir, &git_ref) else {
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({"message": format!("No ref found for: {git_ref}")})),
         )
             .into_response();
-    }
-    let sha = String::from_utf8_lossy(&resolved.stdout).trim().to_string();
+    };
     let payload = body.get("payload").cloned().unwrap_or(json!({}));
     let base = fake.url();
     let created = json!({
