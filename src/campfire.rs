@@ -244,7 +244,7 @@ async fn webhook(State(hook): State<Hook>, Path(token): Path<String>, body: Http
         // Campfire calls the bot only when it is addressed: mentioned, or in a direct room.
         kind: InboundKind::Direct,
         channel: room.to_string(),
-        channel_name: payload.room.name,
+        channel_name: payload.room.name.as_deref().map(policy_room_name),
         user: user.to_string(),
         user_name: payload.user.name,
         team_id: None,
@@ -257,9 +257,27 @@ async fn webhook(State(hook): State<Hook>, Path(token): Path<String>, body: Http
     StatusCode::OK.into_response()
 }
 
+/// The name a Campfire room is known by to `allowed_channels`: `campfire:<name>`, so that a room
+/// named like a Slack channel (`prod-deploys`) never passes a rule written for that Slack channel.
+/// Campfire room ids are numbers, which no Slack channel id is, so ids need no prefix.
+fn policy_room_name(name: &str) -> String {
+    format!("campfire:{name}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_campfire_room_is_named_apart_from_slack_channels() {
+        for (name, expected) in [
+            ("prod-deploys", "campfire:prod-deploys"),
+            ("#ops", "campfire:#ops"),
+            ("", "campfire:"),
+        ] {
+            assert_eq!(policy_room_name(name), expected);
+        }
+    }
 
     #[test]
     fn only_the_whole_token_matches() {

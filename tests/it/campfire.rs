@@ -22,8 +22,12 @@ async fn setup() -> Setup {
     setup_with(false).await
 }
 
-/// zbot with Campfire, and with Slack too when `slack`.
 async fn setup_with(with_slack: bool) -> Setup {
+    setup_app(with_slack, "").await
+}
+
+/// zbot with Campfire, and with Slack too when `slack`; `extra_app` is added to the app's table.
+async fn setup_app(with_slack: bool, extra_app: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let github = FakeGitHub::start().await;
     let campfire = FakeCampfire::start().await;
@@ -45,7 +49,7 @@ bot_key = \"{BOT_KEY}\"
 webhook_path = \"/campfire/{TOKEN}\"
 rooms = [42]
 ",
-        config_text(&github, &repo, "", ""),
+        config_text(&github, &repo, extra_app, ""),
         campfire.url()
     );
     let zbot = match &fake_slack {
@@ -112,6 +116,36 @@ async fn a_deploy_typed_in_campfire_runs_and_its_outcome_is_posted_in_that_room(
         0,
         "{posts:#?}"
     );
+    s.zbot.stop().await.unwrap();
+}
+
+/// `allowed_channels` written for a Slack channel does not let in a Campfire room of the same name;
+/// the room's own `campfire:<name>` entry does.
+#[tokio::test]
+async fn a_campfire_room_named_like_an_allowed_slack_channel_is_refused() {
+    let deploy = "@zbot deploy adxstat/v0.0.1 to production";
+    let s = setup_app(false, "allowed_channels = [\"#prod-deploys\"]\n").await;
+    let hook = campfire::webhook(1011, (7, "Alice"), (42, "prod-deploys"), deploy);
+    let (status, _) = campfire::send(s.zbot.addr, PATH, &hook).await;
+    assert_eq!(status, 200);
+    let refusal = s.campfire.message_containing("42", "adxstat").await;
+    assert!(
+        refusal.body.contains("channel"),
+        "a refusal that names the channel rule: {}",
+        refusal.body
+    );
+    assert!(s.github.deployment_requests().is_empty());
+    s.zbot.stop().await.unwrap();
+
+    let s = setup_app(false, "allowed_channels = [\"campfire:prod-deploys\"]\n").await;
+    let hook = campfire::webhook(1012, (7, "Alice"), (42, "prod-deploys"), deploy);
+    let (status, _) = campfire::send(s.zbot.addr, PATH, &hook).await;
+    assert_eq!(status, 200);
+    s.github
+        .wait_for("a deployment", DEADLINE, |g| {
+            g.deployment_requests().first().cloned()
+        })
+        .await;
     s.zbot.stop().await.unwrap();
 }
 
