@@ -338,6 +338,7 @@ pub fn denial(denial: &Denial) -> String {
             user(&freeze.holder),
             freeze_scope(freeze)
         ),
+        Denial::HerokuHosts { .. } | Denial::HerokuTask { .. } => sentence(&denial_plain(denial)),
     }
 }
 
@@ -795,6 +796,12 @@ pub fn denial_plain(denial: &Denial) -> String {
         Denial::LocksUnreadable => {
             "zbot cannot read its locks, so it does not deploy: try again".to_string()
         }
+        Denial::HerokuHosts { app } => format!(
+            "{app} is built by Heroku, which deploys the whole app: it takes no host limit (`to <env>/<hosts>`)"
+        ),
+        Denial::HerokuTask { app, task } => format!(
+            "{app} is built by Heroku, which only builds and releases: it takes no `{task}` task, only `deploy`"
+        ),
     }
 }
 

@@ -559,6 +559,10 @@ pub fn job_from(
     };
     let parts = Parts::of(&d.payload).map_err(invalid)?;
     let target = policy::job_target(config, &repository, parts.name.as_ref(), &environment)
+        .and_then(|target| {
+            policy::may_carry_out(&target, &task, parts.hosts.as_ref())?;
+            Ok(target)
+        })
         .map_err(|denial| refuse(Some(repository.clone()), Why::Denied(denial)))?;
     let clone_url = target
         .app

@@ -9,7 +9,7 @@ pub mod guards;
 pub use guards::Closure;
 
 use crate::config::{AppConfig, Config};
-use crate::domain::{AppName, Environment, Repository};
+use crate::domain::{AppName, Environment, Hosts, Repository, Task};
 use crate::store::Lock;
 use crate::suggest;
 
@@ -75,6 +75,17 @@ pub enum Denial {
     },
     /// Only the freeze's holder or an admin removes it.
     NotFreezeHolder(Box<crate::store::Freeze>),
+    /// A host limit (`to production/web1`) for an app Heroku builds: Heroku has no hosts to limit a
+    /// deploy to, so the whole app would be deployed.
+    HerokuHosts {
+        app: AppName,
+    },
+    /// A task other than `deploy` (and the lock tasks) for an app Heroku builds: Heroku's Platform API
+    /// only builds and releases, so `deploy:migrate` would run a full deploy instead.
+    HerokuTask {
+        app: AppName,
+        task: Task,
+    },
 }
 
 /// A deployment from GitHub that will not run, and why: a value that does not validate, or a policy
@@ -235,6 +246,32 @@ pub fn may_deploy(
     may_run(lock, user)
 }
 
+/// Whether `task` limited to `hosts` is something `target`'s provider can carry out: an app Heroku
+/// builds (`provider = "heroku"`) takes neither a host limit nor a task other than `deploy` (the lock
+/// tasks never reach Heroku). Checked before the GitHub deployment is created from chat, and again for
+/// deployments other tools create.
+pub fn may_carry_out(
+    target: &Target<'_>,
+    task: &Task,
+    hosts: Option<&Hosts>,
+) -> Result<(), Denial> {
+    if !target.app.is_heroku() {
+        return Ok(());
+    }
+    if hosts.is_some() {
+        return Err(Denial::HerokuHosts {
+            app: target.app_name.clone(),
+        });
+    }
+    if *task != Task::deploy() && !task.is_lock() && !task.is_unlock() {
+        return Err(Denial::HerokuTask {
+            app: target.app_name.clone(),
+            task: task.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// Whether `actor` may remove `lock`: its holder, or one of `[bot] admins`. The same rule for chat's
 /// `unlock` and Heaven's `deploy:unlock` task.
 pub fn may_unlock(lock: &Lock, actor: &str, admins: &[String]) -> Result<(), Denial> {
@@ -269,6 +306,43 @@ repository = "octo/long"
 environments = ["production", "staging"]
 "#;
         Config::from_source(std::path::Path::new("bot.toml"), source).unwrap()
+    }
+
+    /// An app Heroku builds takes no host limit and no task but `deploy` and the lock tasks; any other
+    /// app takes both.
+    #[test]
+    fn heroku_apps_take_no_hosts_and_only_the_deploy_task() {
+        let source = r#"
+[apps.web]
+repository = "octo/web"
+environments = ["production"]
+provider = "heroku"
+heroku_app = "octo-web"
+
+[apps.fab]
+repository = "octo/fab"
+environments = ["production"]
+"#;
+        let config = Config::from_source(std::path::Path::new("bot.toml"), source).unwrap();
+        let production: Environment = "production".parse().unwrap();
+        for (app, task, hosts, allowed) in [
+            ("web", "deploy", None, true),
+            ("web", "deploy:lock", None, true),
+            ("web", "deploy:unlock", None, true),
+            ("web", "deploy", Some("web1"), false),
+            ("web", "deploy:migrate", None, false),
+            ("fab", "deploy:migrate", Some("web1"), true),
+        ] {
+            let target = target(&config, &app.parse().unwrap(), Some(&production)).unwrap();
+            let task: Task = task.parse().unwrap();
+            let hosts: Option<Hosts> = hosts.map(|h| h.parse().unwrap());
+            let result = may_carry_out(&target, &task, hosts.as_ref());
+            assert_eq!(
+                result.is_ok(),
+                allowed,
+                "{app} {task} {hosts:?}: {result:?}"
+            );
+        }
     }
 
     /// An alias (`prod` → `production`, a default) never hides an app's own environment of that name;

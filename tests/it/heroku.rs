@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::fakes::github::{ARCHIVE_TOKEN, FakeGitHub};
 use crate::fakes::heroku::{API_KEY, FakeHeroku, Script};
 use crate::fakes::slack::{self, FakeSlack};
-use crate::harness::{TestRepo, config_text, deploy, start_chat_zbot};
+use crate::harness::{TestRepo, config_text, deliver, deploy, deployment_event, start_chat_zbot};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const CHANNEL: &str = "C0CHAN";
@@ -352,5 +352,57 @@ async fn a_deploy_cancelled_while_heroku_holds_the_build_request_says_heroku_may
     s.slack
         .reply_containing(CHANNEL, &thread, "Heroku may still build")
         .await;
+
+/// A host limit or a task other than `deploy` means nothing to Heroku: from chat they are refused
+/// before a GitHub deployment exists; from another tool the deployment ends `error` with the reason.
+/// Heroku is never asked to build.
+#[tokio::test]
+async fn a_heroku_app_refuses_host_limits_and_tasks() {
+    let s = setup("").await;
+    for (n, text, says) in [
+        (
+            1,
+            "deploy adxstat/v0.0.1 to production/web1",
+            "takes no host limit",
+        ),
+        (
+            2,
+            "deploy:migrate adxstat/v0.0.1 to production",
+            "takes no `deploy:migrate` task",
+        ),
+    ] {
+        let thread = s.mention(n, text);
+        let reply = s.slack.reply_containing(CHANNEL, &thread, says).await;
+        assert!(
+            reply.text.contains("built by Heroku"),
+            "{text}: {}",
+            reply.text
+        );
+    }
+    assert!(s.github.deployment_requests().is_empty());
+
+    for (id, task, payload, says) in [
+        (
+            7201,
+            "deploy",
+            serde_json::json!({"hosts": "web1"}),
+            "takes no host limit",
+        ),
+        (
+            7202,
+            "deploy:migrate",
+            serde_json::json!({}),
+            "takes no `deploy:migrate` task",
+        ),
+    ] {
+        let event = deployment_event(id, "v0.0.1", &s.sha, "production", task, payload);
+        let (status, body) =
+            deliver(s.zbot.addr, "deployment", &format!("delivery-{id}"), &event).await;
+        assert_eq!(status, 422, "{body}");
+        let last = s.github.final_status(id, DEADLINE).await;
+        assert_eq!(last.state, "error", "{last:?}");
+        assert!(last.description.contains(says), "{}", last.description);
+    }
+    assert!(s.heroku.builds().is_empty());
     s.zbot.stop().await.unwrap();
 }

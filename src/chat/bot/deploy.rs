@@ -24,6 +24,7 @@ impl<O: ChatOutput> Bot<O> {
         let target = self
             .checked_target(&command.app, command.environment.as_ref(), inbound)
             .await?;
+        crate::policy::may_carry_out(&target, &command.task, command.hosts.as_ref())?;
         // A dry run changes nothing: a freeze or a closed window does not hold it, and it needs no approval.
         let dry_run = command.task.is_noop();
         let overridden = if dry_run {
