@@ -847,7 +847,7 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
     let webhook = raw.webhook.map(|w| validate_webhook(&mut c, w));
     let heroku = raw.heroku.map(|h| validate_heroku(&mut c, h));
     let campfire = raw.campfire.map(|r| validate_campfire(&mut c, r));
-    let notify = raw
+    let notify: Vec<NotifyConfig> = raw
         .notify
         .into_iter()
         .filter_map(|n| validate_notify(&mut c, n, slack.is_some(), campfire.is_some()))
@@ -870,6 +870,10 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
         })
         .collect();
     let windows = guards::validate_windows(&mut c, raw.windows, bot.time_zone);
+    let notify = notify
+        .into_iter()
+        .map(|n| notify_filter(&mut c, &bot, &apps, n))
+        .collect();
 
     if c.problems.is_empty() {
         let warnings = shadowed_aliases(&c, &bot, &apps);
@@ -941,6 +945,14 @@ fn validate_notify(
         .collect();
     let events = match raw.events {
         None => NotifyEvent::ALL.to_vec(),
+        Some(names) if names.is_empty() => {
+            c.problem(
+                table,
+                Some("events"),
+                "`events = []` would send nothing: leave `events` out for all four, or name some",
+            );
+            Vec::new()
+        }
         Some(names) => names
             .iter()
             .filter_map(|name| {
@@ -1030,6 +1042,82 @@ fn validate_notify(
         environments,
         events,
     })
+}
+
+/// A `[[notify]]` filter against the apps: each of `apps` names an app (as configured, any case), and
+/// each of `environments` is an environment of one of those apps (of any app when `apps` is empty),
+/// after `[bot] environment_aliases` as chat resolves them (`prod` → `production`). A filter that could
+/// never match is a problem, not a sink that stays silent.
+fn notify_filter(
+    c: &mut Checker<'_>,
+    bot: &BotConfig,
+    apps: &BTreeMap<AppName, AppConfig>,
+    mut notify: NotifyConfig,
+) -> NotifyConfig {
+    let table = "[notify]";
+    let mut named = Vec::new();
+    for typed in &notify.apps {
+        match apps
+            .keys()
+            .find(|name| name.as_str().eq_ignore_ascii_case(typed.as_str()))
+        {
+            Some(name) => named.push(name.clone()),
+            None => c.problem(
+                table,
+                Some("apps"),
+                format!(
+                    "no app `{typed}` in [apps]: use one of {}",
+                    listed(apps.keys())
+                ),
+            ),
+        }
+    }
+    let candidates: Vec<&AppConfig> = if named.is_empty() {
+        apps.values().collect()
+    } else {
+        named.iter().filter_map(|name| apps.get(name)).collect()
+    };
+    let mut environments: Vec<Environment> = Vec::new();
+    for typed in &notify.environments {
+        let found: Vec<&Environment> = candidates
+            .iter()
+            .filter_map(|app| app.environment(typed, &bot.environment_aliases))
+            .collect();
+        if found.is_empty() {
+            let mut known: Vec<&Environment> = candidates
+                .iter()
+                .flat_map(|app| &app.environments)
+                .collect();
+            known.sort_by_key(|e| e.as_str());
+            known.dedup();
+            c.problem(
+                table,
+                Some("environments"),
+                format!(
+                    "no app{} has a `{typed}` environment: use one of {}",
+                    if named.is_empty() { "" } else { " in `apps`" },
+                    listed(known)
+                ),
+            );
+        }
+        for environment in found {
+            if !environments.iter().any(|e| e.same(environment)) {
+                environments.push(environment.clone());
+            }
+        }
+    }
+    notify.apps = named;
+    notify.environments = environments;
+    notify
+}
+
+/// Names joined by `, `, each in backticks.
+fn listed<T: fmt::Display>(names: impl IntoIterator<Item = T>) -> String {
+    names
+        .into_iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The shortest webhook token zbot accepts: as for `[webhook] secret`.

@@ -274,7 +274,8 @@ fn notify_sinks_are_checked() {
         [[notify]]\nkind = \"webhook\"\nurl = \"https://hooks.example.com/z\"\nsecret = \"s3cret-s3cret-s3cret\"\n\
         events = [\"started\", \"errored\"]\napps = [\"adxstat\"]\nenvironments = [\"production\"]\nattempts = 3\n\
         timeout = \"5s\"\nconnect_timeout = \"2s\"\n\n\
-        [[notify]]\nkind = \"slack\"\nchannel = \"C0DEPLOYS\"\n";
+        [[notify]]\nkind = \"slack\"\nchannel = \"C0DEPLOYS\"\nenvironments = [\"prod\"]\n\n\
+        [apps.adxstat]\nrepository = \"octo/adxstat\"\nenvironments = [\"production\", \"staging\"]\n";
     let (code, err) = check_file(good);
     assert_eq!(code, 0, "{err}");
     let bad = "[[notify]]\nkind = \"teams\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"https://x.example\"\n\
@@ -375,4 +376,40 @@ fn the_guard_examples_in_bot_toml_pass_zbot_check() {
         ),
         "{err}"
     );
+}
+
+/// A `[[notify]]` filter that could never match is refused: an app bot.toml lacks, an environment no
+/// (listed) app has, `events = []`. An alias (`prod`) counts as the environment it stands for.
+#[test]
+fn a_notify_filter_that_never_matches_is_refused() {
+    let app = "[apps.adxstat]\nrepository = \"octo/adxstat\"\nenvironments = [\"production\", \"staging\"]\n\n\
+        [apps.other]\nrepository = \"octo/other\"\nenvironments = [\"qa\"]\n\n";
+    let sink = "[[notify]]\nkind = \"webhook\"\nurl = \"https://hooks.example.com/z\"\nsecret = \"s3cret-s3cret-s3cret\"\n";
+    let (code, err) = check_file(&format!("{app}{sink}environments = [\"prod\", \"QA\"]\n"));
+    assert_eq!(code, 0, "{err}");
+    for (filter, expected) in [
+        (
+            "apps = [\"nosuch\"]",
+            "[[notify]] apps: no app `nosuch` in [apps]: use one of `adxstat`, `other`",
+        ),
+        (
+            "environments = [\"qa\"]\napps = [\"adxstat\"]",
+            "[[notify]] environments: no app in `apps` has a `qa` environment: use one of `production`, `staging`",
+        ),
+        (
+            "environments = [\"preprod\"]",
+            "[[notify]] environments: no app has a `preprod` environment",
+        ),
+        (
+            "events = []",
+            "[[notify]] events: `events = []` would send nothing",
+        ),
+    ] {
+        let (code, err) = check_file(&format!("{app}{sink}{filter}\n"));
+        assert_eq!(code, 1, "{filter}: {err}");
+        assert!(
+            err.contains(expected),
+            "{filter}: missing {expected:?} in:\n{err}"
+        );
+    }
 }
