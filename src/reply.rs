@@ -1022,6 +1022,15 @@ const TAIL_CHARS: usize = 2500;
 /// The reply that tells how a deployment ended (a new message, so people are notified).
 /// What a deploy shipped, for its success reply: "3 commits since the last deploy to production
 /// (compare) by alice, bob:" and the first lines of at most five commit messages, escaped.
+/// ` (<url|compare>)`, or nothing when the forge has no page for the comparison (the embedded forge).
+fn compare_link(c: &crate::forge::Comparison) -> String {
+    if c.url.is_empty() {
+        String::new()
+    } else {
+        format!(" (<{}|compare>)", c.url)
+    }
+}
+
 pub fn changes(changes: &crate::forge::Changes, e: &DeploymentEvent) -> String {
     use crate::forge::Changes;
     let commits = |n: u64| {
@@ -1069,18 +1078,18 @@ pub fn changes(changes: &crate::forge::Changes, e: &DeploymentEvent) -> String {
                 )
             };
             format!(
-                "{} since the last deploy to {} (<{}|compare>){by}:\n{}",
+                "{} since the last deploy to {}{}{by}:\n{}",
                 commits(c.ahead_by),
                 e.environment,
-                c.url,
+                compare_link(c),
                 list(c, c.ahead_by)
             )
         }
         Changes::TookBack(c) => format!(
-            "Took back {} from {} (<{}|compare>):\n{}",
+            "Took back {} from {}{}:\n{}",
             commits(c.ahead_by),
             e.environment,
-            c.url,
+            compare_link(c),
             list(c, c.ahead_by)
         ),
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::process::Command;
 
-use super::{Created, DeploymentRequest, DeploymentSummary, Refused};
+use super::{Comparison, Created, DeploymentRequest, DeploymentSummary, Refused};
 use crate::config::AppConfig;
 use crate::domain::{AppName, DeploymentId, Environment, GitRef, Repository, Sha};
 use crate::store::{NewDeployment, Store};
@@ -111,6 +111,78 @@ async fn resolve(url: &str, repository: &Repository, git_ref: &GitRef) -> Result
 /// A scratch directory removed when dropped.
 struct Scratch(PathBuf);
 
+impl Scratch {
+    /// A fresh path under the temporary directory, named for `purpose`; not created.
+    fn new(purpose: &str) -> Scratch {
+        static SCRATCH: AtomicU64 = AtomicU64::new(0);
+        Scratch(std::env::temp_dir().join(format!(
+            "zbot-{purpose}-{}-{}",
+            std::process::id(),
+            SCRATCH.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+}
+
+/// `base...head` in the repository at `url`, counted as GitHub's compare API counts them: the commits
+/// head has that base lacks (their authors' names and messages' first lines, the last
+/// [`SHOWN_COMMITS`](super::SHOWN_COMMITS), oldest first) and how many base has that head lacks. Both
+/// commits are fetched (no blobs) into a scratch bare repository. There is no page to link to: the URL
+/// is empty.
+pub async fn compare(url: &str, base: &Sha, head: &Sha) -> Result<Comparison, String> {
+    let scratch = Scratch::new("compare");
+    let dir = scratch.0.display().to_string();
+    git(&["init", "--quiet", "--bare", &dir]).await?;
+    git(&[
+        "-C",
+        &dir,
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        "--filter=blob:none",
+        "--",
+        url,
+        base.as_str(),
+        head.as_str(),
+    ])
+    .await?;
+    let count = |range: String| {
+        let dir = dir.clone();
+        async move {
+            git(&["-C", &dir, "rev-list", "--count", &range])
+                .await?
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| format!("git rev-list --count: {e}"))
+        }
+    };
+    let ahead_by = count(format!("{base}..{head}")).await?;
+    let behind_by = count(format!("{head}..{base}")).await?;
+    let log = git(&[
+        "-C",
+        &dir,
+        "log",
+        "--reverse",
+        "--format=%an%x09%s",
+        &format!("{base}..{head}"),
+    ])
+    .await?;
+    let lines: Vec<&str> = log.lines().collect();
+    let skip = lines.len().saturating_sub(super::SHOWN_COMMITS);
+    Ok(Comparison {
+        ahead_by,
+        behind_by,
+        url: String::new(),
+        commits: lines
+            .into_iter()
+            .skip(skip)
+            .map(|line| match line.split_once('\t') {
+                Some((author, subject)) => (Some(author.to_string()), subject.to_string()),
+                None => (None, line.to_string()),
+            })
+            .collect(),
+    })
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -121,12 +193,7 @@ impl Drop for Scratch {
 /// bare repository, as `git ls-remote` cannot say. A failure to fetch counts as not having it; the
 /// listing before it showed the repository is reachable.
 async fn has_commit(url: &str, sha: &Sha) -> bool {
-    static SCRATCH: AtomicU64 = AtomicU64::new(0);
-    let scratch = Scratch(std::env::temp_dir().join(format!(
-        "zbot-commit-check-{}-{}",
-        std::process::id(),
-        SCRATCH.fetch_add(1, Ordering::Relaxed)
-    )));
+    let scratch = Scratch::new("commit-check");
     let dir = scratch.0.display().to_string();
     let fetched = async {
         git(&["init", "--quiet", "--bare", &dir]).await?;

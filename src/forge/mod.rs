@@ -210,18 +210,20 @@ impl Forge {
         }
     }
 
-    /// `base...head` compared; the embedded forge cannot compare (an error).
+    /// `base...head` compared: by GitHub's compare API, or by the embedded forge in the repository at
+    /// `clone_url` (the deployment's).
     pub async fn compare(
         &self,
         repository: &Repository,
+        clone_url: &str,
         base: &Sha,
         head: &Sha,
     ) -> Result<Comparison, ForgeError> {
         match self {
             Forge::GitHub(github) => github.compare(repository, base, head).await,
-            Forge::Local(_) => Err(ForgeError::Config(
-                "the embedded forge does not compare commits".into(),
-            )),
+            Forge::Local(_) => local::compare(clone_url, base, head)
+                .await
+                .map_err(ForgeError::Config),
         }
     }
 

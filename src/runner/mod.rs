@@ -510,7 +510,7 @@ impl Deployer {
         }
         let compared = self
             .forge
-            .compare(&d.repository, &last.sha, &d.sha)
+            .compare(&d.repository, &d.clone_url, &last.sha, &d.sha)
             .await
             .inspect_err(|e| {
                 tracing::warn!(deployment = %d.deployment_id, "cannot compare with the last deploy: {e}");
@@ -521,7 +521,7 @@ impl Deployer {
         }
         // Only behind: a rollback. What it took back is what the last deploy had that this lacks.
         self.forge
-            .compare(&d.repository, &d.sha, &last.sha)
+            .compare(&d.repository, &d.clone_url, &d.sha, &last.sha)
             .await
             .inspect_err(|e| {
                 tracing::warn!(deployment = %d.deployment_id, "cannot compare with the last deploy: {e}");

@@ -63,18 +63,29 @@ fn the_example_app_deploys_moves_forward_and_rolls_back() {
     );
     assert_eq!(current_release(dir.path()), "v0.0.1");
 
-    try_it(
+    assert!(
+        out.contains("The first deploy of adxstat to production."),
+        "{out}"
+    );
+
+    // The embedded forge compares in the local repository: what each deploy shipped or took back.
+    let out = try_it(
         dir.path(),
         "alice",
         "zbot deploy adxstat/v0.0.2 to production\n",
     );
     assert_eq!(current_release(dir.path()), "v0.0.2");
+    assert!(
+        out.contains("1 commit since the last deploy to production"),
+        "{out}"
+    );
 
     let out = try_it(dir.path(), "alice", "rollback adxstat in production\n");
     assert!(
         out.contains("Rolling adxstat on *production* back from `v0.0.2` to `v0.0.1`."),
         "{out}"
     );
+    assert!(out.contains("Took back 1 commit from production"), "{out}");
     assert_eq!(current_release(dir.path()), "v0.0.1");
     let log = std::fs::read_to_string(dir.path().join("data/logs/3.log")).unwrap();
     assert!(log.contains("[3/3] switching current"), "{log}");
