@@ -35,7 +35,8 @@ enum Commands {
         /// Print the [apps.*] tables for this hubot-deploy apps.json instead.
         #[arg(long, value_name = "FILE")]
         apps_json: Option<PathBuf>,
-        /// Also check the connections: Slack's auth.test, and the GitHub token's access to each repository.
+        /// Also check the connections: Slack's auth.test, the GitHub token's access to each repository,
+        /// the Heroku API key's access to each heroku_app, and that [campfire] url answers.
         #[arg(long)]
         online: bool,
     },
@@ -281,7 +282,7 @@ fn parse(
     ExitCode::from(code)
 }
 
-/// Checks the connections to Slack and GitHub; fails if either is broken.
+/// Checks the connections to Slack, GitHub, Heroku and Campfire; fails if any is broken.
 async fn check_online(config: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut failures = 0;
@@ -315,6 +316,29 @@ async fn check_online(config: Config) -> anyhow::Result<()> {
             Err(e) => {
                 failures += 1;
                 println!("github: cannot read the rate limit: {e}");
+            }
+        }
+    }
+    if let Some(heroku_config) = &config.heroku {
+        let heroku = zbot::runner::heroku::HerokuExecutor::new(heroku_config)?;
+        for (name, app) in &config.apps {
+            for (environment, heroku_app) in &app.heroku_apps {
+                match heroku.check_app(heroku_app).await {
+                    Ok(()) => println!("heroku: ok, {name} {environment} ({heroku_app})"),
+                    Err(reason) => {
+                        failures += 1;
+                        println!("heroku: {name} {environment}: {reason}");
+                    }
+                }
+            }
+        }
+    }
+    if let Some(campfire) = &config.campfire {
+        match zbot::campfire::check(campfire).await {
+            Ok(status) => println!("campfire: ok, {} answered {status}", campfire.url),
+            Err(e) => {
+                failures += 1;
+                println!("campfire: {} does not answer: {e}", campfire.url);
             }
         }
     }

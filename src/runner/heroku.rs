@@ -171,6 +171,21 @@ impl HerokuExecutor {
         })
     }
 
+    /// Whether the API key can see `app` (`GET /apps/{app}`), for `zbot check --online`; `Err` is the
+    /// sentence a refused deploy would end with.
+    pub async fn check_app(&self, app: &HerokuApp) -> Result<(), String> {
+        self.call(
+            http::Method::GET,
+            &format!("/apps/{app}"),
+            None,
+            app,
+            "the app",
+        )
+        .await
+        .map(drop)
+        .map_err(|outcome| outcome.description)
+    }
+
     /// One API call; `Err` is the deploy's end, with a sentence.
     async fn call(
         &self,

@@ -413,3 +413,39 @@ fn a_notify_filter_that_never_matches_is_refused() {
         );
     }
 }
+
+/// `zbot check --online` asks Heroku for each heroku_app with the API key, and reaches [campfire] url:
+/// an app Heroku does not know is reported, and the check fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_online_asks_heroku_for_each_app_and_reaches_campfire() {
+    let heroku = crate::fakes::heroku::FakeHeroku::start(&["adxstat"]).await;
+    let config = format!(
+        "[github]\ntoken = \"x\"\napi_url = \"http://127.0.0.1:9\"\n\n\
+        [heroku]\napi_key = \"{key}\"\napi_url = \"{url}\"\n\n\
+        [campfire]\nurl = \"{url}\"\nbot_key = \"1-AbCdEfGh\"\nwebhook_path = \"/campfire/0123456789abcdef0123\"\nrooms = [1]\n\n\
+        [apps.adxstat]\nrepository = \"octo/adxstat\"\nenvironments = [\"production\", \"staging\"]\n\
+        provider = \"heroku\"\nheroku_app = {{ production = \"adxstat\", staging = \"adxstat-staging\" }}\n",
+        key = crate::fakes::heroku::API_KEY,
+        url = heroku.url(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bot.toml"), config).unwrap();
+        std::fs::create_dir(dir.path().join("commands")).unwrap();
+        zbot(dir.path(), &["check", "--online"], VARIABLES)
+    })
+    .await
+    .unwrap();
+    let said = stdout(&out);
+    assert!(
+        said.contains("heroku: ok, adxstat production (adxstat)"),
+        "{said}\n{}",
+        stderr(&out)
+    );
+    assert!(
+        said.contains("heroku: adxstat staging: Heroku has no app adxstat-staging"),
+        "{said}"
+    );
+    assert!(said.contains("campfire: ok"), "{said}");
+    assert_ne!(out.status.code(), Some(0), "{said}\n{}", stderr(&out));
+}

@@ -91,6 +91,7 @@ impl FakeHeroku {
             changed: super::Changes::default(),
         };
         let app = Router::new()
+            .route("/apps/{app}", get(app_info))
             .route("/apps/{app}/builds", post(create_build))
             .route("/apps/{app}/builds/{id}", get(build_info))
             .route("/apps/{app}/releases/{id}", get(release_info))
@@ -224,6 +225,25 @@ fn tar_files(archive: &[u8]) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// `GET /apps/{app}`: the app's name and id, or 401 / 404 as Heroku answers them.
+async fn app_info(
+    State(fake): State<FakeHeroku>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if authorization != format!("Bearer {API_KEY}") {
+        return error(401, "unauthorized", "Invalid credentials provided.");
+    }
+    if !fake.model.lock().unwrap().apps.contains(&app) {
+        return error(404, "not_found", "Couldn't find that app.");
+    }
+    Json(json!({"name": app, "id": format!("01234567-89ab-cdef-0123-{app:0>12}")})).into_response()
 }
 
 async fn create_build(
