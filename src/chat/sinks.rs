@@ -109,9 +109,24 @@ fn chat_message(event: &DeploymentEvent, kind: NotifyEvent) -> Message {
     }
 }
 
+impl<O: ChatOutput> ChatSink<O> {
+    /// Whether `event`'s deployment was asked for in this sink's place of a chat without threads (a
+    /// Campfire room): its outcome is already said there, as a new message, so the sink says nothing.
+    fn is_origin(&self, event: &DeploymentEvent) -> bool {
+        !self.out.threads()
+            && event.notify.as_ref().is_some_and(|n| {
+                n.adapter.as_ref() == Some(&self.out.adapter())
+                    && n.room.as_ref().is_some_and(|r| r.as_str() == self.place)
+            })
+    }
+}
+
 impl<O: ChatOutput> Deliver for ChatSink<O> {
     fn deliver<'a>(&'a self, event: &'a DeploymentEvent, kind: NotifyEvent) -> Delivery<'a> {
         Box::pin(async move {
+            if self.is_origin(event) {
+                return Ok(());
+            }
             self.out
                 .post(&self.place, None, &chat_message(event, kind))
                 .await

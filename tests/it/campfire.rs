@@ -19,15 +19,16 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    setup_with(false).await
+    setup_with(false, "").await
 }
 
-async fn setup_with(with_slack: bool) -> Setup {
-    setup_app(with_slack, "").await
+async fn setup_with(with_slack: bool, notify: &str) -> Setup {
+    setup_app(with_slack, "", notify).await
 }
 
-/// zbot with Campfire, and with Slack too when `slack`; `extra_app` is added to the app's table.
-async fn setup_app(with_slack: bool, extra_app: &str) -> Setup {
+/// zbot with Campfire, and with Slack too when `slack`; `extra_app` is added to the app's table,
+/// `notify` is appended to bot.toml.
+async fn setup_app(with_slack: bool, extra_app: &str, notify: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let github = FakeGitHub::start().await;
     let campfire = FakeCampfire::start().await;
@@ -48,7 +49,7 @@ url = \"{}\"
 bot_key = \"{BOT_KEY}\"
 webhook_path = \"/campfire/{TOKEN}\"
 rooms = [42]
-",
+{notify}",
         config_text(&github, &repo, extra_app, ""),
         campfire.url()
     );
@@ -124,7 +125,7 @@ async fn a_deploy_typed_in_campfire_runs_and_its_outcome_is_posted_in_that_room(
 #[tokio::test]
 async fn a_campfire_room_named_like_an_allowed_slack_channel_is_refused() {
     let deploy = "@zbot deploy adxstat/v0.0.1 to production";
-    let s = setup_app(false, "allowed_channels = [\"#prod-deploys\"]\n").await;
+    let s = setup_app(false, "allowed_channels = [\"#prod-deploys\"]\n", "").await;
     let hook = campfire::webhook(1011, (7, "Alice"), (42, "prod-deploys"), deploy);
     let (status, _) = campfire::send(s.zbot.addr, PATH, &hook).await;
     assert_eq!(status, 200);
@@ -137,7 +138,7 @@ async fn a_campfire_room_named_like_an_allowed_slack_channel_is_refused() {
     assert!(s.github.deployment_requests().is_empty());
     s.zbot.stop().await.unwrap();
 
-    let s = setup_app(false, "allowed_channels = [\"campfire:prod-deploys\"]\n").await;
+    let s = setup_app(false, "allowed_channels = [\"campfire:prod-deploys\"]\n", "").await;
     let hook = campfire::webhook(1012, (7, "Alice"), (42, "prod-deploys"), deploy);
     let (status, _) = campfire::send(s.zbot.addr, PATH, &hook).await;
     assert_eq!(status, 200);
@@ -246,7 +247,7 @@ async fn a_campfire_webhook_is_refused_before_its_body_is_read_and_bodies_are_ca
 
 #[tokio::test]
 async fn with_slack_and_campfire_each_deployment_answers_in_the_chat_it_came_from() {
-    let s = setup_with(true).await;
+    let s = setup_with(true, "").await;
     let slack = s.slack.clone().unwrap();
     let hook = campfire::webhook(
         1001,
@@ -286,5 +287,40 @@ async fn with_slack_and_campfire_each_deployment_answers_in_the_chat_it_came_fro
         .filter(|p| p.body.contains("staging"))
         .collect();
     assert!(in_campfire.is_empty(), "{in_campfire:#?}");
+    s.zbot.stop().await.unwrap();
+}
+
+/// A `[[notify]]` Campfire sink for the room a deploy was typed in says nothing there: the outcome is
+/// posted once. A sink for another room still gets it.
+#[tokio::test]
+async fn a_campfire_sink_for_the_room_a_deploy_came_from_does_not_repeat_it() {
+    let s = setup_with(
+        false,
+        "\n[[notify]]\nkind = \"campfire\"\nroom = 42\n\n[[notify]]\nkind = \"campfire\"\nroom = 43\n",
+    )
+    .await;
+    let hook = campfire::webhook(
+        1001,
+        (7, "Alice"),
+        (42, "Ops"),
+        "@zbot deploy adxstat/v0.0.1 to production",
+    );
+    let (status, answer) = campfire::send(s.zbot.addr, PATH, &hook).await;
+    assert_eq!(status, 200, "{answer}");
+    let last = s.github.final_status(5001, DEADLINE).await;
+    assert_eq!(last.state, "success", "{last:?}");
+    s.campfire
+        .message_containing("43", "is on *production*")
+        .await;
+    s.campfire
+        .message_containing("42", "is on *production*")
+        .await;
+    let in_42: Vec<_> = s
+        .campfire
+        .posts()
+        .into_iter()
+        .filter(|p| p.room == "42" && p.body.contains("adxstat"))
+        .collect();
+    assert_eq!(in_42.len(), 1, "{in_42:#?}");
     s.zbot.stop().await.unwrap();
 }
