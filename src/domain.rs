@@ -659,11 +659,14 @@ pub struct HerokuApp(String);
 string_type!(HerokuApp, |v| {
     let kind = ValueKind::HerokuApp;
     common(kind, v, 30)?;
-    if let Some(c) = v
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    if v.chars()
+        .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
     {
-        return Err(invalid(kind, v, Problem::Character(c)));
+        return Err(invalid(
+            kind,
+            v,
+            Problem::Format("must be lowercase letters, digits or dashes (Heroku's rule)"),
+        ));
     }
     if v.len() < 3 || !v.starts_with(|c: char| c.is_ascii_lowercase()) || v.ends_with('-') {
         return Err(invalid(

@@ -678,7 +678,10 @@ enum RawRoom {
 
 /// `heroku_app = "name"` for every environment, or `{ production = "name", … }`.
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "must be a Heroku app name (heroku_app = \"adxstat\") or one per environment (heroku_app = { production = \"adxstat\" })"
+)]
 enum RawHerokuApp {
     One(String),
     Each(BTreeMap<String, String>),
@@ -1198,13 +1201,18 @@ fn validate_heroku_apps(
     raw: Option<RawHerokuApp>,
 ) -> BTreeMap<Environment, HerokuApp> {
     let mut apps = BTreeMap::new();
+    // A name that does not validate is reported once: its environments are not missing a heroku_app.
+    let mut invalid: Vec<&Environment> = Vec::new();
     match raw {
         None => {}
         Some(RawHerokuApp::One(name)) => {
-            if let Some(app) = c.parse::<HerokuApp>(table, Some("heroku_app"), &name) {
-                for env in environments {
-                    apps.insert(env.clone(), app.clone());
+            match c.parse::<HerokuApp>(table, Some("heroku_app"), &name) {
+                Some(app) => {
+                    for env in environments {
+                        apps.insert(env.clone(), app.clone());
+                    }
                 }
+                None => invalid.extend(environments),
             }
         }
         Some(RawHerokuApp::Each(each)) => {
@@ -1220,7 +1228,7 @@ fn validate_heroku_apps(
                         Some("heroku_app"),
                         format!("`{env}` is not one of this app's environments"),
                     ),
-                    _ => {}
+                    (Some(env), None) => invalid.push(env),
                 }
             }
         }
@@ -1229,15 +1237,15 @@ fn validate_heroku_apps(
     if heroku {
         let missing: Vec<&str> = environments
             .iter()
-            .filter(|e| !apps.contains_key(*e))
+            .filter(|e| !apps.contains_key(*e) && !invalid.contains(e))
             .map(Environment::as_str)
             .collect();
-        if !missing.is_empty() {
+        if let Some(first) = missing.first() {
             c.problem(
                 table,
                 Some("provider"),
                 format!(
-                    "provider = \"heroku\" needs heroku_app for {}: heroku_app = \"name\" or {{ production = \"name\" }}",
+                    "provider = \"heroku\" needs heroku_app for {}: heroku_app = \"name\" or {{ {first} = \"name\" }}",
                     missing.join(", ")
                 ),
             );

@@ -239,6 +239,17 @@ fn a_clone_url_with_a_password_is_refused() {
 /// its line and key.
 #[test]
 fn heroku_and_campfire_keys_are_checked() {
+    // A heroku_app of another shape says which shapes there are.
+    let (code, err) = check_file(
+        "[apps.web]\nrepository = \"octo/web\"\nprovider = \"heroku\"\nheroku_app = 42\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "heroku_app: must be a Heroku app name (heroku_app = \"adxstat\") or one per environment"
+        ) && !err.contains("untagged"),
+        "{err}"
+    );
     let good = "[heroku]\napi_key = \"k\"\napi_url = \"http://127.0.0.1:9\"\npoll_interval = \"2s\"\n\
         timeout = \"20s\"\nconnect_timeout = \"5s\"\n\n\
         [campfire]\nurl = \"https://chat.example.com\"\nbot_key = \"2-AbCd\"\n\
@@ -259,8 +270,8 @@ fn heroku_and_campfire_keys_are_checked() {
         "bot.toml:6: [campfire] url: `chat.example.com` is not an http(s) URL",
         "bot.toml:8: [campfire] webhook_path: its last segment is the webhook's secret",
         "bot.toml:9: [campfire] rooms: list the room ids",
-        "[apps.web] heroku_app: `W` is not allowed in a Heroku app name",
-        "[apps.web] provider: provider = \"heroku\" needs heroku_app for production, staging",
+        "[apps.web] heroku_app: `Web_Prod` is not a Heroku app name: it must be lowercase letters, digits or dashes",
+        "[apps.web] provider: provider = \"heroku\" needs heroku_app for staging: heroku_app = \"name\" or { staging = \"name\" }",
         "[apps.other] heroku_app: is used only with provider = \"heroku\"",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
