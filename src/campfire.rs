@@ -264,6 +264,15 @@ fn policy_room_name(name: &str) -> String {
     format!("campfire:{name}")
 }
 
+/// Whether `[campfire] url` answers at all, for `zbot check --online`: the HTTP status of `GET {url}`,
+/// or why there was none. Campfire's bot API has no call that tests a bot key without posting to a
+/// room, so only the installation is reached.
+pub async fn check(config: &CampfireConfig) -> Result<u16, HttpError> {
+    let client = HttpClient::new(config.timeouts.connect, config.timeouts.request)?;
+    let request = HttpClient::request(axum::http::Method::GET, &config.url, &[], None)?;
+    Ok(client.send(request).await?.status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,13 +301,4 @@ mod tests {
             assert!(!token_matches(wrong, &token), "{wrong}");
         }
     }
-}
-
-/// Whether `[campfire] url` answers at all, for `zbot check --online`: the HTTP status of `GET {url}`,
-/// or why there was none. Campfire's bot API has no call that tests a bot key without posting to a
-/// room, so only the installation is reached.
-pub async fn check(config: &CampfireConfig) -> Result<u16, HttpError> {
-    let client = HttpClient::new(config.timeouts.connect, config.timeouts.request)?;
-    let request = HttpClient::request(axum::http::Method::GET, &config.url, &[], None)?;
-    Ok(client.send(request).await?.status)
 }
