@@ -180,10 +180,11 @@ impl HerokuExecutor {
             None,
             app,
             "the app",
+            &Redactor::new([]),
         )
         .await
         .map(drop)
-        .map_err(|outcome| outcome.description)
+        .map_err(|refused| refused.outcome.description)
     }
 
     /// One API call; `Err` is the deploy's end, with a sentence.

@@ -352,6 +352,8 @@ async fn a_deploy_cancelled_while_heroku_holds_the_build_request_says_heroku_may
     s.slack
         .reply_containing(CHANNEL, &thread, "Heroku may still build")
         .await;
+    s.zbot.stop().await.unwrap();
+}
 
 /// A host limit or a task other than `deploy` means nothing to Heroku: from chat they are refused
 /// before a GitHub deployment exists; from another tool the deployment ends `error` with the reason.
