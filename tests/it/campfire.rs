@@ -138,7 +138,12 @@ async fn a_campfire_room_named_like_an_allowed_slack_channel_is_refused() {
     assert!(s.github.deployment_requests().is_empty());
     s.zbot.stop().await.unwrap();
 
-    let s = setup_app(false, "allowed_channels = [\"campfire:prod-deploys\"]\n", "").await;
+    let s = setup_app(
+        false,
+        "allowed_channels = [\"campfire:prod-deploys\"]\n",
+        "",
+    )
+    .await;
     let hook = campfire::webhook(1012, (7, "Alice"), (42, "prod-deploys"), deploy);
     let (status, _) = campfire::send(s.zbot.addr, PATH, &hook).await;
     assert_eq!(status, 200);
