@@ -88,9 +88,17 @@ impl Core {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
             anyhow::anyhow!("the deploy recipes have problems:\n{}", lines.join("\n"))
         })?;
-        let store = Store::open(&config.bot.data_dir)
+        let store = Store::from_config(&config.store, &config.bot.data_dir)
             .await
-            .with_context(|| format!("opening the store in {}", config.bot.data_dir.display()))?;
+            .with_context(|| match config.store.url {
+                Some(_) => "opening the store ([store] url)".to_string(),
+                None => format!("opening the store in {}", config.bot.data_dir.display()),
+            })?;
+        tracing::info!(
+            instance = %store.instance(),
+            store = store.backend().as_str(),
+            "store open"
+        );
         // zbot, made the child subreaper at start, reaps the orphans it inherits.
         crate::runner::escaped::watch_orphans();
         let forge = forge(&store);

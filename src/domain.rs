@@ -33,6 +33,8 @@ pub enum ValueKind {
     Payload,
     /// A Heroku app's name.
     HerokuApp,
+    /// A zbot instance's id (`zbot run --instance-id`).
+    Instance,
 }
 
 impl ValueKind {
@@ -51,6 +53,7 @@ impl ValueKind {
             ValueKind::User => "a user",
             ValueKind::Payload => "the deployment payload",
             ValueKind::HerokuApp => "a Heroku app name",
+            ValueKind::Instance => "an instance id",
         }
     }
 }
@@ -723,6 +726,70 @@ pub enum CheckState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checks {
     pub contexts: Vec<(String, CheckState)>,
+}
+
+/// One running zbot among those sharing a store (`zbot run --instance-id`; by default the host name and
+/// the process id): named in logs, in `/healthz`, in a deploy's log header, and in the store as the
+/// holder of a running deployment's lease. At most [`InstanceId::MAX`] characters of ASCII letters,
+/// digits, `.`, `_`, `-` and `:` (a host name's characters), so it is safe in a log line and a header.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// The longest id, in characters: a host name (at most 64 on Linux) and a process id.
+    pub const MAX: usize = 100;
+
+    /// This process's default id: `<host name>-<pid>`, the host name's other characters replaced by `-`.
+    pub fn of_this_process() -> InstanceId {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "zbot".to_string());
+        let host: String = host
+            .chars()
+            .take(64)
+            .map(|c| if instance_char(c) { c } else { '-' })
+            .collect();
+        InstanceId(format!("{host}-{}", std::process::id()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn instance_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')
+}
+
+impl FromStr for InstanceId {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        let refuse = |problem| Invalid {
+            kind: ValueKind::Instance,
+            value: s.to_string(),
+            problem,
+        };
+        if s.is_empty() {
+            return Err(refuse(Problem::Empty));
+        }
+        if s.chars().count() > InstanceId::MAX {
+            return Err(refuse(Problem::TooLong {
+                max: InstanceId::MAX,
+            }));
+        }
+        if let Some(c) = s.chars().find(|&c| !instance_char(c)) {
+            return Err(refuse(Problem::Character(c)));
+        }
+        Ok(InstanceId(s.to_string()))
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[cfg(test)]

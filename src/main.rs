@@ -25,6 +25,10 @@ enum Commands {
         /// Log lines as JSON objects instead of text.
         #[arg(long)]
         json_logs: bool,
+        /// This instance's name among several sharing one Postgres store: in logs, /healthz and deploy
+        /// logs, and in the store as the holder of its deploys (default: host name and process id).
+        #[arg(long, value_name = "ID", env = "ZBOT_INSTANCE_ID")]
+        instance_id: Option<String>,
     },
     /// The bot in a terminal: type what you would type in Slack. Deploys for real, without Slack or GitHub.
     Shell,
@@ -74,7 +78,10 @@ fn main() -> ExitCode {
     return_large_buffers_to_the_os();
     let cli = Cli::parse();
     match cli.command {
-        Commands::Run { json_logs } => run(&cli.config, json_logs),
+        Commands::Run {
+            json_logs,
+            instance_id,
+        } => run(&cli.config, json_logs, instance_id.as_deref()),
         Commands::Shell => shell(&cli.config),
         Commands::Init => init(),
         Commands::Parse {
@@ -217,18 +224,28 @@ fn init() -> ExitCode {
     }
 }
 
-fn run(config_path: &Path, json_logs: bool) -> ExitCode {
+fn run(config_path: &Path, json_logs: bool, instance_id: Option<&str>) -> ExitCode {
     init_logs("info", json_logs);
     // Processes a deploy leaves behind when their parent exits come to zbot, not to init.
     zbot::runner::escaped::become_subreaper();
     // ring is the only crypto provider compiled in; installing it explicitly keeps it that way.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Some(config) = or_report(Config::load(config_path)) else {
+    let Some(mut config) = or_report(Config::load(config_path)) else {
         return ExitCode::FAILURE;
     };
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    if let Some(id) = instance_id {
+        match id.parse() {
+            Ok(id) => config.store.instance = id,
+            Err(e) => {
+                eprintln!("--instance-id: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    tracing::info!(instance = %config.store.instance, "zbot instance starting");
     block_on(async {
         let running = zbot::app::start(config, None).await?;
         wait_for_signal().await;

@@ -4,9 +4,15 @@
 //! later ones waiting in order of arrival with a `queued` status that tells their position (never
 //! Heaven's "Already deploying."). Different environments of one repository run in parallel.
 //!
-//! The scheduler is one task; it reads the queue from the [`Store`] each time it wakes (a deployment
-//! was stored, a deploy ended, a cancel) so the database stays the single source of truth, also
-//! across restarts: at start, deployments a previous process was running end as `error`.
+//! The scheduler is one task; it claims work from the [`Store`] each time it wakes (a deployment was
+//! stored, a deploy ended, a cancel — here or, on Postgres, on another instance) so the database stays
+//! the single source of truth, also across restarts and instances: at start, deployments a previous
+//! process was running end as `error`. With several instances on one store ([`Store::is_shared`]) a
+//! second task keeps the leases of this instance's running deploys (a lost lease stops the deploy)
+//! and ends the deploys of instances that stopped renewing theirs.
+//!
+//! [`Store`]: crate::store::Store
+//! [`Store::is_shared`]: crate::store::Store::is_shared
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,9 +24,17 @@ use tokio::task::JoinSet;
 use crate::domain::{DeploymentId, Environment, Repository};
 use crate::forge::StatusState;
 use crate::runner::Deployer;
+use crate::store::shared::Choice;
 use crate::store::{DeploymentState, QueueEntry};
 
 pub const RESTARTED: &str = "zbot restarted during this deploy";
+
+/// Why another instance ends a deploy whose lease expired.
+pub const INSTANCE_STOPPED: &str = "the zbot instance running this deploy stopped";
+
+/// Why an instance stops a deploy whose lease it lost (it was paused, or cut off from the store, past
+/// its lease, and another instance may have ended it already).
+pub const LEASE_LOST: &str = "this zbot instance lost its claim on the deploy (paused or cut off from the store past its lease)";
 
 /// How many waiting deployments per repository + environment have their position kept current.
 const ANNOUNCED_POSITIONS: i64 = 10;
@@ -62,19 +76,120 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
-    /// Ends deployments a previous process left running.
+    /// Ends deployments a previous process left running: alone on the store, every running one; with
+    /// other instances, those recorded under this instance's own id (a restart with the same
+    /// `--instance-id`) and those whose lease expired.
     pub async fn recover(&self) {
-        match self.deployer.store.running().await {
+        let store = &self.deployer.store;
+        match store.running().await {
             Ok(interrupted) => {
                 for d in interrupted {
-                    self.deployer.end_interrupted(&d, RESTARTED).await;
+                    let mine =
+                        !store.is_shared() || d.instance_id.as_ref() == Some(store.instance());
+                    if mine && matches!(store.take_over(d.deployment_id, false).await, Ok(true)) {
+                        self.deployer.end_interrupted(&d, RESTARTED).await;
+                    }
                 }
             }
             Err(e) => tracing::error!("cannot read interrupted deploys: {e}"),
         }
+        if store.is_shared() {
+            self.end_expired().await;
+        }
     }
 
-    /// Stops a queued or running deployment; `reason` becomes its status description.
+    /// Ends the deploys of instances that stopped renewing their leases; true if there were any.
+    async fn end_expired(&self) -> bool {
+        let store = &self.deployer.store;
+        let expired = match store.expired().await {
+            Ok(expired) => expired,
+            Err(e) => {
+                tracing::error!("cannot read the expired leases: {e}");
+                return false;
+            }
+        };
+        let mut ended = false;
+        for d in expired {
+            // Only one instance takes it over.
+            if matches!(store.take_over(d.deployment_id, true).await, Ok(true)) {
+                tracing::warn!(
+                    deployment = %d.deployment_id,
+                    instance = ?d.instance_id.as_ref().map(ToString::to_string),
+                    "the instance running this deploy stopped renewing its lease"
+                );
+                self.deployer.end_interrupted(&d, INSTANCE_STOPPED).await;
+                ended = true;
+            }
+        }
+        ended
+    }
+
+    /// Renews the leases of the deploys this instance runs, every third of the lease, and ends those of
+    /// instances that stopped; a deploy whose lease is lost (taken over, or not renewed within the lease
+    /// because the store could not be reached) is stopped.
+    async fn keep_leases(self: Arc<Self>) {
+        let store = &self.deployer.store;
+        let lease = store.lease();
+        let mut ticks = tokio::time::interval(lease / 3);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renewed: HashMap<DeploymentId, std::time::Instant> = HashMap::new();
+        loop {
+            ticks.tick().await;
+            let ids: Vec<DeploymentId> = self.running.lock().await.keys().copied().collect();
+            renewed.retain(|id, _| ids.contains(id));
+            for id in ids {
+                let last = *renewed.entry(id).or_insert_with(std::time::Instant::now);
+                let lost = match store.renew(id).await {
+                    Ok(true) => {
+                        renewed.insert(id, std::time::Instant::now());
+                        false
+                    }
+                    // Not renewed: another instance took it over (and ends it, or has), or this
+                    // instance's deploy has just ended it and is leaving.
+                    Ok(false) => !matches!(
+                        store.get(id).await,
+                        Ok(Some(d)) if d.instance_id.as_ref() == Some(store.instance())
+                            && d.state != DeploymentState::Running
+                    ),
+                    Err(e) => {
+                        tracing::error!(deployment = %id, "cannot renew the lease: {e}");
+                        last.elapsed() > lease
+                    }
+                };
+                if lost {
+                    tracing::warn!(deployment = %id, "lost the lease on this deploy; stopping it");
+                    if let Some(switch) = self.running.lock().await.get(&id) {
+                        let _ = switch.send(Some(LEASE_LOST.to_string()));
+                    }
+                }
+            }
+            if self.end_expired().await {
+                self.wake();
+            }
+        }
+    }
+
+    /// Passes on the cancels asked for on other instances (or here, before a deploy's switch was in
+    /// place) to the deploys this instance runs.
+    async fn apply_cancel_requests(&self) {
+        let requests = match self.deployer.store.cancel_requests().await {
+            Ok(requests) => requests,
+            Err(e) => {
+                tracing::error!("cannot read the cancels asked for: {e}");
+                return;
+            }
+        };
+        let running = self.running.lock().await;
+        for (id, reason) in requests {
+            if let Some(switch) = running.get(&id)
+                && switch.borrow().is_none()
+            {
+                let _ = switch.send(Some(reason));
+            }
+        }
+    }
+
+    /// Stops a queued or running deployment, wherever it runs; `reason` becomes its status description.
     pub async fn cancel(&self, deployment_id: DeploymentId, reason: &str) -> Cancelled {
         if let Some(switch) = self.running.lock().await.get(&deployment_id) {
             let _ = switch.send(Some(reason.to_string()));
@@ -82,21 +197,43 @@ impl Scheduler {
         }
         match self.deployer.store.get(deployment_id).await {
             Ok(Some(d)) if d.state == DeploymentState::Queued => {
-                // Only while it is still queued: if the queue started it meanwhile, its switch is in
-                // place (see `start`) and stops it instead.
+                // Only while it is still queued: if a queue started it meanwhile, it is stopped as
+                // a running one.
                 if self.deployer.end_queued(&d, reason).await {
                     self.wake();
                     return Cancelled::Queued;
                 }
-                match self.running.lock().await.get(&deployment_id) {
-                    Some(switch) => {
-                        let _ = switch.send(Some(reason.to_string()));
-                        Cancelled::Running
-                    }
-                    None => Cancelled::NotActive,
-                }
+                self.cancel_running(deployment_id, reason).await
+            }
+            Ok(Some(d)) if d.state == DeploymentState::Running => {
+                self.cancel_running(deployment_id, reason).await
             }
             _ => Cancelled::NotActive,
+        }
+    }
+
+    /// Stops a running deploy: through its switch if it runs here, else through the store, where the
+    /// instance running it (or this one, once its switch is in place) finds the request.
+    async fn cancel_running(&self, deployment_id: DeploymentId, reason: &str) -> Cancelled {
+        if let Some(switch) = self.running.lock().await.get(&deployment_id) {
+            let _ = switch.send(Some(reason.to_string()));
+            return Cancelled::Running;
+        }
+        match self
+            .deployer
+            .store
+            .request_cancel(deployment_id, reason)
+            .await
+        {
+            Ok(true) => {
+                self.wake();
+                Cancelled::Running
+            }
+            Ok(false) => Cancelled::NotActive,
+            Err(e) => {
+                tracing::error!(deployment = %deployment_id, "cannot ask for the cancel: {e}");
+                Cancelled::NotActive
+            }
         }
     }
 
@@ -104,11 +241,17 @@ impl Scheduler {
     /// `grace` before stopping them (they end as `error`).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let mut deploys = JoinSet::new();
+        let leases = self
+            .deployer
+            .store
+            .is_shared()
+            .then(|| tokio::spawn(Arc::clone(&self).keep_leases()));
         loop {
             if *shutdown.borrow() {
                 break;
             }
             self.start_what_can_run(&mut deploys).await;
+            self.apply_cancel_requests().await;
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = self.deployer.store.queued().notified() => {}
@@ -136,6 +279,9 @@ impl Scheduler {
                 }
                 while deploys.join_next().await.is_some() {}
             }
+        }
+        if let Some(leases) = leases {
+            leases.abort();
         }
     }
 
@@ -165,27 +311,48 @@ impl Scheduler {
 
     async fn start_what_can_run(self: &Arc<Self>, deploys: &mut JoinSet<()>) {
         let store = &self.deployer.store;
-        let (running, queued) = match (store.running().await, store.queue().await) {
-            (Ok(r), Ok(q)) => (r, q),
-            (Err(e), _) | (_, Err(e)) => {
+        let concurrency = self.concurrency;
+        let mut announce = Vec::new();
+        let claimed = store
+            .claim(
+                |running, queued| {
+                    let plan = plan(running, queued, concurrency);
+                    let waiting = queued.len().saturating_sub(plan.start.len());
+                    crate::metrics::global()
+                        .queue_depth
+                        .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+                    let positions = plan
+                        .announce
+                        .iter()
+                        .map(|w| (w.deployment_id, w.stored()))
+                        .collect();
+                    announce = plan.announce;
+                    Choice {
+                        start: plan.start,
+                        positions,
+                    }
+                },
+                |id| self.deployer.log_path(id),
+            )
+            .await;
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
                 tracing::error!("cannot read the queue: {e}");
                 return;
             }
         };
-        let running: Vec<(Repository, Environment)> = running
-            .into_iter()
-            .map(|d| (d.repository, d.environment))
-            .collect();
-        let plan = plan(&running, &queued, self.concurrency);
-        let waiting = queued.len().saturating_sub(plan.start.len());
-        crate::metrics::global()
-            .queue_depth
-            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
-        for deployment_id in plan.start {
-            self.start(deployment_id, deploys).await;
+        for d in claimed.started {
+            self.start(d, deploys).await;
         }
-        for wait in plan.announce {
-            self.announce_queued(wait).await;
+        for wait in announce {
+            if claimed
+                .positions
+                .iter()
+                .any(|(id, _)| *id == wait.deployment_id)
+            {
+                self.announce_queued(wait).await;
+            }
         }
     }
 
@@ -194,13 +361,10 @@ impl Scheduler {
         let Ok(Some(d)) = store.get(wait.deployment_id).await else {
             return;
         };
-        let description = crate::reply::queued(&d, wait.ahead, self.concurrency);
-        if let Err(e) = store
-            .set_queue_position(wait.deployment_id, wait.stored())
-            .await
-        {
-            tracing::error!("cannot record the queue position: {e}");
+        if d.state != DeploymentState::Queued {
+            return;
         }
+        let description = crate::reply::queued(&d, wait.ahead, self.concurrency);
         let _ = self
             .deployer
             .announce(
@@ -214,31 +378,11 @@ impl Scheduler {
             .await;
     }
 
-    async fn start(self: &Arc<Self>, deployment_id: DeploymentId, deploys: &mut JoinSet<()>) {
-        // (Marking it running is conditional on it still being queued: a cancel may have come first.)
-        let store = &self.deployer.store;
-        let log_path = self.deployer.log_path(deployment_id);
-        // The cancel switch is in place before the row says `running`, so a cancel never finds it
-        // running with no way to stop it.
+    /// Runs a deployment this instance has claimed (it is marked running), with its cancel switch.
+    async fn start(self: &Arc<Self>, d: crate::store::Deployment, deploys: &mut JoinSet<()>) {
+        let deployment_id = d.deployment_id;
         let (switch, cancel) = watch::channel(None);
         self.running.lock().await.insert(deployment_id, switch);
-        let started = match store.start(deployment_id, &log_path).await {
-            Ok(true) => store.get(deployment_id).await,
-            Ok(false) => Ok(None),
-            Err(e) => Err(e),
-        };
-        let d = match started {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                self.running.lock().await.remove(&deployment_id);
-                return;
-            }
-            Err(e) => {
-                tracing::error!(deployment = %deployment_id, "cannot start: {e}");
-                self.running.lock().await.remove(&deployment_id);
-                return;
-            }
-        };
         let waited = (chrono::Utc::now() - d.created_at)
             .to_std()
             .unwrap_or_default();

@@ -7,7 +7,8 @@
 //!   constant time before anything is parsed: missing or wrong → 401 with no detail. Malformed → 400,
 //!   over 25 MB → 413, `ping` → 200, `deployment` → 202 once stored durably, anything else → 202 and
 //!   logged.
-//! - `GET /healthz`: 200 `ok` for load balancers.
+//! - `GET /healthz`: 200 `ok` for load balancers while the store answers (503 when it does not), with
+//!   this instance's id and its store.
 //! - `GET /metrics`: the Prometheus metrics ([`crate::metrics`]).
 //! - `GET /deployments/{id}/log?token=…`: a deploy's log page, live in a browser, raw otherwise, for
 //!   the link the runner made ([`crate::logpage`], [`crate::loglink`]); without that deploy's token → 404.
@@ -94,7 +95,7 @@ pub fn router(listener: Listener, path: Option<&str>) -> Router {
         None => Router::new(),
     };
     router
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(Shared {
             listener: listener.clone(),
@@ -104,6 +105,30 @@ pub fn router(listener: Listener, path: Option<&str>) -> Router {
             store: listener.store,
             key: listener.log_key,
         }))
+}
+
+/// `GET /healthz`: 200 `ok` when the store answers, else 503; then this instance's id and its store,
+/// one `key: value` a line, for whoever runs several instances behind a load balancer.
+async fn healthz(State(shared): State<Shared>) -> (StatusCode, String) {
+    let store = &shared.listener.store;
+    let answered = tokio::time::timeout(Duration::from_secs(5), store.ping()).await;
+    let (status, health) = match answered {
+        Ok(Ok(())) => (StatusCode::OK, "ok"),
+        Ok(Err(_)) | Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    };
+    let first = if status == StatusCode::OK {
+        "ok"
+    } else {
+        "store unavailable"
+    };
+    (
+        status,
+        format!(
+            "{first}\ninstance: {}\nstore: {} {health}\n",
+            store.instance(),
+            store.backend().as_str()
+        ),
+    )
 }
 
 /// HMAC-SHA256 of a body as it arrives, compared in constant time with the signature GitHub sent.

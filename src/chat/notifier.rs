@@ -464,8 +464,17 @@ mod tests {
             .unwrap();
         let log = dir.join("7.log");
         std::fs::write(&log, "10:00:00.000 err | migration 42 failed\n").unwrap();
-        assert!(store.start(DeploymentId(7), &log).await.unwrap());
-        let running = store.get(DeploymentId(7)).await.unwrap().unwrap();
+        let claimed = store
+            .claim(
+                |_, _| crate::store::shared::Choice {
+                    start: vec![DeploymentId(7)],
+                    positions: vec![],
+                },
+                |_| log.clone(),
+            )
+            .await
+            .unwrap();
+        let running = claimed.started.into_iter().next().unwrap();
         store
             .finish(
                 DeploymentId(7),

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::{AppName, Environment, GitRef, HerokuApp, Invalid, Repository, Room};
+use crate::domain::{
+    AppName, Environment, GitRef, HerokuApp, InstanceId, Invalid, Repository, Room,
+};
 use crate::secret::Secret;
 pub use guards::{Approvals, AutoDeploy, ClosedPeriod, Window};
 pub use values::{EnvString, HumanDuration};
@@ -64,6 +66,7 @@ pub struct Config {
     /// `[[notify]]`: where deployment events are also sent.
     pub notify: Vec<NotifyConfig>,
     pub deploy: DeployConfig,
+    pub store: StoreConfig,
     pub apps: BTreeMap<AppName, AppConfig>,
     /// `[windows.<environment>]`: when deploys to an environment (of any app) may run.
     pub windows: BTreeMap<Environment, Window>,
@@ -292,6 +295,23 @@ pub struct CampfireConfig {
     pub timeouts: Timeouts,
 }
 
+/// `[store]`: where zbot keeps its state, and how instances sharing it hand over work.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `postgres://user@host/db` (`sslmode` and the other libpq URL parameters as sqlx's
+    /// `PgConnectOptions` reads them; the password from `PGPASSWORD` or `${VAR}`): several instances
+    /// share it. `None`: SQLite in the data directory, for one instance.
+    pub url: Option<Secret>,
+    /// How long a running deployment stays claimed by its instance without a renewal; another instance
+    /// ends it once this has passed (its renewals come every third of it).
+    pub lease: Duration,
+    /// This process among the instances (`zbot run --instance-id`; not a file key).
+    pub instance: InstanceId,
+}
+
+/// The lease a running deployment's instance holds unless `[store] lease` says otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
     pub work_dir: PathBuf,
@@ -387,6 +407,7 @@ impl Config {
                 secrets.push(secret);
             }
         }
+        secrets.extend(self.store.url.iter());
         secrets
     }
 
@@ -569,6 +590,8 @@ struct RawConfig {
     #[serde(default)]
     deploy: RawDeploy,
     #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
     apps: BTreeMap<String, RawApp>,
     #[serde(default)]
     windows: BTreeMap<String, guards::RawWindow>,
@@ -695,6 +718,13 @@ struct RawDeploy {
     concurrency: Option<usize>,
     recipes_dir: Option<EnvString>,
     provision_fabric: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<EnvString>,
+    lease: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -864,6 +894,7 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
         );
     }
     let deploy = validate_deploy(&mut c, raw.deploy, &bot.data_dir);
+    let store = validate_store(&mut c, raw.store);
     let apps = raw
         .apps
         .into_iter()
@@ -890,6 +921,7 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
             campfire,
             notify,
             deploy,
+            store,
             apps,
             windows,
             warnings,
@@ -1572,6 +1604,29 @@ fn validate_deploy(c: &mut Checker<'_>, raw: RawDeploy, data_dir: &Path) -> Depl
         concurrency,
         recipes_dir,
         provision_fabric: raw.provision_fabric.unwrap_or(true),
+    }
+}
+
+fn validate_store(c: &mut Checker<'_>, raw: RawStore) -> StoreConfig {
+    let url = raw.url.as_ref().map(|url| Secret::new(c.env(url)));
+    if let Some(url) = &url
+        && !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://"))
+    {
+        // The value may hold a password: it is not repeated.
+        c.problem(
+            "store",
+            Some("url"),
+            "must be a Postgres URL like postgres://zbot@db.example/zbot (without it, zbot uses SQLite in the data directory)",
+        );
+    }
+    let lease = raw.lease.map_or(DEFAULT_LEASE, |d| d.0);
+    if lease < Duration::from_secs(1) {
+        c.problem("store", Some("lease"), "must be at least 1s");
+    }
+    StoreConfig {
+        url,
+        lease,
+        instance: InstanceId::of_this_process(),
     }
 }
 

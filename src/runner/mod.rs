@@ -558,6 +558,12 @@ impl Deployer {
             d.deployment_id, d.repository, d.git_ref, d.sha, d.environment, d.actor
         ))
         .await;
+        log.note(format!(
+            "zbot instance {} ({} store)",
+            self.store.instance(),
+            self.store.backend().as_str()
+        ))
+        .await;
         let executor = match self.executors.of_task(app, d.task.is_noop()) {
             Ok(executor) => executor,
             Err(reason) => return Outcome::error(reason),
@@ -1122,6 +1128,7 @@ mod tests {
             process_group: None,
             log_path: None,
             log_url: None,
+            instance_id: None,
         }
     }
 

@@ -384,10 +384,10 @@ async fn bad_signatures_are_refused_and_nothing_runs() {
         .await;
         assert_eq!((status, text.as_str()), (401, ""));
     }
-    assert_eq!(
-        http(s.zbot.addr, "GET", "/healthz", &[], b"").await,
-        (200, "ok".to_string())
-    );
+    let (status, health) = http(s.zbot.addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(status, 200, "{health}");
+    assert!(health.starts_with("ok\ninstance: "), "{health}");
+    assert!(health.contains("store: sqlite ok"), "{health}");
     assert!(
         s.github.all_statuses().is_empty(),
         "nothing may run: {:#?}",

@@ -352,8 +352,16 @@ pub struct ZbotProcess {
 impl ZbotProcess {
     /// Starts `zbot run` with `dir/bot.toml` and waits until it says where it listens.
     pub fn start(dir: &Path) -> ZbotProcess {
+        ZbotProcess::start_with(dir, &[])
+    }
+
+    /// Starts `zbot run` with `dir/bot.toml` and `args` (`--instance-id …`).
+    pub fn start_with(dir: &Path, args: &[&str]) -> ZbotProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_zbot"));
-        command.args(["run", "--config"]).arg(dir.join("bot.toml"));
+        command
+            .args(["run", "--config"])
+            .arg(dir.join("bot.toml"))
+            .args(args);
         ZbotProcess::spawn(command)
     }
 

@@ -1,4 +1,6 @@
-//! zbot's durable state: all SQL lives here (sqlx, SQLite in WAL mode, embedded migrations).
+//! zbot's durable state: all SQL lives here (sqlx). Two backends behind one API: SQLite in the data
+//! directory (WAL, `synchronous = FULL`) for one instance, the default; Postgres (`[store] url`) for
+//! several instances sharing the work.
 //!
 //! The store holds every accepted deployment and its state (the queue is the `queued` rows in order of
 //! arrival), the webhook deliveries already handled, environment locks, and what the chat side must
@@ -6,24 +8,28 @@
 //! deployment is written before its webhook is answered, so an accepted deployment survives a crash;
 //! [`Store::interrupted`] finds the ones a previous process was running.
 //!
-//! The SQL is plain enough to be shared with a Postgres backend later; scheduling decisions that need
-//! the whole queue are made by the caller from [`Store::queued`] and [`Store::running`].
+//! The queries are written once, in the SQL both dialects share (`$1` parameters, `ON CONFLICT`), and
+//! run through sqlx's `Any` driver; the schema exists in both dialects (`migrations/` for SQLite,
+//! `migrations/postgres/` beside it, the same numbers). What several instances need — claiming queued
+//! work, leases on running deployments, waking each other — is in [`shared`].
+
+pub mod shared;
 
 use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{FromRow, Row};
+use sqlx::{AnyConnection, AnyPool, Executor, FromRow, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::StoreConfig;
 use crate::domain::{
-    AppName, DeploymentId, Environment, GitRef, Hosts, Notify, Repository, Sha, Task,
+    AppName, DeploymentId, Environment, GitRef, Hosts, InstanceId, Notify, Repository, Sha, Task,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +128,12 @@ pub struct Deployment {
     pub process_group: Option<i64>,
     pub log_path: Option<String>,
     pub log_url: Option<String>,
+    /// The instance running it (or that last ran it); `None` before instances were recorded.
+    pub instance_id: Option<InstanceId>,
 }
 
-impl<'r> FromRow<'r, sqlx::sqlite::SqliteRow> for Deployment {
-    fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
+impl<'r> FromRow<'r, AnyRow> for Deployment {
+    fn from_row(row: &'r AnyRow) -> Result<Self, sqlx::Error> {
         let decode = |column: &str, message: String| sqlx::Error::ColumnDecode {
             index: column.to_string(),
             source: message.into(),
@@ -169,13 +177,18 @@ impl<'r> FromRow<'r, sqlx::sqlite::SqliteRow> for Deployment {
             process_group: row.try_get("process_group")?,
             log_path: row.try_get("log_path")?,
             log_url: row.try_get("log_url")?,
+            instance_id: row
+                .try_get::<Option<String>, _>("instance_id")?
+                .map(|i| i.parse())
+                .transpose()
+                .map_err(|e: crate::domain::Invalid| decode("instance_id", e.to_string()))?,
         })
     }
 }
 
 /// A column read back into its domain type: a row that no longer validates is an error, never used.
 fn typed<T: std::str::FromStr<Err = crate::domain::Invalid>>(
-    row: &sqlx::sqlite::SqliteRow,
+    row: &AnyRow,
     column: &str,
 ) -> Result<T, sqlx::Error> {
     let text: String = row.try_get(column)?;
@@ -186,6 +199,28 @@ fn typed<T: std::str::FromStr<Err = crate::domain::Invalid>>(
         })
 }
 
+/// Ends the queued or running row `seq`, whose values no longer validate, as `error` (logged).
+async fn end_unreadable(
+    conn: &mut AnyConnection,
+    seq: i64,
+    why: &sqlx::Error,
+) -> Result<(), StoreError> {
+    tracing::error!(
+        seq,
+        "ending a stored deployment zbot cannot read back: {why}"
+    );
+    sqlx::query(
+        "UPDATE deployments SET state = 'error', description = $1, finished_at = $2, queue_position = NULL
+         WHERE seq = $3 AND state IN ('queued', 'running')",
+    )
+    .bind(format!("zbot cannot read this deployment back: {why}"))
+    .bind(now())
+    .bind(seq)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// A waiting deployment, as the scheduler sees it.
 #[derive(Debug, Clone)]
 pub struct QueueEntry {
@@ -194,6 +229,17 @@ pub struct QueueEntry {
     pub environment: Environment,
     /// The position last announced, if any.
     pub queue_position: Option<i64>,
+}
+
+impl QueueEntry {
+    fn from_row(r: &AnyRow) -> Result<QueueEntry, sqlx::Error> {
+        Ok(QueueEntry {
+            deployment_id: DeploymentId(r.try_get::<i64, _>("deployment_id")? as u64),
+            repository: typed(r, "repository")?,
+            environment: typed(r, "environment")?,
+            queue_position: r.try_get("queue_position")?,
+        })
+    }
 }
 
 /// An environment lock.
@@ -219,9 +265,72 @@ pub enum Accepted {
     DuplicateDeployment,
 }
 
-/// The migrations, compiled into the binary.
+/// Which database a [`Store`] speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One file in the data directory: one instance.
+    Sqlite,
+    /// A server several instances share.
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The migrations of one dialect, compiled into the binary: `migrations/NNNN_name.sql` for SQLite and
+/// `migrations/postgres/NNNN_name.sql` for Postgres, the same numbers and names in both (a test checks).
 #[derive(Debug)]
-struct EmbeddedMigrations;
+struct EmbeddedMigrations(Backend);
+
+/// The advisory lock [`Store::lock`] takes first on Postgres (any constant, the same in every instance,
+/// other than the claim's).
+const LOCKS_LOCK: i64 = 0x7a62_6c6b; // "zblk"
+
+/// (version, description, SQLite text, Postgres text)
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "refused",
+        include_str!("../../migrations/0002_refused.sql"),
+        include_str!("../../migrations/postgres/0002_refused.sql"),
+    ),
+    (
+        3,
+        "chat durability",
+        include_str!("../../migrations/0003_chat_durability.sql"),
+        include_str!("../../migrations/postgres/0003_chat_durability.sql"),
+    ),
+    (
+        5,
+        "guards",
+        include_str!("../../migrations/0005_guards.sql"),
+        include_str!("../../migrations/postgres/0005_guards.sql"),
+    ),
+    (
+        6,
+        "polling",
+        include_str!("../../migrations/0006_polling.sql"),
+        include_str!("../../migrations/postgres/0006_polling.sql"),
+    ),
+    (
+        7,
+        "instances",
+        include_str!("../../migrations/0007_instances.sql"),
+        include_str!("../../migrations/postgres/0007_instances.sql"),
+    ),
+];
 
 impl MigrationSource<'static> for EmbeddedMigrations {
     fn resolve(
@@ -229,44 +338,24 @@ impl MigrationSource<'static> for EmbeddedMigrations {
     ) -> Pin<
         Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static>,
     > {
-        Box::pin(async {
-            Ok(vec![
-                Migration::new(
-                    1,
-                    "initial".into(),
-                    MigrationType::Simple,
-                    include_str!("../migrations/0001_initial.sql").into(),
-                    false,
-                ),
-                Migration::new(
-                    2,
-                    "refused".into(),
-                    MigrationType::Simple,
-                    include_str!("../migrations/0002_refused.sql").into(),
-                    false,
-                ),
-                Migration::new(
-                    3,
-                    "chat durability".into(),
-                    MigrationType::Simple,
-                    include_str!("../migrations/0003_chat_durability.sql").into(),
-                    false,
-                ),
-                Migration::new(
-                    5,
-                    "guards".into(),
-                    MigrationType::Simple,
-                    include_str!("../migrations/0005_guards.sql").into(),
-                    false,
-                ),
-                Migration::new(
-                    6,
-                    "polling".into(),
-                    MigrationType::Simple,
-                    include_str!("../migrations/0006_polling.sql").into(),
-                    false,
-                ),
-            ])
+        let backend = self.0;
+        Box::pin(async move {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|&(version, description, sqlite, postgres)| {
+                    let sql = match backend {
+                        Backend::Sqlite => sqlite,
+                        Backend::Postgres => postgres,
+                    };
+                    Migration::new(
+                        version,
+                        description.into(),
+                        MigrationType::Simple,
+                        sql.into(),
+                        false,
+                    )
+                })
+                .collect())
         })
     }
 }
@@ -278,12 +367,18 @@ fn now() -> String {
 /// A cheap-to-clone handle on the database.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// This process, as the holder of the leases of the deployments it runs.
+    instance: InstanceId,
+    /// How long a claim on a running deployment holds without a renewal.
+    lease: Duration,
     /// Deliveries to the group-commit writer.
     accepts: mpsc::Sender<PendingAccept>,
-    /// Notified whenever a deployment is queued, so the queue learns of new work from the store itself,
-    /// whoever stored it (a webhook, the embedded forge).
-    queued: std::sync::Arc<tokio::sync::Notify>,
+    /// Notified whenever the queue may have changed (a deployment was queued or ended, here or, with
+    /// Postgres, on another instance), so the queue learns of new work from the store itself, whoever
+    /// stored it (a webhook, the embedded forge, another instance).
+    queued: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for PendingAccept {
@@ -294,32 +389,160 @@ impl std::fmt::Debug for PendingAccept {
     }
 }
 
+/// How long connecting to the database may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Store {
-    /// Opens (creating if needed) `zbot.sqlite` in `data_dir` and brings its schema up to date.
+    /// Opens (creating if needed) `zbot.sqlite` in `data_dir` and brings its schema up to date, for this
+    /// process alone (its default instance id and lease).
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_sqlite(
+            data_dir,
+            InstanceId::of_this_process(),
+            crate::config::DEFAULT_LEASE,
+        )
+        .await
+    }
+
+    /// Opens the store `[store]` names: Postgres at its `url`, else SQLite in `data_dir`.
+    pub async fn from_config(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreError> {
+        match &config.url {
+            Some(url) => {
+                Store::open_postgres(url.expose(), config.instance.clone(), config.lease).await
+            }
+            None => Store::open_sqlite(data_dir, config.instance.clone(), config.lease).await,
+        }
+    }
+
+    async fn open_sqlite(
+        data_dir: &Path,
+        instance: InstanceId,
+        lease: Duration,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("zbot.sqlite"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a deployment answered 202 must survive a power cut, not only a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
+        let file = std::path::absolute(data_dir.join("zbot.sqlite")).map_err(|source| {
+            StoreError::DataDir {
+                path: data_dir.display().to_string(),
+                source,
+            }
+        })?;
+        // The Any driver takes a URL; the path is percent-encoded (sqlx decodes it).
+        let path: String = file
+            .to_string_lossy()
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let options: AnyConnectOptions = format!("sqlite://{path}?mode=rwc").parse()?;
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
             .max_connections(4)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL; FULL: a deployment answered 202 must survive a power cut, not only a crash.
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = FULL",
+                        "PRAGMA busy_timeout = 10000",
+                    ] {
+                        conn.execute(pragma).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
-        Migrator::new(EmbeddedMigrations).await?.run(&pool).await?;
+        Store::ready(pool, Backend::Sqlite, instance, lease).await
+    }
+
+    async fn open_postgres(
+        url: &str,
+        instance: InstanceId,
+        lease: Duration,
+    ) -> Result<Store, StoreError> {
+        // sqlx's PgConnectOptions reads the URL (sslmode included) and, without a password in it,
+        // PGPASSWORD or ~/.pgpass.
+        let options: AnyConnectOptions = url.parse()?;
+        sqlx::any::install_default_drivers();
+        // A transaction left open longer than half a lease is an instance that stopped (paused, cut
+        // off) in its middle: Postgres ends its session, so the locks it held (the claim lock, rows)
+        // do not stop the other instances. zbot's own transactions take milliseconds.
+        let idle_limit = (lease / 2).as_millis().max(500);
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        format!("SET idle_in_transaction_session_timeout = {idle_limit}").as_str(),
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let store = Store::ready(pool, Backend::Postgres, instance, lease).await?;
+        shared::listen(url, Arc::clone(&store.queued)).await?;
+        Ok(store)
+    }
+
+    /// Brings the schema up to date and starts the group-commit writer.
+    async fn ready(
+        pool: AnyPool,
+        backend: Backend,
+        instance: InstanceId,
+        lease: Duration,
+    ) -> Result<Store, StoreError> {
+        Migrator::new(EmbeddedMigrations(backend))
+            .await?
+            .run(&pool)
+            .await?;
         let (accepts, pending) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(write_accepts(pool.clone(), pending));
+        tokio::spawn(write_accepts(pool.clone(), backend, pending));
         Ok(Store {
             pool,
+            backend,
+            instance,
+            lease,
             accepts,
-            queued: std::sync::Arc::default(),
+            queued: Arc::default(),
         })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// This process among the instances sharing the store.
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
+    }
+
+    /// How long a claim on a running deployment holds without a renewal.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Whether other instances may share this store (Postgres): then running deployments are held
+    /// under leases, and only expired or own ones are taken for interrupted.
+    pub fn is_shared(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
+    /// Whether the database answers (`/healthz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Records a delivery and, for a deployment, the deployment; returns once it is committed.
@@ -371,13 +594,13 @@ impl Store {
         deployment.deployment_id = DeploymentId(id as u64);
         insert_deployment(&mut tx, &deployment).await?;
         tx.commit().await?;
-        self.queued.notify_one();
+        self.wake_queues().await;
         Ok(deployment.deployment_id)
     }
 
     pub async fn get(&self, deployment_id: DeploymentId) -> Result<Option<Deployment>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM deployments WHERE deployment_id = ?")
+            sqlx::query_as("SELECT * FROM deployments WHERE deployment_id = $1")
                 .bind(deployment_id.0 as i64)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -394,15 +617,7 @@ impl Store {
         .await?;
         let mut queue = Vec::with_capacity(rows.len());
         for r in &rows {
-            let entry = (|| {
-                Ok::<_, sqlx::Error>(QueueEntry {
-                    deployment_id: DeploymentId(r.try_get::<i64, _>("deployment_id")? as u64),
-                    repository: typed(r, "repository")?,
-                    environment: typed(r, "environment")?,
-                    queue_position: r.try_get("queue_position")?,
-                })
-            })();
-            match entry {
+            match QueueEntry::from_row(r) {
                 Ok(entry) => queue.push(entry),
                 Err(e) => self.end_unreadable(r.try_get("seq")?, &e).await?,
             }
@@ -428,52 +643,8 @@ impl Store {
     /// Ends a queued or running row whose values no longer validate (written by an older zbot, or
     /// changed by hand), so that one such row never stops the queue: it becomes `error`, logged.
     async fn end_unreadable(&self, seq: i64, why: &sqlx::Error) -> Result<(), StoreError> {
-        tracing::error!(
-            seq,
-            "ending a stored deployment zbot cannot read back: {why}"
-        );
-        sqlx::query(
-            "UPDATE deployments SET state = 'error', description = ?, finished_at = ?, queue_position = NULL
-             WHERE seq = ? AND state IN ('queued', 'running')",
-        )
-        .bind(format!("zbot cannot read this deployment back: {why}"))
-        .bind(now())
-        .bind(seq)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Moves a queued deployment to running. False if it was no longer queued (e.g. cancelled).
-    pub async fn start(
-        &self,
-        deployment_id: DeploymentId,
-        log_path: &Path,
-    ) -> Result<bool, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE deployments SET state = 'running', started_at = ?, log_path = ?, queue_position = NULL
-             WHERE deployment_id = ? AND state = 'queued'",
-        )
-        .bind(now())
-        .bind(log_path.display().to_string())
-        .bind(deployment_id.0 as i64)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(changed == 1)
-    }
-
-    pub async fn set_queue_position(
-        &self,
-        deployment_id: DeploymentId,
-        position: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deployments SET queue_position = ? WHERE deployment_id = ?")
-            .bind(position)
-            .bind(deployment_id.0 as i64)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        end_unreadable(&mut conn, seq, why).await
     }
 
     pub async fn set_process_group(
@@ -481,7 +652,7 @@ impl Store {
         deployment_id: DeploymentId,
         group: u32,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deployments SET process_group = ? WHERE deployment_id = ?")
+        sqlx::query("UPDATE deployments SET process_group = $1 WHERE deployment_id = $2")
             .bind(i64::from(group))
             .bind(deployment_id.0 as i64)
             .execute(&self.pool)
@@ -495,7 +666,7 @@ impl Store {
         gist_id: Option<&str>,
         log_url: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deployments SET gist_id = ?, log_url = ? WHERE deployment_id = ?")
+        sqlx::query("UPDATE deployments SET gist_id = $1, log_url = $2 WHERE deployment_id = $3")
             .bind(gist_id)
             .bind(log_url)
             .bind(deployment_id.0 as i64)
@@ -541,23 +712,30 @@ impl Store {
         exit_code: Option<i32>,
         only_queued: bool,
     ) -> Result<bool, StoreError> {
+        // A running deployment is ended only by the instance holding its lease (rows from before
+        // leases have no holder).
         let from = if only_queued {
-            "state = 'queued'"
+            "state = 'queued' AND $6 = $6"
         } else {
-            "state IN ('queued', 'running')"
+            "(state = 'queued' OR (state = 'running' AND (instance_id IS NULL OR instance_id = $6)))"
         };
         let changed = sqlx::query(&format!(
-            "UPDATE deployments SET state = ?, description = ?, exit_code = ?, finished_at = ?, queue_position = NULL
-             WHERE deployment_id = ? AND {from}"
+            "UPDATE deployments SET state = $1, description = $2, exit_code = $3, finished_at = $4, queue_position = NULL
+             WHERE deployment_id = $5 AND {from}"
         ))
         .bind(state.as_str())
         .bind(description)
-        .bind(exit_code)
+        .bind(exit_code.map(i64::from))
         .bind(now())
         .bind(deployment_id.0 as i64)
+        .bind(self.instance.as_str())
         .execute(&self.pool)
         .await?
         .rows_affected();
+        if changed == 1 {
+            // A slot, or an environment, may be free for another instance's queue.
+            self.wake_queues().await;
+        }
         Ok(changed == 1)
     }
 
@@ -570,7 +748,7 @@ impl Store {
     ) -> Result<Vec<Deployment>, StoreError> {
         let environment = environment.map(Environment::as_str);
         Ok(sqlx::query_as(
-            "SELECT * FROM deployments WHERE app = ? AND (? IS NULL OR environment = ?) ORDER BY seq DESC LIMIT ?",
+            "SELECT * FROM deployments WHERE app = $1 AND ($2 IS NULL OR environment = $3) ORDER BY seq DESC LIMIT $4",
         )
         .bind(app.as_str())
         .bind(environment)
@@ -582,7 +760,8 @@ impl Store {
 
     /// Takes the lock, or returns the lock someone else already holds. A lock that ended by `now` is
     /// gone first; the holder taking their own lock again gets the new reason and end. With `take`
-    /// (`lock!`), another's lock is replaced and returned beside the new one.
+    /// (`lock!`), another's lock is replaced and returned beside the new one. On Postgres the
+    /// transaction first takes an advisory lock, so two instances' takes happen one after the other.
     #[allow(clippy::too_many_arguments)]
     pub async fn lock(
         &self,
@@ -595,13 +774,19 @@ impl Store {
         take: bool,
     ) -> Result<Result<(Lock, Option<Lock>), Lock>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM locks WHERE app = ? AND environment = ? AND expires_at IS NOT NULL AND expires_at <= ?")
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(LOCKS_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM locks WHERE app = $1 AND environment = $2 AND expires_at IS NOT NULL AND expires_at <= $3")
             .bind(app.as_str())
             .bind(environment.as_str())
             .bind(stamp(now))
             .execute(&mut *tx)
             .await?;
-        let before = sqlx::query("SELECT * FROM locks WHERE app = ? AND environment = ?")
+        let before = sqlx::query("SELECT * FROM locks WHERE app = $1 AND environment = $2")
             .bind(app.as_str())
             .bind(environment.as_str())
             .fetch_optional(&mut *tx)
@@ -614,7 +799,7 @@ impl Store {
             _ => None,
         };
         sqlx::query(
-            "INSERT INTO locks (app, environment, holder, reason, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) \
+            "INSERT INTO locks (app, environment, holder, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (app, environment) DO UPDATE SET holder = excluded.holder, reason = excluded.reason, \
              created_at = CASE WHEN locks.holder = excluded.holder THEN locks.created_at ELSE excluded.created_at END, \
              expires_at = excluded.expires_at",
@@ -627,7 +812,7 @@ impl Store {
         .bind(expires_at.map(stamp))
         .execute(&mut *tx)
         .await?;
-        let lock = sqlx::query("SELECT * FROM locks WHERE app = ? AND environment = ?")
+        let lock = sqlx::query("SELECT * FROM locks WHERE app = $1 AND environment = $2")
             .bind(app.as_str())
             .bind(environment.as_str())
             .fetch_one(&mut *tx)
@@ -648,7 +833,7 @@ impl Store {
         holder: &str,
     ) -> Result<bool, StoreError> {
         let removed =
-            sqlx::query("DELETE FROM locks WHERE app = ? AND environment = ? AND holder = ?")
+            sqlx::query("DELETE FROM locks WHERE app = $1 AND environment = $2 AND holder = $3")
                 .bind(app.as_str())
                 .bind(environment.as_str())
                 .bind(holder)
@@ -663,7 +848,7 @@ impl Store {
         app: &AppName,
         environment: &Environment,
     ) -> Result<Option<Lock>, StoreError> {
-        let row = sqlx::query("SELECT * FROM locks WHERE app = ? AND environment = ?")
+        let row = sqlx::query("SELECT * FROM locks WHERE app = $1 AND environment = $2")
             .bind(app.as_str())
             .bind(environment.as_str())
             .fetch_optional(&self.pool)
@@ -689,7 +874,7 @@ impl Store {
         reason: &str,
     ) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
-            "INSERT INTO refused_deployments (deployment_id, repository, reason, received_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO refused_deployments (deployment_id, repository, reason, received_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
         )
         .bind(deployment_id.0 as i64)
@@ -700,34 +885,6 @@ impl Store {
         .await?
         .rows_affected();
         Ok(inserted == 1)
-    }
-
-    /// The newest deployment id a poll of `repository` has seen; `None` before its first poll.
-    pub async fn poll_mark(&self, repository: &Repository) -> Result<Option<u64>, StoreError> {
-        let row: Option<(i64,)> =
-            sqlx::query_as("SELECT last_deployment_id FROM poll_marks WHERE repository = ?")
-                .bind(repository.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|(id,)| id.unsigned_abs()))
-    }
-
-    /// Records that polls of `repository` have seen deployments up to `deployment_id` (never moves back).
-    pub async fn set_poll_mark(
-        &self,
-        repository: &Repository,
-        deployment_id: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO poll_marks (repository, last_deployment_id) VALUES (?, ?)
-             ON CONFLICT (repository) DO UPDATE
-             SET last_deployment_id = MAX(last_deployment_id, excluded.last_deployment_id)",
-        )
-        .bind(repository.as_str())
-        .bind(i64::try_from(deployment_id).unwrap_or(i64::MAX))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 }
 
@@ -745,7 +902,7 @@ impl Store {
         deployment_id: DeploymentId,
     ) -> Result<Option<ChatMessage>, StoreError> {
         let row = sqlx::query(
-            "SELECT channel, thread_ts, status_ts FROM chat_messages WHERE deployment_id = ?",
+            "SELECT channel, thread_ts, status_ts FROM chat_messages WHERE deployment_id = $1",
         )
         .bind(deployment_id.0 as i64)
         .fetch_optional(&self.pool)
@@ -766,7 +923,7 @@ impl Store {
         message: &ChatMessage,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts) VALUES (?, ?, ?, ?)
+            "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts) VALUES ($1, $2, $3, $4)
              ON CONFLICT (deployment_id) DO UPDATE SET status_ts = excluded.status_ts",
         )
         .bind(deployment_id.0 as i64)
@@ -785,7 +942,7 @@ impl Store {
         environment: &Environment,
     ) -> Result<Vec<Deployment>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM deployments WHERE app = ? AND environment = ? AND state IN ('queued', 'running')
+            "SELECT * FROM deployments WHERE app = $1 AND environment = $2 AND state IN ('queued', 'running')
              ORDER BY state = 'running' DESC, seq",
         )
         .bind(app.as_str())
@@ -807,7 +964,15 @@ struct PendingAccept {
 const MAX_BATCH: usize = 256;
 
 /// Commits deliveries as they come, batching those that wait together.
-async fn write_accepts(pool: SqlitePool, mut pending: mpsc::Receiver<PendingAccept>) {
+///
+/// On Postgres, instances committing the same deliveries at once may deadlock on the unique keys (each
+/// waits for the other's row): Postgres ends one transaction, and that batch is tried again. The batch
+/// is written in the order of its keys, which makes that rare.
+async fn write_accepts(
+    pool: AnyPool,
+    backend: Backend,
+    mut pending: mpsc::Receiver<PendingAccept>,
+) {
     while let Some(first) = pending.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -816,16 +981,44 @@ async fn write_accepts(pool: SqlitePool, mut pending: mpsc::Receiver<PendingAcce
                 Err(_) => break,
             }
         }
-        let result = async {
-            let mut tx = pool.begin().await?;
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for p in &batch {
-                outcomes.push(accept_one(&mut tx, p).await?);
+        batch.sort_by(|a, b| {
+            let key = |p: &PendingAccept| {
+                (
+                    p.deployment.as_ref().map(|d| d.deployment_id.0),
+                    p.delivery_id.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let result = async {
+                let mut tx = pool.begin().await?;
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for p in &batch {
+                    outcomes.push(accept_one(&mut tx, p).await?);
+                }
+                let queued = batch
+                    .iter()
+                    .zip(&outcomes)
+                    .any(|(p, o)| p.deployment.is_some() && *o == Accepted::New);
+                if queued && backend == Backend::Postgres {
+                    shared::notify_queue(&mut tx).await?;
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(outcomes)
             }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(outcomes)
-        }
-        .await;
+            .await;
+            match result {
+                Err(e) if attempt < 5 && shared::is_conflict(&e) => {
+                    tracing::debug!(
+                        "another instance wrote the same deliveries; trying again: {e}"
+                    );
+                }
+                result => break result,
+            }
+        };
         match result {
             Ok(outcomes) => {
                 for (p, outcome) in batch.into_iter().zip(outcomes) {
@@ -841,13 +1034,10 @@ async fn write_accepts(pool: SqlitePool, mut pending: mpsc::Receiver<PendingAcce
     }
 }
 
-async fn accept_one(
-    tx: &mut sqlx::SqliteConnection,
-    p: &PendingAccept,
-) -> Result<Accepted, sqlx::Error> {
+async fn accept_one(tx: &mut AnyConnection, p: &PendingAccept) -> Result<Accepted, sqlx::Error> {
     if let Some(delivery_id) = &p.delivery_id {
         let inserted = sqlx::query(
-            "INSERT INTO deliveries (delivery_id, event, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO deliveries (delivery_id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
         .bind(delivery_id)
         .bind(&p.event)
@@ -867,13 +1057,13 @@ async fn accept_one(
 
 /// Inserts a queued deployment unless its id is stored already; the number of rows inserted.
 async fn insert_deployment(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut AnyConnection,
     d: &NewDeployment,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "INSERT INTO deployments (deployment_id, app, repository, clone_url, environment, git_ref, sha, task,
                                   payload, actor, state, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11) ON CONFLICT DO NOTHING",
     )
     .bind(d.deployment_id.0 as i64)
     .bind(d.app.as_str())
@@ -891,7 +1081,7 @@ async fn insert_deployment(
     .rows_affected())
 }
 
-fn lock_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Lock, StoreError> {
+fn lock_from_row(row: &AnyRow) -> Result<Lock, StoreError> {
     let created: String = row.try_get("created_at")?;
     Ok(Lock {
         app: typed(row, "app")?,
@@ -906,10 +1096,7 @@ fn lock_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Lock, StoreError> {
 }
 
 /// An optional RFC 3339 column.
-fn time_column(
-    row: &sqlx::sqlite::SqliteRow,
-    column: &str,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
+fn time_column(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
     let text: Option<String> = row.try_get(column)?;
     Ok(text.and_then(|t| {
         DateTime::parse_from_rfc3339(&t)
@@ -930,6 +1117,42 @@ impl Lock {
     }
 }
 
+/// What `[github] poll` keeps across restarts (`migrations/0006_polling.sql`).
+impl Store {
+    /// The newest deployment id a poll of `repository` has seen; `None` before its first poll.
+    pub async fn poll_mark(&self, repository: &Repository) -> Result<Option<u64>, StoreError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT last_deployment_id FROM poll_marks WHERE repository = $1")
+                .bind(repository.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(id,)| id.unsigned_abs()))
+    }
+
+    /// Records that polls of `repository` have seen deployments up to `deployment_id` (never moves back).
+    pub async fn set_poll_mark(
+        &self,
+        repository: &Repository,
+        deployment_id: u64,
+    ) -> Result<(), StoreError> {
+        // A CASE, not SQLite's two-argument MAX (Postgres has none; SQLite has no GREATEST).
+        sqlx::query(
+            "INSERT INTO poll_marks (repository, last_deployment_id) VALUES ($1, $2)
+             ON CONFLICT (repository) DO UPDATE
+             SET last_deployment_id = CASE
+                 WHEN excluded.last_deployment_id > poll_marks.last_deployment_id
+                 THEN excluded.last_deployment_id
+                 ELSE poll_marks.last_deployment_id
+             END",
+        )
+        .bind(repository.as_str())
+        .bind(i64::try_from(deployment_id).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
 /// What the chat side keeps across restarts: the events it handled, and which outcome replies it
 /// posted (`migrations/0003_chat_durability.sql`).
 impl Store {
@@ -947,14 +1170,14 @@ impl Store {
         let oldest = seen_at.saturating_sub(i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
         // The first statement writes, so the transaction holds the write lock from its start.
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM chat_events_seen WHERE seen_at < ?")
+        sqlx::query("DELETE FROM chat_events_seen WHERE seen_at < $1")
             .bind(oldest)
             .execute(&mut *tx)
             .await?;
         let mut inserted = 0;
         for key in keys {
             inserted += sqlx::query(
-                "INSERT INTO chat_events_seen (key, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO chat_events_seen (key, seen_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
             .bind(key)
             .bind(seen_at)
@@ -969,7 +1192,7 @@ impl Store {
     /// Whether the reply telling how deployment `deployment_id` ended was posted in its thread.
     pub async fn outcome_posted(&self, deployment_id: DeploymentId) -> Result<bool, StoreError> {
         let row: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT outcome_posted_at FROM chat_messages WHERE deployment_id = ?")
+            sqlx::query_as("SELECT outcome_posted_at FROM chat_messages WHERE deployment_id = $1")
                 .bind(deployment_id.0 as i64)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -979,7 +1202,7 @@ impl Store {
     /// Records that the outcome reply of `deployment_id` was posted; nothing for a deployment that
     /// has no chat message.
     pub async fn set_outcome_posted(&self, deployment_id: DeploymentId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE chat_messages SET outcome_posted_at = ? WHERE deployment_id = ?")
+        sqlx::query("UPDATE chat_messages SET outcome_posted_at = $1 WHERE deployment_id = $2")
             .bind(now())
             .bind(deployment_id.0 as i64)
             .execute(&self.pool)
@@ -1017,6 +1240,29 @@ pub(crate) fn deployment(id: u64) -> NewDeployment {
 }
 
 #[cfg(test)]
+#[path = "../../tests/it/postgres.rs"]
+mod test_postgres;
+
+/// A fresh store of each backend for one test: SQLite in `dir`, and Postgres in a new database of the
+/// test server.
+#[cfg(test)]
+pub(crate) async fn test_stores(dir: &Path) -> Vec<Store> {
+    let url = tokio::task::spawn_blocking(test_postgres::database)
+        .await
+        .unwrap();
+    vec![
+        Store::open(dir).await.unwrap(),
+        Store::open_postgres(
+            &url,
+            InstanceId::of_this_process(),
+            crate::config::DEFAULT_LEASE,
+        )
+        .await
+        .unwrap(),
+    ]
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1033,216 +1279,447 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_row_ends_and_does_not_stop_the_queue() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        for id in [1, 2, 3, 4] {
-            store.accept_local(deployment(id)).await.unwrap();
-        }
-        let bad = |id: i64, state: &str| {
-            sqlx::query(
-                "UPDATE deployments SET environment = '..', state = ? WHERE deployment_id = ?",
+        for store in test_stores(dir.path()).await {
+            let backend = store.backend().as_str();
+            for id in [1, 2, 3, 4] {
+                store.accept_local(deployment(id)).await.unwrap();
+            }
+            let bad = |id: i64, state: &str| {
+                sqlx::query(
+                "UPDATE deployments SET environment = '..', state = $1 WHERE deployment_id = $2",
             )
             .bind(state.to_string())
             .bind(id)
-        };
-        bad(2, "queued").execute(&store.pool).await.unwrap();
-        bad(4, "running").execute(&store.pool).await.unwrap();
-        sqlx::query("UPDATE deployments SET state = 'running' WHERE deployment_id = 3")
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        let queue: Vec<u64> = store
-            .queue()
-            .await
-            .unwrap()
-            .iter()
-            .map(|q| q.deployment_id.0)
-            .collect();
-        assert_eq!(queue, [1]);
-        let running: Vec<u64> = store
-            .running()
-            .await
-            .unwrap()
-            .iter()
-            .map(|d| d.deployment_id.0)
-            .collect();
-        assert_eq!(running, [3]);
-        for id in [2, 4] {
-            let (state, description): (String, String) = sqlx::query_as(
-                "SELECT state, description FROM deployments WHERE deployment_id = ?",
-            )
-            .bind(id)
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
-            assert_eq!(state, "error", "#{id}");
-            assert!(
-                description.contains("cannot read this deployment back"),
-                "#{id}: {description}"
-            );
+            };
+            bad(2, "queued").execute(&store.pool).await.unwrap();
+            bad(4, "running").execute(&store.pool).await.unwrap();
+            sqlx::query("UPDATE deployments SET state = 'running' WHERE deployment_id = 3")
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            let queue: Vec<u64> = store
+                .queue()
+                .await
+                .unwrap()
+                .iter()
+                .map(|q| q.deployment_id.0)
+                .collect();
+            assert_eq!(queue, [1], "{backend}");
+            let running: Vec<u64> = store
+                .running()
+                .await
+                .unwrap()
+                .iter()
+                .map(|d| d.deployment_id.0)
+                .collect();
+            assert_eq!(running, [3], "{backend}");
+            for id in [2, 4] {
+                let (state, description): (String, String) = sqlx::query_as(
+                    "SELECT state, description FROM deployments WHERE deployment_id = $1",
+                )
+                .bind(id)
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+                assert_eq!(state, "error", "{backend} #{id}");
+                assert!(
+                    description.contains("cannot read this deployment back"),
+                    "{backend} #{id}: {description}"
+                );
+            }
+        }
+    }
+
+    /// A poll mark starts absent and only moves forward, per repository, on both backends; ids past
+    /// 32 bits (GitHub's are) survive.
+    #[tokio::test]
+    async fn a_poll_mark_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let one: Repository = "octo/adxstat".parse().unwrap();
+        let other: Repository = "octo/other".parse().unwrap();
+        for store in test_stores(dir.path()).await {
+            let backend = store.backend().as_str();
+            assert_eq!(store.poll_mark(&one).await.unwrap(), None, "{backend}");
+            // (mark set, mark read back)
+            let table = [
+                (5_000_000_000, 5_000_000_000),
+                (7, 5_000_000_000),
+                (5_000_000_001, 5_000_000_001),
+            ];
+            for (set, expected) in table {
+                store.set_poll_mark(&one, set).await.unwrap();
+                assert_eq!(
+                    store.poll_mark(&one).await.unwrap(),
+                    Some(expected),
+                    "{backend} after {set}"
+                );
+            }
+            assert_eq!(store.poll_mark(&other).await.unwrap(), None, "{backend}");
         }
     }
 
     #[tokio::test]
     async fn an_event_is_new_once_per_key_until_it_expires() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let start = Utc::now();
-        let keep = Duration::from_secs(3600);
-        // (keys, seconds after start, first sighting?)
-        let table: &[(&[&str], i64, bool)] = &[
-            (&["event/Ev1", "C1/1.1"], 0, true),
-            (&["event/Ev1", "C1/1.1"], 60, false),
-            // The same message under another event id (app_mention and message).
-            (&["event/Ev2", "C1/1.1"], 61, false),
-            // That recorded Ev2 all the same.
-            (&["event/Ev2", "C1/2.2"], 62, false),
-            (&["event/Ev3", "C1/3.3"], 63, true),
-            (&["slash/trigger-1"], 64, true),
-            (&["slash/trigger-2"], 65, true),
-            (&["slash/trigger-1"], 66, false),
-            // An hour later the first sighting is forgotten, later ones are not.
-            (&["event/Ev1", "C1/1.1"], 3601, true),
-            (&["event/Ev3", "C1/3.3"], 3602, false),
-        ];
-        for (keys, after, expected) in table {
-            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-            let at = start + chrono::Duration::seconds(*after);
-            assert_eq!(
-                store.first_sight(&keys, at, keep).await.unwrap(),
-                *expected,
-                "{keys:?} at +{after}s"
-            );
+        for store in test_stores(dir.path()).await {
+            let backend = store.backend().as_str();
+            let start = Utc::now();
+            let keep = Duration::from_secs(3600);
+            // (keys, seconds after start, first sighting?)
+            let table: &[(&[&str], i64, bool)] = &[
+                (&["event/Ev1", "C1/1.1"], 0, true),
+                (&["event/Ev1", "C1/1.1"], 60, false),
+                // The same message under another event id (app_mention and message).
+                (&["event/Ev2", "C1/1.1"], 61, false),
+                // That recorded Ev2 all the same.
+                (&["event/Ev2", "C1/2.2"], 62, false),
+                (&["event/Ev3", "C1/3.3"], 63, true),
+                (&["slash/trigger-1"], 64, true),
+                (&["slash/trigger-2"], 65, true),
+                (&["slash/trigger-1"], 66, false),
+                // An hour later the first sighting is forgotten, later ones are not.
+                (&["event/Ev1", "C1/1.1"], 3601, true),
+                (&["event/Ev3", "C1/3.3"], 3602, false),
+            ];
+            for (keys, after, expected) in table {
+                let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                let at = start + chrono::Duration::seconds(*after);
+                assert_eq!(
+                    store.first_sight(&keys, at, keep).await.unwrap(),
+                    *expected,
+                    "{backend}: {keys:?} at +{after}s"
+                );
+            }
         }
     }
 
     #[tokio::test]
     async fn two_deliveries_racing_get_one_first_sighting() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let keys = vec!["event/Ev1".to_string(), "C1/1.1".to_string()];
-        let keep = Duration::from_secs(3600);
-        let tries = (0..8).map(|_| store.first_sight(&keys, Utc::now(), keep));
-        let answers = futures_util::future::join_all(tries).await;
-        let firsts = answers.into_iter().filter(|a| *a.as_ref().unwrap()).count();
-        assert_eq!(firsts, 1);
+        for store in test_stores(dir.path()).await {
+            let backend = store.backend().as_str();
+            let keys = vec!["event/Ev1".to_string(), "C1/1.1".to_string()];
+            let keep = Duration::from_secs(3600);
+            let tries = (0..8).map(|_| store.first_sight(&keys, Utc::now(), keep));
+            let answers = futures_util::future::join_all(tries).await;
+            let firsts = answers.into_iter().filter(|a| *a.as_ref().unwrap()).count();
+            assert_eq!(firsts, 1, "{backend}");
+        }
     }
 
     #[tokio::test]
     async fn an_ended_deployment_shown_in_chat_waits_for_its_outcome_until_it_is_posted() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let unposted = || async {
-            let rows = store.unposted_outcomes().await.unwrap();
-            rows.iter().map(|d| d.deployment_id.0).collect::<Vec<_>>()
-        };
-        for id in [1, 2, 3] {
+        for store in test_stores(dir.path()).await {
+            let backend = store.backend().as_str();
+            let unposted = || async {
+                let rows = store.unposted_outcomes().await.unwrap();
+                rows.iter().map(|d| d.deployment_id.0).collect::<Vec<_>>()
+            };
+            for id in [1, 2, 3] {
+                store
+                    .accept(
+                        Some(&format!("delivery-{id}")),
+                        "deployment",
+                        Some(&deployment(id)),
+                    )
+                    .await
+                    .unwrap();
+            }
+            // 1 and 2 are shown in chat, 3 is not; 1 and 3 end.
             store
-                .accept(
-                    Some(&format!("delivery-{id}")),
-                    "deployment",
-                    Some(&deployment(id)),
-                )
+                .set_chat_message(DeploymentId(1), &message("1.1"))
                 .await
                 .unwrap();
-        }
-        // 1 and 2 are shown in chat, 3 is not; 1 and 3 end.
-        store
-            .set_chat_message(DeploymentId(1), &message("1.1"))
-            .await
-            .unwrap();
-        store
-            .set_chat_message(DeploymentId(2), &message("2.2"))
-            .await
-            .unwrap();
-        assert_eq!(unposted().await, Vec::<u64>::new(), "none has ended");
-        for id in [1, 3] {
             store
-                .finish(
-                    DeploymentId(id),
-                    DeploymentState::Success,
-                    "Deployed",
-                    Some(0),
-                )
+                .set_chat_message(DeploymentId(2), &message("2.2"))
                 .await
                 .unwrap();
+            assert_eq!(unposted().await, Vec::<u64>::new(), "none has ended");
+            for id in [1, 3] {
+                store
+                    .finish(
+                        DeploymentId(id),
+                        DeploymentState::Success,
+                        "Deployed",
+                        Some(0),
+                    )
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(unposted().await, vec![1], "{backend}");
+            assert!(!store.outcome_posted(DeploymentId(1)).await.unwrap());
+            store.set_outcome_posted(DeploymentId(1)).await.unwrap();
+            assert!(store.outcome_posted(DeploymentId(1)).await.unwrap());
+            assert_eq!(unposted().await, Vec::<u64>::new());
+            // A second status message (an update of the row) keeps what was posted.
+            store
+                .set_chat_message(DeploymentId(1), &message("1.1"))
+                .await
+                .unwrap();
+            assert!(store.outcome_posted(DeploymentId(1)).await.unwrap());
         }
-        assert_eq!(unposted().await, vec![1]);
-        assert!(!store.outcome_posted(DeploymentId(1)).await.unwrap());
-        store.set_outcome_posted(DeploymentId(1)).await.unwrap();
-        assert!(store.outcome_posted(DeploymentId(1)).await.unwrap());
-        assert_eq!(unposted().await, Vec::<u64>::new());
-        // A second status message (an update of the row) keeps what was posted.
-        store
-            .set_chat_message(DeploymentId(1), &message("1.1"))
-            .await
-            .unwrap();
-        assert!(store.outcome_posted(DeploymentId(1)).await.unwrap());
     }
 
-    #[tokio::test]
-    async fn an_upgrade_counts_the_outcomes_of_deployments_that_ended_before_it_as_posted() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("zbot.sqlite"))
-            .create_if_missing(true);
-        let pool = SqlitePool::connect_with(options).await.unwrap();
-        let mut all = EmbeddedMigrations.resolve().await.unwrap();
+    /// The pool of an empty database of `backend` with only the first migration applied, and how to
+    /// open the store on it afterwards.
+    async fn at_first_migration(backend: Backend, dir: &Path) -> (AnyPool, String) {
+        sqlx::any::install_default_drivers();
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("zbot.sqlite").display()),
+            Backend::Postgres => tokio::task::spawn_blocking(test_postgres::database)
+                .await
+                .unwrap(),
+        };
+        let pool = AnyPool::connect(&url).await.unwrap();
+        let mut all = EmbeddedMigrations(backend).resolve().await.unwrap();
         all.truncate(1);
         let first_only = Migrator {
             migrations: std::borrow::Cow::Owned(all),
             ..Migrator::DEFAULT
         };
         first_only.run(&pool).await.unwrap();
-        for (id, state) in [(1, "success"), (2, "running")] {
-            sqlx::query(
-                "INSERT INTO deployments (deployment_id, app, repository, clone_url, environment, git_ref,
-                                          sha, task, payload, actor, state, created_at, finished_at)
-                 VALUES (?, 'adxstat', 'octo/adxstat', '', 'production', 'main', ?, 'deploy', '{}',
-                         'U0ALICE', ?, '2026-11-01T10:00:00+00:00', '2026-11-01T10:01:00+00:00')",
-            )
-            .bind(id)
-            .bind("0123456789abcdef0123456789abcdef01234567")
-            .bind(state)
-            .execute(&pool)
-            .await
-            .unwrap();
-            sqlx::query(
-                "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts)
-                 VALUES (?, 'C0CHAN', '1.1', '1.2')",
-            )
-            .bind(id)
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
-        pool.close().await;
+        (pool, url)
+    }
 
-        let store = Store::open(dir.path()).await.unwrap();
-        assert!(
-            store.outcome_posted(DeploymentId(1)).await.unwrap(),
-            "ended before"
-        );
-        assert!(
-            !store.outcome_posted(DeploymentId(2)).await.unwrap(),
-            "still running"
-        );
-        store
-            .finish(
-                DeploymentId(2),
-                DeploymentState::Error,
-                "zbot restarted",
-                None,
-            )
-            .await
-            .unwrap();
-        let unposted = store.unposted_outcomes().await.unwrap();
-        assert_eq!(
-            unposted
+    #[tokio::test]
+    async fn an_upgrade_counts_the_outcomes_of_deployments_that_ended_before_it_as_posted() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let dir = tempfile::tempdir().unwrap();
+            let (pool, url) = at_first_migration(backend, dir.path()).await;
+            for (id, state) in [(1, "success"), (2, "running")] {
+                sqlx::query(
+                    "INSERT INTO deployments (deployment_id, app, repository, clone_url, environment, git_ref,
+                                              sha, task, payload, actor, state, created_at, finished_at)
+                     VALUES ($1, 'adxstat', 'octo/adxstat', '', 'production', 'main', $2, 'deploy', '{}',
+                             'U0ALICE', $3, '2026-11-01T10:00:00+00:00', '2026-11-01T10:01:00+00:00')",
+                )
+                .bind(id as i64)
+                .bind("0123456789abcdef0123456789abcdef01234567")
+                .bind(state)
+                .execute(&pool)
+                .await
+                .unwrap();
+                sqlx::query(
+                    "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts)
+                     VALUES ($1, 'C0CHAN', '1.1', '1.2')",
+                )
+                .bind(id as i64)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+
+            let store = match backend {
+                Backend::Sqlite => Store::open(dir.path()).await.unwrap(),
+                Backend::Postgres => Store::open_postgres(
+                    &url,
+                    InstanceId::of_this_process(),
+                    crate::config::DEFAULT_LEASE,
+                )
+                .await
+                .unwrap(),
+            };
+            let backend = backend.as_str();
+            assert!(
+                store.outcome_posted(DeploymentId(1)).await.unwrap(),
+                "{backend}: ended before"
+            );
+            assert!(
+                !store.outcome_posted(DeploymentId(2)).await.unwrap(),
+                "{backend}: still running"
+            );
+            store
+                .finish(
+                    DeploymentId(2),
+                    DeploymentState::Error,
+                    "zbot restarted",
+                    None,
+                )
+                .await
+                .unwrap();
+            let unposted = store.unposted_outcomes().await.unwrap();
+            assert_eq!(
+                unposted
+                    .iter()
+                    .map(|d| d.deployment_id.0)
+                    .collect::<Vec<_>>(),
+                vec![2],
+                "{backend}"
+            );
+        }
+    }
+
+    /// Two instances on one store of `backend`, with leases of `lease`.
+    async fn two_instances(backend: Backend, dir: &Path, lease: Duration) -> (Store, Store) {
+        let id = |name: &str| name.parse::<InstanceId>().unwrap();
+        match backend {
+            Backend::Sqlite => (
+                Store::open_sqlite(dir, id("a"), lease).await.unwrap(),
+                Store::open_sqlite(dir, id("b"), lease).await.unwrap(),
+            ),
+            Backend::Postgres => {
+                let url = tokio::task::spawn_blocking(test_postgres::database)
+                    .await
+                    .unwrap();
+                (
+                    Store::open_postgres(&url, id("a"), lease).await.unwrap(),
+                    Store::open_postgres(&url, id("b"), lease).await.unwrap(),
+                )
+            }
+        }
+    }
+
+    /// Claims made at once by two instances start each deployment once; only the lease holder renews
+    /// and ends it; once the lease has passed unrenewed, the other instance takes it over, and the old
+    /// holder can neither renew nor end it any more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deployment_is_claimed_once_and_only_its_lease_holder_ends_it() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let dir = tempfile::tempdir().unwrap();
+            let lease = Duration::from_millis(400);
+            let (a, b) = two_instances(backend, dir.path(), lease).await;
+            let name = backend.as_str();
+            for id in 1..=20 {
+                let store = if id % 2 == 0 { &a } else { &b };
+                store
+                    .accept(
+                        Some(&format!("d-{id}")),
+                        "deployment",
+                        Some(&deployment(id)),
+                    )
+                    .await
+                    .unwrap();
+            }
+            let everything =
+                |_: &[(Repository, Environment)], queue: &[QueueEntry]| shared::Choice {
+                    start: queue.iter().map(|e| e.deployment_id).collect(),
+                    positions: vec![],
+                };
+            let log = |_| std::path::PathBuf::from("x.log");
+            let (by_a, by_b) = tokio::join!(a.claim(everything, log), b.claim(everything, log));
+            let (by_a, by_b) = (by_a.unwrap().started, by_b.unwrap().started);
+            let mut ids: Vec<u64> = by_a
                 .iter()
+                .chain(&by_b)
                 .map(|d| d.deployment_id.0)
-                .collect::<Vec<_>>(),
-            vec![2]
-        );
+                .collect();
+            ids.sort();
+            assert_eq!(
+                ids,
+                (1..=20).collect::<Vec<_>>(),
+                "{name}: each claimed once"
+            );
+            let (holder, other, id) = match by_a.first() {
+                Some(d) => (&a, &b, d.deployment_id),
+                None => (&b, &a, by_b[0].deployment_id),
+            };
+            assert_eq!(
+                holder.get(id).await.unwrap().unwrap().instance_id.as_ref(),
+                Some(holder.instance()),
+                "{name}"
+            );
+            assert!(holder.renew(id).await.unwrap(), "{name}");
+            assert!(!other.renew(id).await.unwrap(), "{name}: not the holder");
+            assert!(
+                !other.take_over(id, true).await.unwrap(),
+                "{name}: not expired"
+            );
+            assert!(
+                !other
+                    .finish(id, DeploymentState::Error, "no", None)
+                    .await
+                    .unwrap(),
+                "{name}: only the holder ends it"
+            );
+            // The holder stops renewing: the lease passes.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !other
+                .expired()
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.deployment_id == id)
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name}: never expired"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(other.take_over(id, true).await.unwrap(), "{name}");
+            assert!(
+                !holder.take_over(id, true).await.unwrap(),
+                "{name}: taken once"
+            );
+            assert!(!holder.renew(id).await.unwrap(), "{name}: fenced");
+            assert!(
+                !holder
+                    .finish(id, DeploymentState::Success, "Deployed", Some(0))
+                    .await
+                    .unwrap(),
+                "{name}: the old holder cannot end it"
+            );
+            assert!(
+                other
+                    .finish(id, DeploymentState::Error, "stopped", None)
+                    .await
+                    .unwrap(),
+                "{name}"
+            );
+            let ended = a.get(id).await.unwrap().unwrap();
+            assert_eq!(
+                (ended.state, ended.description.as_str()),
+                (DeploymentState::Error, "stopped"),
+                "{name}"
+            );
+        }
+    }
+
+    /// A cancel asked for on one instance reaches the instance running the deploy.
+    #[tokio::test]
+    async fn a_cancel_asked_for_anywhere_reaches_the_running_instance() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b) = two_instances(backend, dir.path(), Duration::from_secs(30)).await;
+            let name = backend.as_str();
+            a.accept(Some("d-1"), "deployment", Some(&deployment(1)))
+                .await
+                .unwrap();
+            let started = a
+                .claim(
+                    |_, _| shared::Choice {
+                        start: vec![DeploymentId(1)],
+                        positions: vec![],
+                    },
+                    |_| std::path::PathBuf::from("x.log"),
+                )
+                .await
+                .unwrap()
+                .started;
+            assert_eq!(started.len(), 1, "{name}");
+            assert!(b.cancel_requests().await.unwrap().is_empty(), "{name}");
+            assert!(
+                b.request_cancel(DeploymentId(1), "Cancelled by bob")
+                    .await
+                    .unwrap(),
+                "{name}"
+            );
+            assert_eq!(
+                a.cancel_requests().await.unwrap(),
+                vec![(DeploymentId(1), "Cancelled by bob".to_string())],
+                "{name}"
+            );
+            assert!(
+                b.cancel_requests().await.unwrap().is_empty(),
+                "{name}: not b's deploy"
+            );
+            assert!(
+                !b.request_cancel(DeploymentId(2), "x").await.unwrap(),
+                "{name}: unknown"
+            );
+        }
     }
 }
 
@@ -1260,7 +1737,7 @@ pub struct Freeze {
     pub until: Option<DateTime<Utc>>,
 }
 
-fn freeze_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Freeze, StoreError> {
+fn freeze_from_row(row: &AnyRow) -> Result<Freeze, StoreError> {
     let app: Option<String> = row.try_get("app")?;
     Ok(Freeze {
         id: row.try_get("id")?,
@@ -1308,7 +1785,7 @@ impl Store {
         until: Option<DateTime<Utc>>,
     ) -> Result<Freeze, StoreError> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO freezes (app, environment, holder, reason, created_at, until) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO freezes (app, environment, holder, reason, created_at, until) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(app.map(AppName::as_str))
         .bind(environment.as_str())
@@ -1340,7 +1817,7 @@ impl Store {
     /// Removes freezes by id.
     pub async fn unfreeze(&self, ids: &[i64]) -> Result<(), StoreError> {
         for id in ids {
-            sqlx::query("DELETE FROM freezes WHERE id = ?")
+            sqlx::query("DELETE FROM freezes WHERE id = $1")
                 .bind(id)
                 .execute(&self.pool)
                 .await?;
@@ -1351,13 +1828,13 @@ impl Store {
     /// Records what zbot asked for, before the deployment is created.
     pub async fn grant(&self, grant: &Grant, at: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO grants (token, app, environment, actor, override, approval_request, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO grants (token, app, environment, actor, override, approval_request, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&grant.token)
         .bind(grant.app.as_str())
         .bind(grant.environment.as_str())
         .bind(&grant.actor)
-        .bind(grant.overrides)
+        .bind(i64::from(grant.overrides))
         .bind(grant.approval_request)
         .bind(stamp(at))
         .execute(&self.pool)
@@ -1367,7 +1844,7 @@ impl Store {
 
     /// The grant with this token, if zbot made one.
     pub async fn grant_of(&self, token: &str) -> Result<Option<Grant>, StoreError> {
-        let row = sqlx::query("SELECT * FROM grants WHERE token = ?")
+        let row = sqlx::query("SELECT * FROM grants WHERE token = $1")
             .bind(token)
             .fetch_optional(&self.pool)
             .await?;
@@ -1377,7 +1854,7 @@ impl Store {
                 app: typed(&row, "app")?,
                 environment: typed(&row, "environment")?,
                 actor: row.try_get("actor")?,
-                overrides: row.try_get("override")?,
+                overrides: row.try_get::<i64, _>("override")? != 0,
                 approval_request: row.try_get("approval_request")?,
             })
         })
@@ -1399,7 +1876,7 @@ impl Store {
     /// Removes the locks that ended by `now`; returns them.
     pub async fn expire_locks(&self, now: DateTime<Utc>) -> Result<Vec<Lock>, StoreError> {
         let rows = sqlx::query(
-            "DELETE FROM locks WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING *",
+            "DELETE FROM locks WHERE expires_at IS NOT NULL AND expires_at <= $1 RETURNING *",
         )
         .bind(stamp(now))
         .fetch_all(&self.pool)
@@ -1416,7 +1893,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO lock_watchers (app, environment, user, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO lock_watchers (app, environment, \"user\", created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(app.map_or("", AppName::as_str))
         .bind(environment.as_str())
@@ -1450,14 +1927,15 @@ impl Store {
 
     /// Forgets a watcher once told; false if another process told them first.
     pub async fn unwatch(&self, watcher: &Watcher) -> Result<bool, StoreError> {
-        let removed =
-            sqlx::query("DELETE FROM lock_watchers WHERE app = ? AND environment = ? AND user = ?")
-                .bind(watcher.app.as_ref().map_or("", AppName::as_str))
-                .bind(watcher.environment.as_str())
-                .bind(&watcher.user)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+        let removed = sqlx::query(
+            "DELETE FROM lock_watchers WHERE app = $1 AND environment = $2 AND \"user\" = $3",
+        )
+        .bind(watcher.app.as_ref().map_or("", AppName::as_str))
+        .bind(watcher.environment.as_str())
+        .bind(&watcher.user)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(removed == 1)
     }
 }
@@ -1527,7 +2005,7 @@ pub struct ApprovalRequest {
     pub deployment_id: Option<DeploymentId>,
 }
 
-fn request_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApprovalRequest, StoreError> {
+fn request_from_row(row: &AnyRow) -> Result<ApprovalRequest, StoreError> {
     let hosts: Option<String> = row.try_get("hosts")?;
     let needed: i64 = row.try_get("needed")?;
     let state: String = row.try_get("state")?;
@@ -1541,7 +2019,7 @@ fn request_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApprovalRequest, St
             sha: typed(row, "sha")?,
             task: typed(row, "task")?,
             hosts: hosts.and_then(|h| h.parse().ok()),
-            force: row.try_get("force")?,
+            force: row.try_get::<i64, _>("force")? != 0,
             requester: row.try_get("requester")?,
             channel: row.try_get("channel")?,
             thread_ts: row.try_get("thread_ts")?,
@@ -1566,7 +2044,7 @@ impl Store {
     pub async fn create_request(&self, r: &NewRequest) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "INSERT INTO approval_requests (app, environment, git_ref, sha, task, hosts, force, requester, channel, thread_ts, needed, state, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'waiting', $12, $13) RETURNING id",
         )
         .bind(r.app.as_str())
         .bind(r.environment.as_str())
@@ -1574,7 +2052,7 @@ impl Store {
         .bind(r.sha.as_str())
         .bind(r.task.as_str())
         .bind(r.hosts.as_ref().map(ToString::to_string))
-        .bind(r.force)
+        .bind(i64::from(r.force))
         .bind(&r.requester)
         .bind(&r.channel)
         .bind(&r.thread_ts)
@@ -1586,7 +2064,7 @@ impl Store {
     }
 
     pub async fn request(&self, id: i64) -> Result<Option<ApprovalRequest>, StoreError> {
-        let row = sqlx::query("SELECT * FROM approval_requests WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM approval_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -1595,7 +2073,7 @@ impl Store {
 
     /// The message that carries the request's buttons.
     pub async fn set_request_message(&self, id: i64, ts: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE approval_requests SET message_ts = ? WHERE id = ?")
+        sqlx::query("UPDATE approval_requests SET message_ts = $1 WHERE id = $2")
             .bind(ts)
             .bind(id)
             .execute(&self.pool)
@@ -1612,7 +2090,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
         sqlx::query(
-            "INSERT INTO approvals (request_id, approver, sha, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO approvals (request_id, approver, sha, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(id)
         .bind(approver)
@@ -1621,7 +2099,7 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(sqlx::query_scalar(
-            "SELECT approver FROM approvals WHERE request_id = ? AND sha = ? ORDER BY created_at, approver",
+            "SELECT approver FROM approvals WHERE request_id = $1 AND sha = $2 ORDER BY created_at, approver",
         )
         .bind(id)
         .bind(sha.as_str())
@@ -1639,7 +2117,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let changed = sqlx::query(
-            "UPDATE approval_requests SET state = ?, decided_by = ?, decided_at = ?, reason = ? WHERE id = ? AND state = 'waiting'",
+            "UPDATE approval_requests SET state = $1, decided_by = $2, decided_at = $3, reason = $4 WHERE id = $5 AND state = 'waiting'",
         )
         .bind(state.as_str())
         .bind(by)
@@ -1658,7 +2136,7 @@ impl Store {
         id: i64,
         deployment_id: DeploymentId,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE approval_requests SET deployment_id = ? WHERE id = ?")
+        sqlx::query("UPDATE approval_requests SET deployment_id = $1 WHERE id = $2")
             .bind(i64::try_from(deployment_id.0).unwrap_or(i64::MAX))
             .bind(id)
             .execute(&self.pool)
@@ -1672,7 +2150,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<ApprovalRequest>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE approval_requests SET state = 'expired', decided_at = ? WHERE state = 'waiting' AND expires_at <= ? RETURNING *",
+            "UPDATE approval_requests SET state = 'expired', decided_at = $1 WHERE state = 'waiting' AND expires_at <= $2 RETURNING *",
         )
         .bind(stamp(now))
         .bind(stamp(now))
@@ -1688,7 +2166,7 @@ impl Store {
     ) -> Result<Vec<ApprovalRequest>, StoreError> {
         let mut found = Vec::new();
         for id in deployments {
-            let row = sqlx::query("SELECT * FROM approval_requests WHERE deployment_id = ?")
+            let row = sqlx::query("SELECT * FROM approval_requests WHERE deployment_id = $1")
                 .bind(i64::try_from(id.0).unwrap_or(i64::MAX))
                 .fetch_optional(&self.pool)
                 .await?;
@@ -1706,7 +2184,7 @@ impl Store {
         sha: &Sha,
     ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT approver, created_at FROM approvals WHERE request_id = ? AND sha = ? ORDER BY created_at, approver",
+            "SELECT approver, created_at FROM approvals WHERE request_id = $1 AND sha = $2 ORDER BY created_at, approver",
         )
         .bind(id)
         .bind(sha.as_str())
@@ -1734,7 +2212,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO auto_deploy_pending (app, environment, sha, since) VALUES (?, ?, ?, ?) \
+            "INSERT INTO auto_deploy_pending (app, environment, sha, since) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (app, environment) DO UPDATE SET sha = excluded.sha, since = excluded.since",
         )
         .bind(app.as_str())
@@ -1753,7 +2231,7 @@ impl Store {
         environment: &Environment,
     ) -> Result<Option<Sha>, StoreError> {
         let sha: Option<String> = sqlx::query_scalar(
-            "SELECT sha FROM auto_deploy_pending WHERE app = ? AND environment = ?",
+            "SELECT sha FROM auto_deploy_pending WHERE app = $1 AND environment = $2",
         )
         .bind(app.as_str())
         .bind(environment.as_str())
@@ -1770,7 +2248,7 @@ impl Store {
         sha: &Sha,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "DELETE FROM auto_deploy_pending WHERE app = ? AND environment = ? AND sha = ?",
+            "DELETE FROM auto_deploy_pending WHERE app = $1 AND environment = $2 AND sha = $3",
         )
         .bind(app.as_str())
         .bind(environment.as_str())
@@ -1790,8 +2268,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let recently = stamp(now - chrono::Duration::minutes(10));
         let n: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM deployments WHERE app = ? AND environment = ? AND state IN ('queued', 'running')) \
-             + (SELECT COUNT(*) FROM auto_deploys a WHERE a.app = ? AND a.environment = ? AND a.created_at >= ? \
+            "SELECT (SELECT COUNT(*) FROM deployments WHERE app = $1 AND environment = $2 AND state IN ('queued', 'running')) \
+             + (SELECT COUNT(*) FROM auto_deploys a WHERE a.app = $3 AND a.environment = $4 AND a.created_at >= $5 \
                 AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app = a.app AND d.environment = a.environment AND d.sha = a.sha))",
         )
         .bind(app.as_str())
@@ -1813,8 +2291,8 @@ impl Store {
         sha: &Sha,
     ) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM deployments WHERE app = ? AND environment = ? AND sha = ? AND task <> 'deploy:noop' AND state IN ('queued', 'running', 'success')) \
-             + (SELECT COUNT(*) FROM auto_deploys WHERE app = ? AND environment = ? AND sha = ?)",
+            "SELECT (SELECT COUNT(*) FROM deployments WHERE app = $1 AND environment = $2 AND sha = $3 AND task <> 'deploy:noop' AND state IN ('queued', 'running', 'success')) \
+             + (SELECT COUNT(*) FROM auto_deploys WHERE app = $4 AND environment = $5 AND sha = $6)",
         )
         .bind(app.as_str())
         .bind(environment.as_str())
@@ -1836,7 +2314,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO auto_deploys (app, environment, sha, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO auto_deploys (app, environment, sha, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(app.as_str())
         .bind(environment.as_str())
@@ -1844,7 +2322,7 @@ impl Store {
         .bind(stamp(now))
         .execute(&self.pool)
         .await?;
-        sqlx::query("DELETE FROM auto_deploy_held WHERE app = ? AND environment = ?")
+        sqlx::query("DELETE FROM auto_deploy_held WHERE app = $1 AND environment = $2")
             .bind(app.as_str())
             .bind(environment.as_str())
             .execute(&self.pool)
@@ -1861,7 +2339,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let changed = sqlx::query(
-            "INSERT INTO auto_deploy_held (app, environment, reason, said_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO auto_deploy_held (app, environment, reason, said_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (app, environment) DO UPDATE SET reason = excluded.reason, said_at = excluded.said_at \
              WHERE auto_deploy_held.reason <> excluded.reason",
         )

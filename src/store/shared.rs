@@ -1,0 +1,311 @@
+//! What several zbot instances sharing one store need, and one instance uses the same way: claiming
+//! queued work, leases on running deployments, cancels across instances, and waking each other.
+//!
+//! - A queued deployment becomes `running` only through [`Store::claim`]: one transaction that reads
+//!   what runs and what waits, lets the caller choose (the scheduler's rules: the concurrency limit,
+//!   one per repository + environment, order of arrival) and marks the chosen ones running under this
+//!   instance's lease. On Postgres the transaction first takes one advisory lock, so the claims of all
+//!   instances happen one after another and each sees the others' (the rules hold across instances);
+//!   the update is conditional on the row still being queued, so a deployment is claimed once.
+//! - The instance running a deployment renews its lease ([`Store::renew`]); only the lease holder can
+//!   end a running deployment ([`Store::finish`] is fenced by `instance_id`). An instance that sees a
+//!   lease expired ([`Store::expired`]) takes it over ([`Store::take_over`], conditional on it still
+//!   being expired) and ends it; the paused or cut-off holder finds its renewal refused and stops.
+//! - Postgres `NOTIFY zbot_queue` after a deployment is queued or ends, or a cancel is asked for; each
+//!   instance `LISTEN`s and wakes its queue ([`Store::queued`]). SQLite has one instance, woken in
+//!   process.
+//!
+//! Lease times are the instances' clocks in Unix milliseconds: instances must keep their clocks in
+//! step (NTP), well within the lease.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sqlx::postgres::PgListener;
+
+use super::{AnyConnection, Backend, Deployment, QueueEntry, Row, Store, StoreError, now, typed};
+use crate::domain::{DeploymentId, Environment, Repository};
+
+/// The Postgres channel the instances wake each other on.
+const CHANNEL: &str = "zbot_queue";
+
+/// The advisory lock every claim takes first on Postgres (any constant, the same in every instance).
+const CLAIM_LOCK: i64 = 0x7a62_6f74; // "zbot"
+
+/// What the caller chose in [`Store::claim`]: the queued deployments to start, and the waiting ones
+/// whose announced queue position changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Choice {
+    pub start: Vec<DeploymentId>,
+    /// (deployment, position as stored)
+    pub positions: Vec<(DeploymentId, i64)>,
+}
+
+/// What [`Store::claim`] did: the deployments this instance now runs (read back, running), and the
+/// positions it recorded (to be announced by this instance).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub started: Vec<Deployment>,
+    pub positions: Vec<(DeploymentId, i64)>,
+}
+
+/// Unix milliseconds `after` from now.
+fn millis_from_now(after: std::time::Duration) -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whether a Postgres error says the transaction lost a race with another instance's (a deadlock, a
+/// serialization failure) and may simply be tried again.
+pub(super) fn is_conflict(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
+}
+
+/// Queues a wake-up of every instance's queue, sent when the transaction commits.
+pub(super) async fn notify_queue(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Listens on the queue channel and wakes `queued` for every notification; after a lost connection
+/// (notifications may have been missed meanwhile) it wakes it once more.
+pub(super) async fn listen(url: &str, queued: Arc<tokio::sync::Notify>) -> Result<(), StoreError> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(CHANNEL).await?;
+    tokio::spawn(async move {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => queued.notify_one(),
+                Ok(None) => {
+                    tracing::warn!(
+                        "the store connection that listens for new work was lost; reconnecting"
+                    );
+                    queued.notify_one();
+                }
+                Err(e) => {
+                    tracing::error!("cannot listen for new work: {e}");
+                    queued.notify_one();
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+impl Store {
+    /// Wakes the queue of this instance and, on Postgres, of every other.
+    pub async fn wake_queues(&self) {
+        self.queued.notify_one();
+        if self.backend == Backend::Postgres {
+            let woken = async {
+                let mut conn = self.pool.acquire().await?;
+                notify_queue(&mut conn).await
+            }
+            .await;
+            if let Err(e) = woken {
+                tracing::error!("cannot wake the other instances: {e}");
+            }
+        }
+    }
+
+    /// Claims queued work for this instance: `choose` sees the running deployments' repository +
+    /// environment (of every instance) and the queue oldest first, and says what to start and which
+    /// positions to record; the chosen deployments still queued become `running` under this instance's
+    /// lease, their log at `log_path(id)`. See the module documentation for why this holds across
+    /// instances.
+    pub async fn claim(
+        &self,
+        choose: impl FnOnce(&[(Repository, Environment)], &[QueueEntry]) -> Choice,
+        log_path: impl Fn(DeploymentId) -> PathBuf,
+    ) -> Result<Claimed, StoreError> {
+        let (started, positions) = match self.backend {
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(CLAIM_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let claimed = self.claim_on(&mut tx, choose, log_path).await?;
+                tx.commit().await?;
+                claimed
+            }
+            // One instance, one queue task: the statements need no common transaction, and each
+            // commits (and syncs) only when it changes something.
+            Backend::Sqlite => {
+                let mut conn = self.pool.acquire().await?;
+                self.claim_on(&mut conn, choose, log_path).await?
+            }
+        };
+        let mut claimed = Claimed {
+            started: Vec::with_capacity(started.len()),
+            positions,
+        };
+        for id in started {
+            if let Some(d) = self.get(id).await? {
+                claimed.started.push(d);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_on(
+        &self,
+        conn: &mut AnyConnection,
+        choose: impl FnOnce(&[(Repository, Environment)], &[QueueEntry]) -> Choice,
+        log_path: impl Fn(DeploymentId) -> PathBuf,
+    ) -> Result<(Vec<DeploymentId>, Vec<(DeploymentId, i64)>), StoreError> {
+        let rows =
+            sqlx::query("SELECT repository, environment FROM deployments WHERE state = 'running'")
+                .fetch_all(&mut *conn)
+                .await?;
+        // A running row that does not read back is ended by `Store::running`; here it holds nothing.
+        let running: Vec<(Repository, Environment)> = rows
+            .iter()
+            .filter_map(|r| Some((typed(r, "repository").ok()?, typed(r, "environment").ok()?)))
+            .collect();
+        let rows = sqlx::query(
+            "SELECT seq, deployment_id, repository, environment, queue_position FROM deployments
+             WHERE state = 'queued' ORDER BY seq",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut queue = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match QueueEntry::from_row(r) {
+                Ok(entry) => queue.push(entry),
+                Err(e) => super::end_unreadable(&mut *conn, r.try_get("seq")?, &e).await?,
+            }
+        }
+        let choice = choose(&running, &queue);
+        let lease_until = millis_from_now(self.lease);
+        let mut started = Vec::with_capacity(choice.start.len());
+        for id in choice.start {
+            let changed = sqlx::query(
+                "UPDATE deployments SET state = 'running', started_at = $1, log_path = $2,
+                        queue_position = NULL, instance_id = $3, lease_until = $4, cancel_reason = NULL
+                 WHERE deployment_id = $5 AND state = 'queued'",
+            )
+            .bind(now())
+            .bind(log_path(id).display().to_string())
+            .bind(self.instance.as_str())
+            .bind(lease_until)
+            .bind(id.0 as i64)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if changed == 1 {
+                started.push(id);
+            }
+        }
+        for &(id, position) in &choice.positions {
+            sqlx::query(
+                "UPDATE deployments SET queue_position = $1 WHERE deployment_id = $2 AND state = 'queued'",
+            )
+            .bind(position)
+            .bind(id.0 as i64)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok((started, choice.positions))
+    }
+
+    /// Renews this instance's lease on a running deployment; false if it no longer holds it (another
+    /// instance took it over, or it ended).
+    pub async fn renew(&self, deployment_id: DeploymentId) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE deployments SET lease_until = $1
+             WHERE deployment_id = $2 AND state = 'running' AND instance_id = $3",
+        )
+        .bind(millis_from_now(self.lease))
+        .bind(deployment_id.0 as i64)
+        .bind(self.instance.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Running deployments whose lease has expired: their instance stopped renewing it.
+    pub async fn expired(&self) -> Result<Vec<Deployment>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM deployments WHERE state = 'running' AND lease_until < $1 ORDER BY seq",
+        )
+        .bind(chrono::Utc::now().timestamp_millis())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Makes this instance the holder of a running deployment, to end it: only if its lease has expired
+    /// (another instance stopped), or whatever its lease when `expired_only` is false (start-up
+    /// recovery of a store no other instance shares, or of this instance's own id). False if another
+    /// instance took it first, or it ended.
+    pub async fn take_over(
+        &self,
+        deployment_id: DeploymentId,
+        expired_only: bool,
+    ) -> Result<bool, StoreError> {
+        let condition = if expired_only {
+            "AND lease_until < $4"
+        } else {
+            "AND $4 = $4"
+        };
+        let changed = sqlx::query(&format!(
+            "UPDATE deployments SET instance_id = $1, lease_until = $2
+             WHERE deployment_id = $3 AND state = 'running' {condition}"
+        ))
+        .bind(self.instance.as_str())
+        .bind(millis_from_now(self.lease))
+        .bind(deployment_id.0 as i64)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Asks the instance running a deployment to cancel it (`reason` becomes its description); false
+    /// if it is not running.
+    pub async fn request_cancel(
+        &self,
+        deployment_id: DeploymentId,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE deployments SET cancel_reason = $1 WHERE deployment_id = $2 AND state = 'running'",
+        )
+        .bind(reason)
+        .bind(deployment_id.0 as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            self.wake_queues().await;
+        }
+        Ok(changed == 1)
+    }
+
+    /// The cancels asked for the deployments this instance runs: (deployment, reason).
+    pub async fn cancel_requests(&self) -> Result<Vec<(DeploymentId, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT deployment_id, cancel_reason FROM deployments
+             WHERE state = 'running' AND instance_id = $1 AND cancel_reason IS NOT NULL",
+        )
+        .bind(self.instance.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    DeploymentId(r.try_get::<i64, _>("deployment_id")? as u64),
+                    r.try_get("cancel_reason")?,
+                ))
+            })
+            .collect()
+    }
+}

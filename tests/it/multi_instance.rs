@@ -1,0 +1,425 @@
+//! Several `zbot run` processes on one Postgres (the test server of `postgres.rs`): every delivery sent
+//! to every instance, as a load balancer and GitHub's redeliveries may. What people see must be what
+//! one zbot would do: each deployment runs once, one at a time per environment in order of arrival,
+//! and a deploy whose instance dies or pauses ends `error` and the queue moves on elsewhere.
+//!
+//! The deploy script records its start and end (with the PID of the zbot that started it) and holds a
+//! lock per environment while it runs: a second deploy of that environment running at the same time
+//! would find the lock taken and record an overlap.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::fakes::github::FakeGitHub;
+use crate::harness::{
+    TestRepo, ZbotProcess, config_text, deliver, deployment_event, http, prepare_dir,
+};
+
+/// A lease short enough for the tests to wait on: an instance gone for longer loses its deploys.
+const LEASE: &str = "2s";
+
+/// A deploy script that records `start`/`end` lines into `record` (environment, deployment id, the
+/// starting zbot's PID, nanoseconds), holds `locks/<environment>.lock` while it runs (an overlap is
+/// recorded), and, when `release` is given, waits for that file to exist before it ends.
+fn recording_script(dir: &Path, release: Option<&Path>) -> String {
+    let record = dir.join("record");
+    let locks = dir.join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let hold = match release {
+        Some(release) => format!(
+            "i=0\nwhile [ ! -e {} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 9; sleep 0.05; done\n",
+            release.display()
+        ),
+        None => String::new(),
+    };
+    format!(
+        "#!/bin/sh\nexec 9>>{locks}/$DEPLOY_ENV.lock\n\
+         flock -n 9 || echo \"overlap $DEPLOY_ENV $ZBOT_DEPLOYMENT_ID $PPID 0\" >> {record}\n\
+         echo \"start $DEPLOY_ENV $ZBOT_DEPLOYMENT_ID $PPID $(date +%s%N)\" >> {record}\n\
+         {hold}echo \"end $DEPLOY_ENV $ZBOT_DEPLOYMENT_ID $PPID $(date +%s%N)\" >> {record}\n",
+        locks = locks.display(),
+        record = record.display(),
+    )
+}
+
+/// One line of the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mark {
+    what: String,
+    environment: String,
+    id: u64,
+    zbot_pid: u32,
+    at_ns: u128,
+}
+
+fn marks(dir: &Path) -> Vec<Mark> {
+    std::fs::read_to_string(dir.join("record"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Some(Mark {
+                what: f.first()?.to_string(),
+                environment: f.get(1)?.to_string(),
+                id: f.get(2)?.parse().ok()?,
+                zbot_pid: f.get(3)?.parse().ok()?,
+                at_ns: f.get(4)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Polls `done` until it gives a value, or panics with `what` and `context()` after `deadline`.
+async fn wait_until<T>(
+    what: &str,
+    deadline: Duration,
+    mut done: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = done() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{what}: not within {deadline:?}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A shared setup: the fake GitHub, the repository with the recording script, and one directory per
+/// instance whose bot.toml points at `url`.
+struct Cluster {
+    github: FakeGitHub,
+    sha: String,
+    root: tempfile::TempDir,
+    instances: Vec<ZbotProcess>,
+}
+
+impl Cluster {
+    async fn start(count: usize, environments: &[&str], release: Option<&Path>) -> Cluster {
+        let root = tempfile::tempdir().unwrap();
+        let url = tokio::task::spawn_blocking(crate::postgres::database)
+            .await
+            .unwrap();
+        let github = FakeGitHub::start().await;
+        let repo = TestRepo::new(root.path());
+        let script = recording_script(root.path(), release);
+        let sha = repo.commit(&[("script/deploy", &script, true)], "v0.0.1");
+        let environments = environments
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = config_text(&github, &repo, "", "").replace(
+            "environments = [\"production\", \"staging\"]",
+            &format!("environments = [{environments}]"),
+        ) + &format!("\n[store]\nurl = \"{url}\"\nlease = \"{LEASE}\"\n");
+        let mut instances = Vec::new();
+        for i in 0..count {
+            let dir = root.path().join(format!("instance-{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            prepare_dir(&dir, &config);
+            instances.push(ZbotProcess::start_with(
+                &dir,
+                &["--instance-id", &format!("test-{i}")],
+            ));
+        }
+        Cluster {
+            github,
+            sha,
+            root,
+            instances,
+        }
+    }
+
+    /// Sends deployment `id` to every instance (the same delivery id), each accepting or recognising it.
+    async fn deliver_everywhere(&self, id: u64, environment: &str) {
+        let event = deployment_event(id, "v0.0.1", &self.sha, environment, "deploy", json!({}));
+        let sends = self.instances.iter().map(|zbot| {
+            let event = event.clone();
+            async move { deliver(zbot.addr, "deployment", &format!("delivery-{id}"), &event).await }
+        });
+        for (status, body) in futures_util::future::join_all(sends).await {
+            assert!((200..300).contains(&status), "{status} {body}");
+        }
+    }
+
+    fn marks(&self) -> Vec<Mark> {
+        marks(self.root.path())
+    }
+
+    /// Every instance's log, for a failure message.
+    fn logs(&self) -> String {
+        self.instances
+            .iter()
+            .enumerate()
+            .map(|(i, z)| format!("--- instance {i}:\n{}", z.output.lock().unwrap()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn final_state(&self, id: u64) -> Option<String> {
+        self.github
+            .states(id)
+            .into_iter()
+            .rfind(|s| ["success", "failure", "error"].contains(&s.as_str()))
+    }
+
+    fn instance_of(&self, pid: u32) -> usize {
+        self.instances
+            .iter()
+            .position(|z| z.child.id() == pid)
+            .unwrap_or_else(|| panic!("no instance has PID {pid}"))
+    }
+}
+
+/// Per environment, the runs' [start, end] never overlap, and no run found its environment's lock
+/// taken.
+fn assert_no_overlap(marks: &[Mark], context: &str) {
+    assert!(
+        !marks.iter().any(|m| m.what == "overlap"),
+        "two deploys of one environment ran at once:\n{marks:#?}\n{context}"
+    );
+    let mut intervals: Vec<(String, u128, u128, u64)> = Vec::new();
+    for start in marks.iter().filter(|m| m.what == "start") {
+        if let Some(end) = marks
+            .iter()
+            .find(|m| m.what == "end" && m.id == start.id && m.zbot_pid == start.zbot_pid)
+        {
+            intervals.push((start.environment.clone(), start.at_ns, end.at_ns, start.id));
+        }
+    }
+    intervals.sort();
+    for pair in intervals.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            assert!(
+                pair[0].2 <= pair[1].1,
+                "#{} and #{} of {} overlap\n{context}",
+                pair[0].3,
+                pair[1].3,
+                pair[0].0
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_deployments_delivered_to_three_instances_each_run_once_in_order() {
+    let environments = ["production", "staging", "qa", "canary"];
+    let cluster = Cluster::start(3, &environments, None).await;
+    let count = 200u64;
+    for id in 1..=count {
+        cluster
+            .deliver_everywhere(id, environments[(id % 4) as usize])
+            .await;
+    }
+    cluster
+        .github
+        .wait_for("every deployment to end", Duration::from_secs(600), |g| {
+            (1..=count)
+                .all(|id| {
+                    g.states(id)
+                        .iter()
+                        .any(|s| ["success", "failure", "error"].contains(&s.as_str()))
+                })
+                .then_some(())
+        })
+        .await;
+    let marks = cluster.marks();
+    let logs = cluster.logs();
+    for id in 1..=count {
+        let runs = marks
+            .iter()
+            .filter(|m| m.what == "start" && m.id == id)
+            .count();
+        assert_eq!(runs, 1, "#{id} ran {runs} times\n{logs}");
+        assert_eq!(
+            cluster.final_state(id).as_deref(),
+            Some("success"),
+            "#{id}: {:?}",
+            cluster.github.states(id)
+        );
+        let ends = cluster
+            .github
+            .states(id)
+            .iter()
+            .filter(|s| *s == "success")
+            .count();
+        assert_eq!(ends, 1, "#{id} ended {ends} times");
+    }
+    // Order of arrival within each environment.
+    for environment in environments {
+        let started: Vec<u64> = marks
+            .iter()
+            .filter(|m| m.what == "start" && m.environment == environment)
+            .map(|m| m.id)
+            .collect();
+        let mut sorted = started.clone();
+        sorted.sort();
+        assert_eq!(started, sorted, "{environment} ran out of order");
+    }
+    assert_no_overlap(&marks, &logs);
+    let by_instance: Vec<usize> = (0..3)
+        .map(|i| {
+            let pid = cluster.instances[i].child.id();
+            marks
+                .iter()
+                .filter(|m| m.what == "start" && m.zbot_pid == pid)
+                .count()
+        })
+        .collect();
+    eprintln!("deploys run per instance: {by_instance:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
+    let root_release = tempfile::tempdir().unwrap();
+    let release = root_release.path().join("release");
+    let mut cluster = Cluster::start(2, &["production", "staging"], Some(&release)).await;
+    cluster.deliver_everywhere(1, "production").await;
+    let first = wait_until(
+        "#1 to start",
+        Duration::from_secs(60),
+        || {
+            cluster
+                .marks()
+                .into_iter()
+                .find(|m| m.what == "start" && m.id == 1)
+        },
+        || cluster.logs(),
+    )
+    .await;
+    cluster.deliver_everywhere(2, "production").await;
+    cluster.deliver_everywhere(3, "production").await;
+    let dead = cluster.instance_of(first.zbot_pid);
+    let killed_at = Instant::now();
+    cluster.instances[dead].kill_hard();
+
+    let description = cluster
+        .github
+        .wait_for("#1 to end as error", Duration::from_secs(30), |g| {
+            g.statuses(1)
+                .into_iter()
+                .find(|s| s.state == "error")
+                .map(|s| s.description)
+        })
+        .await;
+    let took = killed_at.elapsed();
+    eprintln!("#1 ended {took:?} after its instance was killed (lease {LEASE})");
+    assert!(
+        description.contains("the zbot instance running this deploy stopped"),
+        "{description}"
+    );
+    assert!(took < Duration::from_secs(2 + 8), "{took:?}");
+    std::fs::write(&release, "").unwrap();
+    cluster
+        .github
+        .wait_for("#2 and #3 to succeed", Duration::from_secs(60), |g| {
+            (g.states(2).contains(&"success".to_string())
+                && g.states(3).contains(&"success".to_string()))
+            .then_some(())
+        })
+        .await;
+    let alive = cluster.instances[1 - dead].child.id();
+    for id in [2, 3] {
+        let run = cluster
+            .marks()
+            .into_iter()
+            .find(|m| m.what == "start" && m.id == id)
+            .unwrap();
+        assert_eq!(run.zbot_pid, alive, "#{id} ran on the surviving instance");
+    }
+    assert_eq!(
+        cluster
+            .github
+            .states(1)
+            .iter()
+            .filter(|s| *s == "success")
+            .count(),
+        0
+    );
+    assert_no_overlap(&cluster.marks(), &cluster.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once() {
+    let root_release = tempfile::tempdir().unwrap();
+    let release = root_release.path().join("release");
+    let cluster = Cluster::start(2, &["production", "staging"], Some(&release)).await;
+    cluster.deliver_everywhere(1, "production").await;
+    let first = wait_until(
+        "#1 to start",
+        Duration::from_secs(60),
+        || {
+            cluster
+                .marks()
+                .into_iter()
+                .find(|m| m.what == "start" && m.id == 1)
+        },
+        || cluster.logs(),
+    )
+    .await;
+    cluster.deliver_everywhere(2, "production").await;
+    cluster.deliver_everywhere(3, "production").await;
+    let paused = cluster.instance_of(first.zbot_pid);
+    let pid = first.zbot_pid as i32;
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    // Past its lease, the other instance ends #1 and starts #2.
+    cluster
+        .github
+        .wait_for("#1 to end as error", Duration::from_secs(30), |g| {
+            g.states(1).contains(&"error".to_string()).then_some(())
+        })
+        .await;
+    wait_until(
+        "#2 to start on the other instance",
+        Duration::from_secs(30),
+        || {
+            cluster
+                .marks()
+                .into_iter()
+                .find(|m| m.what == "start" && m.id == 2)
+        },
+        || cluster.logs(),
+    )
+    .await;
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+    std::fs::write(&release, "").unwrap();
+    cluster
+        .github
+        .wait_for("#2 and #3 to succeed", Duration::from_secs(60), |g| {
+            (g.states(2).contains(&"success".to_string())
+                && g.states(3).contains(&"success".to_string()))
+            .then_some(())
+        })
+        .await;
+    let logs = cluster.logs();
+    // #1 ended once, as error: the paused instance did not report it as its own.
+    let states = cluster.github.states(1);
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| ["success", "failure", "error"].contains(&s.as_str()))
+            .count(),
+        1,
+        "{states:?}\n{logs}"
+    );
+    assert_no_overlap(&cluster.marks(), &logs);
+    // The paused instance is serving again.
+    let (status, health) = http(cluster.instances[paused].addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(status, 200, "{health}");
+    assert!(health.contains("instance: test-"), "{health}");
+    assert!(health.contains("store: postgres ok"), "{health}");
+}
