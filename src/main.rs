@@ -422,6 +422,17 @@ fn check(config_path: &Path) -> Option<Config> {
         eprintln!("{warning} (warning)");
     }
     println!("{}: ok", config.path.display());
+    match &config.store.url {
+        // The URL may carry a password: it is not printed.
+        Some(_) => println!(
+            "store: postgres ([store] url), leases of {}",
+            zbot::config::HumanDuration(config.store.lease)
+        ),
+        None => println!(
+            "store: sqlite in {}",
+            config.bot.data_dir.join("zbot.sqlite").display()
+        ),
+    }
     println!("apps:");
     for (name, app) in &config.apps {
         let provider = app.provider.as_deref().unwrap_or("detected");

@@ -460,3 +460,36 @@ async fn check_online_asks_heroku_for_each_app_and_reaches_campfire() {
     assert!(said.contains("campfire: ok"), "{said}");
     assert_ne!(out.status.code(), Some(0), "{said}\n{}", stderr(&out));
 }
+
+/// `[store]`: a Postgres URL (its password never printed), a lease of at least a second.
+#[test]
+fn the_store_section_is_checked() {
+    let (code, err) =
+        check_file("[store]\nurl = \"mysql://zbot:hunter2@db/zbot\"\nlease = \"0s\"\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bot.toml:2: [store] url: must be a Postgres URL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bot.toml:3: [store] lease: must be at least 1s"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bot.toml"),
+        "[store]\nurl = \"postgres://zbot:${ZBOT_DB_PASSWORD}@db.example/zbot?sslmode=require\"\nlease = \"10s\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("commands")).unwrap();
+    let out = zbot(dir.path(), &["check"], &[("ZBOT_DB_PASSWORD", "hunter2")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("store: postgres ([store] url), leases of 10s"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2") && !stderr(&out).contains("hunter2"));
+}

@@ -423,3 +423,81 @@ async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once(
     assert!(health.contains("instance: test-"), "{health}");
     assert!(health.contains("store: postgres ok"), "{health}");
 }
+
+/// zbot started in this process from `dir/bot.toml` (written from `config`) as instance `instance`.
+async fn start_instance(dir: &Path, config: &str, instance: &str) -> zbot::app::Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    prepare_dir(dir, config);
+    let mut config = zbot::config::Config::load(&dir.join("bot.toml"))
+        .unwrap_or_else(|p| panic!("test config: {p:?}"));
+    config.store.instance = instance.parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    zbot::app::start(config, Some(listener))
+        .await
+        .expect("zbot starts")
+}
+
+/// Each instance holds its own Socket Mode connection; an envelope both receive (Slack's retry may
+/// reach another connection) is acted on once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slack_envelope_delivered_to_two_instances_creates_one_deployment() {
+    use crate::fakes::slack::{self, FakeSlack, app_mention, event_envelope, user_ts};
+    let root = tempfile::tempdir().unwrap();
+    let url = tokio::task::spawn_blocking(crate::postgres::database)
+        .await
+        .unwrap();
+    let github = FakeGitHub::start().await;
+    let fake_slack = FakeSlack::start().await;
+    let repo = TestRepo::new(root.path());
+    repo.commit(&[("fabfile.py", crate::harness::FABFILE, false)], "v0.0.1");
+    let config = format!(
+        "{}\n[slack]\napp_token = \"{}\"\nbot_token = \"{}\"\napi_url = \"{}\"\n\
+         default_channel = \"C0DEPLOYS\"\n\n[store]\nurl = \"{url}\"\nlease = \"{LEASE}\"\n",
+        config_text(&github, &repo, "", ""),
+        slack::APP_TOKEN,
+        slack::BOT_TOKEN,
+        fake_slack.api_url(),
+    );
+    let mut instances = Vec::new();
+    for i in 0..2 {
+        let dir = root.path().join(format!("instance-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        instances.push(start_instance(&dir, &config, &format!("chat-{i}")).await);
+    }
+    github.send_webhooks_to(crate::fakes::github::WebhookTarget {
+        zbot: instances[1].addr,
+        repo: repo.path.clone(),
+    });
+    fake_slack
+        .wait_for("both instances to connect", Duration::from_secs(60), |s| {
+            (s.connections() >= 2).then_some(())
+        })
+        .await;
+    let thread = user_ts(1);
+    let text = format!("<@{}> deploy adxstat/v0.0.1 to production", slack::BOT_USER);
+    let event = app_mention("U0ALICE", "C0CHAN", &thread, &text);
+    fake_slack.send_everywhere(event_envelope("env-1", "Ev1", event, 0));
+    fake_slack
+        .wait_for("both instances' acks", Duration::from_secs(60), |s| {
+            (s.acks_of("env-1") == 2).then_some(())
+        })
+        .await;
+    fake_slack
+        .reply_containing("C0CHAN", &thread, "is on *production*")
+        .await;
+    // Stopping waits for every message an instance acknowledged to be handled.
+    for zbot in instances {
+        zbot.stop().await.unwrap();
+    }
+    assert_eq!(
+        github.deployment_requests().len(),
+        1,
+        "one envelope, one deployment"
+    );
+    let answers = fake_slack
+        .thread("C0CHAN", &thread)
+        .into_iter()
+        .filter(|p| p.text.contains("is on *production*"))
+        .count();
+    assert_eq!(answers, 1, "{:#?}", fake_slack.thread("C0CHAN", &thread));
+}

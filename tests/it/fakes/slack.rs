@@ -54,6 +54,8 @@ pub struct FakeSlack {
     changed: super::Changes,
     /// The current Socket Mode connection's outbox.
     socket: Arc<Mutex<Option<mpsc::UnboundedSender<Frame>>>>,
+    /// Every Socket Mode connection's outbox (several zbot instances each hold one).
+    sockets: Arc<Mutex<Vec<mpsc::UnboundedSender<Frame>>>>,
 }
 
 impl FakeSlack {
@@ -66,6 +68,7 @@ impl FakeSlack {
             model: Arc::default(),
             changed: super::Changes::default(),
             socket: Arc::default(),
+            sockets: Arc::default(),
         };
         let app = Router::new()
             .route("/api/{method}", post(web_api).get(web_api))
@@ -101,6 +104,7 @@ impl FakeSlack {
             "connection_info": {"app_id": "A0APP"}});
         let _ = tx.send(Frame::text(hello.to_string()));
         *self.socket.lock().unwrap() = Some(tx.clone());
+        self.sockets.lock().unwrap().push(tx.clone());
         self.model.lock().unwrap().connections += 1;
         self.touch();
         let writer = tokio::spawn(async move {
@@ -138,6 +142,25 @@ impl FakeSlack {
             .expect("zbot is connected")
             .send(Frame::text(frame.to_string()))
             .unwrap();
+    }
+
+    /// Sends a frame on every open Socket Mode connection, as when Slack's retry of an envelope reaches
+    /// another of the app's connections.
+    pub fn send_everywhere(&self, frame: Value) {
+        let sockets = self.sockets.lock().unwrap();
+        for socket in sockets.iter() {
+            let _ = socket.send(Frame::text(frame.to_string()));
+        }
+    }
+
+    /// How many acks came for `envelope_id`.
+    pub fn acks_of(&self, envelope_id: &str) -> usize {
+        let model = self.model.lock().unwrap();
+        model
+            .acks
+            .iter()
+            .filter(|a| a["envelope_id"] == envelope_id)
+            .count()
     }
 
     /// Asks the client to reconnect, as Slack does every few hours.
