@@ -8,6 +8,9 @@
 
 mod client;
 mod fakes;
+/// The Postgres server the tests use (std and libc only), for the case of two instances on one store.
+#[path = "../tests/it/postgres.rs"]
+mod postgres;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -151,6 +154,18 @@ fn start_zbot(
     slack: Option<&FakeSlack>,
     clone_url: &str,
 ) -> Result<Process> {
+    start_zbot_with(args, dir, github, slack, clone_url, "")
+}
+
+/// `start_zbot` with `extra` appended to its bot.toml (a `[store]` table).
+fn start_zbot_with(
+    args: &Args,
+    dir: &Path,
+    github: &FakeGitHub,
+    slack: Option<&FakeSlack>,
+    clone_url: &str,
+    extra: &str,
+) -> Result<Process> {
     std::fs::create_dir_all(dir.join("commands"))?;
     std::fs::write(
         dir.join("commands/shell.toml"),
@@ -168,6 +183,7 @@ fn start_zbot(
             slack.api_url()
         ));
     }
+    config.push_str(extra);
     std::fs::write(dir.join("bot.toml"), config)?;
     let mut child = Command::new(&args.zbot)
         .args(["--config", "bot.toml", "run"])
@@ -647,6 +663,33 @@ async fn run(args: Args) -> Result<(Vec<Row>, Vec<String>)> {
         ));
     }
 
+    // Case 7: two instances on one Postgres, every delivery sent to one of them (a load balancer),
+    // beside the one instance on SQLite above.
+    let (pg_latency, pg_rps, pg_starts) = two_instances_case(&args, &github).await?;
+    rows.push(row(
+        "7 two instances on Postgres",
+        &format!("webhook → response p50 of {SEQUENTIAL} sequential, per instance"),
+        percentile(&pg_latency, 0.5),
+        Some((percentile(&zbot_latency, 0.5), "one zbot on SQLite")),
+        "ms",
+    ));
+    rows.push(row(
+        "7 two instances on Postgres",
+        &format!("throughput, {CONNECTIONS} connections to each"),
+        pg_rps,
+        Some((zbot_rps, "one zbot on SQLite")),
+        "req/s",
+    ));
+    for (p, name) in [(0.5, "p50"), (0.9, "p90")] {
+        rows.push(row(
+            "7 two instances on Postgres",
+            &format!("webhook → deploy start {name} of {STARTS}"),
+            percentile(&pg_starts, p),
+            Some((percentile(&zbot_starts, p), "one zbot on SQLite")),
+            "ms",
+        ));
+    }
+
     // Case 3: memory.
     let hubot_idle = hubot_rss(&args)?;
     rows.push(row(
@@ -736,6 +779,77 @@ async fn run(args: Args) -> Result<(Vec<Row>, Vec<String>)> {
         ),
     ];
     Ok((rows, goals))
+}
+
+/// Case 7: two `zbot run` on one Postgres (a fresh database per part): (latencies of the first
+/// instance's sequential deliveries, the two instances' summed throughput, webhook → deploy start with
+/// deliveries sent to the first while both serve the queue).
+async fn two_instances_case(args: &Args, github: &FakeGitHub) -> Result<(Vec<f64>, f64, Vec<f64>)> {
+    let store = || -> Result<String> {
+        let url = postgres::database();
+        Ok(format!("[store]\nurl = \"{url}\"\n"))
+    };
+    let dir = args.work.join("case7-load");
+    std::fs::create_dir_all(&dir)?;
+    let (clone_url, sha) = deploy_repo(&dir.join("repo"), "#!/bin/sh\nexit 0\n")?;
+    let store_load = store()?;
+    let a = start_zbot_with(args, &dir.join("a"), github, None, &clone_url, &store_load)?;
+    let b = start_zbot_with(args, &dir.join("b"), github, None, &clone_url, &store_load)?;
+    let (on_a, on_b) = tokio::join!(
+        webhook_load(
+            args,
+            a.addr,
+            "/webhooks/github",
+            1_000_000,
+            &clone_url,
+            &sha
+        ),
+        webhook_load(
+            args,
+            b.addr,
+            "/webhooks/github",
+            2_000_000,
+            &clone_url,
+            &sha
+        ),
+    );
+    let ((latency, rps_a), (_, rps_b)) = (on_a?, on_b?);
+    drop((a, b));
+
+    let dir = args.work.join("case7-starts");
+    std::fs::create_dir_all(&dir)?;
+    let record = dir.join("starts");
+    let script = std::fs::read_to_string(start_script(&dir, &record)?)?;
+    let (clone_url, sha) = deploy_repo(&dir.join("repo"), &script)?;
+    let store_starts = store()?;
+    let a = start_zbot_with(
+        args,
+        &dir.join("a"),
+        github,
+        None,
+        &clone_url,
+        &store_starts,
+    )?;
+    let b = start_zbot_with(
+        args,
+        &dir.join("b"),
+        github,
+        None,
+        &clone_url,
+        &store_starts,
+    )?;
+    let starts = deploy_starts(
+        args,
+        a.addr,
+        "/webhooks/github",
+        &record,
+        |i| (30_000 + i, format!("pg-start-{i}")),
+        &clone_url,
+        &sha,
+    )
+    .await?;
+    drop((a, b));
+    Ok((latency, rps_a + rps_b, starts))
 }
 
 /// One goal from the issue, judged on this run: met, or by how much it is missed.

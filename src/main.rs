@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use zbot::command::{Addressing, parse_message};
 use zbot::config::{Config, apps_json};
+use zbot::domain::InstanceId;
 use zbot::recipe::{Origin, Recipes};
 
 #[derive(Parser)]
@@ -104,16 +105,73 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr; `RUST_LOG` overrides `default_level`.
 fn init_logs(default_level: &str, json_logs: bool) {
+    init_logs_of(default_level, json_logs, None);
+}
+
+/// Logs on stderr; with `instance`, every line names it (`zbot run`: several instances may log into
+/// one place).
+fn init_logs_of(default_level: &str, json_logs: bool, instance: Option<&InstanceId>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_level.into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    let instance = instance.map(ToString::to_string);
     if json_logs {
-        logs.json().init();
+        let format = tracing_subscriber::fmt::format().json();
+        logs.event_format(WithInstance {
+            instance,
+            json: true,
+            inner: format,
+        })
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .init();
     } else {
-        logs.init();
+        let format = tracing_subscriber::fmt::format();
+        logs.event_format(WithInstance {
+            instance,
+            json: false,
+            inner: format,
+        })
+        .init();
+    }
+}
+
+/// A log line format with the instance id first (`instance=…` in text, an `"instance"` key in JSON).
+/// The id is ASCII letters, digits and `.` `_` `-` `:` only, so it needs no escaping in either.
+struct WithInstance<F> {
+    instance: Option<String>,
+    json: bool,
+    inner: F,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithInstance<F>
+where
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let Some(instance) = &self.instance else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        // (Formatted into a string, the line has no colours.)
+        let mut line = String::new();
+        self.inner.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        match line.strip_prefix('{') {
+            Some(rest) if self.json => write!(writer, "{{\"instance\":\"{instance}\",{rest}"),
+            _ => write!(writer, "instance={instance} {line}"),
+        }
     }
 }
 
@@ -225,7 +283,14 @@ fn init() -> ExitCode {
 }
 
 fn run(config_path: &Path, json_logs: bool, instance_id: Option<&str>) -> ExitCode {
-    init_logs("info", json_logs);
+    let instance = match instance_id.map(str::parse::<InstanceId>).transpose() {
+        Ok(id) => id.unwrap_or_else(InstanceId::of_this_process),
+        Err(e) => {
+            eprintln!("--instance-id: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs_of("info", json_logs, Some(&instance));
     // Processes a deploy leaves behind when their parent exits come to zbot, not to init.
     zbot::runner::escaped::become_subreaper();
     // ring is the only crypto provider compiled in; installing it explicitly keeps it that way.
@@ -236,16 +301,8 @@ fn run(config_path: &Path, json_logs: bool, instance_id: Option<&str>) -> ExitCo
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    if let Some(id) = instance_id {
-        match id.parse() {
-            Ok(id) => config.store.instance = id,
-            Err(e) => {
-                eprintln!("--instance-id: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    tracing::info!(instance = %config.store.instance, "zbot instance starting");
+    config.store.instance = instance;
+    tracing::info!("zbot instance starting");
     block_on(async {
         let running = zbot::app::start(config, None).await?;
         wait_for_signal().await;

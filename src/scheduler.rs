@@ -36,6 +36,9 @@ pub const INSTANCE_STOPPED: &str = "the zbot instance running this deploy stoppe
 /// its lease, and another instance may have ended it already).
 pub const LEASE_LOST: &str = "this zbot instance lost its claim on the deploy (paused or cut off from the store past its lease)";
 
+/// How soon the queue is looked at again after the store could not be read.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
 /// How many waiting deployments per repository + environment have their position kept current.
 const ANNOUNCED_POSITIONS: i64 = 10;
 
@@ -338,7 +341,14 @@ impl Scheduler {
         let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(e) => {
-                tracing::error!("cannot read the queue: {e}");
+                // The store may be back in a moment (a lost connection, a transaction another
+                // instance won): the queue looks again then, woken or not.
+                tracing::error!("cannot read the queue (trying again in {CLAIM_RETRY:?}): {e}");
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(CLAIM_RETRY).await;
+                    this.wake();
+                });
                 return;
             }
         };

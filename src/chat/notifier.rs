@@ -24,6 +24,10 @@ use crate::reply;
 use crate::runner::{TAIL_LINES, log};
 use crate::store::{ChatMessage, Deployment, DeploymentState, Store};
 
+/// How long an event waits for the status message another instance is posting (a post takes well under
+/// a second; an instance that died mid-post leaves the event unshown, and the next one tries again).
+const POSTED_ELSEWHERE_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct Notifier<O: ChatOutput> {
     pub store: Store,
@@ -129,12 +133,17 @@ impl<O: ChatOutput> Notifier<O> {
         }
     }
 
-    /// Updates the status message of every running deployment with how long it has been running.
+    /// Updates the status message of every running deployment this instance runs (each instance
+    /// refreshes its own) with how long it has been running.
     async fn refresh_running(&self) {
         let Ok(running) = self.store.running().await else {
             return;
         };
-        for d in running {
+        let instance = Some(self.store.instance());
+        for d in running
+            .into_iter()
+            .filter(|d| d.instance_id.as_ref() == instance)
+        {
             let (Ok(Some(message)), Some(started)) =
                 (self.store.chat_message(d.deployment_id).await, d.started_at)
             else {
@@ -223,9 +232,33 @@ impl<O: ChatOutput> Notifier<O> {
                 }
                 message
             }
-            None => match self.start(event, &status).await {
-                Some(message) => message,
-                None => return,
+            None => match self.store.reserve_chat_message(event.deployment_id).await {
+                // Another instance (or an earlier event here) is posting it: this event updates it.
+                Ok(false) => {
+                    let Some(message) = self.posted_elsewhere(event).await else {
+                        return;
+                    };
+                    if let Err(e) = self
+                        .out
+                        .update(&message.channel, &message.status_ts, &status)
+                        .await
+                    {
+                        tracing::warn!(deployment = %event.deployment_id, "cannot update the status message: {e}");
+                    }
+                    message
+                }
+                reserved => {
+                    if let Err(e) = reserved {
+                        tracing::error!(deployment = %event.deployment_id, "cannot reserve the status message: {e}");
+                    }
+                    match self.start(event, &status).await {
+                        Some(message) => message,
+                        None => {
+                            let _ = self.store.release_chat_message(event.deployment_id).await;
+                            return;
+                        }
+                    }
+                }
             },
         };
         if event.state.is_final() {
@@ -248,6 +281,28 @@ impl<O: ChatOutput> Notifier<O> {
             status_ts: String::new(),
         };
         self.post_outcome(event, &place).await;
+    }
+
+    /// The status message another instance reserved and is posting, once it is recorded (within the
+    /// time a Slack post may take); `None` if it never is.
+    async fn posted_elsewhere(&self, event: &DeploymentEvent) -> Option<ChatMessage> {
+        let deadline = tokio::time::Instant::now() + POSTED_ELSEWHERE_WAIT;
+        loop {
+            match self.store.chat_message(event.deployment_id).await {
+                Ok(Some(message)) => return Some(message),
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(None) => {
+                    tracing::warn!(deployment = %event.deployment_id, "the status message reserved elsewhere was never posted");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::error!(deployment = %event.deployment_id, "cannot read the chat message: {e}");
+                    return None;
+                }
+            }
+        }
     }
 
     /// Posts the reply that tells how a deployment ended, unless it was posted before, and records it.

@@ -278,15 +278,17 @@ impl Deployer {
             })
     }
 
-    /// Ends a deployment a previous zbot process was running: whatever it started must not go on
-    /// deploying unsupervised, so every process of it is stopped first, wherever it is: its recorded
-    /// process group, and every process carrying its `ZBOT_DEPLOYMENT_ID` (also when zbot died before
-    /// it could record the group, and those that left it).
+    /// Ends a deployment a previous zbot process (or, with a shared store, an instance that stopped) was
+    /// running: whatever it started must not go on deploying unsupervised, so every process of it on
+    /// this machine is stopped first: its recorded process group, and every process carrying its
+    /// `ZBOT_DEPLOYMENT_ID` (also when zbot died before it could record the group, and those that left
+    /// it).
     pub async fn end_interrupted(&self, d: &Deployment, description: &str) {
         tracing::warn!(
             deployment = %d.deployment_id,
             process_group = d.process_group,
-            "ending a deploy interrupted by a restart"
+            reason = description,
+            "ending an interrupted deploy"
         );
         if let Some(group) = d.process_group.and_then(|g| i32::try_from(g).ok())
             && process::kill_leftover_group(group, d.deployment_id)

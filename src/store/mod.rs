@@ -6,7 +6,7 @@
 //! arrival), the webhook deliveries already handled, environment locks, and what the chat side must
 //! not forget across a restart (the chat events it handled, the outcome replies it posted). A
 //! deployment is written before its webhook is answered, so an accepted deployment survives a crash;
-//! [`Store::interrupted`] finds the ones a previous process was running.
+//! [`Store::running`] finds the ones a previous process was running.
 //!
 //! The queries are written once, in the SQL both dialects share (`$1` parameters, `ON CONFLICT`), and
 //! run through sqlx's `Any` driver; the schema exists in both dialects (`migrations/` for SQLite,
@@ -897,12 +897,15 @@ pub struct ChatMessage {
 }
 
 impl Store {
+    /// The status message of a deployment; `None` while there is none, or while it is being posted
+    /// (reserved, see [`Store::reserve_chat_message`]).
     pub async fn chat_message(
         &self,
         deployment_id: DeploymentId,
     ) -> Result<Option<ChatMessage>, StoreError> {
         let row = sqlx::query(
-            "SELECT channel, thread_ts, status_ts FROM chat_messages WHERE deployment_id = $1",
+            "SELECT channel, thread_ts, status_ts FROM chat_messages
+             WHERE deployment_id = $1 AND status_ts <> ''",
         )
         .bind(deployment_id.0 as i64)
         .fetch_optional(&self.pool)
@@ -917,6 +920,37 @@ impl Store {
         .transpose()
     }
 
+    /// Reserves the posting of a deployment's first status message: true for exactly one caller (of
+    /// any instance), who posts it and records it with [`Store::set_chat_message`], or gives the
+    /// reservation back ([`Store::release_chat_message`]); the others wait for it and update it, so a
+    /// thread gets one status message whichever instances publish the deployment's events.
+    pub async fn reserve_chat_message(
+        &self,
+        deployment_id: DeploymentId,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts)
+             VALUES ($1, '', '', '') ON CONFLICT DO NOTHING",
+        )
+        .bind(deployment_id.0 as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Gives back a reservation whose message could not be posted.
+    pub async fn release_chat_message(
+        &self,
+        deployment_id: DeploymentId,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM chat_messages WHERE deployment_id = $1 AND status_ts = ''")
+            .bind(deployment_id.0 as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_chat_message(
         &self,
         deployment_id: DeploymentId,
@@ -924,7 +958,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (deployment_id) DO UPDATE SET status_ts = excluded.status_ts",
+             ON CONFLICT (deployment_id) DO UPDATE SET
+                 channel = CASE WHEN chat_messages.status_ts = '' THEN excluded.channel ELSE chat_messages.channel END,
+                 thread_ts = CASE WHEN chat_messages.status_ts = '' THEN excluded.thread_ts ELSE chat_messages.thread_ts END,
+                 status_ts = excluded.status_ts",
         )
         .bind(deployment_id.0 as i64)
         .bind(&message.channel)
@@ -1214,7 +1251,8 @@ impl Store {
     pub async fn unposted_outcomes(&self) -> Result<Vec<Deployment>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT d.* FROM deployments d JOIN chat_messages c ON c.deployment_id = d.deployment_id
-             WHERE c.outcome_posted_at IS NULL AND d.state IN ('success', 'failure', 'error')
+             WHERE c.outcome_posted_at IS NULL AND c.status_ts <> ''
+               AND d.state IN ('success', 'failure', 'error')
              ORDER BY d.seq",
         )
         .fetch_all(&self.pool)
@@ -1719,6 +1757,66 @@ mod tests {
                 !b.request_cancel(DeploymentId(2), "x").await.unwrap(),
                 "{name}: unknown"
             );
+        }
+    }
+
+    /// Of instances racing to post a deployment's first status message, one reserves it; the message
+    /// is invisible until recorded; a reservation given back lets the next one try.
+    #[tokio::test]
+    async fn one_instance_posts_the_status_message() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b) = two_instances(backend, dir.path(), Duration::from_secs(30)).await;
+            let name = backend.as_str();
+            let id = DeploymentId(1);
+            let (first, second) =
+                tokio::join!(a.reserve_chat_message(id), b.reserve_chat_message(id));
+            assert!(
+                first.unwrap() ^ second.unwrap(),
+                "{name}: exactly one reserves"
+            );
+            assert_eq!(
+                b.chat_message(id).await.unwrap(),
+                None,
+                "{name}: being posted"
+            );
+            a.release_chat_message(id).await.unwrap();
+            assert!(
+                b.reserve_chat_message(id).await.unwrap(),
+                "{name}: given back"
+            );
+            b.set_chat_message(id, &message("1.1")).await.unwrap();
+            assert_eq!(
+                a.chat_message(id).await.unwrap(),
+                Some(message("1.1")),
+                "{name}"
+            );
+            a.release_chat_message(id).await.unwrap();
+            assert!(
+                !a.reserve_chat_message(id).await.unwrap(),
+                "{name}: posted stays"
+            );
+        }
+    }
+
+    /// SQLite through the Any driver keeps what an accepted deployment needs to survive a power cut.
+    #[tokio::test]
+    async fn sqlite_is_in_wal_mode_with_full_sync_on_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let mut connections = Vec::new();
+        for _ in 0..4 {
+            let mut conn = store.pool.acquire().await.unwrap();
+            let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!((mode.as_str(), sync), ("wal", 2), "2 is FULL");
+            connections.push(conn);
         }
     }
 }

@@ -493,3 +493,17 @@ fn the_store_section_is_checked() {
     );
     assert!(!text.contains("hunter2") && !stderr(&out).contains("hunter2"));
 }
+
+/// `zbot run --instance-id` takes a host name's characters only (the id goes into log lines, headers
+/// and the store).
+#[test]
+fn a_bad_instance_id_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = zbot(dir.path(), &["run", "--instance-id", "web 1"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--instance-id: U+0020"),
+        "{}",
+        stderr(&out)
+    );
+}

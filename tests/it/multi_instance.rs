@@ -96,6 +96,8 @@ async fn wait_until<T>(
 /// instance whose bot.toml points at `url`.
 struct Cluster {
     github: FakeGitHub,
+    /// With `slack`: the fake every instance connects to.
+    slack: Option<crate::fakes::slack::FakeSlack>,
     sha: String,
     root: tempfile::TempDir,
     instances: Vec<ZbotProcess>,
@@ -103,6 +105,23 @@ struct Cluster {
 
 impl Cluster {
     async fn start(count: usize, environments: &[&str], release: Option<&Path>) -> Cluster {
+        Cluster::start_with(count, environments, release, false, "").await
+    }
+
+    /// `start` with the fake Slack (`slack`) and `first_deploy` in the first instance's `[deploy]`.
+    async fn start_with(
+        count: usize,
+        environments: &[&str],
+        release: Option<&Path>,
+        slack: bool,
+        first_deploy: &str,
+    ) -> Cluster {
+        use crate::fakes::slack::FakeSlack;
+        let slack = if slack {
+            Some(FakeSlack::start().await)
+        } else {
+            None
+        };
         let root = tempfile::tempdir().unwrap();
         let url = tokio::task::spawn_blocking(crate::postgres::database)
             .await
@@ -116,15 +135,28 @@ impl Cluster {
             .map(|e| format!("\"{e}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let config = config_text(&github, &repo, "", "").replace(
-            "environments = [\"production\", \"staging\"]",
-            &format!("environments = [{environments}]"),
-        ) + &format!("\n[store]\nurl = \"{url}\"\nlease = \"{LEASE}\"\n");
+        let config_with = |deploy: &str| {
+            config_text(&github, &repo, "", deploy).replace(
+                "environments = [\"production\", \"staging\"]",
+                &format!("environments = [{environments}]"),
+            ) + &format!("\n[store]\nurl = \"{url}\"\nlease = \"{LEASE}\"\n")
+                + &slack
+                    .as_ref()
+                    .map(|s| {
+                        format!(
+                            "\n[slack]\napp_token = \"{}\"\nbot_token = \"{}\"\napi_url = \"{}\"\n",
+                            crate::fakes::slack::APP_TOKEN,
+                            crate::fakes::slack::BOT_TOKEN,
+                            s.api_url()
+                        )
+                    })
+                    .unwrap_or_default()
+        };
         let mut instances = Vec::new();
         for i in 0..count {
             let dir = root.path().join(format!("instance-{i}"));
             std::fs::create_dir_all(&dir).unwrap();
-            prepare_dir(&dir, &config);
+            prepare_dir(&dir, &config_with(if i == 0 { first_deploy } else { "" }));
             instances.push(ZbotProcess::start_with(
                 &dir,
                 &["--instance-id", &format!("test-{i}")],
@@ -132,16 +164,24 @@ impl Cluster {
         }
         Cluster {
             github,
+            slack,
             sha,
             root,
             instances,
         }
     }
 
-    /// Sends deployment `id` to every instance (the same delivery id), each accepting or recognising it.
+    /// Sends deployment `id` to every instance (the same delivery id), each accepting or recognising it;
+    /// chat hears of it in thread `<id>.0` of `C0CHAN`.
     async fn deliver_everywhere(&self, id: u64, environment: &str) {
-        let event = deployment_event(id, "v0.0.1", &self.sha, environment, "deploy", json!({}));
-        let sends = self.instances.iter().map(|zbot| {
+        self.deliver_to(&self.instances, id, environment).await;
+    }
+
+    /// Sends deployment `id` to `instances` only.
+    async fn deliver_to(&self, instances: &[ZbotProcess], id: u64, environment: &str) {
+        let notify = json!({"notify": {"room": "C0CHAN", "thread_ts": format!("{id}.0")}});
+        let event = deployment_event(id, "v0.0.1", &self.sha, environment, "deploy", notify);
+        let sends = instances.iter().map(|zbot| {
             let event = event.clone();
             async move { deliver(zbot.addr, "deployment", &format!("delivery-{id}"), &event).await }
         });
@@ -152,6 +192,30 @@ impl Cluster {
 
     fn marks(&self) -> Vec<Mark> {
         marks(self.root.path())
+    }
+
+    /// When deploy `id` started (the first record of it), waiting for it.
+    async fn started(&self, id: u64) -> Mark {
+        wait_until(
+            &format!("#{id} to start"),
+            Duration::from_secs(60),
+            || {
+                self.marks()
+                    .into_iter()
+                    .find(|m| m.what == "start" && m.id == id)
+            },
+            || self.logs(),
+        )
+        .await
+    }
+
+    /// #1 of production delivered and running (its start returned), #2 and #3 delivered behind it.
+    async fn one_running_two_waiting(&self) -> Mark {
+        self.deliver_everywhere(1, "production").await;
+        let first = self.started(1).await;
+        self.deliver_everywhere(2, "production").await;
+        self.deliver_everywhere(3, "production").await;
+        first
     }
 
     /// Every instance's log, for a failure message.
@@ -281,22 +345,9 @@ async fn two_hundred_deployments_delivered_to_three_instances_each_run_once_in_o
 async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
     let root_release = tempfile::tempdir().unwrap();
     let release = root_release.path().join("release");
-    let mut cluster = Cluster::start(2, &["production", "staging"], Some(&release)).await;
-    cluster.deliver_everywhere(1, "production").await;
-    let first = wait_until(
-        "#1 to start",
-        Duration::from_secs(60),
-        || {
-            cluster
-                .marks()
-                .into_iter()
-                .find(|m| m.what == "start" && m.id == 1)
-        },
-        || cluster.logs(),
-    )
-    .await;
-    cluster.deliver_everywhere(2, "production").await;
-    cluster.deliver_everywhere(3, "production").await;
+    let mut cluster =
+        Cluster::start_with(2, &["production", "staging"], Some(&release), true, "").await;
+    let first = cluster.one_running_two_waiting().await;
     let dead = cluster.instance_of(first.zbot_pid);
     let killed_at = Instant::now();
     cluster.instances[dead].kill_hard();
@@ -317,6 +368,20 @@ async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
         "{description}"
     );
     assert!(took < Duration::from_secs(2 + 8), "{took:?}");
+    // The thread hears it from the surviving instance.
+    let slack = cluster.slack.as_ref().unwrap();
+    wait_until(
+        "the thread to hear why #1 ended",
+        Duration::from_secs(30),
+        || {
+            slack.thread("C0CHAN", "1.0").into_iter().find(|p| {
+                p.text
+                    .contains("the zbot instance running this deploy stopped")
+            })
+        },
+        || format!("{:#?}\n{}", slack.posts(), cluster.logs()),
+    )
+    .await;
     std::fs::write(&release, "").unwrap();
     cluster
         .github
@@ -352,21 +417,7 @@ async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once(
     let root_release = tempfile::tempdir().unwrap();
     let release = root_release.path().join("release");
     let cluster = Cluster::start(2, &["production", "staging"], Some(&release)).await;
-    cluster.deliver_everywhere(1, "production").await;
-    let first = wait_until(
-        "#1 to start",
-        Duration::from_secs(60),
-        || {
-            cluster
-                .marks()
-                .into_iter()
-                .find(|m| m.what == "start" && m.id == 1)
-        },
-        || cluster.logs(),
-    )
-    .await;
-    cluster.deliver_everywhere(2, "production").await;
-    cluster.deliver_everywhere(3, "production").await;
+    let first = cluster.one_running_two_waiting().await;
     let paused = cluster.instance_of(first.zbot_pid);
     let pid = first.zbot_pid as i32;
     // SAFETY: signalling our own child.
@@ -380,18 +431,7 @@ async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once(
             g.states(1).contains(&"error".to_string()).then_some(())
         })
         .await;
-    wait_until(
-        "#2 to start on the other instance",
-        Duration::from_secs(30),
-        || {
-            cluster
-                .marks()
-                .into_iter()
-                .find(|m| m.what == "start" && m.id == 2)
-        },
-        || cluster.logs(),
-    )
-    .await;
+    cluster.started(2).await;
     // SAFETY: as above.
     unsafe {
         libc::kill(pid, libc::SIGCONT);
@@ -500,4 +540,44 @@ async fn a_slack_envelope_delivered_to_two_instances_creates_one_deployment() {
         .filter(|p| p.text.contains("is on *production*"))
         .count();
     assert_eq!(answers, 1, "{:#?}", fake_slack.thread("C0CHAN", &thread));
+}
+
+/// Work delivered to one instance that it may not start (its `[deploy] concurrency` of 1 is taken by
+/// #1, wherever that runs) is started at once by another, which hears of it through `NOTIFY`, not by
+/// polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_hears_of_work_delivered_to_another() {
+    let root_release = tempfile::tempdir().unwrap();
+    let release = root_release.path().join("release");
+    let cluster = Cluster::start_with(
+        2,
+        &["production", "staging"],
+        Some(&release),
+        false,
+        "concurrency = 1",
+    )
+    .await;
+    let only_first = &cluster.instances[..1];
+    cluster.deliver_to(only_first, 1, "production").await;
+    // Either instance may run #1 (the second hears of it too): the first, whose limit counts every
+    // instance's deploys, can start nothing more either way.
+    cluster.started(1).await;
+    // The second hears of #2 from the store.
+    let delivered = Instant::now();
+    cluster.deliver_to(only_first, 2, "staging").await;
+    let second = cluster.started(2).await;
+    eprintln!(
+        "#2 started on the other instance {:?} after its delivery",
+        delivered.elapsed()
+    );
+    assert_eq!(cluster.instance_of(second.zbot_pid), 1);
+    std::fs::write(&release, "").unwrap();
+    cluster
+        .github
+        .wait_for("#1 and #2 to succeed", Duration::from_secs(60), |g| {
+            (g.states(1).contains(&"success".to_string())
+                && g.states(2).contains(&"success".to_string()))
+            .then_some(())
+        })
+        .await;
 }

@@ -7,7 +7,11 @@
 //! Postgres refuses to run as root, and CI runs as root: then the server runs as the unprivileged
 //! `postgres` user (`setpriv`), its directory owned by that user.
 //!
-//! Used by the integration tests and, through `#[path]`, by the store's unit tests: std and libc only.
+//! The tests run it without `fsync` (nothing to keep); `ZBOT_TEST_PG_FSYNC=on` makes it durable, as the
+//! benchmark wants it beside SQLite with `synchronous = FULL`.
+//!
+//! Used by the integration tests and, through `#[path]`, by the store's unit tests and the benchmark:
+//! std and libc only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -142,6 +146,10 @@ fn start() -> Server {
         "initdb failed: {}",
         String::from_utf8_lossy(&initdb.stderr)
     );
+    let fsync = match std::env::var("ZBOT_TEST_PG_FSYNC").as_deref() {
+        Ok("on") => "on",
+        _ => "off",
+    };
     let mut last_log = String::new();
     for _ in 0..5 {
         let port = free_port();
@@ -156,9 +164,9 @@ fn start() -> Server {
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
-                "fsync=off",
+                &format!("fsync={fsync}"),
                 "-c",
-                "full_page_writes=off",
+                &format!("full_page_writes={fsync}"),
                 "-c",
                 "max_connections=300",
             ])
