@@ -1396,6 +1396,207 @@ mod tests {
         }
     }
 
+    /// The guards' rows (`0005_guards.sql`) on both backends: freezes, grants, lock ends, `lock!`,
+    /// watchers, approval requests and auto-deploy's memory, each read back as written; what another
+    /// instance could race for (a watcher told, a request decided) is done once.
+    #[tokio::test]
+    async fn the_guards_rows_read_back_on_both_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let app: AppName = "adxstat".parse().unwrap();
+        let env: Environment = "production".parse().unwrap();
+        let sha: Sha = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
+        let t0: DateTime<Utc> = "2026-11-29T12:00:00Z".parse().unwrap();
+        let later = |mins| t0 + chrono::Duration::minutes(mins);
+        for store in test_stores(dir.path()).await {
+            let backend = store.backend().as_str();
+            let frozen = store
+                .freeze(
+                    Some(&app),
+                    &env,
+                    "U0ALICE",
+                    Some("release"),
+                    t0,
+                    Some(later(60)),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                store.freezes().await.unwrap(),
+                std::slice::from_ref(&frozen),
+                "{backend}"
+            );
+            store.unfreeze(&[frozen.id]).await.unwrap();
+            assert!(store.freezes().await.unwrap().is_empty(), "{backend}");
+
+            let grant = Grant {
+                token: "tok".into(),
+                app: app.clone(),
+                environment: env.clone(),
+                actor: "U0ALICE".into(),
+                overrides: true,
+                approval_request: Some(5_000_000_000),
+            };
+            store.grant(&grant, t0).await.unwrap();
+            assert_eq!(
+                store.grant_of("tok").await.unwrap(),
+                Some(grant),
+                "{backend}"
+            );
+            assert_eq!(store.grant_of("nope").await.unwrap(), None, "{backend}");
+
+            let (lock, taken) = store
+                .lock(
+                    &app,
+                    &env,
+                    "U0ALICE",
+                    Some("db"),
+                    t0,
+                    Some(later(10)),
+                    false,
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (lock.expires_at, taken),
+                (Some(later(10)), None),
+                "{backend}"
+            );
+            let held = store
+                .lock(&app, &env, "U0BOB", None, t0, None, false)
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(held.holder, "U0ALICE", "{backend}");
+            let (lock, taken) = store
+                .lock(&app, &env, "U0BOB", None, later(1), None, true)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(lock.holder, "U0BOB", "{backend}");
+            assert_eq!(
+                taken.map(|l| l.holder).as_deref(),
+                Some("U0ALICE"),
+                "{backend}"
+            );
+            store
+                .lock(&app, &env, "U0BOB", None, later(1), Some(later(5)), false)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                store.expire_locks(later(4)).await.unwrap().is_empty(),
+                "{backend}"
+            );
+            assert_eq!(
+                store.expire_locks(later(5)).await.unwrap().len(),
+                1,
+                "{backend}"
+            );
+
+            store.watch_lock(None, &env, "U0CAROL", t0).await.unwrap();
+            store.watch_lock(None, &env, "U0CAROL", t0).await.unwrap();
+            let watchers = store.lock_watchers().await.unwrap();
+            assert_eq!(watchers.len(), 1, "{backend}");
+            assert!(store.unwatch(&watchers[0]).await.unwrap(), "{backend}");
+            assert!(
+                !store.unwatch(&watchers[0]).await.unwrap(),
+                "{backend}: told once"
+            );
+
+            let request = NewRequest {
+                app: app.clone(),
+                environment: env.clone(),
+                git_ref: "main".parse().unwrap(),
+                sha: sha.clone(),
+                task: "deploy".parse().unwrap(),
+                hosts: None,
+                force: true,
+                requester: "U0ALICE".into(),
+                channel: "C0CHAN".into(),
+                thread_ts: "1.1".into(),
+                needed: 2,
+                created_at: t0,
+                expires_at: later(30),
+            };
+            let id = store.create_request(&request).await.unwrap();
+            store.set_request_message(id, "2.2").await.unwrap();
+            let approvers = store
+                .approve_request(id, "U0BOB", &sha, later(1))
+                .await
+                .unwrap();
+            assert_eq!(approvers, ["U0BOB"], "{backend}");
+            assert!(
+                store
+                    .decide_request(id, RequestState::Approved, Some("U0BOB"), None, later(2))
+                    .await
+                    .unwrap(),
+                "{backend}"
+            );
+            assert!(
+                !store
+                    .decide_request(id, RequestState::Rejected, Some("U0DAN"), None, later(3))
+                    .await
+                    .unwrap(),
+                "{backend}: decided once"
+            );
+            store
+                .set_request_deployment(id, DeploymentId(7))
+                .await
+                .unwrap();
+            let read = store.request(id).await.unwrap().unwrap();
+            assert_eq!(read.request, request, "{backend}");
+            assert_eq!(
+                (read.state, read.message_ts.as_deref(), read.deployment_id),
+                (RequestState::Approved, Some("2.2"), Some(DeploymentId(7))),
+                "{backend}"
+            );
+            assert_eq!(
+                store.approvals_of(&[DeploymentId(7)]).await.unwrap().len(),
+                1
+            );
+            assert_eq!(store.approvers_of(id, &sha).await.unwrap().len(), 1);
+            let expiring = store.create_request(&request).await.unwrap();
+            let expired = store.expire_requests(later(30)).await.unwrap();
+            assert_eq!(expired.iter().map(|r| r.id).collect::<Vec<_>>(), [expiring]);
+
+            store.set_auto_pending(&app, &env, &sha, t0).await.unwrap();
+            assert_eq!(
+                store.auto_pending(&app, &env).await.unwrap(),
+                Some(sha.clone())
+            );
+            store.clear_auto_pending(&app, &env, &sha).await.unwrap();
+            assert_eq!(
+                store.auto_pending(&app, &env).await.unwrap(),
+                None,
+                "{backend}"
+            );
+            assert!(!store.busy(&app, &env, t0).await.unwrap(), "{backend}");
+            assert!(!store.deployed_there(&app, &env, &sha).await.unwrap());
+            assert!(
+                store.auto_held(&app, &env, "red", t0).await.unwrap(),
+                "{backend}"
+            );
+            assert!(
+                !store.auto_held(&app, &env, "red", t0).await.unwrap(),
+                "{backend}"
+            );
+            store
+                .record_auto_deploy(&app, &env, &sha, t0)
+                .await
+                .unwrap();
+            assert!(store.busy(&app, &env, later(1)).await.unwrap(), "{backend}");
+            assert!(
+                store.deployed_there(&app, &env, &sha).await.unwrap(),
+                "{backend}"
+            );
+            assert!(
+                store.auto_held(&app, &env, "red", t0).await.unwrap(),
+                "{backend}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn an_event_is_new_once_per_key_until_it_expires() {
         let dir = tempfile::tempdir().unwrap();
