@@ -130,6 +130,29 @@ fn report(
     }
 }
 
+/// A duration as the deploy log and zbot's own log give it: tenths of a second under a minute
+/// (`0.2s`), [`human_duration`] above.
+fn log_duration(took: Duration) -> String {
+    if took < Duration::from_secs(60) {
+        format!("{:.1}s", took.as_secs_f64())
+    } else {
+        human_duration(took)
+    }
+}
+
+/// The deploy log's last line, for every outcome: `success: exit 0 in 0.2s`; other outcomes add
+/// why (`error: Cancelled by alice in 3.0s`), and the exit code when there was one.
+fn ending(outcome: &Outcome, took: Duration) -> String {
+    let state = outcome.state.as_str();
+    let took = log_duration(took);
+    match (outcome.state, outcome.exit_code) {
+        (StatusState::Success, Some(code)) => format!("{state}: exit {code} in {took}"),
+        (StatusState::Success, None) => format!("{state}: {} in {took}", outcome.description),
+        (_, Some(code)) => format!("{state}: exit {code} in {took}: {}", outcome.description),
+        (_, None) => format!("{state}: {} in {took}", outcome.description),
+    }
+}
+
 /// How a deployment ended, before it is posted: what an [`executor::Executor`] returns.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -397,14 +420,15 @@ impl Deployer {
             Some(e) => Outcome::error(reply::github_unanswered(&e)),
             None => self.deploy(&d, &log, &log_url, started, cancel).await,
         };
-        if outcome.state == StatusState::Error || outcome.state == StatusState::Failure {
-            log.note(format!(
-                "{}: {}",
-                outcome.state.as_str(),
-                outcome.description
-            ))
-            .await;
-        }
+        let took = started.elapsed();
+        log.note(ending(&outcome, took)).await;
+        tracing::info!(
+            deployment = %d.deployment_id,
+            outcome = outcome.state.as_str(),
+            exit = outcome.exit_code.map_or_else(|| "none".to_string(), |c| c.to_string()),
+            duration = %log_duration(took),
+            "deploy ended"
+        );
         drop(log);
         if let Err(e) = writer.finish().await {
             tracing::error!(
@@ -1132,6 +1156,37 @@ mod tests {
             log_url: None,
             instance_id: None,
         }
+    }
+
+    #[test]
+    fn the_log_ends_with_every_outcome() {
+        let took = Duration::from_millis(200);
+        let cases = [
+            (
+                Outcome::done(StatusState::Success, "Deployed".into(), Some(0)),
+                "success: exit 0 in 0.2s",
+            ),
+            (
+                Outcome::done(
+                    StatusState::Failure,
+                    "fab exited with code 3".into(),
+                    Some(3),
+                ),
+                "failure: exit 3 in 0.2s: fab exited with code 3",
+            ),
+            (
+                Outcome::error("Cancelled by U0ALICE"),
+                "error: Cancelled by U0ALICE in 0.2s",
+            ),
+            (
+                Outcome::error("Timed out after 30m 00s: the deploy was stopped"),
+                "error: Timed out after 30m 00s: the deploy was stopped in 0.2s",
+            ),
+        ];
+        for (outcome, line) in cases {
+            assert_eq!(ending(&outcome, took), line);
+        }
+        assert_eq!(log_duration(Duration::from_secs(75)), "1m 15s");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::harness::{
 const DEADLINE: Duration = Duration::from_secs(60);
 
 struct Setup {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     github: FakeGitHub,
     zbot: zbot::app::Running,
 }
@@ -30,14 +30,17 @@ async fn setup(
     let sha = repo.commit(files, "v0.0.1");
     let config = config_text(&github, &repo, extra_app, deploy_section);
     let zbot = start_zbot(dir.path(), &config).await;
-    (
-        Setup {
-            _dir: dir,
-            github,
-            zbot,
-        },
-        sha,
-    )
+    (Setup { dir, github, zbot }, sha)
+}
+
+/// The last line of deployment `id`'s log on disk, without its time stamp.
+fn last_log_line(s: &Setup, id: u64) -> String {
+    let path = s.dir.path().join(format!("data/logs/{id}.log"));
+    let log = std::fs::read_to_string(&path).unwrap();
+    let last = log.lines().last().unwrap_or_default();
+    last.split_once(' ')
+        .map_or(last, |(_, rest)| rest)
+        .to_string()
 }
 
 /// zbot deploying `fabfile` (with the fabric recipe) as deployment `id` of `v0.0.1` to production, to
@@ -91,6 +94,11 @@ async fn a_signed_deployment_runs_real_fabric_and_reports_to_github() {
     assert!(
         log.contains("deploy:branch_name=v0.0.1"),
         "the log names the command: {log}"
+    );
+    let ending = last_log_line(&s, 1001);
+    assert!(
+        ending.starts_with("zbot | success: exit 0 in ") && ending.ends_with('s'),
+        "the log on disk ends with how the deploy ended: {ending}"
     );
     s.zbot.stop().await.unwrap();
 }
@@ -181,6 +189,11 @@ async fn a_failing_fabfile_ends_failure_with_its_lines_in_the_gist() {
         "{log}"
     );
     assert!(log.contains("Fatal error"), "{log}");
+    let ending = last_log_line(&s, 1002);
+    assert!(
+        ending.starts_with("zbot | failure: exit 1 in ") && ending.contains("exited with code 1"),
+        "the log on disk ends with how the deploy ended: {ending}"
+    );
     s.zbot.stop().await.unwrap();
 }
 
