@@ -789,6 +789,14 @@ impl Checker<'_> {
                 format!("environment variable {name} is not set"),
             ));
         }
+        for name in &value.empty {
+            self.problems.push(Problem::at(
+                self.path,
+                self.source,
+                value.span.start,
+                format!("environment variable {name} is empty"),
+            ));
+        }
         value.value.clone()
     }
 

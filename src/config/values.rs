@@ -15,6 +15,9 @@ pub struct EnvString {
     pub value: String,
     /// Variables that were referenced but not set.
     pub missing: Vec<String>,
+    /// Variables that were set to the empty string: treated as unset (compose's
+    /// `${GITHUB_TOKEN:-}` passes an empty variable on when the host has none).
+    pub empty: Vec<String>,
     /// Byte range of the value in the file.
     pub span: std::ops::Range<usize>,
 }
@@ -28,6 +31,7 @@ impl EnvString {
     ) -> Self {
         let mut value = String::with_capacity(raw.len());
         let mut missing = Vec::new();
+        let mut empty = Vec::new();
         let mut rest = raw;
         while let Some(start) = rest.find("${") {
             value.push_str(&rest[..start]);
@@ -36,6 +40,7 @@ impl EnvString {
                 Some(end) => {
                     let name = &after[..end];
                     match lookup(name) {
+                        Some(v) if v.is_empty() => empty.push(name.to_string()),
                         Some(v) => value.push_str(&v),
                         None => missing.push(name.to_string()),
                     }
@@ -51,6 +56,7 @@ impl EnvString {
         EnvString {
             value,
             missing,
+            empty,
             span,
         }
     }
@@ -140,10 +146,15 @@ mod tests {
 
     #[test]
     fn expands_variables_and_records_missing_ones() {
-        let lookup = |name: &str| (name == "SET").then(|| "value".to_string());
-        let e = EnvString::expand("a-${SET}-${UNSET}-${", 0..1, lookup);
-        assert_eq!(e.value, "a-value--${");
+        let lookup = |name: &str| match name {
+            "SET" => Some("value".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let e = EnvString::expand("a-${SET}-${UNSET}-${EMPTY}-${", 0..1, lookup);
+        assert_eq!(e.value, "a-value---${");
         assert_eq!(e.missing, vec!["UNSET".to_string()]);
+        assert_eq!(e.empty, vec!["EMPTY".to_string()]);
     }
 
     #[test]

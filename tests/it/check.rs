@@ -36,6 +36,22 @@ fn missing_variables_are_all_reported_with_lines() {
     );
 }
 
+/// compose passes `${GITHUB_TOKEN:-}` on as an empty variable when the host has none: it is as good
+/// as unset.
+#[test]
+fn an_empty_variable_is_reported_like_a_missing_one() {
+    let mut variables = VARIABLES.to_vec();
+    variables.retain(|(name, _)| *name != "GITHUB_TOKEN");
+    variables.push(("GITHUB_TOKEN", ""));
+    let out = zbot(repo_root(), &["check"], &variables);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("environment variable GITHUB_TOKEN is empty"),
+        "{err}"
+    );
+}
+
 /// Writes `config` into a fresh directory with the shipped recipes and runs `zbot check` there.
 fn check_file(config: &str) -> (i32, String) {
     run_with(config, &["check"])
