@@ -514,7 +514,11 @@ fn read(path: &Path) -> Result<String, Vec<Problem>> {
             file: path.to_path_buf(),
             line: 0,
             key: String::new(),
-            message: format!("cannot read the file: {e}"),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                format!("cannot read the file: {e} (run `zbot init` to write one)")
+            } else {
+                format!("cannot read the file: {e}")
+            },
         }]
     })
 }

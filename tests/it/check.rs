@@ -36,6 +36,20 @@ fn missing_variables_are_all_reported_with_lines() {
     );
 }
 
+#[test]
+fn a_missing_configuration_names_zbot_init() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["check", "run"] {
+        let out = zbot(dir.path(), &[command], VARIABLES);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("(run `zbot init` to write one)"),
+            "zbot {command}: {err}"
+        );
+    }
+}
+
 /// compose passes `${GITHUB_TOKEN:-}` on as an empty variable when the host has none: it is as good
 /// as unset.
 #[test]
