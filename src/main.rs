@@ -439,9 +439,14 @@ fn poll_budget(config: &Config, poll: Option<std::time::Duration>, limit: u64) -
         .map(|percent| format!(" ({percent}% of the limit)"))
         .unwrap_or_default();
     format!(
-        "; polling {} repositories every {} uses at most {per_hour} requests per hour{share}, \
+        "; polling {} {} every {} uses at most {per_hour} requests per hour{share}, \
          and none while nothing changes (304 answers are free)",
         repositories.len(),
+        if repositories.len() == 1 {
+            "repository"
+        } else {
+            "repositories"
+        },
         zbot::config::HumanDuration(poll)
     )
 }

@@ -436,7 +436,9 @@ pub async fn take_deployment(
     {
         Ok(Accepted::New) => {
             tracing::info!(deployment = %deployment.deployment_id, repository = %deployment.repository,
-                environment = %deployment.environment, "deployment accepted");
+                environment = %deployment.environment,
+                came_by = if delivery_id.is_some_and(|id| id.starts_with("poll-")) { "polling" } else { "webhook" },
+                "deployment accepted");
             Taken::New
         }
         Ok(duplicate) => {

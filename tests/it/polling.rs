@@ -206,7 +206,7 @@ async fn check_online_reports_the_rate_limit_polling_uses() {
     );
     assert!(
         text.contains(
-            "polling 1 repositories every 15s uses at most 240 requests per hour (4% of the limit)"
+            "polling 1 repository every 15s uses at most 240 requests per hour (4% of the limit)"
         ),
         "{text}"
     );
