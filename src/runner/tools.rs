@@ -38,7 +38,10 @@ pub async fn fabric(data_dir: &Path, log: &LogSender) -> Result<PathBuf, String>
         venv.display()
     ))
     .await;
-    tracing::warn!(venv = %venv.display(), "installing {FAB_CLASSIC} for the fabric recipe");
+    tracing::info!(
+        venv = %venv.display(),
+        "installing {FAB_CLASSIC} for the fabric recipe (first time only, takes a few seconds)"
+    );
     run(
         &python,
         &["-m", "venv", &venv.display().to_string()],
