@@ -783,22 +783,16 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    /// The expanded string, recording a problem for each missing variable.
+    /// The expanded string, recording a problem for each missing or empty variable.
     fn env(&mut self, value: &EnvString) -> String {
-        for name in &value.missing {
+        let unusable = (value.missing.iter().map(|name| (name, "is not set")))
+            .chain(value.empty.iter().map(|name| (name, "is empty")));
+        for (name, why) in unusable {
             self.problems.push(Problem::at(
                 self.path,
                 self.source,
                 value.span.start,
-                format!("environment variable {name} is not set"),
-            ));
-        }
-        for name in &value.empty {
-            self.problems.push(Problem::at(
-                self.path,
-                self.source,
-                value.span.start,
-                format!("environment variable {name} is empty"),
+                format!("environment variable {name} {why}"),
             ));
         }
         value.value.clone()
