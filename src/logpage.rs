@@ -11,6 +11,9 @@
 //!
 //! Without the deployment's token every route answers 404, before the store is asked: nothing is
 //! learnt, not even whether the deployment exists.
+//!
+//! The page's Content-Security-Policy allows its own inline script and stylesheet by their SHA-256
+//! hashes (never `'unsafe-inline'`) and nothing else; the raw log is served `nosniff` and sandboxed.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -104,7 +107,7 @@ async fn page(
             // The page's own inline script and stylesheet, nothing from elsewhere.
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+                CONTENT_SECURITY_POLICY.as_str(),
             ),
             (header::REFERRER_POLICY, "no-referrer"),
         ],
@@ -120,7 +123,11 @@ async fn raw(d: &Deployment) -> Response {
     };
     match tokio::fs::File::open(path).await {
         Ok(file) => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::CONTENT_SECURITY_POLICY, RAW_CONTENT_SECURITY_POLICY),
+            ],
             Body::from_stream(tokio_util::io::ReaderStream::new(file)),
         )
             .into_response(),
@@ -177,7 +184,11 @@ fn html(d: &Deployment, log: &str, offset: u64, token: &str) -> String {
         d.deployment_id,
         form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
     );
-    let follow = if is_final(d.state) { "" } else { FOLLOW_SCRIPT };
+    let follow = if is_final(d.state) {
+        String::new()
+    } else {
+        format!("<script>{FOLLOW_SCRIPT}</script>")
+    };
     format!(
         r#"<!doctype html>
 <html lang="en">
@@ -185,13 +196,7 @@ fn html(d: &Deployment, log: &str, offset: u64, token: &str) -> String {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>zbot deploy {title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1rem; }}
-#status {{ font-weight: bold; padding: .5rem; border-radius: .3rem; background: #eee; }}
-#status.success {{ background: #d4f7d4; }}
-#status.failure, #status.error {{ background: #f7d4d4; }}
-pre {{ white-space: pre-wrap; word-break: break-all; font-size: .85rem; }}
-</style>
+<style>{STYLESHEET}</style>
 </head>
 <body>
 <h1>zbot deploy {title}</h1>
@@ -210,8 +215,19 @@ pre {{ white-space: pre-wrap; word-break: break-all; font-size: .85rem; }}
     )
 }
 
-/// Follows the log: appends each `lines` event, shows each `status`, stops at `end`.
-const FOLLOW_SCRIPT: &str = r#"<script>
+/// The page's stylesheet, the whole text of its `<style>` element (allowed by its hash,
+/// [`CONTENT_SECURITY_POLICY`]).
+const STYLESHEET: &str = "
+body { font-family: sans-serif; margin: 1rem; }
+#status { font-weight: bold; padding: .5rem; border-radius: .3rem; background: #eee; }
+#status.success { background: #d4f7d4; }
+#status.failure, #status.error { background: #f7d4d4; }
+pre { white-space: pre-wrap; word-break: break-all; font-size: .85rem; }
+";
+
+/// Follows the log: appends each `lines` event, shows each `status`, stops at `end`. The whole text
+/// of the page's `<script>` element (allowed by its hash, [`CONTENT_SECURITY_POLICY`]).
+const FOLLOW_SCRIPT: &str = r#"
 (function () {
   var status = document.getElementById("status");
   var log = document.getElementById("log");
@@ -226,7 +242,33 @@ const FOLLOW_SCRIPT: &str = r#"<script>
   });
   source.addEventListener("end", function () { source.close(); });
 })();
-</script>"#;
+"#;
+
+/// A CSP source expression allowing exactly the inline element whose text is `text`:
+/// `'sha256-…'`, the base64 of its SHA-256 (CSP Level 3, "hash-source").
+fn hash_source(text: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// The page's Content-Security-Policy: nothing but its own script and stylesheet (by their
+/// hashes, no `'unsafe-inline'`) and its own event stream; no `<base>`, no form posts, no framing.
+static CONTENT_SECURITY_POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hash_source(FOLLOW_SCRIPT),
+        hash_source(STYLESHEET)
+    )
+});
+
+/// The raw log's Content-Security-Policy: a browser shown it runs and loads nothing.
+const RAW_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; sandbox";
 
 /// Where a follower is.
 struct Follow {
@@ -338,6 +380,19 @@ mod tests {
         assert_eq!(
             escape_html(r#"<script>alert("x") & 'y'</script>"#),
             "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+    }
+
+    #[test]
+    fn the_policy_allows_exactly_the_pages_own_script_and_style() {
+        let policy = CONTENT_SECURITY_POLICY.as_str();
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
+        assert!(policy.contains(&format!("script-src {};", hash_source(FOLLOW_SCRIPT))));
+        assert!(policy.contains(&format!("style-src {};", hash_source(STYLESHEET))));
+        // Known answer: SHA-256 of the empty text.
+        assert_eq!(
+            hash_source(""),
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
         );
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fakes::github::FakeGitHub;
 use crate::harness::{TestRepo, config_text, deploy, held_deploy_script, http, start_zbot};
@@ -272,19 +273,61 @@ async fn the_live_log_page_in_chromium_follows_the_deploy() {
     held.zbot.stop().await.unwrap();
 }
 
+/// A GET's response head (status line and headers, names lower-cased) and body, read up to the
+/// end of the response.
+async fn get_with_head(addr: std::net::SocketAddr, path: &str, accept: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: {accept}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))
+        .await
+        .expect("zbot answers")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.to_lowercase(), body.to_string())
+}
+
+/// The value of header `name` (lower case) in a response head.
+fn header_value<'a>(head: &'a str, name: &str) -> &'a str {
+    head.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in {head}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_page_is_html_for_a_browser_raw_for_text_and_404_without_its_token() {
     let held = held_deploy(2302).await;
     let html = [("Accept", "text/html,*/*;q=0.8".to_string())];
-    let (status, page) = http(held.zbot.addr, "GET", &held.path, &html, b"").await;
-    assert_eq!(status, 200);
+    let (head, page) = get_with_head(held.zbot.addr, &held.path, &html[0].1).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(page.contains("<pre id=\"log\">"), "{page}");
     assert!(page.contains("id=\"status\" class=\"running\""), "{page}");
     assert!(page.contains("new EventSource("), "{page}");
+    // Inline script and style are allowed by their hashes only; nothing may frame, post or rebase.
+    let csp = header_value(&head, "content-security-policy");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(csp.matches("'sha256-").count(), 2, "{csp}");
+    for directive in [
+        "default-src 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
     let text = [("Accept", "text/plain".to_string())];
-    let (status, raw) = http(held.zbot.addr, "GET", &held.path, &text, b"").await;
-    assert_eq!(status, 200);
+    let (head, raw) = get_with_head(held.zbot.addr, &held.path, &text[0].1).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(!raw.contains("<pre"), "{raw}");
+    assert_eq!(header_value(&head, "x-content-type-options"), "nosniff");
+    assert_eq!(
+        header_value(&head, "content-security-policy"),
+        "default-src 'none'; sandbox"
+    );
 
     let wrong = "0".repeat(64);
     for path in [
