@@ -6,8 +6,10 @@
 //!   few lines of plain JavaScript, no framework; without JavaScript, reloading shows more). Any other
 //!   `Accept` (`text/plain`, `*/*`, none) gets the raw log, as before.
 //! - `GET /deployments/{id}/log/events?token=…&from=N`: the events the page follows: `lines` (the
-//!   complete lines written after byte `N`), `status` (`{"state", "description"}` when it changes),
-//!   and `end` once the deployment has ended and its whole log was sent.
+//!   complete lines written after byte `N`; its SSE `id` is the byte offset after them, and a
+//!   reconnect's `Last-Event-ID` overrides `from`, so no line is sent twice), `status`
+//!   (`{"state", "description"}` when it changes), and `end` once the deployment has ended and its
+//!   whole log was sent, or once it is gone from the store.
 //!
 //! Without the deployment's token every route answers 404, before the store is asked: nothing is
 //! learnt, not even whether the deployment exists.
@@ -297,14 +299,30 @@ impl Follow {
                 tokio::time::sleep(FOLLOW_EVERY).await;
             }
             self.first = false;
-            let d = self.pages.store.get(self.id).await.ok().flatten()?;
+            let d = match self.pages.store.get(self.id).await {
+                Ok(Some(d)) => d,
+                // Forgotten: nothing more will come, and a browser must not reconnect for ever.
+                Ok(None) => {
+                    self.ended = true;
+                    return Some(Event::default().event("end").data("gone"));
+                }
+                // The store failed this once: look again at the next turn.
+                Err(_) => continue,
+            };
             if self.path.is_none() {
                 self.path = d.log_path.as_ref().map(PathBuf::from);
             }
             // The log is complete on disk before the deployment's end is recorded.
             if let Some(lines) = self.read_lines().await {
                 self.first = true;
-                return Some(Event::default().event("lines").data(lines));
+                // The id is the byte offset after these lines: a browser reconnecting sends it
+                // back as `Last-Event-ID` and gets only what follows.
+                return Some(
+                    Event::default()
+                        .event("lines")
+                        .id(self.offset.to_string())
+                        .data(lines),
+                );
             }
             let line = status_line(&d);
             if self.shown.as_ref() != Some(&line) {
@@ -342,17 +360,27 @@ impl Follow {
     }
 }
 
+/// Where a follower starts: after the last `lines` event it saw (`Last-Event-ID`, sent by a
+/// reconnecting `EventSource`), else at `from`, else at the log's start.
+fn start_offset(headers: &HeaderMap, query: Option<&str>) -> u64 {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|id| id.trim().parse().ok())
+        .or_else(|| query_value(query, "from").and_then(|from| from.parse().ok()))
+        .unwrap_or(0)
+}
+
 async fn events(
     State(pages): State<LogPages>,
     Path(id): Path<DeploymentId>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let Some(d) = pages.deployment(id, query.as_deref()).await else {
         return not_found();
     };
-    let offset = query_value(query.as_deref(), "from")
-        .and_then(|from| from.parse().ok())
-        .unwrap_or(0);
+    let offset = start_offset(&headers, query.as_deref());
     let follow = Follow {
         pages,
         id,
@@ -394,6 +422,23 @@ mod tests {
             hash_source(""),
             "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
         );
+    }
+
+    #[test]
+    fn a_reconnect_starts_after_its_last_event() {
+        let with = |id: Option<&str>, query: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(id) = id {
+                headers.insert("last-event-id", id.parse().unwrap());
+            }
+            start_offset(&headers, query)
+        };
+        assert_eq!(with(None, None), 0);
+        assert_eq!(with(None, Some("token=t&from=12")), 12);
+        assert_eq!(with(Some("40"), Some("token=t&from=12")), 40);
+        assert_eq!(with(Some("40"), None), 40);
+        assert_eq!(with(Some("junk"), Some("from=12")), 12);
+        assert_eq!(with(None, Some("from=-1")), 0);
     }
 
     #[test]

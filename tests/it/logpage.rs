@@ -356,3 +356,75 @@ async fn the_page_is_html_for_a_browser_raw_for_text_and_404_without_its_token()
     assert!(stream.contains("event: end"), "{stream}");
     held.zbot.stop().await.unwrap();
 }
+
+/// Reads the event stream at `path` (sending `last_event_id`, as a reconnecting `EventSource`
+/// does) until its text so far satisfies `done`, within the deadline; the text. The connection
+/// is dropped on return, as a browser losing its network would.
+async fn read_events_until(
+    addr: std::net::SocketAddr,
+    path: &str,
+    last_event_id: Option<&str>,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+    if let Some(id) = last_event_id {
+        request.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done(&text) {
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("the stream never showed it: {text}"))
+            .unwrap();
+        assert!(read > 0, "the stream ended before showing it: {text}");
+        text.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    text
+}
+
+/// The `id` of the last event in `text` that carries one.
+fn last_event_id(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("no event id in {text}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnected_stream_resumes_after_its_last_event_without_repeating_lines() {
+    let held = held_deploy(2303).await;
+    let events = format!("/deployments/2303/log/events?token={}&from=0", held.token);
+    let first = read_events_until(held.zbot.addr, &events, None, |t| {
+        t.contains("holding") && t.contains("\nid: ")
+    })
+    .await;
+    let id = last_event_id(&first);
+    // The connection is gone; the deploy goes on and ends.
+    std::fs::write(&held.release, "go").unwrap();
+    assert_eq!(
+        held.github.final_status(2303, DEADLINE).await.state,
+        "success"
+    );
+    // The browser reconnects to the same URL (`from=0`) with the id it saw last.
+    let second = read_events_until(held.zbot.addr, &events, Some(&id), |t| {
+        t.contains("event: end")
+    })
+    .await;
+    assert!(second.contains("released"), "{second}");
+    assert!(!second.contains("holding"), "lines sent twice: {second}");
+    // Without the id, `from=0` means the whole log again.
+    let fresh =
+        read_events_until(held.zbot.addr, &events, None, |t| t.contains("event: end")).await;
+    assert!(
+        fresh.contains("holding") && fresh.contains("released"),
+        "{fresh}"
+    );
+    held.zbot.stop().await.unwrap();
+}
