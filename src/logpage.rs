@@ -37,7 +37,8 @@ use crate::store::{Deployment, DeploymentState, Store};
 /// How often a followed log is read for new lines, and the deployment for a new state.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
-/// The most bytes one `lines` event carries; more is sent in further events.
+/// The most bytes one `lines` event carries; more is sent in further events (a longer line in
+/// pieces).
 const MAX_EVENT_BYTES: u64 = 256 * 1024;
 
 /// What the log routes need.
@@ -99,7 +100,8 @@ async fn page(
         return raw(&d).await;
     }
     let (text, offset) = match &d.log_path {
-        Some(path) => complete_lines(path).await,
+        // Ended: the log is whole on disk, its last line too even without a line end.
+        Some(path) => complete_lines(path, is_final(d.state)).await,
         None => (String::new(), 0),
     };
     let token = query_value(query.as_deref(), "token").unwrap_or_default();
@@ -137,10 +139,15 @@ async fn raw(d: &Deployment) -> Response {
     }
 }
 
-/// The log's complete lines (up to its last line end) and their length in bytes.
-async fn complete_lines(path: &str) -> (String, u64) {
+/// The log's complete lines (up to its last line end, or all of it when `whole`) and their length
+/// in bytes.
+async fn complete_lines(path: &str, whole: bool) -> (String, u64) {
     let bytes = tokio::fs::read(path).await.unwrap_or_default();
-    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let end = if whole {
+        bytes.len()
+    } else {
+        bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
+    };
     (
         String::from_utf8_lossy(&bytes[..end]).into_owned(),
         end as u64,
@@ -312,8 +319,9 @@ impl Follow {
             if self.path.is_none() {
                 self.path = d.log_path.as_ref().map(PathBuf::from);
             }
-            // The log is complete on disk before the deployment's end is recorded.
-            if let Some(lines) = self.read_lines().await {
+            // The log is complete on disk before the deployment's end is recorded: once ended, a
+            // last line without a line end is sent too.
+            if let Some(lines) = self.read_lines(is_final(d.state)).await {
                 self.first = true;
                 // The id is the byte offset after these lines: a browser reconnecting sends it
                 // back as `Last-Event-ID` and gets only what follows.
@@ -342,8 +350,9 @@ impl Follow {
     }
 
     /// The complete lines written since [`Follow::offset`] (at most [`MAX_EVENT_BYTES`]), without
-    /// the last line end; `None` when there are none.
-    async fn read_lines(&mut self) -> Option<String> {
+    /// the last line end; `None` when there are none. See [`event_cut`] for a longer line and,
+    /// when `flush`, the text after the last line end.
+    async fn read_lines(&mut self, flush: bool) -> Option<String> {
         let path = self.path.as_ref()?;
         let mut file = tokio::fs::File::open(path).await.ok()?;
         file.seek(std::io::SeekFrom::Start(self.offset))
@@ -354,10 +363,33 @@ impl Follow {
             .read_to_end(&mut bytes)
             .await
             .ok()?;
-        let end = bytes.iter().rposition(|b| *b == b'\n')?;
-        self.offset += end as u64 + 1;
+        let (end, consumed) = event_cut(&bytes, flush)?;
+        self.offset += consumed as u64;
         Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
     }
+}
+
+/// How much of `bytes` (read from the log, at most [`MAX_EVENT_BYTES`]) one `lines` event sends:
+/// the text's end and the bytes consumed. Up to the last line end (the line end consumed, not
+/// sent); a full buffer without one (a line longer than an event) is sent as is, cut before a
+/// character split at its end; when `flush` (the log is complete), the text after the last line
+/// end too. `None`: nothing to send yet.
+fn event_cut(bytes: &[u8], flush: bool) -> Option<(usize, usize)> {
+    if let Some(end) = bytes.iter().rposition(|b| *b == b'\n') {
+        return Some((end, end + 1));
+    }
+    if flush && !bytes.is_empty() {
+        return Some((bytes.len(), bytes.len()));
+    }
+    if (bytes.len() as u64) < MAX_EVENT_BYTES {
+        return None;
+    }
+    let end = match std::str::from_utf8(bytes) {
+        // A character cut by the buffer's end goes whole into the next event.
+        Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => e.valid_up_to(),
+        _ => bytes.len(),
+    };
+    Some((end, end))
 }
 
 /// Where a follower starts: after the last `lines` event it saw (`Last-Event-ID`, sent by a
@@ -439,6 +471,27 @@ mod tests {
         assert_eq!(with(Some("40"), None), 40);
         assert_eq!(with(Some("junk"), Some("from=12")), 12);
         assert_eq!(with(None, Some("from=-1")), 0);
+    }
+
+    #[test]
+    fn an_event_takes_whole_lines_a_full_buffer_or_the_flushed_rest() {
+        let full = usize::try_from(MAX_EVENT_BYTES).unwrap();
+        let long = vec![b'x'; full];
+        let mut split = vec![b'x'; full - 1];
+        split.push("é".as_bytes()[0]);
+        for (bytes, flush, want) in [
+            (&b""[..], false, None),
+            (&b""[..], true, None),
+            (&b"a\nb\n"[..], false, Some((3, 4))),
+            (&b"a\nb"[..], false, Some((1, 2))),
+            (&b"a\nb"[..], true, Some((1, 2))),
+            (&b"partial"[..], false, None),
+            (&b"partial"[..], true, Some((7, 7))),
+            (&long[..], false, Some((full, full))),
+            (&split[..], false, Some((full - 1, full - 1))),
+        ] {
+            assert_eq!(event_cut(bytes, flush), want, "{flush}");
+        }
     }
 
     #[test]

@@ -35,15 +35,17 @@ struct Held {
 }
 
 async fn held_deploy(id: u64) -> Held {
+    deploy_running(id, held_deploy_script).await
+}
+
+/// A deploy running `script(release)` as its `script/deploy`, once it is in progress.
+async fn deploy_running(id: u64, script: impl Fn(&std::path::Path) -> String) -> Held {
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
     let github = FakeGitHub::start().await;
     github.fail_gists();
     let repo = TestRepo::new(dir.path());
-    let sha = repo.commit(
-        &[("script/deploy", &held_deploy_script(&release), true)],
-        "v0.0.1",
-    );
+    let sha = repo.commit(&[("script/deploy", &script(&release), true)], "v0.0.1");
     let zbot = start_zbot(dir.path(), &config_text(&github, &repo, "", "")).await;
     deploy(zbot.addr, id, "v0.0.1", &sha, "production").await;
     github.in_progress(id, DEADLINE).await;
@@ -426,5 +428,34 @@ async fn a_reconnected_stream_resumes_after_its_last_event_without_repeating_lin
         fresh.contains("holding") && fresh.contains("released"),
         "{fresh}"
     );
+    held.zbot.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_longer_than_an_event_and_a_last_line_without_line_end_are_sent() {
+    let held = deploy_running(2304, |_| "#!/bin/sh\necho done\n".to_string()).await;
+    assert_eq!(
+        held.github.final_status(2304, DEADLINE).await.state,
+        "success"
+    );
+    // zbot's own writer ends every line and cuts long output; a log written otherwise need not:
+    // 300 000 bytes on one line (longer than one event), then a last line with no line end.
+    let log = held._dir.path().join("data/logs/2304.log");
+    let mut text = std::fs::read(&log).unwrap();
+    text.extend(std::iter::repeat_n(b'y', 300_000));
+    text.extend(b"\nlast words");
+    std::fs::write(&log, text).unwrap();
+    let events = format!("/deployments/2304/log/events?token={}&from=0", held.token);
+    let stream =
+        read_events_until(held.zbot.addr, &events, None, |t| t.contains("event: end")).await;
+    assert!(stream.contains("done"), "{stream}");
+    let sent = stream.matches('y').count();
+    assert!(sent >= 300_000, "{sent} of the long line's bytes sent");
+    let end = stream.find("event: end").unwrap();
+    let last = stream.find("last words").expect("the last line is sent");
+    assert!(last < end, "the last line comes before the end");
+    // The page of an ended deploy shows it too.
+    let (_, page) = get_with_head(held.zbot.addr, &held.path, "text/html").await;
+    assert!(page.contains("last words"), "the page shows the last line");
     held.zbot.stop().await.unwrap();
 }
