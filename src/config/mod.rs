@@ -909,6 +909,7 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
             Some((c.parse(&format!("apps.{name}"), None, &name)?, app?))
         })
         .collect();
+    heroku_needs(&mut c, &apps, heroku.is_some(), github.as_ref());
     let windows = guards::validate_windows(&mut c, raw.windows, bot.time_zone);
     let notify = notify
         .into_iter()
@@ -935,6 +936,38 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
     } else {
         c.problems.sort_by_key(|p| p.line);
         Err(c.problems)
+    }
+}
+
+/// An app Heroku builds needs `[heroku]` (its API key) and `[github] token`: the build's source is
+/// GitHub's archive redirect, which only a token zbot sends itself can read (a GitHub App's token is
+/// octocrab's, which follows redirects). Not asked without `[github]` (`zbot shell`, which has no Heroku).
+fn heroku_needs(
+    c: &mut Checker<'_>,
+    apps: &BTreeMap<AppName, AppConfig>,
+    has_heroku: bool,
+    github: Option<&GithubConfig>,
+) {
+    let Some(github) = github else { return };
+    for name in apps
+        .iter()
+        .filter_map(|(name, app)| app.is_heroku().then_some(name))
+    {
+        let table = format!("apps.{name}");
+        if !has_heroku {
+            c.problem(
+                &table,
+                Some("provider"),
+                "provider = \"heroku\" needs a [heroku] section with api_key",
+            );
+        }
+        if github.token.is_none() {
+            c.problem(
+                &table,
+                Some("provider"),
+                "provider = \"heroku\" needs [github] token: Heroku builds from GitHub's source archive, which a GitHub App's token cannot hand on",
+            );
+        }
     }
 }
 

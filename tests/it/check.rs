@@ -269,6 +269,18 @@ fn a_clone_url_with_a_password_is_refused() {
 /// its line and key.
 #[test]
 fn heroku_and_campfire_keys_are_checked() {
+    // An app Heroku builds, with GitHub configured but no [heroku]: said at the app, not at deploy time.
+    let (code, err) = check_file(
+        "[github]\ntoken = \"${GITHUB_TOKEN}\"\n\n\
+        [apps.web]\nrepository = \"octo/web\"\nprovider = \"heroku\"\nheroku_app = \"web-prod\"\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "[apps.web] provider: provider = \"heroku\" needs a [heroku] section with api_key"
+        ),
+        "{err}"
+    );
     // A heroku_app of another shape says which shapes there are.
     let (code, err) = check_file(
         "[apps.web]\nrepository = \"octo/web\"\nprovider = \"heroku\"\nheroku_app = 42\n",
