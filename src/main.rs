@@ -84,7 +84,7 @@ fn main() -> ExitCode {
             instance_id,
         } => run(&cli.config, json_logs, instance_id.as_deref()),
         Commands::Shell => shell(&cli.config),
-        Commands::Init => init(),
+        Commands::Init => init(&cli.config),
         Commands::Parse {
             bot_id,
             dm,
@@ -208,7 +208,7 @@ fn shell(config_path: &Path) -> ExitCode {
         Config::load_local(config_path)
     } else {
         eprintln!(
-            "zbot: no {}: using the example configuration (`zbot init` writes it into this directory)",
+            "zbot: no {}: using the example configuration (`zbot init` writes it there)",
             config_path.display()
         );
         Config::local_from_source(config_path, zbot::example::BOT_TOML)
@@ -253,8 +253,10 @@ fn make_example_repository(config: &Config) {
 }
 
 /// Writes the commented example configuration into `./bot.toml`, never over an existing file.
-fn init() -> ExitCode {
-    let path = Path::new("bot.toml");
+/// `zbot init`: the commented example bot.toml at `--config` (`ZBOT_CONFIG`; `./bot.toml` by default),
+/// never over an existing file.
+fn init(path: &Path) -> ExitCode {
+    let shown = path.display();
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -265,18 +267,18 @@ fn init() -> ExitCode {
     match written {
         Ok(()) => {
             println!(
-                "wrote bot.toml: read it top to bottom, set SLACK_APP_TOKEN, SLACK_BOT_TOKEN, GITHUB_TOKEN and \
+                "wrote {shown}: read it top to bottom, set SLACK_APP_TOKEN, SLACK_BOT_TOKEN, GITHUB_TOKEN and \
                  GITHUB_WEBHOOK_SECRET (or remove [slack]), replace [apps.adxstat] with your apps, then run \
                  `zbot check` and `zbot run`; `zbot shell` tries it in this terminal first"
             );
             ExitCode::SUCCESS
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            eprintln!("zbot: bot.toml exists already: not overwritten");
+            eprintln!("zbot: {shown} exists already: not overwritten");
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("zbot: cannot write bot.toml: {e}");
+            eprintln!("zbot: cannot write {shown}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -132,6 +132,16 @@ fn init_writes_a_commented_config_that_checks_once_its_variables_are_set() {
     let unset = zbot(dir.path(), &["check"], &[]);
     assert_eq!(unset.status.code(), Some(1), "the variables are needed");
 
+    // --config (ZBOT_CONFIG in the container) names where init writes.
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    let elsewhere = zbot(dir.path(), &["--config", "etc/bot.toml", "init"], &[]);
+    assert!(elsewhere.status.success(), "{}", stderr(&elsewhere));
+    assert!(stdout(&elsewhere).contains("wrote etc/bot.toml"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("etc/bot.toml")).unwrap(),
+        written
+    );
+
     std::fs::write(dir.path().join("bot.toml"), "# mine\n").unwrap();
     let again = zbot(dir.path(), &["init"], &[]);
     assert_eq!(again.status.code(), Some(1));
