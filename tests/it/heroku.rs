@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::fakes::github::{ARCHIVE_TOKEN, FakeGitHub};
+use crate::fakes::github::{ARCHIVE_TOKEN, FakeGitHub, Status};
 use crate::fakes::heroku::{API_KEY, FakeHeroku, Script};
 use crate::fakes::slack::{self, FakeSlack};
 use crate::harness::{TestRepo, config_text, deliver, deploy, deployment_event, start_chat_zbot};
@@ -65,6 +65,14 @@ impl Setup {
     fn mention(&self, n: u32, text: &str) -> String {
         slack::mention(&self.slack, n, "U0ALICE", CHANNEL, text)
     }
+
+    /// The deployment's final GitHub status, which must be `state` and say `says`.
+    async fn ended(&self, id: u64, state: &str, says: &str) -> Status {
+        let last = self.github.final_status(id, DEADLINE).await;
+        assert_eq!(last.state, state, "{last:?}");
+        assert!(last.description.contains(says), "{}", last.description);
+        last
+    }
 }
 
 #[tokio::test]
@@ -75,13 +83,9 @@ async fn a_heroku_deploy_from_slack_ends_with_the_release_in_its_thread() {
         "-----> Build succeeded!".into(),
     ]));
     let thread = s.mention(1, "deploy adxstat/v0.0.1 to production");
-    let last = s.github.final_status(5001, DEADLINE).await;
-    assert_eq!(last.state, "success", "{last:?}");
-    assert!(
-        last.description.contains("Heroku release v42 of adxstat"),
-        "{}",
-        last.description
-    );
+    let last = s
+        .ended(5001, "success", "Heroku release v42 of adxstat")
+        .await;
     let reply = s
         .slack
         .reply_containing(CHANNEL, &thread, "is on *production*")
@@ -130,9 +134,7 @@ async fn a_failed_heroku_build_is_a_failure_with_its_output_tail() {
         "-----> Build failed".into(),
     ]));
     let thread = s.mention(1, "deploy adxstat/v0.0.1 to production");
-    let last = s.github.final_status(5001, DEADLINE).await;
-    assert_eq!(last.state, "failure", "{last:?}");
-    assert!(last.description.contains("failed"), "{}", last.description);
+    s.ended(5001, "failure", "failed").await;
     let reply = s
         .slack
         .reply_containing(CHANNEL, &thread, "npm ERR! missing script: build")
@@ -184,9 +186,7 @@ async fn each_heroku_api_error_is_an_error_that_says_what_to_fix() {
             s.heroku.script(script);
         }
         deploy(s.zbot.addr, id, "v0.0.1", &s.sha, environment).await;
-        let last = s.github.final_status(id, DEADLINE).await;
-        assert_eq!(last.state, "error", "{last:?}");
-        assert!(last.description.contains(sentence), "{}", last.description);
+        s.ended(id, "error", sentence).await;
     }
     assert!(s.heroku.builds().is_empty());
     s.zbot.stop().await.unwrap();
@@ -197,13 +197,7 @@ async fn a_heroku_build_past_the_timeout_is_left_to_heroku_and_said_so() {
     let s = setup("timeout = \"2s\"").await;
     s.heroku.script(Script::Hang);
     deploy(s.zbot.addr, 7101, "v0.0.1", &s.sha, "production").await;
-    let last = s.github.final_status(7101, DEADLINE).await;
-    assert_eq!(last.state, "error", "{last:?}");
-    assert!(
-        last.description.contains("Heroku may still finish"),
-        "{}",
-        last.description
-    );
+    s.ended(7101, "error", "Heroku may still finish").await;
     s.zbot.stop().await.unwrap();
 }
 
@@ -216,13 +210,8 @@ async fn a_cancelled_heroku_deploy_stops_following_the_build_and_says_heroku_may
     s.github.in_progress(5001, DEADLINE).await;
     let build_id = s.heroku.first_build().await.id;
     s.mention(2, "cancel #5001");
-    let last = s.github.final_status(5001, DEADLINE).await;
-    assert_eq!(last.state, "error", "{last:?}");
-    assert!(
-        last.description.contains("Heroku may still finish build"),
-        "{}",
-        last.description
-    );
+    s.ended(5001, "error", "Heroku may still finish build")
+        .await;
     let reply = s
         .slack
         .reply_containing(CHANNEL, &thread, "Heroku may still finish")
@@ -256,14 +245,12 @@ async fn a_source_url_heroku_echoes_shows_nowhere() {
         None,
     ));
     let refused = s.mention(1, "deploy adxstat/v0.0.1 to production");
-    let last = s.github.final_status(5001, DEADLINE).await;
-    assert_eq!(last.state, "error", "{last:?}");
-    assert!(
-        last.description
-            .contains("Heroku refused the build of adxstat (cannot fetch ***)"),
-        "{}",
-        last.description
-    );
+    s.ended(
+        5001,
+        "error",
+        "Heroku refused the build of adxstat (cannot fetch ***)",
+    )
+    .await;
     s.slack
         .reply_containing(CHANNEL, &refused, "cannot fetch ***")
         .await;
@@ -312,13 +299,7 @@ async fn a_failed_poll_is_asked_again_and_a_failed_release_lookup_is_still_a_suc
     s.heroku.fail_polls(1);
     s.heroku.fail_releases();
     let thread = s.mention(1, "deploy adxstat/v0.0.1 to production");
-    let last = s.github.final_status(5001, DEADLINE).await;
-    assert_eq!(last.state, "success", "{last:?}");
-    assert!(
-        last.description.contains("as Heroku app adxstat"),
-        "{}",
-        last.description
-    );
+    let last = s.ended(5001, "success", "as Heroku app adxstat").await;
     assert!(s.heroku.polls() >= 2, "{}", s.heroku.polls());
     s.slack
         .reply_containing(CHANNEL, &thread, "is on *production*")
@@ -342,13 +323,7 @@ async fn a_deploy_cancelled_while_heroku_holds_the_build_request_says_heroku_may
     let thread = s.mention(1, "deploy adxstat/v0.0.1 to production");
     s.heroku.held_creation().await;
     s.mention(2, "cancel #5001");
-    let last = s.github.final_status(5001, DEADLINE).await;
-    assert_eq!(last.state, "error", "{last:?}");
-    assert!(
-        last.description.contains("Heroku may still build"),
-        "{}",
-        last.description
-    );
+    s.ended(5001, "error", "Heroku may still build").await;
     s.slack
         .reply_containing(CHANNEL, &thread, "Heroku may still build")
         .await;
@@ -401,9 +376,7 @@ async fn a_heroku_app_refuses_host_limits_and_tasks() {
         let (status, body) =
             deliver(s.zbot.addr, "deployment", &format!("delivery-{id}"), &event).await;
         assert_eq!(status, 422, "{body}");
-        let last = s.github.final_status(id, DEADLINE).await;
-        assert_eq!(last.state, "error", "{last:?}");
-        assert!(last.description.contains(says), "{}", last.description);
+        s.ended(id, "error", says).await;
     }
     assert!(s.heroku.builds().is_empty());
     s.zbot.stop().await.unwrap();
