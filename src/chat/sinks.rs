@@ -1,6 +1,6 @@
 //! Notification sinks (`[[notify]]`): deployment events sent beyond the thread they were asked from —
-//! a Slack channel, a Campfire room, or a webhook (a signed JSON POST, for Microsoft Teams, Discord,
-//! Mattermost or a team's own service) — and the direct message to the person who asked.
+//! a Slack channel, a Campfire room, or a webhook (a signed JSON POST, for a team's own service or a
+//! relay to Microsoft Teams, Discord or Mattermost) — and the direct message to the person who asked.
 //!
 //! Each sink is its own task with its own bounded queue: its subscription to the event bus, which
 //! holds at most the bus's capacity and drops the oldest events when the sink falls that far behind
