@@ -237,7 +237,18 @@ pub fn parse_error_text(error: &ParseError) -> (String, String) {
         ),
         ParseError::NotATime { word } => (
             format!("`{word}` is not a time of day"),
-            "write `until 18:00` (24-hour clock), or a duration like `2h`".into(),
+            "write `until 18:00` (24-hour clock, `00:00` to `24:00`, the end of the day), or a duration like `2h`".into(),
+        ),
+        ParseError::DurationOutOfRange { word } => (
+            format!(
+                "`{word}` is out of range: a freeze or lock lasts from 1m to {}d",
+                crate::command::grammar::MAX_MINUTES / (24 * 60)
+            ),
+            "that is zbot's limit; a longer closure belongs in bot.toml, as a closed period of `[windows.<env>]`".into(),
+        ),
+        ParseError::NotADuration { word } => (
+            format!("`{word}` is not a duration I know"),
+            "write days, hours and minutes as `1d`, `2h`, `30m` or `1h30m`".into(),
         ),
         ParseError::NeedsRequestNumber { verb } => (
             format!("`{verb}` needs the number of a waiting request"),

@@ -92,8 +92,16 @@ pub enum ParseError {
         topic: String,
         suggestion: Option<&'static str>,
     },
-    /// `until` followed by something other than a time of day.
+    /// `until` followed by something other than a time of day (`00:00`–`24:00`).
     NotATime {
+        word: String,
+    },
+    /// A duration of zero, or longer than [`MAX_MINUTES`] (`100d`), or too long to count.
+    DurationOutOfRange {
+        word: String,
+    },
+    /// A number in a unit zbot does not take (`2w`, `3hours`).
+    NotADuration {
         word: String,
     },
     /// `approve` / `reject` without a request number.
@@ -569,13 +577,27 @@ fn reason(i: &str) -> PResult<'_, Option<String>> {
 }
 
 /// `until = duration | "until" HH ":" MM`, where `duration = (digits ("d" | "h" | "m"))+`; `None`
-/// when the next word is neither.
+/// when the next word is neither. A word that looks like a duration but is out of range (`0m`,
+/// `100d`, digits that overflow) or in another unit (`2w`, `3hours`) is refused, never read as the
+/// start of the reason; so is a time of day outside `00:00`–`24:00` (`24:00` is the end of the day,
+/// the same instant as the next `00:00`).
 fn until(i: &str) -> PResult<'_, Option<Until>> {
     let Ok((after, first)) = preceded(spaces1, word).parse(i) else {
         return Ok((i, None));
     };
-    if let Some(minutes) = duration_minutes(first) {
-        return Ok((after, Some(Until::For { minutes })));
+    match duration_word(first) {
+        DurationWord::Minutes(minutes) => return Ok((after, Some(Until::For { minutes }))),
+        DurationWord::OutOfRange => {
+            return Err(malformed(ParseError::DurationOutOfRange {
+                word: first.to_string(),
+            }));
+        }
+        DurationWord::OtherUnit => {
+            return Err(malformed(ParseError::NotADuration {
+                word: first.to_string(),
+            }));
+        }
+        DurationWord::Not => {}
     }
     if !first.eq_ignore_ascii_case("until") {
         return Ok((i, None));
@@ -588,11 +610,7 @@ fn until(i: &str) -> PResult<'_, Option<Until>> {
                     word: String::new(),
                 })
             })?;
-    let parsed = time.split_once(':').and_then(|(h, m)| {
-        let (hour, minute): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-        (h.len() <= 2 && m.len() == 2 && hour < 24 && minute < 60).then_some((hour, minute))
-    });
-    match parsed {
+    match time_of_day(time) {
         Some((hour, minute)) => Ok((after, Some(Until::At { hour, minute }))),
         None => Err(malformed(ParseError::NotATime {
             word: time.to_string(),
@@ -600,32 +618,88 @@ fn until(i: &str) -> PResult<'_, Option<Until>> {
     }
 }
 
-/// The longest freeze or lock typed in chat: 90 days, in minutes.
-const MAX_MINUTES: u64 = 90 * 24 * 60;
+/// `HH:MM` on the 24-hour clock → (hour, minute); `24:00`, the end of the day, is the next `00:00`.
+fn time_of_day(text: &str) -> Option<(u32, u32)> {
+    let (h, m) = text.split_once(':')?;
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    if !(digits(h) && digits(m) && h.len() <= 2 && m.len() == 2) {
+        return None;
+    }
+    let (hour, minute): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    match (hour, minute) {
+        (24, 0) => Some((0, 0)),
+        (hour, minute) if hour < 24 && minute < 60 => Some((hour, minute)),
+        _ => None,
+    }
+}
+
+/// The longest freeze or lock typed in chat: 30 days, in minutes. zbot's own limit (no outside
+/// service sets one): a closure longer than a month belongs in `bot.toml`, as a closed period of
+/// `[windows.<env>]` that everyone can read, not in a chat message nobody finds again.
+pub const MAX_MINUTES: u32 = 30 * 24 * 60;
+
+/// What one word is, where a duration may stand.
+#[derive(Debug, PartialEq, Eq)]
+enum DurationWord {
+    /// Not a duration: the reason starts here.
+    Not,
+    /// A duration of 1 to [`MAX_MINUTES`] minutes.
+    Minutes(u32),
+    /// Written as a duration, but zero, longer than [`MAX_MINUTES`], or too many digits to count.
+    OutOfRange,
+    /// A number with a unit zbot does not take (`2w`, `3hours`, `90min`).
+    OtherUnit,
+}
+
+/// `duration = (digits ("d" | "h" | "m"))+`, any case, read with nom; the sum checked against
+/// [`MAX_MINUTES`] without overflowing.
+fn duration_word(text: &str) -> DurationWord {
+    use nom::character::complete::{alpha1, one_of};
+    use nom::combinator::all_consuming;
+    use nom::multi::many1;
+    let parts: Result<(&str, Vec<(&str, char)>), nom::Err<nom::error::Error<&str>>> =
+        all_consuming(many1((digit1, one_of("dhmDHM")))).parse(text);
+    let Ok((_, parts)) = parts else {
+        let other: Result<_, nom::Err<nom::error::Error<&str>>> =
+            all_consuming((digit1, alpha1)).parse(text);
+        return match other {
+            Ok((_, (_, unit))) if OTHER_UNITS.contains(&unit.to_ascii_lowercase().as_str()) => {
+                DurationWord::OtherUnit
+            }
+            _ => DurationWord::Not,
+        };
+    };
+    let total = parts.iter().try_fold(0u64, |total, (digits, unit)| {
+        let per = match unit.to_ascii_lowercase() {
+            'd' => 24 * 60,
+            'h' => 60,
+            _ => 1,
+        };
+        digits
+            .parse::<u64>()
+            .ok()?
+            .checked_mul(per)?
+            .checked_add(total)
+    });
+    match total.and_then(|t| u32::try_from(t).ok()) {
+        Some(minutes) if (1..=MAX_MINUTES).contains(&minutes) => DurationWord::Minutes(minutes),
+        _ => DurationWord::OutOfRange,
+    }
+}
+
+/// Units people write after a number that zbot does not take: refused with the units it does.
+const OTHER_UNITS: &[&str] = &[
+    "w", "wk", "wks", "week", "weeks", "s", "sec", "secs", "second", "seconds", "min", "mins",
+    "minute", "minutes", "hr", "hrs", "hour", "hours", "day", "days", "mo", "month", "months", "y",
+    "yr", "year", "years",
+];
 
 /// `2h`, `30m`, `1h30m`, `1d` → minutes (more than zero, at most [`MAX_MINUTES`]).
 pub fn duration_minutes(text: &str) -> Option<u32> {
-    let mut total: u64 = 0;
-    let mut rest = text;
-    if rest.is_empty() {
-        return None;
+    match duration_word(text) {
+        DurationWord::Minutes(minutes) => Some(minutes),
+        _ => None,
     }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        if digits == 0 || digits > 6 {
-            return None;
-        }
-        let number: u64 = rest[..digits].parse().ok()?;
-        let unit = match rest[digits..].chars().next()? {
-            'd' | 'D' => 24 * 60,
-            'h' | 'H' => 60,
-            'm' | 'M' => 1,
-            _ => return None,
-        };
-        total += number * unit;
-        rest = &rest[digits + 1..];
-    }
-    (total > 0 && total <= MAX_MINUTES).then(|| u32::try_from(total).ok())?
 }
 
 /// `scope = app ("in" | "on" | "to") env | env`: an app's environment, or that environment of every app.
@@ -938,13 +1012,87 @@ mod tests {
             ("2h", Some(120)),
             ("1d", Some(1440)),
             ("1h30m", Some(90)),
+            ("30d", Some(MAX_MINUTES)),
             ("0m", None),
             ("2x", None),
             ("h", None),
+            ("31d", None),
             ("91d", None),
         ] {
             assert_eq!(duration_minutes(text), minutes, "{text}");
         }
+    }
+
+    /// A word where a duration or time may stand is a duration, out of range, in another unit, or the
+    /// reason's first word; out of range is refused, never read as the reason.
+    #[test]
+    fn durations_and_times_are_parsed_strictly() {
+        for (text, expected) in [
+            ("2h", DurationWord::Minutes(120)),
+            ("2H30M", DurationWord::Minutes(150)),
+            ("1d1d", DurationWord::Minutes(2880)),
+            ("43200m", DurationWord::Minutes(MAX_MINUTES)),
+            ("43201m", DurationWord::OutOfRange),
+            ("0m", DurationWord::OutOfRange),
+            ("0h0m", DurationWord::OutOfRange),
+            ("100d", DurationWord::OutOfRange),
+            ("99999999999999999999999h", DurationWord::OutOfRange),
+            ("18446744073709551615d", DurationWord::OutOfRange),
+            ("2w", DurationWord::OtherUnit),
+            ("3hours", DurationWord::OtherUnit),
+            ("90min", DurationWord::OtherUnit),
+            ("testing", DurationWord::Not),
+            ("3rd", DurationWord::Not),
+            ("2h-ish", DurationWord::Not),
+            ("h2", DurationWord::Not),
+        ] {
+            assert_eq!(duration_word(text), expected, "{text}");
+        }
+        for (text, expected) in [
+            ("00:00", Some((0, 0))),
+            ("9:05", Some((9, 5))),
+            ("23:59", Some((23, 59))),
+            ("24:00", Some((0, 0))),
+            ("24:01", None),
+            ("25:61", None),
+            ("12:60", None),
+            ("12:5", None),
+            ("+1:00", None),
+            ("123:00", None),
+            ("6pm", None),
+        ] {
+            assert_eq!(time_of_day(text), expected, "{text}");
+        }
+        let out_of_range = |word: &str| ParseError::DurationOutOfRange { word: word.into() };
+        for (text, expected) in [
+            ("freeze production 100d reason", out_of_range("100d")),
+            ("lock adxstat in production 0m testing", out_of_range("0m")),
+            (
+                "lock adxstat 99999999999999999999h testing",
+                out_of_range("99999999999999999999h"),
+            ),
+            (
+                "freeze production 2w holidays",
+                ParseError::NotADuration { word: "2w".into() },
+            ),
+            (
+                "freeze production until 25:61",
+                ParseError::NotATime {
+                    word: "25:61".into(),
+                },
+            ),
+        ] {
+            assert_eq!(parse_command(text), Err(expected), "{text:?}");
+        }
+        assert_eq!(
+            parse_command("freeze production until 24:00 end of day"),
+            Ok(Command::Freeze {
+                app: None,
+                environment: "production".parse().unwrap(),
+                until: Some(Until::At { hour: 0, minute: 0 }),
+                reason: Some("end of day".into()),
+            })
+        );
     }
 
     /// A stray word after a whole command gets that command's usage, not `deploy`'s.

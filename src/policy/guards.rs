@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveTime, Utc};
 use chrono_tz::Tz;
 
 use super::Denial;
@@ -47,17 +47,21 @@ pub fn freeze_holds(
         && freeze.until.is_none_or(|until| now < until)
 }
 
-/// The freezes that hold at `now` (ended ones are left out).
+/// The freezes that hold at `now` (ended ones are left out), soonest end first (an open-ended freeze
+/// last), then in the order they were taken: the order `freezes` and `where` list them in.
 pub fn active_freezes(freezes: &[Freeze], now: DateTime<Utc>) -> Vec<Freeze> {
-    freezes
+    let mut active: Vec<Freeze> = freezes
         .iter()
         .filter(|f| f.until.is_none_or(|until| now < until))
         .cloned()
-        .collect()
+        .collect();
+    active.sort_by_key(|f| (f.until.is_none(), f.until, f.id));
+    active
 }
 
 /// Why `app`'s `environment` is closed at `now`, if it is: a freeze first (it names a person and a
-/// reason), then a closed period, then the window's days and hours.
+/// reason; of several, the one ending last, as that is when deploys may go again), then a closed
+/// period, then the window's days and hours.
 pub fn closure(
     now: DateTime<Utc>,
     app: &AppName,
@@ -66,17 +70,34 @@ pub fn closure(
     windows: &BTreeMap<Environment, Window>,
     time_zone: Tz,
 ) -> Option<Closure> {
-    if let Some(freeze) = freezes
+    let mut all = closures(now, app, environment, freezes, windows, time_zone);
+    let ending_last = all
         .iter()
-        .find(|f| freeze_holds(f, app, environment, now))
-    {
-        return Some(Closure::Frozen {
-            freeze: freeze.clone(),
-            time_zone,
-        });
+        .rposition(|c| matches!(c, Closure::Frozen { .. }))
+        .unwrap_or(0);
+    (ending_last < all.len()).then(|| all.swap_remove(ending_last))
+}
+
+/// Everything that closes `app`'s `environment` at `now`: each freeze that holds it (soonest end
+/// first, as [`active_freezes`]), then its window's closed period or hours. `where can i deploy`
+/// lists them all.
+pub fn closures(
+    now: DateTime<Utc>,
+    app: &AppName,
+    environment: &Environment,
+    freezes: &[Freeze],
+    windows: &BTreeMap<Environment, Window>,
+    time_zone: Tz,
+) -> Vec<Closure> {
+    let mut all: Vec<Closure> = active_freezes(freezes, now)
+        .into_iter()
+        .filter(|f| freeze_holds(f, app, environment, now))
+        .map(|freeze| Closure::Frozen { freeze, time_zone })
+        .collect();
+    if let Some((_, window)) = windows.iter().find(|(env, _)| env.same(environment)) {
+        all.extend(window_closure(window, environment, now));
     }
-    let (_, window) = windows.iter().find(|(env, _)| env.same(environment))?;
-    window_closure(window, environment, now)
+    all
 }
 
 /// Whether `window` is closed at `now`, and why.
@@ -120,13 +141,7 @@ pub fn next_open(window: &Window, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     (0..15)
         .filter_map(|days| today.checked_add_days(chrono::Days::new(days)))
         .filter(|day| window.days.contains(&day.weekday()))
-        .filter_map(|day| {
-            window
-                .time_zone
-                .from_local_datetime(&day.and_time(window.open))
-                .earliest()
-        })
-        .map(|opens| opens.with_timezone(&Utc))
+        .map(|day| crate::clock::instant(window.time_zone, day.and_time(window.open)))
         .filter(|opens| *opens > now)
         .find(|opens| {
             let local = opens.with_timezone(&window.time_zone).naive_local();
@@ -138,7 +153,9 @@ pub fn next_open(window: &Window, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 }
 
 /// When a freeze or lock typed with `until` ends: after its minutes, or at the next such time of day
-/// in `time_zone` (today if still ahead, else tomorrow).
+/// in `time_zone` (today if still ahead, else tomorrow). A time the clocks skip that night (`until
+/// 02:30` on a spring-forward day) ends when the gap does; a time they repeat, at its first passing
+/// ([`crate::clock::instant`]).
 pub fn end_of(until: Until, now: DateTime<Utc>, time_zone: Tz) -> DateTime<Utc> {
     match until {
         Until::For { minutes } => now + Duration::minutes(i64::from(minutes)),
@@ -147,8 +164,7 @@ pub fn end_of(until: Until, now: DateTime<Utc>, time_zone: Tz) -> DateTime<Utc> 
             let local = now.with_timezone(&time_zone);
             (0..3)
                 .filter_map(|days| local.date_naive().checked_add_days(chrono::Days::new(days)))
-                .filter_map(|day| time_zone.from_local_datetime(&day.and_time(at)).earliest())
-                .map(|t| t.with_timezone(&Utc))
+                .map(|day| crate::clock::instant(time_zone, day.and_time(at)))
                 .find(|t| *t > now)
                 .unwrap_or(now)
         }
@@ -324,6 +340,130 @@ pub(crate) mod tests {
             ),
         ] {
             assert_eq!(end_of(until, at(now), berlin), at(end), "{now} {until}");
+        }
+    }
+
+    /// `until` on the nights the clocks change, in Berlin: a skipped time ends when the gap does, a
+    /// repeated one at its first passing; `until 24:00` (read as `00:00`) is the end of today.
+    #[test]
+    fn until_a_time_across_daylight_saving_switches() {
+        let berlin = chrono_tz::Europe::Berlin;
+        let until = |hour, minute| Until::At { hour, minute };
+        for (now, until, end) in [
+            // Sat 27 Mar 2027 22:00 CET; Sunday 02:30 does not exist → 03:00 CEST.
+            ("2027-03-27T21:00:00Z", until(2, 30), "2027-03-28T01:00:00Z"),
+            // Sunday 28 Mar, 00:30 CET: the same night.
+            ("2027-03-27T23:30:00Z", until(2, 30), "2027-03-28T01:00:00Z"),
+            // After the switch: the next 02:30 is Monday's (CEST).
+            ("2027-03-28T01:30:00Z", until(2, 30), "2027-03-29T00:30:00Z"),
+            // Sun 31 Oct 2027: 02:30 happens twice → the first, 02:30 CEST.
+            ("2027-10-30T22:00:00Z", until(2, 30), "2027-10-31T00:30:00Z"),
+            // `until 24:00` at 20:00 CET: midnight at the end of the day.
+            ("2026-11-30T19:00:00Z", until(0, 0), "2026-11-30T23:00:00Z"),
+            // A 2h freeze across the spring switch lasts two real hours.
+            (
+                "2027-03-28T00:30:00Z",
+                Until::For { minutes: 120 },
+                "2027-03-28T02:30:00Z",
+            ),
+        ] {
+            assert_eq!(end_of(until, at(now), berlin), at(end), "{now} {until}");
+        }
+    }
+
+    /// A window that opens at a time the spring switch skips opens when the gap ends, and is open
+    /// then; a window is read on the wall clock of its zone before and after the switch.
+    #[test]
+    fn a_window_across_a_daylight_saving_switch() {
+        let production: Environment = "production".parse().unwrap();
+        let window = Window {
+            time_zone: chrono_tz::Europe::Berlin,
+            days: vec![Weekday::Sun, Weekday::Mon],
+            open: NaiveTime::from_hms_opt(2, 30, 0).unwrap(),
+            close: NaiveTime::from_hms_opt(17, 0, 0).unwrap(),
+            closed: vec![],
+        };
+        for (now, open, opens) in [
+            // Sun 28 Mar 2027, 01:30 CET: opens at the end of the gap, 03:00 CEST.
+            ("2027-03-28T00:30:00Z", false, Some("2027-03-28T01:00:00Z")),
+            ("2027-03-28T01:00:00Z", true, None),
+            // 16:30 CEST on Sunday: open; 17:00 CEST: closed until Monday 02:30 CEST.
+            ("2027-03-28T14:30:00Z", true, None),
+            ("2027-03-28T15:00:00Z", false, Some("2027-03-29T00:30:00Z")),
+            // Sat 30 Oct 2027, 20:00 CEST: opens Sunday at the first 02:30 (CEST).
+            ("2027-10-30T18:00:00Z", false, Some("2027-10-31T00:30:00Z")),
+        ] {
+            let now = at(now);
+            let closure = window_closure(&window, &production, now);
+            assert_eq!(closure.is_none(), open, "{now}");
+            if let Some(Closure::OutsideWindow { opens: got, .. }) = closure {
+                assert_eq!(got, opens.map(at), "{now}");
+            }
+        }
+    }
+
+    /// Of several freezes, a deploy's refusal names the one ending last (an open-ended one last of
+    /// all); `closures` lists each, soonest end first, then the window.
+    #[test]
+    fn several_freezes_are_each_listed_and_the_last_to_end_refuses() {
+        let now = at("2026-11-30T09:00:00Z");
+        let adxstat: AppName = "adxstat".parse().unwrap();
+        let production: Environment = "production".parse().unwrap();
+        let numbered = |id, until: Option<&str>| Freeze {
+            id,
+            ..freeze(None, until)
+        };
+        let ended = numbered(1, Some("2026-11-30T08:30:00Z"));
+        let late = numbered(2, Some("2026-11-30T18:00:00Z"));
+        let soon = numbered(3, Some("2026-11-30T10:00:00Z"));
+        let open = numbered(4, None);
+        let ids = |closures: Vec<Closure>| -> Vec<i64> {
+            closures
+                .into_iter()
+                .map(|c| match c {
+                    Closure::Frozen { freeze, .. } => freeze.id,
+                    _ => 0,
+                })
+                .collect()
+        };
+        let windows = BTreeMap::from([(production.clone(), berlin_office_hours())]);
+        let saturday = at("2026-12-05T10:00:00Z");
+        for (freezes, windows, now, listed, refused) in [
+            (
+                vec![late.clone(), soon.clone()],
+                BTreeMap::new(),
+                now,
+                vec![3, 2],
+                Some(2),
+            ),
+            (
+                vec![open.clone(), late.clone(), soon.clone(), ended.clone()],
+                BTreeMap::new(),
+                now,
+                vec![3, 2, 4],
+                Some(4),
+            ),
+            (vec![ended.clone()], BTreeMap::new(), now, vec![], None),
+            (
+                vec![soon.clone()],
+                windows.clone(),
+                saturday,
+                vec![0],
+                Some(0),
+            ),
+            (
+                vec![open.clone()],
+                windows.clone(),
+                saturday,
+                vec![4, 0],
+                Some(4),
+            ),
+        ] {
+            let tz = Tz::UTC;
+            let all = closures(now, &adxstat, &production, &freezes, &windows, tz);
+            assert_eq!(ids(all), listed, "{freezes:?}");
+            let one = closure(now, &adxstat, &production, &freezes, &windows, tz);
+            assert_eq!(ids(one.into_iter().collect()), Vec::from_iter(refused));
         }
     }
 }
