@@ -172,11 +172,19 @@ impl AutoDeployer {
             return Some(reply::auto_needs_approval());
         }
         match self.store.lock_of(name, environment).await {
-            Ok(Some(lock)) if lock.holds_at(now) => return Some(reply::locked(&lock)),
+            Ok(Some(lock)) if lock.holds_at(now) => {
+                return Some(reply::locked(&lock, self.config.bot.time_zone));
+            }
             Ok(_) => {}
             Err(_) => return Some("zbot cannot read its locks".into()),
         }
-        let freezes = self.store.freezes().await.unwrap_or_default();
+        let freezes = match self.store.freezes().await {
+            Ok(freezes) => freezes,
+            Err(e) => {
+                tracing::error!("cannot read freezes: {e}");
+                return Some(reply::denial_plain(&policy::Denial::FreezesUnreadable));
+            }
+        };
         policy::guards::closure(
             now,
             name,

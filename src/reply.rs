@@ -2,7 +2,7 @@
 //! the same language. Chat texts are Slack mrkdwn: anything from outside is escaped with
 //! [`escape`], users are written as mentions.
 
-use chrono::{Local, Utc};
+use chrono::Utc;
 
 use crate::command::ParseError;
 use crate::domain::{AppName, Environment, GitRef};
@@ -50,43 +50,56 @@ pub fn user(id: &str) -> String {
     }
 }
 
-fn since(lock: &Lock) -> String {
-    let local = lock.created_at.with_timezone(&Local);
-    if local.date_naive() == Utc::now().with_timezone(&Local).date_naive() {
-        local.format("%H:%M").to_string()
+/// When a lock was taken, as [`when`] says it (in `[bot] time_zone`, the zone named).
+fn since(lock: &Lock, now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) -> String {
+    when(lock.created_at, now, zone)
+}
+
+/// A lock's reason after the rest of a sentence: ": testing", or " because testing" when the reason
+/// already starts with "because" (`lock adxstat because testing`), so it is not said twice.
+fn lock_reason(reason: &str, chat: bool) -> String {
+    let reason = if chat {
+        escape(reason)
     } else {
-        local.format("%b %-d %H:%M").to_string()
+        reason.to_string()
+    };
+    let starts_with_because = reason
+        .get(..8)
+        .is_some_and(|start| start.eq_ignore_ascii_case("because "));
+    if starts_with_because {
+        format!(" {reason}")
+    } else {
+        format!(": {reason}")
     }
 }
 
-/// "adxstat is locked on production by U0BOB since 10:42: testing the migration" (plain, for GitHub).
-pub fn locked(lock: &Lock) -> String {
+/// "adxstat is locked on production by U0BOB since Mon Nov 30 10:42 CET: testing the migration" (plain,
+/// for GitHub); times in `zone`, with the date (a refusal is read later, in a status or a thread).
+pub fn locked(lock: &Lock, zone: chrono_tz::Tz) -> String {
     let mut text = format!(
         "{} is locked on {} by {} since {}",
         lock.app,
         lock.environment,
         lock.holder,
-        since(lock)
+        dated(lock.created_at, zone)
     );
     if let Some(reason) = &lock.reason {
-        text.push_str(": ");
-        text.push_str(reason);
+        text.push_str(&lock_reason(reason, false));
     }
     text
 }
 
 /// The same for chat, with the holder as a mention.
-pub fn locked_in_chat(lock: &Lock) -> String {
+pub fn locked_in_chat(lock: &Lock, zone: chrono_tz::Tz) -> String {
     let mut text = format!(
         "{} is locked on *{}* by {} since {}",
         lock.app,
         lock.environment,
         user(&lock.holder),
-        since(lock)
+        dated(lock.created_at, zone)
     );
     if let Some(reason) = &lock.reason {
-        text.push_str(": ");
-        text.push_str(&escape(reason));
+        text.push_str(&lock_reason(reason, true));
     }
     text
 }
@@ -289,6 +302,34 @@ pub fn denial(denial: &Denial) -> String {
             }
             text
         }
+        Denial::NoSuchEnvironment {
+            typed,
+            known,
+            suggestion,
+            app,
+        } => {
+            let mut text = format!(
+                "No app has a `{}` environment. There are: {}",
+                escape(typed.as_str()),
+                sentence(&names(known))
+            );
+            if let Some(s) = suggestion {
+                text.push_str(&format!(" Did you mean `{s}`?"));
+            }
+            if let Some(app) = app {
+                text.push_str(&format!(
+                    " `{app}` is an app: name its environment, as in `{app} in {}`.",
+                    suggestion
+                        .as_ref()
+                        .or(known.first())
+                        .map_or("production", Environment::as_str)
+                ));
+            }
+            text
+        }
+        Denial::FreezesUnreadable => {
+            "I could not read the freezes, so I can't tell whether that environment is frozen and did nothing. Try again in a moment.".to_string()
+        }
         Denial::UnknownRepository { repository } => format!(
             "No app in bot.toml deploys {}: add an `[apps.<name>]` with `repository = \"{}\"`.",
             escape(repository.as_str()),
@@ -303,7 +344,7 @@ pub fn denial(denial: &Denial) -> String {
         Denial::UserNotAllowed { app, environment } => {
             format!("You are not allowed to deploy {app} to *{environment}*.")
         }
-        Denial::Locked(lock) => locked_in_chat(lock),
+        Denial::Locked { lock, time_zone } => locked_in_chat(lock, *time_zone),
         Denial::NotLockHolder(lock) => unlock_denied(lock),
         Denial::Closed {
             closure,
@@ -351,6 +392,13 @@ pub fn denial(denial: &Denial) -> String {
         ),
         Denial::HerokuHosts { .. } | Denial::HerokuTask { .. } => sentence(&denial_plain(denial)),
     }
+}
+
+/// A time for people with its date, in `zone`, with the zone's name: "Mon Nov 30 18:00 CET".
+pub fn dated(at: chrono::DateTime<Utc>, zone: chrono_tz::Tz) -> String {
+    at.with_timezone(&zone)
+        .format("%a %b %-d %H:%M %Z")
+        .to_string()
 }
 
 /// A time for people: "18:00" today, "Dec 1 18:00" otherwise, in `zone`, with the zone's name.
@@ -403,6 +451,7 @@ pub fn closure_text(closure: &Closure, chat: bool) -> String {
             environment,
             window,
             opens,
+            shown_in,
         } => {
             let mut line = format!(
                 "{environment} is outside its deploy window ({} {}–{} {})",
@@ -412,10 +461,9 @@ pub fn closure_text(closure: &Closure, chat: bool) -> String {
                 window.time_zone.name()
             );
             if let Some(opens) = opens {
-                let local = opens.with_timezone(&window.time_zone);
                 line.push_str(&format!(
                     "; it opens {}",
-                    local.format("%a %b %-d %H:%M %Z")
+                    in_both(*opens, window.time_zone, *shown_in)
                 ));
             }
             line
@@ -424,11 +472,12 @@ pub fn closure_text(closure: &Closure, chat: bool) -> String {
             environment,
             period,
             time_zone,
+            shown_in,
         } => {
+            let until = crate::clock::instant(*time_zone, period.until);
             let mut line = format!(
-                "{environment} is closed until {} {}",
-                period.until.format("%a %b %-d %H:%M"),
-                time_zone.name()
+                "{environment} is closed until {}",
+                in_both(until, *time_zone, *shown_in)
             );
             if !period.reason.is_empty() {
                 line.push_str(&format!(": {}", text(&period.reason)));
@@ -436,6 +485,22 @@ pub fn closure_text(closure: &Closure, chat: bool) -> String {
             line
         }
     }
+}
+
+/// A time in the zone a rule was written in, and in `[bot] time_zone` too when that shows another
+/// clock: "Mon Nov 30 09:00 EST (15:00 CET)".
+fn in_both(at: chrono::DateTime<Utc>, zone: chrono_tz::Tz, shown_in: chrono_tz::Tz) -> String {
+    let there = dated(at, zone);
+    let here = at.with_timezone(&shown_in);
+    if here.naive_local() == at.with_timezone(&zone).naive_local() {
+        return there;
+    }
+    let here = if here.date_naive() == at.with_timezone(&zone).date_naive() {
+        here.format("%H:%M %Z").to_string()
+    } else {
+        dated(at, shown_in)
+    };
+    format!("{there} ({here})")
 }
 
 /// "Mon–Fri", or the days listed.
@@ -450,29 +515,105 @@ fn days(days: &[chrono::Weekday]) -> String {
         .join(",")
 }
 
-/// A freeze taken.
-pub fn frozen(freeze: &Freeze, now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) -> String {
+/// A freeze taken; `overlapping`: others' freezes that already hold some of its scope, each named
+/// (who, until when, why), as each holds until it ends or is lifted.
+pub fn frozen(
+    freeze: &Freeze,
+    overlapping: &[Freeze],
+    now: chrono::DateTime<Utc>,
+    zone: chrono_tz::Tz,
+) -> String {
     let mut text = format!(":snowflake: Froze {} for deploys", freeze_scope(freeze));
-    match freeze.until {
-        Some(until) => text.push_str(&format!(" until {}", when(until, now, zone))),
-        None => text.push_str(" until `unfreeze`"),
+    text.push_str(&freeze_end(freeze, now, zone));
+    if let Some(reason) = &freeze.reason {
+        text.push_str(&format!(": {}", escape(reason)));
     }
+    let mut text = sentence(&text);
+    for other in overlapping {
+        let mut also = format!(
+            " Also frozen: {} by {}{}",
+            freeze_scope(other),
+            user(&other.holder),
+            freeze_end(other, now, zone)
+        );
+        if let Some(reason) = &other.reason {
+            also.push_str(&format!(": {}", escape(reason)));
+        }
+        text.push_str(&sentence(&also));
+    }
+    text
+}
+
+/// " until 18:00 CET", or " until `unfreeze`".
+fn freeze_end(freeze: &Freeze, now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) -> String {
+    match freeze.until {
+        Some(until) => format!(" until {}", when(until, now, zone)),
+        None => " until `unfreeze`".into(),
+    }
+}
+
+/// `freeze` of what the person had frozen already: their freeze now ends at the later end.
+pub fn freeze_extended(
+    freeze: &Freeze,
+    before: &Freeze,
+    now: chrono::DateTime<Utc>,
+    zone: chrono_tz::Tz,
+) -> String {
+    let mut text = if freeze.until == before.until {
+        format!(
+            ":snowflake: You had frozen {} already; it stays frozen{}",
+            freeze_scope(freeze),
+            freeze_end(freeze, now, zone)
+        )
+    } else {
+        format!(
+            ":snowflake: Extended your freeze of {}{} (it was{})",
+            freeze_scope(freeze),
+            freeze_end(freeze, now, zone),
+            freeze_end(before, now, zone)
+        )
+    };
     if let Some(reason) = &freeze.reason {
         text.push_str(&format!(": {}", escape(reason)));
     }
     sentence(&text)
 }
 
-/// Freezes lifted.
-pub fn unfrozen(lifted: &[Freeze]) -> String {
-    match lifted {
-        [] => "Nothing was frozen there.".into(),
-        [one] => format!("Unfroze {}.", freeze_scope(one)),
+/// A freeze to extend was lifted in the meantime.
+pub fn freeze_gone(freeze: &Freeze) -> String {
+    format!(
+        "Your freeze of {} was lifted just now, so I did not extend it: freeze again if you still want it.",
+        freeze_scope(freeze)
+    )
+}
+
+/// Freezes lifted from `app` (`None`: every app) in `environment`; `still`: freezes that still hold
+/// there, of a wider scope (`unfreeze adxstat in production` leaves a freeze of all of production).
+pub fn unfrozen(
+    lifted: &[Freeze],
+    still: &[Freeze],
+    app: Option<&AppName>,
+    environment: &Environment,
+) -> String {
+    let mut text = match lifted {
+        [] => format!(
+            "{} was not frozen: there was nothing to unfreeze.",
+            scope_text(app, environment)
+        ),
         many => format!(
             "Unfroze {}.",
             many.iter().map(freeze_scope).collect::<Vec<_>>().join(", ")
         ),
+    };
+    for other in still {
+        text.push_str(&format!(
+            " {} is still frozen by {}: `unfreeze {}` lifts it.",
+            freeze_scope(other),
+            user(&other.holder),
+            other.environment
+        ));
     }
+    text
 }
 
 /// What an admin's `deploy!` overrides, said in the thread before the deploy.
@@ -772,6 +913,12 @@ pub fn denial_plain(denial: &Denial) -> String {
             "`{typed}` is not one of {app}'s environments: {}",
             names(known)
         ),
+        Denial::NoSuchEnvironment { typed, known, .. } => {
+            format!("no app has a `{typed}` environment: {}", names(known))
+        }
+        Denial::FreezesUnreadable => {
+            "zbot could not read its freezes, so it does not deploy: try again".to_string()
+        }
         Denial::UnknownRepository { repository } => {
             format!("no app in zbot's bot.toml deploys {repository}: add one")
         }
@@ -781,7 +928,7 @@ pub fn denial_plain(denial: &Denial) -> String {
         Denial::UserNotAllowed { app, environment } => {
             format!("that user may not deploy {app} to {environment}")
         }
-        Denial::Locked(lock) => locked(lock),
+        Denial::Locked { lock, time_zone } => locked(lock, *time_zone),
         Denial::Closed { closure, .. } => closure_text(closure, false),
         Denial::NotFreezeHolder(freeze) => {
             format!("only {} or an admin can lift that freeze", freeze.holder)
@@ -1156,12 +1303,16 @@ pub fn outcome(e: &DeploymentEvent) -> Message {
     Message::text(text.trim_end())
 }
 
+/// `deploys`: the recent deployments as a table, then who approved which; times in `zone` (one whose
+/// timestamp did not read is shown as `?`).
 pub fn deploys_table(
     app: &AppName,
     environment: Option<&Environment>,
     git_ref: Option<&GitRef>,
     rows: &[DeploymentSummary],
     approvals: &[Approved],
+    now: chrono::DateTime<Utc>,
+    zone: chrono_tz::Tz,
 ) -> String {
     let mut title = format!("Recent deployments of {app}");
     if let Some(git_ref) = git_ref {
@@ -1184,7 +1335,8 @@ pub fn deploys_table(
                 r.task.clone(),
                 r.environment.clone(),
                 r.state.clone(),
-                r.created_at.clone(),
+                r.created_at
+                    .map_or_else(|| "?".to_string(), |at| when(at, now, zone)),
             ]
         })
         .collect();
@@ -1219,7 +1371,7 @@ pub fn deploys_table(
         }
         let who: Vec<String> = approvers
             .iter()
-            .map(|(a, at)| format!("{} ({})", user(a), at.format("%Y-%m-%d %H:%M UTC")))
+            .map(|(a, at)| format!("{} ({})", user(a), when(*at, now, zone)))
             .collect();
         text.push_str(&format!("\n• #{id} approved by {}", who.join(", ")));
     }
@@ -1242,11 +1394,15 @@ pub fn otp_not_checked() -> String {
 
 /// `where can i deploy`: the app's environments, each with its lock, and what closes any of them now
 /// (freezes, windows).
+/// `where can i deploy`: the app's environments, each lock with its holder and start, then every
+/// closure (each freeze: who, why, until when; a window) on its own line; times in `zone`.
 pub fn environments(
     app: &AppName,
     environments: &[Environment],
     locks: &[Lock],
     closures: &[Closure],
+    now: chrono::DateTime<Utc>,
+    zone: chrono_tz::Tz,
 ) -> String {
     let listed: Vec<String> = environments
         .iter()
@@ -1254,7 +1410,7 @@ pub fn environments(
             Some(lock) => format!(
                 "{env} (locked by {} since {})",
                 user(&lock.holder),
-                since(lock)
+                since(lock, now, zone)
             ),
             None => env.to_string(),
         })
@@ -1283,14 +1439,14 @@ pub fn locks(locks: &[Lock], now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) ->
                 l.app,
                 l.environment,
                 user(&l.holder),
-                since(l)
+                since(l, now, zone)
             );
             if let Some(end) = l.expires_at {
                 line.push_str(&format!("; ends {}", when(end, now, zone)));
             }
             line.push(')');
             match &l.reason {
-                Some(reason) => line.push_str(&format!(": {}", escape(reason))),
+                Some(reason) => line.push_str(&lock_reason(reason, true)),
                 None => line.push_str(": no reason given"),
             }
             line
@@ -1532,11 +1688,15 @@ pub fn locked_after_failure(environment: &Environment, holder: &str) -> String {
     format!("{environment} is now locked for {holder} (lock_on_failure)")
 }
 
-/// For the deploy log: who approved it.
-pub fn approved_plain(request: i64, approvers: &[(String, chrono::DateTime<Utc>)]) -> String {
+/// For the deploy log: who approved it, and when, in `zone`.
+pub fn approved_plain(
+    request: i64,
+    approvers: &[(String, chrono::DateTime<Utc>)],
+    zone: chrono_tz::Tz,
+) -> String {
     let who: Vec<String> = approvers
         .iter()
-        .map(|(a, at)| format!("{a} at {}", at.format("%Y-%m-%d %H:%M UTC")))
+        .map(|(a, at)| format!("{a} at {}", dated(*at, zone)))
         .collect();
     format!("approved (request #{request}) by {}", who.join(", "))
 }
@@ -1734,6 +1894,8 @@ mod tests {
             std::slice::from_ref(&env),
             &[],
             &[],
+            chrono::Utc::now(),
+            chrono_tz::Tz::UTC,
         );
         assert_eq!(listed, "adxstat can be deployed to v1.");
     }
@@ -1835,7 +1997,10 @@ mod tests {
             created_at: chrono::Utc::now(),
             expires_at: None,
         };
-        let denial = Denial::Locked(lock);
+        let denial = Denial::Locked {
+            lock,
+            time_zone: chrono_tz::Tz::UTC,
+        };
         let mut refused = event("deploy", StatusState::Error, "U0ALICE");
         refused.description = denial_plain(&denial);
         refused.denial = Some(denial);
@@ -1862,7 +2027,7 @@ mod tests {
             sha: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e".into(),
             environment: "production".into(),
             who: who.into(),
-            created_at: "2026-11-02 10:42".into(),
+            created_at: "2026-11-02T10:42:00Z".parse().ok(),
             state: "success".into(),
         }
     }
@@ -1880,6 +2045,8 @@ mod tests {
                 row(1002, "bob", long, "deploy:migrate"),
             ],
             &[],
+            "2026-11-02T12:00:00Z".parse().unwrap(),
+            chrono_tz::Europe::Berlin,
         );
         let lines: Vec<&str> = table
             .lines()
@@ -1900,6 +2067,7 @@ mod tests {
             }
         }
         assert!(rows[1].contains(&format!("{long}(f95f852)")), "{table}");
+        assert!(rows[0].ends_with(" 11:42 CET"), "{table}");
         assert!(
             rows[0].contains(" deploy ") && rows[1].contains(" deploy:migrate "),
             "{table}"

@@ -797,14 +797,9 @@ impl GitHub {
                 .map(String::from)
                 .or_else(|| d.creator.as_ref().map(|c| c.login.clone()))
                 .unwrap_or_else(|| "unknown".into());
-            let created_at = chrono::DateTime::parse_from_rfc3339(&d.created_at).map_or_else(
-                |_| d.created_at.clone(),
-                |t| {
-                    t.with_timezone(&chrono::Utc)
-                        .format("%Y-%m-%d %H:%M")
-                        .to_string()
-                },
-            );
+            let created_at = chrono::DateTime::parse_from_rfc3339(&d.created_at)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc));
             rows.push(DeploymentSummary {
                 id: DeploymentId(d.id),
                 task: d.task,

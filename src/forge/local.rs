@@ -289,7 +289,7 @@ impl LocalForge {
                 sha: d.sha.to_string(),
                 environment: d.environment.to_string(),
                 who: d.actor,
-                created_at: d.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                created_at: Some(d.created_at),
                 state: d.state.as_str().to_string(),
             })
             .collect())

@@ -136,7 +136,8 @@ pub struct DeploymentSummary {
     pub sha: String,
     pub environment: String,
     pub who: String,
-    pub created_at: String,
+    /// When the deployment was created; `None` when GitHub's timestamp did not read as RFC 3339.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     pub state: String,
 }
 

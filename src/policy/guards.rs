@@ -18,17 +18,21 @@ use crate::store::Freeze;
 pub enum Closure {
     /// Frozen; times are said in `time_zone` (`[bot] time_zone`).
     Frozen { freeze: Freeze, time_zone: Tz },
-    /// Outside its window's days or hours; `opens` is when it next opens (within two weeks).
+    /// Outside its window's days or hours; `opens` is when it next opens (within two weeks). Times
+    /// are said in the window's zone and, when it differs, in `shown_in` (`[bot] time_zone`).
     OutsideWindow {
         environment: Environment,
         window: Window,
         opens: Option<DateTime<Utc>>,
+        shown_in: Tz,
     },
-    /// Inside one of its window's closed periods.
+    /// Inside one of its window's closed periods (`time_zone`: the window's, where the period's
+    /// times are read); said also in `shown_in` (`[bot] time_zone`) when it differs.
     ClosedPeriod {
         environment: Environment,
         period: ClosedPeriod,
         time_zone: Tz,
+        shown_in: Tz,
     },
 }
 
@@ -95,16 +99,65 @@ pub fn closures(
         .map(|freeze| Closure::Frozen { freeze, time_zone })
         .collect();
     if let Some((_, window)) = windows.iter().find(|(env, _)| env.same(environment)) {
-        all.extend(window_closure(window, environment, now));
+        all.extend(window_closure(window, environment, now, time_zone));
     }
     all
 }
 
-/// Whether `window` is closed at `now`, and why.
+/// What `freeze` does where freezes already hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreeze {
+    /// The person already froze this very scope: their freeze is extended to `until` (the later of
+    /// both ends; `None`, until `unfreeze`, is the latest).
+    Extend {
+        freeze: Freeze,
+        until: Option<DateTime<Utc>>,
+    },
+    /// A new freeze; `overlapping`: the others that already hold some of its scope, to be named.
+    Add { overlapping: Vec<Freeze> },
+}
+
+/// What a freeze of `app` (`None`: every app) in `environment` by `holder`, ending at `until`, does
+/// given the `active` freezes ([`active_freezes`]).
+pub fn refreeze(
+    active: &[Freeze],
+    app: Option<&AppName>,
+    environment: &Environment,
+    holder: &str,
+    until: Option<DateTime<Utc>>,
+) -> Refreeze {
+    let same_app = |a: Option<&AppName>, b: Option<&AppName>| match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.as_str().eq_ignore_ascii_case(b.as_str()),
+        _ => false,
+    };
+    let here = active.iter().filter(|f| f.environment.same(environment));
+    if let Some(own) = here
+        .clone()
+        .find(|f| f.holder == holder && same_app(f.app.as_ref(), app))
+    {
+        let until = match (own.until, until) {
+            (Some(old), Some(new)) => Some(old.max(new)),
+            _ => None,
+        };
+        return Refreeze::Extend {
+            freeze: own.clone(),
+            until,
+        };
+    }
+    let overlapping = here
+        .filter(|f| f.app.is_none() || app.is_none() || same_app(f.app.as_ref(), app))
+        .cloned()
+        .collect();
+    Refreeze::Add { overlapping }
+}
+
+/// Whether `window` is closed at `now`, and why; `shown_in`: `[bot] time_zone`, for the words.
 pub fn window_closure(
     window: &Window,
     environment: &Environment,
     now: DateTime<Utc>,
+    shown_in: Tz,
 ) -> Option<Closure> {
     let local = now.with_timezone(&window.time_zone).naive_local();
     if let Some(period) = window
@@ -116,6 +169,7 @@ pub fn window_closure(
             environment: environment.clone(),
             period: period.clone(),
             time_zone: window.time_zone,
+            shown_in,
         });
     }
     if in_hours(window, now) {
@@ -125,6 +179,7 @@ pub fn window_closure(
         environment: environment.clone(),
         window: window.clone(),
         opens: next_open(window, now),
+        shown_in,
     })
 }
 
@@ -244,7 +299,7 @@ pub(crate) mod tests {
             ("2026-12-24T10:00:00Z", false, Some("2026-12-28T08:00:00Z")),
         ] {
             let now = at(now);
-            let closure = window_closure(&window, &production, now);
+            let closure = window_closure(&window, &production, now, Tz::UTC);
             assert_eq!(closure.is_none(), open, "{now}");
             match closure {
                 Some(Closure::OutsideWindow { opens: got, .. }) => {
@@ -394,11 +449,109 @@ pub(crate) mod tests {
             ("2027-10-30T18:00:00Z", false, Some("2027-10-31T00:30:00Z")),
         ] {
             let now = at(now);
-            let closure = window_closure(&window, &production, now);
+            let closure = window_closure(&window, &production, now, Tz::UTC);
             assert_eq!(closure.is_none(), open, "{now}");
             if let Some(Closure::OutsideWindow { opens: got, .. }) = closure {
                 assert_eq!(got, opens.map(at), "{now}");
             }
+        }
+    }
+
+    /// A freeze of what the same person froze already extends theirs (to the later end); anyone
+    /// else's adds one, naming those that overlap it.
+    #[test]
+    fn a_second_freeze_extends_ones_own_or_adds() {
+        let adxstat: AppName = "adxstat".parse().unwrap();
+        let other: AppName = "other".parse().unwrap();
+        let production: Environment = "production".parse().unwrap();
+        let staging: Environment = "staging".parse().unwrap();
+        let by = |id, holder: &str, app: Option<&str>, until: Option<&str>| Freeze {
+            id,
+            holder: holder.into(),
+            ..freeze(app, until)
+        };
+        let boss_all = by(1, "U0BOSS", None, Some("2026-11-30T12:00:00Z"));
+        let bob_adxstat = by(2, "U0BOB", Some("adxstat"), None);
+        let active = vec![boss_all.clone(), bob_adxstat.clone()];
+        let (noon, two) = (
+            Some(at("2026-11-30T12:00:00Z")),
+            Some(at("2026-11-30T14:00:00Z")),
+        );
+        let eleven = Some(at("2026-11-30T11:00:00Z"));
+        for (app, env, holder, until, expected) in [
+            (
+                None,
+                &production,
+                "U0BOSS",
+                two,
+                Refreeze::Extend {
+                    freeze: boss_all.clone(),
+                    until: two,
+                },
+            ),
+            (
+                None,
+                &production,
+                "U0BOSS",
+                eleven,
+                Refreeze::Extend {
+                    freeze: boss_all.clone(),
+                    until: noon,
+                },
+            ),
+            (
+                None,
+                &production,
+                "U0BOSS",
+                None,
+                Refreeze::Extend {
+                    freeze: boss_all.clone(),
+                    until: None,
+                },
+            ),
+            (
+                Some(&adxstat),
+                &production,
+                "U0BOB",
+                two,
+                Refreeze::Extend {
+                    freeze: bob_adxstat.clone(),
+                    until: None,
+                },
+            ),
+            (
+                None,
+                &production,
+                "U0ALICE",
+                two,
+                Refreeze::Add {
+                    overlapping: active.clone(),
+                },
+            ),
+            (
+                Some(&other),
+                &production,
+                "U0BOB",
+                two,
+                Refreeze::Add {
+                    overlapping: vec![boss_all.clone()],
+                },
+            ),
+            (
+                None,
+                &staging,
+                "U0BOSS",
+                two,
+                Refreeze::Add {
+                    overlapping: vec![],
+                },
+            ),
+        ] {
+            assert_eq!(
+                refreeze(&active, app, env, holder, until),
+                expected,
+                "{app:?} {env} {holder}"
+            );
         }
     }
 

@@ -26,6 +26,17 @@ pub enum Denial {
         known: Vec<Environment>,
         suggestion: Option<Environment>,
     },
+    /// An environment named for every app (`freeze prodution`) that no app has, even through
+    /// `[bot] environment_aliases`; `app`: the word typed is an app's name (`freeze adxstat 2h`).
+    NoSuchEnvironment {
+        typed: Environment,
+        known: Vec<Environment>,
+        suggestion: Option<Environment>,
+        app: Option<AppName>,
+    },
+    /// The freezes could not be read, so zbot cannot tell whether the environment is frozen: refused
+    /// (fail closed), on every path a deployment comes from.
+    FreezesUnreadable,
     /// A deployment from GitHub for a repository no app in `bot.toml` deploys.
     UnknownRepository {
         repository: Repository,
@@ -37,7 +48,11 @@ pub enum Denial {
         app: AppName,
         environment: Environment,
     },
-    Locked(Lock),
+    /// Held by someone else; its times are said in `time_zone` (`[bot] time_zone`).
+    Locked {
+        lock: Lock,
+        time_zone: chrono_tz::Tz,
+    },
     /// Only a lock's holder or an admin removes it.
     NotLockHolder(Lock),
     /// The store could not be read, so zbot cannot tell whether the environment is locked: refused
@@ -129,6 +144,50 @@ pub fn app<'a>(config: &'a Config, typed: &AppName) -> Result<(AppName, &'a AppC
         })
 }
 
+/// An environment named for every app (`freeze production`, `unfreeze prod`, `notify me when prod is
+/// free`), as the deploy command resolves one: `[bot] environment_aliases` followed, any case, the name
+/// as the apps spell it. One no app has is refused with the closest known name ("did you mean"), and
+/// with a note when the word is an app's name (`freeze adxstat 2h` lacks `in <env>`).
+pub fn environment_anywhere(config: &Config, typed: &Environment) -> Result<Environment, Denial> {
+    let aliases = &config.bot.environment_aliases;
+    if let Some(known) = config
+        .apps
+        .values()
+        .find_map(|app| app.environment(typed, aliases))
+    {
+        return Ok(known.clone());
+    }
+    let mut known: Vec<Environment> = Vec::new();
+    for env in config.apps.values().flat_map(|app| &app.environments) {
+        if !known.iter().any(|k| k.same(env)) {
+            known.push(env.clone());
+        }
+    }
+    Err(Denial::NoSuchEnvironment {
+        suggestion: suggest::closest(typed.as_str(), known.iter().map(Environment::as_str))
+            .and_then(|s| s.parse().ok()),
+        app: config.app(typed.as_str()).map(|(name, _)| name.clone()),
+        typed: typed.clone(),
+        known,
+    })
+}
+
+/// The scope of a freeze or a watch: one app's environment (`adxstat in production`), or an
+/// environment of every app (`production`), each resolved as a deploy resolves it.
+pub fn scope(
+    config: &Config,
+    app: Option<&AppName>,
+    environment: &Environment,
+) -> Result<(Option<AppName>, Environment), Denial> {
+    match app {
+        Some(app) => {
+            let target = target(config, app, Some(environment))?;
+            Ok((Some(target.app_name), target.environment))
+        }
+        None => Ok((None, environment_anywhere(config, environment)?)),
+    }
+}
+
 /// The app and environment a command names; no environment means `[bot] default_environment`.
 pub fn target<'a>(
     config: &'a Config,
@@ -216,13 +275,14 @@ pub fn job_target<'a>(
 }
 
 /// Whether `user` may deploy `target` from `channel` now, given the environment's lock (`Err` when the
-/// lock could not be read: refused).
+/// lock could not be read: refused); a refusal says the lock's times in `time_zone`.
 pub fn may_deploy(
     target: &Target<'_>,
     user: &str,
     channel: &str,
     channel_name: Option<&str>,
     lock: Result<Option<&Lock>, ()>,
+    time_zone: chrono_tz::Tz,
 ) -> Result<(), Denial> {
     let app = target.app;
     let channel_ok = app.allowed_channels.is_empty()
@@ -243,7 +303,7 @@ pub fn may_deploy(
             environment: target.environment.clone(),
         });
     }
-    may_run(lock, user)
+    may_run(lock, user, time_zone)
 }
 
 /// Whether `task` limited to `hosts` is something `target`'s provider can carry out: an app Heroku
@@ -282,11 +342,19 @@ pub fn may_unlock(lock: &Lock, actor: &str, admins: &[String]) -> Result<(), Den
     }
 }
 
-/// Whether a deploy by `actor` may run given the environment's lock: only its holder deploys there.
-pub fn may_run(lock: Result<Option<&Lock>, ()>, actor: &str) -> Result<(), Denial> {
+/// Whether a deploy by `actor` may run given the environment's lock: only its holder deploys there
+/// (a refusal says the lock's times in `time_zone`).
+pub fn may_run(
+    lock: Result<Option<&Lock>, ()>,
+    actor: &str,
+    time_zone: chrono_tz::Tz,
+) -> Result<(), Denial> {
     match lock {
         Err(()) => Err(Denial::LocksUnreadable),
-        Ok(Some(lock)) if lock.holder != actor => Err(Denial::Locked(lock.clone())),
+        Ok(Some(lock)) if lock.holder != actor => Err(Denial::Locked {
+            lock: lock.clone(),
+            time_zone,
+        }),
         Ok(_) => Ok(()),
     }
 }

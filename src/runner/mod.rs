@@ -627,8 +627,12 @@ impl Deployer {
             tracing::error!(deployment = %d.deployment_id, "cannot read locks: {e}");
         }
         let lock = lock.map(|lock| lock.filter(|l| l.holds_at(now)));
-        policy::may_run(lock.as_ref().map(Option::as_ref).map_err(drop), &d.actor)
-            .map_err(Outcome::denied)?;
+        policy::may_run(
+            lock.as_ref().map(Option::as_ref).map_err(drop),
+            &d.actor,
+            self.config.bot.time_zone,
+        )
+        .map_err(Outcome::denied)?;
         // A dry run changes nothing: freezes, windows and approvals do not hold it (locks do).
         if d.task.is_noop() {
             return Ok(());
@@ -650,7 +654,12 @@ impl Deployer {
                     .approvers_of(approval.id, &d.sha)
                     .await
                     .unwrap_or_default();
-                log.note(reply::approved_plain(approval.id, &by)).await;
+                log.note(reply::approved_plain(
+                    approval.id,
+                    &by,
+                    self.config.bot.time_zone,
+                ))
+                .await;
             }
         }
         Ok(())
@@ -828,7 +837,7 @@ impl Deployer {
     ) -> Result<Option<String>, Outcome> {
         let freezes = self.store.freezes().await.map_err(|e| {
             tracing::error!(deployment = %d.deployment_id, "cannot read freezes: {e}");
-            Outcome::denied(Denial::LocksUnreadable)
+            Outcome::denied(Denial::FreezesUnreadable)
         })?;
         let closure = policy::guards::closure(
             now,
@@ -990,7 +999,10 @@ impl Deployer {
                     Ok(_) => {
                         Outcome::done(StatusState::Success, reply::lock_task_done(d, true), None)
                     }
-                    Err(held) => Outcome::denied(Denial::Locked(held)),
+                    Err(held) => Outcome::denied(Denial::Locked {
+                        lock: held,
+                        time_zone: self.config.bot.time_zone,
+                    }),
                 })
         } else {
             match self.store.lock_of(&d.app, &d.environment).await {

@@ -1425,7 +1425,30 @@ mod tests {
                 std::slice::from_ref(&frozen),
                 "{backend}"
             );
+            let extended = store
+                .extend_freeze(frozen.id, Some(later(120)), None)
+                .await
+                .unwrap();
+            let expected = Freeze {
+                until: Some(later(120)),
+                ..frozen.clone()
+            };
+            assert_eq!(extended.as_ref(), Some(&expected), "{backend}");
+            let open = store
+                .extend_freeze(frozen.id, None, Some("incident"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (open.until, open.reason.as_deref()),
+                (None, Some("incident"))
+            );
             store.unfreeze(&[frozen.id]).await.unwrap();
+            assert_eq!(
+                store.extend_freeze(frozen.id, None, None).await.unwrap(),
+                None,
+                "{backend}"
+            );
             assert!(store.freezes().await.unwrap().is_empty(), "{backend}");
 
             let grant = Grant {
@@ -2111,6 +2134,27 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(freeze_from_row).collect()
+    }
+
+    /// Extends freeze `id` to end at `until` (`None`: until `unfreeze`), with `reason` when one is
+    /// given (else its own stays); the freeze as it is now, or `None` when it is gone.
+    pub async fn extend_freeze(
+        &self,
+        id: i64,
+        until: Option<DateTime<Utc>>,
+        reason: Option<&str>,
+    ) -> Result<Option<Freeze>, StoreError> {
+        sqlx::query("UPDATE freezes SET until = $1, reason = COALESCE($2, reason) WHERE id = $3")
+            .bind(until.map(stamp))
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT * FROM freezes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(freeze_from_row).transpose()
     }
 
     /// Removes freezes by id.

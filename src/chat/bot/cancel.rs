@@ -47,6 +47,7 @@ impl<O: ChatOutput> Bot<O> {
                         &inbound.channel,
                         inbound.channel_name.as_deref(),
                         Ok(None),
+                        self.config.bot.time_zone,
                     )?;
                 }
             }

@@ -36,7 +36,15 @@ impl<O: ChatOutput> Bot<O> {
                         });
                     }
                     let approvals = self.approvals_of(&rows).await;
-                    reply::deploys_table(&name, environment.as_ref(), git_ref, &rows, &approvals)
+                    reply::deploys_table(
+                        &name,
+                        environment.as_ref(),
+                        git_ref,
+                        &rows,
+                        &approvals,
+                        self.clock.now(),
+                        self.config.bot.time_zone,
+                    )
                 }
                 Err(e) => reply::deployments_unlisted(&name, &e),
             },
@@ -84,14 +92,14 @@ impl<O: ChatOutput> Bot<O> {
             Ok(freezes) => freezes,
             Err(e) => {
                 tracing::error!("cannot read freezes: {e}");
-                return Err(Denial::LocksUnreadable);
+                return Err(Denial::FreezesUnreadable);
             }
         };
         let closures: Vec<_> = app_config
             .environments
             .iter()
-            .filter_map(|env| {
-                policy::guards::closure(
+            .flat_map(|env| {
+                policy::guards::closures(
                     now,
                     &name,
                     env,
@@ -106,6 +114,8 @@ impl<O: ChatOutput> Bot<O> {
             &app_config.environments,
             &locks,
             &closures,
+            now,
+            self.config.bot.time_zone,
         ))
     }
 }

@@ -6,35 +6,11 @@ use super::Bot;
 use crate::chat::{ChatOutput, Inbound};
 use crate::command::Until;
 use crate::domain::{AppName, Environment};
+use crate::policy::guards::Refreeze;
 use crate::policy::{self, Closure, Denial, Target};
 use crate::reply;
 
 impl<O: ChatOutput> Bot<O> {
-    /// The environment named for every app (`freeze production`), or one app's (`freeze adxstat in
-    /// production`), as configured.
-    fn freeze_scope(
-        &self,
-        app: Option<&AppName>,
-        environment: &Environment,
-    ) -> Result<(Option<AppName>, Environment), Denial> {
-        match app {
-            Some(app) => {
-                let target = policy::target(&self.config, app, Some(environment))?;
-                Ok((Some(target.app_name), target.environment))
-            }
-            None => {
-                // The name as some app spells it (after aliases), else as typed.
-                let aliases = &self.config.bot.environment_aliases;
-                let known = self
-                    .config
-                    .apps
-                    .values()
-                    .find_map(|app| app.environment(environment, aliases).cloned());
-                Ok((None, known.unwrap_or_else(|| environment.clone())))
-            }
-        }
-    }
-
     pub(super) async fn freeze(
         &self,
         app: Option<&AppName>,
@@ -43,16 +19,38 @@ impl<O: ChatOutput> Bot<O> {
         reason: Option<&str>,
         inbound: &Inbound,
     ) -> Result<String, Denial> {
-        let (app, environment) = self.freeze_scope(app, environment)?;
+        let (app, environment) = policy::scope(&self.config, app, environment)?;
         let now = self.clock.now();
         let zone = self.config.bot.time_zone;
         let end = until.map(|until| policy::guards::end_of(until, now, zone));
-        match self
-            .store
-            .freeze(app.as_ref(), &environment, &inbound.user, reason, now, end)
-            .await
-        {
-            Ok(freeze) => Ok(reply::frozen(&freeze, now, zone)),
+        let active = match self.store.freezes().await {
+            Ok(freezes) => policy::guards::active_freezes(&freezes, now),
+            Err(e) => {
+                tracing::error!("cannot read freezes: {e}");
+                return Err(Denial::FreezesUnreadable);
+            }
+        };
+        let done =
+            match policy::guards::refreeze(&active, app.as_ref(), &environment, &inbound.user, end)
+            {
+                Refreeze::Extend { freeze, until } => self
+                    .store
+                    .extend_freeze(freeze.id, until, reason)
+                    .await
+                    .map(|now_is| {
+                        now_is.map_or_else(
+                            || reply::freeze_gone(&freeze),
+                            |extended| reply::freeze_extended(&extended, &freeze, now, zone),
+                        )
+                    }),
+                Refreeze::Add { overlapping } => self
+                    .store
+                    .freeze(app.as_ref(), &environment, &inbound.user, reason, now, end)
+                    .await
+                    .map(|freeze| reply::frozen(&freeze, &overlapping, now, zone)),
+            };
+        match done {
+            Ok(text) => Ok(text),
             Err(e) => {
                 tracing::error!("cannot record a freeze: {e}");
                 Ok(reply::store_unavailable())
@@ -66,7 +64,7 @@ impl<O: ChatOutput> Bot<O> {
         environment: &Environment,
         inbound: &Inbound,
     ) -> Result<String, Denial> {
-        let (app, environment) = self.freeze_scope(app, environment)?;
+        let (app, environment) = policy::scope(&self.config, app, environment)?;
         let now = self.clock.now();
         let freezes = match self.store.freezes().await {
             Ok(freezes) => policy::guards::active_freezes(&freezes, now),
@@ -77,18 +75,17 @@ impl<O: ChatOutput> Bot<O> {
         };
         // `unfreeze production` lifts every freeze of production; `unfreeze adxstat in production`
         // those of adxstat there (an every-app freeze stays: it is lifted by its own scope).
-        let lifted: Vec<_> = freezes
+        let (lifted, others): (Vec<_>, Vec<_>) = freezes.into_iter().partition(|f| {
+            f.environment.same(&environment)
+                && match (&app, &f.app) {
+                    (None, _) => true,
+                    (Some(app), Some(frozen)) => app.as_str().eq_ignore_ascii_case(frozen.as_str()),
+                    (Some(_), None) => false,
+                }
+        });
+        let still: Vec<_> = others
             .into_iter()
-            .filter(|f| {
-                f.environment.same(&environment)
-                    && match (&app, &f.app) {
-                        (None, _) => true,
-                        (Some(app), Some(frozen)) => {
-                            app.as_str().eq_ignore_ascii_case(frozen.as_str())
-                        }
-                        (Some(_), None) => false,
-                    }
-            })
+            .filter(|f| f.app.is_none() && f.environment.same(&environment))
             .collect();
         let admin = self.config.bot.admins.iter().any(|a| a == &inbound.user);
         if let Some(other) = lifted.iter().find(|f| f.holder != inbound.user && !admin) {
@@ -99,7 +96,7 @@ impl<O: ChatOutput> Bot<O> {
             tracing::error!("cannot lift a freeze: {e}");
             return Ok(reply::store_unavailable());
         }
-        Ok(reply::unfrozen(&lifted))
+        Ok(reply::unfrozen(&lifted, &still, app.as_ref(), &environment))
     }
 
     /// Whether `target` is closed now (frozen, outside its window), and whether `inbound.user` may go
@@ -112,7 +109,7 @@ impl<O: ChatOutput> Bot<O> {
     ) -> Result<Option<Closure>, Denial> {
         let freezes = self.store.freezes().await.map_err(|e| {
             tracing::error!("cannot read freezes: {e}");
-            Denial::LocksUnreadable
+            Denial::FreezesUnreadable
         })?;
         let closure = policy::guards::closure(
             self.clock.now(),

@@ -53,7 +53,10 @@ impl<O: ChatOutput> Bot<O> {
                 }
                 Ok(reply::lock_taken(&lock, now, self.config.bot.time_zone))
             }
-            Ok(Err(held)) => Err(Denial::Locked(held)),
+            Ok(Err(held)) => Err(Denial::Locked {
+                lock: held,
+                time_zone: self.config.bot.time_zone,
+            }),
             Err(e) => {
                 tracing::error!("cannot take a lock: {e}");
                 Ok(reply::store_unavailable())
@@ -116,13 +119,7 @@ impl<O: ChatOutput> Bot<O> {
         environment: &Environment,
         inbound: &Inbound,
     ) -> Result<String, Denial> {
-        let (app, environment) = match app {
-            Some(app) => {
-                let target = policy::target(&self.config, app, Some(environment))?;
-                (Some(target.app_name), target.environment)
-            }
-            None => (None, environment.clone()),
-        };
+        let (app, environment) = policy::scope(&self.config, app, environment)?;
         let now = self.clock.now();
         let locks = self.store.locks().await.map_err(|e| {
             tracing::error!("cannot read locks: {e}");

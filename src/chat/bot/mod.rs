@@ -219,6 +219,7 @@ impl<O: ChatOutput> Bot<O> {
             &inbound.channel,
             inbound.channel_name.as_deref(),
             lock.as_ref().map(Option::as_ref).map_err(drop),
+            self.config.bot.time_zone,
         )?;
         Ok(target)
     }
