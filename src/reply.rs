@@ -254,10 +254,10 @@ pub fn parse_error_text(error: &ParseError) -> (String, String) {
         ),
         ParseError::DurationOutOfRange { word } => (
             format!(
-                "`{word}` is out of range: a freeze or lock lasts from 1m to {}d",
+                "`{word}` is out of range: a freeze or lock lasts from 1m to {}d, zbot's own limit",
                 crate::command::grammar::MAX_MINUTES / (24 * 60)
             ),
-            "that is zbot's limit; a longer closure belongs in bot.toml, as a closed period of `[windows.<env>]`".into(),
+            "for longer, add a closed period to the environment's `[windows.<env>]` in bot.toml".into(),
         ),
         ParseError::NotADuration { word } => (
             format!("`{word}` is not a duration I know"),

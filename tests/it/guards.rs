@@ -47,6 +47,17 @@ async fn guarded_with(
     more: &str,
     now: DateTime<Utc>,
 ) -> Guarded {
+    guarded_with_bot(files, app, "", more, now).await
+}
+
+/// [`guarded_with`] with `bot` added to `[bot]`.
+async fn guarded_with_bot(
+    files: &[(&str, &str, bool)],
+    app: &str,
+    bot: &str,
+    more: &str,
+    now: DateTime<Utc>,
+) -> Guarded {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let github = FakeGitHub::start().await;
@@ -57,7 +68,7 @@ async fn guarded_with(
         "{}\n{}\n{more}\n",
         config_text(&github, &repo, app, "").replace(
             "[bot]\n",
-            "[bot]\nadmins = [\"U0ADMIN\"]\ntime_zone = \"Europe/Berlin\"\n"
+            &format!("[bot]\nadmins = [\"U0ADMIN\"]\ntime_zone = \"Europe/Berlin\"\n{bot}\n")
         ),
         slack::config_section(
             &slack,
@@ -320,7 +331,7 @@ async fn a_deploy_window_is_honoured_in_its_time_zone() {
         .await;
     assert_eq!(
         refused,
-        "production is outside its deploy window (Mon–Fri 09:00–17:00 America/New_York); it opens Mon Nov 30 09:00 EST. An admin can deploy through it with `deploy!`."
+        "production is outside its deploy window (Mon–Fri 09:00–17:00 America/New_York); it opens Mon Nov 30 09:00 EST (15:00 CET). An admin can deploy through it with `deploy!`."
     );
     let staging = g.say("U0ALICE", "deploy adxstat/v0.0.1 to staging");
     g.slack
@@ -597,7 +608,7 @@ async fn production_waits_for_approval() {
         )
         .await;
     assert!(
-        deploys.contains("approved by <@U0BOB> (2026-11-30 09:00 UTC)"),
+        deploys.contains("approved by <@U0BOB> (10:00 CET)"),
         "{deploys}"
     );
     assert!(deploys.contains("approved by <@U0CAROL>"), "{deploys}");
@@ -794,5 +805,237 @@ async fn a_failed_deploy_locks_its_environment_when_asked_to() {
         "adxstat is locked on *staging* by <@U0ALICE>",
     )
     .await;
+    g.zbot.stop().await.unwrap();
+}
+
+/// Freezes and watches name real environments, as deploys do: an alias is followed, a typo is refused
+/// with "did you mean", an app's name without `in <env>` is pointed out. Out-of-range durations and
+/// times are refused, not read as the reason. A second freeze by another person adds one and names
+/// the first; the same person's extends theirs. A deploy is refused naming the freeze that ends last;
+/// `where` lists each. Times are in `[bot] time_zone`, its zone named; `unfreeze` of nothing says so.
+#[tokio::test]
+async fn freezes_name_real_environments_and_each_is_listed() {
+    let g = guarded_with_bot(
+        &[("fabfile.py", FABFILE, false)],
+        "",
+        "environment_aliases = { prod = \"production\" }",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await;
+    for (text, needle, expected) in [
+        (
+            "freeze prodution 2h release week",
+            "prodution",
+            "No app has a `prodution` environment. There are: production, staging. Did you mean `production`?",
+        ),
+        (
+            "notify me when prodution is free",
+            "prodution",
+            "No app has a `prodution` environment. There are: production, staging. Did you mean `production`?",
+        ),
+        (
+            "unfreeze stagin",
+            "stagin",
+            "No app has a `stagin` environment. There are: production, staging. Did you mean `staging`?",
+        ),
+        (
+            "freeze adxstat 2h",
+            "adxstat",
+            "No app has a `adxstat` environment. There are: production, staging. `adxstat` is an app: name its environment, as in `adxstat in production`.",
+        ),
+        (
+            "freeze adxstat in prodution 2h",
+            "prodution",
+            "adxstat doesn't have a `prodution` environment. It has: production, staging. Did you mean `production`?",
+        ),
+        (
+            "freeze production 100d reason",
+            "100d",
+            "`100d` is out of range: a freeze or lock lasts from 1m to 30d, zbot's own limit. for longer, add a closed period to the environment's `[windows.&lt;env&gt;]` in bot.toml",
+        ),
+        (
+            "lock adxstat in production 0m testing",
+            "0m",
+            "`0m` is out of range: a freeze or lock lasts from 1m to 30d, zbot's own limit. for longer, add a closed period to the environment's `[windows.&lt;env&gt;]` in bot.toml",
+        ),
+        (
+            "freeze production until 25:61 db migration",
+            "25:61",
+            "`25:61` is not a time of day. write `until 18:00` (24-hour clock, `00:00` to `24:00`, the end of the day), or a duration like `2h`",
+        ),
+    ] {
+        let said = g.ask("U0BOB", text, needle).await;
+        assert_eq!(said, expected, "{text}");
+    }
+    let where_ = g
+        .ask("U0ALICE", "where can i deploy adxstat", "can be deployed")
+        .await;
+    assert!(!where_.contains(":snowflake:"), "nothing froze: {where_}");
+    assert!(
+        g.ask("U0ALICE", "locks", "No environment").await == "No environment is locked.",
+        "nothing locked"
+    );
+
+    // Through the alias; then another person's freeze, ending later, adds one and names the first.
+    let first = g.ask("U0BOB", "freeze prod 2h release week", "Froze").await;
+    assert_eq!(
+        first,
+        ":snowflake: Froze production (every app) for deploys until 12:00 CET: release week."
+    );
+    let second = g
+        .ask(
+            "U0BOSS",
+            "freeze production until 18:00 db migration",
+            "Froze",
+        )
+        .await;
+    assert_eq!(
+        second,
+        ":snowflake: Froze production (every app) for deploys until 18:00 CET: db migration. \
+         Also frozen: production (every app) by <@U0BOB> until 12:00 CET: release week."
+    );
+    let extended = g.ask("U0BOB", "freeze prod 3h", "freeze").await;
+    assert_eq!(
+        extended,
+        ":snowflake: Extended your freeze of production (every app) until 13:00 CET (it was until 12:00 CET): release week."
+    );
+
+    let refused = g
+        .ask("U0ALICE", "deploy adxstat/v0.0.1 to production", "frozen")
+        .await;
+    assert!(
+        refused.starts_with(
+            "production (every app) is frozen by <@U0BOSS> until 18:00 CET: db migration."
+        ),
+        "the freeze ending last: {refused}"
+    );
+    let where_ = g
+        .ask("U0ALICE", "where can i deploy adxstat", "can be deployed")
+        .await;
+    let bob =
+        ":snowflake: production (every app) is frozen by <@U0BOB> until 13:00 CET: release week.";
+    let boss =
+        ":snowflake: production (every app) is frozen by <@U0BOSS> until 18:00 CET: db migration.";
+    assert!(
+        where_.contains(&format!("{bob}\n{boss}")),
+        "each, soonest end first: {where_}"
+    );
+
+    // Unfreezing what is not frozen says so; a lock's reason with "because" is not doubled, and its
+    // start is in Berlin time.
+    assert_eq!(
+        g.ask("U0BOB", "unfreeze staging", "unfreeze").await,
+        "*staging* was not frozen: there was nothing to unfreeze."
+    );
+    g.ask(
+        "U0BOB",
+        "lock adxstat in staging 1h because testing",
+        "Locked",
+    )
+    .await;
+    let locks = g.ask("U0ALICE", "locks", "Locked environments").await;
+    assert!(
+        locks.contains("by <@U0BOB> since 10:00 CET (for ")
+            && locks.contains("ends 11:00 CET) because testing"),
+        "{locks}"
+    );
+    let locked = g
+        .ask("U0ALICE", "deploy adxstat/v0.0.1 to staging", "locked")
+        .await;
+    assert!(
+        locked.starts_with(
+            "adxstat is locked on *staging* by <@U0BOB> since Mon Nov 30 10:00 CET because testing"
+        ),
+        "{locked}"
+    );
+    g.zbot.stop().await.unwrap();
+}
+
+/// `until 02:30` on the night Berlin springs forward ends when the gap does (03:00 CEST), on the
+/// injected clock. Then the freezes table goes missing under zbot: chat, GitHub and auto-deploy
+/// deployments are each refused (fail closed), saying the freezes could not be read.
+#[tokio::test]
+async fn a_freeze_across_a_switch_and_freezes_that_cannot_be_read() {
+    use sqlx::Connection;
+    let g = guarded_with(
+        &[("fabfile.py", FABFILE, false)],
+        "auto_deploy = { branch = \"main\", environments = [\"staging\"] }",
+        "",
+        // Saturday 27 Mar 2027, 22:00 CET.
+        at("2027-03-27T21:00:00Z"),
+    )
+    .await;
+    let frozen = g
+        .ask("U0BOB", "freeze production until 02:30 switch", "Froze")
+        .await;
+    assert_eq!(
+        frozen,
+        ":snowflake: Froze production (every app) for deploys until Sun Mar 28 03:00 CEST: switch."
+    );
+    g.clock.set(at("2027-03-28T00:59:00Z"));
+    g.ask("U0ALICE", "where can i deploy adxstat", ":snowflake:")
+        .await;
+    g.clock.set(at("2027-03-28T01:00:00Z"));
+    let where_ = g
+        .ask("U0ALICE", "where can i deploy adxstat", "can be deployed")
+        .await;
+    assert!(
+        !where_.contains(":snowflake:"),
+        "ended at 03:00 CEST: {where_}"
+    );
+
+    let database = g._dir.path().join("data/zbot.sqlite");
+    let mut db = sqlx::sqlite::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(&database),
+    )
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE freezes RENAME TO freezes_gone")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+
+    let chat = g
+        .ask("U0ALICE", "deploy adxstat/v0.0.1 to production", "freezes")
+        .await;
+    assert_eq!(
+        chat,
+        "I could not read the freezes, so I can't tell whether that environment is frozen and did nothing. Try again in a moment."
+    );
+    assert!(g.github.deployment_requests().is_empty());
+
+    let event = crate::harness::deployment_event(
+        7101,
+        "v0.0.1",
+        &g.sha,
+        "production",
+        "deploy",
+        json!({"notify": {"user": "U0ALICE"}}),
+    );
+    assert_eq!(
+        g.github.deliver_deployment(g.zbot.addr, &event).await.0,
+        202
+    );
+    let status = g.github.final_status(7101, DEADLINE).await;
+    assert_eq!(
+        (status.state.as_str(), status.description.as_str()),
+        (
+            "error",
+            "zbot could not read its freezes, so it does not deploy: try again"
+        )
+    );
+
+    g.github.set_commit_status(&g.sha, "ci", "success");
+    status_event(&g, 1, &g.sha, "success").await;
+    let held = g.posted_to("C0DEPLOYS", "Auto-deploy").await;
+    assert!(
+        held.text
+            .contains("zbot could not read its freezes, so it does not deploy: try again"),
+        "{}",
+        held.text
+    );
+    assert!(g.github.deployment_requests().is_empty());
     g.zbot.stop().await.unwrap();
 }
