@@ -1764,7 +1764,7 @@ pub fn unlock_denied(lock: &Lock) -> String {
 pub const HELP: &str = "I deploy apps from chat. Commands:\n\
 • `deploy adxstat/v0.0.1 to production` — deploy a ref (`deploy!` skips auto-merge and required checks; an admin's also goes through a freeze or outside a window; `deploy:noop` is a dry run)\n\
 • `deploys adxstat in production` — recent deployments\n\
-• `where can i deploy adxstat` — its environments, locks and freezes\n\
+• `where can i deploy adxstat` — its environments, locks and each freeze\n\
 • `lock adxstat in production 2h &lt;reason&gt;`, `lock!` (admins take it), `unlock adxstat in production`, `locks`\n\
 • `notify me when production is free` — a direct message when its lock goes\n\
 • `freeze production 2h &lt;reason&gt;`, `freeze adxstat in production until 18:00 &lt;reason&gt;`, `unfreeze production`\n\
@@ -1787,7 +1787,7 @@ pub fn help(topic: Option<&str>) -> String {
             "`lock adxstat in production database migration` · `lock adxstat in production 2h incident` · `lock! adxstat in production` (admins)"
         }
         "freeze" => {
-            "`freeze production 2h release week` · `freeze adxstat in production until 18:00 db migration`"
+            "`freeze production 2h release week` · `freeze adxstat in production until 18:00 db migration` (durations from 1m to 30d; times in the bot's time zone, `24:00` the end of the day)"
         }
         "unfreeze" => "`unfreeze production` · `unfreeze adxstat in production`",
         "approve" => "`approve #12` (not your own deploy)",
