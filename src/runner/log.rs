@@ -165,10 +165,12 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Creates (truncating) the log file and starts its writer.
+    /// Creates (truncating) the log file and starts its writer; each line is stamped with the time
+    /// of day in `zone` (`[bot] time_zone`) and its offset: `10:42:01.123+01:00`.
     pub async fn create(
         path: &Path,
         redactor: Redactor,
+        zone: chrono_tz::Tz,
     ) -> std::io::Result<(LogWriter, LogSender)> {
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await?;
@@ -182,7 +184,7 @@ impl LogWriter {
             while let Some(piece) = rx.recv().await {
                 let line = &mut lines[piece.stream.index()];
                 if let Some(text) = line.push(&redactor, &piece.bytes, piece.ends_line) {
-                    write_line(&mut out, piece.stream, &text).await?;
+                    write_line(&mut out, piece.stream, &text, zone).await?;
                 }
                 if rx.is_empty() {
                     out.flush().await?;
@@ -191,7 +193,7 @@ impl LogWriter {
             // Every sender is gone: a line still in progress has nothing more to come.
             for (stream, line) in Stream::ALL.into_iter().zip(&mut lines) {
                 if let Some(text) = line.end(&redactor).filter(|t| !t.is_empty()) {
-                    write_line(&mut out, stream, &text).await?;
+                    write_line(&mut out, stream, &text, zone).await?;
                 }
             }
             out.flush().await
@@ -215,8 +217,12 @@ async fn write_line(
     out: &mut BufWriter<File>,
     stream: Stream,
     redacted: &str,
+    zone: chrono_tz::Tz,
 ) -> std::io::Result<()> {
-    let stamp = chrono::Local::now().format("%H:%M:%S%.3f");
+    // A stamp, not a rule about time: the wall clock, as the process's output arrives.
+    let stamp = chrono::Utc::now()
+        .with_timezone(&zone)
+        .format("%H:%M:%S%.3f%:z");
     out.write_all(format!("{stamp} {} | {redacted}\n", stream.tag()).as_bytes())
         .await
 }
@@ -435,11 +441,34 @@ mod tests {
         assert_eq!(last_lines(&path, 15).await.unwrap(), [exact]);
     }
 
+    /// Each line's stamp is the time of day in the configured zone, with its offset.
+    #[tokio::test]
+    async fn a_line_is_stamped_in_the_configured_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.log");
+        let zone = chrono_tz::Asia::Kolkata;
+        let (writer, log) = LogWriter::create(&path, redactor(), zone).await.unwrap();
+        log.line(Stream::Stdout, b"hello\n".to_vec()).await;
+        drop(log);
+        writer.finish().await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (stamp, rest) = text.trim_end().split_once(' ').unwrap();
+        assert_eq!(rest, "out | hello");
+        let (time, offset) = stamp.split_at(12);
+        assert_eq!(offset, "+05:30", "{stamp}");
+        assert!(
+            chrono::NaiveTime::parse_from_str(time, "%H:%M:%S%.3f").is_ok(),
+            "{stamp}"
+        );
+    }
+
     #[tokio::test]
     async fn the_writer_redacts_pieces_of_interleaved_streams_apart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("1.log");
-        let (writer, log) = LogWriter::create(&path, redactor()).await.unwrap();
+        let (writer, log) = LogWriter::create(&path, redactor(), chrono_tz::Tz::UTC)
+            .await
+            .unwrap();
         let (a, b) = TOKEN.split_at(9);
         log.part(Stream::Stdout, format!("out {a}").into_bytes())
             .await;

@@ -379,7 +379,9 @@ impl Deployer {
     pub async fn run(&self, d: Deployment, cancel: watch::Receiver<Option<String>>) {
         let started = Instant::now();
         let log_path = self.log_path(d.deployment_id);
-        let (writer, log) = match LogWriter::create(&log_path, self.redactor.clone()).await {
+        let created =
+            LogWriter::create(&log_path, self.redactor.clone(), self.config.bot.time_zone).await;
+        let (writer, log) = match created {
             Ok(pair) => pair,
             Err(e) => {
                 let outcome = Outcome::error(reply::log_unwritable(&log_path, &e));

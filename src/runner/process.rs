@@ -393,7 +393,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("1.log");
         let redactor = Redactor::new(&[Secret::new(TOKEN)]);
-        let (writer, log) = LogWriter::create(&path, redactor).await.unwrap();
+        let (writer, log) = LogWriter::create(&path, redactor, chrono_tz::Tz::UTC)
+            .await
+            .unwrap();
         let never_cut = watch::channel(false).1;
         forward(output, Stream::Stdout, log, never_cut).await;
         writer.finish().await.unwrap();
