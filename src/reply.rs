@@ -2019,6 +2019,50 @@ mod tests {
         }
     }
 
+    /// A window's time in its own zone, and in `[bot] time_zone` when that shows another clock (the
+    /// date too when it is another day there); a lock's "because" reason is not said twice.
+    #[test]
+    fn times_are_said_in_the_bots_zone_too() {
+        let (berlin, new_york) = (chrono_tz::Europe::Berlin, chrono_tz::America::New_York);
+        let at = |t: &str| t.parse::<chrono::DateTime<Utc>>().unwrap();
+        for (instant, zone, shown_in, expected) in [
+            (
+                "2026-11-30T14:00:00Z",
+                new_york,
+                berlin,
+                "Mon Nov 30 09:00 EST (15:00 CET)",
+            ),
+            (
+                "2026-12-01T04:30:00Z",
+                new_york,
+                berlin,
+                "Mon Nov 30 23:30 EST (Tue Dec 1 05:30 CET)",
+            ),
+            (
+                "2026-11-30T08:00:00Z",
+                berlin,
+                berlin,
+                "Mon Nov 30 09:00 CET",
+            ),
+            (
+                "2027-07-05T07:00:00Z",
+                berlin,
+                berlin,
+                "Mon Jul 5 09:00 CEST",
+            ),
+        ] {
+            assert_eq!(in_both(at(instant), zone, shown_in), expected, "{instant}");
+        }
+        for (reason, chat, expected) in [
+            ("because testing", true, " because testing"),
+            ("Because <!here>", true, " Because &lt;!here&gt;"),
+            ("testing", false, ": testing"),
+            ("becausetesting", false, ": becausetesting"),
+        ] {
+            assert_eq!(lock_reason(reason, chat), expected, "{reason}");
+        }
+    }
+
     fn row(id: u64, who: &str, git_ref: &str, task: &str) -> DeploymentSummary {
         DeploymentSummary {
             id: crate::domain::DeploymentId(id),

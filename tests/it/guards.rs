@@ -845,6 +845,11 @@ async fn freezes_name_real_environments_and_each_is_listed() {
             "No app has a `adxstat` environment. There are: production, staging. `adxstat` is an app: name its environment, as in `adxstat in production`.",
         ),
         (
+            "notify me when adxstt in production is free",
+            "adxstt",
+            "`adxstt`? Never heard of it. Did you mean `adxstat`?",
+        ),
+        (
             "freeze adxstat in prodution 2h",
             "prodution",
             "adxstat doesn't have a `prodution` environment. It has: production, staging. Did you mean `production`?",

@@ -150,7 +150,10 @@ fn locks_unknown_apps_and_failures_read_as_in_slack() {
         out.contains("adxstat is locked on *production* by alice since"),
         "{out}"
     );
-    assert!(out.contains(": because testing"), "{out}");
+    assert!(
+        out.contains(" UTC because testing") && !out.contains(": because"),
+        "{out}"
+    );
     assert!(out.contains("`nope`? Never heard of it."), "{out}");
     assert!(out.contains("bob deploying broken `v1`"), "{out}");
     assert!(
