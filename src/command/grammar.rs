@@ -657,11 +657,10 @@ fn duration_word(text: &str) -> DurationWord {
     use nom::character::complete::{alpha1, one_of};
     use nom::combinator::all_consuming;
     use nom::multi::many1;
-    let parts: Result<(&str, Vec<(&str, char)>), nom::Err<nom::error::Error<&str>>> =
-        all_consuming(many1((digit1, one_of("dhmDHM")))).parse(text);
+    type Plain<'a> = nom::error::Error<&'a str>;
+    let parts = all_consuming(many1((digit1::<_, Plain>, one_of("dhmDHM")))).parse(text);
     let Ok((_, parts)) = parts else {
-        let other: Result<_, nom::Err<nom::error::Error<&str>>> =
-            all_consuming((digit1, alpha1)).parse(text);
+        let other = all_consuming((digit1::<_, Plain>, alpha1)).parse(text);
         return match other {
             Ok((_, (_, unit))) if OTHER_UNITS.contains(&unit.to_ascii_lowercase().as_str()) => {
                 DurationWord::OtherUnit

@@ -378,6 +378,8 @@ pub(crate) mod tests {
         }
     }
 
+    /// `until` is the next such time in the zone, also on the nights the clocks change: a skipped
+    /// time ends when the gap does, a repeated one at its first passing.
     #[test]
     fn until_a_time_is_the_next_such_time_in_the_zone() {
         let berlin = chrono_tz::Europe::Berlin;
@@ -385,6 +387,7 @@ pub(crate) mod tests {
             hour: 18,
             minute: 0,
         };
+        let until = |hour, minute| Until::At { hour, minute };
         for (now, until, end) in [
             ("2026-11-30T09:00:00Z", at_six, "2026-11-30T17:00:00Z"),
             ("2026-11-30T17:30:00Z", at_six, "2026-12-01T17:00:00Z"),
@@ -393,19 +396,8 @@ pub(crate) mod tests {
                 Until::For { minutes: 120 },
                 "2026-11-30T11:00:00Z",
             ),
-        ] {
-            assert_eq!(end_of(until, at(now), berlin), at(end), "{now} {until}");
-        }
-    }
-
-    /// `until` on the nights the clocks change, in Berlin: a skipped time ends when the gap does, a
-    /// repeated one at its first passing; `until 24:00` (read as `00:00`) is the end of today.
-    #[test]
-    fn until_a_time_across_daylight_saving_switches() {
-        let berlin = chrono_tz::Europe::Berlin;
-        let until = |hour, minute| Until::At { hour, minute };
-        for (now, until, end) in [
-            // Sat 27 Mar 2027 22:00 CET; Sunday 02:30 does not exist → 03:00 CEST.
+            // The nights the clocks change. Sat 27 Mar 2027 22:00 CET: Sunday 02:30 does not
+            // exist → 03:00 CEST, when the gap ends.
             ("2027-03-27T21:00:00Z", until(2, 30), "2027-03-28T01:00:00Z"),
             // Sunday 28 Mar, 00:30 CET: the same night.
             ("2027-03-27T23:30:00Z", until(2, 30), "2027-03-28T01:00:00Z"),
@@ -413,7 +405,7 @@ pub(crate) mod tests {
             ("2027-03-28T01:30:00Z", until(2, 30), "2027-03-29T00:30:00Z"),
             // Sun 31 Oct 2027: 02:30 happens twice → the first, 02:30 CEST.
             ("2027-10-30T22:00:00Z", until(2, 30), "2027-10-31T00:30:00Z"),
-            // `until 24:00` at 20:00 CET: midnight at the end of the day.
+            // `until 24:00` (read as `00:00`) at 20:00 CET: midnight at the end of the day.
             ("2026-11-30T19:00:00Z", until(0, 0), "2026-11-30T23:00:00Z"),
             // A 2h freeze across the spring switch lasts two real hours.
             (

@@ -742,20 +742,9 @@ async fn an_outcome_chat_missed_is_posted_once_after_a_restart() {
 /// When zbot cannot read the locks it refuses to deploy, rather than deploy past a lock it cannot see.
 #[tokio::test]
 async fn a_deploy_is_refused_while_the_locks_cannot_be_read() {
-    use sqlx::Connection;
     let c = chat(&[("fabfile.py", FABFILE, false)]).await;
     // The locks table goes missing under zbot, as in a damaged database.
-    let database = c.dir.path().join("data/zbot.sqlite");
-    let mut db = sqlx::sqlite::SqliteConnection::connect_with(
-        &sqlx::sqlite::SqliteConnectOptions::new().filename(&database),
-    )
-    .await
-    .unwrap();
-    sqlx::query("ALTER TABLE locks RENAME TO locks_gone")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    db.close().await.unwrap();
+    crate::harness::lose_table(c.dir.path(), "locks").await;
 
     let thread = c.mention(1, "U0ALICE", "deploy adxstat/v0.0.1 to production");
     c.reply(

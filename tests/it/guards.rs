@@ -962,7 +962,6 @@ async fn freezes_name_real_environments_and_each_is_listed() {
 /// deployments are each refused (fail closed), saying the freezes could not be read.
 #[tokio::test]
 async fn a_freeze_across_a_switch_and_freezes_that_cannot_be_read() {
-    use sqlx::Connection;
     let g = guarded_with(
         &[("fabfile.py", FABFILE, false)],
         "auto_deploy = { branch = \"main\", environments = [\"staging\"] }",
@@ -990,17 +989,7 @@ async fn a_freeze_across_a_switch_and_freezes_that_cannot_be_read() {
         "ended at 03:00 CEST: {where_}"
     );
 
-    let database = g._dir.path().join("data/zbot.sqlite");
-    let mut db = sqlx::sqlite::SqliteConnection::connect_with(
-        &sqlx::sqlite::SqliteConnectOptions::new().filename(&database),
-    )
-    .await
-    .unwrap();
-    sqlx::query("ALTER TABLE freezes RENAME TO freezes_gone")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    db.close().await.unwrap();
+    crate::harness::lose_table(g._dir.path(), "freezes").await;
 
     let chat = g
         .ask("U0ALICE", "deploy adxstat/v0.0.1 to production", "freezes")

@@ -219,6 +219,23 @@ environment_urls = {{ production = "https://adxstat.example.com" }}
     )
 }
 
+/// Renames `table` of the SQLite store in `dir`'s `data/zbot.sqlite` to `<table>_gone` under a running
+/// zbot, as in a damaged database: zbot's next read of it fails.
+pub async fn lose_table(dir: &Path, table: &str) {
+    use sqlx::Connection;
+    let database = dir.join("data/zbot.sqlite");
+    let mut db = sqlx::sqlite::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(&database),
+    )
+    .await
+    .unwrap();
+    sqlx::query(&format!("ALTER TABLE {table} RENAME TO {table}_gone"))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+}
+
 /// zbot started in this process on a port of its own.
 pub async fn start_zbot(dir: &Path, config: &str) -> zbot::app::Running {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -100,10 +100,18 @@ impl<O: ChatOutput> Bot<O> {
         let now = self.clock.now();
         match self.store.locks().await {
             Ok(locks) => {
-                let live: Vec<_> = locks
+                let mut live: Vec<_> = locks
                     .into_iter()
                     .filter(|l| l.expires_at.is_none_or(|end| now < end))
                     .collect();
+                // Soonest end first (a lock without an end last), then the oldest.
+                live.sort_by(|a, b| {
+                    let key = |l: &crate::store::Lock| (l.expires_at.is_none(), l.expires_at);
+                    key(a)
+                        .cmp(&key(b))
+                        .then(a.created_at.cmp(&b.created_at))
+                        .then_with(|| a.app.as_str().cmp(b.app.as_str()))
+                });
                 Ok(reply::locks(&live, now, self.config.bot.time_zone))
             }
             Err(e) => {
