@@ -376,6 +376,67 @@ environments = ["production", "staging"]
         Config::from_source(std::path::Path::new("bot.toml"), source).unwrap()
     }
 
+    /// An environment named for every app is found as a deploy finds one (any case, through an alias,
+    /// as an app spells it), or refused with the closest name and, for an app's name, a note.
+    #[test]
+    fn an_environment_of_every_app_resolves_as_a_deploys_does() {
+        let source = r#"
+[bot]
+environment_aliases = { live = "production", stg = "staging" }
+
+[apps.short]
+repository = "octo/short"
+environments = ["prod", "staging"]
+
+[apps.long]
+repository = "octo/long"
+environments = ["production", "staging"]
+"#;
+        let config = Config::from_source(std::path::Path::new("bot.toml"), source).unwrap();
+        let env = |s: &str| -> Environment { s.parse().unwrap() };
+        let known = vec![env("production"), env("staging"), env("prod")];
+        for (typed, expected) in [
+            ("production", Ok(env("production"))),
+            ("PRODUCTION", Ok(env("production"))),
+            ("live", Ok(env("production"))),
+            ("stg", Ok(env("staging"))),
+            ("prod", Ok(env("prod"))),
+            (
+                "prodution",
+                Err(Denial::NoSuchEnvironment {
+                    typed: env("prodution"),
+                    known: known.clone(),
+                    suggestion: Some(env("production")),
+                    app: None,
+                }),
+            ),
+            (
+                "long",
+                Err(Denial::NoSuchEnvironment {
+                    typed: env("long"),
+                    known: known.clone(),
+                    suggestion: None,
+                    app: Some("long".parse().unwrap()),
+                }),
+            ),
+        ] {
+            assert_eq!(
+                environment_anywhere(&config, &env(typed)),
+                expected,
+                "{typed}"
+            );
+        }
+        let long: AppName = "LONG".parse().unwrap();
+        assert_eq!(
+            scope(&config, Some(&long), &env("live")),
+            Ok((Some("long".parse().unwrap()), env("production")))
+        );
+        assert!(matches!(
+            scope(&config, Some(&long), &env("prod")),
+            Err(Denial::UnknownEnvironment { .. })
+        ));
+    }
+
     /// An app Heroku builds takes no host limit and no task but `deploy` and the lock tasks; any other
     /// app takes both.
     #[test]
