@@ -25,6 +25,7 @@ use crate::forge::Forge;
 use crate::forge::github::GitHub;
 use crate::forge::local::LocalForge;
 use crate::loglink::{LinkKey, LogLinks};
+use crate::metrics::Metrics;
 use crate::runner::Deployer;
 use crate::runner::checkout::Checkouts;
 use crate::scheduler::Scheduler;
@@ -68,6 +69,8 @@ pub struct Running {
 pub struct Core {
     /// "Now" for every rule about time: the wall clock, or a test's.
     pub clock: Clock,
+    /// This zbot's metrics, recorded by its parts and served by its listener.
+    pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     pub store: Store,
     pub events: EventBus,
@@ -83,6 +86,7 @@ impl Core {
         forge: impl FnOnce(&Store) -> Forge,
         log_links: Option<LogLinks>,
         clock: Clock,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Core> {
         let recipes = crate::recipe::load_for(&config).map_err(|problems| {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -116,10 +120,12 @@ impl Core {
             executors: crate::runner::executor::Executors::new(&config)
                 .map_err(|e| anyhow::anyhow!("the deploy executors: {e}"))?,
             clock: clock.clone(),
+            metrics: Arc::clone(&metrics),
             overrides: Default::default(),
         });
         Ok(Core {
             clock,
+            metrics,
             config,
             store,
             events,
@@ -219,6 +225,7 @@ pub async fn start_local(config: Config) -> anyhow::Result<Local> {
         },
         None,
         Clock::system(),
+        Arc::new(Metrics::new()),
     )
     .await?;
     core.scheduler.recover().await;
@@ -263,7 +270,10 @@ pub async fn start_with_clock(
             config.path.display()
         ),
     };
-    let github = GitHub::new(&github_config).context("connecting to GitHub")?;
+    // One set of metrics for this zbot, served by its own listener.
+    let metrics = Arc::new(Metrics::new());
+    let github =
+        GitHub::new(&github_config, Arc::clone(&metrics)).context("connecting to GitHub")?;
     let poll_client = github.clone();
     let listener = match listener {
         Some(listener) => listener,
@@ -282,10 +292,12 @@ pub async fn start_with_clock(
         |_| Forge::GitHub(Box::new(github)),
         Some(LogLinks::new(&public_url, log_key.clone())),
         clock,
+        metrics,
     )
     .await?;
     let Core {
         clock,
+        metrics,
         config,
         store,
         events,
@@ -306,7 +318,7 @@ pub async fn start_with_clock(
     let mut slack_out = None;
     let slack = match &config.slack {
         Some(slack_config) => {
-            let (out, bot_user_id) = slack::connect(slack_config).await?;
+            let (out, bot_user_id) = slack::connect(slack_config, Arc::clone(&metrics)).await?;
             slack_out = Some(out.clone());
             let elsewhere = config
                 .campfire
@@ -369,6 +381,7 @@ pub async fn start_with_clock(
             forge.clone(),
             clock.clone(),
             said_tx.clone(),
+            Arc::clone(&metrics),
         ))
     });
     let auto_task = autodeploy
@@ -384,6 +397,7 @@ pub async fn start_with_clock(
         deployer,
         secret: webhook_config.secret.clone(),
         log_key,
+        metrics,
         autodeploy,
     };
     let poller = github_config.poll.map(|interval| {
@@ -391,6 +405,7 @@ pub async fn start_with_clock(
             github: poll_client,
             listener: hooks.clone(),
             interval,
+            max_age: github_config.poll_max_age,
         };
         tokio::spawn(poller.run(shutdown_rx.clone()))
     });

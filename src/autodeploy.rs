@@ -16,6 +16,7 @@ use crate::config::{AppConfig, Config};
 use crate::domain::{Adapter, AppName, Environment, GitRef, Notify, Repository, Sha, Task};
 use crate::events::{Event, EventBus};
 use crate::forge::{Created, DeploymentRequest, Forge};
+use crate::metrics::{AutoOutcome, EnvironmentLabel, Metrics};
 use crate::payload::Payload;
 use crate::policy::{self, autodeploy::Verdict};
 use crate::reply;
@@ -33,8 +34,15 @@ pub struct AutoDeployer {
     pub clock: Clock,
     /// Where the sentences for chat go (a chat side posts them); `None`: logged only.
     pub say: Option<mpsc::UnboundedSender<Said>>,
+    /// This zbot's metrics: what auto-deploy did, by app, environment and outcome.
+    pub metrics: Arc<Metrics>,
     /// One decision at a time, so two events cannot both find the environment free.
     turn: Mutex<()>,
+}
+
+/// An environment as a metrics label: named only when configured for `app`.
+fn label(app: &AppConfig, environment: &Environment) -> EnvironmentLabel {
+    EnvironmentLabel::of(environment, app.environments.contains(environment))
 }
 
 impl AutoDeployer {
@@ -44,6 +52,7 @@ impl AutoDeployer {
         forge: Forge,
         clock: Clock,
         say: Option<mpsc::UnboundedSender<Said>>,
+        metrics: Arc<Metrics>,
     ) -> AutoDeployer {
         AutoDeployer {
             config,
@@ -51,6 +60,7 @@ impl AutoDeployer {
             forge,
             clock,
             say,
+            metrics,
             turn: Mutex::new(()),
         }
     }
@@ -148,7 +158,8 @@ impl AutoDeployer {
             return;
         }
         if let Some(held) = self.held(name, app, environment).await {
-            crate::metrics::global().auto_deploy(name.as_str(), environment.as_str(), "held");
+            self.metrics
+                .auto_deploy(name, label(app, environment), AutoOutcome::Held);
             let now = self.clock.now();
             if let Ok(true) = self.store.auto_held(name, environment, &held, now).await {
                 let text = reply::auto_deploy_held(name, environment, &sha, &held);
@@ -248,20 +259,14 @@ impl AutoDeployer {
             .await
         {
             Ok(Created::Deployment { id, .. }) => {
-                crate::metrics::global().auto_deploy(
-                    name.as_str(),
-                    environment.as_str(),
-                    "created",
-                );
+                self.metrics
+                    .auto_deploy(name, label(app, environment), AutoOutcome::Created);
                 tracing::info!(app = %name, %environment, %sha, deployment = %id, "auto-deploy created a deployment")
             }
             Ok(Created::Merged { .. }) => {}
             Err(refused) => {
-                crate::metrics::global().auto_deploy(
-                    name.as_str(),
-                    environment.as_str(),
-                    "refused",
-                );
+                self.metrics
+                    .auto_deploy(name, label(app, environment), AutoOutcome::Refused);
                 let text = reply::refused(&refused, name.as_str(), app.repository.as_str());
                 tracing::warn!(app = %name, %environment, "auto-deploy was refused: {refused}");
                 self.tell(app, text);

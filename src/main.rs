@@ -372,7 +372,7 @@ async fn check_online(config: Config) -> anyhow::Result<()> {
         }
     }
     if let Some(github_config) = &config.github {
-        let github = zbot::forge::github::GitHub::new(github_config)?;
+        let github = zbot::forge::github::GitHub::new(github_config, Default::default())?;
         for (name, app) in &config.apps {
             match github.check_access(&app.repository).await {
                 Ok(()) => println!("github: ok, {name} ({})", app.repository),
@@ -496,6 +496,15 @@ fn check(config_path: &Path) -> Option<Config> {
             "store: sqlite in {}",
             config.bot.data_dir.join("zbot.sqlite").display()
         ),
+    }
+    if let Some(github) = config.github.as_ref()
+        && let Some(poll) = github.poll
+    {
+        println!(
+            "polling: every {}; a deployment found older than {} is refused ([github] poll_max_age)",
+            zbot::config::HumanDuration(poll),
+            zbot::config::HumanDuration(github.poll_max_age)
+        );
     }
     println!("apps:");
     for (name, app) in &config.apps {

@@ -12,7 +12,18 @@
 //! not run. Deployments made while zbot was stopped are newer than the mark, and run at the next
 //! start. When every deployment of the first page ([`POLL_PAGE`]) is newer than the mark, older
 //! pages are read until one reaches the mark, up to [`POLL_MAX_PAGES`] pages; deployments beyond
-//! that are not run (a warning says how far the poll read).
+//! that are not run (a warning says how far the poll read). The first poll after a start costs one
+//! full listing per repository (the ETags are not kept across restarts).
+//!
+//! After downtime, replaying every deployment made meanwhile, in order, would deploy v1, v2 and v3
+//! although v3 was perhaps deployed otherwise since. So a new deployment is not run when:
+//! - it was created longer ago than `[github] poll_max_age` (default one hour): it is refused like
+//!   any deployment zbot will not run — an `error` status on GitHub and a message in chat, saying
+//!   "created 3h ago, older than [github] poll_max_age = 1h; deploy again" ([`Why::TooOld`]);
+//! - its latest status is no longer `pending` (someone, zbot's webhook or another deployer, has
+//!   taken it already): it is passed over, with a log line.
+//!
+//! Deliveries to the webhook are not held to these rules: GitHub sends them as deployments are made.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,9 +31,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::domain::Repository;
+use crate::domain::{DeploymentId, Repository};
 use crate::forge::DeploymentListing;
 use crate::forge::github::{GitHub, POLL_MAX_PAGES, POLL_PAGE};
+use crate::metrics::PollResult;
+use crate::policy::{Refusal, Why};
 use crate::webhook::{self, DeploymentEventBody, GitHubRepository, Listener, Taken};
 
 /// Polls GitHub for the repositories of the configured apps.
@@ -30,6 +43,29 @@ pub struct Poller {
     pub github: GitHub,
     pub listener: Listener,
     pub interval: Duration,
+    /// `[github] poll_max_age`: older deployments are refused, not run.
+    pub max_age: Duration,
+}
+
+/// How long ago a deployment as GitHub lists it was created (its `created_at`), if it says; a
+/// `created_at` in the future (clocks differ) is no age at all.
+fn age_of(deployment: &Value, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let created = deployment.get("created_at").and_then(Value::as_str)?;
+    let created = chrono::DateTime::parse_from_rfc3339(created).ok()?;
+    Some(
+        (now - created.with_timezone(&chrono::Utc))
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
+/// The age of a deployment older than `max_age`, which is not run.
+fn too_old(
+    deployment: &Value,
+    now: chrono::DateTime<chrono::Utc>,
+    max_age: Duration,
+) -> Option<Duration> {
+    age_of(deployment, now).filter(|age| *age > max_age)
 }
 
 /// The configured apps' repositories, each once.
@@ -98,24 +134,24 @@ impl Poller {
     /// One poll of `repository`; the ETag to ask with next time, or `None` to list in full (the
     /// listing failed, or not every new deployment could be stored).
     async fn poll(&self, repository: &Repository, etag: Option<&str>) -> Option<String> {
-        let metrics = crate::metrics::global();
+        let metrics = &self.listener.metrics;
         let listing = match self.github.poll_deployments(repository, etag).await {
             Ok(listing) => listing,
             Err(e) => {
-                metrics.poll("error");
+                metrics.poll(PollResult::Error);
                 tracing::warn!(%repository, "cannot poll deployments: {e}");
                 return etag.map(str::to_string);
             }
         };
         let (next_etag, deployments) = match listing {
             DeploymentListing::Unchanged { .. } => {
-                metrics.poll("unchanged");
+                metrics.poll(PollResult::Unchanged);
                 return etag.map(str::to_string);
             }
             DeploymentListing::Changed {
                 etag, deployments, ..
             } => {
-                metrics.poll("changed");
+                metrics.poll(PollResult::Changed);
                 (etag, deployments)
             }
         };
@@ -159,22 +195,10 @@ impl Poller {
             }
         }
         for (id, deployment) in newer_than(deployments, mark) {
-            let body = serde_json::from_value(deployment).map(|deployment| DeploymentEventBody {
-                deployment,
-                repository: GitHubRepository {
-                    full_name: repository.to_string(),
-                    clone_url: None,
-                },
-            });
-            let taken = match body {
-                Ok(body) => {
-                    webhook::take_deployment(&self.listener, Some(&format!("poll-{id}")), body)
-                        .await
-                }
-                Err(e) => {
-                    tracing::warn!(%repository, deployment = id, "a deployment zbot cannot read: {e}");
-                    Taken::Refused(e.to_string())
-                }
+            let taken = match self.passed_over(repository, id, &deployment).await {
+                Ok(Some(taken)) => taken,
+                Ok(None) => self.take(repository, id, deployment).await,
+                Err(()) => return None,
             };
             if taken == Taken::StoreFailed {
                 return None;
@@ -186,6 +210,68 @@ impl Poller {
             }
         }
         next_etag
+    }
+
+    /// Whether a new deployment is not run, and what became of it: refused when it is older than
+    /// `[github] poll_max_age`, passed over when its latest status is no longer pending. `Err` when
+    /// GitHub could not say (the next poll asks again).
+    async fn passed_over(
+        &self,
+        repository: &Repository,
+        id: u64,
+        deployment: &Value,
+    ) -> Result<Option<Taken>, ()> {
+        let now = self.listener.deployer.clock.now();
+        if let Some(age) = too_old(deployment, now, self.max_age) {
+            let refusal = Refusal {
+                deployment_id: DeploymentId(id),
+                repository: Some(repository.clone()),
+                repository_text: repository.to_string(),
+                why: Why::TooOld {
+                    age,
+                    max_age: self.max_age,
+                },
+            };
+            return Ok(Some(
+                webhook::refuse(&self.listener, Box::new(refusal)).await,
+            ));
+        }
+        match self
+            .github
+            .settled_state(repository, DeploymentId(id))
+            .await
+        {
+            Ok(None) => Ok(None),
+            Ok(Some(state)) => {
+                tracing::info!(%repository, deployment = id, state,
+                    "a polled deployment was taken already (its latest status is not pending): not run");
+                Ok(Some(Taken::Duplicate))
+            }
+            Err(e) => {
+                tracing::warn!(%repository, deployment = id, "cannot read a polled deployment's status: {e}");
+                Err(())
+            }
+        }
+    }
+
+    /// A new deployment taken as the webhook takes a delivery.
+    async fn take(&self, repository: &Repository, id: u64, deployment: Value) -> Taken {
+        let body = serde_json::from_value(deployment).map(|deployment| DeploymentEventBody {
+            deployment,
+            repository: GitHubRepository {
+                full_name: repository.to_string(),
+                clone_url: None,
+            },
+        });
+        match body {
+            Ok(body) => {
+                webhook::take_deployment(&self.listener, Some(&format!("poll-{id}")), body).await
+            }
+            Err(e) => {
+                tracing::warn!(%repository, deployment = id, "a deployment zbot cannot read: {e}");
+                Taken::Refused(e.to_string())
+            }
+        }
     }
 }
 
@@ -208,6 +294,33 @@ mod tests {
             .collect();
         assert_eq!(ids, [11, 12]);
         assert!(newer_than(vec![json!({"id": 3})], 3).is_empty());
+    }
+
+    #[test]
+    fn a_deployment_older_than_the_max_age_is_too_old() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let hour = Duration::from_secs(3600);
+        for (created_at, expected) in [
+            (json!("2026-11-29T09:00:00Z"), Some(3 * 3600)),
+            (json!("2026-11-29T10:59:59Z"), Some(3601)),
+            (json!("2026-11-29T11:00:00Z"), None),
+            (json!("2026-11-29T11:59:00Z"), None),
+            // Clocks differ: a deployment from the future is new.
+            (json!("2026-11-29T12:05:00Z"), None),
+            (json!("2026-11-29T12:00:00+02:00"), Some(2 * 3600)),
+            // Unreadable or missing: taken, as a delivery would be.
+            (json!("yesterday"), None),
+            (json!(null), None),
+        ] {
+            let deployment = json!({"id": 1, "created_at": created_at});
+            assert_eq!(
+                too_old(&deployment, now, hour),
+                expected.map(Duration::from_secs),
+                "{created_at}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,16 @@ pub fn human_duration(elapsed: std::time::Duration) -> String {
     }
 }
 
+/// A time span in its largest whole unit: "45s", "12m", "3h" (for "created 3h ago").
+pub fn coarse_duration(span: std::time::Duration) -> String {
+    let s = span.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
 /// `text` ended as a sentence: a period is added unless it already ends with `.`, `!`, `?` or `…`.
 /// Text from outside (GitHub's messages, git's errors, a deploy's description) often brings its own
 /// period, and a reply must not end a sentence with `..`.
@@ -972,6 +982,11 @@ pub fn refusal_plain(refusal: &Refusal) -> String {
             "zbot does not know where to fetch {} from: set clone_url in bot.toml",
             refusal.repository_text
         ),
+        Why::TooOld { age, max_age } => format!(
+            "created {} ago, older than [github] poll_max_age = {}; deploy again",
+            coarse_duration(*age),
+            crate::config::HumanDuration(*max_age)
+        ),
     }
 }
 
@@ -1814,6 +1829,32 @@ pub fn version() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_too_old_polled_deployment_says_how_old_and_what_to_do() {
+        use std::time::Duration;
+        for (secs, shown) in [
+            (59, "59s"),
+            (60, "1m"),
+            (3599, "59m"),
+            (3 * 3600 + 1200, "3h"),
+        ] {
+            assert_eq!(coarse_duration(Duration::from_secs(secs)), shown);
+        }
+        let refusal = Refusal {
+            deployment_id: crate::domain::DeploymentId(7),
+            repository: None,
+            repository_text: "octo/adxstat".into(),
+            why: Why::TooOld {
+                age: Duration::from_secs(3 * 3600 + 60),
+                max_age: Duration::from_secs(3600),
+            },
+        };
+        assert_eq!(
+            refusal_plain(&refusal),
+            "created 3h ago, older than [github] poll_max_age = 1h; deploy again"
+        );
+    }
 
     #[test]
     fn a_sentence_ends_once() {

@@ -321,7 +321,8 @@ impl Scheduler {
                 |running, queued| {
                     let plan = plan(running, queued, concurrency);
                     let waiting = queued.len().saturating_sub(plan.start.len());
-                    crate::metrics::global()
+                    self.deployer
+                        .metrics
                         .queue_depth
                         .set(i64::try_from(waiting).unwrap_or(i64::MAX));
                     let positions = plan
@@ -396,7 +397,8 @@ impl Scheduler {
         let waited = (chrono::Utc::now() - d.created_at)
             .to_std()
             .unwrap_or_default();
-        crate::metrics::global()
+        self.deployer
+            .metrics
             .queue_wait
             .observe(waited.as_secs_f64());
         let this = Arc::clone(self);

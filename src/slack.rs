@@ -23,6 +23,7 @@ use crate::chat::{ChatError, ChatOutput, Inbound, InboundKind, Message};
 use crate::config::NotifyEvent;
 use crate::config::{HumanDuration, SlackConfig, Timeouts};
 use crate::events::DeploymentEvent;
+use crate::metrics::{Metrics, SlackResult};
 
 type Client = SlackClient<SlackClientHyperHttpsConnector>;
 
@@ -76,6 +77,8 @@ pub struct SlackOutput {
     token: SlackApiToken,
     /// `[slack] timeout`: the longest one call may take.
     timeout: Duration,
+    /// This zbot's metrics: each Web API call, Socket Mode reconnections.
+    metrics: Arc<Metrics>,
 }
 
 /// One Web API call, given up after `limit` (`[slack] timeout`): a Slack that never answers must not
@@ -126,7 +129,11 @@ fn explain(error: &SlackClientError) -> ChatError {
 impl SlackOutput {
     /// `call` (the Web API's `method`), tried again after a rate limit; each try is counted and timed
     /// (`zbot_slack_requests_total`).
-    async fn with_rate_limits<T, F, Fut>(&self, method: &str, mut call: F) -> Result<T, ChatError>
+    async fn with_rate_limits<T, F, Fut>(
+        &self,
+        method: &'static str,
+        mut call: F,
+    ) -> Result<T, ChatError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = ClientResult<T>>,
@@ -136,12 +143,12 @@ impl SlackOutput {
             let sent = std::time::Instant::now();
             let answered = within(self.timeout, call()).await;
             let result = match &answered {
-                Ok(Ok(_)) => "ok",
-                Ok(Err(SlackClientError::RateLimitError(_))) => "rate_limited",
-                Ok(Err(_)) => "error",
-                Err(_) => "timeout",
+                Ok(Ok(_)) => SlackResult::Ok,
+                Ok(Err(SlackClientError::RateLimitError(_))) => SlackResult::RateLimited,
+                Ok(Err(_)) => SlackResult::Error,
+                Err(_) => SlackResult::Timeout,
             };
-            crate::metrics::global().slack_request(method, result, sent.elapsed());
+            self.metrics.slack_request(method, result, sent.elapsed());
             match answered? {
                 Ok(value) => return Ok(value),
                 Err(SlackClientError::RateLimitError(limit)) if attempt < RATE_LIMIT_ATTEMPTS => {
@@ -593,7 +600,7 @@ async fn on_hello<E>(_event: E, _client: Arc<Client>, states: SlackClientEventsU
             .swap(true, std::sync::atomic::Ordering::Relaxed)
     {
         tracing::info!("Socket Mode connected again");
-        crate::metrics::global().socket_mode_reconnects.inc();
+        state.bot.out.metrics.socket_mode_reconnects.inc();
     }
 }
 
@@ -646,7 +653,10 @@ pub async fn check(slack: &SlackConfig) -> anyhow::Result<String> {
 }
 
 /// Connects to Slack: `auth.test` for the bot's user id, then Socket Mode.
-pub async fn connect(slack: &SlackConfig) -> anyhow::Result<(SlackOutput, String)> {
+pub async fn connect(
+    slack: &SlackConfig,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(SlackOutput, String)> {
     let client = client(&slack.api_url, slack.timeouts)?;
     let token = SlackApiToken::new(slack.bot_token.expose().into());
     let identity = within(
@@ -665,6 +675,7 @@ pub async fn connect(slack: &SlackConfig) -> anyhow::Result<(SlackOutput, String
         client,
         token,
         timeout: slack.timeouts.request,
+        metrics,
     };
     Ok((out, identity.user_id.to_string()))
 }

@@ -39,6 +39,7 @@ use crate::domain::{
     DeploymentId, Environment, GitRef, Invalid, Problem, Repository, Sha, Task, ValueKind,
 };
 use crate::loglink::LinkKey;
+use crate::metrics::{DeliveryEvent, DeliveryResult, Metrics};
 use crate::payload::Parts;
 use crate::policy::{self, Refusal, Why};
 use crate::runner::Deployer;
@@ -76,6 +77,8 @@ pub struct Listener {
     pub secret: Option<Secret>,
     /// Checks the tokens of log page links.
     pub log_key: LinkKey,
+    /// This zbot's metrics, recorded here and served at `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Deploys green branch heads (`auto_deploy`); `None` when no app does.
     pub autodeploy: Option<Arc<crate::autodeploy::AutoDeployer>>,
 }
@@ -277,24 +280,10 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 async fn delivery(state: State<Shared>, headers: HeaderMap, body: Body) -> Response {
     // A label from a fixed few: the header is read before the signature is checked, and a client
     // that is not GitHub must not make up label values (each one a new series held forever).
-    let event = match header(&headers, "x-github-event") {
-        Some(event @ ("deployment" | "ping" | "status" | "check_suite" | "check_run")) => event,
-        Some(_) => "other",
-        None => "none",
-    };
+    let event = DeliveryEvent::of(header(&headers, "x-github-event"));
+    let metrics = Arc::clone(&state.listener.metrics);
     let response = answer_delivery(state, &headers, body).await;
-    let result = match response.status().as_u16() {
-        200 => "ok".to_string(),
-        202 => "accepted".to_string(),
-        400 => "malformed".to_string(),
-        401 => "unsigned".to_string(),
-        408 => "too_slow".to_string(),
-        413 => "too_large".to_string(),
-        422 => "refused".to_string(),
-        503 => "unavailable".to_string(),
-        other => other.to_string(),
-    };
-    crate::metrics::global().delivery(event, &result);
+    metrics.delivery(event, DeliveryResult::of(response.status().as_u16()));
     response
 }
 
@@ -458,7 +447,7 @@ pub async fn take_deployment(
 
 /// Records a refused deployment and (once per deployment) tells GitHub and chat why it will not
 /// run. Nothing is created or removed on disk.
-async fn refuse(listener: &Listener, refusal: Box<Refusal>) -> Taken {
+pub async fn refuse(listener: &Listener, refusal: Box<Refusal>) -> Taken {
     let reason = crate::reply::refusal_plain(&refusal);
     tracing::warn!(deployment = %refusal.deployment_id, repository = %refusal.repository_text,
         "refused a deployment: {reason}");
@@ -623,13 +612,13 @@ pub fn job_from(
 }
 
 /// `GET /metrics`: every metric, in the text format Prometheus scrapes.
-async fn metrics() -> Response {
+async fn metrics(State(shared): State<Shared>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::global().encode(),
+        shared.listener.metrics.encode(),
     )
         .into_response()
 }

@@ -140,7 +140,15 @@ pub struct GithubConfig {
     /// `poll = "15s"`: list each app's deployments this often (with `If-None-Match`, so an unchanged
     /// list costs no rate limit) and take new ones as if delivered by the webhook. `None`: webhook only.
     pub poll: Option<Duration>,
+    /// `poll_max_age = "1h"`: a deployment polling finds that was created longer ago than this is
+    /// not run but refused (`error`, "deploy again"): after downtime zbot does not replay every
+    /// deployment it missed. Default [`DEFAULT_POLL_MAX_AGE`].
+    pub poll_max_age: Duration,
 }
+
+/// `[github] poll_max_age` when unset: an hour, longer than a restart takes and shorter than the
+/// time in which what was asked for is likely to have been deployed otherwise.
+pub const DEFAULT_POLL_MAX_AGE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct GithubApp {
@@ -659,6 +667,7 @@ struct RawGithub {
     timeout: Option<HumanDuration>,
     connect_timeout: Option<HumanDuration>,
     poll: Option<HumanDuration>,
+    poll_max_age: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -1565,6 +1574,14 @@ fn validate_github(c: &mut Checker<'_>, raw: RawGithub) -> GithubConfig {
             }
             poll.0
         }),
+        poll_max_age: match raw.poll_max_age {
+            Some(age) if age.0.is_zero() => {
+                c.problem("github", Some("poll_max_age"), "must be longer than 0s");
+                DEFAULT_POLL_MAX_AGE
+            }
+            Some(age) => age.0,
+            None => DEFAULT_POLL_MAX_AGE,
+        },
     }
 }
 

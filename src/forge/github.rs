@@ -20,6 +20,7 @@
 //!   [`Refused::Unanswered`], never a second deployment.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use octocrab::Octocrab;
@@ -34,6 +35,7 @@ use super::{
 use crate::config::{GithubConfig, Timeouts};
 use crate::domain::{DeploymentId, Environment, GitRef, Repository, Sha};
 use crate::http::{HttpClient, HttpError};
+use crate::metrics::{GitHubResult, Metrics};
 use crate::secret::Secret;
 
 impl From<octocrab::Error> for ForgeError {
@@ -319,6 +321,8 @@ pub struct GitHub {
     timeouts: Timeouts,
     /// For the one call whose redirect must not be followed (octocrab follows them): the archive.
     archive: Option<Archive>,
+    /// Where each try of a request is counted and timed.
+    metrics: Arc<Metrics>,
 }
 
 /// What asking for a source archive's URL needs: a client that does not follow redirects, the token.
@@ -332,8 +336,8 @@ struct Archive {
 impl GitHub {
     /// A client with `[github] token`, or acting as the configured GitHub App installation. Gists go
     /// through `gist_token` (an App cannot write gists), else `token`; with neither, gist requests fail
-    /// and deploy logs are linked to zbot's own log page.
-    pub fn new(config: &GithubConfig) -> Result<GitHub, ForgeError> {
+    /// and deploy logs are linked to zbot's own log page. Each try of a request is counted in `metrics`.
+    pub fn new(config: &GithubConfig, metrics: Arc<Metrics>) -> Result<GitHub, ForgeError> {
         let timeouts = config.timeouts;
         let api = match (&config.token, &config.app) {
             (Some(token), _) => client(&config.api_url, token, timeouts)?,
@@ -362,6 +366,7 @@ impl GitHub {
             gists,
             timeouts,
             archive,
+            metrics,
         })
     }
 
@@ -383,11 +388,11 @@ impl GitHub {
                 .await
                 .unwrap_or(Err(ForgeError::Timeout { after: limit }));
             let result = match &outcome {
-                Ok(answer) => crate::metrics::status_class(answer.status),
-                Err(ForgeError::Timeout { .. }) => "timeout".to_string(),
-                Err(_) => "network".to_string(),
+                Ok(answer) => GitHubResult::of_status(answer.status),
+                Err(ForgeError::Timeout { .. }) => GitHubResult::Timeout,
+                Err(_) => GitHubResult::Network,
             };
-            crate::metrics::global().github_request(&result, sent.elapsed());
+            self.metrics.github_request(result, sent.elapsed());
             match next_try(&outcome, attempt) {
                 // A wait that would end past the deadline is not worth starting.
                 Some(wait) if Instant::now() + wait < deadline => {
@@ -812,6 +817,19 @@ impl GitHub {
             });
         }
         Ok(rows)
+    }
+
+    /// The state of `deployment_id`'s latest status as GitHub names it, or `None` while it is
+    /// pending (no status yet, or `pending`): whether someone already took the deployment.
+    pub async fn settled_state(
+        &self,
+        repository: &Repository,
+        deployment_id: DeploymentId,
+    ) -> Result<Option<&'static str>, ForgeError> {
+        let state = self
+            .latest_state(&format!("/repos/{repository}"), deployment_id.0)
+            .await?;
+        Ok((state != WireState::Pending).then(|| state.as_str()))
     }
 
     /// The state of a deployment's latest status; `pending` before it has any.

@@ -122,6 +122,12 @@ pub enum Why {
     Denied(Denial),
     /// Neither `bot.toml` nor the event gives a URL to fetch the repository from.
     NoCloneUrl,
+    /// Found by polling, created `age` ago: longer than `[github] poll_max_age` (`max_age`), so
+    /// what it asked for may well have been deployed otherwise since.
+    TooOld {
+        age: std::time::Duration,
+        max_age: std::time::Duration,
+    },
 }
 
 /// An app and one of its environments, after aliases, with their names as configured.

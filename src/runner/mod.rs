@@ -26,6 +26,7 @@ use crate::domain::{DeploymentId, Task};
 use crate::events::{DeploymentEvent, EventBus};
 use crate::forge::{Changes, Forge, ForgeError, LogPage, StatusState, StatusUpdate};
 use crate::loglink::LogLinks;
+use crate::metrics::{DeployOutcome, EnvironmentLabel};
 use crate::policy::{self, Denial, Refusal};
 use crate::recipe::{Invocation, Recipes, RenderInput};
 use crate::reply::{self, human_duration};
@@ -66,6 +67,8 @@ pub struct Deployer {
     pub executors: executor::Executors,
     /// "Now", for freezes, windows and lock expiry.
     pub clock: crate::clock::Clock,
+    /// This zbot's metrics: deploys that ended, by app, environment and outcome.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The override said of each deployment an admin's `deploy!` took through a freeze or window, while
     /// it runs: added to its `in_progress` and final status descriptions.
     pub overrides: std::sync::Mutex<std::collections::BTreeMap<DeploymentId, String>>,
@@ -488,10 +491,20 @@ impl Deployer {
                     .started_at
                     .and_then(|started| (chrono::Utc::now() - started).to_std().ok())
                     .unwrap_or_default();
-                crate::metrics::global().deploy_ended(
-                    d.app.as_str(),
-                    d.environment.as_str(),
-                    outcome.state.as_str(),
+                let configured = self
+                    .config
+                    .apps
+                    .get(&d.app)
+                    .is_some_and(|app| app.environments.contains(&d.environment));
+                let ended = match outcome.state {
+                    StatusState::Success => DeployOutcome::Success,
+                    StatusState::Failure => DeployOutcome::Failure,
+                    _ => DeployOutcome::Error,
+                };
+                self.metrics.deploy_ended(
+                    &d.app,
+                    EnvironmentLabel::of(&d.environment, configured),
+                    ended,
                     took,
                 );
             }

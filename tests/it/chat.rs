@@ -451,22 +451,27 @@ async fn a_reconnect_mid_deploy_still_delivers_the_answer_and_redeliveries_run_o
             })
         })
         .await;
-    let reconnects = zbot::metrics::global().socket_mode_reconnects.get();
+    let reconnects = "zbot_slack_socket_mode_reconnects_total";
+    let before = crate::metrics::value(&crate::metrics::scrape(c.zbot.addr).await, reconnects, &[]);
     c.slack.disconnect("refresh_requested");
     c.slack
         .wait_for("a new connection", DEADLINE, |s| {
             (s.connections() > 1).then_some(())
         })
         .await;
-    // Counted when the new connection's `hello` is handled (the metric has no event to wait on:
-    // it is read until it moves, within the deadline).
-    tokio::time::timeout(DEADLINE, async {
-        while zbot::metrics::global().socket_mode_reconnects.get() <= reconnects {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the reconnect is counted in zbot_slack_socket_mode_reconnects_total");
+    // The new connection's `hello` is counted when it is handled, and a connection's frames are
+    // handled in order: once an envelope sent after it is acknowledged, the count has moved.
+    let other_bot = json!({"type": "message", "channel": CHANNEL, "bot_id": "B0OTHER",
+        "subtype": "bot_message", "text": "hello", "ts": user_ts(90), "channel_type": "channel"});
+    c.slack
+        .send(event_envelope("env-after-reconnect", "Ev90", other_bot, 0));
+    c.slack
+        .wait_for("the ack after the reconnect", DEADLINE, |s| {
+            s.acked("env-after-reconnect")
+        })
+        .await;
+    let after = crate::metrics::value(&crate::metrics::scrape(c.zbot.addr).await, reconnects, &[]);
+    assert_eq!(after - before, 1.0, "one reconnect counted in {reconnects}");
     release.go();
     c.reply(&thread, "is on *production*").await;
     assert_eq!(

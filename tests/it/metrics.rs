@@ -11,14 +11,14 @@ use crate::harness::{FABFILE, TestRepo, config_text, deploy, http, start_zbot};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Scrapes zbot's `/metrics` and parses it.
-async fn scrape(zbot: std::net::SocketAddr) -> Scrape {
+pub async fn scrape(zbot: std::net::SocketAddr) -> Scrape {
     let (status, body) = http(zbot, "GET", "/metrics", &[], b"").await;
     assert_eq!(status, 200, "{body}");
     Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text format")
 }
 
 /// The value of the sample `name` whose labels include all of `labels` (0 when there is none yet).
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
         .samples
         .iter()
@@ -65,20 +65,23 @@ async fn metrics_parse_and_count_a_deploy() {
     let moved = |name: &str, labels: &[(&str, &str)]| {
         value(&after, name, labels) - value(&before, name, labels)
     };
-    assert!(
-        moved("zbot_deployments_total", &place) >= 1.0,
+    // This zbot's own metrics: exactly this deploy moved them.
+    assert_eq!(
+        moved("zbot_deployments_total", &place),
+        1.0,
         "{:?}",
         after.samples
     );
-    assert!(
+    assert_eq!(
         moved(
             "zbot_deploy_duration_seconds_count",
             &[("app", "adxstat"), ("environment", "production")]
-        ) >= 1.0
+        ),
+        1.0
     );
-    assert!(moved("zbot_webhook_deliveries_total", &accepted) >= 1.0);
+    assert_eq!(moved("zbot_webhook_deliveries_total", &accepted), 1.0);
     assert!(moved("zbot_github_requests_total", &[("result", "2xx")]) >= 3.0);
-    assert!(moved("zbot_queue_wait_seconds_count", &[]) >= 1.0);
+    assert_eq!(moved("zbot_queue_wait_seconds_count", &[]), 1.0);
     assert!(
         after.samples.iter().any(|s| s.metric == "zbot_queue_depth"),
         "the queue depth is a gauge: {:?}",
@@ -100,6 +103,9 @@ async fn metrics_parse_and_count_a_deploy() {
     assert_eq!(status, 401);
     let forged = scrape(zbot.addr).await;
     let unsigned = [("event", "deployment"), ("result", "unsigned")];
-    assert!(value(&forged, "zbot_webhook_deliveries_total", &unsigned) >= 1.0);
+    assert_eq!(
+        value(&forged, "zbot_webhook_deliveries_total", &unsigned),
+        1.0
+    );
     zbot.stop().await.unwrap();
 }

@@ -49,12 +49,34 @@ async fn polls_after(github: &FakeGitHub, seen: usize, more: usize) -> Vec<u16> 
         .await
 }
 
-async fn deployments_stored(zbot: &zbot::app::Running) -> usize {
-    zbot.store
-        .recent(&"adxstat".parse().unwrap(), None, 100)
-        .await
-        .unwrap()
-        .len()
+/// The deploy logs zbot wrote: one per deploy it ran.
+fn deploy_logs(dir: &std::path::Path) -> Vec<String> {
+    let mut logs: Vec<String> = std::fs::read_dir(dir.join("data/logs"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    logs.sort();
+    logs
+}
+
+/// Posts a status to deployment `id` as another deployer would.
+async fn status_by_someone_else(github: &FakeGitHub, id: u64, state: &str) {
+    let body = serde_json::to_vec(&serde_json::json!({"state": state, "description": "elsewhere"}))
+        .unwrap();
+    let (status, answer) = crate::harness::http(
+        github.addr,
+        "POST",
+        &format!("/repos/octo/adxstat/deployments/{id}/statuses"),
+        &[("Content-Type", "application/json".to_string())],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,7 +112,11 @@ async fn without_a_webhook_a_new_deployment_runs_by_polling_and_an_unchanged_lis
         answers[seen..].iter().all(|status| *status == 304),
         "{answers:?}"
     );
-    assert_eq!(deployments_stored(&zbot).await, 1);
+    assert_eq!(
+        deploy_logs(dir.path()),
+        [format!("{id}.log")],
+        "one deploy ran"
+    );
     assert!(
         github.statuses(old).is_empty(),
         "the old deployment never ran"
@@ -139,7 +165,11 @@ async fn webhook_and_polling_together_run_a_deployment_once() {
         1,
         "{states:?}"
     );
-    assert_eq!(deployments_stored(&zbot).await, 1);
+    assert_eq!(
+        deploy_logs(dir.path()),
+        [format!("{id}.log")],
+        "one deploy ran"
+    );
     let log = std::fs::read_to_string(dir.path().join(format!("data/logs/{id}.log"))).unwrap();
     assert_eq!(log.matches("deploying v0.0.1").count(), 1, "{log}");
     zbot.stop().await.unwrap();
@@ -179,6 +209,51 @@ async fn more_than_a_page_of_deployments_made_while_zbot_was_stopped_are_all_ans
             "#{id}: {states:?}"
         );
     }
+    zbot.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_restart_fresh_deployments_run_an_old_one_is_refused_and_a_taken_one_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let repo = TestRepo::new(dir.path());
+    repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    github.create_deployments_in(&repo.path);
+    let config = polling_config(&github, &repo, "receive = false");
+    let zbot = start_zbot(dir.path(), &config).await;
+    polls_after(&github, 0, 1).await;
+    zbot.stop().await.unwrap();
+
+    // While zbot is stopped: one made three hours ago, one another deployer took, one fresh.
+    let old = github.create("v0.0.1", "production").await;
+    let three_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(3))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    github.set_created_at(old, &three_hours_ago);
+    let taken = github.create("v0.0.1", "production").await;
+    status_by_someone_else(&github, taken, "in_progress").await;
+    let fresh = github.create("v0.0.1", "production").await;
+
+    let zbot = start_zbot(dir.path(), &config).await;
+    // Polled deployments are taken oldest first: by the end of the fresh one, the others were seen.
+    let last = github.final_status(fresh, DEADLINE).await;
+    assert_eq!(last.state, "success", "{last:?}");
+    let refused = github.final_status(old, DEADLINE).await;
+    assert_eq!(refused.state, "error");
+    assert_eq!(
+        refused.description,
+        "created 3h ago, older than [github] poll_max_age = 1h; deploy again"
+    );
+    assert_eq!(github.states(old), ["error"], "the old one never started");
+    assert_eq!(
+        github.states(taken),
+        ["in_progress"],
+        "zbot left the one another deployer took alone"
+    );
+    assert_eq!(
+        deploy_logs(dir.path()),
+        [format!("{fresh}.log")],
+        "one deploy ran"
+    );
     zbot.stop().await.unwrap();
 }
 

@@ -107,7 +107,14 @@ pub struct FakeGitHub {
     changed: super::Changes,
 }
 
+/// When gists and statuses were made, as the fake says (deployments carry the time they were made).
 const TIME: &str = "2026-11-27T10:00:00Z";
+
+/// Now, as GitHub writes times: deployments are stamped with the time they were made, so rules
+/// about their age (`[github] poll_max_age`) see them as new.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
 
 impl FakeGitHub {
     pub async fn start() -> FakeGitHub {
@@ -249,6 +256,19 @@ impl FakeGitHub {
         serde_json::from_str::<Value>(&answer).unwrap()["id"]
             .as_u64()
             .unwrap()
+    }
+
+    /// Makes deployment `id` look created at `created_at` (RFC 3339), as one made while zbot was
+    /// stopped long ago.
+    pub fn set_created_at(&self, id: u64, created_at: &str) {
+        let mut model = self.model.lock().unwrap();
+        let (_, deployment) = model
+            .deployments
+            .iter_mut()
+            .find(|(made, _)| *made == id)
+            .expect("a deployment the fake made");
+        deployment["created_at"] = json!(created_at);
+        deployment["updated_at"] = json!(created_at);
     }
 
     /// Ids of the deployments the fake made, oldest first.
@@ -816,7 +836,7 @@ async fn create_deployment(
         "url": format!("{base}/repos/{owner}/{repo}/deployments/{id}"), "id": id, "node_id": format!("DE_{id}"),
         "sha": sha, "ref": git_ref, "task": task, "payload": payload, "original_environment": environment,
         "environment": environment, "description": body.get("description"), "creator": null,
-        "created_at": TIME, "updated_at": TIME,
+        "created_at": now(), "updated_at": now(),
         "statuses_url": format!("{base}/repos/{owner}/{repo}/deployments/{id}/statuses"),
         "repository_url": format!("{base}/repos/{owner}/{repo}"),
         "transient_environment": body.get("transient_environment").and_then(Value::as_bool).unwrap_or(false),
