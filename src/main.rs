@@ -526,11 +526,17 @@ fn check(config_path: &Path) -> Option<Config> {
             overrides_stock: false,
         } => format!("local: {}", recipe.file.display()),
     };
+    // Whether `deploy:noop` can run: a recipe without `noop_task` refuses it.
+    let dry_run = |recipe: &zbot::recipe::Recipe| match &recipe.noop {
+        Some(noop) => format!("dry run: task {}", noop.task),
+        None => "no dry run".to_string(),
+    };
     for recipe in &detected {
         println!(
-            "  {} ({}): {}",
+            "  {} ({}; {}): {}",
             recipe.name,
             origin(recipe),
+            dry_run(recipe),
             recipe.description
         );
     }
@@ -540,9 +546,10 @@ fn check(config_path: &Path) -> Option<Config> {
         .filter(|r| !detected.iter().any(|d| d.name == r.name))
     {
         println!(
-            "  {} ({}, only when named): {}",
+            "  {} ({}, only when named; {}): {}",
             recipe.name,
             origin(recipe),
+            dry_run(recipe),
             recipe.description
         );
     }

@@ -400,7 +400,9 @@ pub fn denial(denial: &Denial) -> String {
             user(&freeze.holder),
             freeze_scope(freeze)
         ),
-        Denial::HerokuHosts { .. } | Denial::HerokuTask { .. } => sentence(&denial_plain(denial)),
+        Denial::HerokuHosts { .. } | Denial::HerokuTask { .. } | Denial::NoDryRun { .. } => {
+            sentence(&denial_plain(denial))
+        }
     }
 }
 
@@ -822,12 +824,14 @@ pub fn recipe_refused(recipe: &str, error: &RenderError) -> String {
             placeholder.name()
         ),
         RenderError::NoDryRun => format!(
-            "it declares no dry run (`noop_task`), and a `deploy:noop` must not deploy for real: add \
-             `noop_task` to commands/{recipe}.toml, or deploy without `:noop`"
+            "it declares no dry run (`noop_task`), and a `deploy:noop` must not deploy for real: give \
+             {recipe}.toml in the recipes directory (`recipes_dir`, or commands/ beside bot.toml, which \
+             replaces a stock recipe of that name) a `noop_task`, or deploy without `:noop`"
         ),
         RenderError::HostsNotTaken => format!(
             "it cannot limit a deploy to some hosts (the recipe has no {{hosts}}): deploy to the whole \
-             environment, or add {{hosts}} to commands/{recipe}.toml"
+             environment, or add {{hosts}} to {recipe}.toml in the recipes directory (`recipes_dir`, or \
+             commands/ beside bot.toml, which replaces a stock recipe of that name)"
         ),
         RenderError::Unrepresentable {
             placeholder,
@@ -970,8 +974,17 @@ pub fn denial_plain(denial: &Denial) -> String {
         Denial::HerokuTask { app, task } => format!(
             "{app} is built by Heroku, which only builds and releases: it takes no `{task}` task, only `deploy`"
         ),
+        Denial::NoDryRun { recipe: None, .. } => HEROKU_NO_DRY_RUN.to_string(),
+        Denial::NoDryRun {
+            recipe: Some(recipe),
+            ..
+        } => recipe_refused(recipe, &RenderError::NoDryRun),
     }
 }
+
+/// Why a dry run of an app Heroku builds is refused, in chat before it is created and by the
+/// runner for one made elsewhere.
+pub const HEROKU_NO_DRY_RUN: &str = "Heroku's Platform API has no dry run, and a build would deploy for real: deploy without `:noop`";
 
 /// Why a deployment from GitHub was refused, in plain text (the GitHub status, logs, the webhook answer).
 pub fn refusal_plain(refusal: &Refusal) -> String {

@@ -64,6 +64,12 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// The recipes the deploys run (stock and the recipes directory's), for checks made before a
+    /// deployment is created.
+    pub fn recipes(&self) -> &crate::recipe::Recipes {
+        &self.deployer.recipes
+    }
+
     pub fn new(deployer: Arc<Deployer>) -> Arc<Scheduler> {
         let concurrency = deployer.config.deploy.concurrency.max(1);
         Arc::new(Scheduler {

@@ -101,6 +101,12 @@ pub enum Denial {
         app: AppName,
         task: Task,
     },
+    /// A dry run (`deploy:noop`) where there is none: an app Heroku builds (`recipe` is `None`), or
+    /// an app whose named recipe declares no `noop_task`. Run anyway, it would deploy for real.
+    NoDryRun {
+        app: AppName,
+        recipe: Option<String>,
+    },
 }
 
 /// A deployment from GitHub that will not run, and why: a value that does not validate, or a policy
@@ -324,6 +330,12 @@ pub fn may_carry_out(
     if !target.app.is_heroku() {
         return Ok(());
     }
+    if task.is_noop() {
+        return Err(Denial::NoDryRun {
+            app: target.app_name.clone(),
+            recipe: None,
+        });
+    }
     if hosts.is_some() {
         return Err(Denial::HerokuHosts {
             app: target.app_name.clone(),
@@ -336,6 +348,23 @@ pub fn may_carry_out(
         });
     }
     Ok(())
+}
+
+/// Whether a dry run (`deploy:noop`) of `target` can run as one, known before GitHub is asked for a
+/// deployment: not when the app names its recipe (`provider`) and that recipe declares no
+/// `noop_task` (an app whose recipe is detected in the checkout is checked by the runner, which
+/// refuses the same way). Apps Heroku builds are refused by [`may_carry_out`].
+pub fn may_dry_run(target: &Target<'_>, recipes: &crate::recipe::Recipes) -> Result<(), Denial> {
+    let Some(name) = target.app.provider.as_deref() else {
+        return Ok(());
+    };
+    match recipes.get(name) {
+        Some(recipe) if recipe.noop.is_none() => Err(Denial::NoDryRun {
+            app: target.app_name.clone(),
+            recipe: Some(recipe.name.clone()),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `actor` may remove `lock`: its holder, or one of `[bot] admins`. The same rule for chat's
@@ -466,7 +495,9 @@ environments = ["production"]
             ("web", "deploy:unlock", None, true),
             ("web", "deploy", Some("web1"), false),
             ("web", "deploy:migrate", None, false),
+            ("web", "deploy:noop", None, false),
             ("fab", "deploy:migrate", Some("web1"), true),
+            ("fab", "deploy:noop", None, true),
         ] {
             let target = target(&config, &app.parse().unwrap(), Some(&production)).unwrap();
             let task: Task = task.parse().unwrap();
@@ -478,6 +509,54 @@ environments = ["production"]
                 "{app} {task} {hosts:?}: {result:?}"
             );
         }
+    }
+
+    /// A dry run is refused before it is created where it could only deploy for real: on Heroku,
+    /// and with a named recipe that declares no `noop_task`.
+    #[test]
+    fn a_dry_run_needs_an_executor_and_recipe_that_have_one() {
+        let source = r#"
+[apps.web]
+repository = "octo/web"
+environments = ["production"]
+provider = "heroku"
+heroku_app = "octo-web"
+
+[apps.fab]
+repository = "octo/fab"
+environments = ["production"]
+provider = "fabric"
+
+[apps.found]
+repository = "octo/found"
+environments = ["production"]
+"#;
+        let config = Config::from_source(std::path::Path::new("bot.toml"), source).unwrap();
+        let production: Environment = "production".parse().unwrap();
+        let web = target(&config, &"web".parse().unwrap(), Some(&production)).unwrap();
+        assert_eq!(
+            may_carry_out(&web, &Task::noop(), None),
+            Err(Denial::NoDryRun {
+                app: "web".parse().unwrap(),
+                recipe: None
+            })
+        );
+        let mut recipes = crate::recipe::Recipes::stock();
+        let fab = target(&config, &"fab".parse().unwrap(), Some(&production)).unwrap();
+        let found = target(&config, &"found".parse().unwrap(), Some(&production)).unwrap();
+        assert_eq!(may_dry_run(&fab, &recipes), Ok(()));
+        if let Some(fabric) = recipes.by_name.get_mut("fabric") {
+            fabric.noop = None;
+        }
+        assert_eq!(
+            may_dry_run(&fab, &recipes),
+            Err(Denial::NoDryRun {
+                app: "fab".parse().unwrap(),
+                recipe: Some("fabric".into())
+            })
+        );
+        // Detected in the checkout: the runner knows which recipe, and refuses the same way.
+        assert_eq!(may_dry_run(&found, &recipes), Ok(()));
     }
 
     /// An alias (`prod` → `production`, a default) never hides an app's own environment of that name;

@@ -86,10 +86,7 @@ impl Executors {
     /// a build there would deploy for real.
     pub fn of_task(&self, app: &AppConfig, dry_run: bool) -> Result<&dyn Executor, String> {
         if app.is_heroku() && dry_run {
-            return Err(
-                "Heroku's Platform API has no dry run, and a build would deploy for real: deploy without `:noop`"
-                    .into(),
-            );
+            return Err(crate::reply::HEROKU_NO_DRY_RUN.into());
         }
         if app.is_heroku() {
             return match &self.heroku {

@@ -26,7 +26,22 @@ struct Chat {
 
 /// zbot with Slack and GitHub fakes, deploying a repository with `files`.
 async fn chat(files: &[(&str, &str, bool)]) -> Chat {
+    chat_with(files, "", &[]).await
+}
+
+/// [`chat`] with `extra_app` in adxstat's table and `recipes` (file name, text) in the recipes
+/// directory.
+async fn chat_with(
+    files: &[(&str, &str, bool)],
+    extra_app: &str,
+    recipes: &[(&str, &str)],
+) -> Chat {
     let dir = tempfile::tempdir().unwrap();
+    let commands = dir.path().join("commands");
+    std::fs::create_dir_all(&commands).unwrap();
+    for (name, text) in recipes {
+        std::fs::write(commands.join(name), text).unwrap();
+    }
     let github = FakeGitHub::start().await;
     let slack = FakeSlack::start().await;
     let repo = TestRepo::new(dir.path());
@@ -47,7 +62,7 @@ default_channel = \"C0DEPLOYS\"
 slash_commands = [\"/deploy\"]
 status_refresh = \"1s\"
 ",
-        config_text(&github, &repo, "", ""),
+        config_text(&github, &repo, extra_app, ""),
         slack::APP_TOKEN,
         slack::BOT_TOKEN,
         slack.api_url()
@@ -939,6 +954,34 @@ def deploy(branch_name='master', noop='false'):
     else:
         print("deploying %s" % branch_name)
 "#;
+
+/// A recipe without a dry run is refused in the thread before GitHub is asked for a deployment.
+#[tokio::test]
+async fn a_dry_run_of_a_recipe_without_one_is_refused_before_any_deployment() {
+    let plain = "description = \"a deploy script without a dry run\"\n\
+        program = \"./script/deploy\"\nargs = [\"{ref}\"]\n";
+    let c = chat_with(
+        &[("script/deploy", "#!/bin/sh\necho deployed\n", true)],
+        "provider = \"plain\"",
+        &[("plain.toml", plain)],
+    )
+    .await;
+    let thread = c.mention(1, "U0ALICE", "deploy:noop adxstat/v0.0.1 to production");
+    let refused = c.reply(&thread, "declares no dry run").await;
+    assert!(
+        refused.contains("Refused to run recipe plain") && refused.contains("without `:noop`"),
+        "{refused}"
+    );
+    assert!(
+        c.github.deployment_requests().is_empty(),
+        "no deployment was asked of GitHub"
+    );
+    // The same app deploys for real as before.
+    let thread = c.mention(2, "U0ALICE", "deploy adxstat/v0.0.1 to production");
+    c.reply(&thread, "is on *production*").await;
+    assert_eq!(c.github.deployment_requests().len(), 1);
+    c.zbot.stop().await.unwrap();
+}
 
 #[tokio::test]
 async fn a_dry_run_is_a_transient_deployment_that_deactivates_nothing() {

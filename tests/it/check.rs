@@ -15,7 +15,10 @@ fn shipped_bot_toml_passes_when_its_variables_are_set() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("adxstat: octo/adxstat"), "{text}");
-    assert!(text.contains("fabric (stock):"), "{text}");
+    assert!(
+        text.contains("fabric (stock; dry run: task deploy):"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -351,6 +354,13 @@ fn polling_needs_a_sane_interval_and_a_webhook_off_needs_polling() {
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("bot.toml:3: [github] poll: must be at least 1s"),
+        "{err}"
+    );
+    let (code, err) =
+        check_file("[github]\ntoken = \"t\"\npoll = \"15s\"\npoll_max_age = \"0s\"\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("bot.toml:4: [github] poll_max_age: must be longer than 0s"),
         "{err}"
     );
     let (code, err) = check_file("[webhook]\nreceive = false\n");

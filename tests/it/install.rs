@@ -59,7 +59,10 @@ environments = ["production"]
         .unwrap();
     assert!(check.status.success(), "{}", stderr(&check));
     let listed = stdout(&check);
-    assert!(listed.contains("  fabric (stock): "), "{listed}");
+    assert!(
+        listed.contains("  fabric (stock; dry run: task deploy): "),
+        "{listed}"
+    );
 
     let mut command = Command::new(&binary);
     command
@@ -98,14 +101,18 @@ fn a_local_recipe_replaces_the_stock_one_and_check_says_which_is_which() {
     let text = stdout(&out);
     assert!(
         text.contains("  shell (local, replaces the stock one: ")
-            && text.contains("commands/shell.toml): our own"),
+            && text.contains("commands/shell.toml; no dry run): our own"),
         "{text}"
     );
     assert!(
-        text.contains("  make (local: ") && text.contains("only when named): make deploy"),
+        text.contains("  make (local: ")
+            && text.contains("only when named; no dry run): make deploy"),
         "{text}"
     );
-    assert!(text.contains("  capistrano (stock): "), "{text}");
+    assert!(
+        text.contains("  capistrano (stock; dry run: task deploy): "),
+        "{text}"
+    );
 
     let named = "[deploy]\nrecipes_dir = \"/nonexistent/zbot-recipes\"\n";
     std::fs::write(dir.path().join("bot.toml"), named).unwrap();

@@ -27,6 +27,10 @@ impl<O: ChatOutput> Bot<O> {
         crate::policy::may_carry_out(&target, &command.task, command.hosts.as_ref())?;
         // A dry run changes nothing: a freeze or a closed window does not hold it, and it needs no approval.
         let dry_run = command.task.is_noop();
+        if dry_run {
+            // Refused before GitHub has a deployment, not by the runner after.
+            crate::policy::may_dry_run(&target, self.scheduler.recipes())?;
+        }
         let overridden = if dry_run {
             None
         } else {
