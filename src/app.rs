@@ -398,6 +398,7 @@ pub async fn start_with_clock(
         secret: webhook_config.secret.clone(),
         log_key,
         metrics,
+        metrics_token: webhook_config.metrics_token.clone(),
         autodeploy,
     };
     let poller = github_config.poll.map(|interval| {

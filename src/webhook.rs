@@ -9,7 +9,8 @@
 //!   logged.
 //! - `GET /healthz`: 200 `ok` for load balancers while the store answers (503 when it does not), with
 //!   this instance's id and its store.
-//! - `GET /metrics`: the Prometheus metrics ([`crate::metrics`]).
+//! - `GET /metrics`: the Prometheus metrics ([`crate::metrics`]); with `[webhook] metrics_token`, only
+//!   for `Authorization: Bearer <token>` (compared in constant time), else 401.
 //! - `GET /deployments/{id}/log?token=…`: a deploy's log page, live in a browser, raw otherwise, for
 //!   the link the runner made ([`crate::logpage`], [`crate::loglink`]); without that deploy's token → 404.
 //!
@@ -79,6 +80,8 @@ pub struct Listener {
     pub log_key: LinkKey,
     /// This zbot's metrics, recorded here and served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// `[webhook] metrics_token`: the bearer token `/metrics` asks for, if any.
+    pub metrics_token: Option<Secret>,
     /// Deploys green branch heads (`auto_deploy`); `None` when no app does.
     pub autodeploy: Option<Arc<crate::autodeploy::AutoDeployer>>,
 }
@@ -611,8 +614,27 @@ pub fn job_from(
     })
 }
 
+/// Whether an `Authorization` header carries `Bearer <token>`, the token compared in constant time.
+fn bearer_matches(authorization: Option<&str>, token: &Secret) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(given) = authorization.and_then(|value| value.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    given.as_bytes().ct_eq(token.expose().as_bytes()).into()
+}
+
 /// `GET /metrics`: every metric, in the text format Prometheus scrapes.
-async fn metrics(State(shared): State<Shared>) -> Response {
+async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(token) = &shared.listener.metrics_token
+        && !bearer_matches(header(&headers, "authorization"), token)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "",
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -637,6 +659,21 @@ mod tests {
 
     fn check(header: &str) -> Option<SignatureCheck> {
         SignatureCheck::new(&Secret::new(SECRET), Some(header))
+    }
+
+    #[test]
+    fn the_metrics_token_is_a_bearer_token() {
+        let token = Secret::new("metrics-token-0123456789".into());
+        for (header, allowed) in [
+            (Some("Bearer metrics-token-0123456789"), true),
+            (Some("Bearer metrics-token-012345678"), false),
+            (Some("bearer metrics-token-0123456789"), false),
+            (Some("metrics-token-0123456789"), false),
+            (Some("Bearer "), false),
+            (None, false),
+        ] {
+            assert_eq!(bearer_matches(header, &token), allowed, "{header:?}");
+        }
     }
 
     #[test]

@@ -169,6 +169,9 @@ pub struct WebhookConfig {
     /// `receive = false`: no route for GitHub's deliveries (deployments come by `[github] poll`); the
     /// listener still serves `/healthz` and the log pages.
     pub receive: bool,
+    /// `metrics_token`: when set, `GET /metrics` answers only a request with
+    /// `Authorization: Bearer <token>` (compared in constant time); 401 otherwise.
+    pub metrics_token: Option<Secret>,
 }
 
 impl WebhookConfig {
@@ -181,6 +184,7 @@ impl WebhookConfig {
             public_url: None,
             secret: None,
             receive: false,
+            metrics_token: None,
         }
     }
 }
@@ -402,7 +406,7 @@ impl Config {
             secrets.extend(github.token.iter().chain(github.gist_token.iter()));
         }
         if let Some(webhook) = &self.webhook {
-            secrets.extend(webhook.secret.iter());
+            secrets.extend(webhook.secret.iter().chain(webhook.metrics_token.iter()));
         }
         if let Some(heroku) = &self.heroku {
             secrets.push(&heroku.api_key);
@@ -680,6 +684,7 @@ struct RawWebhook {
     #[serde(default)]
     insecure_skip_signature: bool,
     receive: Option<bool>,
+    metrics_token: Option<EnvString>,
 }
 
 #[derive(Deserialize)]
@@ -1628,7 +1633,22 @@ fn validate_webhook(c: &mut Checker<'_>, raw: RawWebhook) -> WebhookConfig {
         .public_url
         .as_ref()
         .map(|url| validate_url(c, "webhook", "public_url", Some(url), ""));
+    let metrics_token = raw.metrics_token.as_ref().map(|t| Secret::new(c.env(t)));
+    if let Some(token) = &metrics_token
+        && token.expose().len() < 16
+        && raw
+            .metrics_token
+            .as_ref()
+            .is_some_and(|r| r.missing.is_empty())
+    {
+        c.problem(
+            "webhook",
+            Some("metrics_token"),
+            "the metrics token is too short: use at least 16 characters",
+        );
+    }
     WebhookConfig {
+        metrics_token,
         listen,
         path,
         public_url,

@@ -377,6 +377,22 @@ fn polling_needs_a_sane_interval_and_a_webhook_off_needs_polling() {
     );
 }
 
+/// `[webhook] metrics_token` is a secret like the webhook's: at least 16 characters.
+#[test]
+fn a_metrics_token_is_at_least_16_characters() {
+    let config = |token: &str| {
+        format!("[webhook]\nsecret = \"0123456789abcdef\"\nmetrics_token = \"{token}\"\n")
+    };
+    let (code, err) = check_file(&config("short"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("bot.toml:3: [webhook] metrics_token: the metrics token is too short"),
+        "{err}"
+    );
+    let (code, err) = check_file(&config("scrape-me-0123456789"));
+    assert_eq!(code, 0, "{err}");
+}
+
 /// A URL that carries a key or a signed body is https://, or plain http only to this machine.
 #[test]
 fn urls_with_secrets_are_https_unless_loopback() {

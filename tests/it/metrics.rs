@@ -32,6 +32,44 @@ pub fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// With `[webhook] metrics_token`, `/metrics` answers only its bearer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metrics_token_is_asked_for_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGitHub::start().await;
+    let repo = TestRepo::new(dir.path());
+    repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    let token = "scrape-me-0123456789abcdef";
+    let config = config_text(&github, &repo, "", "").replace(
+        "[webhook]\n",
+        &format!("[webhook]\nmetrics_token = \"{token}\"\n"),
+    );
+    let zbot = start_zbot(dir.path(), &config).await;
+    for authorization in [
+        None,
+        Some("Bearer wrong-token-0123456789abcdef".to_string()),
+    ] {
+        let headers: Vec<(&str, String)> = authorization
+            .into_iter()
+            .map(|value| ("Authorization", value))
+            .collect();
+        let (status, body) = http(zbot.addr, "GET", "/metrics", &headers, b"").await;
+        assert_eq!(status, 401, "{headers:?}");
+        assert!(!body.contains("zbot_"), "{body}");
+    }
+    let (status, body) = http(
+        zbot.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", format!("Bearer {token}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("zbot_build_info"), "{body}");
+    zbot.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_parse_and_count_a_deploy() {
     let dir = tempfile::tempdir().unwrap();
