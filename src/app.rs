@@ -399,6 +399,7 @@ pub async fn start_with_clock(
         log_key,
         metrics,
         metrics_token: webhook_config.metrics_token.clone(),
+        shutdown: shutdown_rx.clone(),
         autodeploy,
     };
     let poller = github_config.poll.map(|interval| {

@@ -11,6 +11,11 @@
 //!   (`{"state", "description"}` when it changes), and `end` once the deployment has ended and its
 //!   whole log was sent, or once it is gone from the store.
 //!
+//! A stream holds nothing back when zbot stops: at shutdown every open stream sends `end` (data
+//! `stopping`) and closes, so the listener's graceful shutdown does not wait on readers. A stream
+//! also closes after [`MAX_STREAM`] without `end`; the browser's `EventSource` reconnects at once
+//! and goes on from its `Last-Event-ID`, so a forgotten tab does not hold a connection for ever.
+//!
 //! Without the deployment's token every route answers 404, before the store is asked: nothing is
 //! learnt, not even whether the deployment exists.
 //!
@@ -29,6 +34,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
 
 use crate::domain::DeploymentId;
 use crate::loglink::LinkKey;
@@ -41,11 +47,16 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 /// pieces).
 const MAX_EVENT_BYTES: u64 = 256 * 1024;
 
+/// The longest one event stream stays open; the browser then reconnects where it was.
+pub const MAX_STREAM: Duration = Duration::from_secs(600);
+
 /// What the log routes need.
 #[derive(Clone)]
 pub struct LogPages {
     pub store: Store,
     pub key: LinkKey,
+    /// Turns true when zbot stops: open streams send `end` and close.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// The log page and its events.
@@ -291,21 +302,36 @@ struct Follow {
     path: Option<PathBuf>,
     ended: bool,
     first: bool,
+    /// zbot's shutdown: `end` is sent and the stream closes.
+    shutdown: watch::Receiver<bool>,
+    /// When the stream closes without `end` ([`MAX_STREAM`]).
+    until: tokio::time::Instant,
 }
 
 impl Follow {
     /// The next event: new complete lines, else a changed status, else `end` once the deployment
-    /// has ended; waits [`FOLLOW_EVERY`] between looks. `None` after `end`, or when the deployment
-    /// is gone.
+    /// has ended; waits [`FOLLOW_EVERY`] between looks. `end` (`stopping`) as soon as zbot stops.
+    /// `None` after `end`, and once the stream is [`MAX_STREAM`] old.
     async fn next(&mut self) -> Option<Event> {
         if self.ended {
             return None;
         }
         loop {
             if !self.first {
-                tokio::time::sleep(FOLLOW_EVERY).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                    _ = self.shutdown.wait_for(|stop| *stop) => {}
+                }
             }
             self.first = false;
+            if *self.shutdown.borrow() {
+                self.ended = true;
+                return Some(Event::default().event("end").data("stopping"));
+            }
+            if tokio::time::Instant::now() >= self.until {
+                // Without `end`: the browser reconnects and goes on from its Last-Event-ID.
+                return None;
+            }
             let d = match self.pages.store.get(self.id).await {
                 Ok(Some(d)) => d,
                 // Forgotten: nothing more will come, and a browser must not reconnect for ever.
@@ -414,6 +440,7 @@ async fn events(
     };
     let offset = start_offset(&headers, query.as_deref());
     let follow = Follow {
+        shutdown: pages.shutdown.clone(),
         pages,
         id,
         offset,
@@ -421,6 +448,7 @@ async fn events(
         path: d.log_path.as_ref().map(PathBuf::from),
         ended: false,
         first: true,
+        until: tokio::time::Instant::now() + MAX_STREAM,
     };
     let stream = futures_util::stream::unfold(follow, |mut follow| async move {
         let event = follow.next().await?;

@@ -82,6 +82,8 @@ pub struct Listener {
     pub metrics: Arc<Metrics>,
     /// `[webhook] metrics_token`: the bearer token `/metrics` asks for, if any.
     pub metrics_token: Option<Secret>,
+    /// Turns true when zbot stops: the log pages' open streams end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Deploys green branch heads (`auto_deploy`); `None` when no app does.
     pub autodeploy: Option<Arc<crate::autodeploy::AutoDeployer>>,
 }
@@ -110,6 +112,7 @@ pub fn router(listener: Listener, path: Option<&str>) -> Router {
         .merge(crate::logpage::router(crate::logpage::LogPages {
             store: listener.store,
             key: listener.log_key,
+            shutdown: listener.shutdown,
         }))
 }
 

@@ -359,6 +359,41 @@ async fn the_page_is_html_for_a_browser_raw_for_text_and_404_without_its_token()
     held.zbot.stop().await.unwrap();
 }
 
+/// Opens the event stream at `path`, sending `last_event_id` as a reconnecting `EventSource` does.
+async fn open_events(
+    addr: std::net::SocketAddr,
+    path: &str,
+    last_event_id: Option<&str>,
+) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+    if let Some(id) = last_event_id {
+        request.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads `stream` into `text` until `text` satisfies `done`, within the deadline.
+async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    text: &mut String,
+    done: impl Fn(&str) -> bool,
+) {
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done(text) {
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("the stream never showed it: {text}"))
+            .unwrap();
+        assert!(read > 0, "the stream ended before showing it: {text}");
+        text.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+}
+
 /// Reads the event stream at `path` (sending `last_event_id`, as a reconnecting `EventSource`
 /// does) until its text so far satisfies `done`, within the deadline; the text. The connection
 /// is dropped on return, as a browser losing its network would.
@@ -368,25 +403,9 @@ async fn read_events_until(
     last_event_id: Option<&str>,
     done: impl Fn(&str) -> bool,
 ) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
-    if let Some(id) = last_event_id {
-        request.push_str(&format!("Last-Event-ID: {id}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut stream = open_events(addr, path, last_event_id).await;
     let mut text = String::new();
-    let mut buffer = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !done(&text) {
-        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
-            .await
-            .unwrap_or_else(|_| panic!("the stream never showed it: {text}"))
-            .unwrap();
-        assert!(read > 0, "the stream ended before showing it: {text}");
-        text.push_str(&String::from_utf8_lossy(&buffer[..read]));
-    }
+    read_until(&mut stream, &mut text, done).await;
     text
 }
 
@@ -397,6 +416,31 @@ fn last_event_id(text: &str) -> String {
         .find_map(|line| line.strip_prefix("id: "))
         .unwrap_or_else(|| panic!("no event id in {text}"))
         .to_string()
+}
+
+/// Stopping zbot ends an open event stream with `end` at once, while the deploy it follows still
+/// runs: the reader is not held until the listener's grace runs out.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_zbot_ends_an_open_event_stream() {
+    let held = held_deploy(2304).await;
+    let events = format!("/deployments/2304/log/events?token={}", held.token);
+    let mut stream = open_events(held.zbot.addr, &events, None).await;
+    let mut text = String::new();
+    read_until(&mut stream, &mut text, |t| t.contains("holding")).await;
+    let Held {
+        _dir,
+        release,
+        github,
+        zbot,
+        ..
+    } = held;
+    let stopping = tokio::spawn(zbot.stop());
+    read_until(&mut stream, &mut text, |t| t.contains("event: end")).await;
+    assert!(text.contains("event: end\ndata: stopping"), "{text}");
+    // The deploy was still running: it is let go so that zbot's stop completes.
+    std::fs::write(&release, "go").unwrap();
+    stopping.await.unwrap().unwrap();
+    assert_eq!(github.final_status(2304, DEADLINE).await.state, "success");
 }
 
 #[tokio::test(flavor = "multi_thread")]
