@@ -931,7 +931,13 @@ fn validate(path: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Pro
         .collect();
 
     if c.problems.is_empty() {
-        let warnings = shadowed_aliases(&c, &bot, &apps);
+        let mut warnings = shadowed_aliases(&c, &bot, &apps);
+        warnings.extend(unreachable_log_links(
+            &c,
+            slack.is_some(),
+            webhook.as_ref(),
+            polls,
+        ));
         Ok(Config {
             path: path.to_path_buf(),
             bot,
@@ -1370,6 +1376,39 @@ fn shadowed_aliases(
         }
     }
     warnings
+}
+
+/// Links to zbot's own log pages (said in chat when a gist cannot be written) are built from
+/// `[webhook] public_url`, else from the listen address: a loopback or unspecified one (the
+/// poll-only default `127.0.0.1:8080`, a container's `0.0.0.0:8080`) makes links nobody in chat can
+/// open, so `zbot check` says so when Slack is configured.
+fn unreachable_log_links(
+    c: &Checker<'_>,
+    slack: bool,
+    webhook: Option<&WebhookConfig>,
+    polls: bool,
+) -> Option<Problem> {
+    if !slack {
+        return None;
+    }
+    let (listen, table, key) = match webhook {
+        Some(webhook) if webhook.public_url.is_some() => return None,
+        Some(webhook) => (webhook.listen, "webhook", "listen"),
+        None if polls => (WebhookConfig::polling_only().listen, "github", "poll"),
+        None => return None,
+    };
+    let ip = listen.ip();
+    if !ip.is_loopback() && !ip.is_unspecified() {
+        return None;
+    }
+    Some(c.located(
+        table,
+        Some(key),
+        format!(
+            "links to zbot's own log pages would point at http://{listen}, which nobody in chat can \
+             open: set [webhook] public_url to the address people reach zbot at"
+        ),
+    ))
 }
 
 fn validate_bot(c: &mut Checker<'_>, raw: RawBot) -> BotConfig {

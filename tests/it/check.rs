@@ -176,6 +176,37 @@ fn an_alias_shadowed_by_an_apps_environment_is_a_warning() {
     assert_eq!((code, err.as_str()), (0, ""));
 }
 
+/// Log page links built from a loopback (or unspecified) listen address reach nobody in chat: a
+/// warning with where, until `public_url` is set.
+#[test]
+fn log_links_to_a_loopback_address_are_a_warning_when_slack_is_configured() {
+    let slack = "[slack]\napp_token = \"xapp-1\"\nbot_token = \"xoxb-1\"\n\n";
+    let poll_only = format!("{slack}[github]\ntoken = \"t\"\npoll = \"15s\"\n");
+    let (code, err) = check_file(&poll_only);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err.trim(),
+        "bot.toml:7: [github] poll: links to zbot's own log pages would point at \
+         http://127.0.0.1:8080, which nobody in chat can open: set [webhook] public_url to the \
+         address people reach zbot at (warning)"
+    );
+    let container = format!("{poll_only}\n[webhook]\nreceive = false\nlisten = \"0.0.0.0:8080\"\n");
+    let (code, err) = check_file(&container);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "[webhook] listen: links to zbot's own log pages would point at http://0.0.0.0:8080"
+        ),
+        "{err}"
+    );
+    let reachable = format!("{container}public_url = \"https://zbot.example.com\"\n");
+    let (code, err) = check_file(&reachable);
+    assert_eq!((code, err.as_str()), (0, ""));
+    // Without Slack no link is said in chat.
+    let (code, err) = check_file("[github]\ntoken = \"t\"\npoll = \"15s\"\n");
+    assert_eq!((code, err.as_str()), (0, ""));
+}
+
 #[test]
 fn a_broken_config_does_not_report_a_recipes_directory_it_never_named() {
     let (code, err) = check_file("[deploy]\nrecipes_dir = \"elsewhere\"\ntimeout = \"30x\"\n");

@@ -117,6 +117,21 @@ fn the_dockerfile_is_multi_stage_runs_as_a_user_checks_its_health_and_holds_no_s
             .any(|(k, a)| k == "COPY" && a.split_whitespace().next() == Some(".")),
         "the build copies only what it needs, never the whole directory (.env, keys)"
     );
+    // Rebuilds reuse the registry and the build directory; PID 1 reaps orphans and forwards signals.
+    let build = &steps[..*stages.last().unwrap()];
+    assert!(
+        build.iter().any(|(k, a)| k == "RUN"
+            && a.contains("--mount=type=cache,target=/usr/local/cargo/registry")
+            && a.contains("--mount=type=cache,target=/src/target")),
+        "cache mounts in the build: {build:?}"
+    );
+    assert!(installs.contains("tini"), "{installs}");
+    assert!(
+        runtime
+            .iter()
+            .any(|(k, a)| k == "ENTRYPOINT" && a.contains("tini")),
+        "tini is PID 1"
+    );
     let ignored = read(".dockerignore");
     for path in ["target", "data", ".git", ".env", "*.env", "**/*.pem"] {
         assert!(
@@ -146,6 +161,14 @@ fn the_compose_file_has_the_real_and_the_offline_services_and_no_secret_values()
         "no secret is passed on empty: {compose}"
     );
     assert!(compose.contains("/var/lib/zbot/data"), "{compose}");
+    // The shell serves no /healthz: its health check is off.
+    let shell = &compose[compose.find("\n  shell:\n").unwrap()..];
+    assert!(
+        shell.contains("healthcheck:\n      disable: true"),
+        "{shell}"
+    );
+    // The poll-only setup is shown.
+    assert!(compose.contains("receive = false"), "{compose}");
 }
 
 /// A program on PATH, if there is one.
