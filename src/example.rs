@@ -3,7 +3,10 @@
 //! any directory with nothing but the `zbot` binary; and the example `bot.toml` `zbot init` writes.
 //!
 //! The repository gets two releases of the app, tagged `v0.0.1` and `v0.0.2` (`main` at `v0.0.2`).
-//! git runs with an argv (never a shell), no prompt, and a fixed author.
+//! It is made in a directory beside its place and renamed into place when whole, so an interrupted
+//! attempt never leaves a half-made repository that would pass for a made one. git runs with an
+//! argv (never a shell), no prompt, a fixed author, and none of the user's or system's git
+//! configuration (no commit signing, no hooks), so it behaves the same on every machine.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,7 +58,17 @@ fn git(dir: &Path, args: &[&str]) -> Result<(), ExampleError> {
     };
     let output = Command::new("git")
         .current_dir(dir)
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "tag.gpgsign=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+        ])
         .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_AUTHOR_NAME", "zbot")
         .env("GIT_AUTHOR_EMAIL", "zbot@example.invalid")
@@ -73,9 +86,32 @@ fn git(dir: &Path, args: &[&str]) -> Result<(), ExampleError> {
     }
 }
 
-/// Makes the example app's repository in `dir` (created if missing): its files, one commit and tag
-/// per release.
+/// Makes the example app's repository at `dir` (its parent created if missing; `dir` itself must not
+/// exist, or be empty): its files, one commit and tag per release, made beside it and renamed into
+/// place once whole.
 pub fn make_repository(dir: &Path) -> Result<(), ExampleError> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| APP.to_string());
+    let making = parent.join(format!(".{name}.making-{}", std::process::id()));
+    // What an interrupted attempt of this process id left.
+    let _ = std::fs::remove_dir_all(&making);
+    let made = make_in(&making).and_then(|()| {
+        std::fs::rename(&making, dir).map_err(|source| ExampleError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&making);
+    }
+    made
+}
+
+/// The repository made in `dir`, which is created.
+fn make_in(dir: &Path) -> Result<(), ExampleError> {
     let write = |path: &Path, content: &str| {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| ExampleError::Write {
@@ -129,6 +165,26 @@ mod tests {
             std::fs::read_to_string(repo.join("app/VERSION")).unwrap(),
             "0.0.2\n"
         );
+    }
+
+    /// A failed attempt leaves nothing at the repository's place (nor beside it), so the next one
+    /// makes it whole; one that succeeds leaves no work directory behind.
+    #[test]
+    fn the_repository_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("adxstat");
+        // Its place holds a file: the rename fails after the repository was made beside it.
+        std::fs::write(&repo, "in the way").unwrap();
+        assert!(make_repository(&repo).is_err());
+        assert!(!is_repository(&repo));
+        std::fs::remove_file(&repo).unwrap();
+        make_repository(&repo).unwrap();
+        assert!(is_repository(&repo));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["adxstat"], "nothing beside it");
     }
 
     #[test]

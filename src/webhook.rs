@@ -666,7 +666,7 @@ mod tests {
 
     #[test]
     fn the_metrics_token_is_a_bearer_token() {
-        let token = Secret::new("metrics-token-0123456789".into());
+        let token = Secret::new("metrics-token-0123456789");
         for (header, allowed) in [
             (Some("Bearer metrics-token-0123456789"), true),
             (Some("Bearer metrics-token-012345678"), false),
