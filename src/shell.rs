@@ -29,9 +29,29 @@ pub struct Terminal {
     next_ts: Arc<AtomicU64>,
 }
 
+/// A message as the terminal shows it: plain text ([`crate::mrkdwn::plain`]), without the mention
+/// of the requester a reply starts with in Slack (in the shell it is always whoever typed), and
+/// without code fences (a table's rows start on their own lines, aligned).
+fn terminal_text(text: &str) -> String {
+    let text = text
+        .strip_prefix("<@")
+        .and_then(|rest| rest.split_once("> "))
+        .map_or(text, |(_, rest)| rest);
+    let plain = crate::mrkdwn::plain(text);
+    let mut lines = Vec::new();
+    for line in plain.lines() {
+        let unfenced = line.trim_start_matches("```").trim_end_matches("```");
+        if unfenced.is_empty() && !line.is_empty() {
+            continue;
+        }
+        lines.push(unfenced);
+    }
+    lines.join("\n")
+}
+
 impl Terminal {
     async fn print(&self, prefix: &str, message: &Message) {
-        let text = crate::mrkdwn::plain(&message.text);
+        let text = terminal_text(&message.text);
         let mut lines = text.lines();
         let mut block = format!("{prefix} {}\n", lines.next().unwrap_or_default());
         for line in lines {
@@ -195,5 +215,29 @@ async fn show<O: ChatOutput>(
             tracing::warn!(missed, "the shell fell behind")
         }
         Err(broadcast::error::RecvError::Closed) => open.0.clear(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_terminal_shows_no_mention_of_whoever_typed_and_no_fences() {
+        for (text, shown) in [
+            (
+                "<@you> adxstat `v0.0.1` is on *production*.",
+                "adxstat `v0.0.1` is on *production*.",
+            ),
+            ("Locked by <@alice>.", "Locked by alice."),
+            (
+                "Recent deployments\n```# who\n1 you```",
+                "Recent deployments\n# who\n1 you",
+            ),
+            ("```\n# who\n1 you\n```", "# who\n1 you"),
+            ("one\n\ntwo", "one\n\ntwo"),
+        ] {
+            assert_eq!(terminal_text(text), shown, "{text:?}");
+        }
     }
 }

@@ -223,8 +223,19 @@ async fn write_line(
     let stamp = chrono::Utc::now()
         .with_timezone(&zone)
         .format("%H:%M:%S%.3f%:z");
-    out.write_all(format!("{stamp} {} | {redacted}\n", stream.tag()).as_bytes())
+    let shown = after_carriage_returns(redacted);
+    out.write_all(format!("{stamp} {} | {shown}\n", stream.tag()).as_bytes())
         .await
+}
+
+/// A line as a terminal last showed it: a progress bar redraws its line after `\r`
+/// (`10%\r20%\r100%`), so only the text after the last `\r` is kept (the last that is not empty:
+/// `done\r` is `done`). Browsers, gists and chat would show every `\r` as a line of its own, or as
+/// nothing.
+fn after_carriage_returns(line: &str) -> &str {
+    line.rsplit('\r')
+        .find(|segment| !segment.is_empty())
+        .unwrap_or_default()
 }
 
 /// At most `limit` bytes of the log at `path`: all of it if it fits, else its beginning and its end
@@ -303,6 +314,20 @@ fn to_last_whole_line(text: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
     use crate::secret::Secret;
+
+    #[test]
+    fn a_redrawn_line_keeps_what_was_shown_last() {
+        for (line, shown) in [
+            ("plain", "plain"),
+            ("10%\r20%\r100%", "100%"),
+            ("done\r", "done"),
+            ("\rstart", "start"),
+            ("\r", ""),
+            ("", ""),
+        ] {
+            assert_eq!(after_carriage_returns(line), shown, "{line:?}");
+        }
+    }
 
     const TOKEN: &str = "ghp_PLANTEDtoken0123456789abcdef";
 

@@ -45,6 +45,9 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    /// A stored value outside what zbot ever writes (a row changed by hand, another program).
+    #[error("the store holds a value zbot cannot read: {0}")]
+    Corrupt(String),
 }
 
 /// Where a deployment is in its life.
@@ -1163,7 +1166,11 @@ impl Store {
                 .bind(repository.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|(id,)| id.unsigned_abs()))
+        row.map(|(id,)| {
+            u64::try_from(id)
+                .map_err(|_| StoreError::Corrupt(format!("the poll mark of {repository} is {id}")))
+        })
+        .transpose()
     }
 
     /// Records that polls of `repository` have seen deployments up to `deployment_id` (never moves back).
