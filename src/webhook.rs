@@ -430,10 +430,13 @@ pub async fn take_deployment(
         .await
     {
         Ok(Accepted::New) => {
-            tracing::info!(deployment = %deployment.deployment_id, repository = %deployment.repository,
-                environment = %deployment.environment,
-                came_by = if delivery_id.is_some_and(|id| id.starts_with("poll-")) { "polling" } else { "webhook" },
-                "deployment accepted");
+            if delivery_id.is_some_and(|id| id.starts_with("poll-")) {
+                tracing::info!(deployment = %deployment.deployment_id, repository = %deployment.repository,
+                    environment = %deployment.environment, came_by = "polling", "deployment polled");
+            } else {
+                tracing::info!(deployment = %deployment.deployment_id, repository = %deployment.repository,
+                    environment = %deployment.environment, came_by = "webhook", "deployment accepted");
+            }
             Taken::New
         }
         Ok(duplicate) => {
