@@ -135,7 +135,7 @@ fn init_writes_a_commented_config_that_checks_once_its_variables_are_set() {
 
     let check = zbot(dir.path(), &["check"], VARIABLES);
     assert!(check.status.success(), "{}", stderr(&check));
-    assert!(stdout(&check).contains("fabric (stock)"));
+    assert!(stdout(&check).contains("fabric (stock; dry run: task deploy)"));
     let unset = zbot(dir.path(), &["check"], &[]);
     assert_eq!(unset.status.code(), Some(1), "the variables are needed");
 
