@@ -474,8 +474,9 @@ environments = ["production", "staging"]
 
     /// An app Heroku builds takes no host limit and no task but `deploy` and the lock tasks; any other
     /// app takes both.
-    #[test]
-    fn heroku_apps_take_no_hosts_and_only_the_deploy_task() {
+    /// An app Heroku builds (`web`), one with a named recipe (`fab`) and one whose recipe is
+    /// detected in its checkout (`found`).
+    fn heroku_and_recipes() -> Config {
         let source = r#"
 [apps.web]
 repository = "octo/web"
@@ -486,8 +487,18 @@ heroku_app = "octo-web"
 [apps.fab]
 repository = "octo/fab"
 environments = ["production"]
+provider = "fabric"
+
+[apps.found]
+repository = "octo/found"
+environments = ["production"]
 "#;
-        let config = Config::from_source(std::path::Path::new("bot.toml"), source).unwrap();
+        Config::from_source(std::path::Path::new("bot.toml"), source).unwrap()
+    }
+
+    #[test]
+    fn heroku_apps_take_no_hosts_and_only_the_deploy_task() {
+        let config = heroku_and_recipes();
         let production: Environment = "production".parse().unwrap();
         for (app, task, hosts, allowed) in [
             ("web", "deploy", None, true),
@@ -515,23 +526,7 @@ environments = ["production"]
     /// and with a named recipe that declares no `noop_task`.
     #[test]
     fn a_dry_run_needs_an_executor_and_recipe_that_have_one() {
-        let source = r#"
-[apps.web]
-repository = "octo/web"
-environments = ["production"]
-provider = "heroku"
-heroku_app = "octo-web"
-
-[apps.fab]
-repository = "octo/fab"
-environments = ["production"]
-provider = "fabric"
-
-[apps.found]
-repository = "octo/found"
-environments = ["production"]
-"#;
-        let config = Config::from_source(std::path::Path::new("bot.toml"), source).unwrap();
+        let config = heroku_and_recipes();
         let production: Environment = "production".parse().unwrap();
         let web = target(&config, &"web".parse().unwrap(), Some(&production)).unwrap();
         assert_eq!(

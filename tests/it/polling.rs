@@ -175,8 +175,9 @@ async fn webhook_and_polling_together_run_a_deployment_once() {
     zbot.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn more_than_a_page_of_deployments_made_while_zbot_was_stopped_are_all_answered() {
+/// A polling zbot (no webhook) that polled once, which set its mark, and stopped: its directory,
+/// the fake GitHub (deployments made there are not delivered) and its bot.toml.
+async fn polled_once_then_stopped() -> (tempfile::TempDir, FakeGitHub, String) {
     let dir = tempfile::tempdir().unwrap();
     let github = FakeGitHub::start().await;
     let repo = TestRepo::new(dir.path());
@@ -184,9 +185,14 @@ async fn more_than_a_page_of_deployments_made_while_zbot_was_stopped_are_all_ans
     github.create_deployments_in(&repo.path);
     let config = polling_config(&github, &repo, "receive = false");
     let zbot = start_zbot(dir.path(), &config).await;
-    // The first poll sets the mark.
     polls_after(&github, 0, 1).await;
     zbot.stop().await.unwrap();
+    (dir, github, config)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_than_a_page_of_deployments_made_while_zbot_was_stopped_are_all_answered() {
+    let (dir, github, config) = polled_once_then_stopped().await;
 
     // More than one page (30) while zbot is stopped; "qa" is no environment of the app, so each
     // is answered with a refusal at once, without running a recipe.
@@ -214,15 +220,7 @@ async fn more_than_a_page_of_deployments_made_while_zbot_was_stopped_are_all_ans
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_restart_fresh_deployments_run_an_old_one_is_refused_and_a_taken_one_is_left() {
-    let dir = tempfile::tempdir().unwrap();
-    let github = FakeGitHub::start().await;
-    let repo = TestRepo::new(dir.path());
-    repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
-    github.create_deployments_in(&repo.path);
-    let config = polling_config(&github, &repo, "receive = false");
-    let zbot = start_zbot(dir.path(), &config).await;
-    polls_after(&github, 0, 1).await;
-    zbot.stop().await.unwrap();
+    let (dir, github, config) = polled_once_then_stopped().await;
 
     // While zbot is stopped: one made three hours ago, one another deployer took, one fresh.
     let old = github.create("v0.0.1", "production").await;
