@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::fakes::github::{FakeGitHub, WebhookTarget};
+use crate::fakes::slack::FakeSlack;
 use crate::harness::{FABFILE, SECRET, TOKEN, TestRepo, start_zbot};
 use crate::support::{stderr, stdout};
 
@@ -231,6 +232,12 @@ async fn after_a_restart_fresh_deployments_run_an_old_one_is_refused_and_a_taken
     status_by_someone_else(&github, taken, "in_progress").await;
     let fresh = github.create("v0.0.1", "production").await;
 
+    // Restarted with Slack, whose default channel hears of deployments refused.
+    let slack = FakeSlack::start().await;
+    let config = format!(
+        "{config}\n{}",
+        crate::fakes::slack::config_section(&slack, "default_channel = \"C0DEPLOYS\"")
+    );
     let zbot = start_zbot(dir.path(), &config).await;
     // Polled deployments are taken oldest first: by the end of the fresh one, the others were seen.
     let last = github.final_status(fresh, DEADLINE).await;
@@ -242,6 +249,19 @@ async fn after_a_restart_fresh_deployments_run_an_old_one_is_refused_and_a_taken
         "created 3h ago, older than [github] poll_max_age = 1h; deploy again"
     );
     assert_eq!(github.states(old), ["error"], "the old one never started");
+    let told = slack
+        .wait_for("the refusal in the default channel", DEADLINE, |s| {
+            s.posts().into_iter().find(|p| {
+                p.channel == "C0DEPLOYS" && p.text.contains(&format!("deployment #{old}"))
+            })
+        })
+        .await;
+    assert!(
+        told.text
+            .contains("created 3h ago, older than [github] poll_max_age = 1h; deploy again"),
+        "{}",
+        told.text
+    );
     assert_eq!(
         github.states(taken),
         ["in_progress"],
