@@ -252,18 +252,19 @@ fn make_example_repository(config: &Config) {
     }
 }
 
-/// Writes the commented example configuration into `./bot.toml`, never over an existing file.
 /// `zbot init`: the commented example bot.toml at `--config` (`ZBOT_CONFIG`; `./bot.toml` by default),
-/// never over an existing file.
+/// never over an existing file. It is written whole beside its place, then linked into place (which
+/// fails if a file is there), so an interrupted init leaves no half-written bot.toml.
 fn init(path: &Path) -> ExitCode {
     let shown = path.display();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path);
-    let written = file.and_then(|mut file| {
-        std::io::Write::write_all(&mut file, zbot::example::BOT_TOML.as_bytes())
-    });
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bot.toml".into());
+    let partial = path.with_file_name(format!(".{name}.zbot-init-{}", std::process::id()));
+    let written = std::fs::write(&partial, zbot::example::BOT_TOML.as_bytes())
+        .and_then(|()| std::fs::hard_link(&partial, path));
+    let _ = std::fs::remove_file(&partial);
     match written {
         Ok(()) => {
             println!(
