@@ -132,6 +132,26 @@ fn init_writes_a_commented_config_that_checks_once_its_variables_are_set() {
     assert!(out.status.success(), "{}", stderr(&out));
     let written = std::fs::read_to_string(dir.path().join("bot.toml")).unwrap();
     assert!(written.lines().filter(|l| l.starts_with('#')).count() > 20);
+    // Never over an existing file, and nothing left beside it.
+    std::fs::write(dir.path().join("bot.toml"), "# mine\n").unwrap();
+    let again = zbot(dir.path(), &["init"], &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("bot.toml exists already: not overwritten"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("bot.toml")).unwrap(),
+        "# mine\n"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("zbot-init"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::write(dir.path().join("bot.toml"), &written).unwrap();
 
     let check = zbot(dir.path(), &["check"], VARIABLES);
     assert!(check.status.success(), "{}", stderr(&check));
