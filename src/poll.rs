@@ -68,6 +68,16 @@ fn too_old(
     age_of(deployment, now).filter(|age| *age > max_age)
 }
 
+/// What a first look at a new deployment found.
+enum Look {
+    /// New to everyone: it is taken as a delivery.
+    New,
+    /// Not run: refused as too old, or taken already by someone.
+    NotRun(Taken),
+    /// GitHub could not say whether someone took it: the next poll looks again.
+    Unknown,
+}
+
 /// The configured apps' repositories, each once.
 fn repositories(listener: &Listener) -> Vec<Repository> {
     let mut repositories: Vec<Repository> = listener
@@ -196,9 +206,9 @@ impl Poller {
         }
         for (id, deployment) in newer_than(deployments, mark) {
             let taken = match self.passed_over(repository, id, &deployment).await {
-                Ok(Some(taken)) => taken,
-                Ok(None) => self.take(repository, id, deployment).await,
-                Err(()) => return None,
+                Look::NotRun(taken) => taken,
+                Look::New => self.take(repository, id, deployment).await,
+                Look::Unknown => return None,
             };
             if taken == Taken::StoreFailed {
                 return None;
@@ -213,14 +223,8 @@ impl Poller {
     }
 
     /// Whether a new deployment is not run, and what became of it: refused when it is older than
-    /// `[github] poll_max_age`, passed over when its latest status is no longer pending. `Err` when
-    /// GitHub could not say (the next poll asks again).
-    async fn passed_over(
-        &self,
-        repository: &Repository,
-        id: u64,
-        deployment: &Value,
-    ) -> Result<Option<Taken>, ()> {
+    /// `[github] poll_max_age`, passed over when its latest status is no longer pending.
+    async fn passed_over(&self, repository: &Repository, id: u64, deployment: &Value) -> Look {
         let now = self.listener.deployer.clock.now();
         if let Some(age) = too_old(deployment, now, self.max_age) {
             let refusal = Refusal {
@@ -232,24 +236,22 @@ impl Poller {
                     max_age: self.max_age,
                 },
             };
-            return Ok(Some(
-                webhook::refuse(&self.listener, Box::new(refusal)).await,
-            ));
+            return Look::NotRun(webhook::refuse(&self.listener, Box::new(refusal)).await);
         }
         match self
             .github
             .settled_state(repository, DeploymentId(id))
             .await
         {
-            Ok(None) => Ok(None),
+            Ok(None) => Look::New,
             Ok(Some(state)) => {
                 tracing::info!(%repository, deployment = id, state,
                     "a polled deployment was taken already (its latest status is not pending): not run");
-                Ok(Some(Taken::Duplicate))
+                Look::NotRun(Taken::Duplicate)
             }
             Err(e) => {
                 tracing::warn!(%repository, deployment = id, "cannot read a polled deployment's status: {e}");
-                Err(())
+                Look::Unknown
             }
         }
     }
