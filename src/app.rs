@@ -186,7 +186,7 @@ pub async fn shell(
 ) -> anyhow::Result<()> {
     let local = start_local(config).await?;
     let core = &local.core;
-    let terminal = crate::shell::Terminal::default();
+    let terminal = crate::shell::Terminal::for_user(crate::shell::user());
     let side = ChatSide {
         clock: &core.clock,
         config: &core.config,

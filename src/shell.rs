@@ -27,16 +27,31 @@ pub const CHANNEL: &str = "shell";
 #[derive(Clone, Debug, Default)]
 pub struct Terminal {
     next_ts: Arc<AtomicU64>,
+    /// Whoever types ([`user`]): a reply that starts by naming them does not, in the terminal.
+    user: String,
+}
+
+/// Who types in the shell: `$USER`, else "you".
+pub fn user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "you".to_string())
 }
 
 /// A message as the terminal shows it: plain text ([`crate::mrkdwn::plain`]), without the mention
-/// of the requester a reply starts with in Slack (in the shell it is always whoever typed), and
-/// without code fences (a table's rows start on their own lines, aligned).
-fn terminal_text(text: &str) -> String {
-    let text = text
+/// of the requester a reply starts with in Slack (in the shell it is always `user`, whoever typed),
+/// and without code fences (a table's rows start on their own lines, aligned).
+fn terminal_text(text: &str, user: &str) -> String {
+    let named = format!("{} ", crate::mrkdwn::escape(user));
+    let text = match text
         .strip_prefix("<@")
         .and_then(|rest| rest.split_once("> "))
-        .map_or(text, |(_, rest)| rest);
+    {
+        Some((_, rest)) => rest,
+        None if !user.is_empty() => text.strip_prefix(named.as_str()).unwrap_or(text),
+        None => text,
+    };
     let plain = crate::mrkdwn::plain(text);
     let mut lines = Vec::new();
     for line in plain.lines() {
@@ -50,8 +65,16 @@ fn terminal_text(text: &str) -> String {
 }
 
 impl Terminal {
+    /// The terminal of the shell `user` types in.
+    pub fn for_user(user: String) -> Terminal {
+        Terminal {
+            next_ts: Arc::default(),
+            user,
+        }
+    }
+
     async fn print(&self, prefix: &str, message: &Message) {
-        let text = terminal_text(&message.text);
+        let text = terminal_text(&message.text, &self.user);
         let mut lines = text.lines();
         let mut block = format!("{prefix} {}\n", lines.next().unwrap_or_default());
         for line in lines {
@@ -126,7 +149,7 @@ pub async fn run<O: ChatOutput>(
     input: impl AsyncBufRead + Unpin,
     interactive: bool,
 ) -> anyhow::Result<()> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "you".to_string());
+    let user = user();
     let mut events = events.subscribe();
     let mut open = Open::default();
     let mut lines = input.lines();
@@ -236,8 +259,20 @@ mod tests {
             ),
             ("```\n# who\n1 you\n```", "# who\n1 you"),
             ("one\n\ntwo", "one\n\ntwo"),
+            ("", ""),
         ] {
-            assert_eq!(terminal_text(text), shown, "{text:?}");
+            assert_eq!(terminal_text(text, ""), shown, "{text:?}");
+        }
+        // Named as the shell names whoever types (not a Slack id): dropped at the start only.
+        for (text, shown) in [
+            (
+                "alice adxstat `v0.0.1` is on *production*.",
+                "adxstat `v0.0.1` is on *production*.",
+            ),
+            ("Locked by alice.", "Locked by alice."),
+            ("alicebeth is here", "alicebeth is here"),
+        ] {
+            assert_eq!(terminal_text(text, "alice"), shown, "{text:?}");
         }
     }
 }

@@ -55,7 +55,8 @@ fn the_example_app_deploys_moves_forward_and_rolls_back() {
         out.contains("🚀 deploying…"),
         "the status while it runs: {out}"
     );
-    assert!(out.contains("alice adxstat `v0.0.1`"), "{out}");
+    // The reply names nobody: in the shell it is whoever typed.
+    assert!(out.contains("zbot> adxstat `v0.0.1`"), "{out}");
     assert!(out.contains("is on *production*. Deployed v0.0.1"), "{out}");
     assert!(
         out.contains("log: ") && out.contains("/data/logs/1.log"),
@@ -155,7 +156,7 @@ fn locks_unknown_apps_and_failures_read_as_in_slack() {
         "{out}"
     );
     assert!(out.contains("`nope`? Never heard of it."), "{out}");
-    assert!(out.contains("bob deploying broken `v1`"), "{out}");
+    assert!(out.contains("zbot> deploying broken `v1`"), "{out}");
     assert!(
         out.contains("to *production* failed: fab exited with code 1"),
         "{out}"
