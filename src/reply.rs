@@ -391,6 +391,7 @@ pub fn denial(denial: &Denial) -> String {
         Denial::NeedsApproval => {
             "This deploy needs approval first: ask for it in chat (`deploy …`), and someone approves it.".into()
         }
+        Denial::GrantNotValid => "This deployment carries a zbot grant that is not its own (used by another deployment, expired, or made for another commit): ask again in chat.".into(),
         Denial::ApprovedAnotherSha { approved } => format!(
             "The approval was for commit `{}`, not this one: a new commit needs a new approval.",
             short(approved.as_str())
@@ -957,6 +958,7 @@ pub fn denial_plain(denial: &Denial) -> String {
         Denial::NeedsApproval => {
             "this environment needs an approval given in zbot's chat before a deploy runs".into()
         }
+        Denial::GrantNotValid => "its zbot grant was used by another deployment, expired or is for another commit: ask again in chat".into(),
         Denial::ApprovedAnotherSha { approved } => format!(
             "the approval was for {}, not this commit: a new commit needs a new approval",
             short(approved.as_str())

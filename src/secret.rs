@@ -134,6 +134,13 @@ pub fn random_token() -> Option<String> {
     Some(hex::encode(bytes))
 }
 
+/// The hex SHA-256 digest of a token: what is stored of a token that must be recognised but never
+/// read back (a grant's).
+pub fn digest(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

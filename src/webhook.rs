@@ -42,7 +42,7 @@ use crate::domain::{
 use crate::loglink::LinkKey;
 use crate::metrics::{DeliveryEvent, DeliveryResult, Metrics};
 use crate::payload::Parts;
-use crate::policy::{self, Refusal, Why};
+use crate::policy::{self, Denial, Refusal, Why};
 use crate::runner::Deployer;
 use crate::secret::Secret;
 use crate::store::{Accepted, NewDeployment, Store};
@@ -420,10 +420,44 @@ pub async fn take_deployment(
     delivery_id: Option<&str>,
     body: DeploymentEventBody,
 ) -> Taken {
-    let deployment = match job_from(body, &listener.config) {
+    let mut deployment = match job_from(body, &listener.config) {
         Ok(d) => d,
         Err(refusal) => return refuse(listener, refusal).await,
     };
+    // A payload naming a grant: claimed for this deployment id (once; a redelivery of the same id
+    // claims it again), and then its chat user is the actor. A grant used by another deployment,
+    // ended, or made for another commit, task or environment refuses the deployment.
+    let token = Parts::of(&deployment.payload).ok().and_then(|p| p.grant);
+    if let Some(token) = token {
+        let claim = crate::store::GrantClaim {
+            deployment_id: deployment.deployment_id,
+            app: &deployment.app,
+            repository: &deployment.repository,
+            environment: &deployment.environment,
+            task: &deployment.task,
+            sha: &deployment.sha,
+        };
+        match listener
+            .store
+            .claim_grant(&token, claim, listener.deployer.clock.now())
+            .await
+        {
+            Ok(Some(grant)) => deployment.actor = grant.actor,
+            Ok(None) => {
+                let refusal = Box::new(Refusal {
+                    deployment_id: deployment.deployment_id,
+                    repository: Some(deployment.repository.clone()),
+                    repository_text: deployment.repository.to_string(),
+                    why: Why::Denied(Denial::GrantNotValid),
+                });
+                return refuse(listener, refusal).await;
+            }
+            Err(e) => {
+                tracing::error!("cannot read grants: {e}");
+                return Taken::StoreFailed;
+            }
+        }
+    }
     match listener
         .store
         .accept(delivery_id, "deployment", Some(&deployment))
@@ -595,12 +629,10 @@ pub fn job_from(
         .clone()
         .or_else(|| event.repository.clone_url.clone())
         .ok_or_else(|| refuse(Some(repository.clone()), Why::NoCloneUrl))?;
-    let actor = parts
-        .notify
-        .as_ref()
-        .and_then(|n| n.user.as_ref().map(|u| u.to_string()))
-        .or_else(|| d.creator.as_ref().map(|c| c.login.clone()))
-        .unwrap_or_else(|| "unknown".to_string());
+    // Who made it on GitHub. The payload's `notify.user` is anyone's to write (repository write
+    // access is enough), so it never stands for a person here: a chat user becomes the actor only
+    // through the grant zbot recorded ([`take_deployment`]).
+    let actor = github_actor(d.creator.as_ref().map(|c| c.login.as_str()));
     // hubot-deploy may send the payload as JSON text: store the object.
     let payload = match &d.payload {
         Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
@@ -627,6 +659,12 @@ fn bearer_matches(authorization: Option<&str>, token: &Secret) -> bool {
         return false;
     };
     given.as_bytes().ct_eq(token.expose().as_bytes()).into()
+}
+
+/// The actor of a deployment made on GitHub, as locks and logs name it: `github:<creator login>`
+/// (`github:unknown` when GitHub names no creator), which no chat user id can equal.
+pub fn github_actor(login: Option<&str>) -> String {
+    format!("github:{}", login.unwrap_or("unknown"))
 }
 
 /// `GET /metrics`: every metric, in the text format Prometheus scrapes.

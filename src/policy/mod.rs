@@ -80,6 +80,9 @@ pub enum Denial {
     },
     /// A deployment where approval is needed, without one (made outside zbot, or not yet approved).
     NeedsApproval,
+    /// A deployment presenting a grant (`zbot_grant`) that is not its own: one another deployment
+    /// used, one that ended unclaimed, or one zbot made for another commit, task or environment.
+    GrantNotValid,
     /// Approved, but for another commit: a new sha needs a new approval.
     ApprovedAnotherSha {
         approved: crate::domain::Sha,

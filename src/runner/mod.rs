@@ -31,7 +31,7 @@ use crate::policy::{self, Denial, Refusal};
 use crate::recipe::{Invocation, Recipes, RenderInput};
 use crate::reply::{self, human_duration};
 use crate::secret::Redactor;
-use crate::store::{Deployment, DeploymentState, Store};
+use crate::store::{Deployment, DeploymentState, Grant, Store};
 use checkout::{Checkouts, GitAuth};
 use log::{LogSender, LogWriter};
 use process::Exit;
@@ -584,13 +584,19 @@ impl Deployer {
         let Some(app) = self.config.apps.get(&d.app) else {
             return Outcome::error(reply::no_app_for(&d.repository));
         };
+        // What zbot recorded when it made this deployment, if the payload names a grant: claimed for
+        // this deployment id (the webhook did so already; a grant that is not its own refuses it).
+        let grant = match self.grant(d).await {
+            Ok(grant) => grant,
+            Err(denial) => return Outcome::denied(denial),
+        };
         if d.task.is_lock() {
             return self.lock_task(d, true).await;
         }
         if d.task.is_unlock() {
             return self.lock_task(d, false).await;
         }
-        if let Err(outcome) = self.guards(d, app, log).await {
+        if let Err(outcome) = self.guards(d, app, grant.as_ref(), log).await {
             self.override_of(d, true);
             return outcome;
         }
@@ -634,6 +640,7 @@ impl Deployer {
         &self,
         d: &Deployment,
         app: &AppConfig,
+        grant: Option<&Grant>,
         log: &LogSender,
     ) -> Result<(), Outcome> {
         let now = self.clock.now();
@@ -652,7 +659,7 @@ impl Deployer {
         if d.task.is_noop() {
             return Ok(());
         }
-        if let Some(note) = self.closure_check(d, now).await? {
+        if let Some(note) = self.closure_check(d, grant, now).await? {
             log.note(note.clone()).await;
             self.overrides
                 .lock()
@@ -660,7 +667,7 @@ impl Deployer {
                 .insert(d.deployment_id, note);
         }
         if app.approvals.contains_key(&d.environment) {
-            let approval = self.approval(d).await;
+            let approval = self.approval(d, grant).await;
             policy::approvals::approval_holds(approval.as_ref(), &d.sha)
                 .map_err(Outcome::denied)?;
             if let Some(approval) = approval {
@@ -848,6 +855,7 @@ impl Deployer {
     async fn closure_check(
         &self,
         d: &Deployment,
+        grant: Option<&Grant>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<String>, Outcome> {
         let freezes = self.store.freezes().await.map_err(|e| {
@@ -865,10 +873,9 @@ impl Deployer {
         if closure.is_none() {
             return Ok(None);
         }
-        let admin = match self.grant(d).await {
-            Some(grant) if grant.overrides => Some(grant.actor),
-            _ => None,
-        };
+        let admin = grant
+            .filter(|grant| grant.overrides)
+            .map(|grant| grant.actor.clone());
         let passed = policy::guards::may_pass(
             closure,
             admin.is_some(),
@@ -881,33 +888,62 @@ impl Deployer {
     }
 
     /// The approval request this deployment carries out (its grant names it), for this app and
-    /// environment.
-    async fn approval(&self, d: &Deployment) -> Option<crate::store::ApprovalRequest> {
-        let id = self.grant(d).await?.approval_request?;
-        match self.store.request(id).await {
+    /// environment, bound to this deployment: an approval carries out one deployment only.
+    async fn approval(
+        &self,
+        d: &Deployment,
+        grant: Option<&Grant>,
+    ) -> Option<crate::store::ApprovalRequest> {
+        let id = grant?.approval_request?;
+        let request = match self.store.request(id).await {
             Ok(Some(r)) if r.request.app == d.app && r.request.environment.same(&d.environment) => {
-                Some(r)
+                r
             }
-            Ok(_) => None,
+            Ok(_) => return None,
             Err(e) => {
                 tracing::error!(deployment = %d.deployment_id, "cannot read a deploy request: {e}");
+                return None;
+            }
+        };
+        match self.store.set_request_deployment(id, d.deployment_id).await {
+            Ok(true) => Some(request),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::error!(deployment = %d.deployment_id, "cannot bind a deploy request: {e}");
                 None
             }
         }
     }
 
-    /// What zbot asked for when it created this deployment (the payload's `zbot_grant`), if the
-    /// token is one zbot recorded for this app and environment.
-    async fn grant(&self, d: &Deployment) -> Option<crate::store::Grant> {
-        let token = crate::payload::Parts::of(&d.payload).ok()?.grant?;
-        match self.store.grant_of(&token).await {
-            Ok(Some(grant)) if grant.app == d.app && grant.environment.same(&d.environment) => {
-                Some(grant)
-            }
-            Ok(_) => None,
+    /// What zbot asked for when it created this deployment (the payload's `zbot_grant`), claimed for
+    /// this deployment: `Ok(None)` without a token; [`Denial::GrantNotValid`] for a token that is
+    /// not this deployment's (used by another, ended, or for another commit, task or environment);
+    /// [`Denial::LocksUnreadable`] when the store cannot say (fail closed).
+    async fn grant(&self, d: &Deployment) -> Result<Option<Grant>, Denial> {
+        let Some(token) = crate::payload::Parts::of(&d.payload)
+            .ok()
+            .and_then(|parts| parts.grant)
+        else {
+            return Ok(None);
+        };
+        let claim = crate::store::GrantClaim {
+            deployment_id: d.deployment_id,
+            app: &d.app,
+            repository: &d.repository,
+            environment: &d.environment,
+            task: &d.task,
+            sha: &d.sha,
+        };
+        match self
+            .store
+            .claim_grant(&token, claim, self.clock.now())
+            .await
+        {
+            Ok(Some(grant)) => Ok(Some(grant)),
+            Ok(None) => Err(Denial::GrantNotValid),
             Err(e) => {
                 tracing::error!(deployment = %d.deployment_id, "cannot read grants: {e}");
-                None
+                Err(Denial::LocksUnreadable)
             }
         }
     }

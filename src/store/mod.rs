@@ -333,6 +333,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/0007_instances.sql"),
         include_str!("../../migrations/postgres/0007_instances.sql"),
     ),
+    (
+        8,
+        "grant claims",
+        include_str!("../../migrations/0008_grant_claims.sql"),
+        include_str!("../../migrations/postgres/0008_grant_claims.sql"),
+    ),
 ];
 
 impl MigrationSource<'static> for EmbeddedMigrations {
@@ -1458,21 +1464,78 @@ mod tests {
             );
             assert!(store.freezes().await.unwrap().is_empty(), "{backend}");
 
+            let repository: Repository = "octo/adxstat".parse().unwrap();
+            let task = Task::deploy();
             let grant = Grant {
-                token: "tok".into(),
                 app: app.clone(),
+                repository: repository.clone(),
                 environment: env.clone(),
+                task: task.clone(),
+                sha: None,
                 actor: "U0ALICE".into(),
                 overrides: true,
                 approval_request: Some(5_000_000_000),
+                expires_at: later(60),
+                deployment_id: None,
             };
-            store.grant(&grant, t0).await.unwrap();
+            store.grant("tok", &grant, t0).await.unwrap();
+            let claim = |id, sha| GrantClaim {
+                deployment_id: DeploymentId(id),
+                app: &app,
+                repository: &repository,
+                environment: &env,
+                task: &task,
+                sha,
+            };
+            let other: Sha = "1123456789abcdef0123456789abcdef01234567".parse().unwrap();
             assert_eq!(
-                store.grant_of("tok").await.unwrap(),
-                Some(grant),
+                store.claim_grant("nope", claim(7, &sha), t0).await.unwrap(),
+                None,
                 "{backend}"
             );
-            assert_eq!(store.grant_of("nope").await.unwrap(), None, "{backend}");
+            let claimed = Grant {
+                sha: Some(sha.clone()),
+                deployment_id: Some(DeploymentId(7)),
+                ..grant.clone()
+            };
+            assert_eq!(
+                store.claim_grant("tok", claim(7, &sha), t0).await.unwrap(),
+                Some(claimed.clone()),
+                "{backend}"
+            );
+            // The same deployment again (a redelivery, the runner) keeps it, also after its end;
+            // another deployment, or another commit, never gets it.
+            assert_eq!(
+                store
+                    .claim_grant("tok", claim(7, &sha), later(90))
+                    .await
+                    .unwrap(),
+                Some(claimed),
+                "{backend}"
+            );
+            assert_eq!(
+                store.claim_grant("tok", claim(8, &sha), t0).await.unwrap(),
+                None,
+                "{backend}"
+            );
+            assert_eq!(
+                store
+                    .claim_grant("tok", claim(7, &other), t0)
+                    .await
+                    .unwrap(),
+                None,
+                "{backend}"
+            );
+            // Unclaimed past its end, a grant is worth nothing.
+            store.grant("late", &grant, t0).await.unwrap();
+            assert_eq!(
+                store
+                    .claim_grant("late", claim(9, &sha), later(60))
+                    .await
+                    .unwrap(),
+                None,
+                "{backend}"
+            );
 
             let (lock, taken) = store
                 .lock(
@@ -2085,19 +2148,57 @@ fn freeze_from_row(row: &AnyRow) -> Result<Freeze, StoreError> {
     })
 }
 
-/// What zbot asked for when it created a deployment (`migrations/0005_guards.sql`), found again by
-/// the token in the deployment's payload.
+/// What zbot asked for when it created a deployment (`migrations/0008_grant_claims.sql`), found
+/// again through the token in the deployment's payload (`zbot_grant`); the store keeps only the
+/// token's SHA-256 digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    pub token: String,
     pub app: AppName,
+    pub repository: Repository,
     pub environment: Environment,
-    /// The chat user who asked.
+    pub task: Task,
+    /// The commit asked for; `None` while GitHub resolves a ref (bound when the grant is claimed).
+    pub sha: Option<Sha>,
+    /// Who asked in chat (a Slack user id): the deployment's actor for locks.
     pub actor: String,
     /// An admin's `deploy!` through a freeze or outside a window.
     pub overrides: bool,
     /// The approval request this deployment carries out.
     pub approval_request: Option<i64>,
+    /// Unclaimed by then, the grant is worth nothing.
+    pub expires_at: DateTime<Utc>,
+    /// The one deployment that claimed it.
+    pub deployment_id: Option<DeploymentId>,
+}
+
+/// A deployment that presents a grant's token: what it must match for the claim to succeed.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantClaim<'a> {
+    pub deployment_id: DeploymentId,
+    pub app: &'a AppName,
+    pub repository: &'a Repository,
+    pub environment: &'a Environment,
+    pub task: &'a Task,
+    pub sha: &'a Sha,
+}
+
+fn grant_from_row(row: &AnyRow) -> Result<Grant, StoreError> {
+    let sha: Option<String> = row.try_get("sha")?;
+    let deployment_id: Option<i64> = row.try_get("deployment_id")?;
+    Ok(Grant {
+        app: typed(row, "app")?,
+        repository: typed(row, "repository")?,
+        environment: typed(row, "environment")?,
+        task: typed(row, "task")?,
+        sha: sha.and_then(|s| s.parse().ok()),
+        actor: row.try_get("actor")?,
+        overrides: row.try_get::<i64, _>("override")? != 0,
+        approval_request: row.try_get("approval_request")?,
+        expires_at: time_column(row, "expires_at")?.unwrap_or_default(),
+        deployment_id: deployment_id
+            .and_then(|id| u64::try_from(id).ok())
+            .map(DeploymentId),
+    })
 }
 
 /// Freezes, grants, lock expiry (`migrations/0005_guards.sql`).
@@ -2175,40 +2276,60 @@ impl Store {
         Ok(())
     }
 
-    /// Records what zbot asked for, before the deployment is created.
-    pub async fn grant(&self, grant: &Grant, at: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Records what zbot asked for, before the deployment is created; only `token`'s digest is kept.
+    pub async fn grant(
+        &self,
+        token: &str,
+        grant: &Grant,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO grants (token, app, environment, actor, override, approval_request, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO grants (token_hash, app, repository, environment, task, sha, actor, override, approval_request, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(&grant.token)
+        .bind(crate::secret::digest(token))
         .bind(grant.app.as_str())
+        .bind(grant.repository.as_str())
         .bind(grant.environment.as_str())
+        .bind(grant.task.as_str())
+        .bind(grant.sha.as_ref().map(Sha::as_str))
         .bind(&grant.actor)
         .bind(i64::from(grant.overrides))
         .bind(grant.approval_request)
         .bind(stamp(at))
+        .bind(stamp(grant.expires_at))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// The grant with this token, if zbot made one.
-    pub async fn grant_of(&self, token: &str) -> Result<Option<Grant>, StoreError> {
-        let row = sqlx::query("SELECT * FROM grants WHERE token = $1")
-            .bind(token)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(Grant {
-                token: row.try_get("token")?,
-                app: typed(&row, "app")?,
-                environment: typed(&row, "environment")?,
-                actor: row.try_get("actor")?,
-                overrides: row.try_get::<i64, _>("override")? != 0,
-                approval_request: row.try_get("approval_request")?,
-            })
-        })
-        .transpose()
+    /// Claims the grant of `token` for `claim`'s deployment: one conditional UPDATE, so of any number
+    /// of callers (instances, redeliveries, polls) only those presenting the same deployment id get
+    /// it. `None`: no such grant, one for another repository, environment, task or commit, one
+    /// another deployment claimed, or one that ended unclaimed by `now`.
+    pub async fn claim_grant(
+        &self,
+        token: &str,
+        claim: GrantClaim<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Grant>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE grants SET deployment_id = $1, claimed_at = COALESCE(claimed_at, $2), sha = COALESCE(sha, $3) \
+             WHERE token_hash = $4 AND app = $5 AND repository = $6 AND environment = $7 AND task = $8 \
+             AND (sha IS NULL OR sha = $3) \
+             AND (deployment_id = $1 OR (deployment_id IS NULL AND expires_at > $2)) RETURNING *",
+        )
+        .bind(i64::try_from(claim.deployment_id.0).unwrap_or(i64::MAX))
+        .bind(stamp(now))
+        .bind(claim.sha.as_str())
+        .bind(crate::secret::digest(token))
+        .bind(claim.app.as_str())
+        .bind(claim.repository.as_str())
+        .bind(claim.environment.as_str())
+        .bind(claim.task.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| grant_from_row(&row)).transpose()
     }
 }
 
@@ -2480,18 +2601,23 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// The GitHub deployment an approved request became.
+    /// The GitHub deployment an approved request became: one only. False when the request is bound
+    /// to another deployment already (an approval carries out one deployment, never a second).
     pub async fn set_request_deployment(
         &self,
         id: i64,
         deployment_id: DeploymentId,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE approval_requests SET deployment_id = $1 WHERE id = $2")
-            .bind(i64::try_from(deployment_id.0).unwrap_or(i64::MAX))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let bound = sqlx::query(
+            "UPDATE approval_requests SET deployment_id = $1 WHERE id = $2 AND state = 'approved' \
+             AND (deployment_id IS NULL OR deployment_id = $1)",
+        )
+        .bind(i64::try_from(deployment_id.0).unwrap_or(i64::MAX))
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(bound == 1)
     }
 
     /// Ends the waiting requests whose time ran out by `now`; returns them.

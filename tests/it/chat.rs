@@ -837,11 +837,12 @@ async fn a_refused_deployment_is_told_in_the_default_channel_escaped() {
     c.zbot.stop().await.unwrap();
 }
 
-/// hubot-deploy's Campfire adapter sends the room and the user as numbers: the deploy is that user's
-/// in the log's first line, in `ZBOT_ACTOR`, in Slack (the default channel: Campfire is not Slack) and
-/// for locks.
+/// hubot-deploy's Campfire adapter sends the room and the user as numbers. That user is only what
+/// the payload says (anyone with write access writes it): the deploy is its GitHub creator's
+/// (`github:<login>`) in the log's first line, in `ZBOT_ACTOR`, in Slack (the default channel:
+/// Campfire is not Slack) and for locks, and naming a lock's holder in the payload does not pass it.
 #[tokio::test]
-async fn a_numeric_hubot_user_is_credited_everywhere() {
+async fn a_numeric_hubot_user_is_not_taken_for_the_actor() {
     let c = chat(&[(
         "script/deploy",
         "#!/bin/sh\necho \"actor=$ZBOT_ACTOR\"\n",
@@ -861,12 +862,12 @@ async fn a_numeric_hubot_user_is_credited_everywhere() {
     let first = log.lines().next().unwrap_or_default();
     assert!(
         first.ends_with(&format!(
-            "zbot deploy #7101: octo/adxstat@v0.0.1 ({}) to production for 1232913",
+            "zbot deploy #7101: octo/adxstat@v0.0.1 ({}) to production for github:Codertocat",
             c.sha
         )),
         "{log}"
     );
-    assert!(log.contains("out | actor=1232913"), "{log}");
+    assert!(log.contains("out | actor=github:Codertocat"), "{log}");
     let status = c
         .slack
         .wait_for("the status message", DEADLINE, |s| {
@@ -875,25 +876,41 @@ async fn a_numeric_hubot_user_is_credited_everywhere() {
                 .find(|p| p.channel == "C0DEPLOYS" && p.text.contains("*Deployment #7101*"))
         })
         .await;
-    assert!(status.text.contains(" for 1232913"), "{}", status.text);
+    assert!(
+        status.text.contains(" for github:Codertocat"),
+        "{}",
+        status.text
+    );
 
-    // The lock is that user's: they still deploy, another Campfire user does not.
+    // The lock is the creator's; a deployment by another GitHub user naming the same hubot user in
+    // its payload does not pass it.
     c.deliver_from_hubot(7102, "deploy:lock", campfire(1232913))
         .await;
     assert_eq!(
         c.github.final_status(7102, DEADLINE).await.description,
-        "adxstat locked on production by 1232913"
+        "adxstat locked on production by github:Codertocat"
     );
-    c.deliver_from_hubot(7103, "deploy", campfire(1232913))
-        .await;
+    c.deliver_from_hubot(7103, "deploy", campfire(4242)).await;
     assert_eq!(c.github.final_status(7103, DEADLINE).await.state, "success");
-    c.deliver_from_hubot(7104, "deploy", campfire(4242)).await;
+    let event = crate::harness::deployment_event(
+        7104,
+        "v0.0.1",
+        &c.sha,
+        "production",
+        "deploy",
+        json!({"notify": campfire(1232913)}),
+    );
+    let event = crate::harness::by(event, "mallory");
+    assert_eq!(
+        c.github.deliver_deployment(c.zbot.addr, &event).await.0,
+        202
+    );
     let refused = c.github.final_status(7104, DEADLINE).await;
     assert_eq!(refused.state, "error");
     assert!(
         refused
             .description
-            .starts_with("adxstat is locked on production by 1232913 since "),
+            .starts_with("adxstat is locked on production by github:Codertocat since "),
         "{}",
         refused.description
     );

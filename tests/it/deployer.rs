@@ -230,13 +230,16 @@ async fn a_missing_sha_is_an_error_that_says_so() {
 #[tokio::test]
 async fn a_locked_environment_is_an_error_naming_the_holder() {
     let (s, sha) = setup(&[("fabfile.py", FABFILE, false)], "", "").await;
-    let lock = deployment_event(
-        1005,
-        "v0.0.1",
-        &sha,
-        "production",
-        "deploy:lock",
-        json!({"notify": {"user": "U0ALICE"}, "reason": "database migration"}),
+    let lock = crate::harness::by(
+        deployment_event(
+            1005,
+            "v0.0.1",
+            &sha,
+            "production",
+            "deploy:lock",
+            json!({"notify": {"user": "U0ALICE"}, "reason": "database migration"}),
+        ),
+        "alice",
     );
     assert_eq!(
         deliver(s.zbot.addr, "deployment", "d-1005", &lock).await.0,
@@ -245,16 +248,19 @@ async fn a_locked_environment_is_an_error_naming_the_holder() {
     let locked = s.github.final_status(1005, DEADLINE).await;
     assert_eq!(
         (locked.state.as_str(), locked.description.as_str()),
-        ("success", "adxstat locked on production by U0ALICE")
+        ("success", "adxstat locked on production by github:alice")
     );
 
-    let other = deployment_event(
-        1006,
-        "v0.0.1",
-        &sha,
-        "production",
-        "deploy",
-        json!({"notify": {"user": "U0BOB"}}),
+    let other = crate::harness::by(
+        deployment_event(
+            1006,
+            "v0.0.1",
+            &sha,
+            "production",
+            "deploy",
+            json!({"notify": {"user": "U0BOB"}}),
+        ),
+        "bob",
     );
     assert_eq!(
         deliver(s.zbot.addr, "deployment", "d-1006", &other).await.0,
@@ -265,7 +271,7 @@ async fn a_locked_environment_is_an_error_naming_the_holder() {
     assert!(
         refused
             .description
-            .starts_with("adxstat is locked on production by U0ALICE since "),
+            .starts_with("adxstat is locked on production by github:alice since "),
         "{}",
         refused.description
     );
@@ -276,13 +282,16 @@ async fn a_locked_environment_is_an_error_naming_the_holder() {
     );
 
     // The holder still deploys; staging is not locked.
-    let own = deployment_event(
-        1007,
-        "v0.0.1",
-        &sha,
-        "production",
-        "deploy",
-        json!({"notify": {"user": "U0ALICE"}}),
+    let own = crate::harness::by(
+        deployment_event(
+            1007,
+            "v0.0.1",
+            &sha,
+            "production",
+            "deploy",
+            json!({"notify": {"user": "U0ALICE"}}),
+        ),
+        "alice",
     );
     assert_eq!(
         deliver(s.zbot.addr, "deployment", "d-1007", &own).await.0,
@@ -290,13 +299,16 @@ async fn a_locked_environment_is_an_error_naming_the_holder() {
     );
     assert_eq!(s.github.final_status(1007, DEADLINE).await.state, "success");
 
-    let unlock = deployment_event(
-        1008,
-        "v0.0.1",
-        &sha,
-        "production",
-        "deploy:unlock",
-        json!({"notify": {"user": "U0ALICE"}}),
+    let unlock = crate::harness::by(
+        deployment_event(
+            1008,
+            "v0.0.1",
+            &sha,
+            "production",
+            "deploy:unlock",
+            json!({"notify": {"user": "U0ALICE"}}),
+        ),
+        "alice",
     );
     assert_eq!(
         deliver(s.zbot.addr, "deployment", "d-1008", &unlock)
@@ -306,15 +318,18 @@ async fn a_locked_environment_is_an_error_naming_the_holder() {
     );
     assert_eq!(
         s.github.final_status(1008, DEADLINE).await.description,
-        "adxstat unlocked on production by U0ALICE"
+        "adxstat unlocked on production by github:alice"
     );
-    let again = deployment_event(
-        1009,
-        "v0.0.1",
-        &sha,
-        "production",
-        "deploy",
-        json!({"notify": {"user": "U0BOB"}}),
+    let again = crate::harness::by(
+        deployment_event(
+            1009,
+            "v0.0.1",
+            &sha,
+            "production",
+            "deploy",
+            json!({"notify": {"user": "U0BOB"}}),
+        ),
+        "bob",
     );
     assert_eq!(
         deliver(s.zbot.addr, "deployment", "d-1009", &again).await.0,

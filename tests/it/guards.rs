@@ -562,7 +562,7 @@ async fn production_waits_for_approval() {
         .commit(&[("fabfile.py", crate::harness::FABFILE, false)], "v0.0.2");
     let third = g.say("U0ALICE", "deploy adxstat/v0.0.2 to production");
     g.request_message(3).await;
-    // A deployment made on GitHub has no approval; one carrying #1's grant is of another commit.
+    // A deployment made on GitHub has no approval; one carrying #1's grant (used already) is refused.
     for (id, payload, expected) in [
         (
             7101,
@@ -572,18 +572,13 @@ async fn production_waits_for_approval() {
         (
             7102,
             json!({"zbot_grant": grant}),
-            &*format!(
-                "the approval was for {}, not this commit: a new commit needs a new approval",
-                &g.sha[..7]
-            ),
+            "its zbot grant was used by another deployment, expired or is for another commit: ask again in chat",
         ),
     ] {
         let event =
             crate::harness::deployment_event(id, "v0.0.2", &sha2, "production", "deploy", payload);
-        assert_eq!(
-            g.github.deliver_deployment(g.zbot.addr, &event).await.0,
-            202
-        );
+        let answer = g.github.deliver_deployment(g.zbot.addr, &event).await.0;
+        assert_eq!(answer, if id == 7101 { 202 } else { 422 });
         let status = g.github.final_status(id, DEADLINE).await;
         assert_eq!(
             (status.state.as_str(), status.description.as_str()),
@@ -667,6 +662,182 @@ async fn production_waits_for_approval() {
     );
     let late = g.ask("U0CAROL", "approve #2", "expired").await;
     assert_eq!(late, "Deploy request #2 expired; nothing was deployed.");
+    g.zbot.stop().await.unwrap();
+}
+
+/// A deployment made on GitHub acts as its creator (`github:<login>`), never as the payload's
+/// `notify.user`, which anyone with write access sets: naming the lock's holder there neither passes
+/// the lock nor unlocks it. A deploy zbot made for that person in chat does pass it.
+#[tokio::test]
+async fn the_payloads_user_is_not_the_actor_of_a_github_deployment() {
+    let g = guarded("", at("2026-11-30T09:00:00Z")).await;
+    g.ask("U0ALICE", "lock adxstat in production db work", "Locked")
+        .await;
+    for (id, task, expected) in [
+        (
+            7301,
+            "deploy",
+            "adxstat is locked on production by U0ALICE since ",
+        ),
+        (
+            7302,
+            "deploy:unlock",
+            "only U0ALICE or an admin can unlock adxstat on production",
+        ),
+    ] {
+        let mut event = crate::harness::deployment_event(
+            id,
+            "v0.0.1",
+            &g.sha,
+            "production",
+            task,
+            json!({"notify": {"user": "U0ALICE", "user_name": "alice"}}),
+        );
+        event["deployment"]["creator"]["login"] = json!("mallory");
+        assert_eq!(
+            g.github.deliver_deployment(g.zbot.addr, &event).await.0,
+            202
+        );
+        let status = g.github.final_status(id, DEADLINE).await;
+        assert_eq!(status.state, "error", "{task}: {status:?}");
+        assert!(
+            status.description.starts_with(expected),
+            "{task}: {}",
+            status.description
+        );
+    }
+    // GitHub's creator is who it is: mallory's own lock is held by `github:mallory`.
+    let mut lock = crate::harness::deployment_event(
+        7303,
+        "v0.0.1",
+        &g.sha,
+        "staging",
+        "deploy:lock",
+        json!({"notify": {"user": "U0ALICE"}}),
+    );
+    lock["deployment"]["creator"]["login"] = json!("mallory");
+    assert_eq!(g.github.deliver_deployment(g.zbot.addr, &lock).await.0, 202);
+    assert_eq!(
+        g.github.final_status(7303, DEADLINE).await.description,
+        "adxstat locked on staging by github:mallory"
+    );
+    g.ask(
+        "U0ALICE",
+        "deploy adxstat/v0.0.1 to staging",
+        "adxstat is locked on *staging* by github:mallory",
+    )
+    .await;
+    // Alice's own deploy from chat passes her lock: zbot recorded her as its requester.
+    let thread = g.say("U0ALICE", "deploy adxstat/v0.0.1 to production");
+    g.slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+    g.zbot.stop().await.unwrap();
+}
+
+/// A grant is claimed once, by the deployment zbot made with it: the same payload on a second
+/// deployment is refused (422, an `error` status saying why, the default channel told); a grant nobody
+/// claimed within its hour is worth nothing; the store keeps only a grant's digest.
+#[tokio::test]
+async fn a_grant_is_used_once_and_not_after_its_hour() {
+    let g = guarded("", at("2026-11-30T09:00:00Z")).await;
+    let thread = g.say("U0ALICE", "deploy adxstat/v0.0.1 to staging");
+    g.slack
+        .reply_containing(CHANNEL, &thread, "is on *staging*")
+        .await;
+    let payload = g.github.deployment_requests()[0]["payload"].clone();
+    let replay =
+        crate::harness::deployment_event(7401, "v0.0.1", &g.sha, "staging", "deploy", payload);
+    let (status, _) = g.github.deliver_deployment(g.zbot.addr, &replay).await;
+    assert_eq!(status, 422);
+    let refused = g.github.final_status(7401, DEADLINE).await;
+    assert_eq!(
+        (refused.state.as_str(), refused.description.as_str()),
+        (
+            "error",
+            "its zbot grant was used by another deployment, expired or is for another commit: ask again in chat"
+        )
+    );
+    g.posted_to("C0DEPLOYS", "zbot grant").await;
+    assert_eq!(g.github.states(7401), ["error"], "the replay never ran");
+
+    // A grant whose deployment GitHub never made, presented after its hour: refused too.
+    g.github.answer_next_deployment(
+        422,
+        json!({"message": "No ref found for: v0.0.1", "documentation_url": ""}),
+    );
+    g.ask(
+        "U0ALICE",
+        "deploy adxstat/v0.0.1 to staging",
+        "GitHub refused the deployment",
+    )
+    .await;
+    let unclaimed = g.github.deployment_requests()[1]["payload"].clone();
+    let token = unclaimed["zbot_grant"].as_str().unwrap().to_string();
+    g.clock.advance(chrono::Duration::minutes(61));
+    let late =
+        crate::harness::deployment_event(7402, "v0.0.1", &g.sha, "staging", "deploy", unclaimed);
+    assert_eq!(g.github.deliver_deployment(g.zbot.addr, &late).await.0, 422);
+
+    // Of a grant, only its digest is stored (a deployment's payload keeps the token GitHub shows).
+    for entry in std::fs::read_dir(g._dir.path().join("data")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                "the grant's token is in {}",
+                path.display()
+            );
+        }
+    }
+    g.zbot.stop().await.unwrap();
+}
+
+/// What was approved is what is deployed: the request's commit, even when its branch moved since
+/// (GitHub is asked for the sha, without auto-merge); a rollback deploys the previous deploy's commit,
+/// not what its ref names now.
+#[tokio::test]
+async fn the_approved_commit_is_deployed_when_the_branch_moved() {
+    let g = guarded_app(
+        "approvals = { production = { count = 1, timeout = \"2h\" } }",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await;
+    let files = [("fabfile.py", crate::harness::FABFILE, false)];
+    let thread = g.say("U0ALICE", "deploy adxstat/main to production");
+    g.request_message(1).await;
+    let moved = g.repo.commit(&files, "v0.0.2");
+    g.click("U0BOB", 1, "zbot_approve").await;
+    g.slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+    let asked = g.github.deployment_requests().last().unwrap().clone();
+    assert_eq!(asked["ref"], g.sha.as_str(), "the approved commit");
+    assert_eq!(asked["auto_merge"], false);
+    let id = *g.github.deployment_ids().last().unwrap();
+    assert_eq!(g.github.final_status(id, DEADLINE).await.state, "success");
+
+    // Staging: main deployed at v0.0.2, then main moves to v0.0.3 and is deployed; main moves again.
+    // The rollback deploys v0.0.2's commit, not main.
+    let t = g.say("U0ALICE", "deploy adxstat/main to staging");
+    g.slack
+        .reply_containing(CHANNEL, &t, "is on *staging*")
+        .await;
+    g.repo.commit(&files, "v0.0.3");
+    let t = g.say("U0ALICE", "deploy adxstat/main to staging");
+    g.slack
+        .reply_containing(CHANNEL, &t, "is on *staging*")
+        .await;
+    g.repo.commit(&files, "v0.0.4");
+    let t = g.say("U0ALICE", "rollback adxstat in staging");
+    g.slack
+        .reply_containing(CHANNEL, &t, "is on *staging*")
+        .await;
+    let asked = g.github.deployment_requests().last().unwrap().clone();
+    assert_eq!(asked["ref"], moved.as_str(), "the previous deploy's commit");
+    assert_eq!(asked["auto_merge"], false);
     g.zbot.stop().await.unwrap();
 }
 

@@ -297,6 +297,12 @@ pub fn deployment_event(
     event
 }
 
+/// `event` as made on GitHub by `login` (its `creator`): who a GitHub deployment acts as.
+pub fn by(mut event: Value, login: &str) -> Value {
+    event["deployment"]["creator"]["login"] = json!(login);
+    event
+}
+
 pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);

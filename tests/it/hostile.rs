@@ -281,15 +281,18 @@ async fn an_environment_in_another_case_is_the_same_environment_and_meets_its_lo
     // alice locks production (Heaven's deploy:lock task); bob's deployment to PRODUCTION meets it.
     let payload = json!({"notify": {"user": "U0ALICE"}, "reason": "migrating"});
     let lock = deployment_event(7102, "v0.0.1", &sha, "production", "deploy:lock", payload);
+    let lock = crate::harness::by(lock, "alice");
     assert_eq!(github.deliver_deployment(zbot.addr, &lock).await.0, 202);
     assert_eq!(github.final_status(7102, DEADLINE).await.state, "success");
     let payload = json!({"notify": {"user": "U0BOB"}});
     let blocked = deployment_event(7103, "v0.0.1", &sha, "PRODUCTION", "deploy", payload);
+    let blocked = crate::harness::by(blocked, "bob");
     assert_eq!(github.deliver_deployment(zbot.addr, &blocked).await.0, 202);
     let last = github.final_status(7103, DEADLINE).await;
     assert_eq!(last.state, "error", "{last:?}");
     assert!(
-        last.description.contains("locked on production by U0ALICE"),
+        last.description
+            .contains("locked on production by github:alice"),
         "{}",
         last.description
     );

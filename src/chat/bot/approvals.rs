@@ -8,18 +8,20 @@ use chrono::{DateTime, Utc};
 use super::{Bot, Thread};
 use crate::chat::{ChatOutput, Inbound, InboundKind, Message};
 use crate::command::DeployCommand;
-use crate::domain::GitRef;
+use crate::domain::{GitRef, Sha};
 use crate::policy::{self, Denial, Target};
 use crate::reply;
 use crate::store::{ApprovalRequest, NewRequest, RequestState};
 
 impl<O: ChatOutput> Bot<O> {
     /// Posts a request for approval of this deploy in `thread`, with buttons; nothing is created on
-    /// GitHub yet. The ref is resolved now: the approval is for that commit.
+    /// GitHub yet. The ref is resolved now (unless `pinned` names the commit, as a rollback's does):
+    /// the approval is for that commit, and that commit is what is deployed once approved.
     pub(super) async fn request_approval(
         &self,
         target: &Target<'_>,
         git_ref: &GitRef,
+        pinned: Option<&Sha>,
         command: &DeployCommand,
         inbound: &Inbound,
         thread: &Thread,
@@ -27,11 +29,15 @@ impl<O: ChatOutput> Bot<O> {
         let Some(settings) = target.app.approvals.get(&target.environment) else {
             return String::new();
         };
-        let sha = match self
-            .forge
-            .resolve(&target.app_name, target.app, git_ref)
-            .await
-        {
+        let resolved = match pinned {
+            Some(sha) => Ok(sha.clone()),
+            None => {
+                self.forge
+                    .resolve(&target.app_name, target.app, git_ref)
+                    .await
+            }
+        };
+        let sha = match resolved {
             Ok(sha) => sha,
             Err(refusal) => {
                 return reply::refused(
@@ -292,6 +298,7 @@ impl<O: ChatOutput> Bot<O> {
             .create(
                 &target,
                 &request.request.git_ref,
+                Some(&request.request.sha),
                 &request.request.task,
                 request.request.force,
                 request.request.hosts.as_ref(),

@@ -4,12 +4,16 @@
 use super::{Bot, Thread};
 use crate::chat::{ChatOutput, Inbound};
 use crate::command::DeployCommand;
-use crate::domain::{Environment, GitRef, Hosts, Notify, Room, Task, ThreadTs, User};
+use crate::domain::{Environment, GitRef, Hosts, Notify, Room, Sha, Task, ThreadTs, User};
 use crate::forge::{Created, DeploymentRequest};
 use crate::payload::Payload;
 use crate::policy::{Denial, Target};
 use crate::reply;
-use crate::store::Grant;
+use crate::store::{Grant, GrantClaim};
+
+/// How long a grant waits for its deployment's webhook (or poll) to claim it: GitHub sends the webhook
+/// within seconds; this leaves room for a slow delivery or a poll interval, not for a replay days later.
+pub(crate) const GRANT_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
 
 impl<O: ChatOutput> Bot<O> {
     pub(super) async fn deploy(
@@ -46,13 +50,14 @@ impl<O: ChatOutput> Bot<O> {
             .unwrap_or_else(|| target.app.default_ref.clone());
         if !dry_run && target.app.approvals.contains_key(&target.environment) {
             return Ok(self
-                .request_approval(&target, &git_ref, command, inbound, thread)
+                .request_approval(&target, &git_ref, None, command, inbound, thread)
                 .await);
         }
         Ok(self
             .create(
                 &target,
                 &git_ref,
+                None,
                 &command.task,
                 command.force,
                 command.hosts.as_ref(),
@@ -65,11 +70,14 @@ impl<O: ChatOutput> Bot<O> {
     }
 
     /// Creates the GitHub deployment and says what happened; retries once after an auto-merge.
+    /// `pinned`: the very commit to deploy (an approved request's, a rollback's): GitHub is asked for
+    /// that sha, not `git_ref` (which may have moved since), and never merges into it.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn create(
         &self,
         target: &Target<'_>,
         git_ref: &GitRef,
+        pinned: Option<&Sha>,
         task: &Task,
         force: bool,
         hosts: Option<&Hosts>,
@@ -86,21 +94,30 @@ impl<O: ChatOutput> Bot<O> {
             tracing::error!("cannot read the system's random source");
             return reply::store_unavailable();
         };
+        let now = self.clock.now();
         let grant = Grant {
-            token: token.clone(),
             app: target.app_name.clone(),
+            repository: app.repository.clone(),
             environment: target.environment.clone(),
+            task: task.clone(),
+            sha: pinned.cloned(),
             actor: inbound.user.clone(),
             overrides,
             approval_request: approval,
+            expires_at: now + GRANT_LIFETIME,
+            deployment_id: None,
         };
-        if let Err(e) = self.store.grant(&grant, self.clock.now()).await {
+        if let Err(e) = self.store.grant(&token, &grant, now).await {
             tracing::error!("cannot record a grant: {e}");
             return reply::store_unavailable();
         }
-        payload.grant = Some(token);
+        payload.grant = Some(token.clone());
+        let deploy_ref = match pinned.map(|sha| sha.as_str().parse::<GitRef>()) {
+            Some(Ok(sha)) => sha,
+            Some(Err(_)) | None => git_ref.clone(),
+        };
         let request = DeploymentRequest {
-            git_ref: git_ref.clone(),
+            git_ref: deploy_ref,
             task: task.clone(),
             environment: target.environment.clone(),
             description: format!(
@@ -115,7 +132,7 @@ impl<O: ChatOutput> Bot<O> {
             } else {
                 app.required_contexts.clone()
             },
-            auto_merge: !force && app.auto_merge,
+            auto_merge: !force && pinned.is_none() && app.auto_merge,
             payload: payload.to_value(),
         };
         for attempt in 0..2 {
@@ -128,6 +145,18 @@ impl<O: ChatOutput> Bot<O> {
                     // The deployer announces it (queued, in progress) in this thread: the payload
                     // says where. Nothing is published from here.
                     tracing::info!(deployment = %id, sha = %sha, "deployment created");
+                    // The grant is this deployment's (its webhook may have claimed it already).
+                    let claim = GrantClaim {
+                        deployment_id: id,
+                        app: &target.app_name,
+                        repository: &app.repository,
+                        environment: &target.environment,
+                        task,
+                        sha: &sha,
+                    };
+                    if let Err(e) = self.store.claim_grant(&token, claim, now).await {
+                        tracing::error!("cannot bind a grant to its deployment: {e}");
+                    }
                     if let Some(request) = approval
                         && let Err(e) = self.store.set_request_deployment(request, id).await
                     {

@@ -1,4 +1,5 @@
-//! `rollback <app> [in <env>]`: deploy the ref of the previous successful deploy again.
+//! `rollback <app> [in <env>]`: deploy the commit of the previous successful deploy again (its sha,
+//! not its ref, which may have moved since).
 
 use super::{Bot, Thread};
 use crate::chat::{ChatOutput, Inbound};
@@ -66,13 +67,21 @@ impl<O: ChatOutput> Bot<O> {
                 otp: None,
             };
             return Ok(self
-                .request_approval(&target, &git_ref, &command, inbound, thread)
+                .request_approval(
+                    &target,
+                    &git_ref,
+                    Some(&previous.sha),
+                    &command,
+                    inbound,
+                    thread,
+                )
                 .await);
         }
         Ok(self
             .create(
                 &target,
                 &git_ref,
+                Some(&previous.sha),
                 &Task::deploy(),
                 false,
                 None,
