@@ -108,6 +108,9 @@ impl AutoDeployer {
         };
         let verdict = policy::autodeploy::verdict(&checks, app.required_contexts.as_deref());
         tracing::info!(app = %name, sha = %head, ?verdict, "auto-deploy looked at the branch head");
+        if verdict == Verdict::NoneReported {
+            tracing::info!(app = %name, sha = %head, "auto-deploy waits: no CI status or check run reported for the head yet");
+        }
         if verdict != Verdict::Green {
             return;
         }
@@ -168,7 +171,64 @@ impl AutoDeployer {
             }
             return;
         }
+        // Nothing holds it (any more): the next hold is said again.
+        if let Err(e) = self
+            .store
+            .forget_auto_held(Some(name.as_str()), environment.as_str())
+            .await
+        {
+            tracing::error!("auto-deploy cannot read the store: {e}");
+            return;
+        }
+        if !self.still_green_head(name, app, environment, &sha).await {
+            return;
+        }
         self.deploy(name, app, environment, &sha).await;
+    }
+
+    /// Asked again just before deploying (the caller holds the turn): whether `sha` is still the
+    /// branch's head and its checks still pass. The waiting commit may be minutes old: the branch may
+    /// have moved (its new head is deployed when its own CI passes) or a re-run may have failed. A
+    /// commit that is no longer the head, or turned red, stops waiting; one whose checks are pending
+    /// again keeps waiting.
+    async fn still_green_head(
+        &self,
+        name: &AppName,
+        app: &AppConfig,
+        environment: &Environment,
+        sha: &Sha,
+    ) -> bool {
+        let Some(auto) = &app.auto_deploy else {
+            return false;
+        };
+        let head = match self.forge.resolve(name, app, &auto.branch).await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!(app = %name, branch = %auto.branch, "auto-deploy cannot read the branch: {e}");
+                return false;
+            }
+        };
+        if &head != sha {
+            tracing::info!(app = %name, %environment, waiting = %sha, %head, "auto-deploy: the branch moved; the waiting commit is no longer its head");
+            let _ = self.store.clear_auto_pending(name, environment, sha).await;
+            return false;
+        }
+        let verdict = match self.forge.checks(app, sha).await {
+            Ok(checks) => policy::autodeploy::verdict(&checks, app.required_contexts.as_deref()),
+            Err(e) => {
+                tracing::warn!(app = %name, %sha, "auto-deploy cannot read the checks: {e}");
+                return false;
+            }
+        };
+        match verdict {
+            Verdict::Green => true,
+            Verdict::Red => {
+                tracing::info!(app = %name, %environment, %sha, "auto-deploy: the waiting commit's checks failed since");
+                let _ = self.store.clear_auto_pending(name, environment, sha).await;
+                false
+            }
+            Verdict::Pending | Verdict::NoneReported => false,
+        }
     }
 
     /// Why the environment may not be auto-deployed now, in words.
@@ -244,13 +304,21 @@ impl AutoDeployer {
             payload: payload.to_value(),
         };
         let now = self.clock.now();
-        if let Err(e) = self
+        match self
             .store
             .record_auto_deploy(name, environment, sha, now)
             .await
         {
-            tracing::error!("auto-deploy cannot record a deploy: {e}");
-            return;
+            Ok(true) => {}
+            // Asked for already (another instance sharing the store got there first).
+            Ok(false) => {
+                let _ = self.store.clear_auto_pending(name, environment, sha).await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!("auto-deploy cannot record a deploy: {e}");
+                return;
+            }
         }
         let _ = self.store.clear_auto_pending(name, environment, sha).await;
         match self

@@ -1,6 +1,7 @@
 //! When auto-deploy may deploy a branch's head: its CI passed (every required context, or every
-//! context when none are named, as GitHub's `required_contexts` reads), the commit is not already
-//! deployed there, and nothing holds the environment (a lock, a freeze or window, approvals).
+//! context reported when none are named), the commit is not already deployed there, and nothing holds
+//! the environment (a lock, a freeze or window, approvals). Unlike GitHub's `required_contexts`, an
+//! empty list does not mean "deploy without CI": a commit nothing reported on is never green.
 
 use crate::domain::{CheckState, Checks};
 
@@ -10,10 +11,12 @@ pub enum Verdict {
     Green,
     Pending,
     Red,
+    /// No status and no check run reported at all: auto-deploy waits for CI to say something.
+    NoneReported,
 }
 
-/// `required`: `[apps.*] required_contexts` (`None`: all of them, and at least one; `Some([])`: none).
-/// A context reported twice (a re-run) counts by its worst state.
+/// `required`: `[apps.*] required_contexts` (`None` or `Some([])`: every context reported, and at
+/// least one). A context reported twice (a re-run) counts by its worst state.
 pub fn verdict(checks: &Checks, required: Option<&[String]>) -> Verdict {
     let state_of = |name: &str| {
         let states: Vec<CheckState> = checks
@@ -30,14 +33,12 @@ pub fn verdict(checks: &Checks, required: Option<&[String]>) -> Verdict {
             states.first().copied()
         }
     };
+    if checks.contexts.is_empty() {
+        return Verdict::NoneReported;
+    }
     let names: Vec<&str> = match required {
-        Some(required) => required.iter().map(String::as_str).collect(),
-        None => {
-            if checks.contexts.is_empty() {
-                return Verdict::Pending;
-            }
-            checks.contexts.iter().map(|(c, _)| c.as_str()).collect()
-        }
+        Some(required) if !required.is_empty() => required.iter().map(String::as_str).collect(),
+        _ => checks.contexts.iter().map(|(c, _)| c.as_str()).collect(),
     };
     let states: Vec<Option<CheckState>> = names.iter().map(|n| state_of(n)).collect();
     if states.contains(&Some(CheckState::Failed)) {
@@ -64,7 +65,7 @@ mod tests {
         use CheckState::*;
         let ci = vec!["ci".to_string()];
         for (list, required, expected) in [
-            (vec![], None, Verdict::Pending),
+            (vec![], None, Verdict::NoneReported),
             (vec![("ci", Passed)], None, Verdict::Green),
             (
                 vec![("ci", Passed), ("lint", Pending)],
@@ -83,7 +84,19 @@ mod tests {
                 Some(&ci),
                 Verdict::Red,
             ),
-            (vec![], Some(&vec![]), Verdict::Green),
+            (vec![], Some(&vec![]), Verdict::NoneReported),
+            (vec![], Some(&ci), Verdict::NoneReported),
+            (vec![("ci", Passed)], Some(&vec![]), Verdict::Green),
+            (
+                vec![("ci", Passed), ("lint", Failed)],
+                Some(&vec![]),
+                Verdict::Red,
+            ),
+            (
+                vec![("ci", Passed), ("lint", Pending)],
+                Some(&vec![]),
+                Verdict::Pending,
+            ),
         ] {
             assert_eq!(
                 verdict(&checks(&list), required.map(Vec::as_slice)),

@@ -849,6 +849,10 @@ impl Store {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
+        if removed == 1 {
+            self.forget_auto_held(Some(app.as_str()), environment.as_str())
+                .await?;
+        }
         Ok(removed == 1)
     }
 
@@ -1674,10 +1678,20 @@ mod tests {
                 !store.auto_held(&app, &env, "red", t0).await.unwrap(),
                 "{backend}"
             );
-            store
-                .record_auto_deploy(&app, &env, &sha, t0)
-                .await
-                .unwrap();
+            assert!(
+                store
+                    .record_auto_deploy(&app, &env, &sha, t0)
+                    .await
+                    .unwrap(),
+                "{backend}"
+            );
+            assert!(
+                !store
+                    .record_auto_deploy(&app, &env, &sha, t0)
+                    .await
+                    .unwrap(),
+                "asked for once: {backend}"
+            );
             assert!(store.busy(&app, &env, later(1)).await.unwrap(), "{backend}");
             assert!(
                 store.deployed_there(&app, &env, &sha).await.unwrap(),
@@ -1686,6 +1700,15 @@ mod tests {
             assert!(
                 store.auto_held(&app, &env, "red", t0).await.unwrap(),
                 "{backend}"
+            );
+            // A hold that ends (here: every app's freeze of that environment lifted) is forgotten.
+            store
+                .forget_auto_held(None, &env.as_str().to_uppercase())
+                .await
+                .unwrap();
+            assert!(
+                store.auto_held(&app, &env, "red", t0).await.unwrap(),
+                "said again: {backend}"
             );
         }
     }
@@ -2268,10 +2291,16 @@ impl Store {
     /// Removes freezes by id.
     pub async fn unfreeze(&self, ids: &[i64]) -> Result<(), StoreError> {
         for id in ids {
-            sqlx::query("DELETE FROM freezes WHERE id = $1")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+            let lifted =
+                sqlx::query("DELETE FROM freezes WHERE id = $1 RETURNING app, environment")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if let Some(row) = lifted {
+                let app: Option<String> = row.try_get("app")?;
+                let environment: String = row.try_get("environment")?;
+                self.forget_auto_held(app.as_deref(), &environment).await?;
+            }
         }
         Ok(())
     }
@@ -2352,7 +2381,15 @@ impl Store {
         .bind(stamp(now))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(lock_from_row).collect()
+        let ended = rows
+            .iter()
+            .map(lock_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        for lock in &ended {
+            self.forget_auto_held(Some(lock.app.as_str()), lock.environment.as_str())
+                .await?;
+        }
+        Ok(ended)
     }
 
     /// Records that `user` wants a direct message when the environment is free.
@@ -2781,15 +2818,16 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Records that auto-deploy asked for `sha` there.
+    /// Records that auto-deploy asks for `sha` there; false when it was asked for already (by this
+    /// or another instance sharing the store), so one commit is asked for once.
     pub async fn record_auto_deploy(
         &self,
         app: &AppName,
         environment: &Environment,
         sha: &Sha,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let recorded = sqlx::query(
             "INSERT INTO auto_deploys (app, environment, sha, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(app.as_str())
@@ -2797,12 +2835,28 @@ impl Store {
         .bind(sha.as_str())
         .bind(stamp(now))
         .execute(&self.pool)
-        .await?;
-        sqlx::query("DELETE FROM auto_deploy_held WHERE app = $1 AND environment = $2")
-            .bind(app.as_str())
-            .bind(environment.as_str())
-            .execute(&self.pool)
+        .await?
+        .rows_affected();
+        self.forget_auto_held(Some(app.as_str()), environment.as_str())
             .await?;
+        Ok(recorded == 1)
+    }
+
+    /// Forgets that auto-deploy said it holds back `environment` (of `app`; `None`: of every app),
+    /// because that hold ended (a lock went, a freeze was lifted, nothing holds it any more): the
+    /// next hold is said again.
+    pub async fn forget_auto_held(
+        &self,
+        app: Option<&str>,
+        environment: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM auto_deploy_held WHERE ($1 = '' OR app = $1) AND LOWER(environment) = LOWER($2)",
+        )
+        .bind(app.unwrap_or_default())
+        .bind(environment)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

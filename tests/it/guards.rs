@@ -940,6 +940,77 @@ async fn auto_deploy_deploys_the_newest_green_head_once() {
     g.zbot.stop().await.unwrap();
 }
 
+/// Auto-deploy never deploys without CI: a head nothing reported on waits, also with
+/// `required_contexts = []`. A waiting commit is asked about again before it is deployed: once the
+/// branch moved past it, it is not deployed (the new head is, when green). A hold that ended is
+/// forgotten, so the next hold is said again.
+#[tokio::test]
+async fn auto_deploy_waits_for_ci_rechecks_the_head_and_says_each_hold() {
+    let release = tempfile::tempdir().unwrap();
+    let file = release.path().join("release");
+    let script = crate::harness::held_deploy_script(&file);
+    let files = [("script/deploy", script.as_str(), true)];
+    let g = guarded_with(
+        &files,
+        "auto_deploy = { branch = \"main\", environments = [\"staging\"] }\nrequired_contexts = []",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await;
+    status_event(&g, 1, &g.sha, "success").await;
+    assert!(
+        g.github.deployment_requests().is_empty(),
+        "nothing reported on the head: no deploy"
+    );
+    g.github.set_commit_status(&g.sha, "ci", "success");
+    status_event(&g, 2, &g.sha, "success").await;
+    assert_eq!(g.github.deployment_requests().len(), 1);
+    g.github.in_progress(5001, DEADLINE).await;
+
+    // Green while the deploy runs: it waits. Then the branch moves past it before its turn.
+    let passed_by = g.repo.commit(&files, "v0.0.2");
+    g.github.set_commit_status(&passed_by, "ci", "success");
+    status_event(&g, 3, &passed_by, "success").await;
+    let head = g.repo.commit(&files, "v0.0.3");
+    std::fs::write(&file, "go").unwrap();
+    assert_eq!(g.github.final_status(5001, DEADLINE).await.state, "success");
+    g.github.set_commit_status(&head, "ci", "success");
+    status_event(&g, 4, &head, "success").await;
+    let second = g
+        .github
+        .wait_for("the deploy of the head", DEADLINE, |gh| {
+            gh.deployment_requests().get(1).cloned()
+        })
+        .await;
+    assert_eq!(second["ref"], head.as_str(), "not the commit it passed by");
+    assert_eq!(g.github.final_status(5002, DEADLINE).await.state, "success");
+    assert_eq!(g.github.deployment_requests().len(), 2);
+
+    // Locked: said once. Unlocked and locked again: the new hold is said again.
+    let holds = || {
+        g.slack
+            .posts()
+            .into_iter()
+            .filter(|p| p.text.contains("is holding back"))
+            .count()
+    };
+    for (n, round) in [(5, 1), (6, 2)] {
+        g.ask("U0BOB", "lock adxstat in staging checking", "Locked")
+            .await;
+        let green = g.repo.commit(&files, &format!("v0.0.{n}"));
+        g.github.set_commit_status(&green, "ci", "success");
+        status_event(&g, n, &green, "success").await;
+        g.slack
+            .wait_for(&format!("hold #{round} said"), DEADLINE, |_| {
+                (holds() == round).then_some(())
+            })
+            .await;
+        g.ask("U0BOB", "unlock adxstat in staging", "nlocked").await;
+    }
+    assert_eq!(g.github.deployment_requests().len(), 2);
+    g.zbot.stop().await.unwrap();
+}
+
 /// `lock_on_failure`: a failed deploy locks its environment for the person who deployed, said with
 /// its end; nobody else deploys on top of it.
 #[tokio::test]
