@@ -8,11 +8,15 @@ use crate::config::Approvals;
 use crate::domain::Sha;
 use crate::store::{ApprovalRequest, RequestState};
 
-/// Whether `user` may decide `request` at `now` (`members`: the user ids of the user groups among the
-/// approvers). The requester cannot approve their own deploy, but may withdraw it (reject).
+/// Whether `user` may decide `request` at `now`. The approvers are `settings.approvers` (Slack user
+/// ids, or user groups whose members zbot asked Slack for: `members`); none listed means anyone
+/// allowed to deploy there (`allowed`: the environment's `allowed_users`, when set) — never anyone at
+/// all where deploys are limited to some people. The requester cannot approve their own deploy, but
+/// may withdraw it (reject).
 pub fn may_decide(
     request: &ApprovalRequest,
     settings: &Approvals,
+    allowed: Option<&[String]>,
     user: &str,
     members: &[String],
     approve: bool,
@@ -28,13 +32,22 @@ pub fn may_decide(
     if own && approve {
         return Err(Denial::OwnRequest { id: request.id });
     }
-    let listed = settings.approvers.is_empty()
-        || settings.approvers.iter().any(|a| a == user)
-        || members.iter().any(|m| m == user);
+    let listed = if settings.approvers.is_empty() {
+        allowed.is_none_or(|allowed| allowed.iter().any(|a| a == user))
+    } else {
+        // A group is named by its handle (`@oncall`) or id (`S…`): its members count, never the name.
+        let person = |a: &&String| !a.starts_with('@') && !a.starts_with('S');
+        settings.approvers.iter().filter(person).any(|a| a == user)
+            || members.iter().any(|m| m == user)
+    };
     if !listed && !own {
         return Err(Denial::NotApprover {
             id: request.id,
-            approvers: settings.approvers.clone(),
+            approvers: if settings.approvers.is_empty() {
+                allowed.map(<[String]>::to_vec).unwrap_or_default()
+            } else {
+                settings.approvers.clone()
+            },
         });
     }
     Ok(())
@@ -101,28 +114,60 @@ mod tests {
         let now = at("2026-11-30T10:00:00Z");
         let waiting = request(RequestState::Waiting);
         let oncall = vec!["U0CAROL".to_string()];
-        for (settings, user, members, approve, ok) in [
-            (&anyone, "U0BOB", &vec![], true, true),
-            (&anyone, "U0ALICE", &vec![], true, false),
-            (&anyone, "U0ALICE", &vec![], false, true),
-            (&listed, "U0BOB", &vec![], true, true),
-            (&listed, "U0DAVE", &vec![], true, false),
-            (&listed, "U0CAROL", &oncall, true, true),
+        let deployers = vec!["U0ALICE".to_string(), "U0BOB".to_string()];
+        let none: Option<&[String]> = None;
+        for (settings, allowed, user, members, approve, ok) in [
+            (&anyone, none, "U0BOB", &vec![], true, true),
+            (&anyone, none, "U0ALICE", &vec![], true, false),
+            (&anyone, none, "U0ALICE", &vec![], false, true),
+            // No approvers listed where deploys are limited: those allowed to deploy, only.
+            (&anyone, Some(&deployers[..]), "U0BOB", &vec![], true, true),
+            (&anyone, Some(&deployers[..]), "U0EVE", &vec![], true, false),
+            (
+                &anyone,
+                Some(&deployers[..]),
+                "U0EVE",
+                &vec![],
+                false,
+                false,
+            ),
+            (
+                &anyone,
+                Some(&deployers[..]),
+                "U0ALICE",
+                &vec![],
+                true,
+                false,
+            ),
+            (&listed, none, "U0BOB", &vec![], true, true),
+            (&listed, none, "U0DAVE", &vec![], true, false),
+            (&listed, none, "U0CAROL", &oncall, true, true),
+            // A group's handle is not a member: only its members (asked of Slack) are.
+            (&listed, none, "@oncall", &vec![], true, false),
+            (
+                &listed,
+                Some(&deployers[..]),
+                "U0CAROL",
+                &oncall,
+                true,
+                true,
+            ),
         ] {
             assert_eq!(
-                may_decide(&waiting, settings, user, members, approve, now).is_ok(),
+                may_decide(&waiting, settings, allowed, user, members, approve, now).is_ok(),
                 ok,
-                "{user} {approve}"
+                "{user} {approve} {allowed:?}"
             );
         }
         assert_eq!(
-            may_decide(&waiting, &anyone, "U0ALICE", &[], true, now),
+            may_decide(&waiting, &anyone, None, "U0ALICE", &[], true, now),
             Err(Denial::OwnRequest { id: 7 })
         );
         assert_eq!(
             may_decide(
                 &waiting,
                 &anyone,
+                None,
                 "U0BOB",
                 &[],
                 true,
@@ -131,7 +176,7 @@ mod tests {
             Err(Denial::RequestExpired { id: 7 })
         );
         let approved = request(RequestState::Approved);
-        assert!(may_decide(&approved, &anyone, "U0BOB", &[], true, now).is_err());
+        assert!(may_decide(&approved, &anyone, None, "U0BOB", &[], true, now).is_err());
     }
 
     #[test]

@@ -665,6 +665,56 @@ async fn production_waits_for_approval() {
     g.zbot.stop().await.unwrap();
 }
 
+/// Who approves: with no approvers listed, anyone allowed to deploy there (`allowed_users`) but the
+/// requester — not anyone at all; approvers named by user group are that group's members, as Slack
+/// lists them (by handle or by `S…` id), and a group's name is nobody.
+#[tokio::test]
+async fn approvers_are_those_allowed_and_the_members_of_named_groups() {
+    let g = guarded_app(
+        "approvals = { production = { approvers = [\"@oncall\", \"S0DBA\"] }, staging = { approvers = [] } }\n\
+         allowed_users = { staging = [\"U0ALICE\", \"U0BOB\"] }",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await;
+    g.slack.add_user_group("S0ONCALL", "oncall", &["U0CAROL"]);
+    g.slack.add_user_group("S0DBA", "dba", &["U0DAVE"]);
+    let staging = g.say("U0ALICE", "deploy adxstat/v0.0.1 to staging");
+    let request = g.request_message(1).await;
+    assert!(
+        request.text.contains("from <@U0ALICE>, <@U0BOB> by"),
+        "{}",
+        request.text
+    );
+    let eve = g.ask("U0EVE", "approve #1", "approvers").await;
+    assert!(
+        eve.starts_with("You are not one of the approvers of deploy request #1"),
+        "{eve}"
+    );
+    g.ask("U0BOB", "approve #1", "approved by").await;
+    g.slack
+        .reply_containing(CHANNEL, &staging, "is on *staging*")
+        .await;
+
+    for (n, environment, outsider, member) in [
+        (2, "production", "U0BOB", "U0CAROL"),
+        (3, "production", "U0EVE", "U0DAVE"),
+    ] {
+        let thread = g.say(
+            "U0ALICE",
+            &format!("deploy adxstat/v0.0.1 to {environment}"),
+        );
+        g.request_message(n).await;
+        let refused = g.ask(outsider, &format!("approve #{n}"), "approvers").await;
+        assert!(refused.contains("not one of the approvers"), "{refused}");
+        g.ask(member, &format!("approve #{n}"), "approved by").await;
+        g.slack
+            .reply_containing(CHANNEL, &thread, &format!("is on *{environment}*"))
+            .await;
+    }
+    g.zbot.stop().await.unwrap();
+}
+
 /// A deployment made on GitHub acts as its creator (`github:<login>`), never as the payload's
 /// `notify.user`, which anyone with write access sets: naming the lock's holder there neither passes
 /// the lock nor unlocks it. A deploy zbot made for that person in chat does pass it.

@@ -81,8 +81,12 @@ impl<O: ChatOutput> Bot<O> {
                 return reply::store_unavailable();
             }
         };
-        let message =
-            reply::approval_request(&stored, &settings.approvers, self.config.bot.time_zone);
+        // No approvers listed: those allowed to deploy there, where deploys are limited.
+        let approvers = match target.app.allowed_users.get(&target.environment) {
+            Some(allowed) if settings.approvers.is_empty() => allowed,
+            _ => &settings.approvers,
+        };
+        let message = reply::approval_request(&stored, approvers, self.config.bot.time_zone);
         match self
             .out
             .post(&thread.channel, Some(&thread.ts), &message)
@@ -209,7 +213,11 @@ impl<O: ChatOutput> Bot<O> {
         };
         let now = self.clock.now();
         let members = self.out.group_members(&settings.approvers).await;
-        policy::approvals::may_decide(&request, settings, user, &members, approve, now)?;
+        let allowed = app
+            .allowed_users
+            .get(&request.request.environment)
+            .map(Vec::as_slice);
+        policy::approvals::may_decide(&request, settings, allowed, user, &members, approve, now)?;
         let own_thread = Thread {
             channel: request.request.channel.clone(),
             ts: request.request.thread_ts.clone(),

@@ -44,6 +44,8 @@ struct Model {
     next_ts: u64,
     /// Users a direct message was opened with (`conversations.open`).
     opened: Vec<String>,
+    /// User groups: (id `S…`, handle, member ids).
+    usergroups: Vec<(String, String, Vec<String>)>,
 }
 
 #[derive(Clone)]
@@ -82,6 +84,16 @@ impl FakeSlack {
             }
         });
         fake
+    }
+
+    /// A user group `id` (`S…`) with `handle` and `members`, as `usergroups.list` and
+    /// `usergroups.users.list` answer.
+    pub fn add_user_group(&self, id: &str, handle: &str, members: &[&str]) {
+        self.model.lock().unwrap().usergroups.push((
+            id.to_string(),
+            handle.to_string(),
+            members.iter().map(|m| m.to_string()).collect(),
+        ));
     }
 
     /// The `[slack] api_url` for zbot.
@@ -447,6 +459,24 @@ async fn web_api(
             opened["team_id"] = json!("T0TEAM");
             opened["hash"] = json!("h");
             json!({"ok": true, "view": opened})
+        }
+        // Slack's shape of a user group (`include_users`: its members too).
+        "usergroups.list" => {
+            let groups: Vec<Value> = fake.model.lock().unwrap().usergroups.iter().map(|(id, handle, users)| {
+                json!({"id": id, "team_id": "T0TEAM", "is_usergroup": true, "name": handle, "handle": handle,
+                    "is_external": false, "date_create": 1446598059, "date_update": 1446670362, "date_delete": 0,
+                    "created_by": "U0ADMIN", "prefs": {"channels": [], "groups": []},
+                    "users": users, "user_count": users.len()})
+            }).collect();
+            json!({"ok": true, "usergroups": groups})
+        }
+        "usergroups.users.list" => {
+            let id = text("usergroup").unwrap_or_default();
+            let model = fake.model.lock().unwrap();
+            match model.usergroups.iter().find(|(gid, _, _)| *gid == id) {
+                Some((_, _, users)) => json!({"ok": true, "users": users}),
+                None => json!({"ok": false, "error": "no_such_subteam"}),
+            }
         }
         other => json!({"ok": false, "error": format!("unknown_method: {other}")}),
     };
