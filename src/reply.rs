@@ -1555,6 +1555,22 @@ pub fn now_free(app: Option<&AppName>, environment: &Environment) -> String {
     )
 }
 
+/// An approval given while the environment closed (a freeze, outside its window) since the request was
+/// made: not taken; the request stays open until it expires.
+pub fn approval_while_closed(
+    r: &ApprovalRequest,
+    closure: &Closure,
+    zone: chrono_tz::Tz,
+    now: chrono::DateTime<Utc>,
+) -> String {
+    format!(
+        "{} Your approval was not taken: request #{} stays open until {}; approve it again once deploys are open there.",
+        sentence(&closure_text(closure, true)),
+        r.id,
+        when(r.request.expires_at, now, zone)
+    )
+}
+
 /// The request posted in the thread: what it would ship, who may approve, with Approve and Reject
 /// buttons (Block Kit; the text is the fallback, which also names the commands).
 pub fn approval_request(r: &ApprovalRequest, approvers: &[String], zone: chrono_tz::Tz) -> Message {

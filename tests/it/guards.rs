@@ -665,6 +665,43 @@ async fn production_waits_for_approval() {
     g.zbot.stop().await.unwrap();
 }
 
+/// An approval given while a freeze closes the environment is not taken: the click is answered with the
+/// freeze, nothing is created on GitHub, and the request stays open; approved again once unfrozen, it
+/// deploys.
+#[tokio::test]
+async fn an_approval_during_a_freeze_waits_for_it_to_end() {
+    let g = guarded_app(
+        "approvals = { production = { count = 1, timeout = \"2h\" } }",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await;
+    let thread = g.say("U0ALICE", "deploy adxstat/v0.0.1 to production");
+    g.request_message(1).await;
+    g.ask("U0CAROL", "freeze production 1h release week", "Froze")
+        .await;
+    g.click("U0BOB", 1, "zbot_approve").await;
+    let answer = g
+        .slack
+        .reply_containing(CHANNEL, &thread, "approval was not taken")
+        .await;
+    assert!(
+        answer.text.starts_with("production (every app) is frozen by <@U0CAROL>")
+            && answer
+                .text
+                .ends_with("request #1 stays open until 12:00 CET; approve it again once deploys are open there."),
+        "{}",
+        answer.text
+    );
+    assert!(g.github.deployment_requests().is_empty());
+    g.ask("U0CAROL", "unfreeze production", "Unfroze").await;
+    g.click("U0BOB", 1, "zbot_approve").await;
+    g.slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+    g.zbot.stop().await.unwrap();
+}
+
 /// Who approves: with no approvers listed, anyone allowed to deploy there (`allowed_users`) but the
 /// requester — not anyone at all; approvers named by user group are that group's members, as Slack
 /// lists them (by handle or by `S…` id), and a group's name is nobody.

@@ -244,6 +244,35 @@ impl<O: ChatOutput> Bot<O> {
             }
             return Ok(text);
         }
+        // Closed since it was asked for (a freeze, the window): the approval is not taken, and the
+        // request stays open until it expires; approving it again once deploys open deploys it.
+        let target = Target {
+            app_name: app_name.clone(),
+            app,
+            environment: request.request.environment.clone(),
+        };
+        let requester = Inbound {
+            kind: InboundKind::Mention,
+            channel: own_thread.channel.clone(),
+            channel_name: None,
+            user: request.request.requester.clone(),
+            user_name: None,
+            team_id: None,
+            text: String::new(),
+            ts: None,
+            thread_ts: Some(own_thread.ts.clone()),
+        };
+        if let Err(Denial::Closed { closure, .. }) = self
+            .closure_check(&target, request.request.force, &requester)
+            .await
+        {
+            return Ok(reply::approval_while_closed(
+                &request,
+                &closure,
+                self.config.bot.time_zone,
+                now,
+            ));
+        }
         let approvers = match self
             .store
             .approve_request(id, user, &request.request.sha, now)
@@ -279,22 +308,6 @@ impl<O: ChatOutput> Bot<O> {
             .await;
         self.say(&own_thread, &text).await;
         // The deployment, as the requester asked for it, in the request's thread.
-        let target = Target {
-            app_name: app_name.clone(),
-            app,
-            environment: request.request.environment.clone(),
-        };
-        let requester = Inbound {
-            kind: InboundKind::Mention,
-            channel: own_thread.channel.clone(),
-            channel_name: None,
-            user: request.request.requester.clone(),
-            user_name: None,
-            team_id: None,
-            text: String::new(),
-            ts: None,
-            thread_ts: Some(own_thread.ts.clone()),
-        };
         let overrides = request.request.force
             && self
                 .config
