@@ -382,7 +382,7 @@ pub fn denial(denial: &Denial) -> String {
             format!("Deploy request #{id} has expired; nothing was deployed.")
         }
         Denial::OwnRequest { id } => format!(
-            "You asked for deploy #{id}, so you can't approve it yourself: someone else has to."
+            "You asked for deploy request #{id}, so you can't approve it yourself: someone else has to."
         ),
         Denial::NotApprover { id, approvers } => format!(
             "You are not one of the approvers of deploy request #{id}: {}.",
@@ -953,8 +953,8 @@ pub fn denial_plain(denial: &Denial) -> String {
             format!("request #{} is {}", request.id, request.state.as_str())
         }
         Denial::RequestExpired { id } => format!("request #{id} expired"),
-        Denial::OwnRequest { id } => format!("the requester cannot approve #{id}"),
-        Denial::NotApprover { id, .. } => format!("not an approver of #{id}"),
+        Denial::OwnRequest { id } => format!("the requester cannot approve request #{id}"),
+        Denial::NotApprover { id, .. } => format!("not an approver of request #{id}"),
         Denial::NeedsApproval => {
             "this environment needs an approval given in zbot's chat before a deploy runs".into()
         }
@@ -1780,7 +1780,22 @@ pub fn locked_for_incident(lock: &Lock) -> String {
 
 /// `approve #n` / `reject #n` for a request that is not waiting.
 pub fn no_such_request(request: u64) -> String {
-    format!("No deploy is waiting for approval as #{request}.")
+    format!("There is no deploy request #{request}.")
+}
+
+/// `approve #N` / `reject #N` where N is a deployment's number, not a request's.
+pub fn deployment_not_request(id: u64) -> String {
+    format!(
+        "#{id} is a deployment, not a deploy request: `approve` and `reject` take the number of a *Deploy request #…*."
+    )
+}
+
+/// An approver approving again what they approved already (more approvals are needed).
+pub fn already_approved(r: &ApprovalRequest, given: usize) -> String {
+    format!(
+        "You approved deploy request #{} already; it has {given} of {} approvals and needs someone else's.",
+        r.id, r.request.needed
+    )
 }
 
 pub fn unlocked(app: &AppName, environment: &Environment) -> String {
@@ -1814,9 +1829,9 @@ pub const HELP: &str = "I deploy apps from chat. Commands:\n\
 • `lock adxstat in production 2h &lt;reason&gt;`, `lock!` (admins take it), `unlock adxstat in production`, `locks`\n\
 • `notify me when production is free` — a direct message when its lock goes\n\
 • `freeze production 2h &lt;reason&gt;`, `freeze adxstat in production until 18:00 &lt;reason&gt;`, `unfreeze production`\n\
-• `approve #12`, `reject #12 &lt;reason&gt;` — deploys waiting for approval\n\
+• `approve #12`, `reject #12 &lt;reason&gt;` — deploy request #12, waiting for approval (a request's number, not a deployment's)\n\
 • `cancel adxstat in production`, `cancel #42` — stop a queued or running deploy\n\
-• `rollback adxstat in production` — redeploy the previous good ref\n\
+• `rollback adxstat in production` — redeploy the previous good commit (`rollback!`: an admin's, through a freeze or outside a window)\n\
 • `help &lt;command&gt;`, `version`";
 
 pub fn help(topic: Option<&str>) -> String {
@@ -1842,7 +1857,9 @@ pub fn help(topic: Option<&str>) -> String {
         "unlock" => "`unlock adxstat in production` (the holder or an admin)",
         "locks" => "`locks`",
         "cancel" => "`cancel adxstat in production` · `cancel #42`",
-        "rollback" => "`rollback adxstat in production`",
+        "rollback" => {
+            "`rollback adxstat in production` (`rollback!`: admins, through a freeze or outside a window)"
+        }
         "help" => "`help` · `help deploy`",
         _ => "`version`",
     };

@@ -328,7 +328,8 @@ fn command(i: &str) -> PResult<'_, Command> {
         "notify" => notify_when_free(after),
         "locks" => no_arguments(after, "locks", Command::Locks),
         "cancel" => cancel(after),
-        "rollback" => rollback(after),
+        "rollback" => rollback(after, false),
+        "rollback!" => rollback(after, true),
         "help" => help(after),
         "version" => no_arguments(after, "version", Command::Version),
         _ => Err(unknown_verb(verb)),
@@ -825,8 +826,8 @@ fn cancel(i: &str) -> PResult<'_, Command> {
     ))
 }
 
-/// `rollback = "rollback" app target?`
-fn rollback(i: &str) -> PResult<'_, Command> {
+/// `rollback = "rollback" "!"? app target?`
+fn rollback(i: &str, force: bool) -> PResult<'_, Command> {
     let (i, app) = app_without_ref(i, "rollback")?;
     let (i, target) = target(i, "rollback")?;
     Ok((
@@ -834,6 +835,7 @@ fn rollback(i: &str) -> PResult<'_, Command> {
         Command::Rollback {
             app,
             environment: target.map(|(env, _)| env),
+            force,
         },
     ))
 }
@@ -847,6 +849,7 @@ fn help(i: &str) -> PResult<'_, Command> {
     let lower = topic.to_lowercase();
     let known = match lower.as_str() {
         "deploy:lock" | "lock!" => Some("lock"),
+        "rollback!" => Some("rollback"),
         "deploy:unlock" => Some("unlock"),
         "deploy:version" => Some("version"),
         other => VERBS.iter().copied().find(|verb| *verb == other),

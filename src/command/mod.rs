@@ -65,10 +65,11 @@ pub enum Command {
     Locks,
     /// `cancel <app> [in <env>]` or `cancel #<id>`.
     Cancel(CancelTarget),
-    /// `rollback <app> [in <env>]`.
+    /// `rollback[!] <app> [in <env>]`; `!`: an admin's, through a freeze or outside a window.
     Rollback {
         app: AppName,
         environment: Option<Environment>,
+        force: bool,
     },
     /// `freeze [<app> in] <env> [<duration> | until <HH:MM>] [<reason…>]`: no deploys there.
     Freeze {
@@ -209,9 +210,14 @@ impl Command {
             Command::Reject { request, reason } => {
                 json!({"command": name, "id": request, "reason": reason})
             }
-            Command::Unlock { app, environment } | Command::Rollback { app, environment } => {
+            Command::Unlock { app, environment } => {
                 json!({"command": name, "app": app, "environment": environment})
             }
+            Command::Rollback {
+                app,
+                environment,
+                force,
+            } => json!({"command": name, "force": force, "app": app, "environment": environment}),
             Command::Locks | Command::Version => json!({ "command": name }),
             Command::Cancel(CancelTarget::Deployment(id)) => {
                 json!({"command": name, "app": null, "environment": null, "id": id})
@@ -347,8 +353,12 @@ impl fmt::Display for Command {
                 write!(f, "cancel {app}")?;
                 write_env(f, environment)
             }
-            Command::Rollback { app, environment } => {
-                write!(f, "rollback {app}")?;
+            Command::Rollback {
+                app,
+                environment,
+                force,
+            } => {
+                write!(f, "rollback{} {app}", if *force { "!" } else { "" })?;
                 write_env(f, environment)
             }
             Command::Help { topic: None } => write!(f, "help"),

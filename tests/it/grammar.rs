@@ -35,6 +35,7 @@ fn commandish() -> impl Strategy<Value = String> {
         Just("locks".to_string()),
         Just("cancel".to_string()),
         Just("rollback".to_string()),
+        Just("rollback!".to_string()),
         Just("help".to_string()),
         Just("where can i deploy".to_string()),
         Just("to".to_string()),

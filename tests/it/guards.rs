@@ -516,7 +516,7 @@ async fn production_waits_for_approval() {
         .await;
     assert_eq!(
         own.text,
-        "<@U0ALICE> You asked for deploy #1, so you can't approve it yourself: someone else has to."
+        "<@U0ALICE> You asked for deploy request #1, so you can't approve it yourself: someone else has to."
     );
     assert_eq!(
         g.github.deployment_requests().len(),
@@ -662,6 +662,70 @@ async fn production_waits_for_approval() {
     );
     let late = g.ask("U0CAROL", "approve #2", "expired").await;
     assert_eq!(late, "Deploy request #2 expired; nothing was deployed.");
+    g.zbot.stop().await.unwrap();
+}
+
+/// `rollback!` is an admin's, like `deploy!`: anyone else is refused; an admin's goes through a freeze,
+/// said in the thread. `approve #N` says what N is when it is not a waiting request: a deployment's
+/// number, no request, one approved already by the same person, one decided already.
+#[tokio::test]
+async fn rollback_bang_is_for_admins_and_numbers_say_what_they_are() {
+    let g = guarded_app(
+        "approvals = { production = { count = 2 } }",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await;
+    let files = [("fabfile.py", crate::harness::FABFILE, false)];
+    let t = g.say("U0ALICE", "deploy adxstat/v0.0.1 to staging");
+    g.slack
+        .reply_containing(CHANNEL, &t, "is on *staging*")
+        .await;
+    g.repo.commit(&files, "v0.0.2");
+    let t = g.say("U0ALICE", "deploy adxstat/v0.0.2 to staging");
+    g.slack
+        .reply_containing(CHANNEL, &t, "is on *staging*")
+        .await;
+    g.ask("U0CAROL", "freeze staging 1h release week", "Froze")
+        .await;
+    let refused = g
+        .ask("U0ALICE", "rollback! adxstat in staging", "admin")
+        .await;
+    assert_eq!(refused, "Only an admin can `rollback!`.");
+    g.ask("U0ALICE", "rollback adxstat in staging", "frozen")
+        .await;
+    assert_eq!(g.github.deployment_requests().len(), 2);
+    let t = g.say("U0ADMIN", "rollback! adxstat in staging");
+    g.slack
+        .reply_containing(CHANNEL, &t, "is deploying through this")
+        .await;
+    g.slack
+        .reply_containing(CHANNEL, &t, "is on *staging*")
+        .await;
+    let asked = g.github.deployment_requests().last().unwrap().clone();
+    assert_eq!(asked["ref"], g.sha.as_str());
+
+    let deployment = g.ask("U0BOB", "approve #5001", "#5001").await;
+    assert_eq!(
+        deployment,
+        "#5001 is a deployment, not a deploy request: `approve` and `reject` take the number of a *Deploy request #…*."
+    );
+    let none = g.ask("U0BOB", "approve #99", "#99").await;
+    assert_eq!(none, "There is no deploy request #99.");
+    g.say("U0ALICE", "deploy adxstat/v0.0.2 to production");
+    g.request_message(1).await;
+    g.ask("U0BOB", "approve #1", "(1 of 2)").await;
+    let again = g.ask("U0BOB", "approve #1", "already").await;
+    assert_eq!(
+        again,
+        "You approved deploy request #1 already; it has 1 of 2 approvals and needs someone else's."
+    );
+    g.ask("U0CAROL", "reject #1 not today", "rejected").await;
+    let late = g.ask("U0DAVE", "approve #1", "already").await;
+    assert_eq!(
+        late,
+        "Deploy request #1 was already rejected by <@U0CAROL>."
+    );
     g.zbot.stop().await.unwrap();
 }
 

@@ -297,7 +297,11 @@ fn every_command_in_every_form() {
         ),
         (
             "rollback adxstat in staging",
-            json!({"command": "rollback", "app": "adxstat", "environment": "staging"}),
+            json!({"command": "rollback", "force": false, "app": "adxstat", "environment": "staging"}),
+        ),
+        (
+            "rollback! adxstat in staging",
+            json!({"command": "rollback", "force": true, "app": "adxstat", "environment": "staging"}),
         ),
         ("help", json!({"command": "help", "topic": null})),
         ("help deploy", json!({"command": "help", "topic": "deploy"})),

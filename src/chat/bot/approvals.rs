@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{Bot, Thread};
 use crate::chat::{ChatOutput, Inbound, InboundKind, Message};
 use crate::command::DeployCommand;
-use crate::domain::{GitRef, Sha};
+use crate::domain::{DeploymentId, GitRef, Sha};
 use crate::policy::{self, Denial, Target};
 use crate::reply;
 use crate::store::{ApprovalRequest, NewRequest, RequestState};
@@ -199,7 +199,14 @@ impl<O: ChatOutput> Bot<O> {
         };
         let request = match self.store.request(id).await {
             Ok(Some(request)) => request,
-            Ok(None) => return Ok(reply::no_such_request(id.unsigned_abs())),
+            Ok(None) => {
+                // `#N` names deployments too: say which it is.
+                let deployment = self.store.get(DeploymentId(id.unsigned_abs())).await;
+                return Ok(match deployment {
+                    Ok(Some(_)) => reply::deployment_not_request(id.unsigned_abs()),
+                    _ => reply::no_such_request(id.unsigned_abs()),
+                });
+            }
             Err(e) => {
                 tracing::error!("cannot read a deploy request: {e}");
                 return Ok(reply::store_unavailable());
@@ -230,7 +237,7 @@ impl<O: ChatOutput> Bot<O> {
                 .await
             {
                 Ok(true) => {}
-                Ok(false) => return Ok(reply::no_such_request(id.unsigned_abs())),
+                Ok(false) => return Err(self.decided_since(&request).await),
                 Err(e) => {
                     tracing::error!("cannot record a rejection: {e}");
                     return Ok(reply::store_unavailable());
@@ -273,6 +280,12 @@ impl<O: ChatOutput> Bot<O> {
                 now,
             ));
         }
+        // The same person twice is one approval: said, not counted again.
+        if let Ok(given) = self.store.approvers_of(id, &request.request.sha).await
+            && given.iter().any(|(approver, _)| approver == user)
+        {
+            return Ok(reply::already_approved(&request, given.len()));
+        }
         let approvers = match self
             .store
             .approve_request(id, user, &request.request.sha, now)
@@ -297,7 +310,7 @@ impl<O: ChatOutput> Bot<O> {
             .await
         {
             Ok(true) => {}
-            Ok(false) => return Ok(String::new()),
+            Ok(false) => return Err(self.decided_since(&request).await),
             Err(e) => {
                 tracing::error!("cannot record an approval: {e}");
                 return Ok(reply::store_unavailable());
@@ -333,6 +346,15 @@ impl<O: ChatOutput> Bot<O> {
             self.say(&own_thread, &answer).await;
         }
         Ok(if elsewhere { text } else { String::new() })
+    }
+
+    /// A request someone else decided (or that expired) between reading it and deciding it: its state
+    /// now, as a denial that says it.
+    async fn decided_since(&self, request: &ApprovalRequest) -> Denial {
+        match self.store.request(request.id).await {
+            Ok(Some(now)) => Denial::RequestDecided(Box::new(now)),
+            _ => Denial::RequestDecided(Box::new(request.clone())),
+        }
     }
 
     /// Replaces the request's message (its buttons go) with how it ended.

@@ -185,8 +185,12 @@ impl<O: ChatOutput> Bot<O> {
             }
             Command::Locks => self.locks().await,
             Command::Cancel(target) => self.cancel(target, inbound).await,
-            Command::Rollback { app, environment } => {
-                self.rollback(&app, environment.as_ref(), inbound, thread)
+            Command::Rollback {
+                app,
+                environment,
+                force,
+            } => {
+                self.rollback(&app, environment.as_ref(), force, inbound, thread)
                     .await
             }
             Command::Help { topic } => Ok(reply::help(topic.as_deref())),

@@ -9,15 +9,21 @@ use crate::reply;
 use crate::store::DeploymentState;
 
 impl<O: ChatOutput> Bot<O> {
+    /// `force`: `rollback!`, an admin's only (like `deploy!` through a freeze or outside a window):
+    /// anyone else is refused before anything happens.
     pub(super) async fn rollback(
         &self,
         app: &AppName,
         environment: Option<&Environment>,
+        force: bool,
         inbound: &Inbound,
         thread: &Thread,
     ) -> Result<String, Denial> {
+        if force && !self.config.bot.admins.iter().any(|a| a == &inbound.user) {
+            return Err(Denial::NotAdmin { what: "rollback!" });
+        }
         let target = self.checked_target(app, environment, inbound).await?;
-        self.closure_check(&target, false, inbound).await?;
+        let overridden = self.closure_check(&target, force, inbound).await?;
         let recent = match self
             .store
             .recent(&target.app_name, Some(&target.environment), 50)
@@ -53,13 +59,17 @@ impl<O: ChatOutput> Bot<O> {
         )
         .await;
         let git_ref = previous.git_ref.clone();
+        if let Some(closure) = &overridden {
+            self.say(thread, &reply::overriding(closure, &inbound.user))
+                .await;
+        }
         if target.app.lock_on_failure {
             self.lock_for_incident(&target, &inbound.user, thread).await;
         }
         if target.app.approvals.contains_key(&target.environment) {
             let command = crate::command::DeployCommand {
                 task: Task::deploy(),
-                force: false,
+                force,
                 app: target.app_name.clone(),
                 git_ref: Some(git_ref.clone()),
                 environment: Some(target.environment.clone()),
@@ -83,9 +93,9 @@ impl<O: ChatOutput> Bot<O> {
                 &git_ref,
                 Some(&previous.sha),
                 &Task::deploy(),
-                false,
+                force,
                 None,
-                false,
+                overridden.is_some(),
                 None,
                 inbound,
                 thread,
