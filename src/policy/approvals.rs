@@ -114,7 +114,7 @@ mod tests {
         let now = at("2026-11-30T10:00:00Z");
         let waiting = request(RequestState::Waiting);
         let oncall = vec!["U0CAROL".to_string()];
-        let deployers = vec!["U0ALICE".to_string(), "U0BOB".to_string()];
+        let deployers = ["U0ALICE".to_string(), "U0BOB".to_string()];
         let none: Option<&[String]> = None;
         for (settings, allowed, user, members, approve, ok) in [
             (&anyone, none, "U0BOB", &vec![], true, true),
