@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::fakes::github::FakeGitHub;
 use crate::harness::{
@@ -227,46 +227,41 @@ async fn a_missing_sha_is_an_error_that_says_so() {
     s.zbot.stop().await.unwrap();
 }
 
+/// Locks set by GitHub deployments (Heaven's `deploy:lock` / `deploy:unlock`) are their GitHub
+/// creator's (`github:<login>`): others are refused naming the holder, the holder deploys and unlocks.
 #[tokio::test]
 async fn a_locked_environment_is_an_error_naming_the_holder() {
     let (s, sha) = setup(&[("fabfile.py", FABFILE, false)], "", "").await;
-    let lock = crate::harness::by(
-        deployment_event(
-            1005,
-            "v0.0.1",
-            &sha,
-            "production",
-            "deploy:lock",
-            json!({"notify": {"user": "U0ALICE"}, "reason": "database migration"}),
-        ),
+    // Deployment `id` of `task` made on GitHub by `login`; GitHub's final status.
+    let made_by = |id: u64, task: &'static str, login: &'static str, payload: Value| {
+        let event = crate::harness::by(
+            deployment_event(id, "v0.0.1", &sha, "production", task, payload),
+            login,
+        );
+        let s = &s;
+        async move {
+            let delivery = format!("d-{id}");
+            assert_eq!(
+                deliver(s.zbot.addr, "deployment", &delivery, &event)
+                    .await
+                    .0,
+                202
+            );
+            s.github.final_status(id, DEADLINE).await
+        }
+    };
+    let locked = made_by(
+        1005,
+        "deploy:lock",
         "alice",
-    );
-    assert_eq!(
-        deliver(s.zbot.addr, "deployment", "d-1005", &lock).await.0,
-        202
-    );
-    let locked = s.github.final_status(1005, DEADLINE).await;
+        json!({"notify": {"user": "U0ALICE"}, "reason": "database migration"}),
+    )
+    .await;
     assert_eq!(
         (locked.state.as_str(), locked.description.as_str()),
         ("success", "adxstat locked on production by github:alice")
     );
-
-    let other = crate::harness::by(
-        deployment_event(
-            1006,
-            "v0.0.1",
-            &sha,
-            "production",
-            "deploy",
-            json!({"notify": {"user": "U0BOB"}}),
-        ),
-        "bob",
-    );
-    assert_eq!(
-        deliver(s.zbot.addr, "deployment", "d-1006", &other).await.0,
-        202
-    );
-    let refused = s.github.final_status(1006, DEADLINE).await;
+    let refused = made_by(1006, "deploy", "bob", json!({"notify": {"user": "U0BOB"}})).await;
     assert_eq!(refused.state, "error");
     assert!(
         refused
@@ -281,61 +276,16 @@ async fn a_locked_environment_is_an_error_naming_the_holder() {
         refused.description
     );
 
-    // The holder still deploys; staging is not locked.
-    let own = crate::harness::by(
-        deployment_event(
-            1007,
-            "v0.0.1",
-            &sha,
-            "production",
-            "deploy",
-            json!({"notify": {"user": "U0ALICE"}}),
-        ),
-        "alice",
-    );
+    // The holder still deploys, and unlocks; then others deploy again.
+    let own = made_by(1007, "deploy", "alice", json!({})).await;
+    assert_eq!(own.state, "success");
+    let unlocked = made_by(1008, "deploy:unlock", "alice", json!({})).await;
     assert_eq!(
-        deliver(s.zbot.addr, "deployment", "d-1007", &own).await.0,
-        202
-    );
-    assert_eq!(s.github.final_status(1007, DEADLINE).await.state, "success");
-
-    let unlock = crate::harness::by(
-        deployment_event(
-            1008,
-            "v0.0.1",
-            &sha,
-            "production",
-            "deploy:unlock",
-            json!({"notify": {"user": "U0ALICE"}}),
-        ),
-        "alice",
-    );
-    assert_eq!(
-        deliver(s.zbot.addr, "deployment", "d-1008", &unlock)
-            .await
-            .0,
-        202
-    );
-    assert_eq!(
-        s.github.final_status(1008, DEADLINE).await.description,
+        unlocked.description,
         "adxstat unlocked on production by github:alice"
     );
-    let again = crate::harness::by(
-        deployment_event(
-            1009,
-            "v0.0.1",
-            &sha,
-            "production",
-            "deploy",
-            json!({"notify": {"user": "U0BOB"}}),
-        ),
-        "bob",
-    );
-    assert_eq!(
-        deliver(s.zbot.addr, "deployment", "d-1009", &again).await.0,
-        202
-    );
-    assert_eq!(s.github.final_status(1009, DEADLINE).await.state, "success");
+    let again = made_by(1009, "deploy", "bob", json!({})).await;
+    assert_eq!(again.state, "success");
     s.zbot.stop().await.unwrap();
 }
 

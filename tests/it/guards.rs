@@ -35,6 +35,16 @@ async fn guarded(more: &str, now: DateTime<Utc>) -> Guarded {
     guarded_app("", more, now).await
 }
 
+/// [`guarded_app`] where production needs one approval (a request waits two hours), at 09:00 UTC.
+async fn guarded_with_approval() -> Guarded {
+    guarded_app(
+        "approvals = { production = { count = 1, timeout = \"2h\" } }",
+        "",
+        at("2026-11-30T09:00:00Z"),
+    )
+    .await
+}
+
 /// [`guarded`] with `app` added to `[apps.adxstat]`.
 async fn guarded_app(app: &str, more: &str, now: DateTime<Utc>) -> Guarded {
     guarded_with(&[("fabfile.py", FABFILE, false)], app, more, now).await
@@ -160,6 +170,13 @@ impl Guarded {
             action_id,
             &id.to_string(),
         ));
+    }
+
+    /// `U0ALICE` deploys to staging (`text`), then a new commit tagged `tag` moves main on.
+    async fn staging_deploy_then_commit(&self, text: &str, tag: &str) {
+        self.ask("U0ALICE", text, "is on *staging*").await;
+        self.repo
+            .commit(&[("fabfile.py", crate::harness::FABFILE, false)], tag);
     }
 
     /// Direct messages to `user` (posts to their user id).
@@ -470,12 +487,7 @@ async fn expiring_locks_lock_bang_and_notify_me() {
 /// `reject #n <reason>` work in text; `deploys` shows who approved.
 #[tokio::test]
 async fn production_waits_for_approval() {
-    let g = guarded_app(
-        "approvals = { production = { count = 1, timeout = \"2h\" } }",
-        "",
-        at("2026-11-30T09:00:00Z"),
-    )
-    .await;
+    let g = guarded_with_approval().await;
     let first = g.say("U0ALICE", "deploy adxstat/v0.0.1 to production");
     let request = g.request_message(1).await;
     assert_eq!(request.thread_ts.as_deref(), Some(first.as_str()));
@@ -676,15 +688,9 @@ async fn rollback_bang_is_for_admins_and_numbers_say_what_they_are() {
         at("2026-11-30T09:00:00Z"),
     )
     .await;
-    let files = [("fabfile.py", crate::harness::FABFILE, false)];
-    let t = g.say("U0ALICE", "deploy adxstat/v0.0.1 to staging");
-    g.slack
-        .reply_containing(CHANNEL, &t, "is on *staging*")
+    g.staging_deploy_then_commit("deploy adxstat/v0.0.1 to staging", "v0.0.2")
         .await;
-    g.repo.commit(&files, "v0.0.2");
-    let t = g.say("U0ALICE", "deploy adxstat/v0.0.2 to staging");
-    g.slack
-        .reply_containing(CHANNEL, &t, "is on *staging*")
+    g.staging_deploy_then_commit("deploy adxstat/v0.0.2 to staging", "v0.0.3")
         .await;
     g.ask("U0CAROL", "freeze staging 1h release week", "Froze")
         .await;
@@ -695,13 +701,10 @@ async fn rollback_bang_is_for_admins_and_numbers_say_what_they_are() {
     g.ask("U0ALICE", "rollback adxstat in staging", "frozen")
         .await;
     assert_eq!(g.github.deployment_requests().len(), 2);
-    let t = g.say("U0ADMIN", "rollback! adxstat in staging");
-    g.slack
-        .reply_containing(CHANNEL, &t, "is deploying through this")
-        .await;
-    g.slack
-        .reply_containing(CHANNEL, &t, "is on *staging*")
-        .await;
+    let thread = g.say("U0ADMIN", "rollback! adxstat in staging");
+    for said in ["is deploying through this", "is on *staging*"] {
+        g.slack.reply_containing(CHANNEL, &thread, said).await;
+    }
     let asked = g.github.deployment_requests().last().unwrap().clone();
     assert_eq!(asked["ref"], g.sha.as_str());
 
@@ -734,12 +737,7 @@ async fn rollback_bang_is_for_admins_and_numbers_say_what_they_are() {
 /// deploys.
 #[tokio::test]
 async fn an_approval_during_a_freeze_waits_for_it_to_end() {
-    let g = guarded_app(
-        "approvals = { production = { count = 1, timeout = \"2h\" } }",
-        "",
-        at("2026-11-30T09:00:00Z"),
-    )
-    .await;
+    let g = guarded_with_approval().await;
     let thread = g.say("U0ALICE", "deploy adxstat/v0.0.1 to production");
     g.request_message(1).await;
     g.ask("U0CAROL", "freeze production 1h release week", "Froze")
@@ -879,10 +877,12 @@ async fn the_payloads_user_is_not_the_actor_of_a_github_deployment() {
     )
     .await;
     // Alice's own deploy from chat passes her lock: zbot recorded her as its requester.
-    let thread = g.say("U0ALICE", "deploy adxstat/v0.0.1 to production");
-    g.slack
-        .reply_containing(CHANNEL, &thread, "is on *production*")
-        .await;
+    g.ask(
+        "U0ALICE",
+        "deploy adxstat/v0.0.1 to production",
+        "is on *production*",
+    )
+    .await;
     g.zbot.stop().await.unwrap();
 }
 
@@ -892,10 +892,12 @@ async fn the_payloads_user_is_not_the_actor_of_a_github_deployment() {
 #[tokio::test]
 async fn a_grant_is_used_once_and_not_after_its_hour() {
     let g = guarded("", at("2026-11-30T09:00:00Z")).await;
-    let thread = g.say("U0ALICE", "deploy adxstat/v0.0.1 to staging");
-    g.slack
-        .reply_containing(CHANNEL, &thread, "is on *staging*")
-        .await;
+    g.ask(
+        "U0ALICE",
+        "deploy adxstat/v0.0.1 to staging",
+        "is on *staging*",
+    )
+    .await;
     let payload = g.github.deployment_requests()[0]["payload"].clone();
     let replay =
         crate::harness::deployment_event(7401, "v0.0.1", &g.sha, "staging", "deploy", payload);
@@ -950,12 +952,7 @@ async fn a_grant_is_used_once_and_not_after_its_hour() {
 /// not what its ref names now.
 #[tokio::test]
 async fn the_approved_commit_is_deployed_when_the_branch_moved() {
-    let g = guarded_app(
-        "approvals = { production = { count = 1, timeout = \"2h\" } }",
-        "",
-        at("2026-11-30T09:00:00Z"),
-    )
-    .await;
+    let g = guarded_with_approval().await;
     let files = [("fabfile.py", crate::harness::FABFILE, false)];
     let thread = g.say("U0ALICE", "deploy adxstat/main to production");
     g.request_message(1).await;
@@ -972,19 +969,11 @@ async fn the_approved_commit_is_deployed_when_the_branch_moved() {
 
     // Staging: main deployed at v0.0.2, then main moves to v0.0.3 and is deployed; main moves again.
     // The rollback deploys v0.0.2's commit, not main.
-    let t = g.say("U0ALICE", "deploy adxstat/main to staging");
-    g.slack
-        .reply_containing(CHANNEL, &t, "is on *staging*")
+    g.staging_deploy_then_commit("deploy adxstat/main to staging", "v0.0.3")
         .await;
-    g.repo.commit(&files, "v0.0.3");
-    let t = g.say("U0ALICE", "deploy adxstat/main to staging");
-    g.slack
-        .reply_containing(CHANNEL, &t, "is on *staging*")
+    g.staging_deploy_then_commit("deploy adxstat/main to staging", "v0.0.4")
         .await;
-    g.repo.commit(&files, "v0.0.4");
-    let t = g.say("U0ALICE", "rollback adxstat in staging");
-    g.slack
-        .reply_containing(CHANNEL, &t, "is on *staging*")
+    g.ask("U0ALICE", "rollback adxstat in staging", "is on *staging*")
         .await;
     let asked = g.github.deployment_requests().last().unwrap().clone();
     assert_eq!(asked["ref"], moved.as_str(), "the previous deploy's commit");
