@@ -261,7 +261,12 @@ fn a_dry_run_runs_the_recipes_noop_form_and_leaves_rollback_where_it_was() {
         .unwrap_or_else(|| panic!("no rollback line: {out}"));
     let (from, to) = rolled.split_once(" to ").unwrap();
     assert!(from.contains("v0.0.2") && to.contains("v0.0.1"), "{rolled}");
+    // It deploys v0.0.1's commit, by its sha.
+    let v1 = crate::harness::git(
+        &dir.path().join("data/example/adxstat"),
+        &["rev-parse", "v0.0.1^{commit}"],
+    );
     let current =
         std::fs::read_link(dir.path().join("data/releases/adxstat/production/current")).unwrap();
-    assert!(current.ends_with("v0.0.1"), "{current:?}");
+    assert!(current.ends_with(&v1), "{current:?}");
 }

@@ -87,7 +87,12 @@ fn the_example_app_deploys_moves_forward_and_rolls_back() {
         "{out}"
     );
     assert!(out.contains("Took back 1 commit from production"), "{out}");
-    assert_eq!(current_release(dir.path()), "v0.0.1");
+    // A rollback deploys the previous deploy's commit by its sha (its ref may have moved since).
+    let v1 = crate::harness::git(
+        &dir.path().join("data/example/adxstat"),
+        &["rev-parse", "v0.0.1^{commit}"],
+    );
+    assert_eq!(current_release(dir.path()), v1);
     let log = std::fs::read_to_string(dir.path().join("data/logs/3.log")).unwrap();
     assert!(log.contains("[3/3] switching current"), "{log}");
 
@@ -109,7 +114,7 @@ fn the_example_app_deploys_moves_forward_and_rolls_back() {
     assert!(out.contains("I don't check one-time passwords"), "{out}");
     assert_eq!(
         current_release(dir.path()),
-        "v0.0.1",
+        v1,
         "the deploy with a one-time password did not run"
     );
     assert!(!dir.path().join("data/logs/4.log").exists());
@@ -251,7 +256,7 @@ fn approvals_work_in_the_shell() {
     );
     let out = try_it(dir.path(), "alice", "approve #1\n");
     assert!(
-        out.contains("You asked for deploy #1, so you can't approve it yourself"),
+        out.contains("You asked for deploy request #1, so you can't approve it yourself"),
         "{out}"
     );
     assert!(!dir.path().join("data/releases/adxstat/production").exists());
