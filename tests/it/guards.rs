@@ -876,6 +876,22 @@ async fn the_payloads_user_is_not_the_actor_of_a_github_deployment() {
         "adxstat is locked on *staging* by github:mallory",
     )
     .await;
+    // `deploys` names the creator too, not the payload's `alice`.
+    let listed = g
+        .ask(
+            "U0BOB",
+            "deploys adxstat in production",
+            "Recent deployments",
+        )
+        .await;
+    let row = listed
+        .lines()
+        .find(|l| l.contains("7301"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        row.contains("github:mallory") && !row.contains("alice"),
+        "{row}"
+    );
     // Alice's own deploy from chat passes her lock: zbot recorded her as its requester.
     g.ask(
         "U0ALICE",

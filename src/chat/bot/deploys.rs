@@ -35,6 +35,13 @@ impl<O: ChatOutput> Bot<O> {
                                 || (sha_prefix && r.sha.starts_with(&text.to_ascii_lowercase()))
                         });
                     }
+                    // Who a deployment is for, as zbot recorded it (a grant's chat user, or
+                    // `github:<creator>`), over what the listing's payload claims.
+                    for row in &mut rows {
+                        if let Ok(Some(d)) = self.store.get(row.id).await {
+                            row.who = d.actor;
+                        }
+                    }
                     let approvals = self.approvals_of(&rows).await;
                     reply::deploys_table(
                         &name,
