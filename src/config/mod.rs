@@ -371,7 +371,9 @@ impl Config {
 
     /// Like [`Config::load`], for running without the outside services (`zbot shell`): `[slack]`,
     /// `[github]` and `[webhook]` are read for their shape but not validated, so their environment
-    /// variables need not be set.
+    /// variables need not be set. `[store] url` is dropped too: a shell keeps its state in SQLite in
+    /// the data directory and never joins the instances sharing a production store (it would claim
+    /// their queued work and run it with the embedded forge).
     pub fn load_local(path: &Path) -> Result<Config, Vec<Problem>> {
         Config::local_from_source(path, &read(path)?)
     }
@@ -386,6 +388,7 @@ impl Config {
         raw.heroku = None;
         raw.campfire = None;
         raw.notify = Vec::new();
+        raw.store.url = None;
         validate(path, source, raw)
     }
 

@@ -265,3 +265,24 @@ fn approvals_work_in_the_shell() {
     assert!(out.contains("is on *production*"), "{out}");
     assert!(dir.path().join("data/releases/adxstat/production").exists());
 }
+
+/// A bot.toml shared with production instances names their Postgres: the shell never joins them (it
+/// would claim their queued deploys and run them with its embedded forge), it keeps its own SQLite.
+#[test]
+fn a_shell_never_opens_the_shared_store() {
+    let dir = checkout();
+    let config = std::fs::read_to_string(dir.path().join("bot.toml")).unwrap();
+    let config = config.replace(
+        "# url = \"postgres://zbot@db.example/zbot?sslmode=require\"",
+        "url = \"postgres://zbot@127.0.0.1:1/zbot\"",
+    );
+    assert!(config.contains("url = \"postgres://zbot@127.0.0.1:1/zbot\""));
+    std::fs::write(dir.path().join("bot.toml"), config).unwrap();
+    let out = try_it(
+        dir.path(),
+        "alice",
+        "zbot deploy adxstat/v0.0.1 to production\n",
+    );
+    assert!(out.contains("is on *production*. Deployed v0.0.1"), "{out}");
+    assert!(dir.path().join("data/zbot.sqlite").exists());
+}
