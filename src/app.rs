@@ -57,6 +57,8 @@ pub struct Running {
     sinks: Vec<JoinHandle<()>>,
     server: JoinHandle<std::io::Result<()>>,
     queue: JoinHandle<()>,
+    /// Held until this zbot has stopped.
+    _data_dir: DataDirLock,
     /// `[github] poll`'s task.
     poller: Option<JoinHandle<()>>,
     /// Ends locks and approval requests whose time is up (with chat).
@@ -65,8 +67,56 @@ pub struct Running {
     autodeploy: Option<JoinHandle<()>>,
 }
 
+/// The data directory, held by this process alone while it runs: an exclusive `flock` on
+/// `<data_dir>/zbot.lock`, which the kernel releases when the process ends, also by kill -9. A second
+/// zbot on one data directory would end the first one's deploys as interrupted at its start and
+/// share its working trees and process marks.
+#[derive(Debug)]
+pub struct DataDirLock(#[allow(dead_code)] std::fs::File);
+
+impl DataDirLock {
+    /// Takes the lock, creating the directory if needed; refused with a sentence naming the directory
+    /// (and the process holding it) when another zbot holds it.
+    pub fn take(data_dir: &std::path::Path) -> anyhow::Result<DataDirLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        let path = data_dir.join("zbot.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            bail!(
+                "another zbot{} is running on the data directory {}: stop it first, or give this one its own data_dir (two instances sharing a [store] url each need their own)",
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (process {holder})")
+                },
+                data_dir.display()
+            );
+        }
+        // Who holds it, for the sentence above.
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Ok(DataDirLock(file))
+    }
+}
+
 /// What every zbot runs, whatever its edges: the store, the deployer and the queue.
 pub struct Core {
+    /// Held for as long as this zbot runs.
+    pub data_dir: DataDirLock,
     /// "Now" for every rule about time: the wall clock, or a test's.
     pub clock: Clock,
     /// This zbot's metrics, recorded by its parts and served by its listener.
@@ -92,12 +142,17 @@ impl Core {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
             anyhow::anyhow!("the deploy recipes have problems:\n{}", lines.join("\n"))
         })?;
+        let data_dir = DataDirLock::take(&config.bot.data_dir)?;
         let store = Store::from_config(&config.store, &config.bot.data_dir)
             .await
             .with_context(|| match config.store.url {
                 Some(_) => "opening the store ([store] url)".to_string(),
                 None => format!("opening the store in {}", config.bot.data_dir.display()),
             })?;
+        store
+            .register()
+            .await
+            .context("registering this instance in the store")?;
         tracing::info!(
             instance = %store.instance(),
             store = store.backend().as_str(),
@@ -122,8 +177,10 @@ impl Core {
             clock: clock.clone(),
             metrics: Arc::clone(&metrics),
             overrides: Default::default(),
+            lease_deadlines: Default::default(),
         });
         Ok(Core {
+            data_dir,
             clock,
             metrics,
             config,
@@ -296,6 +353,7 @@ pub async fn start_with_clock(
     )
     .await?;
     let Core {
+        data_dir,
         clock,
         metrics,
         config,
@@ -454,6 +512,7 @@ pub async fn start_with_clock(
         sinks,
         server,
         queue,
+        _data_dir: data_dir,
         sweeper,
         autodeploy: auto_task,
     })

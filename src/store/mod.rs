@@ -40,6 +40,12 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("storing failed: {0}")]
     Writer(String),
+    /// `--instance-id` names an instance that is alive: fencing is keyed on the id, so two processes
+    /// with one id would end each other's deploys.
+    #[error(
+        "another zbot instance with the id `{instance}` is running (it renewed its heartbeat {age_ms} ms ago): give each instance its own --instance-id (with systemd: --instance-id %H-%i)"
+    )]
+    InstanceLive { instance: String, age_ms: i64 },
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -339,6 +345,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/0008_grant_claims.sql"),
         include_str!("../../migrations/postgres/0008_grant_claims.sql"),
     ),
+    (
+        11,
+        "instance liveness",
+        include_str!("../../migrations/0011_instance_liveness.sql"),
+        include_str!("../../migrations/postgres/0011_instance_liveness.sql"),
+    ),
 ];
 
 impl MigrationSource<'static> for EmbeddedMigrations {
@@ -382,6 +394,8 @@ pub struct Store {
     instance: InstanceId,
     /// How long a claim on a running deployment holds without a renewal.
     lease: Duration,
+    /// Tells this process from another that was given the same instance id ([`Store::register`]).
+    token: String,
     /// Deliveries to the group-commit writer.
     accepts: mpsc::Sender<PendingAccept>,
     /// Notified whenever the queue may have changed (a deployment was queued or ended, here or, with
@@ -523,6 +537,11 @@ impl Store {
             backend,
             instance,
             lease,
+            token: format!(
+                "{}-{}",
+                std::process::id(),
+                Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            ),
             accepts,
             queued: Arc::default(),
         })
@@ -2029,6 +2048,70 @@ mod tests {
                 (DeploymentState::Error, "stopped"),
                 "{name}"
             );
+        }
+    }
+
+    /// The concurrency limit holds across instances claiming at once, also on a server whose default
+    /// isolation is REPEATABLE READ (the claim sets READ COMMITTED itself): with a limit of 1 and two
+    /// environments waiting, of two claims made at once exactly one starts a deploy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_claims_at_once_keep_the_concurrency_limit() {
+        use sqlx::Connection;
+        let url = tokio::task::spawn_blocking(test_postgres::database)
+            .await
+            .unwrap();
+        let name = url.rsplit('/').next().unwrap().to_string();
+        let mut admin = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(&format!(
+            "ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'"
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let id = |name: &str| name.parse::<InstanceId>().unwrap();
+        let lease = Duration::from_secs(30);
+        let a = Store::open_postgres(&url, id("a"), lease).await.unwrap();
+        let b = Store::open_postgres(&url, id("b"), lease).await.unwrap();
+        // The oldest waiting deployment starts only when nothing runs (a limit of 1).
+        let limit_one =
+            |running: &[(Repository, Environment)], queue: &[QueueEntry]| shared::Choice {
+                start: if running.is_empty() {
+                    queue.iter().take(1).map(|e| e.deployment_id).collect()
+                } else {
+                    vec![]
+                },
+                positions: vec![],
+            };
+        let log = |_| std::path::PathBuf::from("x.log");
+        for round in 0..10u64 {
+            for (n, environment) in [(1, "production"), (2, "staging")] {
+                let mut d = deployment(round * 10 + n);
+                d.environment = environment.parse().unwrap();
+                a.accept(None, "deployment", Some(&d)).await.unwrap();
+            }
+            let (by_a, by_b) = tokio::join!(a.claim(limit_one, log), b.claim(limit_one, log));
+            let (by_a, by_b) = (by_a.unwrap().started, by_b.unwrap().started);
+            assert_eq!(
+                by_a.len() + by_b.len(),
+                1,
+                "round {round}: a started {by_a:?}, b started {by_b:?}"
+            );
+            // Leave nothing running or waiting for the next round.
+            for (store, started) in [(&a, &by_a), (&b, &by_b)] {
+                for d in started {
+                    assert!(
+                        store
+                            .finish(d.deployment_id, DeploymentState::Success, "ok", Some(0))
+                            .await
+                            .unwrap()
+                    );
+                }
+            }
+            for n in [1, 2] {
+                let _ = a
+                    .end_queued(DeploymentId(round * 10 + n), "next round")
+                    .await;
+            }
         }
     }
 

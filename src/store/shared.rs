@@ -41,6 +41,15 @@ pub struct Choice {
     pub positions: Vec<(DeploymentId, i64)>,
 }
 
+/// The condition that no other process has registered this instance's id (parameter `$param` holds
+/// this process's token): a process whose id was taken over renews nothing.
+fn own_id(param: usize) -> String {
+    format!(
+        "AND NOT EXISTS (SELECT 1 FROM instances i
+             WHERE i.instance_id = deployments.instance_id AND i.token <> ${param})"
+    )
+}
+
 /// What [`Store::claim`] did: the deployments this instance now runs (read back, running), and the
 /// positions it recorded (to be announced by this instance).
 #[derive(Debug, Default)]
@@ -127,6 +136,12 @@ impl Store {
         let (started, positions) = match self.backend {
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
+                // Each claim must see the rows the claims before it committed: under REPEATABLE READ
+                // (a server's `default_transaction_isolation`) the snapshot would be taken at the lock
+                // statement, before the lock is granted, and the concurrency limit overrun.
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(CLAIM_LOCK)
                     .execute(&mut *tx)
@@ -216,19 +231,117 @@ impl Store {
     }
 
     /// Renews this instance's lease on a running deployment; false if it no longer holds it (another
-    /// instance took it over, or it ended).
+    /// instance took it over, or it ended, or another process registered this instance's id).
     pub async fn renew(&self, deployment_id: DeploymentId) -> Result<bool, StoreError> {
-        let changed = sqlx::query(
+        let changed = sqlx::query(&format!(
             "UPDATE deployments SET lease_until = $1
-             WHERE deployment_id = $2 AND state = 'running' AND instance_id = $3",
-        )
+             WHERE deployment_id = $2 AND state = 'running' AND instance_id = $3 {}",
+            own_id(4)
+        ))
         .bind(millis_from_now(self.lease))
         .bind(deployment_id.0 as i64)
         .bind(self.instance.as_str())
+        .bind(&self.token)
         .execute(&self.pool)
         .await?
         .rows_affected();
         Ok(changed == 1)
+    }
+
+    /// Renews, in one statement, every lease this instance holds, and its heartbeat; returns the
+    /// deployments renewed (those missing were taken over or have ended).
+    pub async fn renew_all(&self) -> Result<Vec<DeploymentId>, StoreError> {
+        let renewed: Vec<(i64,)> = sqlx::query_as(&format!(
+            "UPDATE deployments SET lease_until = $1
+             WHERE state = 'running' AND instance_id = $2 {}
+             RETURNING deployment_id",
+            own_id(3)
+        ))
+        .bind(millis_from_now(self.lease))
+        .bind(self.instance.as_str())
+        .bind(&self.token)
+        .fetch_all(&self.pool)
+        .await?;
+        sqlx::query("UPDATE instances SET heartbeat_at = $1 WHERE instance_id = $2 AND token = $3")
+            .bind(chrono::Utc::now().timestamp_millis())
+            .bind(self.instance.as_str())
+            .bind(&self.token)
+            .execute(&self.pool)
+            .await?;
+        Ok(renewed
+            .into_iter()
+            .map(|(id,)| DeploymentId(id as u64))
+            .collect())
+    }
+
+    /// Records this process as the live instance of its id, before it recovers or claims anything.
+    /// Alone on SQLite (the data directory's lock keeps it alone) it simply takes the id. On a shared
+    /// store, an id whose heartbeat is within the lease is another process's: if that heartbeat moves
+    /// on while this one waits for it to expire, the other is alive and this one is refused
+    /// ([`StoreError::InstanceLive`]); if it expires (a restart after a crash), the id is taken over.
+    pub async fn register(&self) -> Result<(), StoreError> {
+        let lease = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let heartbeat = || async {
+            let row: Option<(i64,)> =
+                sqlx::query_as("SELECT heartbeat_at FROM instances WHERE instance_id = $1")
+                    .bind(self.instance.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok::<_, StoreError>(row.map(|(at,)| at))
+        };
+        let first = heartbeat().await?;
+        let mut waited = false;
+        loop {
+            let now = chrono::Utc::now().timestamp_millis();
+            // Alone: whatever the row says. Shared: only an expired heartbeat is taken.
+            let expired_before = if self.is_shared() {
+                now.saturating_sub(lease)
+            } else {
+                i64::MAX
+            };
+            let taken = sqlx::query(
+                "INSERT INTO instances (instance_id, token, heartbeat_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (instance_id) DO UPDATE SET token = excluded.token,
+                     heartbeat_at = excluded.heartbeat_at
+                 WHERE instances.heartbeat_at < $4",
+            )
+            .bind(self.instance.as_str())
+            .bind(&self.token)
+            .bind(now)
+            .bind(expired_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if taken == 1 {
+                return Ok(());
+            }
+            let current = heartbeat().await?;
+            if current != first {
+                return Err(StoreError::InstanceLive {
+                    instance: self.instance.to_string(),
+                    age_ms: current.map_or(0, |at| now.saturating_sub(at)),
+                });
+            }
+            if !waited {
+                tracing::warn!(
+                    instance = %self.instance,
+                    "an instance with this id renewed its heartbeat within the lease; waiting for it to expire (a restart after a crash) or to move on (another live instance, refused)"
+                );
+                waited = true;
+            }
+            tokio::time::sleep(self.lease / 6).await;
+        }
+    }
+
+    /// Forgets this process as the live instance of its id (a clean stop), so a restart with the same
+    /// id need not wait for the heartbeat to expire.
+    pub async fn deregister(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM instances WHERE instance_id = $1 AND token = $2")
+            .bind(self.instance.as_str())
+            .bind(&self.token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Running deployments whose lease has expired: their instance stopped renewing it.
