@@ -45,6 +45,16 @@ enum Commands {
         #[arg(long)]
         online: bool,
     },
+    /// A deploy's guard, started by `zbot run` beside each deploy it runs on a shared store: kills the
+    /// deploy's process group when zbot stops feeding it heartbeats on stdin (zbot died, was paused, or
+    /// lost its lease).
+    #[command(hide = true)]
+    Guard {
+        /// The deploy's process group.
+        group: i32,
+        /// How long a silence, in milliseconds, means zbot no longer holds the deploy.
+        silence_ms: u64,
+    },
     /// Show what the chat grammar makes of a message, as JSON (exit 0 command, 1 malformed, 3 not addressed).
     Parse {
         /// The bot's Slack user id, for `<@U…>` mentions.
@@ -84,6 +94,10 @@ fn main() -> ExitCode {
             instance_id,
         } => run(&cli.config, json_logs, instance_id.as_deref()),
         Commands::Shell => shell(&cli.config),
+        Commands::Guard { group, silence_ms } => ExitCode::from(zbot::runner::process::guard(
+            group,
+            std::time::Duration::from_millis(silence_ms),
+        )),
         Commands::Init => init(&cli.config),
         Commands::Parse {
             bot_id,

@@ -750,6 +750,25 @@ pub fn killed(program: &str, signal: i32, took: &str) -> String {
     format!("{program} was killed by signal {signal} after {took}")
 }
 
+/// `error`: zbot was restarted (or stopped) while running the deploy; its processes were stopped.
+pub const RESTARTED: &str = "zbot restarted during this deploy";
+
+/// `error`, said by another instance: the instance running the deploy stopped renewing its lease
+/// (dead, paused, cut off). Its processes are stopped when that instance notices (a paused one, as it
+/// continues) or dies; on the same machine the instance taking over stops them itself.
+pub fn instance_stopped(instance: Option<&crate::domain::InstanceId>) -> String {
+    match instance {
+        Some(instance) => format!(
+            "the zbot instance running this deploy stopped ({instance}); its processes may still run on its machine"
+        ),
+        None => "the zbot instance running this deploy stopped".to_string(),
+    }
+}
+
+/// `error`: this instance stops a deploy whose lease it lost (it was paused, or cut off from the
+/// store, past its lease, and another instance may have ended it already).
+pub const LEASE_LOST: &str = "this zbot instance lost its claim on the deploy (paused or cut off from the store past its lease)";
+
 /// `error`: zbot itself failed while running the deploy (a bug); the deploy was stopped.
 pub fn zbot_failed() -> &'static str {
     "zbot failed while running this deploy (a bug: see zbot's log); it was stopped"

@@ -27,14 +27,7 @@ use crate::runner::Deployer;
 use crate::store::shared::Choice;
 use crate::store::{DeploymentState, QueueEntry};
 
-pub const RESTARTED: &str = "zbot restarted during this deploy";
-
-/// Why another instance ends a deploy whose lease expired.
-pub const INSTANCE_STOPPED: &str = "the zbot instance running this deploy stopped";
-
-/// Why an instance stops a deploy whose lease it lost (it was paused, or cut off from the store, past
-/// its lease, and another instance may have ended it already).
-pub const LEASE_LOST: &str = "this zbot instance lost its claim on the deploy (paused or cut off from the store past its lease)";
+use crate::reply::{LEASE_LOST, RESTARTED};
 
 /// How soon the queue is looked at again after the store could not be read.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
@@ -107,7 +100,9 @@ impl Scheduler {
         }
     }
 
-    /// Ends the deploys of instances that stopped renewing their leases; true if there were any.
+    /// Ends the deploys of instances that stopped renewing their leases; true if there were any. Each
+    /// is ended in a task of its own: stopping its processes and telling GitHub take seconds, and
+    /// nothing here may wait on them.
     async fn end_expired(&self) -> bool {
         let store = &self.deployer.store;
         let expired = match store.expired().await {
@@ -126,56 +121,89 @@ impl Scheduler {
                     instance = ?d.instance_id.as_ref().map(ToString::to_string),
                     "the instance running this deploy stopped renewing its lease"
                 );
-                self.deployer.end_interrupted(&d, INSTANCE_STOPPED).await;
+                let deployer = Arc::clone(&self.deployer);
+                tokio::spawn(async move {
+                    let why = crate::reply::instance_stopped(d.instance_id.as_ref());
+                    deployer.end_interrupted(&d, &why).await;
+                });
                 ended = true;
             }
         }
         ended
     }
 
-    /// Renews the leases of the deploys this instance runs, every third of the lease, and ends those of
-    /// instances that stopped; a deploy whose lease is lost (taken over, or not renewed within the lease
-    /// because the store could not be reached) is stopped.
+    /// Ends the deploys of instances that stopped, every third of the lease; each tick also wakes the
+    /// queue, so work whose wake-up was lost (a `NOTIFY` missed while the listener reconnected) is
+    /// still found.
+    async fn watch_expired(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.deployer.store.lease() / 3);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.end_expired().await;
+            self.wake();
+        }
+    }
+
+    /// Renews the leases of the deploys this instance runs, all in one statement every third of the
+    /// lease, each renewal bounded by a third of the lease. A deploy is stopped when its lease is
+    /// lost: not renewed (another instance took it over), or past its local deadline — the start of
+    /// its last successful renewal plus half the lease — whatever the store says (it cannot be
+    /// reached, or this instance was paused), so it stops well before another instance may take it
+    /// over.
     async fn keep_leases(self: Arc<Self>) {
         let store = &self.deployer.store;
         let lease = store.lease();
         let mut ticks = tokio::time::interval(lease / 3);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut renewed: HashMap<DeploymentId, std::time::Instant> = HashMap::new();
+        let deadlines = &self.deployer.lease_deadlines;
         loop {
             ticks.tick().await;
             let ids: Vec<DeploymentId> = self.running.lock().await.keys().copied().collect();
-            renewed.retain(|id, _| ids.contains(id));
-            for id in ids {
-                let last = *renewed.entry(id).or_insert_with(std::time::Instant::now);
-                let lost = match store.renew(id).await {
-                    Ok(true) => {
-                        renewed.insert(id, std::time::Instant::now());
-                        false
-                    }
-                    // Not renewed: another instance took it over (and ends it, or has), or this
-                    // instance's deploy has just ended it and is leaving.
-                    Ok(false) => !matches!(
-                        store.get(id).await,
-                        Ok(Some(d)) if d.instance_id.as_ref() == Some(store.instance())
-                            && d.state != DeploymentState::Running
-                    ),
-                    Err(e) => {
-                        tracing::error!(deployment = %id, "cannot renew the lease: {e}");
-                        last.elapsed() > lease
-                    }
-                };
-                if lost {
-                    tracing::warn!(deployment = %id, "lost the lease on this deploy; stopping it");
-                    if let Some(switch) = self.running.lock().await.get(&id) {
-                        let _ = switch.send(Some(LEASE_LOST.to_string()));
+            let began = tokio::time::Instant::now();
+            let mut lost = Vec::new();
+            match tokio::time::timeout(lease / 3, store.renew_all()).await {
+                Ok(Ok(renewed)) => {
+                    for id in &ids {
+                        if renewed.contains(id) {
+                            deadlines.set(*id, began + lease / 2);
+                        } else if !self.ended_here(*id).await {
+                            // Another instance took it over (and ends it, or has).
+                            lost.push(*id);
+                        }
                     }
                 }
+                Ok(Err(e)) => tracing::error!("cannot renew the leases: {e}"),
+                Err(_) => {
+                    tracing::error!("cannot renew the leases: no answer within {:?}", lease / 3)
+                }
             }
-            if self.end_expired().await {
-                self.wake();
+            for id in deadlines.overdue(tokio::time::Instant::now()) {
+                if !lost.contains(&id) {
+                    lost.push(id);
+                }
+            }
+            let running = self.running.lock().await;
+            for id in lost {
+                if let Some(switch) = running.get(&id)
+                    && switch.borrow().is_none()
+                {
+                    tracing::warn!(deployment = %id, "lost the lease on this deploy; stopping it");
+                    let _ = switch.send(Some(LEASE_LOST.to_string()));
+                }
             }
         }
+    }
+
+    /// Whether this instance's deploy `id` has just ended it itself (it is leaving): then its lease
+    /// was not lost.
+    async fn ended_here(&self, id: DeploymentId) -> bool {
+        let store = &self.deployer.store;
+        matches!(
+            store.get(id).await,
+            Ok(Some(d)) if d.instance_id.as_ref() == Some(store.instance())
+                && d.state != DeploymentState::Running
+        )
     }
 
     /// Passes on the cancels asked for on other instances (or here, before a deploy's switch was in
@@ -250,11 +278,12 @@ impl Scheduler {
     /// `grace` before stopping them (they end as `error`).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let mut deploys = JoinSet::new();
-        let leases = self
-            .deployer
-            .store
-            .is_shared()
-            .then(|| tokio::spawn(Arc::clone(&self).keep_leases()));
+        let leases = self.deployer.store.is_shared().then(|| {
+            (
+                tokio::spawn(Arc::clone(&self).keep_leases()),
+                tokio::spawn(Arc::clone(&self).watch_expired()),
+            )
+        });
         loop {
             if *shutdown.borrow() {
                 break;
@@ -289,8 +318,12 @@ impl Scheduler {
                 while deploys.join_next().await.is_some() {}
             }
         }
-        if let Some(leases) = leases {
+        if let Some((leases, expired)) = leases {
             leases.abort();
+            expired.abort();
+            if let Err(e) = self.deployer.store.deregister().await {
+                tracing::warn!("cannot record that this instance stopped: {e}");
+            }
         }
     }
 
@@ -395,9 +428,21 @@ impl Scheduler {
             .await;
     }
 
-    /// Runs a deployment this instance has claimed (it is marked running), with its cancel switch.
+    /// Runs a deployment this instance has claimed (it is marked running), with its cancel switch;
+    /// on a shared store only once its lease is renewed: this instance may have been paused since the
+    /// claim, and another may have ended the deployment meanwhile.
     async fn start(self: &Arc<Self>, d: crate::store::Deployment, deploys: &mut JoinSet<()>) {
         let deployment_id = d.deployment_id;
+        if !self.deployer.holds_lease(&d).await {
+            tracing::warn!(deployment = %deployment_id, "lost the lease on this deploy before it started; not running it");
+            return;
+        }
+        if self.deployer.store.is_shared() {
+            self.deployer.lease_deadlines.set(
+                deployment_id,
+                tokio::time::Instant::now() + self.deployer.store.lease() / 2,
+            );
+        }
         let (switch, cancel) = watch::channel(None);
         self.running.lock().await.insert(deployment_id, switch);
         let waited = (chrono::Utc::now() - d.created_at)
@@ -411,6 +456,7 @@ impl Scheduler {
         deploys.spawn(async move {
             this.deployer.run(d, cancel).await;
             this.running.lock().await.remove(&deployment_id);
+            this.deployer.lease_deadlines.release(deployment_id);
         });
     }
 }

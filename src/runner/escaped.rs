@@ -79,11 +79,6 @@ pub struct Stopped {
     pub ending: Ending,
 }
 
-/// `ZBOT_DEPLOYMENT_ID=<id>`, as it stands in an environment block.
-fn marker(deployment_id: DeploymentId) -> Vec<u8> {
-    format!("{DEPLOYMENT_VAR}={deployment_id}").into_bytes()
-}
-
 /// How one deploy's processes are recognised: the variables every one of them inherits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marks {
@@ -261,13 +256,13 @@ pub fn outside_group(marks: &Marks, group: i32) -> Vec<Process> {
         .collect()
 }
 
-/// Whether process group `group` holds a process of deployment `deployment_id` (after a reboot, or a
-/// long time, the number may name someone else's group).
-pub fn group_of_deploy(group: i32, deployment_id: DeploymentId) -> bool {
-    let marker = marker(deployment_id);
+/// Whether process group `group` holds a process of the deploy `marks` names — its deployment id and
+/// this zbot's data directory (after a reboot, or a long time, the number may name someone else's
+/// group; and another instance on this machine, with its own data directory, stops its own deploys).
+pub fn group_of_deploy(group: i32, marks: &Marks) -> bool {
     procfs::pids().into_iter().any(|pid| {
         procfs::stat(pid).is_some_and(|(_, stat)| stat.pgrp == group)
-            && has_var(&procfs::environ(pid), &marker)
+            && marks.found_in(&procfs::environ(pid))
     })
 }
 
@@ -667,7 +662,7 @@ mod tests {
 
     #[test]
     fn the_marker_is_one_whole_variable() {
-        let marker = marker(DeploymentId(15));
+        let marker = b"ZBOT_DEPLOYMENT_ID=15";
         let cases: [(&[u8], bool); 6] = [
             (b"PATH=/bin\0ZBOT_DEPLOYMENT_ID=15\0HOME=/", true),
             (b"ZBOT_DEPLOYMENT_ID=15", true),
@@ -678,7 +673,7 @@ mod tests {
         ];
         for (environ, expected) in cases {
             assert_eq!(
-                has_var(environ, &marker),
+                has_var(environ, marker),
                 expected,
                 "{}",
                 String::from_utf8_lossy(environ)

@@ -72,6 +72,62 @@ pub struct Deployer {
     /// The override said of each deployment an admin's `deploy!` took through a freeze or window, while
     /// it runs: added to its `in_progress` and final status descriptions.
     pub overrides: std::sync::Mutex<std::collections::BTreeMap<DeploymentId, String>>,
+    /// With a shared store, each running deploy's local lease deadline, which its guard follows.
+    pub lease_deadlines: LeaseDeadlines,
+}
+
+/// Each deploy's local lease deadline on a shared store: the start of its last successful renewal plus
+/// half the lease (the scheduler moves it on). Past it this instance stops its deploy and stops feeding
+/// the deploy's guard ([`process::GuardSpec`]), so its processes are dead before another instance may
+/// take the deploy over, whatever became of this one.
+#[derive(Debug, Default)]
+pub struct LeaseDeadlines(
+    std::sync::Mutex<std::collections::HashMap<DeploymentId, watch::Sender<tokio::time::Instant>>>,
+);
+
+impl LeaseDeadlines {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<DeploymentId, watch::Sender<tokio::time::Instant>>,
+    > {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets (or moves) the deadline of deployment `id`.
+    pub fn set(&self, id: DeploymentId, deadline: tokio::time::Instant) {
+        let mut map = self.map();
+        match map.get(&id) {
+            Some(sender) => {
+                sender.send_replace(deadline);
+            }
+            None => {
+                map.insert(id, watch::channel(deadline).0);
+            }
+        }
+    }
+
+    /// Forgets deployment `id` (it ended here).
+    pub fn release(&self, id: DeploymentId) {
+        self.map().remove(&id);
+    }
+
+    /// The deadline of deployment `id`, as it moves.
+    pub fn watch(&self, id: DeploymentId) -> Option<watch::Receiver<tokio::time::Instant>> {
+        self.map().get(&id).map(watch::Sender::subscribe)
+    }
+
+    /// The deployments whose deadline has passed at `now`.
+    pub fn overdue(&self, now: tokio::time::Instant) -> Vec<DeploymentId> {
+        self.map()
+            .iter()
+            .filter(|(_, deadline)| *deadline.borrow() <= now)
+            .map(|(id, _)| *id)
+            .collect()
+    }
 }
 
 /// Resolves with the cancel's reason once the deploy is cancelled; never if it is not.
@@ -305,10 +361,11 @@ impl Deployer {
     }
 
     /// Ends a deployment a previous zbot process (or, with a shared store, an instance that stopped) was
-    /// running: whatever it started must not go on deploying unsupervised, so every process of it on
-    /// this machine is stopped first: its recorded process group, and every process carrying its
-    /// `ZBOT_DEPLOYMENT_ID` (also when zbot died before it could record the group, and those that left
-    /// it).
+    /// running: whatever it started must not go on deploying unsupervised, so every process of it this
+    /// zbot's data directory started is stopped first: its recorded process group, and every process
+    /// carrying its marks (also when zbot died before it could record the group, and those that left
+    /// it). Another instance's processes, on this machine or another, are its guard's to stop
+    /// ([`process::guard`]).
     pub async fn end_interrupted(&self, d: &Deployment, description: &str) {
         tracing::warn!(
             deployment = %d.deployment_id,
@@ -316,15 +373,15 @@ impl Deployer {
             reason = description,
             "ending an interrupted deploy"
         );
+        let marks = escaped::Marks::new(&self.config.bot.data_dir, d.deployment_id);
         if let Some(group) = d.process_group.and_then(|g| i32::try_from(g).ok())
-            && process::kill_leftover_group(group, d.deployment_id)
+            && process::kill_leftover_group(group, &marks)
         {
             tracing::warn!(
                 deployment = %d.deployment_id,
                 "killed the process group it left running"
             );
         }
-        let marks = escaped::Marks::new(&self.config.bot.data_dir, d.deployment_id);
         for stopped in escaped::stop(&marks, None, process::GRACE).await {
             tracing::warn!(
                 deployment = %d.deployment_id,
@@ -335,6 +392,28 @@ impl Deployer {
             );
         }
         self.end_unrun(d, description).await;
+    }
+
+    /// Whether this instance still holds the lease of its running deployment `d` (renewing it): always
+    /// alone on the store; on a shared store, false when another instance took it over (this one was
+    /// paused, or cut off) or the store does not answer within a third of the lease. Asked before
+    /// anything a deploy does outside zbot that another instance may have done or undone meanwhile.
+    pub async fn holds_lease(&self, d: &Deployment) -> bool {
+        if !self.store.is_shared() {
+            return true;
+        }
+        match tokio::time::timeout(self.store.lease() / 3, self.store.renew(d.deployment_id)).await
+        {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                tracing::error!(deployment = %d.deployment_id, "cannot renew the lease: {e}");
+                false
+            }
+            Err(_) => {
+                tracing::error!(deployment = %d.deployment_id, "cannot renew the lease: the store did not answer");
+                false
+            }
+        }
     }
 
     /// Ends a deployment that never ran (restart recovery, cancel while queued).
@@ -443,7 +522,10 @@ impl Deployer {
         }
         let _ = refresh_stop.send(true);
         let _ = refresh.await;
-        if let Some(page) = &page {
+        // Another instance that took the deploy over may have written its end into the page.
+        if let Some(page) = &page
+            && self.holds_lease(&d).await
+        {
             self.page_refresher(&d)
                 .refresh(&d, page, &log_path, &log_url)
                 .await;
@@ -451,15 +533,8 @@ impl Deployer {
         self.end(&d, outcome, Some(&log_url)).await;
     }
 
-    async fn end(&self, d: &Deployment, mut outcome: Outcome, log_url: Option<&str>) {
+    async fn end(&self, d: &Deployment, outcome: Outcome, log_url: Option<&str>) {
         let failed = matches!(outcome.state, StatusState::Failure | StatusState::Error);
-        if failed
-            && outcome.denial.is_none()
-            && d.task == crate::domain::Task::deploy()
-            && let Some(note) = self.lock_after_failure(d).await
-        {
-            outcome.description = format!("{}; {note}", outcome.description);
-        }
         let state = match outcome.state {
             StatusState::Success => DeploymentState::Success,
             StatusState::Failure => DeploymentState::Failure,
@@ -481,6 +556,8 @@ impl Deployer {
         } else {
             None
         };
+        // The end is recorded first, fenced by the lease: an instance that lost it (another ended
+        // the deployment) does nothing more, neither lock nor status.
         match self
             .store
             .finish(d.deployment_id, state, &description, outcome.exit_code)
@@ -508,8 +585,22 @@ impl Deployer {
                     took,
                 );
             }
-            Ok(false) => return,
+            Ok(false) => {
+                tracing::warn!(
+                    deployment = %d.deployment_id,
+                    "lost the lease on this deploy: another instance ended it, so this one reports nothing"
+                );
+                return;
+            }
             Err(e) => tracing::error!(deployment = %d.deployment_id, "cannot record the end: {e}"),
+        }
+        let mut description = description;
+        if failed
+            && outcome.denial.is_none()
+            && d.task == crate::domain::Task::deploy()
+            && let Some(note) = self.lock_after_failure(d).await
+        {
+            description = format!("{description}; {note}");
         }
         let tail = if outcome.state == StatusState::Failure {
             log::last_lines(&self.log_path(d.deployment_id), TAIL_LINES)
@@ -704,6 +795,10 @@ impl Deployer {
     /// Tells GitHub the deploy is in progress; `Err` (the deploy's end) when GitHub does not answer,
     /// since it could not be told how the deploy ends either.
     pub async fn tell_started(&self, d: &Deployment, log_url: &str) -> Result<(), Outcome> {
+        // Never `in_progress` over the end another instance gave it.
+        if !self.holds_lease(d).await {
+            return Err(Outcome::error(reply::LEASE_LOST));
+        }
         let deploying = match self.override_of(d, false) {
             Some(note) => format!("{}; {note}", reply::deploying(d)),
             None => reply::deploying(d),
@@ -993,6 +1088,13 @@ impl Deployer {
             cancel,
             log,
             started: started_tx,
+            guard: self
+                .lease_deadlines
+                .watch(d.deployment_id)
+                .map(|deadline| process::GuardSpec {
+                    deadline,
+                    silence: self.store.lease() / 2,
+                }),
         });
         let (exit, ()) = tokio::join!(run, record_group);
         exit

@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 
 use super::escaped::{self, Ending};
 use super::log::{LogSender, Stream};
-use crate::domain::DeploymentId;
 use crate::recipe::Invocation;
 use crate::reply::{self, LeftBehind};
 
@@ -76,6 +75,151 @@ pub struct Run<'a> {
     pub log: &'a LogSender,
     /// Told the process group id once the program started.
     pub started: oneshot::Sender<u32>,
+    /// With a shared store: the guard that kills the group once this zbot stops holding its lease.
+    pub guard: Option<GuardSpec>,
+}
+
+/// What a deploy's guard ([`guard`]) is fed: heartbeats until `deadline` (this instance's local lease
+/// deadline, moved on by each renewal), and how long a silence it takes for loss.
+#[derive(Debug)]
+pub struct GuardSpec {
+    pub deadline: watch::Receiver<tokio::time::Instant>,
+    /// Half the lease: the group is dead before another instance may take the deploy over.
+    pub silence: Duration,
+}
+
+/// The byte that tells the guard the deploy ended under this zbot's watch: it exits, killing nothing.
+const RELEASE: u8 = b'x';
+/// A heartbeat.
+const BEAT: u8 = b'.';
+
+/// The zbot binary to run as `zbot guard`; `None` when this process is not zbot (tests that embed it).
+fn guard_program() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.file_name()?
+        .to_string_lossy()
+        .starts_with("zbot")
+        .then_some(exe)
+}
+
+/// A running guard: the `zbot guard` process and the task feeding it.
+struct Guard {
+    child: tokio::process::Child,
+    stdin: std::sync::Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
+    feeder: JoinHandle<()>,
+}
+
+impl Guard {
+    /// Starts `zbot guard <group> <silence ms>` and feeds it heartbeats until the spec's deadline;
+    /// `None` (logged) when it cannot be started.
+    fn start(spec: GuardSpec, group: i32) -> Option<Guard> {
+        let Some(program) = guard_program() else {
+            tracing::warn!(
+                group,
+                "this process is not the zbot binary: the deploy runs without a guard"
+            );
+            return None;
+        };
+        let mut child = match Command::new(program)
+            .arg("guard")
+            .arg(group.to_string())
+            .arg(spec.silence.as_millis().to_string())
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                tracing::error!(group, "cannot start the deploy's guard: {e}");
+                return None;
+            }
+        };
+        let stdin = std::sync::Arc::new(tokio::sync::Mutex::new(child.stdin.take()?));
+        let feeder = tokio::spawn(feed(spec, std::sync::Arc::clone(&stdin)));
+        Some(Guard {
+            child,
+            stdin,
+            feeder,
+        })
+    }
+
+    /// The deploy ended under this zbot's watch: the guard exits without killing anything.
+    async fn release(mut self) {
+        use tokio::io::AsyncWriteExt;
+        self.feeder.abort();
+        let _ = self.stdin.lock().await.write_all(&[RELEASE]).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await;
+    }
+}
+
+/// Writes a heartbeat every third of the silence until the local deadline; past it (the lease was not
+/// renewed in time) the guard hears nothing more.
+async fn feed(
+    mut spec: GuardSpec,
+    stdin: std::sync::Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
+) {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let until = *spec.deadline.borrow_and_update();
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            if spec.deadline.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            continue;
+        }
+        if stdin.lock().await.write_all(&[BEAT]).await.is_err() {
+            return;
+        }
+        tokio::time::sleep_until((now + spec.silence / 3).min(until)).await;
+    }
+}
+
+/// `zbot guard <group> <silence ms>`: a deploy's guard, a process of its own beside zbot, so it runs
+/// on when zbot dies or is paused. It reads heartbeats on stdin and kills process group `group`
+/// (SIGKILL) when stdin ends (zbot died) or no heartbeat came for `silence` (zbot is paused, or stopped
+/// feeding it because its lease was not renewed in time); a release byte ends it quietly. Blocks;
+/// returns the exit code.
+pub fn guard(group: i32, silence: Duration) -> u8 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut byte = [0u8; 1];
+        loop {
+            match stdin.read(&mut byte) {
+                Ok(1) => {
+                    if tx.send(byte[0]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // End of input: zbot is gone.
+                _ => return,
+            }
+        }
+    });
+    loop {
+        match rx.recv_timeout(silence) {
+            Ok(RELEASE) => return 0,
+            Ok(_) => {}
+            Err(why) => {
+                signal_group(group, libc::SIGKILL);
+                let why = match why {
+                    std::sync::mpsc::RecvTimeoutError::Timeout => {
+                        format!("no heartbeat for {silence:?}")
+                    }
+                    std::sync::mpsc::RecvTimeoutError::Disconnected => "zbot ended".to_string(),
+                };
+                eprintln!(
+                    "zbot guard: {why}: killed the deploy's process group {group}, whose lease this zbot no longer holds"
+                );
+                return 0;
+            }
+        }
+    }
 }
 
 /// Runs the program until it exits, the timeout passes or `cancel` holds a reason; then deals with
@@ -92,6 +236,7 @@ pub async fn run(run: Run<'_>) -> Exit {
         mut cancel,
         log,
         started,
+        guard,
     } = run;
     // A relative program with a slash (`./script/deploy`) is the repository's own file.
     let program = if invocation.program.contains('/') && !invocation.program.starts_with('/') {
@@ -118,9 +263,13 @@ pub async fn run(run: Run<'_>) -> Exit {
         Err(e) => return Exit::NotStarted(format!("cannot start {}: {e}", invocation.program)),
     };
     // The child leads its own group, so its pid is the group id.
-    if let Some(pid) = child.id() {
-        let _ = started.send(pid);
-    }
+    let guard = match child.id() {
+        Some(pid) => {
+            let _ = started.send(pid);
+            guard.and_then(|spec| Guard::start(spec, i32::try_from(pid).ok()?))
+        }
+        None => None,
+    };
     let (cut, cut_rx) = watch::channel(false);
     let readers: Vec<JoinHandle<()>> = [
         child
@@ -180,6 +329,9 @@ pub async fn run(run: Run<'_>) -> Exit {
     signal_group(group, libc::SIGKILL);
     for process in &in_group {
         log.note(reply::left_in_group(&process.to_string())).await;
+    }
+    if let Some(guard) = guard {
+        guard.release().await;
     }
     let status = child.wait().await;
     drop(leader);
@@ -262,8 +414,8 @@ async fn stop_left_behind(
 /// Kills what is left of a deploy a previous zbot ran in group `group`, if that group still holds a
 /// process of the deploy (after a reboot the number may belong to someone else). Returns whether it
 /// killed.
-pub fn kill_leftover_group(group: i32, deployment_id: DeploymentId) -> bool {
-    let found = escaped::group_of_deploy(group, deployment_id);
+pub fn kill_leftover_group(group: i32, marks: &escaped::Marks) -> bool {
+    let found = escaped::group_of_deploy(group, marks);
     if found {
         signal_group(group, libc::SIGKILL);
     }

@@ -17,8 +17,13 @@ use crate::harness::{
     TestRepo, ZbotProcess, config_text, deliver, deployment_event, http, prepare_dir,
 };
 
-/// A lease short enough for the tests to wait on: an instance gone for longer loses its deploys.
-const LEASE: &str = "2s";
+/// The lease of most tests: long enough that a renewal starved on a loaded machine does not make a
+/// healthy deploy lose its lease.
+const LEASE: &str = "10s";
+
+/// The lease of the failover tests, short enough to wait on: an instance gone for longer loses its
+/// deploys.
+const FAILOVER_LEASE: &str = "3s";
 
 /// A deploy script that records `start`/`end` lines into `record` (environment, deployment id, the
 /// starting zbot's PID, nanoseconds), holds `locks/<environment>.lock` while it runs (an overlap is
@@ -105,7 +110,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start(count: usize, environments: &[&str], release: Option<&Path>) -> Cluster {
-        Cluster::start_with(count, environments, release, false, "").await
+        Cluster::start_with(count, environments, release, false, "", LEASE).await
     }
 
     /// `start` with the fake Slack (`slack`) and `first_deploy` in the first instance's `[deploy]`.
@@ -115,6 +120,7 @@ impl Cluster {
         release: Option<&Path>,
         slack: bool,
         first_deploy: &str,
+        lease: &str,
     ) -> Cluster {
         use crate::fakes::slack::FakeSlack;
         let slack = if slack {
@@ -139,7 +145,7 @@ impl Cluster {
             config_text(&github, &repo, "", deploy).replace(
                 "environments = [\"production\", \"staging\"]",
                 &format!("environments = [{environments}]"),
-            ) + &format!("\n[store]\nurl = \"{url}\"\nlease = \"{LEASE}\"\n")
+            ) + &format!("\n[store]\nurl = \"{url}\"\nlease = \"{lease}\"\n")
                 + &slack
                     .as_ref()
                     .map(|s| {
@@ -345,8 +351,15 @@ async fn two_hundred_deployments_delivered_to_three_instances_each_run_once_in_o
 async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
     let root_release = tempfile::tempdir().unwrap();
     let release = root_release.path().join("release");
-    let mut cluster =
-        Cluster::start_with(2, &["production", "staging"], Some(&release), true, "").await;
+    let mut cluster = Cluster::start_with(
+        2,
+        &["production", "staging"],
+        Some(&release),
+        true,
+        "",
+        FAILOVER_LEASE,
+    )
+    .await;
     let first = cluster.one_running_two_waiting().await;
     let dead = cluster.instance_of(first.zbot_pid);
     let killed_at = Instant::now();
@@ -362,12 +375,28 @@ async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
         })
         .await;
     let took = killed_at.elapsed();
-    eprintln!("#1 ended {took:?} after its instance was killed (lease {LEASE})");
+    eprintln!("#1 ended {took:?} after its instance was killed (lease {FAILOVER_LEASE})");
     assert!(
         description.contains("the zbot instance running this deploy stopped"),
         "{description}"
     );
-    assert!(took < Duration::from_secs(2 + 8), "{took:?}");
+    assert!(took < Duration::from_secs(3 + 8), "{took:?}");
+    // The dead instance's guard killed #1's processes (the surviving instance, with its own data
+    // directory, leaves them to it, as it must for an instance on another machine).
+    let dead_output = cluster.instances[dead].output.clone();
+    wait_until(
+        "the dead instance's guard to kill #1",
+        Duration::from_secs(10),
+        || {
+            dead_output
+                .lock()
+                .unwrap()
+                .contains("zbot guard: zbot ended: killed the deploy's process group")
+                .then_some(())
+        },
+        || cluster.logs(),
+    )
+    .await;
     // The thread hears it from the surviving instance.
     let slack = cluster.slack.as_ref().unwrap();
     wait_until(
@@ -416,7 +445,15 @@ async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
 async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once() {
     let root_release = tempfile::tempdir().unwrap();
     let release = root_release.path().join("release");
-    let cluster = Cluster::start(2, &["production", "staging"], Some(&release)).await;
+    let cluster = Cluster::start_with(
+        2,
+        &["production", "staging"],
+        Some(&release),
+        false,
+        "",
+        FAILOVER_LEASE,
+    )
+    .await;
     let first = cluster.one_running_two_waiting().await;
     let paused = cluster.instance_of(first.zbot_pid);
     let pid = first.zbot_pid as i32;
@@ -457,6 +494,29 @@ async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once(
         "{states:?}\n{logs}"
     );
     assert_no_overlap(&cluster.marks(), &logs);
+    // #1 never ran to its end: the paused instance's guard killed it before #2 started.
+    assert!(
+        !cluster.marks().iter().any(|m| m.what == "end" && m.id == 1),
+        "{:#?}\n{logs}",
+        cluster.marks()
+    );
+    let paused_log = cluster.instances[paused].output.lock().unwrap().clone();
+    assert!(
+        paused_log.contains("zbot guard: no heartbeat for"),
+        "the paused instance's guard stopped #1:\n{logs}"
+    );
+    wait_until(
+        "the paused instance to say it lost #1's lease",
+        Duration::from_secs(10),
+        || {
+            let log = cluster.instances[paused].output.lock().unwrap().clone();
+            log.lines()
+                .any(|l| l.contains("lost the lease on this deploy") && l.contains("deployment=1"))
+                .then_some(())
+        },
+        || cluster.logs(),
+    )
+    .await;
     // The paused instance is serving again.
     let (status, health) = http(cluster.instances[paused].addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(status, 200, "{health}");
@@ -555,6 +615,7 @@ async fn an_instance_hears_of_work_delivered_to_another() {
         Some(&release),
         false,
         "concurrency = 1",
+        LEASE,
     )
     .await;
     let only_first = &cluster.instances[..1];
@@ -578,6 +639,77 @@ async fn an_instance_hears_of_work_delivered_to_another() {
             (g.states(1).contains(&"success".to_string())
                 && g.states(2).contains(&"success".to_string()))
             .then_some(())
+        })
+        .await;
+}
+
+/// Runs `zbot run` with `dir/bot.toml` and `args`, which must refuse to start: returns what it said.
+fn refused_run(dir: &Path, args: &[&str]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zbot"))
+        .args(["run", "--config"])
+        .arg(dir.join("bot.toml"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("zbot run {args:?} was not refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(!status.success(), "{said}");
+    said
+}
+
+/// Fencing is keyed on the instance id and a data directory holds one zbot's working trees and
+/// marks: a second instance with the id of a live one is refused, and so is a second zbot on a data
+/// directory in use, each with a sentence that says what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_instance_with_a_live_id_or_a_used_data_directory_is_refused() {
+    let cluster = Cluster::start(1, &["production"], None).await;
+    let other = cluster.root.path().join("instance-x");
+    std::fs::create_dir_all(&other).unwrap();
+    let config = std::fs::read_to_string(cluster.root.path().join("instance-0/bot.toml")).unwrap();
+    prepare_dir(&other, &config);
+    let said =
+        tokio::task::spawn_blocking(move || refused_run(&other, &["--instance-id", "test-0"]))
+            .await
+            .unwrap();
+    assert!(
+        said.contains("another zbot instance with the id `test-0` is running")
+            && said.contains("--instance-id %H-%i"),
+        "{said}"
+    );
+    let used = cluster.root.path().join("instance-0");
+    let pid = cluster.instances[0].child.id();
+    let said =
+        tokio::task::spawn_blocking(move || refused_run(&used, &["--instance-id", "test-9"]))
+            .await
+            .unwrap();
+    assert!(
+        said.contains(&format!(
+            "another zbot (process {pid}) is running on the data directory"
+        )),
+        "{said}"
+    );
+    // The first instance still serves, and deploys.
+    cluster.deliver_everywhere(1, "production").await;
+    cluster
+        .github
+        .wait_for("#1 to succeed", Duration::from_secs(60), |g| {
+            g.states(1).contains(&"success".to_string()).then_some(())
         })
         .await;
 }
