@@ -22,11 +22,22 @@ use crate::events::{DeploymentEvent, Event, EventBus};
 use crate::forge::StatusState;
 use crate::reply;
 use crate::runner::{TAIL_LINES, log};
-use crate::store::{ChatMessage, Deployment, DeploymentState, Store};
+use crate::store::{ChatMessage, Deployment, DeploymentState, OutcomeClaim, Store};
 
-/// How long an event waits for the status message another instance is posting (a post takes well under
-/// a second; an instance that died mid-post leaves the event unshown, and the next one tries again).
-const POSTED_ELSEWHERE_WAIT: Duration = Duration::from_secs(10);
+/// How long an event waits, at most, for the status message another instance is posting: a post takes
+/// well under a second, and the reservation of an instance that died mid-post expires before this
+/// ([`crate::store::RESERVATION_EXPIRY`]) and is taken over.
+const POSTED_ELSEWHERE_WAIT: Duration = Duration::from_secs(20);
+
+/// What became of a status message another instance reserved.
+enum Elsewhere {
+    /// It was posted and recorded there.
+    Posted(ChatMessage),
+    /// Its reservation expired and this caller took it over: it posts the message.
+    TakenOver,
+    /// Neither, in time.
+    Never,
+}
 
 #[derive(Debug, Clone)]
 pub struct Notifier<O: ChatOutput> {
@@ -234,19 +245,40 @@ impl<O: ChatOutput> Notifier<O> {
             }
             None => match self.store.reserve_chat_message(event.deployment_id).await {
                 // Another instance (or an earlier event here) is posting it: this event updates it.
-                Ok(false) => {
-                    let Some(message) = self.posted_elsewhere(event).await else {
-                        return;
-                    };
-                    if let Err(e) = self
-                        .out
-                        .update(&message.channel, &message.status_ts, &status)
-                        .await
-                    {
-                        tracing::warn!(deployment = %event.deployment_id, "cannot update the status message: {e}");
+                Ok(false) => match self.posted_elsewhere(event).await {
+                    Elsewhere::Posted(message) => {
+                        if let Err(e) = self
+                            .out
+                            .update(&message.channel, &message.status_ts, &status)
+                            .await
+                        {
+                            tracing::warn!(deployment = %event.deployment_id, "cannot update the status message: {e}");
+                        }
+                        message
                     }
-                    message
-                }
+                    Elsewhere::TakenOver => match self.start(event, &status).await {
+                        Some(message) => message,
+                        None => {
+                            let _ = self.store.release_chat_message(event.deployment_id).await;
+                            return;
+                        }
+                    },
+                    Elsewhere::Never => {
+                        // The thread still hears how it ended, without a status message.
+                        if event.state.is_final()
+                            && let Some((room, thread)) =
+                                event.notify.as_ref().and_then(|n| n.slack_place())
+                        {
+                            let place = ChatMessage {
+                                channel: room.to_string(),
+                                thread_ts: thread.map(ToString::to_string).unwrap_or_default(),
+                                status_ts: String::new(),
+                            };
+                            self.post_outcome(event, &place).await;
+                        }
+                        return;
+                    }
+                },
                 reserved => {
                     if let Err(e) = reserved {
                         tracing::error!(deployment = %event.deployment_id, "cannot reserve the status message: {e}");
@@ -284,22 +316,34 @@ impl<O: ChatOutput> Notifier<O> {
     }
 
     /// The status message another instance reserved and is posting, once it is recorded (within the
-    /// time a Slack post may take); `None` if it never is.
-    async fn posted_elsewhere(&self, event: &DeploymentEvent) -> Option<ChatMessage> {
+    /// time a Slack post may take), or the reservation taken over once it expired.
+    async fn posted_elsewhere(&self, event: &DeploymentEvent) -> Elsewhere {
         let deadline = tokio::time::Instant::now() + POSTED_ELSEWHERE_WAIT;
+        let mut tries = 0u32;
         loop {
             match self.store.chat_message(event.deployment_id).await {
-                Ok(Some(message)) => return Some(message),
+                Ok(Some(message)) => return Elsewhere::Posted(message),
                 Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tries += 1;
+                    // Once a second: whether the reservation expired.
+                    if tries % 20 == 0
+                        && matches!(
+                            self.store.reserve_chat_message(event.deployment_id).await,
+                            Ok(true)
+                        )
+                    {
+                        tracing::warn!(deployment = %event.deployment_id, "the status message reserved elsewhere was never posted; posting it here");
+                        return Elsewhere::TakenOver;
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Ok(None) => {
                     tracing::warn!(deployment = %event.deployment_id, "the status message reserved elsewhere was never posted");
-                    return None;
+                    return Elsewhere::Never;
                 }
                 Err(e) => {
                     tracing::error!(deployment = %event.deployment_id, "cannot read the chat message: {e}");
-                    return None;
+                    return Elsewhere::Never;
                 }
             }
         }
@@ -307,15 +351,20 @@ impl<O: ChatOutput> Notifier<O> {
 
     /// Posts the reply that tells how a deployment ended, unless it was posted before, and records it.
     async fn post_outcome(&self, event: &DeploymentEvent, place: &ChatMessage) {
-        match self.store.outcome_posted(event.deployment_id).await {
-            Ok(true) => return,
-            Ok(false) => {}
+        // Claimed first, so that of several instances showing it exactly one posts it.
+        let claimed = match self.store.claim_outcome(event.deployment_id).await {
+            Ok(OutcomeClaim::Posted) => return,
+            Ok(OutcomeClaim::Claimed) => true,
+            Ok(OutcomeClaim::Unrecorded) => false,
             // Posting it perhaps twice beats perhaps never.
-            Err(e) => tracing::error!(
-                deployment = %event.deployment_id,
-                "cannot read whether the outcome was posted: {e}"
-            ),
-        }
+            Err(e) => {
+                tracing::error!(
+                    deployment = %event.deployment_id,
+                    "cannot claim the outcome's post: {e}"
+                );
+                false
+            }
+        };
         let outcome: Message = reply::outcome(event);
         let thread = Some(place.thread_ts.as_str()).filter(|t| !t.is_empty());
         if let Err(e) = self.out.post(&place.channel, thread, &outcome).await {
@@ -323,13 +372,12 @@ impl<O: ChatOutput> Notifier<O> {
                 deployment = %event.deployment_id,
                 "cannot post the outcome (it is tried again at the next start): {e}"
             );
-            return;
-        }
-        if let Err(e) = self.store.set_outcome_posted(event.deployment_id).await {
-            tracing::error!(
-                deployment = %event.deployment_id,
-                "cannot record that the outcome was posted: {e}"
-            );
+            if claimed && let Err(e) = self.store.unclaim_outcome(event.deployment_id).await {
+                tracing::error!(
+                    deployment = %event.deployment_id,
+                    "cannot give back the outcome's claim: {e}"
+                );
+            }
         }
     }
 

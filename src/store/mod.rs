@@ -412,6 +412,10 @@ impl std::fmt::Debug for PendingAccept {
     }
 }
 
+/// How long a status message's reservation holds without the message being recorded: a post takes
+/// well under a second, so an older one belongs to an instance that stopped mid-post.
+pub const RESERVATION_EXPIRY: Duration = Duration::from_secs(15);
+
 /// How long connecting to the database may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -955,20 +959,30 @@ impl Store {
     /// Reserves the posting of a deployment's first status message: true for exactly one caller (of
     /// any instance), who posts it and records it with [`Store::set_chat_message`], or gives the
     /// reservation back ([`Store::release_chat_message`]); the others wait for it and update it, so a
-    /// thread gets one status message whichever instances publish the deployment's events.
+    /// thread gets one status message whichever instances publish the deployment's events. A
+    /// reservation older than [`RESERVATION_EXPIRY`] whose message was never recorded (its instance
+    /// stopped mid-post) is taken over, by one caller.
     pub async fn reserve_chat_message(
         &self,
         deployment_id: DeploymentId,
     ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts)
-             VALUES ($1, '', '', '') ON CONFLICT DO NOTHING",
+        let now = Utc::now().timestamp_millis();
+        let stale =
+            now.saturating_sub(i64::try_from(RESERVATION_EXPIRY.as_millis()).unwrap_or(i64::MAX));
+        let reserved = sqlx::query(
+            "INSERT INTO chat_messages (deployment_id, channel, thread_ts, status_ts, reserved_at)
+             VALUES ($1, '', '', '', $2)
+             ON CONFLICT (deployment_id) DO UPDATE SET reserved_at = excluded.reserved_at
+             WHERE chat_messages.status_ts = ''
+               AND (chat_messages.reserved_at IS NULL OR chat_messages.reserved_at < $3)",
         )
         .bind(deployment_id.0 as i64)
+        .bind(now)
+        .bind(stale)
         .execute(&self.pool)
         .await?
         .rows_affected();
-        Ok(inserted == 1)
+        Ok(reserved == 1)
     }
 
     /// Gives back a reservation whose message could not be posted.
@@ -1228,6 +1242,18 @@ impl Store {
 
 /// What the chat side keeps across restarts: the events it handled, and which outcome replies it
 /// posted (`migrations/0003_chat_durability.sql`).
+/// What [`Store::claim_outcome`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeClaim {
+    /// This caller posts it.
+    Claimed,
+    /// Claimed (posted) before.
+    Posted,
+    /// The deployment has no chat message to record it on (a chat without threads): post it,
+    /// unrecorded.
+    Unrecorded,
+}
+
 impl Store {
     /// Records chat events as seen at `now` and says whether this is their first sighting: true if
     /// none of `keys` was seen within `keep` before `now` (each key is recorded either way). Keys
@@ -1262,7 +1288,38 @@ impl Store {
         Ok(inserted == keys.len() as u64)
     }
 
-    /// Whether the reply telling how deployment `deployment_id` ended was posted in its thread.
+    /// Claims the posting of the reply telling how deployment `deployment_id` ended, so that of the
+    /// instances showing it exactly one posts it (a conditional update): [`OutcomeClaim::Posted`] if
+    /// it was claimed before. Give it back with [`Store::unclaim_outcome`] if the post fails.
+    pub async fn claim_outcome(
+        &self,
+        deployment_id: DeploymentId,
+    ) -> Result<OutcomeClaim, StoreError> {
+        let claimed = sqlx::query(
+            "UPDATE chat_messages SET outcome_posted_at = $1
+             WHERE deployment_id = $2 AND outcome_posted_at IS NULL",
+        )
+        .bind(now())
+        .bind(deployment_id.0 as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if claimed == 1 {
+            return Ok(OutcomeClaim::Claimed);
+        }
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT outcome_posted_at FROM chat_messages WHERE deployment_id = $1")
+                .bind(deployment_id.0 as i64)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            Some(_) => OutcomeClaim::Posted,
+            None => OutcomeClaim::Unrecorded,
+        })
+    }
+
+    /// Whether the reply telling how deployment `deployment_id` ended was posted (claimed) in its
+    /// thread.
     pub async fn outcome_posted(&self, deployment_id: DeploymentId) -> Result<bool, StoreError> {
         let row: Option<(Option<String>,)> =
             sqlx::query_as("SELECT outcome_posted_at FROM chat_messages WHERE deployment_id = $1")
@@ -1272,11 +1329,9 @@ impl Store {
         Ok(matches!(row, Some((Some(_),))))
     }
 
-    /// Records that the outcome reply of `deployment_id` was posted; nothing for a deployment that
-    /// has no chat message.
-    pub async fn set_outcome_posted(&self, deployment_id: DeploymentId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE chat_messages SET outcome_posted_at = $1 WHERE deployment_id = $2")
-            .bind(now())
+    /// Gives back a claim whose outcome could not be posted: the next start posts it.
+    pub async fn unclaim_outcome(&self, deployment_id: DeploymentId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE chat_messages SET outcome_posted_at = NULL WHERE deployment_id = $1")
             .bind(deployment_id.0 as i64)
             .execute(&self.pool)
             .await?;
@@ -1823,8 +1878,20 @@ mod tests {
             }
             assert_eq!(unposted().await, vec![1], "{backend}");
             assert!(!store.outcome_posted(DeploymentId(1)).await.unwrap());
-            store.set_outcome_posted(DeploymentId(1)).await.unwrap();
+            assert_eq!(
+                store.claim_outcome(DeploymentId(1)).await.unwrap(),
+                OutcomeClaim::Claimed
+            );
             assert!(store.outcome_posted(DeploymentId(1)).await.unwrap());
+            assert_eq!(
+                store.claim_outcome(DeploymentId(1)).await.unwrap(),
+                OutcomeClaim::Posted,
+                "{backend}: claimed once"
+            );
+            assert_eq!(
+                store.claim_outcome(DeploymentId(3)).await.unwrap(),
+                OutcomeClaim::Unrecorded
+            );
             assert_eq!(unposted().await, Vec::<u64>::new());
             // A second status message (an update of the row) keeps what was posted.
             store
@@ -2195,6 +2262,26 @@ mod tests {
             assert!(
                 !a.reserve_chat_message(id).await.unwrap(),
                 "{name}: posted stays"
+            );
+            // An instance that stopped mid-post: its reservation holds until it is old, then exactly
+            // one other takes it over.
+            let stuck = DeploymentId(2);
+            assert!(a.reserve_chat_message(stuck).await.unwrap(), "{name}");
+            assert!(!b.reserve_chat_message(stuck).await.unwrap(), "{name}");
+            let long_ago = Utc::now().timestamp_millis()
+                - i64::try_from(RESERVATION_EXPIRY.as_millis()).unwrap()
+                - 1000;
+            sqlx::query("UPDATE chat_messages SET reserved_at = $1 WHERE deployment_id = $2")
+                .bind(long_ago)
+                .bind(2i64)
+                .execute(&a.pool)
+                .await
+                .unwrap();
+            let (first, second) =
+                tokio::join!(a.reserve_chat_message(stuck), b.reserve_chat_message(stuck));
+            assert!(
+                first.unwrap() ^ second.unwrap(),
+                "{name}: exactly one takes an old reservation over"
             );
         }
     }
