@@ -765,6 +765,11 @@ pub fn instance_stopped(instance: Option<&crate::domain::InstanceId>) -> String 
     }
 }
 
+/// `error`, said by the instance that ran the deploy: it could not record the deploy's end while the
+/// store did not answer, so the outcome was never reported.
+pub const STORE_LOST: &str =
+    "this zbot instance could not reach the store to record how the deploy ended";
+
 /// `error`: this instance stops a deploy whose lease it lost (it was paused, or cut off from the
 /// store, past its lease, and another instance may have ended it already).
 pub const LEASE_LOST: &str = "this zbot instance lost its claim on the deploy (paused or cut off from the store past its lease)";

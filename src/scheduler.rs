@@ -114,6 +114,12 @@ impl Scheduler {
         };
         let mut ended = false;
         for d in expired {
+            // This instance's own, still running here: the store was out of reach; its renewals
+            // resume now (or its deadline has stopped it already).
+            let own = d.instance_id.as_ref() == Some(store.instance());
+            if own && self.running.lock().await.contains_key(&d.deployment_id) {
+                continue;
+            }
             // Only one instance takes it over.
             if matches!(store.take_over(d.deployment_id, true).await, Ok(true)) {
                 tracing::warn!(
@@ -123,7 +129,11 @@ impl Scheduler {
                 );
                 let deployer = Arc::clone(&self.deployer);
                 tokio::spawn(async move {
-                    let why = crate::reply::instance_stopped(d.instance_id.as_ref());
+                    let why = if own {
+                        crate::reply::STORE_LOST.to_string()
+                    } else {
+                        crate::reply::instance_stopped(d.instance_id.as_ref())
+                    };
                     deployer.end_interrupted(&d, &why).await;
                 });
                 ended = true;

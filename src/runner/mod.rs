@@ -416,6 +416,32 @@ impl Deployer {
         }
     }
 
+    /// Records the end of a deploy this instance ran ([`Store::finish`], fenced by the lease). On a
+    /// shared store a store that does not answer is tried again, once a second, for up to a lease:
+    /// the store is where the outcome is decided, so none is reported before it is recorded.
+    async fn record_end(
+        &self,
+        d: &Deployment,
+        state: DeploymentState,
+        description: &str,
+        exit_code: Option<i32>,
+    ) -> Result<bool, crate::store::StoreError> {
+        let give_up = Instant::now() + self.store.lease();
+        loop {
+            match self
+                .store
+                .finish(d.deployment_id, state, description, exit_code)
+                .await
+            {
+                Err(e) if self.store.is_shared() && Instant::now() < give_up => {
+                    tracing::warn!(deployment = %d.deployment_id, "cannot record the end yet (trying again): {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                ended => return ended,
+            }
+        }
+    }
+
     /// Ends a deployment that never ran (restart recovery, cancel while queued).
     pub async fn end_unrun(&self, d: &Deployment, description: &str) {
         let ended = self
@@ -559,8 +585,7 @@ impl Deployer {
         // The end is recorded first, fenced by the lease: an instance that lost it (another ended
         // the deployment) does nothing more, neither lock nor status.
         match self
-            .store
-            .finish(d.deployment_id, state, &description, outcome.exit_code)
+            .record_end(d, state, &description, outcome.exit_code)
             .await
         {
             Ok(true) => {
@@ -590,6 +615,12 @@ impl Deployer {
                     deployment = %d.deployment_id,
                     "lost the lease on this deploy: another instance ended it, so this one reports nothing"
                 );
+                return;
+            }
+            // Shared: nothing is said that the store does not hold (the instance that ends the
+            // deploy once its lease expires says how it ended). Alone: said anyway.
+            Err(e) if self.store.is_shared() => {
+                tracing::error!(deployment = %d.deployment_id, "cannot record the end, so it is not reported: {e}");
                 return;
             }
             Err(e) => tracing::error!(deployment = %d.deployment_id, "cannot record the end: {e}"),
