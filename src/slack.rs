@@ -338,19 +338,34 @@ struct SlackState {
 }
 
 /// True if none of `keys` (an event id, a message's channel + ts) was handled before, by this
-/// process or an earlier one.
+/// process or an earlier one. A store error is tried again (two instances recording one event may
+/// deadlock, and one of them is told to try again); if it persists, a store shared with other
+/// instances counts the event as handled (another may have acted on it: acting twice is worse than
+/// a command someone types again), a store of this process alone as new.
 async fn first_time(bot: &Bot<SlackOutput>, keys: &[String]) -> bool {
-    match bot
-        .store
-        .first_sight(keys, chrono::Utc::now(), SEEN_FOR)
-        .await
-    {
-        Ok(first) => first,
-        Err(e) => {
-            // Without the store a command fails anyway; it is answered (with the error) rather than
-            // dropped without a word.
-            tracing::error!("cannot record a Slack event as handled, handling it anyway: {e}");
-            true
+    let mut tries = 0;
+    loop {
+        match bot
+            .store
+            .first_sight(keys, chrono::Utc::now(), SEEN_FOR)
+            .await
+        {
+            Ok(first) => return first,
+            Err(e) if tries < 2 => {
+                tries += 1;
+                tracing::warn!("cannot record a Slack event as handled (trying again): {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+            }
+            Err(e) if bot.store.is_shared() => {
+                tracing::error!("cannot record a Slack event as handled; not acting on it, since another instance may have: {e}");
+                return false;
+            }
+            Err(e) => {
+                // Without the store a command fails anyway; it is answered (with the error) rather
+                // than dropped without a word.
+                tracing::error!("cannot record a Slack event as handled, handling it anyway: {e}");
+                return true;
+            }
         }
     }
 }
