@@ -314,6 +314,9 @@ pub struct StoreConfig {
     /// `PgConnectOptions` reads them; the password from `PGPASSWORD` or `${VAR}`): several instances
     /// share it. `None`: SQLite in the data directory, for one instance.
     pub url: Option<Secret>,
+    /// The password in `url`, if it holds one: redacted on its own too, as a driver's error may
+    /// quote it without the rest of the URL.
+    pub password: Option<Secret>,
     /// How long a running deployment stays claimed by its instance without a renewal; another instance
     /// ends it once this has passed (its renewals come every third of it).
     pub lease: Duration,
@@ -422,7 +425,7 @@ impl Config {
                 secrets.push(secret);
             }
         }
-        secrets.extend(self.store.url.iter());
+        secrets.extend(self.store.url.iter().chain(self.store.password.iter()));
         secrets
     }
 
@@ -1725,6 +1728,16 @@ fn validate_deploy(c: &mut Checker<'_>, raw: RawDeploy, data_dir: &Path) -> Depl
     }
 }
 
+/// The password of a `scheme://user:password@host/…` URL, as written (percent-encoded); `None`
+/// without one.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
 fn validate_store(c: &mut Checker<'_>, raw: RawStore) -> StoreConfig {
     let url = raw.url.as_ref().map(|url| Secret::new(c.env(url)));
     if let Some(url) = &url
@@ -1741,8 +1754,13 @@ fn validate_store(c: &mut Checker<'_>, raw: RawStore) -> StoreConfig {
     if lease < Duration::from_secs(1) {
         c.problem("store", Some("lease"), "must be at least 1s");
     }
+    let password = url
+        .as_ref()
+        .and_then(|url| url_password(url.expose()))
+        .map(|p| Secret::new(p.to_string()));
     StoreConfig {
         url,
+        password,
         lease,
         instance: InstanceId::of_this_process(),
     }
@@ -1868,6 +1886,21 @@ fn validate_app(c: &mut Checker<'_>, name: &str, raw: RawApp) -> Option<AppConfi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_password_is_found_for_redaction() {
+        let cases = [
+            ("postgres://zbot:s3cret@db.example/zbot", Some("s3cret")),
+            ("postgres://zbot:a%2Fb%40c@db:5432/zbot?sslmode=require", Some("a%2Fb%40c")),
+            ("postgres://zbot@db.example/zbot", None),
+            ("postgres://zbot:@db.example/zbot", None),
+            ("postgres://db.example/zbot?user=a@b", None),
+            ("not a url", None),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(url_password(url), expected, "{url}");
+        }
+    }
 
     /// The `[github]` and `[slack]` timeouts of a file with `github` and `slack` lines in those tables,
     /// or its problems as `zbot check` prints them.
