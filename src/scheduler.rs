@@ -8,8 +8,9 @@
 //! stored, a deploy ended, a cancel — here or, on Postgres, on another instance) so the database stays
 //! the single source of truth, also across restarts and instances: at start, deployments a previous
 //! process was running end as `error`. With several instances on one store ([`Store::is_shared`]) a
-//! second task keeps the leases of this instance's running deploys (a lost lease stops the deploy)
-//! and ends the deploys of instances that stopped renewing theirs.
+//! second task keeps the leases of this instance's running deploys (a lost lease, or one not renewed
+//! by its local deadline, stops the deploy and its guard's heartbeats), and a third ends, each in a
+//! task of its own, the deploys of instances that stopped renewing theirs.
 //!
 //! [`Store`]: crate::store::Store
 //! [`Store::is_shared`]: crate::store::Store::is_shared

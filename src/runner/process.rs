@@ -6,6 +6,11 @@
 //! left the group ([`escaped`](super::escaped)), each named in the log, unless the recipe keeps them
 //! (`keep_children`). Output still arriving [`OUTPUT_GRACE`] after the program's exit is dropped with
 //! a line in the log, so a process that holds the pipes open cannot hold the deploy.
+//!
+//! With a store shared by several instances, a guard ([`guard`], zbot re-run as `zbot guard`) runs
+//! beside the group, fed heartbeats over a pipe until this instance's local lease deadline: when
+//! zbot dies, is paused or stops feeding it, the guard kills the group, so a deploy never outlives
+//! the lease another instance may take over.
 
 use std::path::Path;
 use std::process::Stdio;

@@ -7,7 +7,9 @@
 //!   instance's lease. On Postgres the transaction first takes one advisory lock, so the claims of all
 //!   instances happen one after another and each sees the others' (the rules hold across instances);
 //!   the update is conditional on the row still being queued, so a deployment is claimed once.
-//! - The instance running a deployment renews its lease ([`Store::renew`]); only the lease holder can
+//! - Each instance registers its id with a heartbeat ([`Store::register`]): a second live process with
+//!   one id is refused, since the fencing below is keyed on the id.
+//! - The instance running a deployment renews its lease ([`Store::renew`], [`Store::renew_all`]); only the lease holder can
 //!   end a running deployment ([`Store::finish`] is fenced by `instance_id`). An instance that sees a
 //!   lease expired ([`Store::expired`]) takes it over ([`Store::take_over`], conditional on it still
 //!   being expired) and ends it; the paused or cut-off holder finds its renewal refused and stops.
