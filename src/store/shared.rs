@@ -83,25 +83,37 @@ pub(super) async fn notify_queue(conn: &mut AnyConnection) -> Result<(), sqlx::E
     Ok(())
 }
 
-/// Listens on the queue channel and wakes `queued` for every notification; after a lost connection
-/// (notifications may have been missed meanwhile) it wakes it once more.
+/// Listens on the queue channel and wakes `queued` for every notification. After a lost connection
+/// (notifications may have been missed meanwhile) it reconnects, once a second until it can, and
+/// wakes `queued` after each successful re-`LISTEN`, so work queued while it was away is found. (The
+/// scheduler also looks at the queue every third of the lease, for a connection lost unnoticed.)
 pub(super) async fn listen(url: &str, queued: Arc<tokio::sync::Notify>) -> Result<(), StoreError> {
     let mut listener = PgListener::connect(url).await?;
+    listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
     tokio::spawn(async move {
         loop {
             match listener.try_recv().await {
-                Ok(Some(_)) => queued.notify_one(),
-                Ok(None) => {
-                    tracing::warn!(
-                        "the store connection that listens for new work was lost; reconnecting"
-                    );
+                Ok(Some(_)) => {
                     queued.notify_one();
+                    continue;
                 }
-                Err(e) => {
-                    tracing::error!("cannot listen for new work: {e}");
-                    queued.notify_one();
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                Ok(None) => tracing::warn!(
+                    "the store connection that listens for new work was lost; reconnecting"
+                ),
+                Err(e) => tracing::error!("cannot listen for new work (reconnecting): {e}"),
+            }
+            // Any statement reconnects and listens again.
+            loop {
+                match sqlx::query("SELECT 1").execute(&mut listener).await {
+                    Ok(_) => {
+                        queued.notify_one();
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot listen for new work yet: {e}");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
                 }
             }
         }
