@@ -25,19 +25,31 @@ const LEASE: &str = "10s";
 /// deploys.
 const FAILOVER_LEASE: &str = "3s";
 
+/// How long the recording script runs.
+#[derive(Clone, Copy)]
+enum Hold<'a> {
+    /// It ends at once.
+    No,
+    /// Until this file exists.
+    Until(&'a Path),
+    /// About a tenth of a second.
+    Briefly,
+}
+
 /// A deploy script that records `start`/`end` lines into `record` (environment, deployment id, the
 /// starting zbot's PID, nanoseconds), holds `locks/<environment>.lock` while it runs (an overlap is
-/// recorded), and, when `release` is given, waits for that file to exist before it ends.
-fn recording_script(dir: &Path, release: Option<&Path>) -> String {
+/// recorded), and runs as long as `hold` says.
+fn recording_script(dir: &Path, hold: Hold<'_>) -> String {
     let record = dir.join("record");
     let locks = dir.join("locks");
     std::fs::create_dir_all(&locks).unwrap();
-    let hold = match release {
-        Some(release) => format!(
+    let hold = match hold {
+        Hold::Until(release) => format!(
             "i=0\nwhile [ ! -e {} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 9; sleep 0.05; done\n",
             release.display()
         ),
-        None => String::new(),
+        Hold::Briefly => "sleep 0.1\n".to_string(),
+        Hold::No => String::new(),
     };
     format!(
         "#!/bin/sh\nexec 9>>{locks}/$DEPLOY_ENV.lock\n\
@@ -110,16 +122,18 @@ struct Cluster {
 
 impl Cluster {
     async fn start(count: usize, environments: &[&str], release: Option<&Path>) -> Cluster {
-        Cluster::start_with(count, environments, release, false, "", LEASE).await
+        let hold = release.map_or(Hold::No, Hold::Until);
+        Cluster::start_with(count, environments, hold, false, &[], LEASE).await
     }
 
-    /// `start` with the fake Slack (`slack`) and `first_deploy` in the first instance's `[deploy]`.
+    /// `start` with the fake Slack (`slack`), `deploy[i]` in instance i's `[deploy]` table, and leases
+    /// of `lease`.
     async fn start_with(
         count: usize,
         environments: &[&str],
-        release: Option<&Path>,
+        hold: Hold<'_>,
         slack: bool,
-        first_deploy: &str,
+        deploy: &[&str],
         lease: &str,
     ) -> Cluster {
         use crate::fakes::slack::FakeSlack;
@@ -134,7 +148,7 @@ impl Cluster {
             .unwrap();
         let github = FakeGitHub::start().await;
         let repo = TestRepo::new(root.path());
-        let script = recording_script(root.path(), release);
+        let script = recording_script(root.path(), hold);
         let sha = repo.commit(&[("script/deploy", &script, true)], "v0.0.1");
         let environments = environments
             .iter()
@@ -162,7 +176,7 @@ impl Cluster {
         for i in 0..count {
             let dir = root.path().join(format!("instance-{i}"));
             std::fs::create_dir_all(&dir).unwrap();
-            prepare_dir(&dir, &config_with(if i == 0 { first_deploy } else { "" }));
+            prepare_dir(&dir, &config_with(deploy.get(i).copied().unwrap_or("")));
             instances.push(ZbotProcess::start_with(
                 &dir,
                 &["--instance-id", &format!("test-{i}")],
@@ -282,7 +296,9 @@ fn assert_no_overlap(marks: &[Mark], context: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_deployments_delivered_to_three_instances_each_run_once_in_order() {
     let environments = ["production", "staging", "qa", "canary"];
-    let cluster = Cluster::start(3, &environments, None).await;
+    // A limit of 2 over 4 environments binds: at most 2 deploys at once across the instances.
+    let limit = ["concurrency = 2"; 3];
+    let cluster = Cluster::start_with(3, &environments, Hold::Briefly, false, &limit, LEASE).await;
     let count = 200u64;
     for id in 1..=count {
         cluster
@@ -335,6 +351,29 @@ async fn two_hundred_deployments_delivered_to_three_instances_each_run_once_in_o
         assert_eq!(started, sorted, "{environment} ran out of order");
     }
     assert_no_overlap(&marks, &logs);
+    let mut changes: Vec<(u128, i32)> = marks
+        .iter()
+        .filter_map(|m| match m.what.as_str() {
+            "start" => Some((m.at_ns, 1)),
+            "end" => Some((m.at_ns, -1)),
+            _ => None,
+        })
+        .collect();
+    // An end and a start at one instant: the end first.
+    changes.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, change) in changes {
+        now += change;
+        most = most.max(now);
+    }
+    assert!(
+        most <= 2,
+        "{most} deploys ran at once, over a limit of 2\n{logs}"
+    );
+    assert_eq!(
+        most, 2,
+        "the limit was never reached: the test shows nothing"
+    );
     let by_instance: Vec<usize> = (0..3)
         .map(|i| {
             let pid = cluster.instances[i].child.id();
@@ -354,9 +393,9 @@ async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
     let mut cluster = Cluster::start_with(
         2,
         &["production", "staging"],
-        Some(&release),
+        Hold::Until(&release),
         true,
-        "",
+        &[],
         FAILOVER_LEASE,
     )
     .await;
@@ -448,9 +487,9 @@ async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once(
     let cluster = Cluster::start_with(
         2,
         &["production", "staging"],
-        Some(&release),
+        Hold::Until(&release),
         false,
-        "",
+        &[],
         FAILOVER_LEASE,
     )
     .await;
@@ -612,9 +651,9 @@ async fn an_instance_hears_of_work_delivered_to_another() {
     let cluster = Cluster::start_with(
         2,
         &["production", "staging"],
-        Some(&release),
+        Hold::Until(&release),
         false,
-        "concurrency = 1",
+        &["concurrency = 1"],
         LEASE,
     )
     .await;
