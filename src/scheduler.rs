@@ -125,7 +125,7 @@ impl Scheduler {
             if matches!(store.take_over(d.deployment_id, true).await, Ok(true)) {
                 tracing::warn!(
                     deployment = %d.deployment_id,
-                    instance = ?d.instance_id.as_ref().map(ToString::to_string),
+                    instance = d.instance_id.as_ref().map_or("unknown", |i| i.as_str()),
                     "the instance running this deploy stopped renewing its lease"
                 );
                 let deployer = Arc::clone(&self.deployer);

@@ -467,6 +467,18 @@ impl Deployer {
     ) {
         match ended {
             Ok(true) => {
+                // One that ran counts among the ended deploys (a failover's `error` included).
+                if let Some(took) = d
+                    .started_at
+                    .and_then(|started| (chrono::Utc::now() - started).to_std().ok())
+                {
+                    crate::metrics::global().deploy_ended(
+                        d.app.as_str(),
+                        d.environment.as_str(),
+                        StatusState::Error.as_str(),
+                        took,
+                    );
+                }
                 let _ = self
                     .announce(
                         d,
@@ -529,6 +541,13 @@ impl Deployer {
         let outcome = match unanswered {
             Some(e) => Outcome::error(reply::github_unanswered(&e)),
             None => self.deploy(&d, &log, &log_url, started, cancel).await,
+        };
+        // A deploy whose lease this instance lost (its guard may have killed it) did not fail: it
+        // was taken from this instance, which says so in its log rather than what became of it.
+        let outcome = if self.holds_lease(&d).await {
+            outcome
+        } else {
+            Outcome::error(reply::LEASE_LOST)
         };
         let took = started.elapsed();
         log.note(ending(&outcome, took)).await;

@@ -450,6 +450,21 @@ async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
         || format!("{:#?}\n{}", slack.posts(), cluster.logs()),
     )
     .await;
+    // The surviving instance counts the deploy it ended.
+    let (_, metrics) = http(
+        cluster.instances[1 - dead].addr,
+        "GET",
+        "/metrics",
+        &[],
+        b"",
+    )
+    .await;
+    assert!(
+        metrics.contains(
+            "zbot_deployments_total{app=\"adxstat\",environment=\"production\",outcome=\"error\"} 1"
+        ),
+        "{metrics}"
+    );
     std::fs::write(&release, "").unwrap();
     cluster
         .github
