@@ -143,12 +143,21 @@ impl Core {
             anyhow::anyhow!("the deploy recipes have problems:\n{}", lines.join("\n"))
         })?;
         let data_dir = DataDirLock::take(&config.bot.data_dir)?;
-        let store = Store::from_config(&config.store, &config.bot.data_dir)
-            .await
-            .with_context(|| match config.store.url {
-                Some(_) => "opening the store ([store] url)".to_string(),
-                None => format!("opening the store in {}", config.bot.data_dir.display()),
-            })?;
+        let store = match Store::from_config(&config.store, &config.bot.data_dir).await {
+            Ok(store) => store,
+            Err(e) => {
+                let hint = Store::hint(&e)
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                return Err(anyhow::Error::new(e).context(match &config.store.url {
+                    Some(url) => format!(
+                        "opening the store at {}{hint}",
+                        crate::config::url_without_password(url.expose())
+                    ),
+                    None => format!("opening the store in {}", config.bot.data_dir.display()),
+                }));
+            }
+        };
         store
             .register()
             .await

@@ -424,6 +424,22 @@ async fn check_online(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(url) = &config.store.url {
+        let shown = zbot::config::url_without_password(url.expose());
+        match zbot::store::Store::probe(url.expose()).await {
+            Ok(()) => println!("store: ok, {shown} answers"),
+            Err(e) => {
+                failures += 1;
+                let hint = zbot::store::Store::hint(&e)
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                println!(
+                    "store: {shown}: {}{hint}",
+                    zbot::secret::Redactor::new(config.secrets()).redact(&e.to_string())
+                );
+            }
+        }
+    }
     if let Some(campfire) = &config.campfire {
         match zbot::campfire::check(campfire).await {
             Ok(status) => println!("campfire: ok, {} answered {status}", campfire.url),

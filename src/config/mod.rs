@@ -1738,6 +1738,14 @@ fn url_password(url: &str) -> Option<&str> {
     (!password.is_empty()).then_some(password)
 }
 
+/// `url` as it may be shown: its password, if any, replaced by `***`.
+pub fn url_without_password(url: &str) -> String {
+    match url_password(url) {
+        Some(password) => url.replacen(&format!(":{password}@"), ":***@", 1),
+        None => url.to_string(),
+    }
+}
+
 fn validate_store(c: &mut Checker<'_>, raw: RawStore) -> StoreConfig {
     let url = raw.url.as_ref().map(|url| Secret::new(c.env(url)));
     if let Some(url) = &url
@@ -1891,7 +1899,10 @@ mod tests {
     fn the_store_password_is_found_for_redaction() {
         let cases = [
             ("postgres://zbot:s3cret@db.example/zbot", Some("s3cret")),
-            ("postgres://zbot:a%2Fb%40c@db:5432/zbot?sslmode=require", Some("a%2Fb%40c")),
+            (
+                "postgres://zbot:a%2Fb%40c@db:5432/zbot?sslmode=require",
+                Some("a%2Fb%40c"),
+            ),
             ("postgres://zbot@db.example/zbot", None),
             ("postgres://zbot:@db.example/zbot", None),
             ("postgres://db.example/zbot?user=a@b", None),
@@ -1900,6 +1911,10 @@ mod tests {
         for (url, expected) in cases {
             assert_eq!(url_password(url), expected, "{url}");
         }
+        assert_eq!(
+            url_without_password("postgres://zbot:s3cret@db:5432/zbot"),
+            "postgres://zbot:***@db:5432/zbot"
+        );
     }
 
     /// The `[github]` and `[slack]` timeouts of a file with `github` and `slack` lines in those tables,

@@ -571,6 +571,51 @@ impl Store {
         self.backend == Backend::Postgres
     }
 
+    /// Whether the Postgres at `url` answers zbot's credentials (`zbot check --online`): one
+    /// connection and `SELECT 1`, within [`CONNECT_TIMEOUT`]; nothing is changed.
+    pub async fn probe(url: &str) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let connect = async {
+            let mut conn = sqlx::postgres::PgConnection::connect(url).await?;
+            sqlx::query("SELECT 1").execute(&mut conn).await?;
+            conn.close().await?;
+            Ok::<_, sqlx::Error>(())
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
+    /// What to do about `error`, met opening a Postgres store, when zbot can tell.
+    pub fn hint(error: &StoreError) -> Option<&'static str> {
+        let StoreError::Database(e) = error else {
+            return None;
+        };
+        if let Some(code) = e.as_database_error().and_then(|d| d.code()) {
+            return match code.as_ref() {
+                // invalid_password, invalid_authorization_specification
+                "28P01" | "28000" => Some(
+                    "set PGPASSWORD (or ${VAR} in [store] url) to the role's password, and check the role",
+                ),
+                // invalid_catalog_name
+                "3D000" => {
+                    Some("create the database first (createdb), or fix its name in [store] url")
+                }
+                _ => None,
+            };
+        }
+        match e {
+            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Some("nothing listens at the host and port of [store] url")
+            }
+            sqlx::Error::PoolTimedOut => Some(
+                "the database did not answer in time: check the host and port of [store] url, and the network between",
+            ),
+            _ => None,
+        }
+    }
+
     /// Whether the database answers (`/healthz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -593,6 +593,46 @@ fn the_store_section_is_checked() {
     assert!(!text.contains("hunter2") && !stderr(&out).contains("hunter2"));
 }
 
+/// `zbot check --online` connects to the store: it says whether it answers, and what to do when it
+/// does not, never printing the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_online_reaches_the_store() {
+    let url = tokio::task::spawn_blocking(crate::postgres::database)
+        .await
+        .unwrap();
+    let check = |url: String| {
+        tokio::task::spawn_blocking(move || {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("bot.toml"),
+                format!("[store]\nurl = \"{url}\"\n"),
+            )
+            .unwrap();
+            std::fs::create_dir(dir.path().join("commands")).unwrap();
+            zbot(dir.path(), &["check", "--online"], &[])
+        })
+    };
+    let out = check(url.clone()).await.unwrap();
+    assert!(
+        stdout(&out).contains(&format!("store: ok, {url} answers")),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(out.status.success());
+    let out = check("postgres://zbot:hunter2@127.0.0.1:1/zbot".to_string())
+        .await
+        .unwrap();
+    let said = stdout(&out);
+    assert!(
+        said.contains("store: postgres://zbot:***@127.0.0.1:1/zbot: ")
+            && said.contains("(nothing listens at the host and port of [store] url)"),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2") && !stderr(&out).contains("hunter2"));
+    assert_ne!(out.status.code(), Some(0));
+}
+
 /// `zbot run --instance-id` takes a host name's characters only (the id goes into log lines, headers
 /// and the store).
 #[test]
