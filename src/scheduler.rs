@@ -143,16 +143,23 @@ impl Scheduler {
         ended
     }
 
-    /// Ends the deploys of instances that stopped, every third of the lease; each tick also wakes the
-    /// queue, so work whose wake-up was lost (a `NOTIFY` missed while the listener reconnected) is
-    /// still found.
+    /// Ends the deploys of instances that stopped, just after the earliest lease expires and at least
+    /// every third of the lease; each look also wakes the queue, so work whose wake-up was lost (a
+    /// `NOTIFY` missed while the listener reconnected) is still found.
     async fn watch_expired(self: Arc<Self>) {
-        let mut ticks = tokio::time::interval(self.deployer.store.lease() / 3);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every = self.deployer.store.lease() / 3;
         loop {
-            ticks.tick().await;
             self.end_expired().await;
             self.wake();
+            // Just after the earliest lease expires (at most a third of the lease on), so a stopped
+            // instance's deploys end within the lease plus moments, not plus a whole interval; not
+            // more often than every ninth of the lease (an expired lease of this instance's own, still
+            // running here, is not taken over and would otherwise be looked at in a loop).
+            let next = match self.deployer.store.next_expiry().await {
+                Ok(Some(left)) => (left + Duration::from_millis(50)).max(every / 3),
+                _ => every,
+            };
+            tokio::time::sleep(next.min(every)).await;
         }
     }
 

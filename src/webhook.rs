@@ -120,7 +120,8 @@ pub fn router(listener: Listener, path: Option<&str>) -> Router {
 /// one `key: value` a line, for whoever runs several instances behind a load balancer.
 async fn healthz(State(shared): State<Shared>) -> (StatusCode, String) {
     let store = &shared.listener.store;
-    let answered = tokio::time::timeout(Duration::from_secs(5), store.ping()).await;
+    // Within what a load balancer's health check waits (often 2 to 5 s).
+    let answered = tokio::time::timeout(Duration::from_secs(2), store.ping()).await;
     let (status, health) = match answered {
         Ok(Ok(())) => (StatusCode::OK, "ok"),
         Ok(Err(_)) | Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -358,6 +358,19 @@ impl Store {
         Ok(())
     }
 
+    /// How long until the earliest lease of a running deployment expires (zero if one has); `None`
+    /// when nothing runs.
+    pub async fn next_expiry(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        let row: (Option<i64>,) =
+            sqlx::query_as("SELECT MIN(lease_until) FROM deployments WHERE state = 'running'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.0.map(|at| {
+            let left = at.saturating_sub(chrono::Utc::now().timestamp_millis());
+            std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0))
+        }))
+    }
+
     /// Running deployments whose lease has expired: their instance stopped renewing it.
     pub async fn expired(&self) -> Result<Vec<Deployment>, StoreError> {
         Ok(sqlx::query_as(
