@@ -357,7 +357,9 @@ async fn first_time(bot: &Bot<SlackOutput>, keys: &[String]) -> bool {
                 tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
             }
             Err(e) if bot.store.is_shared() => {
-                tracing::error!("cannot record a Slack event as handled; not acting on it, since another instance may have: {e}");
+                tracing::error!(
+                    "cannot record a Slack event as handled; not acting on it, since another instance may have: {e}"
+                );
                 return false;
             }
             Err(e) => {
