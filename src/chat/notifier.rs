@@ -326,7 +326,7 @@ impl<O: ChatOutput> Notifier<O> {
                 Ok(None) if tokio::time::Instant::now() < deadline => {
                     tries += 1;
                     // Once a second: whether the reservation expired.
-                    if tries % 20 == 0
+                    if tries.is_multiple_of(20)
                         && matches!(
                             self.store.reserve_chat_message(event.deployment_id).await,
                             Ok(true)
