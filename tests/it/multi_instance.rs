@@ -126,6 +126,14 @@ impl Cluster {
         Cluster::start_with(count, environments, hold, false, &[], LEASE).await
     }
 
+    /// Two instances with the failover tests' short lease, deploys held until `release` exists, and
+    /// the fake Slack if `slack`.
+    async fn failover(release: &Path, slack: bool) -> Cluster {
+        let environments = ["production", "staging"];
+        let hold = Hold::Until(release);
+        Cluster::start_with(2, &environments, hold, slack, &[], FAILOVER_LEASE).await
+    }
+
     /// `start` with the fake Slack (`slack`), `deploy[i]` in instance i's `[deploy]` table, and leases
     /// of `lease`.
     async fn start_with(
@@ -390,15 +398,7 @@ async fn two_hundred_deployments_delivered_to_three_instances_each_run_once_in_o
 async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
     let root_release = tempfile::tempdir().unwrap();
     let release = root_release.path().join("release");
-    let mut cluster = Cluster::start_with(
-        2,
-        &["production", "staging"],
-        Hold::Until(&release),
-        true,
-        &[],
-        FAILOVER_LEASE,
-    )
-    .await;
+    let mut cluster = Cluster::failover(&release, true).await;
     let first = cluster.one_running_two_waiting().await;
     let dead = cluster.instance_of(first.zbot_pid);
     let killed_at = Instant::now();
@@ -499,15 +499,7 @@ async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
 async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once() {
     let root_release = tempfile::tempdir().unwrap();
     let release = root_release.path().join("release");
-    let cluster = Cluster::start_with(
-        2,
-        &["production", "staging"],
-        Hold::Until(&release),
-        false,
-        &[],
-        FAILOVER_LEASE,
-    )
-    .await;
+    let cluster = Cluster::failover(&release, false).await;
     let first = cluster.one_running_two_waiting().await;
     let paused = cluster.instance_of(first.zbot_pid);
     let pid = first.zbot_pid as i32;
