@@ -1011,7 +1011,7 @@ impl Store {
         &self,
         deployment_id: DeploymentId,
     ) -> Result<bool, StoreError> {
-        let now = Utc::now().timestamp_millis();
+        let now = self.clock_now().await?;
         let stale =
             now.saturating_sub(i64::try_from(RESERVATION_EXPIRY.as_millis()).unwrap_or(i64::MAX));
         let reserved = sqlx::query(

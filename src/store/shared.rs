@@ -17,8 +17,8 @@
 //!   instance `LISTEN`s and wakes its queue ([`Store::queued`]). SQLite has one instance, woken in
 //!   process.
 //!
-//! Lease times are the instances' clocks in Unix milliseconds: instances must keep their clocks in
-//! step (NTP), well within the lease.
+//! Lease and heartbeat times are Unix milliseconds of one clock: the Postgres server's when the store
+//! is shared (so the instances' own clocks may drift), this process's on SQLite.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,11 +60,14 @@ pub struct Claimed {
     pub positions: Vec<(DeploymentId, i64)>,
 }
 
-/// Unix milliseconds `after` from now.
-fn millis_from_now(after: std::time::Duration) -> i64 {
-    let now = chrono::Utc::now().timestamp_millis();
-    now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+/// `at` plus `after`, in Unix milliseconds.
+fn millis_after(at: i64, after: std::time::Duration) -> i64 {
+    at.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// The Postgres server's clock in Unix milliseconds: one clock for every instance's leases, so a
+/// skew between the instances' own clocks cannot end a lease early.
+const SERVER_NOW: &str = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
 /// Whether a Postgres error says the transaction lost a race with another instance's (a deadlock, a
 /// serialization failure) and may simply be tried again.
@@ -122,6 +125,29 @@ pub(super) async fn listen(url: &str, queued: Arc<tokio::sync::Notify>) -> Resul
 }
 
 impl Store {
+    /// "Now" for leases and heartbeats, in Unix milliseconds: the Postgres server's clock when shared,
+    /// this process's alone.
+    async fn clock(&self, conn: &mut AnyConnection) -> Result<i64, StoreError> {
+        match self.backend {
+            Backend::Postgres => {
+                let (now,): (i64,) = sqlx::query_as(SERVER_NOW).fetch_one(&mut *conn).await?;
+                Ok(now)
+            }
+            Backend::Sqlite => Ok(chrono::Utc::now().timestamp_millis()),
+        }
+    }
+
+    /// [`Store::clock`] on a connection of the pool.
+    pub(super) async fn clock_now(&self) -> Result<i64, StoreError> {
+        match self.backend {
+            Backend::Postgres => {
+                let mut conn = self.pool.acquire().await?;
+                self.clock(&mut conn).await
+            }
+            Backend::Sqlite => Ok(chrono::Utc::now().timestamp_millis()),
+        }
+    }
+
     /// Wakes the queue of this instance and, on Postgres, of every other.
     pub async fn wake_queues(&self) {
         self.queued.notify_one();
@@ -212,7 +238,7 @@ impl Store {
             }
         }
         let choice = choose(&running, &queue);
-        let lease_until = millis_from_now(self.lease);
+        let lease_until = millis_after(self.clock(&mut *conn).await?, self.lease);
         let mut started = Vec::with_capacity(choice.start.len());
         for id in choice.start {
             let changed = sqlx::query(
@@ -252,7 +278,7 @@ impl Store {
              WHERE deployment_id = $2 AND state = 'running' AND instance_id = $3 {}",
             own_id(4)
         ))
-        .bind(millis_from_now(self.lease))
+        .bind(millis_after(self.clock_now().await?, self.lease))
         .bind(deployment_id.0 as i64)
         .bind(self.instance.as_str())
         .bind(&self.token)
@@ -265,19 +291,20 @@ impl Store {
     /// Renews, in one statement, every lease this instance holds, and its heartbeat; returns the
     /// deployments renewed (those missing were taken over or have ended).
     pub async fn renew_all(&self) -> Result<Vec<DeploymentId>, StoreError> {
+        let now = self.clock_now().await?;
         let renewed: Vec<(i64,)> = sqlx::query_as(&format!(
             "UPDATE deployments SET lease_until = $1
              WHERE state = 'running' AND instance_id = $2 {}
              RETURNING deployment_id",
             own_id(3)
         ))
-        .bind(millis_from_now(self.lease))
+        .bind(millis_after(now, self.lease))
         .bind(self.instance.as_str())
         .bind(&self.token)
         .fetch_all(&self.pool)
         .await?;
         sqlx::query("UPDATE instances SET heartbeat_at = $1 WHERE instance_id = $2 AND token = $3")
-            .bind(chrono::Utc::now().timestamp_millis())
+            .bind(now)
             .bind(self.instance.as_str())
             .bind(&self.token)
             .execute(&self.pool)
@@ -306,7 +333,7 @@ impl Store {
         let first = heartbeat().await?;
         let mut waited = false;
         loop {
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = self.clock_now().await?;
             // Alone: whatever the row says. Shared: only an expired heartbeat is taken.
             let expired_before = if self.is_shared() {
                 now.saturating_sub(lease)
@@ -365,8 +392,9 @@ impl Store {
             sqlx::query_as("SELECT MIN(lease_until) FROM deployments WHERE state = 'running'")
                 .fetch_one(&self.pool)
                 .await?;
+        let now = self.clock_now().await?;
         Ok(row.0.map(|at| {
-            let left = at.saturating_sub(chrono::Utc::now().timestamp_millis());
+            let left = at.saturating_sub(now);
             std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0))
         }))
     }
@@ -376,7 +404,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT * FROM deployments WHERE state = 'running' AND lease_until < $1 ORDER BY seq",
         )
-        .bind(chrono::Utc::now().timestamp_millis())
+        .bind(self.clock_now().await?)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -390,6 +418,7 @@ impl Store {
         deployment_id: DeploymentId,
         expired_only: bool,
     ) -> Result<bool, StoreError> {
+        let now = self.clock_now().await?;
         let condition = if expired_only {
             "AND lease_until < $4"
         } else {
@@ -400,9 +429,9 @@ impl Store {
              WHERE deployment_id = $3 AND state = 'running' {condition}"
         ))
         .bind(self.instance.as_str())
-        .bind(millis_from_now(self.lease))
+        .bind(millis_after(now, self.lease))
         .bind(deployment_id.0 as i64)
-        .bind(chrono::Utc::now().timestamp_millis())
+        .bind(now)
         .execute(&self.pool)
         .await?
         .rows_affected();
