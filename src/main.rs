@@ -310,6 +310,13 @@ fn run(config_path: &Path, json_logs: bool, instance_id: Option<&str>) -> ExitCo
     init_logs_of("info", json_logs, Some(&instance));
     // Processes a deploy leaves behind when their parent exits come to zbot, not to init.
     zbot::runner::escaped::become_subreaper();
+    // This binary is each deploy's guard too (`zbot guard`).
+    match std::env::current_exe() {
+        Ok(exe) => zbot::runner::process::set_guard_program(exe),
+        Err(e) => {
+            tracing::error!("cannot find zbot's own binary, deploys run without a guard: {e}")
+        }
+    }
     // ring is the only crypto provider compiled in; installing it explicitly keeps it that way.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let Some(mut config) = or_report(Config::load(config_path)) else {

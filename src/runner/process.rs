@@ -98,13 +98,17 @@ const RELEASE: u8 = b'x';
 /// A heartbeat.
 const BEAT: u8 = b'.';
 
-/// The zbot binary to run as `zbot guard`; `None` when this process is not zbot (tests that embed it).
+/// The zbot binary, run as `zbot guard`: set by `zbot run` at start. Unset where zbot is embedded (tests
+/// that start it in their own process), whose deploys run without a guard.
+static GUARD_PROGRAM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Names the zbot binary that guards deploys (`zbot run` calls it once, at start).
+pub fn set_guard_program(program: std::path::PathBuf) {
+    let _ = GUARD_PROGRAM.set(program);
+}
+
 fn guard_program() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    exe.file_name()?
-        .to_string_lossy()
-        .starts_with("zbot")
-        .then_some(exe)
+    GUARD_PROGRAM.get().cloned()
 }
 
 /// A running guard: the `zbot guard` process and the task feeding it.
@@ -121,7 +125,7 @@ impl Guard {
         let Some(program) = guard_program() else {
             tracing::warn!(
                 group,
-                "this process is not the zbot binary: the deploy runs without a guard"
+                "no zbot binary to guard the deploy (zbot is embedded): it runs without a guard"
             );
             return None;
         };
