@@ -275,6 +275,7 @@ async fn webhook_load(
     first_id: u64,
     clone_url: &str,
     sha: &str,
+    together: Option<&tokio::sync::Barrier>,
 ) -> Result<(Vec<f64>, f64)> {
     let mut connection = Connection::open(addr).await?;
     let mut latencies = Vec::with_capacity(SEQUENTIAL);
@@ -298,6 +299,10 @@ async fn webhook_load(
     let next_id = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
         first_id + SEQUENTIAL as u64,
     ));
+    // Loads measured side by side start their windows together, so their rates add up.
+    if let Some(together) = together {
+        together.wait().await;
+    }
     let until = Instant::now() + LOAD_TIME;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..CONNECTIONS {
@@ -579,8 +584,16 @@ async fn run(args: Args) -> Result<(Vec<Row>, Vec<String>)> {
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let zbot_idle = zbot.rss_mib();
-    let (zbot_latency, zbot_rps) =
-        webhook_load(&args, zbot.addr, "/webhooks/github", 1, &clone_url, &sha).await?;
+    let (zbot_latency, zbot_rps) = webhook_load(
+        &args,
+        zbot.addr,
+        "/webhooks/github",
+        1,
+        &clone_url,
+        &sha,
+        None,
+    )
+    .await?;
     let zbot_after = zbot.rss_mib();
     drop(zbot);
 
@@ -597,6 +610,7 @@ async fn run(args: Args) -> Result<(Vec<Row>, Vec<String>)> {
         1,
         &clone_url,
         &sha,
+        None,
     )
     .await?;
     let webhook_after = webhook.rss_mib();
@@ -795,6 +809,7 @@ async fn two_instances_case(args: &Args, github: &FakeGitHub) -> Result<(Vec<f64
     let store_load = store()?;
     let a = start_zbot_with(args, &dir.join("a"), github, None, &clone_url, &store_load)?;
     let b = start_zbot_with(args, &dir.join("b"), github, None, &clone_url, &store_load)?;
+    let together = tokio::sync::Barrier::new(2);
     let (on_a, on_b) = tokio::join!(
         webhook_load(
             args,
@@ -802,7 +817,8 @@ async fn two_instances_case(args: &Args, github: &FakeGitHub) -> Result<(Vec<f64
             "/webhooks/github",
             1_000_000,
             &clone_url,
-            &sha
+            &sha,
+            Some(&together),
         ),
         webhook_load(
             args,
@@ -810,7 +826,8 @@ async fn two_instances_case(args: &Args, github: &FakeGitHub) -> Result<(Vec<f64
             "/webhooks/github",
             2_000_000,
             &clone_url,
-            &sha
+            &sha,
+            Some(&together),
         ),
     );
     let ((latency, rps_a), (_, rps_b)) = (on_a?, on_b?);
