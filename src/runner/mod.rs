@@ -442,6 +442,17 @@ impl Deployer {
         }
     }
 
+    /// Whether the store says another instance has taken deployment `d` from this one (a store that
+    /// does not answer says nothing: the end is recorded when it is back, or not at all).
+    async fn lost_lease(&self, d: &Deployment) -> bool {
+        self.store.is_shared()
+            && matches!(
+                tokio::time::timeout(self.store.lease() / 3, self.store.renew(d.deployment_id))
+                    .await,
+                Ok(Ok(false))
+            )
+    }
+
     /// Ends a deployment that never ran (restart recovery, cancel while queued).
     pub async fn end_unrun(&self, d: &Deployment, description: &str) {
         let ended = self
@@ -544,10 +555,10 @@ impl Deployer {
         };
         // A deploy whose lease this instance lost (its guard may have killed it) did not fail: it
         // was taken from this instance, which says so in its log rather than what became of it.
-        let outcome = if self.holds_lease(&d).await {
-            outcome
-        } else {
+        let outcome = if self.lost_lease(&d).await {
             Outcome::error(reply::LEASE_LOST)
+        } else {
+            outcome
         };
         let took = started.elapsed();
         log.note(ending(&outcome, took)).await;

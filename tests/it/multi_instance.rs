@@ -116,6 +116,8 @@ struct Cluster {
     /// With `slack`: the fake every instance connects to.
     slack: Option<crate::fakes::slack::FakeSlack>,
     sha: String,
+    /// The store every instance shares.
+    url: String,
     root: tempfile::TempDir,
     instances: Vec<ZbotProcess>,
 }
@@ -194,6 +196,7 @@ impl Cluster {
             github,
             slack,
             sha,
+            url,
             root,
             instances,
         }
@@ -758,4 +761,75 @@ async fn a_second_instance_with_a_live_id_or_a_used_data_directory_is_refused() 
             g.states(1).contains(&"success".to_string()).then_some(())
         })
         .await;
+}
+
+/// Cuts every connection to the database at `url` and refuses new ones (`on = false`), or lets them in
+/// again, through the server's own `postgres` database.
+async fn store_reachable(url: &str, on: bool) {
+    use sqlx::Connection;
+    let (server, name) = url.rsplit_once('/').unwrap();
+    let mut admin = sqlx::postgres::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {on}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if !on {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// A deploy that ends while the store is out of reach is not reported until its end is recorded: no
+/// `success` GitHub would later see contradicted, and once the store is back the end is recorded and
+/// reported once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deploy_ending_while_the_store_is_away_is_reported_once_it_is_recorded() {
+    let root_release = tempfile::tempdir().unwrap();
+    let release = root_release.path().join("release");
+    let cluster = Cluster::start(1, &["production"], Some(&release)).await;
+    cluster.deliver_everywhere(1, "production").await;
+    cluster.started(1).await;
+    store_reachable(&cluster.url, false).await;
+    std::fs::write(&release, "").unwrap();
+    let output = cluster.instances[0].output.clone();
+    wait_until(
+        "zbot to find the store away at the deploy's end",
+        Duration::from_secs(30),
+        || {
+            output
+                .lock()
+                .unwrap()
+                .contains("cannot record the end yet")
+                .then_some(())
+        },
+        || cluster.logs(),
+    )
+    .await;
+    assert!(
+        cluster.final_state(1).is_none(),
+        "reported before it was recorded: {:?}",
+        cluster.github.states(1)
+    );
+    store_reachable(&cluster.url, true).await;
+    cluster
+        .github
+        .wait_for("#1 to succeed", Duration::from_secs(60), |g| {
+            g.states(1).contains(&"success".to_string()).then_some(())
+        })
+        .await;
+    let states = cluster.github.states(1);
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| ["success", "failure", "error"].contains(&s.as_str()))
+            .count(),
+        1,
+        "{states:?}\n{}",
+        cluster.logs()
+    );
 }
