@@ -249,6 +249,18 @@ impl Cluster {
         first
     }
 
+    /// Waits until instance `i` (or a process it started, as its guard) has said `text` in its log.
+    async fn said(&self, i: usize, text: &str) {
+        let output = self.instances[i].output.clone();
+        wait_until(
+            &format!("instance {i} to say {text:?}"),
+            Duration::from_secs(30),
+            || output.lock().unwrap().contains(text).then_some(()),
+            || self.logs(),
+        )
+        .await;
+    }
+
     /// Every instance's log, for a failure message.
     fn logs(&self) -> String {
         self.instances
@@ -425,20 +437,12 @@ async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
     assert!(took < Duration::from_secs(3 + 8), "{took:?}");
     // The dead instance's guard killed #1's processes (the surviving instance, with its own data
     // directory, leaves them to it, as it must for an instance on another machine).
-    let dead_output = cluster.instances[dead].output.clone();
-    wait_until(
-        "the dead instance's guard to kill #1",
-        Duration::from_secs(10),
-        || {
-            dead_output
-                .lock()
-                .unwrap()
-                .contains("zbot guard: zbot ended: killed the deploy's process group")
-                .then_some(())
-        },
-        || cluster.logs(),
-    )
-    .await;
+    cluster
+        .said(
+            dead,
+            "zbot guard: zbot ended: killed the deploy's process group",
+        )
+        .await;
     // The thread hears it from the surviving instance.
     let slack = cluster.slack.as_ref().unwrap();
     wait_until(
@@ -796,20 +800,8 @@ async fn a_deploy_ending_while_the_store_is_away_is_reported_once_it_is_recorded
     cluster.started(1).await;
     store_reachable(&cluster.url, false).await;
     std::fs::write(&release, "").unwrap();
-    let output = cluster.instances[0].output.clone();
-    wait_until(
-        "zbot to find the store away at the deploy's end",
-        Duration::from_secs(30),
-        || {
-            output
-                .lock()
-                .unwrap()
-                .contains("cannot record the end yet")
-                .then_some(())
-        },
-        || cluster.logs(),
-    )
-    .await;
+    // It finds the store away at the deploy's end.
+    cluster.said(0, "cannot record the end yet").await;
     assert!(
         cluster.final_state(1).is_none(),
         "reported before it was recorded: {:?}",
