@@ -442,6 +442,21 @@ impl Deployer {
         }
     }
 
+    /// Counts deployment `d`'s end in `zbot_deployments_total` and its duration.
+    fn count_ended(&self, d: &Deployment, ended: DeployOutcome, took: Duration) {
+        let configured = self
+            .config
+            .apps
+            .get(&d.app)
+            .is_some_and(|app| app.environments.contains(&d.environment));
+        self.metrics.deploy_ended(
+            &d.app,
+            EnvironmentLabel::of(&d.environment, configured),
+            ended,
+            took,
+        );
+    }
+
     /// Whether the store says another instance has taken deployment `d` from this one (a store that
     /// does not answer says nothing: the end is recorded when it is back, or not at all).
     async fn lost_lease(&self, d: &Deployment) -> bool {
@@ -483,12 +498,7 @@ impl Deployer {
                     .started_at
                     .and_then(|started| (chrono::Utc::now() - started).to_std().ok())
                 {
-                    crate::metrics::global().deploy_ended(
-                        d.app.as_str(),
-                        d.environment.as_str(),
-                        StatusState::Error.as_str(),
-                        took,
-                    );
+                    self.count_ended(d, DeployOutcome::Error, took);
                 }
                 let _ = self
                     .announce(
@@ -623,22 +633,12 @@ impl Deployer {
                     .started_at
                     .and_then(|started| (chrono::Utc::now() - started).to_std().ok())
                     .unwrap_or_default();
-                let configured = self
-                    .config
-                    .apps
-                    .get(&d.app)
-                    .is_some_and(|app| app.environments.contains(&d.environment));
                 let ended = match outcome.state {
                     StatusState::Success => DeployOutcome::Success,
                     StatusState::Failure => DeployOutcome::Failure,
                     _ => DeployOutcome::Error,
                 };
-                self.metrics.deploy_ended(
-                    &d.app,
-                    EnvironmentLabel::of(&d.environment, configured),
-                    ended,
-                    took,
-                );
+                self.count_ended(d, ended, took);
             }
             Ok(false) => {
                 tracing::warn!(

@@ -278,6 +278,16 @@ impl Cluster {
             .rfind(|s| ["success", "failure", "error"].contains(&s.as_str()))
     }
 
+    /// Deployment `id` has exactly one final status on GitHub.
+    fn assert_ended_once(&self, id: u64) {
+        let states = self.github.states(id);
+        let ends = states
+            .iter()
+            .filter(|s| ["success", "failure", "error"].contains(&s.as_str()))
+            .count();
+        assert_eq!(ends, 1, "#{id}: {states:?}\n{}", self.logs());
+    }
+
     fn instance_of(&self, pid: u32) -> usize {
         self.instances
             .iter()
@@ -537,15 +547,7 @@ async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once(
         .await;
     let logs = cluster.logs();
     // #1 ended once, as error: the paused instance did not report it as its own.
-    let states = cluster.github.states(1);
-    assert_eq!(
-        states
-            .iter()
-            .filter(|s| ["success", "failure", "error"].contains(&s.as_str()))
-            .count(),
-        1,
-        "{states:?}\n{logs}"
-    );
+    cluster.assert_ended_once(1);
     assert_no_overlap(&cluster.marks(), &logs);
     // #1 never ran to its end: the paused instance's guard killed it before #2 started.
     assert!(
@@ -814,14 +816,5 @@ async fn a_deploy_ending_while_the_store_is_away_is_reported_once_it_is_recorded
             g.states(1).contains(&"success".to_string()).then_some(())
         })
         .await;
-    let states = cluster.github.states(1);
-    assert_eq!(
-        states
-            .iter()
-            .filter(|s| ["success", "failure", "error"].contains(&s.as_str()))
-            .count(),
-        1,
-        "{states:?}\n{}",
-        cluster.logs()
-    );
+    cluster.assert_ended_once(1);
 }
