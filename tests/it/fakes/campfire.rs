@@ -86,7 +86,7 @@ pub fn webhook(message_id: u64, user: (u64, &str), room: (u64, &str), text: &str
 pub async fn send(zbot: SocketAddr, path: &str, payload: &Value) -> (u16, String) {
     let body = serde_json::to_vec(payload).unwrap();
     let headers = [("Content-Type", "application/json".to_string())];
-    crate::harness::http(zbot, "POST", path, &headers, &body).await
+    super::wire::http(zbot, "POST", path, &headers, &body).await
 }
 
 async fn message(

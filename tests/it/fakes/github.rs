@@ -38,6 +38,9 @@ pub struct Status {
     pub environment_url: Option<String>,
     /// `auto_inactive` as sent (GitHub's default, when absent, is true).
     pub auto_inactive: Option<bool>,
+    /// When it arrived (read by the benchmark, `bench/`).
+    #[allow(dead_code)]
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +98,8 @@ struct Model {
     hold_compares: bool,
     /// Commit statuses by sha: (context, state), as `set_commit_status` set them.
     commit_statuses: BTreeMap<String, Vec<(String, String)>>,
+    /// Every request's arrival and `METHOD /path`, in order.
+    requests: Vec<(std::time::Instant, String)>,
 }
 
 /// The token GitHub puts in an archive URL of a private repository; it must not leak.
@@ -244,7 +249,7 @@ impl FakeGitHub {
             "required_contexts": [], "payload": {},
         }))
         .unwrap();
-        let (status, answer) = crate::harness::http(
+        let (status, answer) = super::wire::http(
             self.addr,
             "POST",
             "/repos/octo/adxstat/deployments",
@@ -269,6 +274,12 @@ impl FakeGitHub {
             .expect("a deployment the fake made");
         deployment["created_at"] = json!(created_at);
         deployment["updated_at"] = json!(created_at);
+    }
+
+    /// Every request's arrival and `METHOD /path`, in order (read by the benchmark, `bench/`).
+    #[allow(dead_code)]
+    pub fn requests(&self) -> Vec<(std::time::Instant, String)> {
+        self.model.lock().unwrap().requests.clone()
     }
 
     /// Ids of the deployments the fake made, oldest first.
@@ -321,7 +332,7 @@ impl FakeGitHub {
             .deployments
             .push((id, event["deployment"].clone()));
         self.touch();
-        crate::harness::deliver(zbot, "deployment", &format!("gh-raw-{id}"), event).await
+        super::wire::deliver(zbot, "deployment", &format!("gh-raw-{id}"), event).await
     }
 
     /// Makes gist creation fail with 403 (as for a GitHub App token).
@@ -437,6 +448,7 @@ async fn create_status(
         log_url: text("log_url"),
         environment_url: text("environment_url"),
         auto_inactive: body.get("auto_inactive").and_then(Value::as_bool),
+        at: std::time::Instant::now(),
     };
     if status.description.chars().count() > 140 {
         return (
@@ -699,6 +711,8 @@ async fn answer_unless_silent(
 ) -> Response {
     let held = {
         let mut model = fake.model.lock().unwrap();
+        let call = format!("{} {}", request.method(), request.uri().path());
+        model.requests.push((std::time::Instant::now(), call));
         if model.silent {
             let call = format!("{} {}", request.method(), request.uri().path());
             model.unanswered.push(call);
@@ -855,10 +869,10 @@ async fn create_deployment(
     let Some(target) = target else {
         return (StatusCode::CREATED, Json(created)).into_response();
     };
-    let event = crate::harness::deployment_event(id, &git_ref, &sha, &environment, &task, payload);
+    let event = super::wire::deployment_event(id, &git_ref, &sha, &environment, &task, payload);
     tokio::spawn(async move {
         let (status, answer) =
-            crate::harness::deliver(target.zbot, "deployment", &format!("gh-{id}"), &event).await;
+            super::wire::deliver(target.zbot, "deployment", &format!("gh-{id}"), &event).await;
         assert_eq!(status, 202, "zbot refused the deployment webhook: {answer}");
     });
     (StatusCode::CREATED, Json(created)).into_response()

@@ -5,6 +5,7 @@ pub mod github;
 pub mod heroku;
 pub mod sink;
 pub mod slack;
+pub mod wire;
 
 use std::time::Duration;
 

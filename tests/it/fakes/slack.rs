@@ -40,6 +40,8 @@ struct Model {
     refuse_posts: bool,
     refused: Vec<Posted>,
     acks: Vec<Value>,
+    /// When each ack arrived, with its envelope id.
+    ack_times: Vec<(std::time::Instant, String)>,
     connections: usize,
     next_ts: u64,
     /// Users a direct message was opened with (`conversations.open`).
@@ -131,7 +133,11 @@ impl FakeSlack {
             if let Frame::Text(text) = frame
                 && let Ok(ack) = serde_json::from_str::<Value>(&text)
             {
-                self.model.lock().unwrap().acks.push(ack);
+                let mut model = self.model.lock().unwrap();
+                let envelope = ack["envelope_id"].as_str().unwrap_or_default().to_string();
+                model.ack_times.push((std::time::Instant::now(), envelope));
+                model.acks.push(ack);
+                drop(model);
                 self.touch();
             }
         }
@@ -184,6 +190,17 @@ impl FakeSlack {
 
     pub fn connections(&self) -> usize {
         self.model.lock().unwrap().connections
+    }
+
+    /// When the first ack of `envelope_id` arrived (read by the benchmark, `bench/`).
+    #[allow(dead_code)]
+    pub fn acked_at(&self, envelope_id: &str) -> Option<std::time::Instant> {
+        let model = self.model.lock().unwrap();
+        model
+            .ack_times
+            .iter()
+            .find(|(_, e)| e == envelope_id)
+            .map(|(at, _)| *at)
     }
 
     pub fn acked(&self, envelope_id: &str) -> Option<Value> {
