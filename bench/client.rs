@@ -1,17 +1,11 @@
-//! A minimal HTTP/1.1 keep-alive client for the webhook cases, and GitHub's signature.
+//! A minimal HTTP/1.1 keep-alive client for the webhook cases (signed as `fakes::wire` signs).
 
 use std::net::SocketAddr;
 
-use hmac::{KeyInit, Mac};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-        .expect("any key length works");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
+use crate::fakes::wire::sign;
 
 /// One keep-alive connection.
 pub struct Connection {
