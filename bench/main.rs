@@ -130,6 +130,25 @@ fn sorted(mut values: Vec<f64>) -> Vec<f64> {
     values
 }
 
+/// Rows of the p50 and the p99 of `latencies` (ms); `figure` names the row after the percentile.
+fn percentile_rows(
+    rows: &mut Vec<Row>,
+    case: &'static str,
+    latencies: Vec<f64>,
+    figure: impl Fn(&str) -> String,
+) {
+    let latencies = sorted(latencies);
+    for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
+        rows.push(row(
+            case,
+            &figure(name),
+            percentile(&latencies, p),
+            None,
+            "ms",
+        ));
+    }
+}
+
 /// The median of several runs' figures.
 fn median(values: &[f64]) -> f64 {
     percentile(&sorted(values.to_vec()), 0.5)
@@ -1314,26 +1333,13 @@ async fn chat_case(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let github = FakeGitHub::start().await;
     github.create_deployments_in(&dir.join("repo"));
     let slack = FakeSlack::start().await;
-    let zbot = start_zbot(
-        args,
-        &dir,
-        &Setup {
-            slack: Some(&slack),
-            ..Setup::new(&github, &clone_url)
-        },
-    )?;
-    scale::connected(&slack).await;
+    let apps = app_table("bench", "octo/bench", &clone_url);
+    let zbot = scale::chat_zbot(args, &dir, &github, &slack, apps).await?;
     let commands = scaled(200);
     let mut latencies = Vec::new();
     for n in 1..=commands {
         let sent = Instant::now();
-        fakes::slack::mention(
-            &slack,
-            n as u32,
-            "U0USER",
-            "C0CHAN",
-            "deploy bench/v1 to production",
-        );
+        scale::say(&slack, n, "deploy bench/v1 to production");
         let arrived = github
             .wait_for("the deployment", Duration::from_secs(10), |g| {
                 deployment_posts(g).get(n - 1).map(|(at, _)| *at)
@@ -1342,16 +1348,9 @@ async fn chat_case(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         latencies.push(arrived.duration_since(sent).as_secs_f64() * 1000.0);
     }
     drop(zbot);
-    let latencies = sorted(latencies);
-    for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
-        rows.push(row(
-            "6 chat → deployment",
-            &format!("{name} of {commands} commands, one at a time"),
-            percentile(&latencies, p),
-            None,
-            "ms",
-        ));
-    }
+    percentile_rows(rows, "6 chat → deployment", latencies, |name| {
+        format!("{name} of {commands} commands, one at a time")
+    });
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::fakes::github::WebhookTarget;
 use crate::{
-    Args, Connection, FakeGitHub, FakeSlack, Report, Result, Row, SECRET, Setup, app_table,
-    deploy_repo, deployment_posts, epoch, goal, percentile, row, scaled, sorted, start_script,
-    start_zbot, started_at,
+    Args, Connection, FakeGitHub, FakeSlack, Process, Report, Result, Row, SECRET, Setup,
+    app_table, deploy_repo, deployment_posts, epoch, goal, percentile_rows, row, scaled,
+    start_script, start_zbot, started_at,
 };
 
 /// Connections the queue is filled over.
@@ -26,6 +26,33 @@ pub async fn connected(slack: &FakeSlack) {
             (s.connections() > 0).then_some(())
         })
         .await;
+}
+
+/// Starts zbot with Slack and `apps` (`[apps.*]` tables) and waits until it has connected.
+pub async fn chat_zbot(
+    args: &Args,
+    dir: &std::path::Path,
+    github: &FakeGitHub,
+    slack: &FakeSlack,
+    apps: String,
+) -> Result<Process> {
+    let clone_url = String::new();
+    let zbot = start_zbot(
+        args,
+        dir,
+        &Setup {
+            slack: Some(slack),
+            apps,
+            ..Setup::new(github, &clone_url)
+        },
+    )?;
+    connected(slack).await;
+    Ok(zbot)
+}
+
+/// `U0USER` mentions zbot in `C0CHAN` with `text`, as envelope `env-{n}` (a new thread).
+pub fn say(slack: &FakeSlack, n: usize, text: &str) {
+    crate::fakes::slack::mention(slack, n as u32, "U0USER", "C0CHAN", text);
 }
 
 /// The `[apps.*]` tables of `apps` apps, `app0` … (repositories `octo/app0` …), all cloned from
@@ -228,29 +255,14 @@ pub async fn burst_case(args: &Args, report: &mut Report) -> Result<()> {
     let github = FakeGitHub::start().await;
     github.create_deployments_in(&dir.join("repo"));
     let slack = FakeSlack::start().await;
-    let zbot = start_zbot(
-        args,
-        &dir,
-        &Setup {
-            slack: Some(&slack),
-            apps: apps(commands, &clone_url),
-            ..Setup::new(&github, &clone_url)
-        },
-    )?;
-    connected(&slack).await;
+    let zbot = chat_zbot(args, &dir, &github, &slack, apps(commands, &clone_url)).await?;
     let begin = Instant::now() + Duration::from_millis(100);
     let mut sent = Vec::with_capacity(commands);
     for n in 0..commands {
         let at = begin + Duration::from_secs_f64(n as f64 / commands as f64);
         tokio::time::sleep_until(at.into()).await;
         sent.push(Instant::now());
-        crate::fakes::slack::mention(
-            &slack,
-            n as u32 + 1,
-            "U0USER",
-            "C0CHAN",
-            &format!("deploy app{n}/v1 to production"),
-        );
+        say(&slack, n + 1, &format!("deploy app{n}/v1 to production"));
     }
     let posts = github
         .wait_for("every command's deployment", Duration::from_secs(60), |g| {
@@ -275,22 +287,15 @@ pub async fn burst_case(args: &Args, report: &mut Report) -> Result<()> {
             .ok_or_else(|| format!("no deployment for app{n}"))?;
         latencies.push(at.duration_since(*sent).as_secs_f64() * 1000.0);
     }
-    let latencies = sorted(latencies);
     let slowest_ack = acks
         .iter()
         .zip(&sent)
         .map(|(ack, sent)| ack.duration_since(*sent).as_secs_f64() * 1000.0)
         .fold(0.0, f64::max);
     let case = "10 burst of commands";
-    for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
-        report.rows.push(row(
-            case,
-            &format!("{commands} commands in one second: command → deployment created, {name}"),
-            percentile(&latencies, p),
-            None,
-            "ms",
-        ));
-    }
+    percentile_rows(&mut report.rows, case, latencies, |name| {
+        format!("{commands} commands in one second: command → deployment created, {name}")
+    });
     report.rows.push(row(
         case,
         &format!("{commands} commands in one second: slowest envelope ack"),
@@ -322,31 +327,17 @@ pub async fn mention_case(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let github = FakeGitHub::start().await;
     let slack = FakeSlack::start().await;
     // The fake GitHub's webhooks name the repository `octo/adxstat`.
-    let zbot = start_zbot(
-        args,
-        &dir,
-        &Setup {
-            slack: Some(&slack),
-            apps: app_table("bench", "octo/adxstat", &clone_url),
-            ..Setup::new(&github, &clone_url)
-        },
-    )?;
+    let apps = app_table("bench", "octo/adxstat", &clone_url);
+    let zbot = chat_zbot(args, &dir, &github, &slack, apps).await?;
     github.send_webhooks_to(WebhookTarget {
         zbot: zbot.addr,
         repo: dir.join("repo"),
     });
-    connected(&slack).await;
     let mut latencies = Vec::with_capacity(mentions);
     for n in 0..=mentions {
         let before = github.deployment_ids().len();
         let sent = epoch();
-        crate::fakes::slack::mention(
-            &slack,
-            n as u32 + 1,
-            "U0USER",
-            "C0CHAN",
-            "deploy bench/v1 to production",
-        );
+        say(&slack, n + 1, "deploy bench/v1 to production");
         let id = github
             .wait_for("the deployment", Duration::from_secs(30), |g| {
                 g.deployment_ids().get(before).copied()
@@ -359,16 +350,9 @@ pub async fn mention_case(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         }
     }
     drop(zbot);
-    let latencies = sorted(latencies);
-    for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
-        rows.push(row(
-            "11 mention → recipe start",
-            &format!("{name} of {mentions} mentions, end to end through the fakes"),
-            percentile(&latencies, p),
-            None,
-            "ms",
-        ));
-    }
+    percentile_rows(rows, "11 mention → recipe start", latencies, |name| {
+        format!("{name} of {mentions} mentions, end to end through the fakes")
+    });
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
