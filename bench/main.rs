@@ -1420,3 +1420,56 @@ async fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_the_range_over_the_median() {
+        for (values, expected) in [
+            (vec![100.0, 100.0, 100.0], 0.0),
+            (vec![90.0, 100.0, 110.0], 20.0),
+            (vec![110.0, 90.0, 100.0], 20.0),
+        ] {
+            assert!((spread(&values) - expected).abs() < 1e-9, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn a_goal_over_runs_is_met_only_on_every_run() {
+        for (zbot, limits, at_most, verdict) in [
+            (
+                vec![1.0, 2.0, 3.0],
+                vec![3.0, 3.0, 3.0],
+                true,
+                "- met on 3 of 3 runs",
+            ),
+            (
+                vec![1.0, 4.0, 3.0],
+                vec![3.0, 3.0, 3.0],
+                true,
+                "- **not met** on 2 of 3 runs",
+            ),
+            (
+                vec![5.0, 6.0],
+                vec![4.0, 7.0],
+                false,
+                "- **not met** on 1 of 2 runs",
+            ),
+            (vec![2.0], vec![1.0], false, "- met: "),
+        ] {
+            let said = goal_runs("x", &zbot, &limits, "ms", at_most);
+            assert!(said.starts_with(verdict), "{said}");
+        }
+    }
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let values = sorted((1..=100).map(f64::from).rev().collect());
+        for (p, expected) in [(0.0, 1.0), (0.5, 51.0), (0.99, 99.0), (1.0, 100.0)] {
+            assert_eq!(percentile(&values, p), expected);
+        }
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+}

@@ -224,3 +224,86 @@ fn git_steps(file: &Path) -> Result<Vec<Step>> {
     }
     Ok(steps)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_become_steps_on_the_epoch_clock() {
+        let cases = [
+            (
+                "2026-11-30T00:10:00.250000Z  INFO zbot::webhook: deployment accepted deployment=7",
+                Some((
+                    1_795_997_400.25,
+                    "zbot logs `INFO zbot::webhook: deployment accepted deployment=7`",
+                )),
+            ),
+            (
+                "instance=a-1 2026-11-30T00:10:00.000001Z  INFO zbot::runner: deploy started",
+                Some((
+                    1_795_997_400.000_001,
+                    "zbot logs `INFO zbot::runner: deploy started`",
+                )),
+            ),
+            (
+                "2026-11-30T00:10:00.5Z DEBUG sqlx::query: summary=\"SELECT * FROM locks …\" db.statement=\"\\n\\nSELECT * FROM locks\\n\" rows_affected=1 elapsed=104.5µs elapsed_secs=0.0001",
+                Some((
+                    1_795_997_400.5,
+                    "store: `SELECT * FROM locks …` took 104.5µs",
+                )),
+            ),
+            ("    continued db.statement line", None),
+            ("no time stamp here at all", None),
+        ];
+        for (line, expected) in cases {
+            let step = log_step(line).map(|s| (s.at, s.what));
+            match (step, expected) {
+                (Some((at, what)), Some((want_at, want_what))) => {
+                    assert!((at - want_at).abs() < 1e-6, "{line}: {at}");
+                    assert_eq!(what, want_what, "{line}");
+                }
+                (None, None) => {}
+                (step, _) => panic!("{line}: {:?}", step.map(|s| s.1)),
+            }
+        }
+    }
+
+    #[test]
+    fn cells_stay_one_markdown_cell() {
+        for (text, max, expected) in [
+            ("a | b", 10, "a \\| b"),
+            ("`code`", 10, "'code'"),
+            ("one\n  two", 10, "one two"),
+            ("abcdefghij", 4, "abcd…"),
+        ] {
+            assert_eq!(cell(text, max), expected);
+        }
+    }
+
+    #[test]
+    fn git_trace_events_name_the_command_at_its_exit() {
+        let dir = std::env::temp_dir().join(format!("zbot-bench-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("trace.json");
+        std::fs::write(
+            &file,
+            concat!(
+                r#"{"event":"version","sid":"s1","time":"2026-11-30T00:10:00.000000Z","evt":"3"}"#, "\n",
+                r#"{"event":"start","sid":"s1","time":"2026-11-30T00:10:00.001000Z","argv":["git","clean","-ffdxq"]}"#, "\n",
+                r#"{"event":"exit","sid":"s1","time":"2026-11-30T00:10:00.003000Z","code":0}"#, "\n",
+            ),
+        )
+        .expect("written");
+        let steps = git_steps(&file).expect("read");
+        let _ = std::fs::remove_dir_all(&dir);
+        let seen: Vec<&str> = steps.iter().map(|s| s.what.as_str()).collect();
+        assert_eq!(
+            seen,
+            [
+                "git starts: `git clean -ffdxq`",
+                "git exits (0): `git clean -ffdxq`"
+            ]
+        );
+    }
+}
