@@ -124,11 +124,53 @@ pub async fn deploy_start(args: &Args) -> Result<Vec<String>> {
                 step.seen_by
             ));
         }
+        lines.extend(phases(sent, answered, started, &steps));
         drop(zbot);
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(lines);
     }
     Err("no deploy start was traced".into())
+}
+
+/// The trace in four phases (ms): the answer, what zbot does before the checkout, the git
+/// processes, and the recipe's start after the last of them.
+fn phases(sent: f64, answered: f64, started: f64, steps: &[Step]) -> Vec<String> {
+    let git: Vec<f64> = steps
+        .iter()
+        .filter(|s| s.seen_by == "git trace2" && s.at <= started)
+        .map(|s| s.at)
+        .collect();
+    let ms = |from: f64, to: f64| format!("{:.2} ms", (to - from) * 1000.0);
+    let mut lines = vec![
+        String::new(),
+        "In phases:".into(),
+        String::new(),
+        format!(
+            "- webhook sent → answer (the job stored durably): {}",
+            ms(sent, answered)
+        ),
+    ];
+    match (git.first(), git.last()) {
+        (Some(&first), Some(&last)) => lines.extend([
+            format!(
+                "- answer → first git process (gist, `in_progress`, store): {}",
+                ms(answered, first)
+            ),
+            format!(
+                "- git processes, first start → last exit: {}",
+                ms(first, last)
+            ),
+            format!(
+                "- last git exit → the recipe's first statement: {}",
+                ms(last, started)
+            ),
+        ]),
+        _ => lines.push(format!(
+            "- answer → the recipe's first statement (no git process seen): {}",
+            ms(answered, started)
+        )),
+    }
+    lines
 }
 
 /// Text fit for one Markdown table cell, at most `max` characters.
