@@ -1579,17 +1579,22 @@ pub fn now_free(app: Option<&AppName>, environment: &Environment) -> String {
     )
 }
 
-/// An approval given while the environment closed (a freeze, outside its window) since the request was
-/// made: not taken; the request stays open until it expires.
-pub fn approval_while_closed(
+/// An approval given while the request could not deploy: closed since it was made (a freeze, outside its
+/// window), freezes or locks that cannot be read, or locked by someone other than the requester. Not
+/// taken; the request stays open until it expires. `why` is said as chat says it.
+pub fn approval_not_taken(
     r: &ApprovalRequest,
-    closure: &Closure,
+    why: &Denial,
     zone: chrono_tz::Tz,
     now: chrono::DateTime<Utc>,
 ) -> String {
+    let why = match why {
+        // Not the chat refusal's "an admin can `deploy!`": the request's own `force` decided that.
+        Denial::Closed { closure, .. } => sentence(&closure_text(closure, true)),
+        other => denial(other),
+    };
     format!(
-        "{} Your approval was not taken: request #{} stays open until {}; approve it again once deploys are open there.",
-        sentence(&closure_text(closure, true)),
+        "{why} Your approval was not taken: request #{} stays open until {}; approve it again once deploys are open there.",
         r.id,
         when(r.request.expires_at, now, zone)
     )

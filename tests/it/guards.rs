@@ -764,6 +764,51 @@ async fn an_approval_during_a_freeze_waits_for_it_to_end() {
     g.zbot.stop().await.unwrap();
 }
 
+/// An approval is checked as the runner will check the deployment: freezes that cannot be read, or a
+/// lock someone other than the requester took since, refuse it with that reason; nothing is created on
+/// GitHub and the request stays open (approved once the lock is gone, it deploys).
+#[tokio::test]
+async fn an_approval_while_locked_or_unreadable_is_not_taken() {
+    let g = guarded_with_approval().await;
+    g.say("U0ALICE", "deploy adxstat/v0.0.1 to production");
+    g.request_message(1).await;
+    g.ask("U0CAROL", "lock adxstat in production incident", "ock")
+        .await;
+    let locked = g.ask("U0BOB", "approve #1", "not taken").await;
+    assert!(
+        locked.contains("<@U0CAROL>")
+            && locked.ends_with(
+                "Your approval was not taken: request #1 stays open until 12:00 CET; approve it again once deploys are open there."
+            ),
+        "{locked}"
+    );
+    assert!(g.github.deployment_requests().is_empty());
+    g.ask("U0CAROL", "unlock adxstat in production", "nlock")
+        .await;
+
+    crate::harness::lose_table(g._dir.path(), "freezes").await;
+    let unreadable = g.ask("U0BOB", "approve #1", "not taken").await;
+    assert_eq!(
+        unreadable,
+        "I could not read the freezes, so I can't tell whether that environment is frozen and did nothing. Try again in a moment. Your approval was not taken: request #1 stays open until 12:00 CET; approve it again once deploys are open there."
+    );
+    assert!(g.github.deployment_requests().is_empty());
+    // Still open: the click is answered the same way, not "already approved".
+    g.click("U0BOB", 1, "zbot_approve").await;
+    g.slack
+        .wait_for("a second refusal", DEADLINE, |s| {
+            (s.posts()
+                .iter()
+                .filter(|p| p.text.contains("Your approval was not taken"))
+                .count()
+                >= 2)
+                .then_some(())
+        })
+        .await;
+    assert!(g.github.deployment_requests().is_empty());
+    g.zbot.stop().await.unwrap();
+}
+
 /// Who approves: with no approvers listed, anyone allowed to deploy there (`allowed_users`) but the
 /// requester — not anyone at all; approvers named by user group are that group's members, as Slack
 /// lists them (by handle or by `S…` id), and a group's name is nobody.

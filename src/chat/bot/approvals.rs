@@ -251,8 +251,10 @@ impl<O: ChatOutput> Bot<O> {
             }
             return Ok(text);
         }
-        // Closed since it was asked for (a freeze, the window): the approval is not taken, and the
-        // request stays open until it expires; approving it again once deploys open deploys it.
+        // Closed since it was asked for (a freeze, the window, freezes that cannot be read) or locked
+        // by someone else: the approval is not taken, and the request stays open until it expires;
+        // approving it again once deploys open deploys it. Checked as the runner will check the
+        // deployment, with the requester as its actor, so no GitHub deployment is made to be refused.
         let target = Target {
             app_name: app_name.clone(),
             app,
@@ -269,13 +271,17 @@ impl<O: ChatOutput> Bot<O> {
             ts: None,
             thread_ts: Some(own_thread.ts.clone()),
         };
-        if let Err(Denial::Closed { closure, .. }) = self
+        let open = match self
             .closure_check(&target, request.request.force, &requester)
             .await
         {
-            return Ok(reply::approval_while_closed(
+            Ok(_) => self.lock_check(&target, &requester.user).await,
+            Err(denial) => Err(denial),
+        };
+        if let Err(denial) = open {
+            return Ok(reply::approval_not_taken(
                 &request,
-                &closure,
+                &denial,
                 self.config.bot.time_zone,
                 now,
             ));

@@ -203,6 +203,23 @@ impl<O: ChatOutput> Bot<O> {
         }
     }
 
+    /// Whether `actor` may deploy to `target` given its lock now: [`policy::may_run`] on the store's
+    /// lock (a lock that cannot be read refuses).
+    pub(super) async fn lock_check(&self, target: &Target<'_>, actor: &str) -> Result<(), Denial> {
+        let lock = self
+            .store
+            .lock_of(&target.app_name, &target.environment)
+            .await;
+        if let Err(e) = &lock {
+            tracing::error!("cannot read locks: {e}");
+        }
+        policy::may_run(
+            lock.as_ref().map(Option::as_ref).map_err(drop),
+            actor,
+            self.config.bot.time_zone,
+        )
+    }
+
     pub(super) async fn checked_target<'a>(
         &'a self,
         app: &AppName,
