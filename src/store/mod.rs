@@ -339,6 +339,10 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/0007_instances.sql"),
         include_str!("../../migrations/postgres/0007_instances.sql"),
     ),
+    // 8's comment is wrong on one point, and it stays as applied (see the test
+    // `applied_migrations_never_change`): a deployment still carrying a grant made before it is
+    // refused (the grant is unknown: `Denial::GrantNotValid`), not run as its GitHub creator. README's
+    // "Upgrading" says to let the queue drain first.
     (
         8,
         "grant claims",
@@ -1439,6 +1443,69 @@ pub(crate) async fn test_stores(dir: &Path) -> Vec<Store> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A migration once applied is never edited: sqlx compares each applied migration's checksum and a
+    /// store whose migration changed refuses to start. Corrections come as new migrations or README
+    /// notes. The SHA-256 of every released migration's text, per dialect.
+    #[test]
+    fn applied_migrations_never_change() {
+        use sha2::Digest;
+        let pinned: &[(i64, &str, &str)] = &[
+            (
+                1,
+                "ce596f5a7f981641c0b7667064b38de663ffb1834581e34cc28a5328d139dc76",
+                "ecb265c706f0dd2d7570fcb7c5bb6e9a8e1d60c5b03a049b33f5e39fa924d038",
+            ),
+            (
+                2,
+                "d7d708fa2088801dcd28eaa3bb5717f82255f7cbae768aae99a9c92a89e3777f",
+                "305ea1027caf9f658f6057cc645cad7d998add63d79a50e0cf17c47dbc6253ee",
+            ),
+            (
+                3,
+                "2569f2a635b233edc15602139406761f9a397224392a204f40f361eacc42b53c",
+                "c0ef3e8de14e7aa53983b1eaecb17a7fc3fa39ddda19a7a548aaef933547445d",
+            ),
+            (
+                5,
+                "11c302adfa20b2a5e7f3d2495905244eeae179fdc33d73c8c816c609b6168829",
+                "6016fa137368e73166d1eae23181ef4915b6c4c02729793c6e6211eec239e09d",
+            ),
+            (
+                6,
+                "bdcb5ff4007f435bc4d43077c68eacb06f383e31e72367f367140680ea8438f8",
+                "9b35c765eb0c53636c313a5a89d92b518256c996dc2383784fb161c9c2fffa85",
+            ),
+            (
+                7,
+                "8c2ef4c5c9b05adefac2f8e656c67263ca133e3a3b884f43b14abcdcc4efefff",
+                "d5e62a5dc844b4f5b2c1835a139022354c2701d81159f1cb8b026d27ef2241a6",
+            ),
+            (
+                8,
+                "d50c535e320db8f2eafe7db00dfc3e2fc3fe84e92df6f2fe555b97c4a246593f",
+                "5065d38deba8645efbab87c5b7860dd86f80031dc43e812c7460327799f8cc96",
+            ),
+        ];
+        let digest = |text: &str| hex::encode(sha2::Sha256::digest(text.as_bytes()));
+        for &(version, sqlite, postgres) in pinned {
+            let Some(&(_, name, sqlite_text, postgres_text)) =
+                MIGRATIONS.iter().find(|m| m.0 == version)
+            else {
+                panic!("migration {version} is gone");
+            };
+            assert_eq!(
+                digest(sqlite_text),
+                sqlite,
+                "SQLite migration {version} ({name}) changed"
+            );
+            assert_eq!(
+                digest(postgres_text),
+                postgres,
+                "Postgres migration {version} ({name}) changed"
+            );
+        }
+    }
 
     fn message(ts: &str) -> ChatMessage {
         ChatMessage {
