@@ -757,6 +757,10 @@ impl Deployer {
             d.deployment_id, d.repository, d.git_ref, d.sha, d.environment, d.actor
         ))
         .await;
+        if let Some(user) = requested_by(d).filter(|u| u.as_str() != d.actor) {
+            log.note(format!("asked for by {user} (per payload, not verified)"))
+                .await;
+        }
         log.note(format!(
             "zbot instance {} ({} store)",
             self.store.instance(),
@@ -1116,13 +1120,16 @@ impl Deployer {
         // `ZBOT_DEPLOYMENT_ID` and `ZBOT_DATA_DIR` come with the marks `process::run` finds the
         // deploy's processes by.
         let marks = escaped::Marks::new(&self.config.bot.data_dir, d.deployment_id);
-        let zbot_env = vec![
+        let mut zbot_env = vec![
             ("ZBOT_ENVIRONMENT".to_string(), d.environment.to_string()),
             ("ZBOT_REF".to_string(), d.git_ref.to_string()),
             ("ZBOT_SHA".to_string(), d.sha.to_string()),
             ("ZBOT_TASK".to_string(), d.task.to_string()),
             ("ZBOT_ACTOR".to_string(), d.actor.clone()),
         ];
+        if let Some(user) = requested_by(d) {
+            zbot_env.push(("ZBOT_REQUESTED_BY".to_string(), user.to_string()));
+        }
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let record_group = async {
             if let Ok(group) = started_rx.await {
@@ -1344,6 +1351,14 @@ impl PageRefresher {
 }
 
 /// The app's timeout, else `[deploy] timeout`, else the recipe's, else 30 minutes.
+/// The chat user the deployment's payload names (`notify.user`), for audit only: anyone who can write
+/// to the repository writes any payload, so it is never who the deployment is for (its actor) and
+/// never authorizes anything. A [`crate::domain::User`]: at most 255 characters, no control or shell
+/// character.
+fn requested_by(d: &Deployment) -> Option<crate::domain::User> {
+    crate::payload::Parts::of(&d.payload).ok()?.notify?.user
+}
+
 fn timeout_for(app: &AppConfig, recipe: Option<Duration>, config: &Config) -> Duration {
     app.timeout
         .or(config.deploy.timeout)

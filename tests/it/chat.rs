@@ -841,11 +841,12 @@ async fn a_refused_deployment_is_told_in_the_default_channel_escaped() {
 /// the payload says (anyone with write access writes it): the deploy is its GitHub creator's
 /// (`github:<login>`) in the log's first line, in `ZBOT_ACTOR`, in Slack (the default channel:
 /// Campfire is not Slack) and for locks, and naming a lock's holder in the payload does not pass it.
+/// The payload's user is kept for audit as unverified: `ZBOT_REQUESTED_BY` and a log line saying so.
 #[tokio::test]
 async fn a_numeric_hubot_user_is_not_taken_for_the_actor() {
     let c = chat(&[(
         "script/deploy",
-        "#!/bin/sh\necho \"actor=$ZBOT_ACTOR\"\n",
+        "#!/bin/sh\necho \"actor=$ZBOT_ACTOR requested_by=$ZBOT_REQUESTED_BY\"\n",
         true,
     )])
     .await;
@@ -867,7 +868,17 @@ async fn a_numeric_hubot_user_is_not_taken_for_the_actor() {
         )),
         "{log}"
     );
-    assert!(log.contains("out | actor=github:Codertocat"), "{log}");
+    // The payload's user, for audit, said to be unverified.
+    assert!(
+        log.contains("out | actor=github:Codertocat requested_by=1232913"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with("asked for by 1232913 (per payload, not verified)")),
+        "{log}"
+    );
     let status = c
         .slack
         .wait_for("the status message", DEADLINE, |s| {
