@@ -149,8 +149,10 @@ pub fn asked_elsewhere(
     unreachable: Option<&str>,
 ) -> Option<String> {
     let room = escape(notify.room.as_ref()?.as_str());
+    // The payload's user is whatever its writer put there: text, never a mention, said to be the
+    // payload's word.
     let by = match &notify.user {
-        Some(user) => format!(" by {}", self::user(user.as_str())),
+        Some(user) => format!(" by {} (per payload)", escape(user.as_str())),
         None => String::new(),
     };
     Some(match unreachable {

@@ -183,7 +183,8 @@ impl SlackOutput {
 }
 
 /// The direct message to the person who asked for a deployment from Slack, when it ends
-/// (`[slack] dm_requester`, on by default).
+/// (`[slack] dm_requester`, on by default): the deployment's actor, when the payload's Slack user is
+/// that actor (a deployment zbot made from chat), never a user only the payload names.
 #[derive(Debug, Clone)]
 pub struct RequesterDm(pub SlackOutput);
 
@@ -195,7 +196,9 @@ impl Deliver for RequesterDm {
                 .as_ref()
                 .filter(|n| n.place_in(&crate::domain::Adapter::slack()).is_some())
                 .and_then(|n| n.user.as_ref())
-                .filter(|u| u.is_slack_id());
+                // Only the person zbot recorded as asking (a grant's chat user): a payload's user is
+                // anyone's to write, and must not get zbot to message someone.
+                .filter(|u| u.is_slack_id() && u.as_str() == event.actor);
             let Some(user) = user else {
                 return Ok(());
             };

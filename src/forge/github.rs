@@ -794,14 +794,12 @@ impl GitHub {
             } else {
                 "unknown"
             };
-            let notify = crate::payload::Parts::of(&d.payload)
-                .ok()
-                .and_then(|parts| parts.notify);
-            let who = notify
-                .and_then(|n| n.user_name.or(n.user))
-                .map(String::from)
-                .or_else(|| d.creator.as_ref().map(|c| c.login.clone()))
-                .unwrap_or_else(|| "unknown".into());
+            // Who GitHub says made it: the payload's user is whatever its writer put there, so a row
+            // zbot did not record (refused, made before this store) is its creator's.
+            let who = d
+                .creator
+                .as_ref()
+                .map_or_else(|| "unknown".into(), |c| format!("github:{}", c.login));
             let created_at = chrono::DateTime::parse_from_rfc3339(&d.created_at)
                 .ok()
                 .map(|t| t.with_timezone(&chrono::Utc));

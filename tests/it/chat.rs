@@ -925,6 +925,19 @@ async fn a_numeric_hubot_user_is_not_taken_for_the_actor() {
         "{}",
         refused.description
     );
+    // `deploys` names the refused deployment (not in zbot's store) by its GitHub creator, not by
+    // the payload's user.
+    c.github.hold(event["deployment"].clone());
+    let thread = c.mention(1, "U0ALICE", "deploys adxstat");
+    let listed = c.reply(&thread, "Recent deployments").await;
+    let row = listed
+        .lines()
+        .find(|l| l.contains("7104"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("github:mallory") && !listed.contains("1232913"),
+        "{listed}"
+    );
     c.zbot.stop().await.unwrap();
 }
 
@@ -939,13 +952,19 @@ async fn a_deployment_asked_for_where_zbot_cannot_answer_is_told_in_the_default_
             7201,
             json!({"adapter": "slack", "room": "ops", "user": "atmos",
                    "message_id": "unknown", "thread_id": "unknown"}),
-            "Asked for in Slack room `ops` by atmos, where I can't post (channel_not_found: the channel \
-             does not exist or zbot cannot see it), so I answer here.",
+            "Asked for in Slack room `ops` by atmos (per payload), where I can't post (channel_not_found: \
+             the channel does not exist or zbot cannot see it), so I answer here.",
         ),
         (
             7202,
             json!({"adapter": "shell", "room": "Shell", "user": 1, "user_name": "Shell"}),
-            "Asked for in shell room `Shell` by 1, where I can't answer, so I answer here.",
+            "Asked for in shell room `Shell` by 1 (per payload), where I can't answer, so I answer here.",
+        ),
+        // A Slack user id in a payload is whatever its writer put there: never a mention.
+        (
+            7203,
+            json!({"adapter": "shell", "room": "Shell", "user": "U0ALICE"}),
+            "Asked for in shell room `Shell` by U0ALICE (per payload), where I can't answer, so I answer here.",
         ),
     ];
     for (id, notify, asked) in cases {

@@ -13,6 +13,7 @@ const SINK_SECRET: &str = "sink-secret-0123456789abcdef";
 
 struct Setup {
     _dir: tempfile::TempDir,
+    sha: String,
     github: FakeGitHub,
     slack: FakeSlack,
     zbot: zbot::app::Running,
@@ -24,7 +25,7 @@ async fn setup(notify: &str) -> Setup {
     let github = FakeGitHub::start().await;
     let slack = FakeSlack::start().await;
     let repo = TestRepo::new(dir.path());
-    repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
+    let sha = repo.commit(&[("fabfile.py", FABFILE, false)], "v0.0.1");
     let config = format!(
         "{}\n{}\n{notify}\n",
         config_text(&github, &repo, "", ""),
@@ -33,6 +34,7 @@ async fn setup(notify: &str) -> Setup {
     let zbot = start_chat_zbot(dir.path(), &config, &github, &slack, &repo).await;
     Setup {
         _dir: dir,
+        sha,
         github,
         slack,
         zbot,
@@ -95,6 +97,42 @@ async fn a_webhook_sink_gets_signed_events_and_the_requester_a_direct_message() 
         .await;
     assert!(dm.text.contains("is on *production*"), "{}", dm.text);
     s.zbot.stop().await.unwrap();
+}
+
+/// The direct message goes to the person zbot recorded as asking, never to a user a payload names:
+/// a deployment made on GitHub with a Slack `notify.user` does not get zbot to message that user.
+#[tokio::test]
+async fn a_payload_does_not_get_zbot_to_message_its_user() {
+    let s = setup("").await;
+    let event = crate::harness::deployment_event(
+        7301,
+        "v0.0.1",
+        &s.sha,
+        "production",
+        "deploy",
+        serde_json::json!({"notify": {"adapter": "slack", "room": CHANNEL, "user": "U0BOB"}}),
+    );
+    let event = crate::harness::by(event, "mallory");
+    assert_eq!(
+        s.github.deliver_deployment(s.zbot.addr, &event).await.0,
+        202
+    );
+    let status = s
+        .github
+        .final_status(7301, std::time::Duration::from_secs(60))
+        .await;
+    assert_eq!(status.state, "success", "{status:?}");
+    // A deploy asked for in chat afterwards: its direct message comes after 7301 has ended.
+    s.mention(1, "deploy adxstat/v0.0.1 to production");
+    s.slack
+        .wait_for(
+            "the direct message",
+            std::time::Duration::from_secs(60),
+            |f| f.direct_messages("U0ALICE").into_iter().next(),
+        )
+        .await;
+    s.zbot.stop().await.unwrap();
+    assert!(s.slack.direct_messages("U0BOB").is_empty());
 }
 
 #[tokio::test]

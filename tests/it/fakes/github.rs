@@ -263,6 +263,17 @@ impl FakeGitHub {
             .unwrap()
     }
 
+    /// Lists `deployment` (a webhook's `deployment` object) as one GitHub holds, as a deployment that
+    /// was delivered straight to zbot (and refused there) is.
+    pub fn hold(&self, deployment: Value) {
+        let id = deployment["id"].as_u64().expect("a deployment id");
+        self.model
+            .lock()
+            .unwrap()
+            .deployments
+            .push((id, deployment));
+    }
+
     /// Makes deployment `id` look created at `created_at` (RFC 3339), as one made while zbot was
     /// stopped long ago.
     pub fn set_created_at(&self, id: u64, created_at: &str) {
