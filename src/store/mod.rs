@@ -1571,6 +1571,101 @@ mod tests {
         }
     }
 
+    /// What instances race for is won once, on both backends: eight claims of one grant by eight
+    /// deployment ids at the same time give it to exactly one, and eight deployments binding one
+    /// approved request bind exactly one.
+    #[tokio::test]
+    async fn a_grant_and_an_approved_request_are_won_by_one_of_many_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let app: AppName = "adxstat".parse().unwrap();
+        let env: Environment = "production".parse().unwrap();
+        let repository: Repository = "octo/adxstat".parse().unwrap();
+        let task = Task::deploy();
+        let sha: Sha = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
+        let t0: DateTime<Utc> = "2026-11-29T12:00:00Z".parse().unwrap();
+        for store in test_stores(dir.path()).await {
+            let backend = store.backend().as_str();
+            let grant = Grant {
+                app: app.clone(),
+                repository: repository.clone(),
+                environment: env.clone(),
+                task: task.clone(),
+                sha: None,
+                actor: "U0ALICE".into(),
+                overrides: false,
+                approval_request: None,
+                expires_at: t0 + chrono::Duration::hours(1),
+                deployment_id: None,
+            };
+            store.grant("raced", &grant, t0).await.unwrap();
+            let claims = (0..8u64).map(|n| {
+                let store = store.clone();
+                let (app, env, repository, task, sha) = (
+                    app.clone(),
+                    env.clone(),
+                    repository.clone(),
+                    task.clone(),
+                    sha.clone(),
+                );
+                tokio::spawn(async move {
+                    let claim = GrantClaim {
+                        deployment_id: DeploymentId(100 + n),
+                        app: &app,
+                        repository: &repository,
+                        environment: &env,
+                        task: &task,
+                        sha: &sha,
+                    };
+                    store.claim_grant("raced", claim, t0).await.unwrap()
+                })
+            });
+            let won: Vec<Grant> = futures_util::future::join_all(claims)
+                .await
+                .into_iter()
+                .filter_map(|joined| joined.unwrap())
+                .collect();
+            assert_eq!(won.len(), 1, "{backend}: {won:?}");
+
+            let request = NewRequest {
+                app: app.clone(),
+                environment: env.clone(),
+                git_ref: "main".parse().unwrap(),
+                sha: sha.clone(),
+                task: task.clone(),
+                hosts: None,
+                force: false,
+                requester: "U0ALICE".into(),
+                channel: "C0CHAN".into(),
+                thread_ts: "1.1".into(),
+                needed: 1,
+                created_at: t0,
+                expires_at: t0 + chrono::Duration::hours(2),
+            };
+            let id = store.create_request(&request).await.unwrap();
+            assert!(
+                store
+                    .decide_request(id, RequestState::Approved, Some("U0BOB"), None, t0)
+                    .await
+                    .unwrap()
+            );
+            let binds = (0..8u64).map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .set_request_deployment(id, DeploymentId(200 + n))
+                        .await
+                        .unwrap()
+                })
+            });
+            let bound = futures_util::future::join_all(binds)
+                .await
+                .into_iter()
+                .filter(|joined| *joined.as_ref().unwrap())
+                .count();
+            assert_eq!(bound, 1, "{backend}");
+        }
+    }
+
     /// A poll mark starts absent and only moves forward, per repository, on both backends; ids past
     /// 32 bits (GitHub's are) survive.
     #[tokio::test]
