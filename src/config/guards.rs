@@ -253,10 +253,14 @@ pub(super) fn validate_approvals(
             c.problem(table, Some("approvals"), "count must be at least 1");
         }
         for approver in &raw.approvers {
+            // Slack's ids are upper case (`U…`/`W…` people, `S…` groups): "Sam" is a name, which
+            // would be taken for a group nobody is in.
             let ok = approver.strip_prefix('@').is_some_and(|h| !h.is_empty())
                 || (approver.len() > 1
                     && approver.starts_with(['U', 'W', 'S'])
-                    && approver.chars().all(|ch| ch.is_ascii_alphanumeric()));
+                    && approver
+                        .chars()
+                        .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit()));
             if !ok {
                 c.problem(
                     table,
@@ -361,6 +365,14 @@ mod tests {
             (
                 "[apps.a]\nrepository = \"o/a\"\napprovals = { production = { approvers = [\"bob\"] } }\n",
                 "bot.toml:3: [apps.a] approvals: `bob` is neither a Slack user id (U…) nor a user group (@handle or S…)",
+            ),
+            (
+                "[apps.a]\nrepository = \"o/a\"\napprovals = { production = { approvers = [\"Sam\"] } }\n",
+                "bot.toml:3: [apps.a] approvals: `Sam` is neither a Slack user id (U…) nor a user group (@handle or S…)",
+            ),
+            (
+                "[apps.a]\nrepository = \"o/a\"\napprovals = { production = { approvers = [\"Ursula\"] } }\n",
+                "bot.toml:3: [apps.a] approvals: `Ursula` is neither a Slack user id (U…) nor a user group (@handle or S…)",
             ),
             (
                 "[apps.a]\nrepository = \"o/a\"\nauto_deploy = { branch = \"main\", environments = [\"staging\"] }\n",
