@@ -1131,6 +1131,10 @@ async fn auto_deploy_deploys_the_newest_green_head_once() {
         "{}",
         held.text
     );
+    // Counted once zbot has answered a later question and stopped, so a repeat posted after the
+    // first would be seen.
+    g.ask("U0BOB", "locks", "staging").await;
+    g.zbot.stop().await.unwrap();
     let notices = g
         .slack
         .posts()
@@ -1138,7 +1142,6 @@ async fn auto_deploy_deploys_the_newest_green_head_once() {
         .filter(|p| p.text.contains("Auto-deploy"))
         .count();
     assert_eq!(notices, 1, "said once, not per push");
-    g.zbot.stop().await.unwrap();
 }
 
 /// Auto-deploy never deploys without CI: a head nothing reported on waits, also with
