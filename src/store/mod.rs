@@ -1666,6 +1666,68 @@ mod tests {
         }
     }
 
+    /// Grants go once they can no longer be claimed (unclaimed past their end) or were claimed more
+    /// than 30 days ago; the others stay, on both backends.
+    #[tokio::test]
+    async fn grants_that_can_no_longer_be_used_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let app: AppName = "adxstat".parse().unwrap();
+        let env: Environment = "production".parse().unwrap();
+        let repository: Repository = "octo/adxstat".parse().unwrap();
+        let task = Task::deploy();
+        let sha: Sha = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
+        let t0: DateTime<Utc> = "2026-11-29T12:00:00Z".parse().unwrap();
+        let hours = |h| t0 + chrono::Duration::hours(h);
+        for store in test_stores(dir.path()).await {
+            let backend = store.backend().as_str();
+            let grant = Grant {
+                app: app.clone(),
+                repository: repository.clone(),
+                environment: env.clone(),
+                task: task.clone(),
+                sha: None,
+                actor: "U0ALICE".into(),
+                overrides: false,
+                approval_request: None,
+                expires_at: hours(1),
+                deployment_id: None,
+            };
+            let claim = |id| GrantClaim {
+                deployment_id: DeploymentId(id),
+                app: &app,
+                repository: &repository,
+                environment: &env,
+                task: &task,
+                sha: &sha,
+            };
+            // (token, claimed at, prune at, still claimable by its deployment after)
+            let table = [
+                ("waiting", None, hours(0), true),
+                ("ended unclaimed", None, hours(1), false),
+                ("claimed lately", Some(t0), hours(24 * 29), true),
+                ("claimed long ago", Some(t0), hours(24 * 30), false),
+            ];
+            for (n, (token, claimed, prune_at, kept)) in table.into_iter().enumerate() {
+                store.grant(token, &grant, t0).await.unwrap();
+                if let Some(at) = claimed {
+                    assert!(
+                        store
+                            .claim_grant(token, claim(n as u64), at)
+                            .await
+                            .unwrap()
+                            .is_some(),
+                        "{backend} {token}"
+                    );
+                }
+                let gone = store.prune_grants(prune_at).await.unwrap();
+                assert!(gone >= u64::from(!kept), "{backend} {token}");
+                // A redelivery claims a kept grant again (its end does not matter once claimed).
+                let again = store.claim_grant(token, claim(n as u64), t0).await.unwrap();
+                assert_eq!(again.is_some(), kept, "{backend} {token}");
+            }
+        }
+    }
+
     /// A poll mark starts absent and only moves forward, per repository, on both backends; ids past
     /// 32 bits (GitHub's are) survive.
     #[tokio::test]
@@ -2767,6 +2829,26 @@ impl Store {
                 .await?;
         }
         Ok(ended)
+    }
+
+    /// How long a claimed grant is kept after its claim: long enough for GitHub's redeliveries of its
+    /// deployment (which claim it again), short enough that the table does not grow for ever.
+    pub const GRANT_KEPT_AFTER_CLAIM: chrono::Duration = chrono::Duration::days(30);
+
+    /// Deletes the grants that can no longer be claimed by `now` (unclaimed past their end) and those
+    /// claimed more than [`Store::GRANT_KEPT_AFTER_CLAIM`] ago; returns how many went. A deployment
+    /// presenting a deleted grant is refused as one presenting an unknown grant is.
+    pub async fn prune_grants(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let gone = sqlx::query(
+            "DELETE FROM grants WHERE (claimed_at IS NULL AND expires_at <= $1) \
+             OR (claimed_at IS NOT NULL AND claimed_at <= $2)",
+        )
+        .bind(stamp(now))
+        .bind(stamp(now - Self::GRANT_KEPT_AFTER_CLAIM))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(gone)
     }
 
     /// Records that `user` wants a direct message when the environment is free.

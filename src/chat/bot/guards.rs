@@ -128,7 +128,7 @@ pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl<O: ChatOutput> Bot<O> {
     /// One look at what time has ended: expired locks go (their watchers are told), expired approval
-    /// requests say so in their thread.
+    /// requests say so in their thread, and grants that can no longer be used are deleted.
     pub async fn sweep(&self) {
         let now = self.clock.now();
         match self.store.expire_locks(now).await {
@@ -141,6 +141,11 @@ impl<O: ChatOutput> Bot<O> {
         }
         crate::chat::free::tell_watchers(&self.store, &self.out, now).await;
         self.expire_requests(now).await;
+        match self.store.prune_grants(now).await {
+            Ok(0) => {}
+            Ok(gone) => tracing::debug!(gone, "pruned grants that can no longer be used"),
+            Err(e) => tracing::error!("cannot prune grants: {e}"),
+        }
     }
 
     /// Sweeps every [`SWEEP_EVERY`] until `stop` turns true.
