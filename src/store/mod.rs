@@ -1486,6 +1486,11 @@ mod tests {
                 "d50c535e320db8f2eafe7db00dfc3e2fc3fe84e92df6f2fe555b97c4a246593f",
                 "5065d38deba8645efbab87c5b7860dd86f80031dc43e812c7460327799f8cc96",
             ),
+            (
+                11,
+                "f6fbd156f53b5595ba300d430ee84e869a646463787c15113ba34d7d2a8a938c",
+                "cec3a85e8350b52fa49e06871fba7ad61beff6db16b4025e980f53b697da85ee",
+            ),
         ];
         let digest = |text: &str| hex::encode(sha2::Sha256::digest(text.as_bytes()));
         for &(version, sqlite, postgres) in pinned {
