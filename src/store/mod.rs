@@ -1576,52 +1576,79 @@ mod tests {
         }
     }
 
+    /// What the grant tests grant and claim: one app's production deploys of one commit.
+    struct GrantFixture {
+        app: AppName,
+        env: Environment,
+        repository: Repository,
+        task: Task,
+        sha: Sha,
+        t0: DateTime<Utc>,
+    }
+
+    impl GrantFixture {
+        fn new() -> GrantFixture {
+            GrantFixture {
+                app: "adxstat".parse().unwrap(),
+                env: "production".parse().unwrap(),
+                repository: "octo/adxstat".parse().unwrap(),
+                task: Task::deploy(),
+                sha: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
+                t0: "2026-11-29T12:00:00Z".parse().unwrap(),
+            }
+        }
+
+        /// `hours` after `t0`.
+        fn hours(&self, hours: i64) -> DateTime<Utc> {
+            self.t0 + chrono::Duration::hours(hours)
+        }
+
+        /// Alice's grant, unclaimed, ending an hour after `t0`.
+        fn grant(&self) -> Grant {
+            Grant {
+                app: self.app.clone(),
+                repository: self.repository.clone(),
+                environment: self.env.clone(),
+                task: self.task.clone(),
+                sha: None,
+                actor: "U0ALICE".into(),
+                overrides: false,
+                approval_request: None,
+                expires_at: self.hours(1),
+                deployment_id: None,
+            }
+        }
+
+        /// The claim of deployment `id`.
+        fn claim(&self, id: u64) -> GrantClaim<'_> {
+            GrantClaim {
+                deployment_id: DeploymentId(id),
+                app: &self.app,
+                repository: &self.repository,
+                environment: &self.env,
+                task: &self.task,
+                sha: &self.sha,
+            }
+        }
+    }
+
     /// What instances race for is won once, on both backends: eight claims of one grant by eight
     /// deployment ids at the same time give it to exactly one, and eight deployments binding one
     /// approved request bind exactly one.
     #[tokio::test]
     async fn a_grant_and_an_approved_request_are_won_by_one_of_many_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let app: AppName = "adxstat".parse().unwrap();
-        let env: Environment = "production".parse().unwrap();
-        let repository: Repository = "octo/adxstat".parse().unwrap();
-        let task = Task::deploy();
-        let sha: Sha = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
-        let t0: DateTime<Utc> = "2026-11-29T12:00:00Z".parse().unwrap();
+        let f = Arc::new(GrantFixture::new());
         for store in test_stores(dir.path()).await {
             let backend = store.backend().as_str();
-            let grant = Grant {
-                app: app.clone(),
-                repository: repository.clone(),
-                environment: env.clone(),
-                task: task.clone(),
-                sha: None,
-                actor: "U0ALICE".into(),
-                overrides: false,
-                approval_request: None,
-                expires_at: t0 + chrono::Duration::hours(1),
-                deployment_id: None,
-            };
-            store.grant("raced", &grant, t0).await.unwrap();
+            store.grant("raced", &f.grant(), f.t0).await.unwrap();
             let claims = (0..8u64).map(|n| {
-                let store = store.clone();
-                let (app, env, repository, task, sha) = (
-                    app.clone(),
-                    env.clone(),
-                    repository.clone(),
-                    task.clone(),
-                    sha.clone(),
-                );
+                let (store, f) = (store.clone(), Arc::clone(&f));
                 tokio::spawn(async move {
-                    let claim = GrantClaim {
-                        deployment_id: DeploymentId(100 + n),
-                        app: &app,
-                        repository: &repository,
-                        environment: &env,
-                        task: &task,
-                        sha: &sha,
-                    };
-                    store.claim_grant("raced", claim, t0).await.unwrap()
+                    store
+                        .claim_grant("raced", f.claim(100 + n), f.t0)
+                        .await
+                        .unwrap()
                 })
             });
             let won: Vec<Grant> = futures_util::future::join_all(claims)
@@ -1632,24 +1659,24 @@ mod tests {
             assert_eq!(won.len(), 1, "{backend}: {won:?}");
 
             let request = NewRequest {
-                app: app.clone(),
-                environment: env.clone(),
+                app: f.app.clone(),
+                environment: f.env.clone(),
                 git_ref: "main".parse().unwrap(),
-                sha: sha.clone(),
-                task: task.clone(),
+                sha: f.sha.clone(),
+                task: f.task.clone(),
                 hosts: None,
                 force: false,
                 requester: "U0ALICE".into(),
                 channel: "C0CHAN".into(),
                 thread_ts: "1.1".into(),
                 needed: 1,
-                created_at: t0,
-                expires_at: t0 + chrono::Duration::hours(2),
+                created_at: f.t0,
+                expires_at: f.hours(2),
             };
             let id = store.create_request(&request).await.unwrap();
             assert!(
                 store
-                    .decide_request(id, RequestState::Approved, Some("U0BOB"), None, t0)
+                    .decide_request(id, RequestState::Approved, Some("U0BOB"), None, f.t0)
                     .await
                     .unwrap()
             );
@@ -1676,48 +1703,22 @@ mod tests {
     #[tokio::test]
     async fn grants_that_can_no_longer_be_used_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
-        let app: AppName = "adxstat".parse().unwrap();
-        let env: Environment = "production".parse().unwrap();
-        let repository: Repository = "octo/adxstat".parse().unwrap();
-        let task = Task::deploy();
-        let sha: Sha = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
-        let t0: DateTime<Utc> = "2026-11-29T12:00:00Z".parse().unwrap();
-        let hours = |h| t0 + chrono::Duration::hours(h);
+        let f = GrantFixture::new();
         for store in test_stores(dir.path()).await {
             let backend = store.backend().as_str();
-            let grant = Grant {
-                app: app.clone(),
-                repository: repository.clone(),
-                environment: env.clone(),
-                task: task.clone(),
-                sha: None,
-                actor: "U0ALICE".into(),
-                overrides: false,
-                approval_request: None,
-                expires_at: hours(1),
-                deployment_id: None,
-            };
-            let claim = |id| GrantClaim {
-                deployment_id: DeploymentId(id),
-                app: &app,
-                repository: &repository,
-                environment: &env,
-                task: &task,
-                sha: &sha,
-            };
             // (token, claimed at, prune at, still claimable by its deployment after)
             let table = [
-                ("waiting", None, hours(0), true),
-                ("ended unclaimed", None, hours(1), false),
-                ("claimed lately", Some(t0), hours(24 * 29), true),
-                ("claimed long ago", Some(t0), hours(24 * 30), false),
+                ("waiting", None, f.hours(0), true),
+                ("ended unclaimed", None, f.hours(1), false),
+                ("claimed lately", Some(f.t0), f.hours(24 * 29), true),
+                ("claimed long ago", Some(f.t0), f.hours(24 * 30), false),
             ];
             for (n, (token, claimed, prune_at, kept)) in table.into_iter().enumerate() {
-                store.grant(token, &grant, t0).await.unwrap();
+                store.grant(token, &f.grant(), f.t0).await.unwrap();
                 if let Some(at) = claimed {
                     assert!(
                         store
-                            .claim_grant(token, claim(n as u64), at)
+                            .claim_grant(token, f.claim(n as u64), at)
                             .await
                             .unwrap()
                             .is_some(),
@@ -1727,7 +1728,10 @@ mod tests {
                 let gone = store.prune_grants(prune_at).await.unwrap();
                 assert!(gone >= u64::from(!kept), "{backend} {token}");
                 // A redelivery claims a kept grant again (its end does not matter once claimed).
-                let again = store.claim_grant(token, claim(n as u64), t0).await.unwrap();
+                let again = store
+                    .claim_grant(token, f.claim(n as u64), f.t0)
+                    .await
+                    .unwrap();
                 assert_eq!(again.is_some(), kept, "{backend} {token}");
             }
         }

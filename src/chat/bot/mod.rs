@@ -203,18 +203,20 @@ impl<O: ChatOutput> Bot<O> {
         }
     }
 
+    /// The lock of `target` now; `Err(())` when it cannot be read (logged), which refuses.
+    async fn lock_now(&self, target: &Target<'_>) -> Result<Option<crate::store::Lock>, ()> {
+        self.store
+            .lock_of(&target.app_name, &target.environment)
+            .await
+            .map_err(|e| tracing::error!("cannot read locks: {e}"))
+    }
+
     /// Whether `actor` may deploy to `target` given its lock now: [`policy::may_run`] on the store's
     /// lock (a lock that cannot be read refuses).
     pub(super) async fn lock_check(&self, target: &Target<'_>, actor: &str) -> Result<(), Denial> {
-        let lock = self
-            .store
-            .lock_of(&target.app_name, &target.environment)
-            .await;
-        if let Err(e) = &lock {
-            tracing::error!("cannot read locks: {e}");
-        }
+        let lock = self.lock_now(target).await;
         policy::may_run(
-            lock.as_ref().map(Option::as_ref).map_err(drop),
+            lock.as_ref().map(Option::as_ref).map_err(|_| ()),
             actor,
             self.config.bot.time_zone,
         )
@@ -227,19 +229,13 @@ impl<O: ChatOutput> Bot<O> {
         inbound: &Inbound,
     ) -> Result<Target<'a>, Denial> {
         let target = policy::target(&self.config, app, environment)?;
-        let lock = self
-            .store
-            .lock_of(&target.app_name, &target.environment)
-            .await;
-        if let Err(e) = &lock {
-            tracing::error!("cannot read locks: {e}");
-        }
+        let lock = self.lock_now(&target).await;
         policy::may_deploy(
             &target,
             &inbound.user,
             &inbound.channel,
             inbound.channel_name.as_deref(),
-            lock.as_ref().map(Option::as_ref).map_err(drop),
+            lock.as_ref().map(Option::as_ref).map_err(|_| ()),
             self.config.bot.time_zone,
         )?;
         Ok(target)
