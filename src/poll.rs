@@ -103,13 +103,13 @@ fn reaches_past(page: &[Value], mark: u64) -> bool {
 }
 
 /// The deployments of a listing newer than `mark`, oldest first (the order they were made in).
-fn newer_than(deployments: Vec<Value>, mark: u64) -> Vec<(u64, Value)> {
-    let mut newer: Vec<(u64, Value)> = deployments
+fn newer_than(deployments: Vec<Value>, mark: u64) -> Vec<(DeploymentId, Value)> {
+    let mut newer: Vec<(DeploymentId, Value)> = deployments
         .into_iter()
-        .filter_map(|d| Some((id_of(&d)?, d)))
-        .filter(|(id, _)| *id > mark)
+        .filter_map(|d| Some((DeploymentId(id_of(&d)?), d)))
+        .filter(|(id, _)| id.0 > mark)
         .collect();
-    newer.sort_by_key(|(id, _)| *id);
+    newer.sort_by_key(|(id, _)| id.0);
     newer
 }
 
@@ -213,8 +213,8 @@ impl Poller {
             if taken == Taken::StoreFailed {
                 return None;
             }
-            tracing::info!(%repository, deployment = id, ?taken, "polled deployment");
-            if let Err(e) = store.set_poll_mark(repository, id).await {
+            tracing::info!(%repository, deployment = %id, ?taken, "polled deployment");
+            if let Err(e) = store.set_poll_mark(repository, id.0).await {
                 tracing::error!(%repository, "cannot record the poll mark: {e}");
                 return None;
             }
@@ -222,42 +222,47 @@ impl Poller {
         next_etag
     }
 
-    /// Whether a new deployment is not run, and what became of it: refused when it is older than
-    /// `[github] poll_max_age`, passed over when its latest status is no longer pending.
-    async fn passed_over(&self, repository: &Repository, id: u64, deployment: &Value) -> Look {
-        let now = self.listener.deployer.clock.now();
-        if let Some(age) = too_old(deployment, now, self.max_age) {
-            let refusal = Refusal {
-                deployment_id: DeploymentId(id),
-                repository: Some(repository.clone()),
-                repository_text: repository.to_string(),
-                why: Why::TooOld {
-                    age,
-                    max_age: self.max_age,
-                },
-            };
-            return Look::NotRun(webhook::refuse(&self.listener, Box::new(refusal)).await);
-        }
-        match self
-            .github
-            .settled_state(repository, DeploymentId(id))
-            .await
-        {
-            Ok(None) => Look::New,
+    /// Whether a new deployment is not run, and what became of it: passed over when its latest
+    /// status is no longer pending (someone took it); refused only when it is still pending and
+    /// older than `[github] poll_max_age`, and not held by zbot already (it came by the webhook
+    /// before the poll mark moved: [`webhook::refuse`] leaves it be). What is settled is never
+    /// overwritten.
+    async fn passed_over(
+        &self,
+        repository: &Repository,
+        id: DeploymentId,
+        deployment: &Value,
+    ) -> Look {
+        match self.github.settled_state(repository, id).await {
+            Ok(None) => {}
             Ok(Some(state)) => {
-                tracing::info!(%repository, deployment = id, state,
+                tracing::info!(%repository, deployment = %id, state = state.as_str(),
                     "a polled deployment was taken already (its latest status is not pending): not run");
-                Look::NotRun(Taken::Duplicate)
+                return Look::NotRun(Taken::Duplicate);
             }
             Err(e) => {
-                tracing::warn!(%repository, deployment = id, "cannot read a polled deployment's status: {e}");
-                Look::Unknown
+                tracing::warn!(%repository, deployment = %id, "cannot read a polled deployment's status: {e}");
+                return Look::Unknown;
             }
         }
+        let now = self.listener.deployer.clock.now();
+        let Some(age) = too_old(deployment, now, self.max_age) else {
+            return Look::New;
+        };
+        let refusal = Refusal {
+            deployment_id: id,
+            repository: Some(repository.clone()),
+            repository_text: repository.to_string(),
+            why: Why::TooOld {
+                age,
+                max_age: self.max_age,
+            },
+        };
+        Look::NotRun(webhook::refuse(&self.listener, Box::new(refusal)).await)
     }
 
     /// A new deployment taken as the webhook takes a delivery.
-    async fn take(&self, repository: &Repository, id: u64, deployment: Value) -> Taken {
+    async fn take(&self, repository: &Repository, id: DeploymentId, deployment: Value) -> Taken {
         let body = serde_json::from_value(deployment).map(|deployment| DeploymentEventBody {
             deployment,
             repository: GitHubRepository {
@@ -270,7 +275,7 @@ impl Poller {
                 webhook::take_deployment(&self.listener, Some(&format!("poll-{id}")), body).await
             }
             Err(e) => {
-                tracing::warn!(%repository, deployment = id, "a deployment zbot cannot read: {e}");
+                tracing::warn!(%repository, deployment = %id, "a deployment zbot cannot read: {e}");
                 Taken::Refused(e.to_string())
             }
         }
@@ -292,7 +297,7 @@ mod tests {
         ];
         let ids: Vec<u64> = newer_than(listing, 10)
             .into_iter()
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.0)
             .collect();
         assert_eq!(ids, [11, 12]);
         assert!(newer_than(vec![json!({"id": 3})], 3).is_empty());

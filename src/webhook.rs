@@ -490,8 +490,22 @@ pub async fn take_deployment(
 }
 
 /// Records a refused deployment and (once per deployment) tells GitHub and chat why it will not
-/// run. Nothing is created or removed on disk.
+/// run. Nothing is created or removed on disk. A deployment zbot holds already (taken before the
+/// configuration changed, or by the webhook before a poll saw it) is a duplicate, not refused: its
+/// statuses and thread are left as they are.
 pub async fn refuse(listener: &Listener, refusal: Box<Refusal>) -> Taken {
+    match listener.store.get(refusal.deployment_id).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            tracing::info!(deployment = %refusal.deployment_id,
+                "a deployment zbot holds already arrived again: left as it is");
+            return Taken::Duplicate;
+        }
+        Err(e) => {
+            tracing::error!("cannot read the store: {e}");
+            return Taken::StoreFailed;
+        }
+    }
     let reason = crate::reply::refusal_plain(&refusal);
     tracing::warn!(deployment = %refusal.deployment_id, repository = %refusal.repository_text,
         "refused a deployment: {reason}");

@@ -823,11 +823,11 @@ impl GitHub {
         &self,
         repository: &Repository,
         deployment_id: DeploymentId,
-    ) -> Result<Option<&'static str>, ForgeError> {
+    ) -> Result<Option<WireState>, ForgeError> {
         let state = self
             .latest_state(&format!("/repos/{repository}"), deployment_id.0)
             .await?;
-        Ok((state != WireState::Pending).then(|| state.as_str()))
+        Ok((state != WireState::Pending).then_some(state))
     }
 
     /// The state of a deployment's latest status; `pending` before it has any.
@@ -1099,7 +1099,7 @@ struct WireStatus {
 /// A deployment status's state as GitHub writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum WireState {
+pub enum WireState {
     Error,
     Failure,
     Inactive,
@@ -1114,7 +1114,7 @@ enum WireState {
 
 impl WireState {
     /// The name GitHub uses, which `deploys` shows.
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             WireState::Error => "error",
             WireState::Failure => "failure",

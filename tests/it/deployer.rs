@@ -896,3 +896,32 @@ async fn an_ssh_deploy_key_fetches_the_repository() {
     assert!(known_hosts.contains(key_material), "{known_hosts}");
     zbot.stop().await.unwrap();
 }
+
+/// A deployment zbot ran, delivered again after its environment left bot.toml, is a duplicate: the
+/// success stays the last word, with no refusal on top.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_delivered_again_after_the_config_changed_is_left_as_it_ran() {
+    let (s, sha) = setup(&[("fabfile.py", FABFILE, false)], "", "").await;
+    deploy(s.zbot.addr, 1901, "v0.0.1", &sha, "production").await;
+    assert_eq!(s.github.final_status(1901, DEADLINE).await.state, "success");
+    let before = s.github.states(1901);
+    s.zbot.stop().await.unwrap();
+
+    let config = std::fs::read_to_string(s.dir.path().join("bot.toml"))
+        .unwrap()
+        .replace(
+            r#"environments = ["production", "staging"]"#,
+            r#"environments = ["staging"]"#,
+        )
+        .replace(r#"{ production = "https"#, r#"{ staging = "https"#);
+    let zbot = start_zbot(s.dir.path(), &config).await;
+    let event = deployment_event(1901, "v0.0.1", &sha, "production", "deploy", json!({}));
+    let (status, body) = deliver(zbot.addr, "deployment", "delivery-1901-again", &event).await;
+    assert_eq!((status, body.as_str()), (202, "already accepted"));
+    assert_eq!(
+        s.github.states(1901),
+        before,
+        "no refusal on top of the success"
+    );
+    zbot.stop().await.unwrap();
+}

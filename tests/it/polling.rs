@@ -220,7 +220,7 @@ async fn more_than_a_page_of_deployments_made_while_zbot_was_stopped_are_all_ans
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn after_a_restart_fresh_deployments_run_an_old_one_is_refused_and_a_taken_one_is_left() {
+async fn after_a_restart_fresh_deployments_run_an_old_one_is_refused_and_taken_ones_are_left() {
     let (dir, github, config) = polled_once_then_stopped().await;
 
     // While zbot is stopped: one made three hours ago, one another deployer took, one fresh.
@@ -230,6 +230,10 @@ async fn after_a_restart_fresh_deployments_run_an_old_one_is_refused_and_a_taken
     github.set_created_at(old, &three_hours_ago);
     let taken = github.create("v0.0.1", "production").await;
     status_by_someone_else(&github, taken, "in_progress").await;
+    // Another deployer took this one long ago: old, but settled, so not refused on top.
+    let taken_long_ago = github.create("v0.0.1", "production").await;
+    github.set_created_at(taken_long_ago, &three_hours_ago);
+    status_by_someone_else(&github, taken_long_ago, "success").await;
     let fresh = github.create("v0.0.1", "production").await;
 
     // Restarted with Slack, whose default channel hears of deployments refused.
@@ -266,6 +270,18 @@ async fn after_a_restart_fresh_deployments_run_an_old_one_is_refused_and_a_taken
         github.states(taken),
         ["in_progress"],
         "zbot left the one another deployer took alone"
+    );
+    assert_eq!(
+        github.states(taken_long_ago),
+        ["success"],
+        "an old deployment someone else settled gets no refusal on top"
+    );
+    assert!(
+        !slack
+            .posts()
+            .iter()
+            .any(|p| p.text.contains(&format!("deployment #{taken_long_ago}"))),
+        "nor a refusal in chat"
     );
     assert_eq!(
         deploy_logs(dir.path()),
