@@ -1608,31 +1608,64 @@ fn validate_github(c: &mut Checker<'_>, raw: RawGithub) -> GithubConfig {
             "set `token`, or a GitHub App (app_id, private_key_path, installation_id)",
         );
     }
+    let poll = raw.poll.map(|poll| {
+        if poll.0 < MIN_POLL {
+            c.problem(
+                "github",
+                Some("poll"),
+                format!("must be at least {}", HumanDuration(MIN_POLL)),
+            );
+        }
+        poll.0
+    });
+    let poll_max_age = match raw.poll_max_age {
+        Some(age) if age.0.is_zero() => {
+            c.problem("github", Some("poll_max_age"), "must be longer than 0s");
+            DEFAULT_POLL_MAX_AGE
+        }
+        Some(age) => age.0,
+        None => DEFAULT_POLL_MAX_AGE,
+    };
+    if let Some(problem) =
+        poll.and_then(|poll| max_age_problem(poll, poll_max_age, raw.poll_max_age.is_some()))
+    {
+        // Where the file says it: at poll_max_age when set, else at poll.
+        let key = if raw.poll_max_age.is_some() {
+            "poll_max_age"
+        } else {
+            "poll"
+        };
+        c.problem("github", Some(key), problem);
+    }
     GithubConfig {
         token,
         api_url,
         gist_token,
         app,
         timeouts: c.timeouts("github", raw.timeout, raw.connect_timeout),
-        poll: raw.poll.map(|poll| {
-            if poll.0 < MIN_POLL {
-                c.problem(
-                    "github",
-                    Some("poll"),
-                    format!("must be at least {}", HumanDuration(MIN_POLL)),
-                );
-            }
-            poll.0
-        }),
-        poll_max_age: match raw.poll_max_age {
-            Some(age) if age.0.is_zero() => {
-                c.problem("github", Some("poll_max_age"), "must be longer than 0s");
-                DEFAULT_POLL_MAX_AGE
-            }
-            Some(age) => age.0,
-            None => DEFAULT_POLL_MAX_AGE,
-        },
+        poll,
+        poll_max_age,
     }
+}
+
+/// `[github] poll_max_age` must be at least twice `poll`: a deployment made just after one poll is
+/// one interval old at the next (a restart or a slow listing adds more), and one older than the max
+/// age is refused, never run. The problem to state, if any; `set` is whether the file sets the max age.
+fn max_age_problem(poll: Duration, max_age: Duration, set: bool) -> Option<String> {
+    let least = poll.saturating_mul(2);
+    let subject = if set {
+        format!("\"{}\"", HumanDuration(max_age))
+    } else {
+        format!("poll_max_age (default \"{}\")", HumanDuration(max_age))
+    };
+    (max_age < least).then(|| {
+        format!(
+            "{subject} must be at least twice poll = \"{}\", or a deployment made just after a poll \
+             is refused as too old at the next: set poll_max_age = \"{}\" or longer",
+            HumanDuration(poll),
+            HumanDuration(least),
+        )
+    })
 }
 
 /// The shortest `[github] poll` interval: GitHub asks integrations not to poll in tight loops, and a
@@ -1935,6 +1968,55 @@ mod tests {
         Timeouts {
             connect: Duration::from_secs(connect),
             request: Duration::from_secs(request),
+        }
+    }
+
+    #[test]
+    fn poll_max_age_is_at_least_twice_the_poll_interval() {
+        let table = [
+            ("poll = \"15s\"", Ok(Duration::from_secs(3600))),
+            ("poll = \"30m\"", Ok(Duration::from_secs(3600))),
+            (
+                "poll = \"1m\"\npoll_max_age = \"2m\"",
+                Ok(Duration::from_secs(120)),
+            ),
+            (
+                "poll = \"1h\"",
+                Err(
+                    "bot.toml:3: [github] poll: poll_max_age (default \"1h\") must be at least twice \
+                     poll = \"1h\", or a deployment made just after a poll is refused as too old at \
+                     the next: set poll_max_age = \"2h\" or longer",
+                ),
+            ),
+            (
+                "poll = \"2h\"",
+                Err(
+                    "bot.toml:3: [github] poll: poll_max_age (default \"1h\") must be at least twice \
+                     poll = \"2h\", or a deployment made just after a poll is refused as too old at \
+                     the next: set poll_max_age = \"4h\" or longer",
+                ),
+            ),
+            (
+                "poll = \"1m\"\npoll_max_age = \"90s\"",
+                Err(
+                    "bot.toml:4: [github] poll_max_age: \"1m30s\" must be at least twice \
+                     poll = \"1m\", or a deployment made just after a poll is refused as too old at \
+                     the next: set poll_max_age = \"2m\" or longer",
+                ),
+            ),
+        ];
+        for (lines, expected) in table {
+            let source = format!("[github]\ntoken = \"ghp_test\"\n{lines}\n");
+            let got = Config::from_source(Path::new("bot.toml"), &source)
+                .map(|c| c.github.unwrap().poll_max_age)
+                .map_err(|problems| {
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            assert_eq!(got, expected.map_err(str::to_string), "{lines}");
         }
     }
 
