@@ -593,7 +593,7 @@ fn until(i: &str) -> PResult<'_, Option<Until>> {
                 word: first.to_string(),
             }));
         }
-        DurationWord::OtherUnit => {
+        DurationWord::Unreadable => {
             return Err(malformed(ParseError::NotADuration {
                 word: first.to_string(),
             }));
@@ -648,25 +648,25 @@ enum DurationWord {
     Minutes(u32),
     /// Written as a duration, but zero, longer than [`MAX_MINUTES`], or too many digits to count.
     OutOfRange,
-    /// A number with a unit zbot does not take (`2w`, `3hours`, `90min`).
-    OtherUnit,
+    /// Written like a duration, but not one zbot reads: a unit it does not take (`2w`, `3hours`,
+    /// `90min`), a bare number (`3` of `3 days`), a fraction (`1.5h`), or a number left without
+    /// its unit (`2h30`). Refused, never read as the start of the reason (the freeze would not end).
+    Unreadable,
 }
 
 /// `duration = (digits ("d" | "h" | "m"))+`, any case, read with nom; the sum checked against
 /// [`MAX_MINUTES`] without overflowing.
 fn duration_word(text: &str) -> DurationWord {
-    use nom::character::complete::{alpha1, one_of};
+    use nom::character::complete::one_of;
     use nom::combinator::all_consuming;
     use nom::multi::many1;
     type Plain<'a> = nom::error::Error<&'a str>;
     let parts = all_consuming(many1((digit1::<_, Plain>, one_of("dhmDHM")))).parse(text);
     let Ok((_, parts)) = parts else {
-        let other = all_consuming((digit1::<_, Plain>, alpha1)).parse(text);
-        return match other {
-            Ok((_, (_, unit))) if OTHER_UNITS.contains(&unit.to_ascii_lowercase().as_str()) => {
-                DurationWord::OtherUnit
-            }
-            _ => DurationWord::Not,
+        return if reads_as_a_duration(text) {
+            DurationWord::Unreadable
+        } else {
+            DurationWord::Not
         };
     };
     let total = parts.iter().try_fold(0u64, |total, (digits, unit)| {
@@ -684,6 +684,48 @@ fn duration_word(text: &str) -> DurationWord {
     match total.and_then(|t| u32::try_from(t).ok()) {
         Some(minutes) if (1..=MAX_MINUTES).contains(&minutes) => DurationWord::Minutes(minutes),
         _ => DurationWord::OutOfRange,
+    }
+}
+
+/// Whether a word zbot does not read as a duration was meant as one: numbers, each with a unit
+/// (`d`, `h`, `m` or one of [`OTHER_UNITS`]), a fraction only with its unit (`1.5h`), and only the
+/// last number may lack its unit (`3` of `3 days`, `2h30`). `3rd`, `v1.5` and `1.2.3` are words.
+fn reads_as_a_duration(text: &str) -> bool {
+    let unit = |u: &str| {
+        let u = u.to_ascii_lowercase();
+        matches!(u.as_str(), "d" | "h" | "m") || OTHER_UNITS.contains(&u.as_str())
+    };
+    let mut rest = text;
+    loop {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let mut fraction = false;
+        if let Some(after) = rest.strip_prefix(['.', ',']) {
+            let decimals =
+                after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if decimals == 0 {
+                return false;
+            }
+            rest = &after[decimals..];
+            fraction = true;
+        }
+        let letters = rest.len()
+            - rest
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
+        if letters == 0 {
+            return rest.is_empty() && !fraction;
+        }
+        if !unit(&rest[..letters]) {
+            return false;
+        }
+        rest = &rest[letters..];
+        if rest.is_empty() {
+            return true;
+        }
     }
 }
 
@@ -1040,9 +1082,22 @@ mod tests {
             ("100d", DurationWord::OutOfRange),
             ("99999999999999999999999h", DurationWord::OutOfRange),
             ("18446744073709551615d", DurationWord::OutOfRange),
-            ("2w", DurationWord::OtherUnit),
-            ("3hours", DurationWord::OtherUnit),
-            ("90min", DurationWord::OtherUnit),
+            ("2w", DurationWord::Unreadable),
+            ("3", DurationWord::Unreadable),
+            ("90", DurationWord::Unreadable),
+            ("1.5h", DurationWord::Unreadable),
+            ("2,5d", DurationWord::Unreadable),
+            ("0.5hours", DurationWord::Unreadable),
+            ("2h30", DurationWord::Unreadable),
+            ("1d2h30", DurationWord::Unreadable),
+            ("2h30min", DurationWord::Unreadable),
+            ("1.2.3", DurationWord::Not),
+            ("v1.5", DurationWord::Not),
+            ("2.0", DurationWord::Not),
+            ("3rd", DurationWord::Not),
+            ("2h-ish", DurationWord::Not),
+            ("3hours", DurationWord::Unreadable),
+            ("90min", DurationWord::Unreadable),
             ("testing", DurationWord::Not),
             ("3rd", DurationWord::Not),
             ("2h-ish", DurationWord::Not),
@@ -1076,6 +1131,26 @@ mod tests {
             (
                 "freeze production 2w holidays",
                 ParseError::NotADuration { word: "2w".into() },
+            ),
+            (
+                "freeze production 3 days holidays",
+                ParseError::NotADuration { word: "3".into() },
+            ),
+            (
+                "freeze production 1.5h holidays",
+                ParseError::NotADuration {
+                    word: "1.5h".into(),
+                },
+            ),
+            (
+                "lock adxstat in production 2h30 testing",
+                ParseError::NotADuration {
+                    word: "2h30".into(),
+                },
+            ),
+            (
+                "freeze production 90 min testing",
+                ParseError::NotADuration { word: "90".into() },
             ),
             (
                 "freeze production until 25:61",
