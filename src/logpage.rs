@@ -317,14 +317,16 @@ impl Follow {
             return None;
         }
         loop {
+            // zbot stops: `true` sent, or its sender gone without a word (an error path dropped it).
+            let mut stopping = false;
             if !self.first {
                 tokio::select! {
                     _ = tokio::time::sleep(FOLLOW_EVERY) => {}
-                    _ = self.shutdown.wait_for(|stop| *stop) => {}
+                    _ = self.shutdown.wait_for(|stop| *stop) => stopping = true,
                 }
             }
             self.first = false;
-            if *self.shutdown.borrow() {
+            if stopping || *self.shutdown.borrow() || self.shutdown.has_changed().is_err() {
                 self.ended = true;
                 return Some(Event::default().event("end").data("stopping"));
             }

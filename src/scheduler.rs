@@ -316,7 +316,9 @@ impl Scheduler {
                         self.after_a_failed_deploy_task(e).await;
                     }
                 }
-                _ = shutdown.changed() => {}
+                // Its sender gone without a word (an error path dropped it) is a stop too, not a
+                // change to look at again at once, for ever.
+                stopped = shutdown.changed() => if stopped.is_err() { break },
             }
         }
         if !deploys.is_empty() {

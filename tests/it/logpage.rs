@@ -443,6 +443,27 @@ async fn stopping_zbot_ends_an_open_event_stream() {
     assert_eq!(github.final_status(2304, DEADLINE).await.state, "success");
 }
 
+/// zbot dropped without a stop (an error path): its shutdown signal is gone, which ends an open
+/// event stream as a stop does, rather than leaving it to look at the store without a pause.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zbot_dropped_without_a_stop_ends_an_open_event_stream() {
+    let held = held_deploy(2305).await;
+    let events = format!("/deployments/2305/log/events?token={}", held.token);
+    let mut stream = open_events(held.zbot.addr, &events, None).await;
+    let mut text = String::new();
+    read_until(&mut stream, &mut text, |t| t.contains("holding")).await;
+    let Held {
+        _dir,
+        release,
+        zbot,
+        ..
+    } = held;
+    drop(zbot);
+    read_until(&mut stream, &mut text, |t| t.contains("event: end")).await;
+    assert!(text.contains("event: end\ndata: stopping"), "{text}");
+    std::fs::write(&release, "go").unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reconnected_stream_resumes_after_its_last_event_without_repeating_lines() {
     let held = held_deploy(2303).await;
