@@ -5,7 +5,8 @@
 #   docker run -d -v "$PWD/bot.toml:/var/lib/zbot/bot.toml:ro" -e GITHUB_TOKEN … -p 8080:8080 zbot
 # Secrets come from the environment at run time (bot.toml reads "${NAME}"); none is baked in.
 
-FROM rust:1-slim-bookworm AS build
+# The Rust of Cargo.toml's rust-version (a test holds them together): a rebuild gets the same compiler.
+FROM rust:1.88-slim-bookworm AS build
 WORKDIR /src
 # Only what the build reads: never the operator's .env, keys or data that may sit in the checkout.
 COPY Cargo.toml Cargo.lock bot.toml ./
@@ -13,9 +14,10 @@ COPY src src
 COPY migrations migrations
 COPY commands commands
 COPY examples/adxstat examples/adxstat
-# The registry and the build directory are BuildKit caches: a rebuild after a change to src/ compiles
+# The registry, git dependencies and the build directory are BuildKit caches: a rebuild after a change to src/ compiles
 # zbot alone, not its dependencies. The cache is not in the image, so the binary is copied out of it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin zbot \
     && cp target/release/zbot /usr/local/bin/zbot

@@ -122,8 +122,17 @@ fn the_dockerfile_is_multi_stage_runs_as_a_user_checks_its_health_and_holds_no_s
     assert!(
         build.iter().any(|(k, a)| k == "RUN"
             && a.contains("--mount=type=cache,target=/usr/local/cargo/registry")
+            && a.contains("--mount=type=cache,target=/usr/local/cargo/git")
             && a.contains("--mount=type=cache,target=/src/target")),
         "cache mounts in the build: {build:?}"
+    );
+    // The build's Rust is pinned to the rust-version Cargo.toml declares, not whatever `rust:1` is.
+    let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
+    let rust_version = manifest["package"]["rust-version"].as_str().unwrap();
+    let build_image = &build[0].1;
+    assert!(
+        build_image.starts_with(&format!("rust:{rust_version}-")),
+        "the build image {build_image} is Rust {rust_version}"
     );
     assert!(installs.contains("tini"), "{installs}");
     assert!(
