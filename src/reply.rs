@@ -631,18 +631,51 @@ pub fn unfrozen(
     text
 }
 
-/// What an admin's `deploy!` overrides, said in the thread before the deploy.
-pub fn overriding(closure: &Closure, admin: &str) -> String {
-    format!(
-        ":warning: {} is deploying through this: {}",
-        user(admin),
-        sentence(&closure_text(closure, true))
-    )
+/// What an admin's `deploy!` overrides, said in the thread before the deploy: every closure that
+/// holds, each named.
+pub fn overriding(closures: &[Closure], admin: &str) -> String {
+    match closures {
+        [one] => format!(
+            ":warning: {} is deploying through this: {}",
+            user(admin),
+            sentence(&closure_text(one, true))
+        ),
+        many => format!(
+            ":warning: {} is deploying through all of these:\n{}",
+            user(admin),
+            many.iter()
+                .map(|c| format!("• {}", sentence(&closure_text(c, true))))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
 }
 
-/// The same for the GitHub status description and the log.
-pub fn overridden_plain(closure: &Closure, admin: &str) -> String {
-    format!("override by {admin} ({})", closure_text(closure, false))
+/// The same for the GitHub status description (within `room` characters: whole closures while they
+/// fit, then "+N more"; the first is cut to fit if it must) and the log (`usize::MAX`).
+pub fn overridden_plain(closures: &[Closure], admin: &str, room: usize) -> String {
+    let texts: Vec<String> = closures.iter().map(|c| closure_text(c, false)).collect();
+    let said = |shown: &[String], left: usize| {
+        let more = if left > 0 {
+            format!("; +{left} more")
+        } else {
+            String::new()
+        };
+        format!("override by {admin} ({}{more})", shown.join("; "))
+    };
+    for shown in (1..=texts.len()).rev() {
+        let text = said(&texts[..shown], texts.len() - shown);
+        if text.chars().count() <= room {
+            return text;
+        }
+    }
+    // Not even the first fits whole: it is cut, and what follows is still counted.
+    let Some((first, rest)) = texts.split_first() else {
+        return said(&[], 0);
+    };
+    let frame = said(&[String::new()], rest.len()).chars().count();
+    let cut = crate::forge::truncate(first, room.saturating_sub(frame).max(1));
+    said(&[cut], rest.len())
 }
 
 fn names<T: std::fmt::Display>(list: &[T]) -> String {
@@ -1908,6 +1941,57 @@ pub fn version() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_override_names_every_closure_and_fits_the_status() {
+        let frozen = |app: Option<&str>, reason: &str| Closure::Frozen {
+            freeze: crate::store::Freeze {
+                id: 1,
+                app: app.map(|a| a.parse().unwrap()),
+                environment: "production".parse().unwrap(),
+                holder: "U0BOB".into(),
+                reason: Some(reason.into()),
+                created_at: chrono::DateTime::parse_from_rfc3339("2026-11-30T08:00:00Z")
+                    .unwrap()
+                    .with_timezone(&chrono::Utc),
+                until: None,
+            },
+            time_zone: chrono_tz::UTC,
+        };
+        let two = [frozen(None, "release"), frozen(Some("adxstat"), "db move")];
+        let whole = "override by U0ADMIN (production (every app) is frozen by U0BOB until someone \
+                     unfreezes it: release; adxstat in production is frozen by U0BOB until someone \
+                     unfreezes it: db move)";
+        for (closures, room, expected) in [
+            (
+                &two[..1],
+                usize::MAX,
+                "override by U0ADMIN (production (every app) is frozen by U0BOB until someone unfreezes it: release)",
+            ),
+            (&two[..], usize::MAX, whole),
+            (&two[..], whole.len(), whole),
+            (
+                &two[..],
+                110,
+                "override by U0ADMIN (production (every app) is frozen by U0BOB until someone unfreezes it: release; +1 more)",
+            ),
+            (
+                &two[..],
+                60,
+                "override by U0ADMIN (production (every app) is fr…; +1 more)",
+            ),
+        ] {
+            let said = overridden_plain(closures, "U0ADMIN", room);
+            assert_eq!(said, expected, "{room}");
+            assert!(said.chars().count() <= room, "{said}");
+        }
+        assert_eq!(
+            overriding(&two, "U0ADMIN"),
+            ":warning: <@U0ADMIN> is deploying through all of these:\n\
+             • production (every app) is frozen by <@U0BOB> until someone unfreezes it: release.\n\
+             • adxstat in production is frozen by <@U0BOB> until someone unfreezes it: db move."
+        );
+    }
 
     #[test]
     fn a_too_old_polled_deployment_says_how_old_and_what_to_do() {

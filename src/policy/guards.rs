@@ -74,7 +74,11 @@ pub fn closure(
     windows: &BTreeMap<Environment, Window>,
     time_zone: Tz,
 ) -> Option<Closure> {
-    let mut all = closures(now, app, environment, freezes, windows, time_zone);
+    deciding(closures(now, app, environment, freezes, windows, time_zone))
+}
+
+/// The closure a refusal names, of all that hold: the freeze ending last, else the window.
+fn deciding(mut all: Vec<Closure>) -> Option<Closure> {
     let ending_last = all
         .iter()
         .rposition(|c| matches!(c, Closure::Frozen { .. }))
@@ -226,18 +230,21 @@ pub fn end_of(until: Until, now: DateTime<Utc>, time_zone: Tz) -> DateTime<Utc> 
     }
 }
 
-/// What a deploy may do about a closure: go ahead (nothing closed), go ahead overriding it (an admin's
-/// `deploy!`: the closure is returned so it can be said), or be refused. A `deploy!` by someone who is
-/// not an admin is refused with the closure, saying only admins override.
+/// What a deploy may do about the closures that hold ([`closures`]): go ahead (none), go ahead
+/// overriding them all (an admin's `deploy!`: every one is returned so each can be said), or be
+/// refused, naming the freeze that ends last (else the window). A `deploy!` by someone who is not
+/// an admin is refused the same way, saying only admins override.
 pub fn may_pass(
-    closure: Option<Closure>,
+    closures: Vec<Closure>,
     force: bool,
     actor: &str,
     admins: &[String],
-) -> Result<Option<Closure>, Denial> {
-    match closure {
-        None => Ok(None),
-        Some(closure) if force && admins.iter().any(|a| a == actor) => Ok(Some(closure)),
+) -> Result<Vec<Closure>, Denial> {
+    if force && admins.iter().any(|a| a == actor) {
+        return Ok(closures);
+    }
+    match deciding(closures) {
+        None => Ok(Vec::new()),
         Some(closure) => Err(Denial::Closed {
             closure: Box::new(closure),
             tried_override: force,
@@ -362,10 +369,20 @@ pub(crate) mod tests {
             freeze: freeze(None, None),
             time_zone: Tz::UTC,
         };
-        let closure = || Some(frozen());
+        let closure = || vec![frozen()];
         let admins = vec!["U0ADMIN".to_string()];
-        assert_eq!(may_pass(None, false, "U0BOB", &admins), Ok(None));
+        assert_eq!(
+            may_pass(Vec::new(), false, "U0BOB", &admins),
+            Ok(Vec::new())
+        );
+        assert_eq!(
+            may_pass(Vec::new(), true, "U0ADMIN", &admins),
+            Ok(Vec::new())
+        );
         assert_eq!(may_pass(closure(), true, "U0ADMIN", &admins), Ok(closure()));
+        // An override goes through every closure, and names them all.
+        let two = || vec![frozen(), frozen()];
+        assert_eq!(may_pass(two(), true, "U0ADMIN", &admins), Ok(two()));
         for (force, actor) in [(false, "U0ADMIN"), (true, "U0BOB"), (false, "U0BOB")] {
             assert_eq!(
                 may_pass(closure(), force, actor, &admins),

@@ -71,7 +71,7 @@ pub struct Deployer {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The override said of each deployment an admin's `deploy!` took through a freeze or window, while
     /// it runs: added to its `in_progress` and final status descriptions.
-    pub overrides: std::sync::Mutex<std::collections::BTreeMap<DeploymentId, String>>,
+    pub overrides: std::sync::Mutex<std::collections::BTreeMap<DeploymentId, Overridden>>,
     /// With a shared store, each running deploy's local lease deadline, which its guard follows.
     pub lease_deadlines: LeaseDeadlines,
 }
@@ -127,6 +127,25 @@ impl LeaseDeadlines {
             .filter(|(_, deadline)| *deadline.borrow() <= now)
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+/// What an admin's `deploy!` went through: who, and every closure that held.
+#[derive(Debug, Clone)]
+pub struct Overridden {
+    pub admin: String,
+    pub closures: Vec<policy::guards::Closure>,
+}
+
+impl Overridden {
+    /// A status description with the override after it, each closure named while GitHub's
+    /// [`MAX_DESCRIPTION`](crate::forge::MAX_DESCRIPTION) leaves room, then "+N more".
+    fn after(&self, description: &str) -> String {
+        let room = crate::forge::MAX_DESCRIPTION.saturating_sub(description.chars().count() + 2);
+        format!(
+            "{description}; {}",
+            reply::overridden_plain(&self.closures, &self.admin, room)
+        )
     }
 }
 
@@ -782,8 +801,8 @@ impl Deployer {
                 cancel,
             })
             .await;
-        if let Some(note) = self.override_of(d, true) {
-            outcome.description = format!("{}; {note}", outcome.description);
+        if let Some(overridden) = self.override_of(d, true) {
+            outcome.description = overridden.after(&outcome.description);
         }
         outcome
     }
@@ -815,12 +834,17 @@ impl Deployer {
         if d.task.is_noop() {
             return Ok(());
         }
-        if let Some(note) = self.closure_check(d, grant, now).await? {
-            log.note(note.clone()).await;
+        if let Some(overridden) = self.closure_check(d, grant, now).await? {
+            log.note(reply::overridden_plain(
+                &overridden.closures,
+                &overridden.admin,
+                usize::MAX,
+            ))
+            .await;
             self.overrides
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(d.deployment_id, note);
+                .insert(d.deployment_id, overridden);
         }
         if app.approvals.contains_key(&d.environment) {
             let approval = self.approval(d, grant).await;
@@ -845,7 +869,7 @@ impl Deployer {
 
     /// The override said of deployment `d`, if an admin's `deploy!` took it through a closure;
     /// `forget` once it has ended.
-    fn override_of(&self, d: &Deployment, forget: bool) -> Option<String> {
+    fn override_of(&self, d: &Deployment, forget: bool) -> Option<Overridden> {
         let mut overrides = self
             .overrides
             .lock()
@@ -865,7 +889,7 @@ impl Deployer {
             return Err(Outcome::error(reply::LEASE_LOST));
         }
         let deploying = match self.override_of(d, false) {
-            Some(note) => format!("{}; {note}", reply::deploying(d)),
+            Some(overridden) => overridden.after(&reply::deploying(d)),
             None => reply::deploying(d),
         };
         let told = self
@@ -1017,12 +1041,12 @@ impl Deployer {
         d: &Deployment,
         grant: Option<&Grant>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<String>, Outcome> {
+    ) -> Result<Option<Overridden>, Outcome> {
         let freezes = self.store.freezes().await.map_err(|e| {
             tracing::error!(deployment = %d.deployment_id, "cannot read freezes: {e}");
             Outcome::denied(Denial::FreezesUnreadable)
         })?;
-        let closure = policy::guards::closure(
+        let closures = policy::guards::closures(
             now,
             &d.app,
             &d.environment,
@@ -1030,21 +1054,17 @@ impl Deployer {
             &self.config.windows,
             self.config.bot.time_zone,
         );
-        if closure.is_none() {
+        if closures.is_empty() {
             return Ok(None);
         }
         let admin = grant
             .filter(|grant| grant.overrides)
-            .map(|grant| grant.actor.clone());
-        let passed = policy::guards::may_pass(
-            closure,
-            admin.is_some(),
-            admin.as_deref().unwrap_or_default(),
-            &self.config.bot.admins,
-        )
-        .map_err(Outcome::denied)?;
-        Ok(passed
-            .map(|closure| reply::overridden_plain(&closure, admin.as_deref().unwrap_or_default())))
+            .map(|grant| grant.actor.clone())
+            .unwrap_or_default();
+        let closures =
+            policy::guards::may_pass(closures, !admin.is_empty(), &admin, &self.config.bot.admins)
+                .map_err(Outcome::denied)?;
+        Ok((!closures.is_empty()).then_some(Overridden { admin, closures }))
     }
 
     /// The approval request this deployment carries out (its grant names it), for this app and

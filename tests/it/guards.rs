@@ -297,6 +297,45 @@ async fn a_freeze_blocks_chat_and_webhook_deploys_until_an_admin_overrides() {
     g.zbot.stop().await.unwrap();
 }
 
+/// An admin's `deploy!` through two freezes names both in the thread, and in GitHub's status as
+/// far as its 140 characters go, counting the rest.
+#[tokio::test]
+async fn an_override_through_two_freezes_names_both() {
+    let g = guarded("", at("2026-11-30T09:00:00Z")).await;
+    g.ask("U0BOB", "freeze production 2h release week", "Froze")
+        .await;
+    g.ask(
+        "U0CAROL",
+        "freeze adxstat in production 4h db move",
+        "Froze",
+    )
+    .await;
+    let thread = g.say("U0ADMIN", "deploy! adxstat/v0.0.1 to production");
+    let said = g
+        .slack
+        .reply_containing(CHANNEL, &thread, "is deploying through")
+        .await;
+    assert!(
+        said.text.contains("release week") && said.text.contains("db move"),
+        "{}",
+        said.text
+    );
+    g.slack
+        .reply_containing(CHANNEL, &thread, "is on *production*")
+        .await;
+    let id = *g.github.deployment_ids().last().unwrap();
+    let last = g.github.final_status(id, DEADLINE).await;
+    assert_eq!(last.state, "success");
+    let description = &last.description;
+    assert!(description.chars().count() <= 140, "{description}");
+    assert!(
+        description.contains("override by U0ADMIN (production (every app) is frozen by U0BOB")
+            && (description.contains("db move") || description.contains("; +1 more)")),
+        "{description}"
+    );
+    g.zbot.stop().await.unwrap();
+}
+
 /// A dry run changes nothing: a freeze and approvals do not hold it (a real deploy stays refused).
 #[tokio::test]
 async fn a_dry_run_goes_through_a_freeze_without_approval() {

@@ -36,12 +36,12 @@ impl<O: ChatOutput> Bot<O> {
             crate::policy::may_dry_run(&target, self.scheduler.recipes())?;
         }
         let overridden = if dry_run {
-            None
+            Vec::new()
         } else {
             self.closure_check(&target, command.force, inbound).await?
         };
-        if let Some(closure) = &overridden {
-            self.say(thread, &reply::overriding(closure, &inbound.user))
+        if !overridden.is_empty() {
+            self.say(thread, &reply::overriding(&overridden, &inbound.user))
                 .await;
         }
         let git_ref = command
@@ -61,7 +61,7 @@ impl<O: ChatOutput> Bot<O> {
                 &command.task,
                 command.force,
                 command.hosts.as_ref(),
-                overridden.is_some(),
+                !overridden.is_empty(),
                 None,
                 inbound,
                 thread,

@@ -100,18 +100,18 @@ impl<O: ChatOutput> Bot<O> {
     }
 
     /// Whether `target` is closed now (frozen, outside its window), and whether `inbound.user` may go
-    /// through it: `Ok(Some(closure))` is an admin's `deploy!` overriding it.
+    /// through it: a non-empty `Ok` is an admin's `deploy!` overriding every closure in it.
     pub(super) async fn closure_check(
         &self,
         target: &Target<'_>,
         force: bool,
         inbound: &Inbound,
-    ) -> Result<Option<Closure>, Denial> {
+    ) -> Result<Vec<Closure>, Denial> {
         let freezes = self.store.freezes().await.map_err(|e| {
             tracing::error!("cannot read freezes: {e}");
             Denial::FreezesUnreadable
         })?;
-        let closure = policy::guards::closure(
+        let closures = policy::guards::closures(
             self.clock.now(),
             &target.app_name,
             &target.environment,
@@ -119,7 +119,7 @@ impl<O: ChatOutput> Bot<O> {
             &self.config.windows,
             self.config.bot.time_zone,
         );
-        policy::guards::may_pass(closure, force, &inbound.user, &self.config.bot.admins)
+        policy::guards::may_pass(closures, force, &inbound.user, &self.config.bot.admins)
     }
 }
 

@@ -59,8 +59,8 @@ impl<O: ChatOutput> Bot<O> {
         )
         .await;
         let git_ref = previous.git_ref.clone();
-        if let Some(closure) = &overridden {
-            self.say(thread, &reply::overriding(closure, &inbound.user))
+        if !overridden.is_empty() {
+            self.say(thread, &reply::overriding(&overridden, &inbound.user))
                 .await;
         }
         if target.app.lock_on_failure {
@@ -95,7 +95,7 @@ impl<O: ChatOutput> Bot<O> {
                 &Task::deploy(),
                 force,
                 None,
-                overridden.is_some(),
+                !overridden.is_empty(),
                 None,
                 inbound,
                 thread,
