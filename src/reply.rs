@@ -1545,7 +1545,18 @@ pub fn locks(locks: &[Lock], now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) ->
 }
 
 pub fn lock_taken(lock: &Lock, now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) -> String {
-    let until = match lock.expires_at {
+    format!(
+        "Locked {} on *{}*. Only {} can deploy there {}.",
+        lock.app,
+        lock.environment,
+        user(&lock.holder),
+        lock_until(lock, now, zone),
+    )
+}
+
+/// Until when `lock` holds, in `zone`: its end (if it has one) or an `unlock`.
+fn lock_until(lock: &Lock, now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) -> String {
+    match lock.expires_at {
         Some(end) => format!(
             "until {} or `unlock {} in {}`",
             when(end, now, zone),
@@ -1553,23 +1564,23 @@ pub fn lock_taken(lock: &Lock, now: chrono::DateTime<Utc>, zone: chrono_tz::Tz) 
             lock.environment
         ),
         None => format!("until `unlock {} in {}`", lock.app, lock.environment),
-    };
-    format!(
-        "Locked {} on *{}*. Only {} can deploy there {until}.",
-        lock.app,
-        lock.environment,
-        user(&lock.holder),
-    )
+    }
 }
 
-/// `lock!` took another's lock.
-pub fn lock_taken_over(lock: &Lock, previous: &Lock, _now: chrono::DateTime<Utc>) -> String {
+/// `lock!` took another's lock: from whom, and until when the new one holds (as [`lock_taken`]).
+pub fn lock_taken_over(
+    lock: &Lock,
+    previous: &Lock,
+    now: chrono::DateTime<Utc>,
+    zone: chrono_tz::Tz,
+) -> String {
     format!(
-        "Took the lock on {} in *{}* from {}; only {} can deploy there now. I told {} by direct message.",
+        "Took the lock on {} in *{}* from {}; only {} can deploy there {}. I told {} by direct message.",
         lock.app,
         lock.environment,
         user(&previous.holder),
         user(&lock.holder),
+        lock_until(lock, now, zone),
         user(&previous.holder)
     )
 }

@@ -468,11 +468,15 @@ async fn expiring_locks_lock_bang_and_notify_me() {
     let over = g
         .ask(
             "U0ADMIN",
-            "lock! adxstat in production hotfix",
+            "lock! adxstat in production 2h hotfix",
             "Took the lock",
         )
         .await;
-    assert!(over.contains("from <@U0BOB>"), "{over}");
+    assert_eq!(
+        over,
+        "Took the lock on adxstat in *production* from <@U0BOB>; only <@U0ADMIN> can deploy there \
+         until 12:05 CET or `unlock adxstat in production`. I told <@U0BOB> by direct message."
+    );
     let told = g.posted_to("U0BOB", "took your lock").await;
     assert_eq!(
         told.text,

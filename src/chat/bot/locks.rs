@@ -49,7 +49,12 @@ impl<O: ChatOutput> Bot<O> {
                     {
                         tracing::warn!("cannot tell a lock's holder it was taken: {e}");
                     }
-                    return Ok(reply::lock_taken_over(&lock, &previous, now));
+                    return Ok(reply::lock_taken_over(
+                        &lock,
+                        &previous,
+                        now,
+                        self.config.bot.time_zone,
+                    ));
                 }
                 Ok(reply::lock_taken(&lock, now, self.config.bot.time_zone))
             }
