@@ -95,9 +95,13 @@ pub fn make_repository(dir: &Path) -> Result<(), ExampleError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| APP.to_string());
-    let making = parent.join(format!(".{name}.making-{}", std::process::id()));
-    // What an interrupted attempt of this process id left.
+    let prefix = format!(".{name}.making-");
+    let making = parent.join(format!("{prefix}{}", std::process::id()));
+    // What an interrupted attempt of this process id left, and what crashed processes left long ago.
     let _ = std::fs::remove_dir_all(&making);
+    for stale in stale_leftovers(parent, &prefix, std::time::SystemTime::now()) {
+        let _ = std::fs::remove_dir_all(stale);
+    }
     let made = make_in(&making).and_then(|()| {
         std::fs::rename(&making, dir).map_err(|source| ExampleError::Write {
             path: dir.to_path_buf(),
@@ -108,6 +112,31 @@ pub fn make_repository(dir: &Path) -> Result<(), ExampleError> {
         let _ = std::fs::remove_dir_all(&making);
     }
     made
+}
+
+/// How long another process's half-made repository is left alone: making one takes seconds, so
+/// one older than this was left by a process that crashed or was killed.
+const STALE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// The entries of `parent` named `prefix…` last changed more than [`STALE`] before `now`.
+fn stale_leftovers(
+    parent: &Path,
+    prefix: &str,
+    now: std::time::SystemTime,
+) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|changed| now.duration_since(changed).is_ok_and(|age| age > STALE))
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 /// The repository made in `dir`, which is created.
@@ -147,6 +176,30 @@ fn make_in(dir: &Path) -> Result<(), ExampleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_crashed_makers_left_long_ago_is_removed_and_a_running_ones_is_not() {
+        let parent = tempfile::tempdir().unwrap();
+        let old = parent.path().join(".adxstat.making-4000001");
+        let running = parent.path().join(".adxstat.making-4000002");
+        let other = parent.path().join(".other.making-4000003");
+        for dir in [&old, &running, &other] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for dir in [&old, &other] {
+            std::fs::File::open(dir)
+                .unwrap()
+                .set_modified(an_hour_ago)
+                .unwrap();
+        }
+        let dir = parent.path().join("adxstat");
+        make_repository(&dir).unwrap();
+        assert!(dir.join(".git").is_dir());
+        assert!(!old.exists(), "left by a crashed process an hour ago");
+        assert!(running.exists(), "another process may be making it now");
+        assert!(other.exists(), "another repository's");
+    }
 
     #[test]
     fn the_example_repository_has_both_releases() {
