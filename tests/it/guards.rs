@@ -336,6 +336,36 @@ async fn an_override_through_two_freezes_names_both() {
     g.zbot.stop().await.unwrap();
 }
 
+/// A freeze stored under an environment bot.toml does not have (a typo from before names were
+/// checked, an environment removed since) is lifted by an admin by that name; others are told
+/// the environment is unknown.
+#[tokio::test]
+async fn an_admin_unfreezes_a_freeze_stored_under_a_name_no_longer_configured() {
+    let g = guarded("", at("2026-11-30T09:00:00Z")).await;
+    g.zbot
+        .store
+        .freeze(
+            None,
+            &"prodcution".parse().unwrap(),
+            "U0BOB",
+            Some("typo"),
+            at("2026-11-29T09:00:00Z"),
+            None,
+        )
+        .await
+        .unwrap();
+    let refused = g.ask("U0ALICE", "unfreeze prodcution", "prodcution").await;
+    assert!(!refused.contains("Unfroze"), "{refused}");
+    let lifted = g.ask("U0ADMIN", "unfreeze prodcution", "Unfroze").await;
+    assert_eq!(lifted, "Unfroze prodcution (every app).");
+    let freezes = g.zbot.store.freezes().await.unwrap();
+    assert!(
+        zbot::policy::guards::active_freezes(&freezes, at("2026-11-30T09:00:00Z")).is_empty(),
+        "{freezes:?}"
+    );
+    g.zbot.stop().await.unwrap();
+}
+
 /// A dry run changes nothing: a freeze and approvals do not hold it (a real deploy stays refused).
 #[tokio::test]
 async fn a_dry_run_goes_through_a_freeze_without_approval() {

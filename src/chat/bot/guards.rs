@@ -64,7 +64,6 @@ impl<O: ChatOutput> Bot<O> {
         environment: &Environment,
         inbound: &Inbound,
     ) -> Result<String, Denial> {
-        let (app, environment) = policy::scope(&self.config, app, environment)?;
         let now = self.clock.now();
         let freezes = match self.store.freezes().await {
             Ok(freezes) => policy::guards::active_freezes(&freezes, now),
@@ -73,21 +72,29 @@ impl<O: ChatOutput> Bot<O> {
                 return Ok(reply::store_unavailable());
             }
         };
+        let admin = self.config.bot.admins.iter().any(|a| a == &inbound.user);
+        let (app, environment) = match policy::scope(&self.config, app, environment) {
+            Ok(scope) => scope,
+            // A freeze stored under a name bot.toml no longer has (an environment removed, a typo
+            // from before names were checked) still holds nothing configured, but an admin may
+            // lift it by the name it was stored under.
+            Err(unknown) => {
+                let stored = freezes.iter().any(|f| lifted_by(f, app, environment));
+                if !(admin && stored) {
+                    return Err(unknown);
+                }
+                (app.cloned(), environment.clone())
+            }
+        };
         // `unfreeze production` lifts every freeze of production; `unfreeze adxstat in production`
         // those of adxstat there (an every-app freeze stays: it is lifted by its own scope).
-        let (lifted, others): (Vec<_>, Vec<_>) = freezes.into_iter().partition(|f| {
-            f.environment.same(&environment)
-                && match (&app, &f.app) {
-                    (None, _) => true,
-                    (Some(app), Some(frozen)) => app.as_str().eq_ignore_ascii_case(frozen.as_str()),
-                    (Some(_), None) => false,
-                }
-        });
+        let (lifted, others): (Vec<_>, Vec<_>) = freezes
+            .into_iter()
+            .partition(|f| lifted_by(f, app.as_ref(), &environment));
         let still: Vec<_> = others
             .into_iter()
             .filter(|f| f.app.is_none() && f.environment.same(&environment))
             .collect();
-        let admin = self.config.bot.admins.iter().any(|a| a == &inbound.user);
         if let Some(other) = lifted.iter().find(|f| f.holder != inbound.user && !admin) {
             return Err(Denial::NotFreezeHolder(Box::new(other.clone())));
         }
@@ -161,4 +168,20 @@ impl<O: ChatOutput> Bot<O> {
             }
         }
     }
+}
+
+/// Whether `unfreeze [app in] environment` lifts `freeze`: `unfreeze production` every freeze of
+/// production, `unfreeze adxstat in production` those of adxstat there (an every-app freeze stays:
+/// it is lifted by its own scope).
+fn lifted_by(
+    freeze: &crate::store::Freeze,
+    app: Option<&AppName>,
+    environment: &Environment,
+) -> bool {
+    freeze.environment.same(environment)
+        && match (app, &freeze.app) {
+            (None, _) => true,
+            (Some(app), Some(frozen)) => app.as_str().eq_ignore_ascii_case(frozen.as_str()),
+            (Some(_), None) => false,
+        }
 }
