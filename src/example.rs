@@ -114,6 +114,46 @@ pub fn make_repository(dir: &Path) -> Result<(), ExampleError> {
     made
 }
 
+/// Writes `contents` to `path` as a new file, never over an existing one (`AlreadyExists`): written
+/// whole beside it, then hard-linked into place, so an interruption leaves no half-written file.
+/// Where the filesystem has no hard links (vfat, some CIFS and volume drivers: `Unsupported` or
+/// `PermissionDenied`), it is created with `create_new` and written in place instead.
+pub fn write_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_new_with(path, contents, |from, to| std::fs::hard_link(from, to))
+}
+
+fn write_new_with(
+    path: &Path,
+    contents: &[u8],
+    link: impl Fn(&Path, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::{ErrorKind, Write};
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let partial = path.with_file_name(format!(".{name}.zbot-init-{}", std::process::id()));
+    let linked = std::fs::write(&partial, contents).and_then(|()| link(&partial, path));
+    let _ = std::fs::remove_file(&partial);
+    match linked {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::Unsupported | ErrorKind::PermissionDenied
+            ) =>
+        {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?;
+            file.write_all(contents).inspect_err(|_| {
+                let _ = std::fs::remove_file(path);
+            })
+        }
+        other => other,
+    }
+}
+
 /// How long another process's half-made repository is left alone: making one takes seconds, so
 /// one older than this was left by a process that crashed or was killed.
 const STALE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
@@ -176,6 +216,34 @@ fn make_in(dir: &Path) -> Result<(), ExampleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_file_is_written_with_or_without_hard_links_and_never_over_one() {
+        use std::io::{Error, ErrorKind};
+        let dir = tempfile::tempdir().unwrap();
+        for (name, link_fails) in [
+            ("linked.toml", None),
+            ("vfat.toml", Some(ErrorKind::Unsupported)),
+            ("cifs.toml", Some(ErrorKind::PermissionDenied)),
+        ] {
+            let path = dir.path().join(name);
+            let link = |from: &Path, to: &Path| match link_fails {
+                Some(kind) => Err(Error::from(kind)),
+                None => std::fs::hard_link(from, to),
+            };
+            write_new_with(&path, b"one", link).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), b"one", "{name}");
+            let again = write_new_with(&path, b"two", link).unwrap_err();
+            assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{name}");
+            assert_eq!(std::fs::read(&path).unwrap(), b"one", "{name}");
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 
     #[test]
     fn what_crashed_makers_left_long_ago_is_removed_and_a_running_ones_is_not() {

@@ -267,19 +267,11 @@ fn make_example_repository(config: &Config) {
 }
 
 /// `zbot init`: the commented example bot.toml at `--config` (`ZBOT_CONFIG`; `./bot.toml` by default),
-/// never over an existing file. It is written whole beside its place, then linked into place (which
-/// fails if a file is there), so an interrupted init leaves no half-written bot.toml.
+/// never over an existing file ([`zbot::example::write_new`]: whole beside its place and linked in,
+/// or created new in place where the filesystem has no hard links).
 fn init(path: &Path) -> ExitCode {
     let shown = path.display();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "bot.toml".into());
-    let partial = path.with_file_name(format!(".{name}.zbot-init-{}", std::process::id()));
-    let written = std::fs::write(&partial, zbot::example::BOT_TOML.as_bytes())
-        .and_then(|()| std::fs::hard_link(&partial, path));
-    let _ = std::fs::remove_file(&partial);
-    match written {
+    match zbot::example::write_new(path, zbot::example::BOT_TOML.as_bytes()) {
         Ok(()) => {
             println!(
                 "wrote {shown}: read it top to bottom, set SLACK_APP_TOKEN, SLACK_BOT_TOKEN, GITHUB_TOKEN and \
