@@ -418,15 +418,22 @@ fn last_event_id(text: &str) -> String {
         .to_string()
 }
 
+/// Deployment `id` held running, its event stream open and read up to its first line: the deploy,
+/// the stream and the text read so far.
+async fn following_a_held_deploy(id: u64) -> (Held, tokio::net::TcpStream, String) {
+    let held = held_deploy(id).await;
+    let events = format!("/deployments/{id}/log/events?token={}", held.token);
+    let mut stream = open_events(held.zbot.addr, &events, None).await;
+    let mut text = String::new();
+    read_until(&mut stream, &mut text, |t| t.contains("holding")).await;
+    (held, stream, text)
+}
+
 /// Stopping zbot ends an open event stream with `end` at once, while the deploy it follows still
 /// runs: the reader is not held until the listener's grace runs out.
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_zbot_ends_an_open_event_stream() {
-    let held = held_deploy(2304).await;
-    let events = format!("/deployments/2304/log/events?token={}", held.token);
-    let mut stream = open_events(held.zbot.addr, &events, None).await;
-    let mut text = String::new();
-    read_until(&mut stream, &mut text, |t| t.contains("holding")).await;
+    let (held, mut stream, mut text) = following_a_held_deploy(2304).await;
     let Held {
         _dir,
         release,
@@ -447,11 +454,7 @@ async fn stopping_zbot_ends_an_open_event_stream() {
 /// event stream as a stop does, rather than leaving it to look at the store without a pause.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zbot_dropped_without_a_stop_ends_an_open_event_stream() {
-    let held = held_deploy(2305).await;
-    let events = format!("/deployments/2305/log/events?token={}", held.token);
-    let mut stream = open_events(held.zbot.addr, &events, None).await;
-    let mut text = String::new();
-    read_until(&mut stream, &mut text, |t| t.contains("holding")).await;
+    let (held, mut stream, mut text) = following_a_held_deploy(2305).await;
     let Held {
         _dir,
         release,
