@@ -600,6 +600,16 @@ fn until(i: &str) -> PResult<'_, Option<Until>> {
         }
         DurationWord::Not => {}
     }
+    // A bare number followed by a unit (`3 days`, `90 min`) was meant as a duration too; a number
+    // followed by anything else (`1 < 2`) starts the reason.
+    if first.chars().all(|c| c.is_ascii_digit())
+        && let Ok((_, unit)) = preceded(spaces1, word).parse(after)
+        && is_unit(unit)
+    {
+        return Err(malformed(ParseError::NotADuration {
+            word: format!("{first} {unit}"),
+        }));
+    }
     if !first.eq_ignore_ascii_case("until") {
         return Ok((i, None));
     }
@@ -649,8 +659,8 @@ enum DurationWord {
     /// Written as a duration, but zero, longer than [`MAX_MINUTES`], or too many digits to count.
     OutOfRange,
     /// Written like a duration, but not one zbot reads: a unit it does not take (`2w`, `3hours`,
-    /// `90min`), a bare number (`3` of `3 days`), a fraction (`1.5h`), or a number left without
-    /// its unit (`2h30`). Refused, never read as the start of the reason (the freeze would not end).
+    /// `90min`), a fraction (`1.5h`), or a number left without its unit (`2h30`). (A bare number
+    /// followed by a unit word, `3 days`, is refused by [`until`].) Refused, never read as the start of the reason (the freeze would not end).
     Unreadable,
 }
 
@@ -689,13 +699,10 @@ fn duration_word(text: &str) -> DurationWord {
 
 /// Whether a word zbot does not read as a duration was meant as one: numbers, each with a unit
 /// (`d`, `h`, `m` or one of [`OTHER_UNITS`]), a fraction only with its unit (`1.5h`), and only the
-/// last number may lack its unit (`3` of `3 days`, `2h30`). `3rd`, `v1.5` and `1.2.3` are words.
+/// last number, after others, may lack its unit (`2h30`). `3`, `3rd`, `v1.5` and `1.2.3` are words.
 fn reads_as_a_duration(text: &str) -> bool {
-    let unit = |u: &str| {
-        let u = u.to_ascii_lowercase();
-        matches!(u.as_str(), "d" | "h" | "m") || OTHER_UNITS.contains(&u.as_str())
-    };
     let mut rest = text;
+    let mut first = true;
     loop {
         let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
         if digits == 0 {
@@ -717,16 +724,24 @@ fn reads_as_a_duration(text: &str) -> bool {
                 .trim_start_matches(|c: char| c.is_ascii_alphabetic())
                 .len();
         if letters == 0 {
-            return rest.is_empty() && !fraction;
+            // A bare number alone is a word (`1 < 2`): [`until`] looks at the word after it.
+            return rest.is_empty() && !fraction && !first;
         }
-        if !unit(&rest[..letters]) {
+        if !is_unit(&rest[..letters]) {
             return false;
         }
         rest = &rest[letters..];
         if rest.is_empty() {
             return true;
         }
+        first = false;
     }
+}
+
+/// A unit zbot takes (`d`, `h`, `m`) or one of [`OTHER_UNITS`], any case.
+fn is_unit(word: &str) -> bool {
+    let word = word.to_ascii_lowercase();
+    matches!(word.as_str(), "d" | "h" | "m") || OTHER_UNITS.contains(&word.as_str())
 }
 
 /// Units people write after a number that zbot does not take: refused with the units it does.
@@ -1083,8 +1098,8 @@ mod tests {
             ("99999999999999999999999h", DurationWord::OutOfRange),
             ("18446744073709551615d", DurationWord::OutOfRange),
             ("2w", DurationWord::Unreadable),
-            ("3", DurationWord::Unreadable),
-            ("90", DurationWord::Unreadable),
+            ("3", DurationWord::Not),
+            ("90", DurationWord::Not),
             ("1.5h", DurationWord::Unreadable),
             ("2,5d", DurationWord::Unreadable),
             ("0.5hours", DurationWord::Unreadable),
@@ -1133,8 +1148,16 @@ mod tests {
                 ParseError::NotADuration { word: "2w".into() },
             ),
             (
+                "lock adxstat in production 2 hours testing",
+                ParseError::NotADuration {
+                    word: "2 hours".into(),
+                },
+            ),
+            (
                 "freeze production 3 days holidays",
-                ParseError::NotADuration { word: "3".into() },
+                ParseError::NotADuration {
+                    word: "3 days".into(),
+                },
             ),
             (
                 "freeze production 1.5h holidays",
@@ -1150,7 +1173,9 @@ mod tests {
             ),
             (
                 "freeze production 90 min testing",
-                ParseError::NotADuration { word: "90".into() },
+                ParseError::NotADuration {
+                    word: "90 min".into(),
+                },
             ),
             (
                 "freeze production until 25:61",
