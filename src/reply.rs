@@ -805,6 +805,11 @@ pub fn instance_stopped(instance: Option<&crate::domain::InstanceId>) -> String 
 pub const STORE_LOST: &str =
     "this zbot instance could not reach the store to record how the deploy ended";
 
+/// `error`, said by the instance that claimed the deploy: the store did not answer before it could
+/// start, so it never ran.
+pub const STORE_LOST_BEFORE_START: &str =
+    "this zbot instance could not reach the store before starting the deploy; it did not run";
+
 /// `error`: this instance stops a deploy whose lease it lost (it was paused, or cut off from the
 /// store, past its lease, and another instance may have ended it already).
 pub const LEASE_LOST: &str = "this zbot instance lost its claim on the deploy (paused or cut off from the store past its lease)";

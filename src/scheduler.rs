@@ -53,8 +53,11 @@ pub struct Scheduler {
     deployer: Arc<Deployer>,
     concurrency: usize,
     wake: Notify,
-    /// Cancel switches of the deploys this process runs.
+    /// Cancel switches of the deploys this process runs, and of those it has claimed and not yet
+    /// started: the leases it renews are exactly these.
     running: Mutex<HashMap<DeploymentId, watch::Sender<Option<String>>>>,
+    /// Another process registered this instance's id: this one claims nothing more.
+    displaced: std::sync::atomic::AtomicBool,
 }
 
 impl Scheduler {
@@ -71,6 +74,7 @@ impl Scheduler {
             concurrency,
             wake: Notify::new(),
             running: Mutex::default(),
+            displaced: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -163,25 +167,33 @@ impl Scheduler {
         }
     }
 
-    /// Renews the leases of the deploys this instance runs, all in one statement every third of the
-    /// lease, each renewal bounded by a third of the lease. A deploy is stopped when its lease is
-    /// lost: not renewed (another instance took it over), or past its local deadline — the start of
-    /// its last successful renewal plus half the lease — whatever the store says (it cannot be
-    /// reached, or this instance was paused), so it stops well before another instance may take it
-    /// over.
+    /// Renews the leases of the deploys this instance runs (or has claimed), every sixth of the lease,
+    /// each renewal bounded by a sixth of the lease, so one renewal that fails or gets no answer is
+    /// followed by another before any deadline passes. A deploy is stopped when its lease is lost:
+    /// not renewed (another instance took it over), or past its local deadline — the start of its
+    /// last successful renewal plus half the lease — whatever the store says (it cannot be reached, or
+    /// this instance was paused); its guard kills it at the latest a quarter of the lease after that,
+    /// so it is dead well before another instance may take it over. When another process has taken
+    /// this instance's id, every deploy here stops and this instance claims nothing more.
     async fn keep_leases(self: Arc<Self>) {
         let store = &self.deployer.store;
         let lease = store.lease();
-        let mut ticks = tokio::time::interval(lease / 3);
+        let every = crate::runner::renew_every(lease);
+        let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadlines = &self.deployer.lease_deadlines;
+        let mut missed = 0u32;
         loop {
             ticks.tick().await;
             let ids: Vec<DeploymentId> = self.running.lock().await.keys().copied().collect();
             let began = tokio::time::Instant::now();
             let mut lost = Vec::new();
-            match tokio::time::timeout(lease / 3, store.renew_all()).await {
+            match tokio::time::timeout(every, store.renew_all(&ids)).await {
                 Ok(Ok(renewed)) => {
+                    if missed > 0 {
+                        tracing::info!("the leases are renewed again after {missed} miss(es)");
+                    }
+                    missed = 0;
                     for id in &ids {
                         if renewed.contains(id) {
                             deadlines.set(*id, began + lease / 2);
@@ -191,9 +203,29 @@ impl Scheduler {
                         }
                     }
                 }
-                Ok(Err(e)) => tracing::error!("cannot renew the leases: {e}"),
+                Ok(Err(crate::store::StoreError::Displaced { instance })) => {
+                    tracing::error!(
+                        instance,
+                        "another zbot process has taken over this instance's id: stopping every deploy here and claiming nothing more (restart this process with its own --instance-id)"
+                    );
+                    self.displaced
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    for switch in self.running.lock().await.values() {
+                        if switch.borrow().is_none() {
+                            let _ = switch.send(Some(LEASE_LOST.to_string()));
+                        }
+                    }
+                    return;
+                }
+                Ok(Err(e)) => {
+                    missed += 1;
+                    tracing::error!("cannot renew the leases (miss {missed}): {e}");
+                }
                 Err(_) => {
-                    tracing::error!("cannot renew the leases: no answer within {:?}", lease / 3)
+                    missed += 1;
+                    tracing::error!(
+                        "cannot renew the leases (miss {missed}): no answer within {every:?}"
+                    );
                 }
             }
             for id in deadlines.overdue(tokio::time::Instant::now()) {
@@ -373,6 +405,9 @@ impl Scheduler {
 
     async fn start_what_can_run(self: &Arc<Self>, deploys: &mut JoinSet<()>) {
         let store = &self.deployer.store;
+        if self.displaced.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let concurrency = self.concurrency;
         let mut announce = Vec::new();
         let claimed = store
@@ -412,8 +447,19 @@ impl Scheduler {
                 return;
             }
         };
-        for d in claimed.started {
-            self.start(d, deploys).await;
+        // Each claimed deploy has its switch before any starts, so its lease is renewed (and a cancel
+        // reaches it) while the ones before it start.
+        let mut switches = Vec::with_capacity(claimed.started.len());
+        {
+            let mut running = self.running.lock().await;
+            for d in &claimed.started {
+                let (switch, cancel) = watch::channel(None);
+                running.insert(d.deployment_id, switch);
+                switches.push(cancel);
+            }
+        }
+        for (d, cancel) in claimed.started.into_iter().zip(switches) {
+            self.start(d, cancel, deploys).await;
         }
         for wait in announce {
             if claimed
@@ -450,21 +496,46 @@ impl Scheduler {
 
     /// Runs a deployment this instance has claimed (it is marked running), with its cancel switch;
     /// on a shared store only once its lease is renewed: this instance may have been paused since the
-    /// claim, and another may have ended the deployment meanwhile.
-    async fn start(self: &Arc<Self>, d: crate::store::Deployment, deploys: &mut JoinSet<()>) {
+    /// claim, and another may have ended the deployment meanwhile. A store that does not answer is
+    /// asked again until half the lease has passed since the first try; then the deployment ends
+    /// `error` without running (or, if that cannot be recorded either, its lease, no longer renewed,
+    /// expires and an instance ends it).
+    async fn start(
+        self: &Arc<Self>,
+        d: crate::store::Deployment,
+        cancel: watch::Receiver<Option<String>>,
+        deploys: &mut JoinSet<()>,
+    ) {
         let deployment_id = d.deployment_id;
-        if !self.deployer.holds_lease(&d).await {
-            tracing::warn!(deployment = %deployment_id, "lost the lease on this deploy before it started; not running it");
-            return;
+        let store = &self.deployer.store;
+        let first_try = tokio::time::Instant::now();
+        match self
+            .deployer
+            .holds_lease(&d, first_try + store.lease() / 2)
+            .await
+        {
+            crate::runner::Lease::Held { since } => {
+                if store.is_shared() {
+                    self.deployer
+                        .lease_deadlines
+                        .set(deployment_id, since + store.lease() / 2);
+                }
+            }
+            crate::runner::Lease::Lost => {
+                self.running.lock().await.remove(&deployment_id);
+                tracing::warn!(deployment = %deployment_id, "lost the lease on this deploy before it started; not running it");
+                return;
+            }
+            crate::runner::Lease::Unanswered => {
+                tracing::error!(deployment = %deployment_id, "the store did not answer before this deploy could start; ending it without running it");
+                self.deployer
+                    .end_unrun(&d, crate::reply::STORE_LOST_BEFORE_START)
+                    .await;
+                self.running.lock().await.remove(&deployment_id);
+                self.wake();
+                return;
+            }
         }
-        if self.deployer.store.is_shared() {
-            self.deployer.lease_deadlines.set(
-                deployment_id,
-                tokio::time::Instant::now() + self.deployer.store.lease() / 2,
-            );
-        }
-        let (switch, cancel) = watch::channel(None);
-        self.running.lock().await.insert(deployment_id, switch);
         let waited = (chrono::Utc::now() - d.created_at)
             .to_std()
             .unwrap_or_default();

@@ -76,6 +76,24 @@ pub struct Deployer {
     pub lease_deadlines: LeaseDeadlines,
 }
 
+/// How often a shared store's leases are renewed, and how long one renewal may take: a sixth of the
+/// lease, so that with a local deadline of half the lease a renewal that fails or gets no answer is
+/// followed by another before the deadline.
+pub fn renew_every(lease: Duration) -> Duration {
+    lease / 6
+}
+
+/// What [`Deployer::holds_lease`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Renewed by a try that began at `since` (a local deadline counts from there).
+    Held { since: tokio::time::Instant },
+    /// Another instance holds it, or the deployment has ended: this instance must not act on it.
+    Lost,
+    /// The store did not answer in time: nobody knows.
+    Unanswered,
+}
+
 /// Each deploy's local lease deadline on a shared store: the start of its last successful renewal plus
 /// half the lease (the scheduler moves it on). Past it this instance stops its deploy and stops feeding
 /// the deploy's guard ([`process::GuardSpec`]), so its processes are dead before another instance may
@@ -414,25 +432,45 @@ impl Deployer {
     }
 
     /// Whether this instance still holds the lease of its running deployment `d` (renewing it): always
-    /// alone on the store; on a shared store, false when another instance took it over (this one was
-    /// paused, or cut off) or the store does not answer within a third of the lease. Asked before
-    /// anything a deploy does outside zbot that another instance may have done or undone meanwhile.
-    pub async fn holds_lease(&self, d: &Deployment) -> bool {
+    /// alone on the store; on a shared store, [`Lease::Lost`] only when the store says so (another
+    /// instance took it over: this one was paused, or cut off). A store that fails or does not answer
+    /// (each try bounded by a sixth of the lease) is asked again, twice a second, until `until`; then
+    /// [`Lease::Unanswered`]. Asked before anything a deploy does outside zbot that another instance
+    /// may have done or undone meanwhile.
+    pub async fn holds_lease(&self, d: &Deployment, until: tokio::time::Instant) -> Lease {
         if !self.store.is_shared() {
-            return true;
+            return Lease::Held {
+                since: tokio::time::Instant::now(),
+            };
         }
-        match tokio::time::timeout(self.store.lease() / 3, self.store.renew(d.deployment_id)).await
-        {
-            Ok(Ok(held)) => held,
-            Ok(Err(e)) => {
-                tracing::error!(deployment = %d.deployment_id, "cannot renew the lease: {e}");
-                false
+        let each = renew_every(self.store.lease());
+        loop {
+            let since = tokio::time::Instant::now();
+            let left = until.saturating_duration_since(since);
+            if left.is_zero() {
+                return Lease::Unanswered;
             }
-            Err(_) => {
-                tracing::error!(deployment = %d.deployment_id, "cannot renew the lease: the store did not answer");
-                false
+            match tokio::time::timeout(each.min(left), self.store.renew(d.deployment_id)).await {
+                Ok(Ok(true)) => return Lease::Held { since },
+                Ok(Ok(false)) => return Lease::Lost,
+                Ok(Err(e)) => {
+                    tracing::warn!(deployment = %d.deployment_id, "cannot renew the lease yet (trying again): {e}");
+                }
+                Err(_) => {
+                    tracing::warn!(deployment = %d.deployment_id, "cannot renew the lease yet: the store did not answer (trying again)");
+                }
             }
+            let pause = Duration::from_millis(500)
+                .min(until.saturating_duration_since(tokio::time::Instant::now()));
+            tokio::time::sleep(pause).await;
         }
+    }
+
+    /// The local lease deadline of this instance's deployment `d` (now, if it has none).
+    fn lease_deadline(&self, d: &Deployment) -> tokio::time::Instant {
+        self.lease_deadlines
+            .watch(d.deployment_id)
+            .map_or_else(tokio::time::Instant::now, |deadline| *deadline.borrow())
     }
 
     /// Records the end of a deploy this instance ran ([`Store::finish`], fenced by the lease). On a
@@ -609,7 +647,10 @@ impl Deployer {
         let _ = refresh.await;
         // Another instance that took the deploy over may have written its end into the page.
         if let Some(page) = &page
-            && self.holds_lease(&d).await
+            && matches!(
+                self.holds_lease(&d, self.lease_deadline(&d)).await,
+                Lease::Held { .. }
+            )
         {
             self.page_refresher(&d)
                 .refresh(&d, page, &log_path, &log_url)
@@ -884,9 +925,11 @@ impl Deployer {
     /// Tells GitHub the deploy is in progress; `Err` (the deploy's end) when GitHub does not answer,
     /// since it could not be told how the deploy ends either.
     pub async fn tell_started(&self, d: &Deployment, log_url: &str) -> Result<(), Outcome> {
-        // Never `in_progress` over the end another instance gave it.
-        if !self.holds_lease(d).await {
-            return Err(Outcome::error(reply::LEASE_LOST));
+        // Never `in_progress` over the end another instance gave it; a store that does not answer
+        // is asked again until the deploy's local deadline.
+        match self.holds_lease(d, self.lease_deadline(d)).await {
+            Lease::Held { .. } => {}
+            Lease::Lost | Lease::Unanswered => return Err(Outcome::error(reply::LEASE_LOST)),
         }
         let deploying = match self.override_of(d, false) {
             Some(overridden) => overridden.after(&reply::deploying(d)),
@@ -1181,7 +1224,7 @@ impl Deployer {
                 .watch(d.deployment_id)
                 .map(|deadline| process::GuardSpec {
                     deadline,
-                    silence: self.store.lease() / 2,
+                    silence: self.store.lease() / 4,
                 }),
         });
         let (exit, ()) = tokio::join!(run, record_group);

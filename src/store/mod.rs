@@ -46,6 +46,12 @@ pub enum StoreError {
         "another zbot instance with the id `{instance}` is running (it renewed its heartbeat {age_ms} ms ago): give each instance its own --instance-id (with systemd: --instance-id %H-%i)"
     )]
     InstanceLive { instance: String, age_ms: i64 },
+    /// Another process registered this instance's id (this one was paused or cut off past its
+    /// heartbeat, and a restart took the id): this process holds nothing any more and must stop.
+    #[error(
+        "another zbot process has taken over the instance id `{instance}`: this one holds no lease any more and stops"
+    )]
+    Displaced { instance: String },
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -2392,6 +2398,87 @@ mod tests {
                 (ended.state, ended.description.as_str()),
                 (DeploymentState::Error, "stopped"),
                 "{name}"
+            );
+        }
+    }
+
+    /// Only the leases an instance names are renewed: a claim it left behind (its start found the
+    /// store away) expires, so another instance ends it. A process whose instance id another process
+    /// registered claims nothing, and its renewal says it was displaced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_named_leases_are_renewed_and_a_displaced_process_claims_nothing() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b) = two_instances(backend, dir.path(), Duration::from_millis(400)).await;
+            let name = backend.as_str();
+            a.register().await.unwrap();
+            b.register().await.unwrap();
+            for id in 1..=3 {
+                a.accept(
+                    Some(&format!("d-{id}")),
+                    "deployment",
+                    Some(&deployment(id)),
+                )
+                .await
+                .unwrap();
+            }
+            let everything =
+                |_: &[(Repository, Environment)], queue: &[QueueEntry]| shared::Choice {
+                    start: queue.iter().map(|e| e.deployment_id).collect(),
+                    positions: vec![],
+                };
+            let log = |_| std::path::PathBuf::from("x.log");
+            assert_eq!(
+                a.claim(everything, log).await.unwrap().started.len(),
+                3,
+                "{name}"
+            );
+            // `a` runs #1 only; #2 and #3 were claimed and left behind.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let renewed = a.renew_all(&[DeploymentId(1)]).await.unwrap();
+                assert_eq!(renewed, vec![DeploymentId(1)], "{name}");
+                let mut expired: Vec<u64> = b
+                    .expired()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.deployment_id.0)
+                    .collect();
+                expired.sort();
+                assert!(!expired.contains(&1), "{name}: #1 is renewed");
+                if expired == [2, 3] {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name}: the left-behind claims never expired"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // Another process registers `a`'s id.
+            sqlx::query("UPDATE instances SET token = 'another process' WHERE instance_id = 'a'")
+                .execute(&a.pool)
+                .await
+                .unwrap();
+            a.accept(Some("d-4"), "deployment", Some(&deployment(4)))
+                .await
+                .unwrap();
+            assert!(
+                a.claim(everything, log).await.unwrap().started.is_empty(),
+                "{name}: a displaced process claims nothing"
+            );
+            assert_eq!(
+                a.get(DeploymentId(4)).await.unwrap().unwrap().state,
+                DeploymentState::Queued,
+                "{name}"
+            );
+            assert!(
+                matches!(
+                    a.renew_all(&[DeploymentId(1)]).await,
+                    Err(StoreError::Displaced { .. })
+                ),
+                "{name}: told it was displaced"
             );
         }
     }

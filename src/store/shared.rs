@@ -46,9 +46,14 @@ pub struct Choice {
 /// The condition that no other process has registered this instance's id (parameter `$param` holds
 /// this process's token): a process whose id was taken over renews nothing.
 fn own_id(param: usize) -> String {
+    own_id_of("deployments.instance_id", param)
+}
+
+/// [`own_id`] for the instance id `instance` (an SQL expression: a column or a parameter).
+fn own_id_of(instance: &str, param: usize) -> String {
     format!(
         "AND NOT EXISTS (SELECT 1 FROM instances i
-             WHERE i.instance_id = deployments.instance_id AND i.token <> ${param})"
+             WHERE i.instance_id = {instance} AND i.token <> ${param})"
     )
 }
 
@@ -241,16 +246,20 @@ impl Store {
         let lease_until = millis_after(self.clock(&mut *conn).await?, self.lease);
         let mut started = Vec::with_capacity(choice.start.len());
         for id in choice.start {
-            let changed = sqlx::query(
+            // A process whose id another has taken over claims nothing (it would not run it, and
+            // the other's renewals would keep the claim alive).
+            let changed = sqlx::query(&format!(
                 "UPDATE deployments SET state = 'running', started_at = $1, log_path = $2,
                         queue_position = NULL, instance_id = $3, lease_until = $4, cancel_reason = NULL
-                 WHERE deployment_id = $5 AND state = 'queued'",
-            )
+                 WHERE deployment_id = $5 AND state = 'queued' {}",
+                own_id_of("$3", 6)
+            ))
             .bind(now())
             .bind(log_path(id).display().to_string())
             .bind(self.instance.as_str())
             .bind(lease_until)
             .bind(id.0 as i64)
+            .bind(&self.token)
             .execute(&mut *conn)
             .await?
             .rows_affected();
@@ -288,27 +297,46 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Renews, in one statement, every lease this instance holds, and its heartbeat; returns the
-    /// deployments renewed (those missing were taken over or have ended).
-    pub async fn renew_all(&self) -> Result<Vec<DeploymentId>, StoreError> {
+    /// Renews the leases of `ids` (the deployments this process runs or has claimed and not yet
+    /// started: never a row it left behind, which must expire so that another instance ends it) and
+    /// this instance's heartbeat; returns the deployments renewed (those missing were taken over or
+    /// have ended). [`StoreError::Displaced`] when another process has registered this instance's id.
+    pub async fn renew_all(&self, ids: &[DeploymentId]) -> Result<Vec<DeploymentId>, StoreError> {
         let now = self.clock_now().await?;
-        let renewed: Vec<(i64,)> = sqlx::query_as(&format!(
-            "UPDATE deployments SET lease_until = $1
-             WHERE state = 'running' AND instance_id = $2 {}
-             RETURNING deployment_id",
-            own_id(3)
-        ))
-        .bind(millis_after(now, self.lease))
+        let renewed: Vec<(i64,)> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            let listed: Vec<String> = (4..4 + ids.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "UPDATE deployments SET lease_until = $1
+                 WHERE state = 'running' AND instance_id = $2 {} AND deployment_id IN ({})
+                 RETURNING deployment_id",
+                own_id(3),
+                listed.join(", ")
+            );
+            let mut query = sqlx::query_as(&sql)
+                .bind(millis_after(now, self.lease))
+                .bind(self.instance.as_str())
+                .bind(&self.token);
+            for id in ids {
+                query = query.bind(id.0 as i64);
+            }
+            query.fetch_all(&self.pool).await?
+        };
+        let beat = sqlx::query(
+            "UPDATE instances SET heartbeat_at = $1 WHERE instance_id = $2 AND token = $3",
+        )
+        .bind(now)
         .bind(self.instance.as_str())
         .bind(&self.token)
-        .fetch_all(&self.pool)
-        .await?;
-        sqlx::query("UPDATE instances SET heartbeat_at = $1 WHERE instance_id = $2 AND token = $3")
-            .bind(now)
-            .bind(self.instance.as_str())
-            .bind(&self.token)
-            .execute(&self.pool)
-            .await?;
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if beat == 0 {
+            return Err(StoreError::Displaced {
+                instance: self.instance.to_string(),
+            });
+        }
         Ok(renewed
             .into_iter()
             .map(|(id,)| DeploymentId(id as u64))
