@@ -178,28 +178,45 @@ fn is_orphan(stat: &Stat, own_pid: i32, own_group: i32, leader: bool) -> bool {
     stat.state == 'Z' && stat.ppid == own_pid && stat.pgrp != own_group && !leader
 }
 
-/// Reading `/proc`.
+/// Reading `/proc`. A process that has gone reads as gone; any other failure to read (too many open
+/// files in a busy zbot) is an error, never "no process".
 mod procfs {
     use super::{Process, Stat, command_line, parse_stat};
 
-    /// The numbers of all processes (not threads) now.
-    pub fn pids() -> Vec<i32> {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .collect()
+    /// Whether reading a process's file failed because the process has gone.
+    fn gone(e: &std::io::Error) -> bool {
+        e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
     }
 
-    pub fn stat(pid: i32) -> Option<(String, Stat)> {
-        parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    /// The numbers of all processes (not threads) now.
+    pub fn pids() -> std::io::Result<Vec<i32>> {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc")? {
+            if let Some(pid) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
+                pids.push(pid);
+            }
+        }
+        Ok(pids)
+    }
+
+    /// The process's command name and status; `None` once it has gone.
+    pub fn stat(pid: i32) -> std::io::Result<Option<(String, Stat)>> {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(text) => Ok(parse_stat(&text)),
+            Err(e) if gone(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The environment the process started with; empty once it exited, or when not ours to read.
-    pub fn environ(pid: i32) -> Vec<u8> {
-        std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default()
+    pub fn environ(pid: i32) -> std::io::Result<Vec<u8>> {
+        match std::fs::read(format!("/proc/{pid}/environ")) {
+            Ok(environ) => Ok(environ),
+            Err(e) if gone(&e) || e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn process(pid: i32, comm: &str) -> Process {
@@ -215,33 +232,64 @@ mod procfs {
 type Key = (i32, u64);
 
 /// The live processes (not zombies) carrying `marks`, except zbot itself and the members of
-/// `except_group`.
-fn carrying(marks: &Marks, except_group: Option<i32>) -> Vec<(Key, Process)> {
+/// `except_group`; an error when `/proc` could not be read.
+fn carrying_now(marks: &Marks, except_group: Option<i32>) -> std::io::Result<Vec<(Key, Process)>> {
     if !cfg!(target_os = "linux") {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let own = own_pid();
-    procfs::pids()
-        .into_iter()
-        .filter(|&pid| pid != own)
-        .filter_map(|pid| {
-            let (comm, stat) = procfs::stat(pid)?;
-            let live = !matches!(stat.state, 'Z' | 'X' | 'x');
-            let outside = Some(stat.pgrp) != except_group;
-            (live && outside && marks.found_in(&procfs::environ(pid)))
-                .then(|| ((pid, stat.start_time), procfs::process(pid, &comm)))
-        })
-        .collect()
+    let mut found = Vec::new();
+    for pid in procfs::pids()? {
+        if pid == own {
+            continue;
+        }
+        let Some((comm, stat)) = procfs::stat(pid)? else {
+            continue;
+        };
+        let live = !matches!(stat.state, 'Z' | 'X' | 'x');
+        let outside = Some(stat.pgrp) != except_group;
+        if live && outside && marks.found_in(&procfs::environ(pid)?) {
+            found.push(((pid, stat.start_time), procfs::process(pid, &comm)));
+        }
+    }
+    Ok(found)
+}
+
+/// How many times `/proc` is read before zbot gives up and says so, [`POLL`] apart.
+const READ_TRIES: u32 = 20;
+
+/// [`carrying_now`], read again while `/proc` cannot be read; after [`READ_TRIES`] the error is
+/// logged (nothing can be found then) rather than taken for "no process".
+async fn carrying(marks: &Marks, except_group: Option<i32>) -> Vec<(Key, Process)> {
+    let mut tries = 0;
+    loop {
+        match carrying_now(marks, except_group) {
+            Ok(found) => return found,
+            Err(e) if tries + 1 < READ_TRIES => {
+                tries += 1;
+                tracing::warn!("cannot read /proc yet (trying again): {e}");
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => {
+                tracing::error!(
+                    "cannot read /proc to find a deploy's processes (they may still run): {e}"
+                );
+                return Vec::new();
+            }
+        }
+    }
 }
 
 /// The processes of the deploy `marks` names still running inside process group `group` (its leader
 /// has exited and is a zombie, so it is not among them).
-pub fn in_group(marks: &Marks, group: i32) -> Vec<Process> {
+pub async fn in_group(marks: &Marks, group: i32) -> Vec<Process> {
     let outside: Vec<Key> = carrying(marks, Some(group))
+        .await
         .into_iter()
         .map(|(key, _)| key)
         .collect();
     carrying(marks, None)
+        .await
         .into_iter()
         .filter(|(key, _)| !outside.contains(key))
         .map(|(_, p)| p)
@@ -249,8 +297,9 @@ pub fn in_group(marks: &Marks, group: i32) -> Vec<Process> {
 }
 
 /// The processes of the deploy `marks` names still running outside process group `group`.
-pub fn outside_group(marks: &Marks, group: i32) -> Vec<Process> {
+pub async fn outside_group(marks: &Marks, group: i32) -> Vec<Process> {
     carrying(marks, Some(group))
+        .await
         .into_iter()
         .map(|(_, p)| p)
         .collect()
@@ -259,10 +308,12 @@ pub fn outside_group(marks: &Marks, group: i32) -> Vec<Process> {
 /// Whether process group `group` holds a process of the deploy `marks` names — its deployment id and
 /// this zbot's data directory (after a reboot, or a long time, the number may name someone else's
 /// group; and another instance on this machine, with its own data directory, stops its own deploys).
-pub fn group_of_deploy(group: i32, marks: &Marks) -> bool {
-    procfs::pids().into_iter().any(|pid| {
-        procfs::stat(pid).is_some_and(|(_, stat)| stat.pgrp == group)
-            && marks.found_in(&procfs::environ(pid))
+pub async fn group_of_deploy(group: i32, marks: &Marks) -> bool {
+    carrying(marks, None).await.iter().any(|((pid, _), _)| {
+        procfs::stat(*pid)
+            .ok()
+            .flatten()
+            .is_some_and(|(_, stat)| stat.pgrp == group)
     })
 }
 
@@ -274,7 +325,7 @@ pub async fn stop(marks: &Marks, except_group: Option<i32>, grace: Duration) -> 
     let started = Instant::now();
     let mut found: BTreeMap<Key, (usize, Target)> = BTreeMap::new();
     let alive: BTreeSet<Key> = loop {
-        let now = carrying(marks, except_group);
+        let now = carrying(marks, except_group).await;
         if now.is_empty() {
             break BTreeSet::new();
         }
@@ -349,7 +400,12 @@ impl Target {
         #[cfg(target_os = "linux")]
         let handle = match sys::pidfd_open(key.0) {
             // The number may have been given to another process since it was found.
-            Ok(pidfd) if procfs::stat(key.0).is_some_and(|(_, stat)| stat.start_time == key.1) => {
+            Ok(pidfd)
+                if procfs::stat(key.0)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(_, stat)| stat.start_time == key.1) =>
+            {
                 Handle::Pidfd(pidfd)
             }
             Ok(_) => Handle::Gone,
@@ -447,7 +503,7 @@ fn reap_orphans_among(pids: impl IntoIterator<Item = i32>) -> Vec<Process> {
     let own_group = unsafe { libc::getpgrp() };
     pids.into_iter()
         .filter_map(|pid| {
-            let (comm, stat) = procfs::stat(pid)?;
+            let (comm, stat) = procfs::stat(pid).ok().flatten()?;
             (is_orphan(&stat, own, own_group, leaders.contains(&pid)) && sys::reap(pid)).then(
                 || Process {
                     pid,
@@ -510,7 +566,7 @@ pub fn watch_orphans() {
                     () = exited => {}
                     () = tokio::time::sleep(REAP_EVERY) => {}
                 }
-                for orphan in reap_orphans_among(procfs::pids()) {
+                for orphan in reap_orphans_among(procfs::pids().unwrap_or_default()) {
                     tracing::info!(pid = orphan.pid, command = %orphan.command, "reaped a process zbot inherited");
                 }
             }
@@ -650,10 +706,21 @@ mod tests {
         }
     }
 
+    /// A process that has gone reads as gone (not as an error), so only a real failure to read `/proc`
+    /// is retried and said.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_gone_process_reads_as_gone_not_as_an_error() {
+        let gone = i32::MAX;
+        assert!(procfs::stat(gone).unwrap().is_none());
+        assert!(procfs::environ(gone).unwrap().is_empty());
+        assert!(procfs::pids().unwrap().contains(&own_pid()));
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn this_process_reads_as_the_kernel_shows_it() {
-        let (_, stat) = procfs::stat(own_pid()).unwrap();
+        let (_, stat) = procfs::stat(own_pid()).unwrap().unwrap();
         // SAFETY: getppid and getpgrp cannot fail.
         let (ppid, pgrp) = unsafe { (libc::getppid(), libc::getpgrp()) };
         assert_eq!((stat.ppid, stat.pgrp), (ppid, pgrp));

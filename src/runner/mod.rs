@@ -412,7 +412,7 @@ impl Deployer {
         );
         let marks = escaped::Marks::new(&self.config.bot.data_dir, d.deployment_id);
         if let Some(group) = d.process_group.and_then(|g| i32::try_from(g).ok())
-            && process::kill_leftover_group(group, &marks)
+            && process::kill_leftover_group(group, &marks).await
         {
             tracing::warn!(
                 deployment = %d.deployment_id,

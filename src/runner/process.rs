@@ -331,7 +331,7 @@ pub async fn run(run: Run<'_>) -> Exit {
     }
     // Whatever the deploy left in its group goes with it, named in the log like those outside it.
     let in_group = if stopped.is_none() {
-        escaped::in_group(marks, group)
+        escaped::in_group(marks, group).await
     } else {
         Vec::new()
     };
@@ -362,6 +362,7 @@ pub async fn run(run: Run<'_>) -> Exit {
     let left_behind = async {
         if keep_children {
             escaped::outside_group(marks, group)
+                .await
                 .into_iter()
                 .map(|process| (process, LeftBehind::Kept))
                 .collect()
@@ -423,8 +424,8 @@ async fn stop_left_behind(
 /// Kills what is left of a deploy a previous zbot ran in group `group`, if that group still holds a
 /// process of the deploy (after a reboot the number may belong to someone else). Returns whether it
 /// killed.
-pub fn kill_leftover_group(group: i32, marks: &escaped::Marks) -> bool {
-    let found = escaped::group_of_deploy(group, marks);
+pub async fn kill_leftover_group(group: i32, marks: &escaped::Marks) -> bool {
+    let found = escaped::group_of_deploy(group, marks).await;
     if found {
         signal_group(group, libc::SIGKILL);
     }

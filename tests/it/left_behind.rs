@@ -61,12 +61,19 @@ fn log_of(dir: &Path, id: u64) -> String {
 
 /// A shell function for deploy scripts: `left_group PID COMMAND` returns once process PID is in a
 /// process group other than the script's and runs COMMAND (`setsid` or a fork has become it), so it
-/// is named by that command. A script that ended sooner would take it along with its group.
+/// is named by that command. A script that ended sooner would take it along with its group. And
+/// `execed PID COMMAND` returns once process PID runs COMMAND (a background `nohup` has become it).
 const LEFT_GROUP: &str = r#"left_group() {
   while :; do
     if [ "$(cut -d' ' -f5 /proc/$1/stat)" != "$(cut -d' ' -f5 /proc/$$/stat)" ]; then
       case "$(tr '\0' ' ' < /proc/$1/cmdline)" in "$2"*) return ;; esac
     fi
+    sleep 0.02
+  done
+}
+execed() {
+  while :; do
+    case "$(tr '\0' ' ' < /proc/$1/cmdline)" in "$2"*) return ;; esac
     sleep 0.02
   done
 }
@@ -140,6 +147,7 @@ echo $! > {quiet}
 left_group $! sleep
 nohup sleep 606 &
 echo $! > {nohup}
+execed $! "sleep 606"
 setsid sh -c 'sleep 607 & echo $! > {its_child}; wait' &
 echo $! > {parent}
 left_group $! sh
