@@ -303,10 +303,16 @@ fn run(config_path: &Path, json_logs: bool, instance_id: Option<&str>) -> ExitCo
     // Processes a deploy leaves behind when their parent exits come to zbot, not to init.
     zbot::runner::escaped::become_subreaper();
     // This binary is each deploy's guard too (`zbot guard`).
-    match std::env::current_exe() {
-        Ok(exe) => zbot::runner::process::set_guard_program(exe),
-        Err(e) => {
-            tracing::error!("cannot find zbot's own binary, deploys run without a guard: {e}")
+    // /proc/self/exe names the running binary even after an upgrade replaced or removed its file.
+    let own = std::path::PathBuf::from("/proc/self/exe");
+    if own.exists() {
+        zbot::runner::process::set_guard_program(own);
+    } else {
+        match std::env::current_exe() {
+            Ok(exe) => zbot::runner::process::set_guard_program(exe),
+            Err(e) => tracing::error!(
+                "cannot find zbot's own binary: deploys on a shared store do not run without their guard: {e}"
+            ),
         }
     }
     // ring is the only crypto provider compiled in; installing it explicitly keeps it that way.

@@ -810,6 +810,18 @@ pub const STORE_LOST: &str =
 pub const STORE_LOST_BEFORE_START: &str =
     "this zbot instance could not reach the store before starting the deploy; it did not run";
 
+/// `error`: the deploy's guard killed it because this instance did not renew its lease in time
+/// (starved, or cut off from the store); not the deploy's failure, so nothing is locked.
+pub const STOPPED_BY_GUARD: &str = "stopped by its guard (lease not renewed in time)";
+
+/// `error`: a deploy on a store shared by several instances does not run without its guard, which
+/// kills it if this instance stops holding its lease; `why` it could not be started.
+pub fn guard_not_started(why: &str) -> String {
+    format!(
+        "not run: its guard (which stops it if this zbot instance loses its lease) could not be started: {why}"
+    )
+}
+
 /// `error`: this instance stops a deploy whose lease it lost (it was paused, or cut off from the
 /// store, past its lease, and another instance may have ended it already).
 pub const LEASE_LOST: &str = "this zbot instance lost its claim on the deploy (paused or cut off from the store past its lease)";

@@ -223,6 +223,7 @@ fn report(
         Exit::TimedOut(limit) => Outcome::error(reply::timed_out(limit)),
         Exit::Cancelled => Outcome::error(cancelled_because.unwrap_or_else(|| "Cancelled".into())),
         Exit::NotStarted(reason) => Outcome::error(reason),
+        Exit::StoppedByGuard => Outcome::error(reply::STOPPED_BY_GUARD.to_string()),
     }
 }
 
@@ -1531,6 +1532,13 @@ mod tests {
                 Some("Cancelled by U0ALICE".to_string()),
                 StatusState::Error,
                 "Cancelled by U0ALICE",
+                None,
+            ),
+            (
+                Exit::StoppedByGuard,
+                None,
+                StatusState::Error,
+                "stopped by its guard (lease not renewed in time)",
                 None,
             ),
             (

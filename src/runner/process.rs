@@ -37,6 +37,9 @@ pub enum Exit {
     Cancelled,
     /// The program could not be started.
     NotStarted(String),
+    /// Its guard killed it: this zbot did not renew its lease in time (starved or cut off from the
+    /// store), whatever the program was doing.
+    StoppedByGuard,
 }
 
 /// A line longer than this is written in pieces, so one endless line cannot grow memory.
@@ -89,17 +92,23 @@ pub struct Run<'a> {
 #[derive(Debug)]
 pub struct GuardSpec {
     pub deadline: watch::Receiver<tokio::time::Instant>,
-    /// Half the lease: the group is dead before another instance may take the deploy over.
+    /// A quarter of the lease: with the local deadline at half the lease after the last renewal's
+    /// start, the group is dead three quarters of a lease after it, before another instance may take
+    /// the deploy over.
     pub silence: Duration,
 }
+
+/// The guard's exit code after it killed the group (0: released, nothing killed).
+pub const GUARD_KILLED: u8 = 3;
 
 /// The byte that tells the guard the deploy ended under this zbot's watch: it exits, killing nothing.
 const RELEASE: u8 = b'x';
 /// A heartbeat.
 const BEAT: u8 = b'.';
 
-/// The zbot binary, run as `zbot guard`: set by `zbot run` at start. Unset where zbot is embedded (tests
-/// that start it in their own process), whose deploys run without a guard.
+/// The zbot binary, run as `zbot guard`: set by `zbot run` at start (`/proc/self/exe`, which names the
+/// running binary even after a package upgrade replaced or removed its file), and by tests that embed
+/// zbot. Unset, a deploy that needs a guard (a shared store) does not run.
 static GUARD_PROGRAM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// Names the zbot binary that guards deploys (`zbot run` calls it once, at start).
@@ -119,16 +128,9 @@ struct Guard {
 }
 
 impl Guard {
-    /// Starts `zbot guard <group> <silence ms>` and feeds it heartbeats until the spec's deadline;
-    /// `None` (logged) when it cannot be started.
-    fn start(spec: GuardSpec, group: i32) -> Option<Guard> {
-        let Some(program) = guard_program() else {
-            tracing::warn!(
-                group,
-                "no zbot binary to guard the deploy (zbot is embedded): it runs without a guard"
-            );
-            return None;
-        };
+    /// Starts `zbot guard <group> <silence ms>` with `program` and feeds it heartbeats until the spec's
+    /// deadline; why not when it cannot be started.
+    fn start(program: &Path, spec: GuardSpec, group: i32) -> Result<Guard, String> {
         let mut child = match Command::new(program)
             .arg("guard")
             .arg(group.to_string())
@@ -140,26 +142,30 @@ impl Guard {
             .spawn()
         {
             Ok(child) => child,
-            Err(e) => {
-                tracing::error!(group, "cannot start the deploy's guard: {e}");
-                return None;
-            }
+            Err(e) => return Err(reply::guard_not_started(&e.to_string())),
         };
-        let stdin = std::sync::Arc::new(tokio::sync::Mutex::new(child.stdin.take()?));
+        let Some(stdin) = child.stdin.take() else {
+            return Err(reply::guard_not_started("no pipe to it"));
+        };
+        let stdin = std::sync::Arc::new(tokio::sync::Mutex::new(stdin));
         let feeder = tokio::spawn(feed(spec, std::sync::Arc::clone(&stdin)));
-        Some(Guard {
+        Ok(Guard {
             child,
             stdin,
             feeder,
         })
     }
 
-    /// The deploy ended under this zbot's watch: the guard exits without killing anything.
-    async fn release(mut self) {
+    /// The deploy ended under this zbot's watch: the guard exits without killing anything. True if
+    /// it had killed the group already (it exited [`GUARD_KILLED`]).
+    async fn release(mut self) -> bool {
         use tokio::io::AsyncWriteExt;
         self.feeder.abort();
         let _ = self.stdin.lock().await.write_all(&[RELEASE]).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await;
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await,
+            Ok(Ok(status)) if status.code() == Some(i32::from(GUARD_KILLED))
+        )
     }
 }
 
@@ -190,8 +196,26 @@ async fn feed(
 /// on when zbot dies or is paused. It reads heartbeats on stdin and kills process group `group`
 /// (SIGKILL) when stdin ends (zbot died) or no heartbeat came for `silence` (zbot is paused, or stopped
 /// feeding it because its lease was not renewed in time); a release byte ends it quietly. Blocks;
-/// returns the exit code.
+/// returns the exit code: 0 released, [`GUARD_KILLED`] after killing.
+///
+/// It leaves zbot's session and process group first and ignores the signals a terminal or a group
+/// kill sends (INT, TERM, HUP, TSTP, TTIN, TTOU): Ctrl-C, Ctrl-Z or `kill -TERM -<zbot's group>` must
+/// not stop or kill the guard while the deploy's group runs on.
 pub fn guard(group: i32, silence: Duration) -> u8 {
+    // SAFETY: setsid and signal take no pointers; SIG_IGN is a valid disposition for these signals.
+    unsafe {
+        libc::setsid();
+        for signal in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+        ] {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::Read;
@@ -225,7 +249,7 @@ pub fn guard(group: i32, silence: Duration) -> u8 {
                 eprintln!(
                     "zbot guard: {why}: killed the deploy's process group {group}, whose lease this zbot no longer holds"
                 );
-                return 0;
+                return GUARD_KILLED;
             }
         }
     }
@@ -267,17 +291,34 @@ pub async fn run(run: Run<'_>) -> Exit {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // A deploy that must be guarded (a shared store) does not run without its guard.
+    let guard_with = match guard {
+        Some(spec) => match guard_program() {
+            Some(program) => Some((program, spec)),
+            None => return Exit::NotStarted(reply::guard_not_started("no zbot binary to run it")),
+        },
+        None => None,
+    };
     let (mut child, leader) = match escaped::spawn_leader(&mut command) {
         Ok(spawned) => spawned,
         Err(e) => return Exit::NotStarted(format!("cannot start {}: {e}", invocation.program)),
     };
     // The child leads its own group, so its pid is the group id.
-    let guard = match child.id() {
-        Some(pid) => {
-            let _ = started.send(pid);
-            guard.and_then(|spec| Guard::start(spec, i32::try_from(pid).ok()?))
-        }
-        None => None,
+    let group_id = child.id().and_then(|pid| i32::try_from(pid).ok());
+    if let Some(pid) = child.id() {
+        let _ = started.send(pid);
+    }
+    let guard = match (guard_with, group_id) {
+        (Some((program, spec)), Some(group)) => match Guard::start(&program, spec, group) {
+            Ok(guard) => Some(guard),
+            Err(why) => {
+                signal_group(group, libc::SIGKILL);
+                let _ = child.wait().await;
+                drop(leader);
+                return Exit::NotStarted(why);
+            }
+        },
+        _ => None,
     };
     let (cut, cut_rx) = watch::channel(false);
     let readers: Vec<JoinHandle<()>> = [
@@ -339,14 +380,16 @@ pub async fn run(run: Run<'_>) -> Exit {
     for process in &in_group {
         log.note(reply::left_in_group(&process.to_string())).await;
     }
-    if let Some(guard) = guard {
-        guard.release().await;
-    }
+    let guard_killed = match guard {
+        Some(guard) => guard.release().await,
+        None => false,
+    };
     let status = child.wait().await;
     drop(leader);
     let ended = tokio::time::Instant::now();
     let exit = match (stopped, status) {
         (Some(stopped), _) => stopped,
+        (None, _) if guard_killed => Exit::StoppedByGuard,
         (None, Ok(status)) => match (
             status.code(),
             std::os::unix::process::ExitStatusExt::signal(&status),

@@ -234,9 +234,16 @@ pub async fn lose_table(dir: &Path, table: &str) {
     db.close().await.unwrap();
 }
 
+/// Makes the zbot binary the guard of the deploys a zbot embedded in this test process runs on a
+/// shared store (without it they would not run, as `zbot run` without its own binary).
+pub fn embedded_guard() {
+    zbot::runner::process::set_guard_program(env!("CARGO_BIN_EXE_zbot").into());
+}
+
 /// zbot started in this process on a port of its own.
 pub async fn start_zbot(dir: &Path, config: &str) -> zbot::app::Running {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    embedded_guard();
     let path = dir.join("bot.toml");
     std::fs::write(&path, config).unwrap();
     install_recipes(dir);

@@ -582,6 +582,7 @@ async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once(
 /// zbot started in this process from `dir/bot.toml` (written from `config`) as instance `instance`.
 async fn start_instance(dir: &Path, config: &str, instance: &str) -> zbot::app::Running {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::harness::embedded_guard();
     prepare_dir(dir, config);
     let mut config = zbot::config::Config::load(&dir.join("bot.toml"))
         .unwrap_or_else(|p| panic!("test config: {p:?}"));
@@ -817,4 +818,88 @@ async fn a_deploy_ending_while_the_store_is_away_is_reported_once_it_is_recorded
         })
         .await;
     cluster.assert_ended_once(1);
+}
+
+/// `zbot guard`'s signal mask and session, as the kernel shows them: (ignored signals, session id).
+fn guard_setup(pid: u32) -> Option<(u64, i32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let session = after_name.split(' ').nth(3)?.parse().ok()?;
+    Some((ignored, session))
+}
+
+/// A deploy's guard leaves zbot's session (Ctrl-Z or a kill of zbot's process group does not reach
+/// it) and ignores the signals a terminal or a group kill sends: sent INT, TERM, HUP and TSTP, it
+/// still kills the deploy's group when the heartbeats stop, and says so by its exit code (3), which
+/// zbot reads as "stopped by its guard". Released, it exits 0 and kills nothing.
+#[tokio::test]
+async fn a_guard_ignores_terminal_signals_kills_when_unfed_and_says_so() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let mask = |signals: &[i32]| signals.iter().fold(0u64, |m, s| m | 1 << (s - 1));
+    let expected = mask(&[
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ]);
+    for released in [false, true] {
+        let mut deploy = std::process::Command::new("sleep")
+            .arg("600")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let group = deploy.id() as i32;
+        let mut guard = std::process::Command::new(env!("CARGO_BIN_EXE_zbot"))
+            .args(["guard", &group.to_string(), "2000"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = guard.id();
+        wait_until(
+            "the guard to leave zbot's session and ignore the signals",
+            Duration::from_secs(30),
+            || {
+                guard_setup(pid)
+                    .filter(|&(ignored, session)| {
+                        ignored & expected == expected && session == pid as i32
+                    })
+                    .map(|_| ())
+            },
+            || format!("{:?}", guard_setup(pid)),
+        )
+        .await;
+        let mut stdin = guard.stdin.take().unwrap();
+        if released {
+            stdin.write_all(b"x").unwrap();
+        } else {
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGTSTP] {
+                unsafe { libc::kill(pid as i32, signal) };
+            }
+        }
+        let status = tokio::task::spawn_blocking(move || guard.wait().unwrap())
+            .await
+            .unwrap();
+        let deploy_alive = deploy.try_wait().unwrap().is_none();
+        if released {
+            assert_eq!(status.code(), Some(0), "released: {status:?}");
+            assert!(deploy_alive, "a released guard kills nothing");
+            deploy.kill().unwrap();
+        } else {
+            assert_eq!(status.code(), Some(3), "unfed: {status:?}");
+            let ended = deploy.wait().unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(ended.signal(), Some(libc::SIGKILL), "the group was killed");
+        }
+        drop(stdin);
+        let _ = deploy.wait();
+    }
 }
