@@ -110,10 +110,15 @@ impl Scheduler {
     /// nothing here may wait on them.
     async fn end_expired(&self) -> bool {
         let store = &self.deployer.store;
-        let expired = match store.expired().await {
-            Ok(expired) => expired,
-            Err(e) => {
+        let within = store.lease() / 3;
+        let expired = match tokio::time::timeout(within, store.expired()).await {
+            Ok(Ok(expired)) => expired,
+            Ok(Err(e)) => {
                 tracing::error!("cannot read the expired leases: {e}");
+                return false;
+            }
+            Err(_) => {
+                tracing::error!("cannot read the expired leases: no answer within {within:?}");
                 return false;
             }
         };
@@ -126,7 +131,10 @@ impl Scheduler {
                 continue;
             }
             // Only one instance takes it over.
-            if matches!(store.take_over(d.deployment_id, true).await, Ok(true)) {
+            if matches!(
+                tokio::time::timeout(within, store.take_over(d.deployment_id, true)).await,
+                Ok(Ok(true))
+            ) {
                 tracing::warn!(
                     deployment = %d.deployment_id,
                     instance = d.instance_id.as_ref().map_or("unknown", |i| i.as_str()),
@@ -159,8 +167,8 @@ impl Scheduler {
             // instance's deploys end within the lease plus moments, not plus a whole interval; not
             // more often than every ninth of the lease (an expired lease of this instance's own, still
             // running here, is not taken over and would otherwise be looked at in a loop).
-            let next = match self.deployer.store.next_expiry().await {
-                Ok(Some(left)) => (left + Duration::from_millis(50)).max(every / 3),
+            let next = match tokio::time::timeout(every, self.deployer.store.next_expiry()).await {
+                Ok(Ok(Some(left))) => (left + Duration::from_millis(50)).max(every / 3),
                 _ => every,
             };
             tokio::time::sleep(next.min(every)).await;
@@ -249,9 +257,10 @@ impl Scheduler {
     /// was not lost.
     async fn ended_here(&self, id: DeploymentId) -> bool {
         let store = &self.deployer.store;
+        let within = crate::runner::renew_every(store.lease());
         matches!(
-            store.get(id).await,
-            Ok(Some(d)) if d.instance_id.as_ref() == Some(store.instance())
+            tokio::time::timeout(within, store.get(id)).await,
+            Ok(Ok(Some(d))) if d.instance_id.as_ref() == Some(store.instance())
                 && d.state != DeploymentState::Running
         )
     }

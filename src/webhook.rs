@@ -335,7 +335,20 @@ async fn answer_delivery(
                         .into_response();
                 }
             };
-            match take_deployment(listener, delivery_id, body).await {
+            // GitHub gives a delivery 10 s: a store that does not answer within a few gets 503, and
+            // the delivery can be redelivered (a late store write makes that a duplicate).
+            let taken = tokio::time::timeout(
+                STORE_ANSWER_WITHIN,
+                take_deployment(listener, delivery_id, body),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(
+                    "cannot store a deployment: the store did not answer within {STORE_ANSWER_WITHIN:?}"
+                );
+                Taken::StoreFailed
+            });
+            match taken {
                 Taken::New => (StatusCode::ACCEPTED, "accepted").into_response(),
                 Taken::Duplicate => (StatusCode::ACCEPTED, "already accepted").into_response(),
                 Taken::Refused(reason) => (
@@ -360,6 +373,10 @@ async fn answer_delivery(
         }
     }
 }
+
+/// How long a `deployment` delivery waits for the store before it is answered 503: well within the
+/// 10 s GitHub gives a delivery (its documented webhook timeout).
+const STORE_ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 /// How long a CI event's look at the branch may hold its answer: GitHub gives up after 10 s. A look
 /// that takes longer goes on after the answer.

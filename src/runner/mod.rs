@@ -485,12 +485,21 @@ impl Deployer {
         exit_code: Option<i32>,
     ) -> Result<bool, crate::store::StoreError> {
         let give_up = Instant::now() + self.store.lease();
+        let within = self.store.lease() / 3;
         loop {
-            match self
+            let finish = self
                 .store
-                .finish(d.deployment_id, state, description, exit_code)
-                .await
-            {
+                .finish(d.deployment_id, state, description, exit_code);
+            // A half-open connection must not hold the deploy's end (and its environment) for minutes.
+            let ended = if self.store.is_shared() {
+                match tokio::time::timeout(within, finish).await {
+                    Ok(ended) => ended,
+                    Err(_) => Err(crate::store::StoreError::Unanswered(within)),
+                }
+            } else {
+                finish.await
+            };
+            match ended {
                 Err(e) if self.store.is_shared() && Instant::now() < give_up => {
                     tracing::warn!(deployment = %d.deployment_id, "cannot record the end yet (trying again): {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -40,6 +40,9 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("storing failed: {0}")]
     Writer(String),
+    /// The store did not answer within this long (a half-open connection, a server that hangs).
+    #[error("the store did not answer within {0:?}")]
+    Unanswered(Duration),
     /// `--instance-id` names an instance that is alive: fencing is keyed on the id, so two processes
     /// with one id would end each other's deploys.
     #[error(
