@@ -798,7 +798,9 @@ async fn store_reachable(url: &str, on: bool) {
 async fn a_deploy_ending_while_the_store_is_away_is_reported_once_it_is_recorded() {
     let root_release = tempfile::tempdir().unwrap();
     let release = root_release.path().join("release");
-    let cluster = Cluster::start(1, &["production"], Some(&release)).await;
+    // A lease long enough that the store's return and the reconnect fit in the retries of the end.
+    let hold = Hold::Until(&release);
+    let cluster = Cluster::start_with(1, &["production"], hold, false, &[], "30s").await;
     cluster.deliver_everywhere(1, "production").await;
     cluster.started(1).await;
     store_reachable(&cluster.url, false).await;
@@ -817,6 +819,44 @@ async fn a_deploy_ending_while_the_store_is_away_is_reported_once_it_is_recorded
             g.states(1).contains(&"success".to_string()).then_some(())
         })
         .await;
+    cluster.assert_ended_once(1);
+}
+
+/// A deploy whose end cannot be recorded for longer than a lease (the store away) is not reported as
+/// it ended: once the store is back, it ends `error`, saying its end could not be recorded, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deploy_ending_while_the_store_stays_away_past_a_lease_ends_as_error() {
+    let root_release = tempfile::tempdir().unwrap();
+    let release = root_release.path().join("release");
+    let hold = Hold::Until(&release);
+    let cluster = Cluster::start_with(1, &["production"], hold, false, &[], FAILOVER_LEASE).await;
+    cluster.deliver_everywhere(1, "production").await;
+    cluster.started(1).await;
+    store_reachable(&cluster.url, false).await;
+    std::fs::write(&release, "").unwrap();
+    cluster
+        .said(0, "cannot record the end, so it is not reported")
+        .await;
+    assert!(
+        cluster.final_state(1).is_none(),
+        "reported before it was recorded: {:?}",
+        cluster.github.states(1)
+    );
+    store_reachable(&cluster.url, true).await;
+    let last = cluster
+        .github
+        .wait_for("#1 to end", Duration::from_secs(60), |g| {
+            g.statuses(1)
+                .into_iter()
+                .rfind(|s| ["success", "failure", "error"].contains(&s.state.as_str()))
+        })
+        .await;
+    assert_eq!(
+        (last.state.as_str(), last.description.as_str()),
+        ("error", zbot::reply::STORE_LOST),
+        "{}",
+        cluster.logs()
+    );
     cluster.assert_ended_once(1);
 }
 
