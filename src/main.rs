@@ -54,6 +54,13 @@ enum Commands {
         group: i32,
         /// How long a silence, in milliseconds, means zbot no longer holds the deploy.
         silence_ms: u64,
+        /// The deploy's data directory mark: with --deployment, the processes carrying both marks
+        /// are killed too.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The deploy's deployment id mark.
+        #[arg(long)]
+        deployment: Option<u64>,
     },
     /// Show what the chat grammar makes of a message, as JSON (exit 0 command, 1 malformed, 3 not addressed).
     Parse {
@@ -94,10 +101,21 @@ fn main() -> ExitCode {
             instance_id,
         } => run(&cli.config, json_logs, instance_id.as_deref()),
         Commands::Shell => shell(&cli.config),
-        Commands::Guard { group, silence_ms } => ExitCode::from(zbot::runner::process::guard(
+        Commands::Guard {
             group,
-            std::time::Duration::from_millis(silence_ms),
-        )),
+            silence_ms,
+            data_dir,
+            deployment,
+        } => {
+            let marks = data_dir.zip(deployment).map(|(dir, id)| {
+                zbot::runner::escaped::Marks::new(&dir, zbot::domain::DeploymentId(id))
+            });
+            ExitCode::from(zbot::runner::process::guard(
+                group,
+                std::time::Duration::from_millis(silence_ms),
+                marks.as_ref(),
+            ))
+        }
         Commands::Init => init(&cli.config),
         Commands::Parse {
             bot_id,

@@ -109,6 +109,16 @@ impl Marks {
         ]
     }
 
+    /// The arguments that give these marks to `zbot guard`.
+    pub fn guard_args(&self) -> [String; 4] {
+        [
+            "--data-dir".to_string(),
+            self.data_dir.clone(),
+            "--deployment".to_string(),
+            self.deployment_id.to_string(),
+        ]
+    }
+
     /// Whether a NUL-separated environment block carries both marks.
     fn found_in(&self, environ: &[u8]) -> bool {
         self.vars()
@@ -278,6 +288,36 @@ async fn carrying(marks: &Marks, except_group: Option<i32>) -> Vec<(Key, Process
             }
         }
     }
+}
+
+/// SIGKILLs every process carrying `marks` (wherever it went: `setsid`, a double fork), again while
+/// new ones appear, for `zbot guard`, which has no runtime and cannot wait on zbot. Returns how many
+/// were killed; a `/proc` that cannot be read is read again, then said on stderr.
+pub fn kill_carrying(marks: &Marks) -> usize {
+    let mut killed = 0;
+    let mut failures = 0;
+    for _ in 0..READ_TRIES {
+        match carrying_now(marks, None) {
+            Ok(found) if found.is_empty() => return killed,
+            Ok(found) => {
+                for ((pid, _), _) in found {
+                    // SAFETY: kill takes no pointers.
+                    if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                        killed += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures + 1 == READ_TRIES {
+                    eprintln!("zbot guard: cannot read /proc to find the deploy's processes: {e}");
+                    return killed;
+                }
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+    killed
 }
 
 /// The processes of the deploy `marks` names still running inside process group `group` (its leader

@@ -130,11 +130,17 @@ struct Guard {
 impl Guard {
     /// Starts `zbot guard <group> <silence ms>` with `program` and feeds it heartbeats until the spec's
     /// deadline; why not when it cannot be started.
-    fn start(program: &Path, spec: GuardSpec, group: i32) -> Result<Guard, String> {
+    fn start(
+        program: &Path,
+        spec: GuardSpec,
+        group: i32,
+        marks: &escaped::Marks,
+    ) -> Result<Guard, String> {
         let mut child = match Command::new(program)
             .arg("guard")
             .arg(group.to_string())
             .arg(spec.silence.as_millis().to_string())
+            .args(marks.guard_args())
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -196,12 +202,14 @@ async fn feed(
 /// on when zbot dies or is paused. It reads heartbeats on stdin and kills process group `group`
 /// (SIGKILL) when stdin ends (zbot died) or no heartbeat came for `silence` (zbot is paused, or stopped
 /// feeding it because its lease was not renewed in time); a release byte ends it quietly. Blocks;
-/// returns the exit code: 0 released, [`GUARD_KILLED`] after killing.
+/// returns the exit code: 0 released, [`GUARD_KILLED`] after killing. With the deploy's `marks` it
+/// then kills every process carrying them too (those that left the group), since no instance on
+/// this machine may be left to do it.
 ///
 /// It leaves zbot's session and process group first and ignores the signals a terminal or a group
 /// kill sends (INT, TERM, HUP, TSTP, TTIN, TTOU): Ctrl-C, Ctrl-Z or `kill -TERM -<zbot's group>` must
 /// not stop or kill the guard while the deploy's group runs on.
-pub fn guard(group: i32, silence: Duration) -> u8 {
+pub fn guard(group: i32, silence: Duration, marks: Option<&escaped::Marks>) -> u8 {
     // SAFETY: setsid and signal take no pointers; SIG_IGN is a valid disposition for these signals.
     unsafe {
         libc::setsid();
@@ -240,6 +248,7 @@ pub fn guard(group: i32, silence: Duration) -> u8 {
             Ok(_) => {}
             Err(why) => {
                 signal_group(group, libc::SIGKILL);
+                let escaped = marks.map_or(0, escaped::kill_carrying);
                 let why = match why {
                     std::sync::mpsc::RecvTimeoutError::Timeout => {
                         format!("no heartbeat for {silence:?}")
@@ -247,7 +256,7 @@ pub fn guard(group: i32, silence: Duration) -> u8 {
                     std::sync::mpsc::RecvTimeoutError::Disconnected => "zbot ended".to_string(),
                 };
                 eprintln!(
-                    "zbot guard: {why}: killed the deploy's process group {group}, whose lease this zbot no longer holds"
+                    "zbot guard: {why}: killed the deploy's process group {group}, whose lease this zbot no longer holds, and {escaped} process(es) of the deploy outside it"
                 );
                 return GUARD_KILLED;
             }
@@ -309,7 +318,7 @@ pub async fn run(run: Run<'_>) -> Exit {
         let _ = started.send(pid);
     }
     let guard = match (guard_with, group_id) {
-        (Some((program, spec)), Some(group)) => match Guard::start(&program, spec, group) {
+        (Some((program, spec)), Some(group)) => match Guard::start(&program, spec, group, marks) {
             Ok(guard) => Some(guard),
             Err(why) => {
                 signal_group(group, libc::SIGKILL);

@@ -875,8 +875,9 @@ fn guard_setup(pid: u32) -> Option<(u64, i32)> {
 
 /// A deploy's guard leaves zbot's session (Ctrl-Z or a kill of zbot's process group does not reach
 /// it) and ignores the signals a terminal or a group kill sends: sent INT, TERM, HUP and TSTP, it
-/// still kills the deploy's group when the heartbeats stop, and says so by its exit code (3), which
-/// zbot reads as "stopped by its guard". Released, it exits 0 and kills nothing.
+/// still kills the deploy's group when the heartbeats stop, and every process carrying the deploy's
+/// marks outside it, and says so by its exit code (3), which zbot reads as "stopped by its guard".
+/// Released, it exits 0 and kills nothing.
 #[tokio::test]
 async fn a_guard_ignores_terminal_signals_kills_when_unfed_and_says_so() {
     use std::io::Write;
@@ -897,8 +898,20 @@ async fn a_guard_ignores_terminal_signals_kills_when_unfed_and_says_so() {
             .spawn()
             .unwrap();
         let group = deploy.id() as i32;
+        // A process of the deploy that left its group, found by its marks.
+        let data = tempfile::tempdir().unwrap();
+        let data_dir = std::fs::canonicalize(data.path()).unwrap();
+        let mut escaped = std::process::Command::new("sleep")
+            .arg("601")
+            .process_group(0)
+            .env("ZBOT_DEPLOYMENT_ID", "7")
+            .env("ZBOT_DATA_DIR", &data_dir)
+            .spawn()
+            .unwrap();
         let mut guard = std::process::Command::new(env!("CARGO_BIN_EXE_zbot"))
-            .args(["guard", &group.to_string(), "2000"])
+            .args(["guard", &group.to_string(), "2000", "--deployment", "7"])
+            .arg("--data-dir")
+            .arg(&data_dir)
             .stdin(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -929,16 +942,35 @@ async fn a_guard_ignores_terminal_signals_kills_when_unfed_and_says_so() {
             .await
             .unwrap();
         let deploy_alive = deploy.try_wait().unwrap().is_none();
+        let escaped_alive = escaped.try_wait().unwrap().is_none();
         if released {
             assert_eq!(status.code(), Some(0), "released: {status:?}");
-            assert!(deploy_alive, "a released guard kills nothing");
+            assert!(
+                deploy_alive && escaped_alive,
+                "a released guard kills nothing"
+            );
             deploy.kill().unwrap();
+            escaped.kill().unwrap();
         } else {
             assert_eq!(status.code(), Some(3), "unfed: {status:?}");
-            let ended = deploy.wait().unwrap();
             use std::os::unix::process::ExitStatusExt;
+            let ended = deploy.wait().unwrap();
             assert_eq!(ended.signal(), Some(libc::SIGKILL), "the group was killed");
+            let pid = escaped.id();
+            let ended = wait_until(
+                "the process that left the group to be killed",
+                Duration::from_secs(30),
+                || escaped.try_wait().unwrap(),
+                || format!("pid {pid}"),
+            )
+            .await;
+            assert_eq!(
+                ended.signal(),
+                Some(libc::SIGKILL),
+                "the process that left the group was killed"
+            );
         }
+        let _ = escaped.wait();
         drop(stdin);
         let _ = deploy.wait();
     }
