@@ -2407,7 +2407,8 @@ mod tests {
 
     /// Only the leases an instance names are renewed: a claim it left behind (its start found the
     /// store away) expires, so another instance ends it. A process whose instance id another process
-    /// registered claims nothing, and its renewal says it was displaced.
+    /// registered claims nothing, and its renewal says it was displaced. Ids gone for a day are
+    /// forgotten.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn only_named_leases_are_renewed_and_a_displaced_process_claims_nothing() {
         for backend in [Backend::Sqlite, Backend::Postgres] {
@@ -2459,6 +2460,23 @@ mod tests {
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            // An id whose process has been gone for more than a day is forgotten when another
+            // instance registers.
+            sqlx::query("INSERT INTO instances (instance_id, token, heartbeat_at) VALUES ('gone-1', 't', 0)")
+                .execute(&a.pool)
+                .await
+                .unwrap();
+            b.register().await.unwrap();
+            let left: Vec<(String,)> =
+                sqlx::query_as("SELECT instance_id FROM instances ORDER BY instance_id")
+                    .fetch_all(&a.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                left.into_iter().map(|(id,)| id).collect::<Vec<_>>(),
+                ["a", "b"],
+                "{name}"
+            );
             // Another process registers `a`'s id.
             sqlx::query("UPDATE instances SET token = 'another process' WHERE instance_id = 'a'")
                 .execute(&a.pool)

@@ -31,6 +31,9 @@ use crate::domain::{DeploymentId, Environment, Repository};
 /// The Postgres channel the instances wake each other on.
 const CHANNEL: &str = "zbot_queue";
 
+/// How long after its last heartbeat an instance id is forgotten: a day, in milliseconds.
+const FORGET_INSTANCES_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// The advisory lock every claim takes first on Postgres (any constant, the same in every instance).
 const CLAIM_LOCK: i64 = 0x7a62_6f74; // "zbot"
 
@@ -382,6 +385,13 @@ impl Store {
             .await?
             .rows_affected();
             if taken == 1 {
+                // Ids of processes gone for a day (default ids, `host-pid`, after crashes) are
+                // forgotten, so the table does not grow with every restart.
+                sqlx::query("DELETE FROM instances WHERE heartbeat_at < $1 AND instance_id <> $2")
+                    .bind(now.saturating_sub(FORGET_INSTANCES_AFTER_MS))
+                    .bind(self.instance.as_str())
+                    .execute(&self.pool)
+                    .await?;
                 return Ok(());
             }
             let current = heartbeat().await?;
