@@ -98,6 +98,17 @@ pub struct GuardSpec {
     pub silence: Duration,
 }
 
+/// The signals a deploy's guard ignores: those a terminal (Ctrl-C, Ctrl-Z, a hang-up, background
+/// reads and writes) or a kill of zbot's process group sends.
+pub const GUARD_IGNORES: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
 /// The guard's exit code after it killed the group (0: released, nothing killed).
 pub const GUARD_KILLED: u8 = 3;
 
@@ -213,14 +224,7 @@ pub fn guard(group: i32, silence: Duration, marks: Option<&escaped::Marks>) -> u
     // SAFETY: setsid and signal take no pointers; SIG_IGN is a valid disposition for these signals.
     unsafe {
         libc::setsid();
-        for signal in [
-            libc::SIGINT,
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGTSTP,
-            libc::SIGTTIN,
-            libc::SIGTTOU,
-        ] {
+        for signal in GUARD_IGNORES {
             libc::signal(signal, libc::SIG_IGN);
         }
     }

@@ -2279,6 +2279,19 @@ mod tests {
         }
     }
 
+    /// A claim's choice that starts the whole queue.
+    fn everything(_: &[(Repository, Environment)], queue: &[QueueEntry]) -> shared::Choice {
+        shared::Choice {
+            start: queue.iter().map(|e| e.deployment_id).collect(),
+            positions: vec![],
+        }
+    }
+
+    /// Where a claimed deploy's log goes, in the store's tests.
+    fn log(_: DeploymentId) -> std::path::PathBuf {
+        std::path::PathBuf::from("x.log")
+    }
+
     /// Two instances on one store of `backend`, with leases of `lease`.
     async fn two_instances(backend: Backend, dir: &Path, lease: Duration) -> (Store, Store) {
         let id = |name: &str| name.parse::<InstanceId>().unwrap();
@@ -2320,12 +2333,6 @@ mod tests {
                     .await
                     .unwrap();
             }
-            let everything =
-                |_: &[(Repository, Environment)], queue: &[QueueEntry]| shared::Choice {
-                    start: queue.iter().map(|e| e.deployment_id).collect(),
-                    positions: vec![],
-                };
-            let log = |_| std::path::PathBuf::from("x.log");
             let (by_a, by_b) = tokio::join!(a.claim(everything, log), b.claim(everything, log));
             let (by_a, by_b) = (by_a.unwrap().started, by_b.unwrap().started);
             let mut ids: Vec<u64> = by_a
@@ -2426,12 +2433,6 @@ mod tests {
                 .await
                 .unwrap();
             }
-            let everything =
-                |_: &[(Repository, Environment)], queue: &[QueueEntry]| shared::Choice {
-                    start: queue.iter().map(|e| e.deployment_id).collect(),
-                    positions: vec![],
-                };
-            let log = |_| std::path::PathBuf::from("x.log");
             assert_eq!(
                 a.claim(everything, log).await.unwrap().started.len(),
                 3,

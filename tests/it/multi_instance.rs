@@ -883,14 +883,7 @@ async fn a_guard_ignores_terminal_signals_kills_when_unfed_and_says_so() {
     use std::io::Write;
     use std::os::unix::process::CommandExt;
     let mask = |signals: &[i32]| signals.iter().fold(0u64, |m, s| m | 1 << (s - 1));
-    let expected = mask(&[
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-    ]);
+    let expected = mask(&zbot::runner::process::GUARD_IGNORES);
     for released in [false, true] {
         let mut deploy = std::process::Command::new("sleep")
             .arg("600")
