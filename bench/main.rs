@@ -1216,14 +1216,14 @@ fn goal_runs(what: &str, zbot: &[f64], limits: &[f64], unit: &str, at_most: bool
         .zip(limits)
         .map(|(z, l)| format!("{z:.2} against {l:.2}"))
         .collect();
+    let tally = format!("met on {met} of {} runs", zbot.len());
     let verdict = if met == zbot.len() {
-        "met"
+        tally
     } else {
-        "**not met**"
+        format!("**not met** ({tally})")
     };
     format!(
-        "- {verdict} on {met} of {} runs: {what} (zbot against the limit, {unit}: {}; zbot's spread {:.1}%)",
-        zbot.len(),
+        "- {verdict}: {what} (zbot against the limit, {unit}: {}; zbot's spread {:.1}%)",
         runs.join(", "),
         spread(zbot)
     )
@@ -1449,13 +1449,13 @@ mod tests {
                 vec![1.0, 4.0, 3.0],
                 vec![3.0, 3.0, 3.0],
                 true,
-                "- **not met** on 2 of 3 runs",
+                "- **not met** (met on 2 of 3 runs)",
             ),
             (
                 vec![5.0, 6.0],
                 vec![4.0, 7.0],
                 false,
-                "- **not met** on 1 of 2 runs",
+                "- **not met** (met on 1 of 2 runs)",
             ),
             (vec![2.0], vec![1.0], false, "- met: "),
         ] {
