@@ -126,6 +126,18 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Waits (up to 60 s) until each of these deployments has a `success` status on GitHub.
+    async fn succeeded(&self, ids: &[u64]) {
+        let what = format!("{ids:?} to succeed");
+        self.github
+            .wait_for(&what, Duration::from_secs(60), |g| {
+                ids.iter()
+                    .all(|&id| g.states(id).contains(&"success".to_string()))
+                    .then_some(())
+            })
+            .await;
+    }
+
     async fn start(count: usize, environments: &[&str], release: Option<&Path>) -> Cluster {
         let hold = release.map_or(Hold::No, Hold::Until);
         Cluster::start_with(count, environments, hold, false, &[], LEASE).await
@@ -489,14 +501,7 @@ async fn a_killed_instances_deploy_ends_as_error_and_another_runs_the_queue() {
         "{metrics}"
     );
     std::fs::write(&release, "").unwrap();
-    cluster
-        .github
-        .wait_for("#2 and #3 to succeed", Duration::from_secs(60), |g| {
-            (g.states(2).contains(&"success".to_string())
-                && g.states(3).contains(&"success".to_string()))
-            .then_some(())
-        })
-        .await;
+    cluster.succeeded(&[2, 3]).await;
     let alive = cluster.instances[1 - dead].child.id();
     for id in [2, 3] {
         let run = cluster
@@ -543,14 +548,7 @@ async fn a_paused_instance_stops_its_deploy_and_no_environment_runs_two_at_once(
         libc::kill(pid, libc::SIGCONT);
     }
     std::fs::write(&release, "").unwrap();
-    cluster
-        .github
-        .wait_for("#2 and #3 to succeed", Duration::from_secs(60), |g| {
-            (g.states(2).contains(&"success".to_string())
-                && g.states(3).contains(&"success".to_string()))
-            .then_some(())
-        })
-        .await;
+    cluster.succeeded(&[2, 3]).await;
     let logs = cluster.logs();
     // #1 ended once, as error: the paused instance did not report it as its own.
     cluster.assert_ended_once(1);
@@ -695,14 +693,7 @@ async fn an_instance_hears_of_work_delivered_to_another() {
     );
     assert_eq!(cluster.instance_of(second.zbot_pid), 1);
     std::fs::write(&release, "").unwrap();
-    cluster
-        .github
-        .wait_for("#1 and #2 to succeed", Duration::from_secs(60), |g| {
-            (g.states(1).contains(&"success".to_string())
-                && g.states(2).contains(&"success".to_string()))
-            .then_some(())
-        })
-        .await;
+    cluster.succeeded(&[1, 2]).await;
 }
 
 /// Runs `zbot run` with `dir/bot.toml` and `args`, which must refuse to start: returns what it said.
@@ -768,12 +759,7 @@ async fn a_second_instance_with_a_live_id_or_a_used_data_directory_is_refused() 
     );
     // The first instance still serves, and deploys.
     cluster.deliver_everywhere(1, "production").await;
-    cluster
-        .github
-        .wait_for("#1 to succeed", Duration::from_secs(60), |g| {
-            g.states(1).contains(&"success".to_string()).then_some(())
-        })
-        .await;
+    cluster.succeeded(&[1]).await;
 }
 
 /// Cuts every connection to the database at `url` and refuses new ones (`on = false`), or lets them in
@@ -819,12 +805,7 @@ async fn a_deploy_ending_while_the_store_is_away_is_reported_once_it_is_recorded
         cluster.github.states(1)
     );
     store_reachable(&cluster.url, true).await;
-    cluster
-        .github
-        .wait_for("#1 to succeed", Duration::from_secs(60), |g| {
-            g.states(1).contains(&"success".to_string()).then_some(())
-        })
-        .await;
+    cluster.succeeded(&[1]).await;
     cluster.assert_ended_once(1);
 }
 
