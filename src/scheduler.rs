@@ -421,9 +421,10 @@ impl Scheduler {
         let mut announce = Vec::new();
         let claimed = store
             .claim(
-                |running, queued| {
+                ANNOUNCED_POSITIONS + 1,
+                |running, queued, waiting| {
                     let plan = plan(running, queued, concurrency);
-                    let waiting = queued.len().saturating_sub(plan.start.len());
+                    let waiting = waiting.saturating_sub(plan.start.len());
                     self.deployer
                         .metrics
                         .queue_depth
@@ -478,6 +479,9 @@ impl Scheduler {
             {
                 self.announce_queued(wait).await;
             }
+        }
+        if claimed.more {
+            self.wake();
         }
     }
 
@@ -594,24 +598,29 @@ pub fn plan(
     queued: &[QueueEntry],
     concurrency: usize,
 ) -> Plan {
-    let mut busy: HashSet<(Repository, Environment)> = running.iter().cloned().collect();
+    let running: HashSet<(Repository, Environment)> = running.iter().cloned().collect();
+    let mut started: HashSet<(Repository, Environment)> = HashSet::new();
     let mut free = concurrency.saturating_sub(running.len());
-    let mut ahead: HashMap<(Repository, Environment), i64> =
-        busy.iter().map(|k| (k.clone(), 1)).collect();
     let mut plan = Plan::default();
     for entry in queued {
         let k = (entry.repository.clone(), entry.environment.clone());
-        if !busy.contains(&k) && free > 0 {
+        let busy = running.contains(&k) || started.contains(&k);
+        if !busy && free > 0 {
             // Started now: the next of its repository + environment waits for this one.
-            ahead.insert(k.clone(), 1);
-            busy.insert(k);
+            started.insert(k);
             free -= 1;
             plan.start.push(entry.deployment_id);
             continue;
         }
-        let position = ahead.entry(k.clone()).or_insert(0);
-        let waiting_for = if busy.contains(&k) { *position } else { 0 };
-        *position += 1;
+        // Ahead of it: the one running there and those before it in line, or those before it in
+        // line but the one started now; where nothing runs, it waits only for a free slot.
+        let waiting_for = if running.contains(&k) {
+            entry.place
+        } else if started.contains(&k) {
+            entry.place - 1
+        } else {
+            0
+        };
         let wait = Wait {
             deployment_id: entry.deployment_id,
             ahead: waiting_for,
@@ -642,7 +651,21 @@ mod tests {
             repository,
             environment,
             queue_position: announced,
+            place: 0,
         }
+    }
+
+    /// Gives each entry its place in its repository + environment's line, as the store does.
+    fn in_line(mut queued: Vec<QueueEntry>) -> Vec<QueueEntry> {
+        let mut places: HashMap<(Repository, Environment), i64> = HashMap::new();
+        for e in &mut queued {
+            let place = places
+                .entry((e.repository.clone(), e.environment.clone()))
+                .or_insert(0);
+            *place += 1;
+            e.place = *place;
+        }
+        queued
     }
 
     fn ids(list: &[u64]) -> Vec<DeploymentId> {
@@ -756,7 +779,46 @@ mod tests {
             ),
         ];
         for (name, running, queued, concurrency, expected) in cases {
-            assert_eq!(plan(&running, &queued, concurrency), expected, "{name}");
+            assert_eq!(
+                plan(&running, &in_line(queued), concurrency),
+                expected,
+                "{name}"
+            );
+        }
+    }
+
+    /// A claim reads only the first waiting deployments of each line and those never announced
+    /// (`Store::claim`): the plan made from those rows is the plan made from the whole queue.
+    #[test]
+    fn a_plan_needs_only_the_heads_of_the_lines_and_the_unannounced() {
+        let pairs = [
+            ("o/a", "production"),
+            ("o/b", "production"),
+            ("o/a", "staging"),
+        ];
+        for running in [vec![], vec![key("o/a", "production")]] {
+            for concurrency in [1, 2, 4] {
+                // 40 waiting, spread over three lines; every third one never announced.
+                let queued = in_line(
+                    (0..40u64)
+                        .map(|i| {
+                            let (repository, environment) = pairs[(i % 7 % 3) as usize];
+                            let announced = (i % 3 != 0).then_some(i as i64 % 5 + 1);
+                            entry(i + 1, repository, environment, announced)
+                        })
+                        .collect(),
+                );
+                let read: Vec<QueueEntry> = queued
+                    .iter()
+                    .filter(|e| e.place <= ANNOUNCED_POSITIONS + 1 || e.queue_position.is_none())
+                    .cloned()
+                    .collect();
+                assert_eq!(
+                    plan(&running, &read, concurrency),
+                    plan(&running, &queued, concurrency),
+                    "running {running:?}, concurrency {concurrency}"
+                );
+            }
         }
     }
 }

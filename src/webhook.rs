@@ -318,22 +318,15 @@ async fn answer_delivery(
     let delivery_id = header(headers, "x-github-delivery");
     let form = header(headers, "content-type")
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    let payload = match parse_body(&body, form) {
-        Ok(payload) => payload,
+    let text = match json_text(&body, form) {
+        Ok(text) => text,
         Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
     };
     match event {
-        "ping" => (StatusCode::OK, "pong").into_response(),
         "deployment" => {
-            let body: DeploymentEventBody = match serde_json::from_value(payload) {
+            let body: DeploymentEventBody = match read_json(&text, "deployment event") {
                 Ok(body) => body,
-                Err(e) => {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        format!("not a deployment event: {e}"),
-                    )
-                        .into_response();
-                }
+                Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
             };
             // GitHub gives a delivery 10 s: a store that does not answer within a few gets 503, and
             // the delivery can be redelivered (a late store write makes that a duplicate).
@@ -363,11 +356,24 @@ async fn answer_delivery(
                     .into_response(),
             }
         }
-        "status" | "check_suite" | "check_run" => match &listener.autodeploy {
-            Some(autodeploy) => ci_event(autodeploy, &payload).await,
-            None => (StatusCode::ACCEPTED, "ignored").into_response(),
-        },
+        "status" | "check_suite" | "check_run" => {
+            let payload: Value = match read_json(&text, "JSON value") {
+                Ok(payload) => payload,
+                Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
+            };
+            match &listener.autodeploy {
+                Some(autodeploy) => ci_event(autodeploy, &payload).await,
+                None => (StatusCode::ACCEPTED, "ignored").into_response(),
+            }
+        }
         other => {
+            // Checked to be JSON all the same: a body that is not is answered 400, whatever the event.
+            if let Err(reason) = read_json::<serde::de::IgnoredAny>(&text, "JSON value") {
+                return (StatusCode::BAD_REQUEST, reason).into_response();
+            }
+            if other == "ping" {
+                return (StatusCode::OK, "pong").into_response();
+            }
             tracing::info!(event = other, "event not handled");
             (StatusCode::ACCEPTED, "ignored").into_response()
         }
@@ -544,16 +550,27 @@ pub async fn refuse(listener: &Listener, refusal: Box<Refusal>) -> Taken {
     Taken::Refused(reason)
 }
 
-fn parse_body(body: &[u8], form: bool) -> Result<Value, &'static str> {
+/// The JSON text of a delivery: the body, or a form body's `payload` field (GitHub's
+/// `application/x-www-form-urlencoded` content type).
+fn json_text(body: &[u8], form: bool) -> Result<std::borrow::Cow<'_, [u8]>, &'static str> {
     if form {
-        let payload = form_urlencoded::parse(body)
+        form_urlencoded::parse(body)
             .find(|(k, _)| k == "payload")
-            .map(|(_, v)| v.into_owned())
-            .ok_or("form body without payload")?;
-        serde_json::from_str(&payload).map_err(|_| "payload is not JSON")
+            .map(|(_, v)| std::borrow::Cow::Owned(v.into_owned().into_bytes()))
+            .ok_or("form body without payload")
     } else {
-        serde_json::from_slice(body).map_err(|_| "body is not JSON")
+        Ok(std::borrow::Cow::Borrowed(body))
     }
+}
+
+/// Reads a delivery's JSON straight into `T` (no intermediate tree: a `deployment` event is read
+/// once, skipping the fields zbot does not use). `Err` is the 400 answer: text that is not JSON, or
+/// JSON that is not a `T` (with serde's reason).
+fn read_json<T: serde::de::DeserializeOwned>(text: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => format!("not a {what}: {e}"),
+        _ => "body is not JSON".to_string(),
+    })
 }
 
 /// A `deployment` event as GitHub sends it: only the fields zbot reads, as sent (they are validated by

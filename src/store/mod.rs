@@ -247,6 +247,9 @@ pub struct QueueEntry {
     pub environment: Environment,
     /// The position last announced, if any.
     pub queue_position: Option<i64>,
+    /// Its place among the deployments waiting for its repository + environment, oldest first: 1 is
+    /// the next to run there.
+    pub place: i64,
 }
 
 impl QueueEntry {
@@ -256,8 +259,28 @@ impl QueueEntry {
             repository: typed(r, "repository")?,
             environment: typed(r, "environment")?,
             queue_position: r.try_get("queue_position")?,
+            place: r.try_get("place")?,
         })
     }
+}
+
+/// The queued deployments, oldest first, each with its `place` in its repository + environment's
+/// line, `waiting` (how many are queued in all), `fresh` (how many of those up to this one were never
+/// announced) and `unannounced` (how many in all were never announced); `filter` narrows the rows read (a claim reads only the heads of each line and the
+/// first few never announced, so a deep queue costs the database a scan, not zbot a row each).
+fn queue_sql(filter: &str) -> String {
+    format!(
+        "SELECT seq, deployment_id, repository, environment, queue_position, place, waiting, fresh,
+                unannounced FROM (
+           SELECT seq, deployment_id, repository, environment, queue_position,
+                  ROW_NUMBER() OVER (PARTITION BY repository, environment ORDER BY seq) AS place,
+                  COUNT(*) OVER () AS waiting,
+                  SUM(CASE WHEN queue_position IS NULL THEN 1 ELSE 0 END)
+                      OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS fresh,
+                  SUM(CASE WHEN queue_position IS NULL THEN 1 ELSE 0 END) OVER () AS unannounced
+           FROM deployments WHERE state = 'queued') AS q
+         {filter} ORDER BY seq"
+    )
 }
 
 /// An environment lock.
@@ -483,9 +506,16 @@ impl Store {
             .collect();
         let options: AnyConnectOptions = format!("sqlite://{path}?mode=rwc").parse()?;
         sqlx::any::install_default_drivers();
+        // One connection: SQLite lets one writer in at a time, and a second connection that finds
+        // the file locked waits in SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries
+        // (tens of milliseconds on a webhook's answer). In one connection the statements queue in
+        // order instead, each taking microseconds, and the group commit keeps batching deliveries.
+        // A connection to a local file does not go stale: no ping (a round trip to the connection's
+        // thread) before each statement. A failing statement still says so.
         let pool = AnyPoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .acquire_timeout(CONNECT_TIMEOUT)
+            .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL; FULL: a deployment answered 202 must survive a power cut, not only a crash.
@@ -671,12 +701,22 @@ impl Store {
         &self.queued
     }
 
+    /// A transaction that reads and then writes. On SQLite it takes the write lock at its start
+    /// (`BEGIN IMMEDIATE`): a transaction that read first could not take it later while another
+    /// process's write is pending, and would fail with "database is locked" instead of waiting.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Stores a deployment created by zbot itself (the embedded forge), numbering it after the last one.
     pub async fn accept_local(
         &self,
         mut deployment: NewDeployment,
     ) -> Result<DeploymentId, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (id,): (i64,) =
             sqlx::query_as("SELECT COALESCE(MAX(deployment_id), 0) + 1 FROM deployments")
                 .fetch_one(&mut *tx)
@@ -699,12 +739,7 @@ impl Store {
 
     /// The queue, oldest first: just what scheduling needs, so a deep queue stays cheap to read.
     pub async fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, deployment_id, repository, environment, queue_position FROM deployments
-             WHERE state = 'queued' ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&queue_sql("")).fetch_all(&self.pool).await?;
         let mut queue = Vec::with_capacity(rows.len());
         for r in &rows {
             match QueueEntry::from_row(r) {
@@ -2280,7 +2315,11 @@ mod tests {
     }
 
     /// A claim's choice that starts the whole queue.
-    fn everything(_: &[(Repository, Environment)], queue: &[QueueEntry]) -> shared::Choice {
+    fn everything(
+        _: &[(Repository, Environment)],
+        queue: &[QueueEntry],
+        _: usize,
+    ) -> shared::Choice {
         shared::Choice {
             start: queue.iter().map(|e| e.deployment_id).collect(),
             positions: vec![],
@@ -2333,7 +2372,8 @@ mod tests {
                     .await
                     .unwrap();
             }
-            let (by_a, by_b) = tokio::join!(a.claim(everything, log), b.claim(everything, log));
+            let (by_a, by_b) =
+                tokio::join!(a.claim(11, everything, log), b.claim(11, everything, log));
             let (by_a, by_b) = (by_a.unwrap().started, by_b.unwrap().started);
             let mut ids: Vec<u64> = by_a
                 .iter()
@@ -2434,7 +2474,7 @@ mod tests {
                 .unwrap();
             }
             assert_eq!(
-                a.claim(everything, log).await.unwrap().started.len(),
+                a.claim(11, everything, log).await.unwrap().started.len(),
                 3,
                 "{name}"
             );
@@ -2487,7 +2527,11 @@ mod tests {
                 .await
                 .unwrap();
             assert!(
-                a.claim(everything, log).await.unwrap().started.is_empty(),
+                a.claim(11, everything, log)
+                    .await
+                    .unwrap()
+                    .started
+                    .is_empty(),
                 "{name}: a displaced process claims nothing"
             );
             assert_eq!(
@@ -2527,15 +2571,16 @@ mod tests {
         let a = Store::open_postgres(&url, id("a"), lease).await.unwrap();
         let b = Store::open_postgres(&url, id("b"), lease).await.unwrap();
         // The oldest waiting deployment starts only when nothing runs (a limit of 1).
-        let limit_one =
-            |running: &[(Repository, Environment)], queue: &[QueueEntry]| shared::Choice {
+        let limit_one = |running: &[(Repository, Environment)], queue: &[QueueEntry], _: usize| {
+            shared::Choice {
                 start: if running.is_empty() {
                     queue.iter().take(1).map(|e| e.deployment_id).collect()
                 } else {
                     vec![]
                 },
                 positions: vec![],
-            };
+            }
+        };
         let log = |_| std::path::PathBuf::from("x.log");
         for round in 0..10u64 {
             for (n, environment) in [(1, "production"), (2, "staging")] {
@@ -2543,7 +2588,8 @@ mod tests {
                 d.environment = environment.parse().unwrap();
                 a.accept(None, "deployment", Some(&d)).await.unwrap();
             }
-            let (by_a, by_b) = tokio::join!(a.claim(limit_one, log), b.claim(limit_one, log));
+            let (by_a, by_b) =
+                tokio::join!(a.claim(11, limit_one, log), b.claim(11, limit_one, log));
             let (by_a, by_b) = (by_a.unwrap().started, by_b.unwrap().started);
             assert_eq!(
                 by_a.len() + by_b.len(),
@@ -2581,7 +2627,8 @@ mod tests {
                 .unwrap();
             let started = a
                 .claim(
-                    |_, _| shared::Choice {
+                    11,
+                    |_, _, _| shared::Choice {
                         start: vec![DeploymentId(1)],
                         positions: vec![],
                     },
@@ -2679,7 +2726,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let mut connections = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..store.pool.options().get_max_connections() {
             let mut conn = store.pool.acquire().await.unwrap();
             let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
                 .fetch_one(&mut *conn)
