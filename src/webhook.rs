@@ -482,27 +482,24 @@ pub async fn take_deployment(
             }
         }
     }
-    match listener
-        .store
-        .accept(delivery_id, "deployment", Some(&deployment))
-        .await
-    {
+    let id = deployment.deployment_id;
+    let (repository, environment) = (
+        deployment.repository.clone(),
+        deployment.environment.clone(),
+    );
+    match listener.store.accept(deployment).await {
         Ok(Accepted::New) => {
             if delivery_id.is_some_and(|id| id.starts_with("poll-")) {
-                tracing::info!(deployment = %deployment.deployment_id, repository = %deployment.repository,
-                    environment = %deployment.environment, came_by = "polling", "deployment polled");
+                tracing::info!(deployment = %id, %repository, %environment, came_by = "polling",
+                    "deployment polled");
             } else {
-                tracing::info!(deployment = %deployment.deployment_id, repository = %deployment.repository,
-                    environment = %deployment.environment, came_by = "webhook", "deployment accepted");
+                tracing::info!(deployment = %id, %repository, %environment, came_by = "webhook",
+                    "deployment accepted");
             }
             Taken::New
         }
-        Ok(duplicate) => {
-            tracing::info!(
-                deployment = %deployment.deployment_id,
-                ?duplicate,
-                "duplicate delivery ignored"
-            );
+        Ok(Accepted::Duplicate) => {
+            tracing::info!(deployment = %id, "a deployment zbot holds already arrived again: ignored");
             Taken::Duplicate
         }
         Err(e) => {

@@ -552,10 +552,7 @@ mod tests {
             payload: serde_json::json!({"notify": {"room": "C0CHAN", "thread_ts": "1.0"}}),
             ..crate::store::deployment(7)
         };
-        store
-            .accept(Some("d-7"), "deployment", Some(&new))
-            .await
-            .unwrap();
+        store.accept(new.clone()).await.unwrap();
         let message = ChatMessage {
             channel: "C0CHAN".into(),
             thread_ts: "1.0".into(),

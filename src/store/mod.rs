@@ -3,7 +3,7 @@
 //! several instances sharing the work.
 //!
 //! The store holds every accepted deployment and its state (the queue is the `queued` rows in order of
-//! arrival), the webhook deliveries already handled, environment locks, and what the chat side must
+//! arrival; a redelivered or polled deployment is known by its id), environment locks, and what the chat side must
 //! not forget across a restart (the chat events it handled, the outcome replies it posted). A
 //! deployment is written before its webhook is answered, so an accepted deployment survives a crash;
 //! [`Store::running`] finds the ones a previous process was running.
@@ -295,15 +295,14 @@ pub struct Lock {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// What [`Store::accept`] made of a delivery.
+/// What [`Store::accept`] made of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
     /// Stored: it will run.
     New,
-    /// This delivery id was handled before (a replay).
-    DuplicateDelivery,
-    /// This deployment id is already stored (a second delivery of the same deployment).
-    DuplicateDeployment,
+    /// This deployment id is stored already: a redelivery, a second delivery of the same deployment,
+    /// or the same deployment found by polling. GitHub numbers deployments, so the id names it.
+    Duplicate,
 }
 
 /// Which database a [`Store`] speaks to.
@@ -443,7 +442,7 @@ pub struct Store {
 impl std::fmt::Debug for PendingAccept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingAccept")
-            .field("delivery_id", &self.delivery_id)
+            .field("deployment", &self.deployment.deployment_id)
             .finish()
     }
 }
@@ -665,23 +664,13 @@ impl Store {
         Ok(())
     }
 
-    /// Records a delivery and, for a deployment, the deployment; returns once it is committed.
+    /// Queues a deployment unless its id is stored already; returns once it is committed.
     ///
-    /// Deliveries that arrive together are committed together (one transaction, one sync to disk), so
+    /// Deployments that arrive together are committed together (one statement, one sync to disk), so
     /// a burst of webhooks costs one fsync, not one each.
-    pub async fn accept(
-        &self,
-        delivery_id: Option<&str>,
-        event: &str,
-        deployment: Option<&NewDeployment>,
-    ) -> Result<Accepted, StoreError> {
+    pub async fn accept(&self, deployment: NewDeployment) -> Result<Accepted, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let pending = PendingAccept {
-            delivery_id: delivery_id.map(str::to_string),
-            event: event.to_string(),
-            deployment: deployment.cloned(),
-            reply,
-        };
+        let pending = PendingAccept { deployment, reply };
         self.accepts
             .send(pending)
             .await
@@ -690,7 +679,7 @@ impl Store {
             .await
             .map_err(|_| StoreError::Writer("the writer has stopped".into()))?
             .map_err(StoreError::Writer)?;
-        if accepted == Accepted::New && deployment.is_some() {
+        if accepted == Accepted::New {
             self.queued.notify_one();
         }
         Ok(accepted)
@@ -722,7 +711,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
         deployment.deployment_id = DeploymentId(id as u64);
-        insert_deployment(&mut tx, &deployment).await?;
+        insert_deployments(&mut tx, &[&deployment]).await?;
         tx.commit().await?;
         self.wake_queues().await;
         Ok(deployment.deployment_id)
@@ -1128,22 +1117,22 @@ impl Store {
     }
 }
 
-/// A delivery waiting for the next group commit.
+/// A deployment waiting for the next group commit.
 struct PendingAccept {
-    delivery_id: Option<String>,
-    event: String,
-    deployment: Option<NewDeployment>,
+    deployment: NewDeployment,
     reply: oneshot::Sender<Result<Accepted, String>>,
 }
 
-/// The most deliveries committed in one transaction.
+/// The most deployments committed in one statement (12 parameters each: within SQLite's 32,766 and
+/// Postgres's 65,535 parameters per statement).
 const MAX_BATCH: usize = 256;
 
-/// Commits deliveries as they come, batching those that wait together.
+/// Commits deployments as they come, batching those that wait together into one `INSERT`: one round
+/// trip to the database and, on SQLite, one implicit transaction and one sync.
 ///
-/// On Postgres, instances committing the same deliveries at once may deadlock on the unique keys (each
-/// waits for the other's row): Postgres ends one transaction, and that batch is tried again. The batch
-/// is written in the order of its keys, which makes that rare.
+/// On Postgres, instances committing the same deployments at once may deadlock on the unique keys
+/// (each waits for the other's row): Postgres ends one transaction, and that batch is tried again.
+/// The batch is written in the order of its keys, which makes that rare.
 async fn write_accepts(
     pool: AnyPool,
     backend: Backend,
@@ -1157,48 +1146,48 @@ async fn write_accepts(
                 Err(_) => break,
             }
         }
-        batch.sort_by(|a, b| {
-            let key = |p: &PendingAccept| {
-                (
-                    p.deployment.as_ref().map(|d| d.deployment_id.0),
-                    p.delivery_id.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        });
+        batch.sort_by_key(|p| p.deployment.deployment_id.0);
+        let deployments: Vec<&NewDeployment> = batch.iter().map(|p| &p.deployment).collect();
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
             let result = async {
-                let mut tx = pool.begin().await?;
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for p in &batch {
-                    outcomes.push(accept_one(&mut tx, p).await?);
+                match backend {
+                    Backend::Sqlite => {
+                        let mut conn = pool.acquire().await?;
+                        insert_deployments(&mut conn, &deployments).await
+                    }
+                    Backend::Postgres => {
+                        let mut tx = pool.begin().await?;
+                        let inserted = insert_deployments(&mut tx, &deployments).await?;
+                        if !inserted.is_empty() {
+                            shared::notify_queue(&mut tx).await?;
+                        }
+                        tx.commit().await?;
+                        Ok(inserted)
+                    }
                 }
-                let queued = batch
-                    .iter()
-                    .zip(&outcomes)
-                    .any(|(p, o)| p.deployment.is_some() && *o == Accepted::New);
-                if queued && backend == Backend::Postgres {
-                    shared::notify_queue(&mut tx).await?;
-                }
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(outcomes)
             }
             .await;
             match result {
                 Err(e) if attempt < 5 && shared::is_conflict(&e) => {
                     tracing::debug!(
-                        "another instance wrote the same deliveries; trying again: {e}"
+                        "another instance wrote the same deployments; trying again: {e}"
                     );
                 }
                 result => break result,
             }
         };
         match result {
-            Ok(outcomes) => {
-                for (p, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = p.reply.send(Ok(outcome));
+            Ok(mut inserted) => {
+                // The first of a batch's copies of one deployment is the new one.
+                for p in batch {
+                    let new = inserted.remove(&p.deployment.deployment_id);
+                    let _ = p.reply.send(Ok(if new {
+                        Accepted::New
+                    } else {
+                        Accepted::Duplicate
+                    }));
                 }
             }
             Err(e) => {
@@ -1210,51 +1199,52 @@ async fn write_accepts(
     }
 }
 
-async fn accept_one(tx: &mut AnyConnection, p: &PendingAccept) -> Result<Accepted, sqlx::Error> {
-    if let Some(delivery_id) = &p.delivery_id {
-        let inserted = sqlx::query(
-            "INSERT INTO deliveries (delivery_id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(delivery_id)
-        .bind(&p.event)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(Accepted::DuplicateDelivery);
-        }
-    }
-    match &p.deployment {
-        Some(d) if insert_deployment(tx, d).await? == 0 => Ok(Accepted::DuplicateDeployment),
-        _ => Ok(Accepted::New),
-    }
-}
-
-/// Inserts a queued deployment unless its id is stored already; the number of rows inserted.
-async fn insert_deployment(
+/// Inserts queued deployments, in one statement, unless their ids are stored already; the ids
+/// inserted.
+async fn insert_deployments(
     conn: &mut AnyConnection,
-    d: &NewDeployment,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+    deployments: &[&NewDeployment],
+) -> Result<std::collections::HashSet<DeploymentId>, sqlx::Error> {
+    const COLUMNS: usize = 11;
+    let rows: Vec<String> = (0..deployments.len())
+        .map(|i| {
+            let p: Vec<String> = (1..=COLUMNS)
+                .map(|c| format!("${}", i * COLUMNS + c))
+                .collect();
+            format!(
+                "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 'queued', {})",
+                p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
+            )
+        })
+        .collect();
+    let sql = format!(
         "INSERT INTO deployments (deployment_id, app, repository, clone_url, environment, git_ref, sha, task,
                                   payload, actor, state, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11) ON CONFLICT DO NOTHING",
-    )
-    .bind(d.deployment_id.0 as i64)
-    .bind(d.app.as_str())
-    .bind(d.repository.as_str())
-    .bind(&d.clone_url)
-    .bind(d.environment.as_str())
-    .bind(d.git_ref.as_str())
-    .bind(d.sha.as_str())
-    .bind(d.task.as_str())
-    .bind(d.payload.to_string())
-    .bind(&d.actor)
-    .bind(now())
-    .execute(conn)
-    .await?
-    .rows_affected())
+         VALUES {} ON CONFLICT DO NOTHING RETURNING deployment_id",
+        rows.join(", ")
+    );
+    let created_at = now();
+    let mut query = sqlx::query_as::<_, (i64,)>(&sql);
+    for d in deployments {
+        query = query
+            .bind(d.deployment_id.0 as i64)
+            .bind(d.app.as_str())
+            .bind(d.repository.as_str())
+            .bind(&d.clone_url)
+            .bind(d.environment.as_str())
+            .bind(d.git_ref.as_str())
+            .bind(d.sha.as_str())
+            .bind(d.task.as_str())
+            .bind(d.payload.to_string())
+            .bind(&d.actor)
+            .bind(created_at.clone());
+    }
+    Ok(query
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|(id,)| DeploymentId(id as u64))
+        .collect())
 }
 
 fn lock_from_row(row: &AnyRow) -> Result<Lock, StoreError> {
@@ -2144,6 +2134,37 @@ mod tests {
         }
     }
 
+    /// Deployments arriving together are stored in one statement: each id once, the first copy of
+    /// one is the new one and every other a duplicate, in one batch or across batches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deployment_arriving_twice_is_stored_once_in_a_batch_or_across() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in test_stores(dir.path()).await {
+            let backend = store.backend().as_str();
+            let copies = (1..=60u64).flat_map(|id| [id, id % 30 + 1]);
+            let answers =
+                futures_util::future::join_all(copies.map(|id| store.accept(deployment(id)))).await;
+            let new = answers
+                .iter()
+                .filter(|a| *a.as_ref().unwrap() == Accepted::New)
+                .count();
+            assert_eq!(new, 60, "{backend}: each of 60 ids once");
+            assert_eq!(
+                store.accept(deployment(7)).await.unwrap(),
+                Accepted::Duplicate,
+                "{backend}"
+            );
+            let queued: Vec<u64> = store
+                .queue()
+                .await
+                .unwrap()
+                .iter()
+                .map(|q| q.deployment_id.0)
+                .collect();
+            assert_eq!(queued.len(), 60, "{backend}");
+        }
+    }
+
     #[tokio::test]
     async fn two_deliveries_racing_get_one_first_sighting() {
         let dir = tempfile::tempdir().unwrap();
@@ -2168,14 +2189,7 @@ mod tests {
                 rows.iter().map(|d| d.deployment_id.0).collect::<Vec<_>>()
             };
             for id in [1, 2, 3] {
-                store
-                    .accept(
-                        Some(&format!("delivery-{id}")),
-                        "deployment",
-                        Some(&deployment(id)),
-                    )
-                    .await
-                    .unwrap();
+                store.accept(deployment(id)).await.unwrap();
             }
             // 1 and 2 are shown in chat, 3 is not; 1 and 3 end.
             store
@@ -2363,14 +2377,7 @@ mod tests {
             let name = backend.as_str();
             for id in 1..=20 {
                 let store = if id % 2 == 0 { &a } else { &b };
-                store
-                    .accept(
-                        Some(&format!("d-{id}")),
-                        "deployment",
-                        Some(&deployment(id)),
-                    )
-                    .await
-                    .unwrap();
+                store.accept(deployment(id)).await.unwrap();
             }
             let (by_a, by_b) =
                 tokio::join!(a.claim(11, everything, log), b.claim(11, everything, log));
@@ -2465,13 +2472,7 @@ mod tests {
             a.register().await.unwrap();
             b.register().await.unwrap();
             for id in 1..=3 {
-                a.accept(
-                    Some(&format!("d-{id}")),
-                    "deployment",
-                    Some(&deployment(id)),
-                )
-                .await
-                .unwrap();
+                a.accept(deployment(id)).await.unwrap();
             }
             assert_eq!(
                 a.claim(11, everything, log).await.unwrap().started.len(),
@@ -2523,9 +2524,7 @@ mod tests {
                 .execute(&a.pool)
                 .await
                 .unwrap();
-            a.accept(Some("d-4"), "deployment", Some(&deployment(4)))
-                .await
-                .unwrap();
+            a.accept(deployment(4)).await.unwrap();
             assert!(
                 a.claim(11, everything, log)
                     .await
@@ -2586,7 +2585,7 @@ mod tests {
             for (n, environment) in [(1, "production"), (2, "staging")] {
                 let mut d = deployment(round * 10 + n);
                 d.environment = environment.parse().unwrap();
-                a.accept(None, "deployment", Some(&d)).await.unwrap();
+                a.accept(d.clone()).await.unwrap();
             }
             let (by_a, by_b) =
                 tokio::join!(a.claim(11, limit_one, log), b.claim(11, limit_one, log));
@@ -2622,9 +2621,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (a, b) = two_instances(backend, dir.path(), Duration::from_secs(30)).await;
             let name = backend.as_str();
-            a.accept(Some("d-1"), "deployment", Some(&deployment(1)))
-                .await
-                .unwrap();
+            a.accept(deployment(1)).await.unwrap();
             let started = a
                 .claim(
                     11,
