@@ -421,10 +421,9 @@ impl Scheduler {
         let mut announce = Vec::new();
         let claimed = store
             .claim(
-                ANNOUNCED_POSITIONS + 1,
-                |running, queued, waiting| {
+                |running, queued| {
                     let plan = plan(running, queued, concurrency);
-                    let waiting = waiting.saturating_sub(plan.start.len());
+                    let waiting = queued.len().saturating_sub(plan.start.len());
                     self.deployer
                         .metrics
                         .queue_depth
@@ -479,9 +478,6 @@ impl Scheduler {
             {
                 self.announce_queued(wait).await;
             }
-        }
-        if claimed.more {
-            self.wake();
         }
     }
 
@@ -655,18 +651,7 @@ mod tests {
         }
     }
 
-    /// Gives each entry its place in its repository + environment's line, as the store does.
-    fn in_line(mut queued: Vec<QueueEntry>) -> Vec<QueueEntry> {
-        let mut places: HashMap<(Repository, Environment), i64> = HashMap::new();
-        for e in &mut queued {
-            let place = places
-                .entry((e.repository.clone(), e.environment.clone()))
-                .or_insert(0);
-            *place += 1;
-            e.place = *place;
-        }
-        queued
-    }
+    use crate::store::in_line;
 
     fn ids(list: &[u64]) -> Vec<DeploymentId> {
         list.iter().copied().map(DeploymentId).collect()
@@ -787,8 +772,8 @@ mod tests {
         }
     }
 
-    /// A claim reads only the first waiting deployments of each line and those never announced
-    /// (`Store::claim`): the plan made from those rows is the plan made from the whole queue.
+    /// The plan made from the first waiting deployments of each line and those never announced is the
+    /// plan made from the whole queue: a deep queue's tail matters only once, when it is announced.
     #[test]
     fn a_plan_needs_only_the_heads_of_the_lines_and_the_unannounced() {
         let pairs = [

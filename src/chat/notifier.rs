@@ -566,8 +566,7 @@ mod tests {
         std::fs::write(&log, "10:00:00.000 err | migration 42 failed\n").unwrap();
         let claimed = store
             .claim(
-                11,
-                |_, _, _| crate::store::shared::Choice {
+                |_, _| crate::store::shared::Choice {
                     start: vec![DeploymentId(7)],
                     positions: vec![],
                 },

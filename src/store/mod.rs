@@ -259,28 +259,28 @@ impl QueueEntry {
             repository: typed(r, "repository")?,
             environment: typed(r, "environment")?,
             queue_position: r.try_get("queue_position")?,
-            place: r.try_get("place")?,
+            place: 0,
         })
     }
 }
 
-/// The queued deployments, oldest first, each with its `place` in its repository + environment's
-/// line, `waiting` (how many are queued in all), `fresh` (how many of those up to this one were never
-/// announced) and `unannounced` (how many in all were never announced); `filter` narrows the rows read (a claim reads only the heads of each line and the
-/// first few never announced, so a deep queue costs the database a scan, not zbot a row each).
-fn queue_sql(filter: &str) -> String {
-    format!(
-        "SELECT seq, deployment_id, repository, environment, queue_position, place, waiting, fresh,
-                unannounced FROM (
-           SELECT seq, deployment_id, repository, environment, queue_position,
-                  ROW_NUMBER() OVER (PARTITION BY repository, environment ORDER BY seq) AS place,
-                  COUNT(*) OVER () AS waiting,
-                  SUM(CASE WHEN queue_position IS NULL THEN 1 ELSE 0 END)
-                      OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS fresh,
-                  SUM(CASE WHEN queue_position IS NULL THEN 1 ELSE 0 END) OVER () AS unannounced
-           FROM deployments WHERE state = 'queued') AS q
-         {filter} ORDER BY seq"
-    )
+/// The queued deployments, oldest first.
+const QUEUE: &str =
+    "SELECT seq, deployment_id, repository, environment, queue_position FROM deployments
+                     WHERE state = 'queued' ORDER BY seq";
+
+/// Gives each entry of a queue (oldest first) its place in its repository + environment's line.
+pub fn in_line(mut queue: Vec<QueueEntry>) -> Vec<QueueEntry> {
+    let mut places: std::collections::HashMap<(Repository, Environment), i64> =
+        std::collections::HashMap::new();
+    for e in &mut queue {
+        let place = places
+            .entry((e.repository.clone(), e.environment.clone()))
+            .or_insert(0);
+        *place += 1;
+        e.place = *place;
+    }
+    queue
 }
 
 /// An environment lock.
@@ -728,7 +728,7 @@ impl Store {
 
     /// The queue, oldest first: just what scheduling needs, so a deep queue stays cheap to read.
     pub async fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        let rows = sqlx::query(&queue_sql("")).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(QUEUE).fetch_all(&self.pool).await?;
         let mut queue = Vec::with_capacity(rows.len());
         for r in &rows {
             match QueueEntry::from_row(r) {
@@ -2329,11 +2329,7 @@ mod tests {
     }
 
     /// A claim's choice that starts the whole queue.
-    fn everything(
-        _: &[(Repository, Environment)],
-        queue: &[QueueEntry],
-        _: usize,
-    ) -> shared::Choice {
+    fn everything(_: &[(Repository, Environment)], queue: &[QueueEntry]) -> shared::Choice {
         shared::Choice {
             start: queue.iter().map(|e| e.deployment_id).collect(),
             positions: vec![],
@@ -2379,8 +2375,7 @@ mod tests {
                 let store = if id % 2 == 0 { &a } else { &b };
                 store.accept(deployment(id)).await.unwrap();
             }
-            let (by_a, by_b) =
-                tokio::join!(a.claim(11, everything, log), b.claim(11, everything, log));
+            let (by_a, by_b) = tokio::join!(a.claim(everything, log), b.claim(everything, log));
             let (by_a, by_b) = (by_a.unwrap().started, by_b.unwrap().started);
             let mut ids: Vec<u64> = by_a
                 .iter()
@@ -2475,7 +2470,7 @@ mod tests {
                 a.accept(deployment(id)).await.unwrap();
             }
             assert_eq!(
-                a.claim(11, everything, log).await.unwrap().started.len(),
+                a.claim(everything, log).await.unwrap().started.len(),
                 3,
                 "{name}"
             );
@@ -2526,11 +2521,7 @@ mod tests {
                 .unwrap();
             a.accept(deployment(4)).await.unwrap();
             assert!(
-                a.claim(11, everything, log)
-                    .await
-                    .unwrap()
-                    .started
-                    .is_empty(),
+                a.claim(everything, log).await.unwrap().started.is_empty(),
                 "{name}: a displaced process claims nothing"
             );
             assert_eq!(
@@ -2570,16 +2561,15 @@ mod tests {
         let a = Store::open_postgres(&url, id("a"), lease).await.unwrap();
         let b = Store::open_postgres(&url, id("b"), lease).await.unwrap();
         // The oldest waiting deployment starts only when nothing runs (a limit of 1).
-        let limit_one = |running: &[(Repository, Environment)], queue: &[QueueEntry], _: usize| {
-            shared::Choice {
+        let limit_one =
+            |running: &[(Repository, Environment)], queue: &[QueueEntry]| shared::Choice {
                 start: if running.is_empty() {
                     queue.iter().take(1).map(|e| e.deployment_id).collect()
                 } else {
                     vec![]
                 },
                 positions: vec![],
-            }
-        };
+            };
         let log = |_| std::path::PathBuf::from("x.log");
         for round in 0..10u64 {
             for (n, environment) in [(1, "production"), (2, "staging")] {
@@ -2587,8 +2577,7 @@ mod tests {
                 d.environment = environment.parse().unwrap();
                 a.accept(d.clone()).await.unwrap();
             }
-            let (by_a, by_b) =
-                tokio::join!(a.claim(11, limit_one, log), b.claim(11, limit_one, log));
+            let (by_a, by_b) = tokio::join!(a.claim(limit_one, log), b.claim(limit_one, log));
             let (by_a, by_b) = (by_a.unwrap().started, by_b.unwrap().started);
             assert_eq!(
                 by_a.len() + by_b.len(),
@@ -2624,8 +2613,7 @@ mod tests {
             a.accept(deployment(1)).await.unwrap();
             let started = a
                 .claim(
-                    11,
-                    |_, _, _| shared::Choice {
+                    |_, _| shared::Choice {
                         start: vec![DeploymentId(1)],
                         positions: vec![],
                     },

@@ -37,10 +37,6 @@ const FORGET_INSTANCES_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
 /// The advisory lock every claim takes first on Postgres (any constant, the same in every instance).
 const CLAIM_LOCK: i64 = 0x7a62_6f74; // "zbot"
 
-/// How many never-announced waiting deployments one claim reads at most (oldest first): a burst of
-/// thousands is announced over several claims, each bounded.
-pub const CLAIM_FRESH: i64 = 500;
-
 /// What the caller chose in [`Store::claim`]: the queued deployments to start, and the waiting ones
 /// whose announced queue position changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,9 +66,6 @@ fn own_id_of(instance: &str, param: usize) -> String {
 pub struct Claimed {
     pub started: Vec<Deployment>,
     pub positions: Vec<(DeploymentId, i64)>,
-    /// More waiting deployments were never announced than one claim reads ([`CLAIM_FRESH`]): claim
-    /// again.
-    pub more: bool,
 }
 
 /// `at` plus `after`, in Unix milliseconds.
@@ -179,18 +172,16 @@ impl Store {
     }
 
     /// Claims queued work for this instance: `choose` sees the running deployments' repository +
-    /// environment (of every instance), the queue oldest first — of each repository + environment
-    /// the first `heads` waiting, and the first [`CLAIM_FRESH`] never announced — and how many wait
-    /// in all, and says what to start and which positions to record; the chosen deployments still queued become `running` under this instance's
+    /// environment (of every instance) and the queue oldest first, and says what to start and which
+    /// positions to record; the chosen deployments still queued become `running` under this instance's
     /// lease, their log at `log_path(id)`. See the module documentation for why this holds across
     /// instances.
     pub async fn claim(
         &self,
-        heads: i64,
-        choose: impl FnOnce(&[(Repository, Environment)], &[QueueEntry], usize) -> Choice,
+        choose: impl FnOnce(&[(Repository, Environment)], &[QueueEntry]) -> Choice,
         log_path: impl Fn(DeploymentId) -> PathBuf,
     ) -> Result<Claimed, StoreError> {
-        let (started, positions, more) = match self.backend {
+        let (started, positions) = match self.backend {
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 // Each claim must see the rows the claims before it committed: under REPEATABLE READ
@@ -203,23 +194,35 @@ impl Store {
                     .bind(CLAIM_LOCK)
                     .execute(&mut *tx)
                     .await?;
-                let claimed = self.claim_on(&mut tx, heads, choose, log_path).await?;
+                let (running, queue) = self.queue_view(&mut tx).await?;
+                let choice = choose(&running, &queue);
+                let started = self.record_claim(&mut tx, &choice, log_path).await?;
                 tx.commit().await?;
-                claimed
+                (started, choice.positions)
             }
-            // One instance, one queue task: the transaction is for durability's price, one sync for
-            // the claims and positions together instead of one per row.
+            // One instance, one queue task: nothing else claims between the read and the writes (each
+            // still conditional on the row being queued). The connection is not held while the queue
+            // is planned, and the writes share one transaction, so one sync.
             Backend::Sqlite => {
-                let mut tx = self.begin_write().await?;
-                let claimed = self.claim_on(&mut tx, heads, choose, log_path).await?;
-                tx.commit().await?;
-                claimed
+                let (running, queue) = {
+                    let mut conn = self.pool.acquire().await?;
+                    self.queue_view(&mut conn).await?
+                };
+                let choice = choose(&running, &queue);
+                let started = if choice.start.is_empty() && choice.positions.is_empty() {
+                    Vec::new()
+                } else {
+                    let mut tx = self.begin_write().await?;
+                    let started = self.record_claim(&mut tx, &choice, log_path).await?;
+                    tx.commit().await?;
+                    started
+                };
+                (started, choice.positions)
             }
         };
         let mut claimed = Claimed {
             started: Vec::with_capacity(started.len()),
             positions,
-            more,
         };
         for id in started {
             if let Some(d) = self.get(id).await? {
@@ -229,13 +232,12 @@ impl Store {
         Ok(claimed)
     }
 
-    async fn claim_on(
+    /// The running deployments' repository + environment, and the queue oldest first (a row that does
+    /// not read back is ended `error` on the way).
+    async fn queue_view(
         &self,
         conn: &mut AnyConnection,
-        heads: i64,
-        choose: impl FnOnce(&[(Repository, Environment)], &[QueueEntry], usize) -> Choice,
-        log_path: impl Fn(DeploymentId) -> PathBuf,
-    ) -> Result<(Vec<DeploymentId>, Vec<(DeploymentId, i64)>, bool), StoreError> {
+    ) -> Result<(Vec<(Repository, Environment)>, Vec<QueueEntry>), StoreError> {
         let rows =
             sqlx::query("SELECT repository, environment FROM deployments WHERE state = 'running'")
                 .fetch_all(&mut *conn)
@@ -245,18 +247,7 @@ impl Store {
             .iter()
             .filter_map(|r| Some((typed(r, "repository").ok()?, typed(r, "environment").ok()?)))
             .collect();
-        let rows = sqlx::query(&super::queue_sql(
-            "WHERE place <= $1 OR (queue_position IS NULL AND fresh <= $2)",
-        ))
-        .bind(heads)
-        .bind(CLAIM_FRESH)
-        .fetch_all(&mut *conn)
-        .await?;
-        let count = |column: &str| -> Result<i64, sqlx::Error> {
-            rows.first().map_or(Ok(0), |r| r.try_get::<i64, _>(column))
-        };
-        let waiting = usize::try_from(count("waiting")?).unwrap_or(0);
-        let more = count("unannounced")? > CLAIM_FRESH;
+        let rows = sqlx::query(super::QUEUE).fetch_all(&mut *conn).await?;
         let mut queue = Vec::with_capacity(rows.len());
         for r in &rows {
             match QueueEntry::from_row(r) {
@@ -264,10 +255,20 @@ impl Store {
                 Err(e) => super::end_unreadable(&mut *conn, r.try_get("seq")?, &e).await?,
             }
         }
-        let choice = choose(&running, &queue, waiting);
+        Ok((running, super::in_line(queue)))
+    }
+
+    /// Marks the chosen deployments running under this instance's lease (those still queued) and
+    /// records the positions chosen; the deployments it marked.
+    async fn record_claim(
+        &self,
+        conn: &mut AnyConnection,
+        choice: &Choice,
+        log_path: impl Fn(DeploymentId) -> PathBuf,
+    ) -> Result<Vec<DeploymentId>, StoreError> {
         let lease_until = millis_after(self.clock(&mut *conn).await?, self.lease);
         let mut started = Vec::with_capacity(choice.start.len());
-        for id in choice.start {
+        for &id in &choice.start {
             // A process whose id another has taken over claims nothing (it would not run it, and
             // the other's renewals would keep the claim alive).
             let changed = sqlx::query(&format!(
@@ -298,7 +299,7 @@ impl Store {
             .execute(&mut *conn)
             .await?;
         }
-        Ok((started, choice.positions, more))
+        Ok(started)
     }
 
     /// Renews this instance's lease on a running deployment; false if it no longer holds it (another
