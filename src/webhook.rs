@@ -312,6 +312,8 @@ async fn answer_delivery(
         Ok(body) => body,
         Err(refused) => return refused.into_response(),
     };
+    // The steps of an answer, at trace level, for `bench/run`'s trace of one delivery.
+    tracing::trace!(bytes = body.len(), "delivery read, its signature checked");
     let Some(event) = header(headers, "x-github-event") else {
         return (StatusCode::BAD_REQUEST, "missing X-GitHub-Event").into_response();
     };
@@ -328,6 +330,7 @@ async fn answer_delivery(
                 Ok(body) => body,
                 Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
             };
+            tracing::trace!("deployment event read");
             // GitHub gives a delivery 10 s: a store that does not answer within a few gets 503, and
             // the delivery can be redelivered (a late store write makes that a duplicate).
             let taken = tokio::time::timeout(

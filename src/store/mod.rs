@@ -424,6 +424,10 @@ fn now() -> String {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Where the queue is read for a claim. On SQLite a read-only connection of its own: a deep
+    /// queue's read does not hold up the one connection that writes (WAL lets readers and the writer
+    /// work side by side, and a reader never waits for the write lock). On Postgres, `pool`.
+    reads: AnyPool,
     backend: Backend,
     /// This process, as the holder of the leases of the deployments it runs.
     instance: InstanceId,
@@ -530,7 +534,19 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Store::ready(pool, Backend::Sqlite, instance, lease).await
+        let reads = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .test_before_acquire(false)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    Ok(())
+                })
+            })
+            // Lazily: the file and its schema exist by the time a claim reads.
+            .connect_lazy_with(format!("sqlite://{path}?mode=ro").parse()?);
+        Store::ready(pool, reads, Backend::Sqlite, instance, lease).await
     }
 
     async fn open_postgres(
@@ -560,7 +576,7 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        let store = Store::ready(pool, Backend::Postgres, instance, lease).await?;
+        let store = Store::ready(pool.clone(), pool, Backend::Postgres, instance, lease).await?;
         shared::listen(url, Arc::clone(&store.queued)).await?;
         Ok(store)
     }
@@ -568,6 +584,7 @@ impl Store {
     /// Brings the schema up to date and starts the group-commit writer.
     async fn ready(
         pool: AnyPool,
+        reads: AnyPool,
         backend: Backend,
         instance: InstanceId,
         lease: Duration,
@@ -580,6 +597,7 @@ impl Store {
         tokio::spawn(write_accepts(pool.clone(), backend, pending));
         Ok(Store {
             pool,
+            reads,
             backend,
             instance,
             lease,
@@ -670,6 +688,7 @@ impl Store {
     /// a burst of webhooks costs one fsync, not one each.
     pub async fn accept(&self, deployment: NewDeployment) -> Result<Accepted, StoreError> {
         let (reply, answer) = oneshot::channel();
+        tracing::trace!(deployment = %deployment.deployment_id, "handed to the group commit");
         let pending = PendingAccept { deployment, reply };
         self.accepts
             .send(pending)
@@ -1178,6 +1197,7 @@ async fn write_accepts(
                 result => break result,
             }
         };
+        tracing::trace!(deployments = batch.len(), "group commit done");
         match result {
             Ok(mut inserted) => {
                 // The first of a batch's copies of one deployment is the new one.
@@ -1561,7 +1581,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for store in test_stores(dir.path()).await {
             let backend = store.backend().as_str();
-            for id in [1, 2, 3, 4] {
+            for id in [1, 2, 3, 4, 5] {
                 store.accept_local(deployment(id)).await.unwrap();
             }
             let bad = |id: i64, state: &str| {
@@ -1584,7 +1604,7 @@ mod tests {
                 .iter()
                 .map(|q| q.deployment_id.0)
                 .collect();
-            assert_eq!(queue, [1], "{backend}");
+            assert_eq!(queue, [1, 5], "{backend}");
             let running: Vec<u64> = store
                 .running()
                 .await
@@ -1593,7 +1613,18 @@ mod tests {
                 .map(|d| d.deployment_id.0)
                 .collect();
             assert_eq!(running, [3], "{backend}");
-            for id in [2, 4] {
+            // One a claim finds: the claim starts the good one beside it.
+            bad(5, "queued").execute(&store.pool).await.unwrap();
+            let started: Vec<u64> = store
+                .claim(everything, log)
+                .await
+                .unwrap()
+                .started
+                .iter()
+                .map(|d| d.deployment_id.0)
+                .collect();
+            assert_eq!(started, [1], "{backend}");
+            for id in [2, 4, 5] {
                 let (state, description): (String, String) = sqlx::query_as(
                     "SELECT state, description FROM deployments WHERE deployment_id = $1",
                 )

@@ -68,6 +68,14 @@ pub struct Claimed {
     pub positions: Vec<(DeploymentId, i64)>,
 }
 
+/// The running deployments' repository + environment, the queue oldest first (each in its place),
+/// and the `seq` of each queued row that does not read back, with why.
+type QueueView = (
+    Vec<(Repository, Environment)>,
+    Vec<QueueEntry>,
+    Vec<(i64, sqlx::Error)>,
+);
+
 /// `at` plus `after`, in Unix milliseconds.
 fn millis_after(at: i64, after: std::time::Duration) -> i64 {
     at.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
@@ -194,7 +202,10 @@ impl Store {
                     .bind(CLAIM_LOCK)
                     .execute(&mut *tx)
                     .await?;
-                let (running, queue) = self.queue_view(&mut tx).await?;
+                let (running, queue, unreadable) = self.queue_view(&mut tx).await?;
+                for (seq, e) in unreadable {
+                    super::end_unreadable(&mut tx, seq, &e).await?;
+                }
                 let choice = choose(&running, &queue);
                 let started = self.record_claim(&mut tx, &choice, log_path).await?;
                 tx.commit().await?;
@@ -204,10 +215,13 @@ impl Store {
             // still conditional on the row being queued). The connection is not held while the queue
             // is planned, and the writes share one transaction, so one sync.
             Backend::Sqlite => {
-                let (running, queue) = {
-                    let mut conn = self.pool.acquire().await?;
+                let (running, queue, unreadable) = {
+                    let mut conn = self.reads.acquire().await?;
                     self.queue_view(&mut conn).await?
                 };
+                for (seq, e) in unreadable {
+                    self.end_unreadable(seq, &e).await?;
+                }
                 let choice = choose(&running, &queue);
                 let started = if choice.start.is_empty() && choice.positions.is_empty() {
                     Vec::new()
@@ -232,12 +246,9 @@ impl Store {
         Ok(claimed)
     }
 
-    /// The running deployments' repository + environment, and the queue oldest first (a row that does
-    /// not read back is ended `error` on the way).
-    async fn queue_view(
-        &self,
-        conn: &mut AnyConnection,
-    ) -> Result<(Vec<(Repository, Environment)>, Vec<QueueEntry>), StoreError> {
+    /// The running deployments' repository + environment, the queue oldest first, and the queued rows
+    /// that do not read back (for the caller to end `error`, so one such row never stops the queue).
+    async fn queue_view(&self, conn: &mut AnyConnection) -> Result<QueueView, StoreError> {
         let rows =
             sqlx::query("SELECT repository, environment FROM deployments WHERE state = 'running'")
                 .fetch_all(&mut *conn)
@@ -249,13 +260,14 @@ impl Store {
             .collect();
         let rows = sqlx::query(super::QUEUE).fetch_all(&mut *conn).await?;
         let mut queue = Vec::with_capacity(rows.len());
+        let mut unreadable = Vec::new();
         for r in &rows {
             match QueueEntry::from_row(r) {
                 Ok(entry) => queue.push(entry),
-                Err(e) => super::end_unreadable(&mut *conn, r.try_get("seq")?, &e).await?,
+                Err(e) => unreadable.push((r.try_get("seq")?, e)),
             }
         }
-        Ok((running, super::in_line(queue)))
+        Ok((running, super::in_line(queue), unreadable))
     }
 
     /// Marks the chosen deployments running under this instance's lease (those still queued) and
