@@ -12,7 +12,7 @@
 //! - [`webhook`]: the axum listener: signature check, storing deployments, health and log pages.
 //! - [`poll`]: the same deployments found by polling GitHub, for installations without an inbound port.
 //! - [`loglink`]: the unguessable links to zbot's own log pages.
-//! - [`store`]: all SQL: deployments, deliveries seen, locks.
+//! - [`store`]: all SQL: deployments, locks.
 //! - [`scheduler`]: which queued deployment runs next; cancel; restart recovery.
 //! - [`runner`]: one deployment from start to end: checkout, recipe, process, log, statuses.
 //! - [`recipe`]: deploy recipes (`commands/*.toml`): detection in a checkout and argv rendering.

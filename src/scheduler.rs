@@ -594,29 +594,24 @@ pub fn plan(
     queued: &[QueueEntry],
     concurrency: usize,
 ) -> Plan {
-    let running: HashSet<(Repository, Environment)> = running.iter().cloned().collect();
-    let mut started: HashSet<(Repository, Environment)> = HashSet::new();
+    let mut busy: HashSet<(Repository, Environment)> = running.iter().cloned().collect();
     let mut free = concurrency.saturating_sub(running.len());
+    let mut ahead: HashMap<(Repository, Environment), i64> =
+        busy.iter().map(|k| (k.clone(), 1)).collect();
     let mut plan = Plan::default();
     for entry in queued {
         let k = (entry.repository.clone(), entry.environment.clone());
-        let busy = running.contains(&k) || started.contains(&k);
-        if !busy && free > 0 {
+        if !busy.contains(&k) && free > 0 {
             // Started now: the next of its repository + environment waits for this one.
-            started.insert(k);
+            ahead.insert(k.clone(), 1);
+            busy.insert(k);
             free -= 1;
             plan.start.push(entry.deployment_id);
             continue;
         }
-        // Ahead of it: the one running there and those before it in line, or those before it in
-        // line but the one started now; where nothing runs, it waits only for a free slot.
-        let waiting_for = if running.contains(&k) {
-            entry.place
-        } else if started.contains(&k) {
-            entry.place - 1
-        } else {
-            0
-        };
+        let position = ahead.entry(k.clone()).or_insert(0);
+        let waiting_for = if busy.contains(&k) { *position } else { 0 };
+        *position += 1;
         let wait = Wait {
             deployment_id: entry.deployment_id,
             ahead: waiting_for,
@@ -647,11 +642,8 @@ mod tests {
             repository,
             environment,
             queue_position: announced,
-            place: 0,
         }
     }
-
-    use crate::store::in_line;
 
     fn ids(list: &[u64]) -> Vec<DeploymentId> {
         list.iter().copied().map(DeploymentId).collect()
@@ -764,46 +756,7 @@ mod tests {
             ),
         ];
         for (name, running, queued, concurrency, expected) in cases {
-            assert_eq!(
-                plan(&running, &in_line(queued), concurrency),
-                expected,
-                "{name}"
-            );
-        }
-    }
-
-    /// The plan made from the first waiting deployments of each line and those never announced is the
-    /// plan made from the whole queue: a deep queue's tail matters only once, when it is announced.
-    #[test]
-    fn a_plan_needs_only_the_heads_of_the_lines_and_the_unannounced() {
-        let pairs = [
-            ("o/a", "production"),
-            ("o/b", "production"),
-            ("o/a", "staging"),
-        ];
-        for running in [vec![], vec![key("o/a", "production")]] {
-            for concurrency in [1, 2, 4] {
-                // 40 waiting, spread over three lines; every third one never announced.
-                let queued = in_line(
-                    (0..40u64)
-                        .map(|i| {
-                            let (repository, environment) = pairs[(i % 7 % 3) as usize];
-                            let announced = (i % 3 != 0).then_some(i as i64 % 5 + 1);
-                            entry(i + 1, repository, environment, announced)
-                        })
-                        .collect(),
-                );
-                let read: Vec<QueueEntry> = queued
-                    .iter()
-                    .filter(|e| e.place <= ANNOUNCED_POSITIONS + 1 || e.queue_position.is_none())
-                    .cloned()
-                    .collect();
-                assert_eq!(
-                    plan(&running, &read, concurrency),
-                    plan(&running, &queued, concurrency),
-                    "running {running:?}, concurrency {concurrency}"
-                );
-            }
+            assert_eq!(plan(&running, &queued, concurrency), expected, "{name}");
         }
     }
 }

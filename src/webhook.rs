@@ -313,7 +313,10 @@ async fn answer_delivery(
         Err(refused) => return refused.into_response(),
     };
     // The steps of an answer, at trace level, for `bench/run`'s trace of one delivery.
-    tracing::trace!(bytes = body.len(), "delivery read, its signature checked");
+    tracing::trace!(
+        bytes = body.len(),
+        "delivery read (and its signature checked, if one is asked)"
+    );
     let Some(event) = header(headers, "x-github-event") else {
         return (StatusCode::BAD_REQUEST, "missing X-GitHub-Event").into_response();
     };
@@ -431,7 +434,8 @@ async fn ci_event(autodeploy: &Arc<crate::autodeploy::AutoDeployer>, payload: &V
 pub enum Taken {
     /// Stored: it runs.
     New,
-    /// Its delivery or its deployment id was seen before: it runs once, already.
+    /// Its deployment id is stored already (a redelivery, a poll, another instance): it runs once,
+    /// already.
     Duplicate,
     /// It will not run, for this reason (recorded, and told to GitHub and chat once).
     Refused(String),
@@ -440,8 +444,8 @@ pub enum Taken {
 }
 
 /// A `deployment` event, whether GitHub delivered it to the webhook or zbot found it by polling
-/// (`delivery_id` then names the poll): validated into a job ([`job_from`]) and stored once
-/// (deliveries and deployment ids are de-duplicated by the store), or refused with its reason.
+/// (`delivery_id` then names the poll): validated into a job ([`job_from`]) and stored once (the store
+/// knows a deployment again by its id), or refused with its reason.
 pub async fn take_deployment(
     listener: &Listener,
     delivery_id: Option<&str>,

@@ -3,7 +3,8 @@
 //! several instances sharing the work.
 //!
 //! The store holds every accepted deployment and its state (the queue is the `queued` rows in order of
-//! arrival; a redelivered or polled deployment is known by its id), environment locks, and what the chat side must
+//! arrival; a redelivered or polled deployment is known by its id, so the `deliveries` table of the
+//! first migration is no longer written), environment locks, and what the chat side must
 //! not forget across a restart (the chat events it handled, the outcome replies it posted). A
 //! deployment is written before its webhook is answered, so an accepted deployment survives a crash;
 //! [`Store::running`] finds the ones a previous process was running.
@@ -247,9 +248,6 @@ pub struct QueueEntry {
     pub environment: Environment,
     /// The position last announced, if any.
     pub queue_position: Option<i64>,
-    /// Its place among the deployments waiting for its repository + environment, oldest first: 1 is
-    /// the next to run there.
-    pub place: i64,
 }
 
 impl QueueEntry {
@@ -259,7 +257,6 @@ impl QueueEntry {
             repository: typed(r, "repository")?,
             environment: typed(r, "environment")?,
             queue_position: r.try_get("queue_position")?,
-            place: 0,
         })
     }
 }
@@ -268,20 +265,6 @@ impl QueueEntry {
 const QUEUE: &str =
     "SELECT seq, deployment_id, repository, environment, queue_position FROM deployments
                      WHERE state = 'queued' ORDER BY seq";
-
-/// Gives each entry of a queue (oldest first) its place in its repository + environment's line.
-pub fn in_line(mut queue: Vec<QueueEntry>) -> Vec<QueueEntry> {
-    let mut places: std::collections::HashMap<(Repository, Environment), i64> =
-        std::collections::HashMap::new();
-    for e in &mut queue {
-        let place = places
-            .entry((e.repository.clone(), e.environment.clone()))
-            .or_insert(0);
-        *place += 1;
-        e.place = *place;
-    }
-    queue
-}
 
 /// An environment lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -544,9 +527,12 @@ impl Store {
                     Ok(())
                 })
             })
-            // Lazily: the file and its schema exist by the time a claim reads.
+            // Lazily, for the file and its schema to exist first; connected below, so that a store
+            // whose queue cannot be read fails at start, not later in silence.
             .connect_lazy_with(format!("sqlite://{path}?mode=ro").parse()?);
-        Store::ready(pool, reads, Backend::Sqlite, instance, lease).await
+        let store = Store::ready(pool, reads, Backend::Sqlite, instance, lease).await?;
+        drop(store.reads.acquire().await?);
+        Ok(store)
     }
 
     async fn open_postgres(
@@ -676,9 +662,12 @@ impl Store {
         }
     }
 
-    /// Whether the database answers (`/healthz`).
+    /// Whether the database answers (`/healthz`), on both connections a SQLite store has.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query("SELECT 1").execute(&self.reads).await?;
+        }
         Ok(())
     }
 
@@ -1142,7 +1131,7 @@ struct PendingAccept {
     reply: oneshot::Sender<Result<Accepted, String>>,
 }
 
-/// The most deployments committed in one statement (12 parameters each: within SQLite's 32,766 and
+/// The most deployments committed in one statement (11 parameters each: within SQLite's 32,766 and
 /// Postgres's 65,535 parameters per statement).
 const MAX_BATCH: usize = 256;
 
@@ -1244,7 +1233,9 @@ async fn insert_deployments(
         rows.join(", ")
     );
     let created_at = now();
-    let mut query = sqlx::query_as::<_, (i64,)>(&sql);
+    // Each batch size is its own SQL: only the one-row statement (every delivery's, when they come one
+    // at a time) is kept prepared, so a burst does not fill the statement cache with large programs.
+    let mut query = sqlx::query_as::<_, (i64,)>(&sql).persistent(deployments.len() == 1);
     for d in deployments {
         query = query
             .bind(d.deployment_id.0 as i64)
@@ -2165,6 +2156,28 @@ mod tests {
         }
     }
 
+    /// One statement with two copies of a deployment stores it once and names it once as inserted.
+    #[tokio::test]
+    async fn a_batch_holding_a_deployment_twice_inserts_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in test_stores(dir.path()).await {
+            let backend = store.backend().as_str();
+            let (a, b) = (deployment(41), deployment(42));
+            let mut conn = store.pool.acquire().await.unwrap();
+            let inserted = insert_deployments(&mut conn, &[&a, &a, &b]).await.unwrap();
+            assert_eq!(
+                inserted,
+                [DeploymentId(41), DeploymentId(42)].into_iter().collect(),
+                "{backend}"
+            );
+            let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deployments")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(rows, 2, "{backend}");
+        }
+    }
+
     /// Deployments arriving together are stored in one statement: each id once, the first copy of
     /// one is the new one and every other a duplicate, in one batch or across batches.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2755,6 +2768,11 @@ mod tests {
             assert_eq!((mode.as_str(), sync), ("wal", 2), "2 is FULL");
             connections.push(conn);
         }
+        // Every write goes through that connection: the one that reads the queue cannot write.
+        let written = sqlx::query("DELETE FROM deployments")
+            .execute(&store.reads)
+            .await;
+        assert!(written.is_err(), "the reading connection wrote");
     }
 }
 

@@ -68,13 +68,16 @@ pub struct Claimed {
     pub positions: Vec<(DeploymentId, i64)>,
 }
 
-/// The running deployments' repository + environment, the queue oldest first (each in its place),
-/// and the `seq` of each queued row that does not read back, with why.
+/// The running deployments' repository + environment, the queue oldest first, and the `seq` of each
+/// queued row that does not read back, with why.
 type QueueView = (
     Vec<(Repository, Environment)>,
     Vec<QueueEntry>,
     Vec<(i64, sqlx::Error)>,
 );
+
+/// How many queue positions one statement records (two parameters each).
+const POSITIONS_PER_STATEMENT: usize = 500;
 
 /// `at` plus `after`, in Unix milliseconds.
 fn millis_after(at: i64, after: std::time::Duration) -> i64 {
@@ -248,26 +251,36 @@ impl Store {
 
     /// The running deployments' repository + environment, the queue oldest first, and the queued rows
     /// that do not read back (for the caller to end `error`, so one such row never stops the queue).
+    ///
+    /// One statement, so the running and the queued rows are seen at one moment: a deployment that
+    /// started in between is never missing from both.
     async fn queue_view(&self, conn: &mut AnyConnection) -> Result<QueueView, StoreError> {
-        let rows =
-            sqlx::query("SELECT repository, environment FROM deployments WHERE state = 'running'")
-                .fetch_all(&mut *conn)
-                .await?;
-        // A running row that does not read back is ended by `Store::running`; here it holds nothing.
-        let running: Vec<(Repository, Environment)> = rows
-            .iter()
-            .filter_map(|r| Some((typed(r, "repository").ok()?, typed(r, "environment").ok()?)))
-            .collect();
-        let rows = sqlx::query(super::QUEUE).fetch_all(&mut *conn).await?;
+        let rows = sqlx::query(
+            "SELECT seq, deployment_id, repository, environment, queue_position, state FROM deployments
+             WHERE state IN ('running', 'queued') ORDER BY seq",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut running = Vec::new();
         let mut queue = Vec::with_capacity(rows.len());
         let mut unreadable = Vec::new();
         for r in &rows {
+            if r.try_get::<String, _>("state")? == "running" {
+                // A running row that does not read back is ended by `Store::running`; here it holds
+                // nothing.
+                if let (Ok(repository), Ok(environment)) =
+                    (typed(r, "repository"), typed(r, "environment"))
+                {
+                    running.push((repository, environment));
+                }
+                continue;
+            }
             match QueueEntry::from_row(r) {
                 Ok(entry) => queue.push(entry),
                 Err(e) => unreadable.push((r.try_get("seq")?, e)),
             }
         }
-        Ok((running, super::in_line(queue), unreadable))
+        Ok((running, queue, unreadable))
     }
 
     /// Marks the chosen deployments running under this instance's lease (those still queued) and
@@ -302,14 +315,23 @@ impl Store {
                 started.push(id);
             }
         }
-        for &(id, position) in &choice.positions {
-            sqlx::query(
-                "UPDATE deployments SET queue_position = $1 WHERE deployment_id = $2 AND state = 'queued'",
-            )
-            .bind(position)
-            .bind(id.0 as i64)
-            .execute(&mut *conn)
-            .await?;
+        // The positions in a few statements, not one each: a burst of a thousand arrivals is announced
+        // by one claim, which holds the writing connection meanwhile. `VALUES` columns are named
+        // column1, column2 in both dialects.
+        for chunk in choice.positions.chunks(POSITIONS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!(
+                "UPDATE deployments SET queue_position = v.column2 FROM (VALUES {}) AS v
+                 WHERE deployments.deployment_id = v.column1 AND deployments.state = 'queued'",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+            for &(id, position) in chunk {
+                query = query.bind(id.0 as i64).bind(position);
+            }
+            query.execute(&mut *conn).await?;
         }
         Ok(started)
     }
