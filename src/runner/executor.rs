@@ -27,8 +27,9 @@ pub struct Job<'a> {
     pub app: &'a AppConfig,
     /// The deploy's log (file and gist).
     pub log: &'a LogSender,
-    /// The page people follow the deploy on.
-    pub log_url: &'a str,
+    /// GitHub's first answer of the deploy: where people follow it (the gist, or zbot's own page), or
+    /// that GitHub did not answer. Nothing runs before it.
+    pub first: &'a super::FirstAnswer,
     /// When the runner took the deployment.
     pub started: Instant,
     /// Holds the reason once the deployment is cancelled.
@@ -36,8 +37,9 @@ pub struct Job<'a> {
 }
 
 /// Carries out one deployment to its end. The executor tells GitHub the deploy started (through
-/// [`Deployer::tell_started`]), honours the deploy's timeout and its cancel, and writes what happens
-/// into the log; the runner publishes the outcome.
+/// [`Deployer::tell_started`], once [`Job::first`] has answered; answered itself before it returns),
+/// runs nothing before [`Job::first`] has answered, honours the deploy's timeout and its cancel, and
+/// writes what happens into the log; the runner publishes the outcome.
 pub trait Executor: Send + Sync + std::fmt::Debug {
     fn execute<'a>(&'a self, job: Job<'a>) -> Running<'a>;
 }
@@ -52,7 +54,7 @@ impl Executor for ProcessExecutor {
             job.d,
             job.app,
             job.log,
-            job.log_url,
+            job.first,
             job.started,
             job.cancel,
         ))

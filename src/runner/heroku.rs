@@ -464,7 +464,11 @@ impl HerokuExecutor {
                 d.environment
             ));
         };
-        if let Err(outcome) = job.deployer.tell_started(d, job.log_url).await {
+        let told = match job.first.log_url().await {
+            Ok(log_url) => job.deployer.tell_started(d, &log_url).await,
+            Err(outcome) => Err(outcome),
+        };
+        if let Err(outcome) = told {
             return outcome;
         }
         let limit = timeout_for(job.app, None, &job.deployer.config);

@@ -179,6 +179,36 @@ async fn cancelled(mut cancel: watch::Receiver<Option<String>>) -> String {
     }
 }
 
+/// GitHub's first answer of a deploy, which its recipe waits for: the gist made or refused (the
+/// answer says where the log is read), or no answer within `[github] timeout` (the deploy does not
+/// run: GitHub could not be told how it ends either). Without gists (the embedded forge) the first
+/// call is `in_progress` itself, and the recipe waits for that.
+#[derive(Debug, Clone)]
+pub struct FirstAnswer {
+    /// The log's link, or why the deploy ends without running (GitHub's silence); `None` until then.
+    answer: watch::Receiver<Option<Result<String, String>>>,
+    /// No gist is made: `in_progress` is GitHub's first answer.
+    in_progress_first: bool,
+}
+
+impl FirstAnswer {
+    /// The log's link once GitHub answered; else how the deploy ends (`error`, saying GitHub did not
+    /// answer).
+    pub async fn log_url(&self) -> Result<String, Outcome> {
+        let mut answer = self.answer.clone();
+        let answered = answer
+            .wait_for(Option::is_some)
+            .await
+            .map(|answer| answer.clone());
+        match answered {
+            Ok(Some(Ok(url))) => Ok(url),
+            Ok(Some(Err(why))) => Err(Outcome::error(why)),
+            // The deploy's start was given up before GitHub answered (zbot is stopping).
+            Ok(None) | Err(_) => Err(Outcome::error(reply::zbot_failed())),
+        }
+    }
+}
+
 /// What [`Deployer::prepare`] made ready.
 struct Prepared {
     invocation: Invocation,
@@ -584,6 +614,11 @@ impl Deployer {
     }
 
     /// Runs a deployment the scheduler has marked running, to its one end.
+    ///
+    /// GitHub's side of the start (the gist made, its link recorded, then `in_progress`) runs beside
+    /// the deploy's own (guards, checkout, recipe): the tree moves at once, and the recipe waits only
+    /// for GitHub's first answer ([`FirstAnswer`]), never for `in_progress`, which is awaited before
+    /// the final status.
     pub async fn run(&self, d: Deployment, cancel: watch::Receiver<Option<String>>) {
         let started = Instant::now();
         let log_path = self.log_path(d.deployment_id);
@@ -597,39 +632,16 @@ impl Deployer {
                 return;
             }
         };
-        // A GitHub that does not answer cannot be told the deploy started, nor how it ended: the
-        // deploy does not run.
-        let (page, unanswered) = if self.forge.publishes_logs() {
-            match self.create_page(&d).await {
-                Ok(page) => (page, None),
-                Err(e) => (None, Some(e)),
-            }
-        } else {
-            (None, None)
+        let (answered, answer) = watch::channel(None);
+        let first = FirstAnswer {
+            answer,
+            in_progress_first: !self.forge.publishes_logs(),
         };
-        let log_url = page
-            .as_ref()
-            .map_or_else(|| self.own_log_url(d.deployment_id), |p| p.url.clone());
-        if let Err(e) = self
-            .store
-            .set_log(
-                d.deployment_id,
-                page.as_ref().map(|p| p.id.as_str()),
-                &log_url,
-            )
-            .await
-        {
-            tracing::error!(
-                deployment = %d.deployment_id,
-                "cannot record the log url: {e}"
-            );
-        }
-        let (refresh_stop, refresh) = self.keep_page_fresh(&d, page.clone(), &log_path, &log_url);
-
-        let outcome = match unanswered {
-            Some(e) => Outcome::error(reply::github_unanswered(&e)),
-            None => self.deploy(&d, &log, &log_url, started, cancel).await,
-        };
+        let (refresh_stop, refresh_stopped) = watch::channel(false);
+        let ((page, log_url, refresh), outcome) = tokio::join!(
+            self.open_log(&d, answered, &log_path, refresh_stopped),
+            self.deploy(&d, &log, &first, started, cancel)
+        );
         // A deploy whose lease this instance lost (its guard may have killed it) did not fail: it
         // was taken from this instance, which says so in its log rather than what became of it.
         let outcome = if self.lost_lease(&d).await {
@@ -654,7 +666,9 @@ impl Deployer {
             );
         }
         let _ = refresh_stop.send(true);
-        let _ = refresh.await;
+        if let Some(refresh) = refresh {
+            let _ = refresh.await;
+        }
         // Another instance that took the deploy over may have written its end into the page.
         if let Some(page) = &page
             && matches!(
@@ -667,6 +681,52 @@ impl Deployer {
                 .await;
         }
         self.end(&d, outcome, Some(&log_url)).await;
+    }
+
+    /// GitHub's side of a deploy's start: the gist (when the forge keeps logs), then GitHub's first
+    /// answer told to `answered` (the log's link, or that GitHub did not answer: the deploy does not
+    /// run, since GitHub could not be told how it ends either), the link recorded, and the gist kept
+    /// fresh until `stop`. Returns the gist, the link and the refresher.
+    async fn open_log(
+        &self,
+        d: &Deployment,
+        answered: watch::Sender<Option<Result<String, String>>>,
+        log_path: &std::path::Path,
+        stop: watch::Receiver<bool>,
+    ) -> (Option<LogPage>, String, Option<tokio::task::JoinHandle<()>>) {
+        let (page, unanswered) = if self.forge.publishes_logs() {
+            match self.create_page(d).await {
+                Ok(page) => (page, None),
+                Err(e) => (None, Some(reply::github_unanswered(&e))),
+            }
+        } else {
+            (None, None)
+        };
+        let log_url = page
+            .as_ref()
+            .map_or_else(|| self.own_log_url(d.deployment_id), |p| p.url.clone());
+        answered.send_replace(Some(match unanswered {
+            Some(why) => Err(why),
+            None => Ok(log_url.clone()),
+        }));
+        if let Err(e) = self
+            .store
+            .set_log(
+                d.deployment_id,
+                page.as_ref().map(|p| p.id.as_str()),
+                &log_url,
+            )
+            .await
+        {
+            tracing::error!(
+                deployment = %d.deployment_id,
+                "cannot record the log url: {e}"
+            );
+        }
+        let refresh = page
+            .clone()
+            .map(|page| self.keep_page_fresh(d, page, log_path, &log_url, stop));
+        (page, log_url, refresh)
     }
 
     async fn end(&self, d: &Deployment, outcome: Outcome, log_url: Option<&str>) {
@@ -799,7 +859,7 @@ impl Deployer {
         &self,
         d: &Deployment,
         log: &LogSender,
-        log_url: &str,
+        first: &FirstAnswer,
         started: Instant,
         cancel: watch::Receiver<Option<String>>,
     ) -> Outcome {
@@ -812,11 +872,12 @@ impl Deployer {
             Ok(grant) => grant,
             Err(denial) => return Outcome::denied(denial),
         };
-        if d.task.is_lock() {
-            return self.lock_task(d, true).await;
-        }
-        if d.task.is_unlock() {
-            return self.lock_task(d, false).await;
+        // A lock task acts only once GitHub has answered, as a deploy runs only then.
+        if d.task.is_lock() || d.task.is_unlock() {
+            if let Err(outcome) = first.log_url().await {
+                return outcome;
+            }
+            return self.lock_task(d, d.task.is_lock()).await;
         }
         if let Err(outcome) = self.guards(d, app, grant.as_ref(), log).await {
             self.override_of(d, true);
@@ -847,7 +908,7 @@ impl Deployer {
                 d,
                 app,
                 log,
-                log_url,
+                first,
                 started,
                 cancel,
             })
@@ -932,8 +993,9 @@ impl Deployer {
         }
     }
 
-    /// Tells GitHub the deploy is in progress; `Err` (the deploy's end) when GitHub does not answer,
-    /// since it could not be told how the deploy ends either.
+    /// Tells GitHub the deploy is in progress; `Err` (the deploy's end, if nothing runs yet) when GitHub
+    /// does not answer, since it could not be told how the deploy ends either, or when this instance
+    /// no longer holds the deploy's lease.
     pub async fn tell_started(&self, d: &Deployment, log_url: &str) -> Result<(), Outcome> {
         // Never `in_progress` over the end another instance gave it; a store that does not answer
         // is asked again until the deploy's local deadline.
@@ -962,13 +1024,44 @@ impl Deployer {
     }
 
     /// The process executor: [`Deployer::prepare`] (checkout, recipe), then [`Deployer::execute`] (the
-    /// process), then [`report`] (how it ended, as a status).
+    /// process), then [`report`] (how it ended, as a status). `in_progress` is posted beside them,
+    /// once GitHub's first answer came, and has been answered (or given up) when this returns, so it
+    /// never follows the final status.
     async fn run_process(
         &self,
         d: &Deployment,
         app: &AppConfig,
         log: &LogSender,
-        log_url: &str,
+        first: &FirstAnswer,
+        started: Instant,
+        cancel: watch::Receiver<Option<String>>,
+    ) -> Outcome {
+        let (told_tx, told) = tokio::sync::oneshot::channel();
+        let in_progress = async {
+            let told = match first.log_url().await {
+                // A deploy cancelled before GitHub answered is not said to be in progress.
+                Ok(_) if cancel.borrow().is_some() => Ok(()),
+                Ok(log_url) => self.tell_started(d, &log_url).await,
+                Err(outcome) => Err(outcome),
+            };
+            let _ = told_tx.send(told);
+        };
+        let (_, outcome) = tokio::join!(
+            in_progress,
+            self.prepare_and_execute(d, app, log, first, told, started, cancel.clone())
+        );
+        outcome
+    }
+
+    /// [`Deployer::run_process`] without `in_progress`, which `told` says the end of.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_and_execute(
+        &self,
+        d: &Deployment,
+        app: &AppConfig,
+        log: &LogSender,
+        first: &FirstAnswer,
+        told: tokio::sync::oneshot::Receiver<Result<(), Outcome>>,
         started: Instant,
         cancel: watch::Receiver<Option<String>>,
     ) -> Outcome {
@@ -976,7 +1069,7 @@ impl Deployer {
         // cancel stops it; dropping it ends the git or pip it was waiting for (kill on drop).
         let limit = timeout_for(app, None, &self.config);
         let prepared = tokio::select! {
-            prepared = tokio::time::timeout(limit, self.prepare(d, app, log, log_url)) => match prepared {
+            prepared = tokio::time::timeout(limit, self.prepare(d, app, log, first, told)) => match prepared {
                 Ok(Ok(prepared)) => prepared,
                 Ok(Err(outcome)) => return outcome,
                 Err(_) => return Outcome::error(reply::timed_out(limit)),
@@ -1005,33 +1098,34 @@ impl Deployer {
         )
     }
 
-    /// Everything before the program runs: GitHub told of the start while the tree is checked out; the
-    /// recipe chosen and rendered; Fabric provisioned if needed. `Err` is how the deployment ends
-    /// without running anything.
+    /// Everything before the program runs: the tree checked out at once; the recipe chosen and
+    /// rendered; Fabric provisioned if needed; then GitHub's first answer ([`FirstAnswer`]; with no
+    /// gist, `in_progress`, which `told` says the end of) and the lease, checked last (fencing).
+    /// `Err` is how the deployment ends without running anything.
     async fn prepare(
         &self,
         d: &Deployment,
         app: &AppConfig,
         log: &LogSender,
-        log_url: &str,
+        first: &FirstAnswer,
+        told: tokio::sync::oneshot::Receiver<Result<(), Outcome>>,
     ) -> Result<Prepared, Outcome> {
         let auth = GitAuth {
             token: self.config.github.as_ref().and_then(|g| g.token.clone()),
             deploy_key: app.deploy_key.clone(),
         };
-        // GitHub hears of the start while the checkout runs.
-        let in_progress = self.tell_started(d, log_url);
-        let checkout = self.checkouts.prepare(
-            &d.repository,
-            &d.clone_url,
-            &d.sha,
-            &d.app,
-            &d.environment,
-            &auth,
-        );
-        let (told, checked_out) = tokio::join!(in_progress, checkout);
-        told?;
-        let (tree, note) = checked_out.map_err(|e| Outcome::error(reply::checkout_failed(&e)))?;
+        let (tree, note) = self
+            .checkouts
+            .prepare(
+                &d.repository,
+                &d.clone_url,
+                &d.sha,
+                &d.app,
+                &d.environment,
+                &auth,
+            )
+            .await
+            .map_err(|e| Outcome::error(reply::checkout_failed(&e)))?;
         log.note(note).await;
         let recipe = self
             .recipes
@@ -1063,6 +1157,17 @@ impl Deployer {
                 .await
                 .map_err(Outcome::error)?;
             invocation.program = fab.display().to_string();
+        }
+        // GitHub's first answer, then the lease: nothing runs that GitHub could not be told the end
+        // of, nor what another instance may have taken over meanwhile.
+        first.log_url().await?;
+        if first.in_progress_first {
+            told.await
+                .unwrap_or_else(|_| Err(Outcome::error(reply::zbot_failed())))?;
+        }
+        match self.holds_lease(d, self.lease_deadline(d)).await {
+            Lease::Held { .. } => {}
+            Lease::Lost | Lease::Unanswered => return Err(Outcome::error(reply::LEASE_LOST)),
         }
         let timeout = timeout_for(app, recipe.timeout, &self.config);
         log.note(format!(
@@ -1360,21 +1465,18 @@ impl Deployer {
         }
     }
 
-    /// Refreshes the gist every [`LOG_REFRESH`] while the log grows, until told to stop.
+    /// Refreshes the gist every [`LOG_REFRESH`] while the log grows, until `stop` changes.
     fn keep_page_fresh(
         &self,
         d: &Deployment,
-        page: Option<LogPage>,
+        page: LogPage,
         log_path: &std::path::Path,
         log_url: &str,
-    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-        let (stop_tx, mut stop) = watch::channel(false);
-        let Some(page) = page else {
-            return (stop_tx, tokio::spawn(async {}));
-        };
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         let refresher = self.page_refresher(d);
         let (d, log_path, log_url) = (d.clone(), log_path.to_path_buf(), log_url.to_string());
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut last_size = 0;
             loop {
                 tokio::select! {
@@ -1390,8 +1492,7 @@ impl Deployer {
                     refresher.refresh(&d, &page, &log_path, &log_url).await;
                 }
             }
-        });
-        (stop_tx, task)
+        })
     }
 }
 

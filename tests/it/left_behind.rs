@@ -349,11 +349,15 @@ echo done
     );
     let (github, sha, mut zbot) =
         setup_process(&dir, &[("script/deploy", &script, true)], "").await;
-    // 3401 is held before its recipe starts (GitHub has not answered its in_progress status), while
-    // 3402 queues behind it and the test takes the store's write lock.
-    let release = github.hold_status_answers(3401);
+    // 3401 is held before its recipe starts (GitHub has not answered its gist, its first call),
+    // while 3402 queues behind it and the test takes the store's write lock.
+    let release = github.hold_gists();
     deploy(zbot.addr, 3401, "v0.0.1", &sha, "production").await;
-    github.in_progress(3401, DEADLINE).await;
+    github
+        .wait_for("3401's gist asked for", DEADLINE, |g| {
+            (g.gists_asked() == 1).then_some(())
+        })
+        .await;
     deploy(zbot.addr, 3402, "v0.0.1", &sha, "production").await;
     github
         .wait_for("3402 queued", DEADLINE, |g| {

@@ -88,6 +88,8 @@ struct Model {
     repo: Option<std::path::PathBuf>,
     /// Deployments whose status posts are answered only once their switch turns true.
     held_status_answers: BTreeMap<u64, tokio::sync::watch::Receiver<bool>>,
+    /// Gist creations are answered only once this switch turns true.
+    held_gists: Option<tokio::sync::watch::Receiver<bool>>,
     /// The repository archives are made from.
     archive_repo: Option<std::path::PathBuf>,
     /// Shas whose archive redirect was asked for, in order.
@@ -228,6 +230,24 @@ impl FakeGitHub {
             .held_status_answers
             .insert(deployment_id, held);
         release
+    }
+
+    /// From now on gists are made when asked for, but the answer comes only once the returned switch
+    /// is sent `true`: zbot waits on GitHub's first answer of a deploy while the test acts.
+    pub fn hold_gists(&self) -> tokio::sync::watch::Sender<bool> {
+        let (release, held) = tokio::sync::watch::channel(false);
+        self.model.lock().unwrap().held_gists = Some(held);
+        release
+    }
+
+    /// How many gists zbot asked for so far.
+    pub fn gists_asked(&self) -> usize {
+        let model = self.model.lock().unwrap();
+        model
+            .requests
+            .iter()
+            .filter(|(_, call)| call == "POST /gists")
+            .count()
     }
 
     /// The status of each deployment listing's answer, in order: 200, or 304 when the `If-None-Match`
@@ -540,7 +560,7 @@ async fn create_gist(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.starts_with("Bearer ghs_"));
-    let (id, gist) = {
+    let (id, gist, held) = {
         let mut model = fake.model.lock().unwrap();
         if model.fail_gists || app_token {
             return (
@@ -561,9 +581,12 @@ async fn create_gist(
             updates: 0,
         };
         model.gists.insert(id.clone(), gist.clone());
-        (id, gist)
+        (id, gist, model.held_gists.clone())
     };
     fake.touch();
+    if let Some(mut held) = held {
+        let _ = held.wait_for(|released| *released).await;
+    }
     (
         StatusCode::CREATED,
         Json(gist_json(&fake.url(), &id, &gist)),
