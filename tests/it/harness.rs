@@ -42,6 +42,20 @@ pub fn wait_for_file(file: &std::path::Path) -> String {
     )
 }
 
+/// Waits until `done` holds, or fails the test after `deadline`. For what no event announces: a file
+/// a deploy script writes, a process the kernel removes once it is reaped.
+pub async fn wait_until(what: &str, deadline: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + deadline;
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(20));
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        every.tick().await;
+    }
+}
+
 /// A `script/deploy` that says "holding", waits for `release` to exist, and says "released".
 pub fn held_deploy_script(release: &std::path::Path) -> String {
     format!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::fakes::github::FakeGitHub;
 use crate::harness::{
     self, TOKEN, TestRepo, config_text, deploy, process_alive, setup_process, start_zbot,
-    wait_for_file,
+    wait_for_file, wait_until,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -22,20 +22,6 @@ fn pid_in(file: &Path) -> i32 {
     text.trim()
         .parse()
         .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", file.display()))
-}
-
-/// Waits until `done` holds, or fails the test after `deadline`. For what no event announces: a file
-/// a deploy script writes, a process the kernel removes once it is reaped.
-async fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
-    let give_up = tokio::time::Instant::now() + deadline;
-    let mut every = tokio::time::interval(Duration::from_millis(20));
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        every.tick().await;
-    }
 }
 
 /// Gone from the process table: exited and reaped, not a zombie waiting for its parent.

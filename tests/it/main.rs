@@ -28,6 +28,7 @@ mod reliability;
 mod shell;
 mod slack_fake_conformance;
 mod sshd;
+mod start;
 mod support;
 mod tidy;
 mod tools;
