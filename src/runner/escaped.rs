@@ -209,6 +209,27 @@ mod procfs {
         Ok(pids)
     }
 
+    /// zbot's own children, every thread's (`/proc/self/task/*/children`): a few files rather than
+    /// one per process on the machine. `None` where the kernel does not list them
+    /// (`CONFIG_PROC_CHILDREN`). The kernel keeps no such list steady while children come and go, so
+    /// one missed here is found by the next full look ([`pids`]).
+    pub fn children() -> Option<Vec<i32>> {
+        if !std::path::Path::new("/proc/thread-self/children").exists() {
+            return None;
+        }
+        let mut pids = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            // A thread that ended meanwhile has no children left to list.
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                pids.extend(
+                    text.split_whitespace()
+                        .filter_map(|pid| pid.parse::<i32>().ok()),
+                );
+            }
+        }
+        Some(pids)
+    }
+
     /// The process's command name and status; `None` once it has gone.
     pub fn stat(pid: i32) -> std::io::Result<Option<(String, Stat)>> {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -578,6 +599,10 @@ pub fn become_subreaper() -> bool {
 
 /// When zbot is the child subreaper, starts the task that reaps the orphans it inherits: on each
 /// SIGCHLD, and every [`REAP_EVERY`]. Once per process, whatever the number of calls.
+///
+/// A SIGCHLD (every git and deploy program that exits sends one) costs a look at whether any child
+/// has exited, then at zbot's own children only; the whole of `/proc` (a read per process on the
+/// machine, milliseconds of CPU beside the next process zbot starts) is read every [`REAP_EVERY`].
 pub fn watch_orphans() {
     static STARTED: std::sync::Once = std::sync::Once::new();
     if !sys::is_subreaper() {
@@ -602,11 +627,16 @@ pub fn watch_orphans() {
                         None => std::future::pending().await,
                     }
                 };
-                tokio::select! {
-                    () = exited => {}
-                    () = tokio::time::sleep(REAP_EVERY) => {}
-                }
-                for orphan in reap_orphans_among(procfs::pids().unwrap_or_default()) {
+                let signalled = tokio::select! {
+                    () = exited => true,
+                    () = tokio::time::sleep(REAP_EVERY) => false,
+                };
+                let candidates = match (signalled, procfs::children()) {
+                    (true, _) if !sys::any_child_exited() => continue,
+                    (true, Some(children)) => children,
+                    _ => procfs::pids().unwrap_or_default(),
+                };
+                for orphan in reap_orphans_among(candidates) {
                     tracing::info!(pid = orphan.pid, command = %orphan.command, "reaped a process zbot inherited");
                 }
             }
@@ -670,6 +700,23 @@ mod sys {
         unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) == pid }
     }
 
+    /// Whether a child of zbot has exited and waits to be reaped: looked at without reaping it
+    /// (WNOWAIT), so its own waiter still gets its status.
+    pub fn any_child_exited() -> bool {
+        // SAFETY: waitid writes only into `info`, which lives on this stack frame.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let looked = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: after waitid returned 0, `si_pid` is set (0 when nothing has exited).
+        looked == 0 && unsafe { info.si_pid() } != 0
+    }
+
     /// A pidfd for `pid`: `ESRCH` when it is gone, `ENOSYS` when the kernel has none (before 5.3).
     pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
@@ -708,6 +755,10 @@ mod sys {
     }
 
     pub fn reap(_pid: i32) -> bool {
+        false
+    }
+
+    pub fn any_child_exited() -> bool {
         false
     }
 }
@@ -755,6 +806,31 @@ mod tests {
         assert!(procfs::stat(gone).unwrap().is_none());
         assert!(procfs::environ(gone).unwrap().is_empty());
         assert!(procfs::pids().unwrap().contains(&own_pid()));
+    }
+
+    /// The reaper's cheap look on a SIGCHLD: zbot's own children are listed, and an exited one is
+    /// seen without being reaped (its `Child` still gets its status).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn own_children_are_listed_and_an_exited_one_is_seen_unreaped() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        if let Some(children) = procfs::children() {
+            assert!(children.contains(&pid), "{children:?} lacks {pid}");
+        }
+        // SAFETY: waitid writes only into `info`; WNOWAIT leaves the child to be reaped below.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let waited = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                libc::id_t::try_from(pid).unwrap(),
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        assert_eq!(waited, 0);
+        assert!(sys::any_child_exited());
+        assert!(child.wait().unwrap().success(), "its status was kept");
     }
 
     #[cfg(target_os = "linux")]
