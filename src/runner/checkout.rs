@@ -372,6 +372,7 @@ async fn git_with(
             command.arg("-C").arg(tree);
         }
     }
+    tracing::trace!(action, "git starts");
     let output = command
         .args(args)
         .envs(env.iter().cloned())
@@ -383,6 +384,7 @@ async fn git_with(
             action: action.to_string(),
             detail: format!("cannot run git: {e}"),
         })?;
+    tracing::trace!(action, status = %output.status, "git ended");
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {

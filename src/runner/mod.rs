@@ -6,6 +6,22 @@
 //! once: `success` (exit 0), `failure` (the deploy itself failed) or `error` (zbot could not run it: no
 //! app, locked, checkout failed, no recipe, timed out, cancelled). Every state change is posted to
 //! GitHub and published on the [`EventBus`].
+//!
+//! A deploy's start, once its log file exists, runs on two sides at once:
+//! - GitHub's: the gist is asked for (`POST /gists`); its answer (made, or refused: the log is then
+//!   zbot's own page) is GitHub's first answer of the deploy ([`FirstAnswer`]); then the link is
+//!   recorded and `in_progress` is posted (after a lease check), once the program has started.
+//! - the deploy's: the guards (store reads), then the checkout at once, the recipe chosen, then
+//!   GitHub's first answer and the lease (fencing) awaited, then the program.
+//!
+//! The program waits for the tree, for GitHub's first answer and for the lease, never for
+//! `in_progress`. With a real GitHub (100–300 ms a call) that is one round trip on the program's
+//! path, overlapped with the checkout: waiting for one answer proves GitHub answers (a deploy GitHub
+//! could not be told the end of does not run: `error`, saying so), and waiting for `in_progress` too
+//! would cost a second round trip. `in_progress` is answered (or given up) before the final status is
+//! posted, so it never follows it; it is posted only over a lease this instance still holds, and not
+//! at all for a deploy cancelled before it began. Without gists (the embedded forge) `in_progress` is
+//! the first answer and the program waits for it. A lock task acts once GitHub's first answer came.
 
 pub mod checkout;
 pub mod escaped;
@@ -207,6 +223,16 @@ impl FirstAnswer {
             Ok(None) | Err(_) => Err(Outcome::error(reply::zbot_failed())),
         }
     }
+}
+
+/// What ties a deploy's program to its `in_progress` status ([`Deployer::run_process`]).
+struct Gates<'a> {
+    /// GitHub's first answer, which nothing runs before.
+    first: &'a FirstAnswer,
+    /// How posting `in_progress` ended: awaited before the program when it is GitHub's first answer.
+    told: tokio::sync::oneshot::Receiver<Result<(), Outcome>>,
+    /// Set once the program started; dropped when the deploy ends before it.
+    begun: watch::Sender<bool>,
 }
 
 /// What [`Deployer::prepare`] made ready.
@@ -632,6 +658,7 @@ impl Deployer {
                 return;
             }
         };
+        tracing::trace!(deployment = %d.deployment_id, "the log is open: GitHub's side and the deploy's start");
         let (answered, answer) = watch::channel(None);
         let first = FirstAnswer {
             answer,
@@ -1024,9 +1051,9 @@ impl Deployer {
     }
 
     /// The process executor: [`Deployer::prepare`] (checkout, recipe), then [`Deployer::execute`] (the
-    /// process), then [`report`] (how it ended, as a status). `in_progress` is posted beside them,
-    /// once GitHub's first answer came, and has been answered (or given up) when this returns, so it
-    /// never follows the final status.
+    /// process), then [`report`] (how it ended, as a status). `in_progress` is posted beside them, once
+    /// GitHub's first answer came and the program started (or preparing ended without it), and has
+    /// been answered (or given up) when this returns, so it never follows the final status.
     async fn run_process(
         &self,
         d: &Deployment,
@@ -1037,9 +1064,16 @@ impl Deployer {
         cancel: watch::Receiver<Option<String>>,
     ) -> Outcome {
         let (told_tx, told) = tokio::sync::oneshot::channel();
+        let (begun_tx, mut begun) = watch::channel(false);
         let in_progress = async {
-            let told = match first.log_url().await {
-                // A deploy cancelled before GitHub answered is not said to be in progress.
+            let answered = first.log_url().await;
+            // With a gist, `in_progress` waits for the program's start (or the end of preparing):
+            // GitHub's answer came already, and the processes before the program get the machine.
+            if !first.in_progress_first {
+                let _ = begun.wait_for(|begun| *begun).await;
+            }
+            let told = match answered {
+                // A deploy cancelled before it began is not said to be in progress.
                 Ok(_) if cancel.borrow().is_some() => Ok(()),
                 Ok(log_url) => self.tell_started(d, &log_url).await,
                 Err(outcome) => Err(outcome),
@@ -1048,20 +1082,29 @@ impl Deployer {
         };
         let (_, outcome) = tokio::join!(
             in_progress,
-            self.prepare_and_execute(d, app, log, first, told, started, cancel.clone())
+            self.prepare_and_execute(
+                d,
+                app,
+                log,
+                Gates {
+                    first,
+                    told,
+                    begun: begun_tx
+                },
+                started,
+                cancel.clone()
+            )
         );
         outcome
     }
 
-    /// [`Deployer::run_process`] without `in_progress`, which `told` says the end of.
-    #[allow(clippy::too_many_arguments)]
+    /// [`Deployer::run_process`] without `in_progress`, which `gates` connect it to.
     async fn prepare_and_execute(
         &self,
         d: &Deployment,
         app: &AppConfig,
         log: &LogSender,
-        first: &FirstAnswer,
-        told: tokio::sync::oneshot::Receiver<Result<(), Outcome>>,
+        gates: Gates<'_>,
         started: Instant,
         cancel: watch::Receiver<Option<String>>,
     ) -> Outcome {
@@ -1069,7 +1112,7 @@ impl Deployer {
         // cancel stops it; dropping it ends the git or pip it was waiting for (kill on drop).
         let limit = timeout_for(app, None, &self.config);
         let prepared = tokio::select! {
-            prepared = tokio::time::timeout(limit, self.prepare(d, app, log, first, told)) => match prepared {
+            prepared = tokio::time::timeout(limit, self.prepare(d, app, log, gates.first, gates.told)) => match prepared {
                 Ok(Ok(prepared)) => prepared,
                 Ok(Err(outcome)) => return outcome,
                 Err(_) => return Outcome::error(reply::timed_out(limit)),
@@ -1080,7 +1123,9 @@ impl Deployer {
         if let Some(reason) = cancel.borrow().clone() {
             return Outcome::error(reason);
         }
-        let exit = self.execute(d, &prepared, log, cancel.clone()).await;
+        let exit = self
+            .execute(d, &prepared, log, cancel.clone(), &gates.begun)
+            .await;
         if let Exit::TimedOut(limit) = &exit {
             log.note(format!(
                 "DEPLOYMENT TIMED OUT AFTER {} SECONDS",
@@ -1162,8 +1207,10 @@ impl Deployer {
         // of, nor what another instance may have taken over meanwhile.
         first.log_url().await?;
         if first.in_progress_first {
-            told.await
-                .unwrap_or_else(|_| Err(Outcome::error(reply::zbot_failed())))?;
+            match told.await {
+                Ok(told) => told?,
+                Err(_) => return Err(Outcome::error(reply::zbot_failed())),
+            }
         }
         match self.holds_lease(d, self.lease_deadline(d)).await {
             Lease::Held { .. } => {}
@@ -1294,6 +1341,7 @@ impl Deployer {
         prepared: &Prepared,
         log: &LogSender,
         cancel: watch::Receiver<Option<String>>,
+        begun: &watch::Sender<bool>,
     ) -> Exit {
         // `ZBOT_DEPLOYMENT_ID` and `ZBOT_DATA_DIR` come with the marks `process::run` finds the
         // deploy's processes by.
@@ -1311,6 +1359,7 @@ impl Deployer {
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let record_group = async {
             if let Ok(group) = started_rx.await {
+                begun.send_replace(true);
                 match self.store.set_process_group(d.deployment_id, group).await {
                     Ok(()) => tracing::info!(
                         deployment = %d.deployment_id,

@@ -312,6 +312,7 @@ pub async fn run(run: Run<'_>) -> Exit {
         },
         None => None,
     };
+    tracing::trace!(program = %invocation.program, "the program starts");
     let (mut child, leader) = match escaped::spawn_leader(&mut command) {
         Ok(spawned) => spawned,
         Err(e) => return Exit::NotStarted(format!("cannot start {}: {e}", invocation.program)),
