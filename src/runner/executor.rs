@@ -32,6 +32,8 @@ pub struct Job<'a> {
     pub first: &'a super::FirstAnswer,
     /// When the runner took the deployment.
     pub started: Instant,
+    /// The checkout the runner started beside the guards, for an executor that [`Executor::checks_out`].
+    pub checkout: Option<super::Checkout<'a>>,
     /// Holds the reason once the deployment is cancelled.
     pub cancel: watch::Receiver<Option<String>>,
 }
@@ -42,6 +44,11 @@ pub struct Job<'a> {
 /// writes what happens into the log; the runner publishes the outcome.
 pub trait Executor: Send + Sync + std::fmt::Debug {
     fn execute<'a>(&'a self, job: Job<'a>) -> Running<'a>;
+
+    /// Whether it works in a checkout of the commit, which the runner then starts at once.
+    fn checks_out(&self) -> bool {
+        false
+    }
 }
 
 /// The process runner: checkout, recipe, program ([`Deployer::prepare`], [`Deployer::execute`]).
@@ -55,9 +62,14 @@ impl Executor for ProcessExecutor {
             job.app,
             job.log,
             job.first,
+            job.checkout,
             job.started,
             job.cancel,
         ))
+    }
+
+    fn checks_out(&self) -> bool {
+        true
     }
 }
 

@@ -31,6 +31,7 @@ pub mod log;
 pub mod process;
 pub mod tools;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -221,6 +222,31 @@ impl FirstAnswer {
             Ok(Some(Err(why))) => Err(Outcome::error(why)),
             // The deploy's start was given up before GitHub answered (zbot is stopping).
             Ok(None) | Err(_) => Err(Outcome::error(reply::zbot_failed())),
+        }
+    }
+}
+
+/// A deploy's checkout under way: its tree's path and a line for the log, once done.
+pub type Checkout<'a> = std::pin::Pin<
+    Box<dyn Future<Output = Result<(PathBuf, String), checkout::CheckoutError>> + Send + Sync + 'a>,
+>;
+
+/// Runs `first` to its end while `beside` (if any) makes progress, and hands `beside` back, done or
+/// not: the checkout goes on while the guards are read.
+async fn alongside<'a, T>(
+    first: impl Future<Output = T>,
+    beside: Option<Checkout<'a>>,
+) -> (T, Option<Checkout<'a>>) {
+    let Some(mut beside) = beside else {
+        return (first.await, None);
+    };
+    tokio::pin!(first);
+    tokio::select! {
+        biased;
+        out = &mut first => (out, Some(beside)),
+        done = &mut beside => {
+            let done: Checkout<'a> = Box::pin(std::future::ready(done));
+            (first.await, Some(done))
         }
     }
 }
@@ -893,21 +919,32 @@ impl Deployer {
         let Some(app) = self.config.apps.get(&d.app) else {
             return Outcome::error(reply::no_app_for(&d.repository));
         };
-        // What zbot recorded when it made this deployment, if the payload names a grant: claimed for
-        // this deployment id (the webhook did so already; a grant that is not its own refuses it).
-        let grant = match self.grant(d).await {
-            Ok(grant) => grant,
-            Err(denial) => return Outcome::denied(denial),
+        let locks = d.task.is_lock() || d.task.is_unlock();
+        let executor = self.executors.of_task(app, d.task.is_noop());
+        // The tree moves at once, beside the grant and the guards (store reads): it is zbot's own, and
+        // a deploy they stop drops its checkout (and the git it was waiting for).
+        let early = match &executor {
+            Ok(executor) if executor.checks_out() && !locks => Some(self.start_checkout(d, app)),
+            _ => None,
         };
-        // A lock task acts only once GitHub has answered, as a deploy runs only then.
-        if d.task.is_lock() || d.task.is_unlock() {
-            if let Err(outcome) = first.log_url().await {
-                return outcome;
+        let checks = async {
+            // What zbot recorded when it made this deployment, if the payload names a grant: claimed
+            // for this deployment id (the webhook did so already; a grant that is not its own
+            // refuses it).
+            let grant = self.grant(d).await.map_err(Outcome::denied)?;
+            // A lock task acts only once GitHub has answered, as a deploy runs only then.
+            if locks {
+                first.log_url().await?;
+                return Err(self.lock_task(d, d.task.is_lock()).await);
             }
-            return self.lock_task(d, d.task.is_lock()).await;
-        }
-        if let Err(outcome) = self.guards(d, app, grant.as_ref(), log).await {
-            self.override_of(d, true);
+            if let Err(outcome) = self.guards(d, app, grant.as_ref(), log).await {
+                self.override_of(d, true);
+                return Err(outcome);
+            }
+            Ok(())
+        };
+        let (checked, checkout) = alongside(checks, early).await;
+        if let Err(outcome) = checked {
             return outcome;
         }
         log.note(format!(
@@ -925,7 +962,7 @@ impl Deployer {
             self.store.backend().as_str()
         ))
         .await;
-        let executor = match self.executors.of_task(app, d.task.is_noop()) {
+        let executor = match executor {
             Ok(executor) => executor,
             Err(reason) => return Outcome::error(reason),
         };
@@ -936,6 +973,7 @@ impl Deployer {
                 app,
                 log,
                 first,
+                checkout,
                 started,
                 cancel,
             })
@@ -1050,6 +1088,26 @@ impl Deployer {
         }
     }
 
+    /// Starts moving `d`'s tree (see [`Checkouts::prepare`]); nothing happens until it is polled.
+    fn start_checkout<'a>(&'a self, d: &'a Deployment, app: &AppConfig) -> Checkout<'a> {
+        let auth = GitAuth {
+            token: self.config.github.as_ref().and_then(|g| g.token.clone()),
+            deploy_key: app.deploy_key.clone(),
+        };
+        Box::pin(async move {
+            self.checkouts
+                .prepare(
+                    &d.repository,
+                    &d.clone_url,
+                    &d.sha,
+                    &d.app,
+                    &d.environment,
+                    &auth,
+                )
+                .await
+        })
+    }
+
     /// The process executor: [`Deployer::prepare`] (checkout, recipe), then [`Deployer::execute`] (the
     /// process), then [`report`] (how it ended, as a status). `in_progress` is posted beside them, once
     /// GitHub's first answer came and the program started (or preparing ended without it), and has
@@ -1060,6 +1118,7 @@ impl Deployer {
         app: &AppConfig,
         log: &LogSender,
         first: &FirstAnswer,
+        checkout: Option<Checkout<'_>>,
         started: Instant,
         cancel: watch::Receiver<Option<String>>,
     ) -> Outcome {
@@ -1091,6 +1150,7 @@ impl Deployer {
                     told,
                     begun: begun_tx
                 },
+                checkout,
                 started,
                 cancel.clone()
             )
@@ -1105,6 +1165,7 @@ impl Deployer {
         app: &AppConfig,
         log: &LogSender,
         gates: Gates<'_>,
+        checkout: Option<Checkout<'_>>,
         started: Instant,
         cancel: watch::Receiver<Option<String>>,
     ) -> Outcome {
@@ -1112,7 +1173,7 @@ impl Deployer {
         // cancel stops it; dropping it ends the git or pip it was waiting for (kill on drop).
         let limit = timeout_for(app, None, &self.config);
         let prepared = tokio::select! {
-            prepared = tokio::time::timeout(limit, self.prepare(d, app, log, gates.first, gates.told)) => match prepared {
+            prepared = tokio::time::timeout(limit, self.prepare(d, app, log, gates.first, gates.told, checkout)) => match prepared {
                 Ok(Ok(prepared)) => prepared,
                 Ok(Err(outcome)) => return outcome,
                 Err(_) => return Outcome::error(reply::timed_out(limit)),
@@ -1154,21 +1215,10 @@ impl Deployer {
         log: &LogSender,
         first: &FirstAnswer,
         told: tokio::sync::oneshot::Receiver<Result<(), Outcome>>,
+        checkout: Option<Checkout<'_>>,
     ) -> Result<Prepared, Outcome> {
-        let auth = GitAuth {
-            token: self.config.github.as_ref().and_then(|g| g.token.clone()),
-            deploy_key: app.deploy_key.clone(),
-        };
-        let (tree, note) = self
-            .checkouts
-            .prepare(
-                &d.repository,
-                &d.clone_url,
-                &d.sha,
-                &d.app,
-                &d.environment,
-                &auth,
-            )
+        let checkout = checkout.unwrap_or_else(|| self.start_checkout(d, app));
+        let (tree, note) = checkout
             .await
             .map_err(|e| Outcome::error(reply::checkout_failed(&e)))?;
         log.note(note).await;
