@@ -57,15 +57,7 @@ pub struct ProcessExecutor;
 
 impl Executor for ProcessExecutor {
     fn execute<'a>(&'a self, job: Job<'a>) -> Running<'a> {
-        Box::pin(job.deployer.run_process(
-            job.d,
-            job.app,
-            job.log,
-            job.first,
-            job.checkout,
-            job.started,
-            job.cancel,
-        ))
+        Box::pin(job.deployer.run_process(job))
     }
 
     fn checks_out(&self) -> bool {

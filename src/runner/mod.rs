@@ -259,6 +259,8 @@ struct Gates<'a> {
     told: tokio::sync::oneshot::Receiver<Result<(), Outcome>>,
     /// Set once the program started; dropped when the deploy ends before it.
     begun: watch::Sender<bool>,
+    /// The checkout started beside the guards, if it was.
+    checkout: Option<Checkout<'a>>,
 }
 
 /// What [`Deployer::prepare`] made ready.
@@ -1112,16 +1114,17 @@ impl Deployer {
     /// process), then [`report`] (how it ended, as a status). `in_progress` is posted beside them, once
     /// GitHub's first answer came and the program started (or preparing ended without it), and has
     /// been answered (or given up) when this returns, so it never follows the final status.
-    async fn run_process(
-        &self,
-        d: &Deployment,
-        app: &AppConfig,
-        log: &LogSender,
-        first: &FirstAnswer,
-        checkout: Option<Checkout<'_>>,
-        started: Instant,
-        cancel: watch::Receiver<Option<String>>,
-    ) -> Outcome {
+    async fn run_process(&self, job: executor::Job<'_>) -> Outcome {
+        let executor::Job {
+            d,
+            app,
+            log,
+            first,
+            checkout,
+            started,
+            cancel,
+            ..
+        } = job;
         let (told_tx, told) = tokio::sync::oneshot::channel();
         let (begun_tx, mut begun) = watch::channel(false);
         let in_progress = async {
@@ -1148,9 +1151,9 @@ impl Deployer {
                 Gates {
                     first,
                     told,
-                    begun: begun_tx
+                    begun: begun_tx,
+                    checkout,
                 },
-                checkout,
                 started,
                 cancel.clone()
             )
@@ -1165,7 +1168,6 @@ impl Deployer {
         app: &AppConfig,
         log: &LogSender,
         gates: Gates<'_>,
-        checkout: Option<Checkout<'_>>,
         started: Instant,
         cancel: watch::Receiver<Option<String>>,
     ) -> Outcome {
@@ -1173,7 +1175,7 @@ impl Deployer {
         // cancel stops it; dropping it ends the git or pip it was waiting for (kill on drop).
         let limit = timeout_for(app, None, &self.config);
         let prepared = tokio::select! {
-            prepared = tokio::time::timeout(limit, self.prepare(d, app, log, gates.first, gates.told, checkout)) => match prepared {
+            prepared = tokio::time::timeout(limit, self.prepare(d, app, log, gates.first, gates.told, gates.checkout)) => match prepared {
                 Ok(Ok(prepared)) => prepared,
                 Ok(Err(outcome)) => return outcome,
                 Err(_) => return Outcome::error(reply::timed_out(limit)),
