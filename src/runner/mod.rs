@@ -11,8 +11,10 @@
 //! - GitHub's: the gist is asked for (`POST /gists`); its answer (made, or refused: the log is then
 //!   zbot's own page) is GitHub's first answer of the deploy ([`FirstAnswer`]); then the link is
 //!   recorded and `in_progress` is posted (after a lease check), once the program has started.
-//! - the deploy's: the guards (store reads), then the checkout at once, the recipe chosen, then
-//!   GitHub's first answer and the lease (fencing) awaited, then the program.
+//! - the deploy's: the checkout at once (for an executor that
+//!   [checks out](executor::Executor::checks_out)), beside the grant and the guards (store reads; a deploy they stop drops it, the tree being
+//!   zbot's own), the recipe chosen, then GitHub's first answer and the lease (fencing) awaited,
+//!   then the program.
 //!
 //! The program waits for the tree, for GitHub's first answer and for the lease, never for
 //! `in_progress`. With a real GitHub (100–300 ms a call) that is one round trip on the program's
