@@ -1117,16 +1117,8 @@ impl Deployer {
     /// GitHub's first answer came and the program started (or preparing ended without it), and has
     /// been answered (or given up) when this returns, so it never follows the final status.
     async fn run_process(&self, job: executor::Job<'_>) -> Outcome {
-        let executor::Job {
-            d,
-            app,
-            log,
-            first,
-            checkout,
-            started,
-            cancel,
-            ..
-        } = job;
+        let (d, app, log, first, cancel) = (job.d, job.app, job.log, job.first, job.cancel);
+        let (checkout, started) = (job.checkout, job.started);
         let (told_tx, told) = tokio::sync::oneshot::channel();
         let (begun_tx, mut begun) = watch::channel(false);
         let in_progress = async {
