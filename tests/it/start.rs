@@ -66,6 +66,7 @@ async fn the_recipe_runs_while_in_progress_is_unanswered_and_the_end_comes_after
     let release = s.github.hold_status_answers(1501);
     deploy(s.zbot.addr, 1501, "v0.0.1", &s.sha, "production").await;
     wait_until("the recipe to run", DEADLINE, || s.runs() == "1501\n").await;
+    s.github.in_progress(1501, DEADLINE).await;
     // GitHub has not answered `in_progress`: the deploy has not ended, nothing else was posted.
     let stored = s.zbot.store.get(DeploymentId(1501)).await.unwrap().unwrap();
     assert_eq!(stored.state, DeploymentState::Running);
