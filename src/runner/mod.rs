@@ -12,9 +12,10 @@
 //!   zbot's own page) is GitHub's first answer of the deploy ([`FirstAnswer`]); then the link is
 //!   recorded and `in_progress` is posted (after a lease check), once the program has started.
 //! - the deploy's: the checkout at once (for an executor that
-//!   [checks out](executor::Executor::checks_out)), beside the grant and the guards (store reads; a deploy they stop drops it, the tree being
-//!   zbot's own), the recipe chosen, then GitHub's first answer and the lease (fencing) awaited,
-//!   then the program.
+//!   [checks out](executor::Executor::checks_out)), beside the grant and the guards (store reads;
+//!   a deploy they stop lets its checkout end first: the tree is zbot's own, and a git killed
+//!   halfway could leave the repository's cache locked), the recipe chosen, then GitHub's first
+//!   answer and the lease (fencing) awaited, then the program.
 //!
 //! The program waits for the tree, for GitHub's first answer and for the lease, never for
 //! `in_progress`. With a real GitHub (100–300 ms a call) that is one round trip on the program's
@@ -926,7 +927,7 @@ impl Deployer {
         let locks = d.task.is_lock() || d.task.is_unlock();
         let executor = self.executors.of_task(app, d.task.is_noop());
         // The tree moves at once, beside the grant and the guards (store reads): it is zbot's own, and
-        // a deploy they stop drops its checkout (and the git it was waiting for).
+        // a deploy they stop lets its checkout end before it ends.
         let early = match &executor {
             Ok(executor) if executor.checks_out() && !locks => Some(self.start_checkout(d, app)),
             _ => None,
@@ -949,6 +950,11 @@ impl Deployer {
         };
         let (checked, checkout) = alongside(checks, early).await;
         if let Err(outcome) = checked {
+            // A checkout under way is let finish (within the deploy's timeout), never killed halfway:
+            // a git stopped inside the repository's shared cache could leave it locked for others.
+            if let Some(checkout) = checkout {
+                let _ = tokio::time::timeout(timeout_for(app, None, &self.config), checkout).await;
+            }
             return outcome;
         }
         log.note(format!(
