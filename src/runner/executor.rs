@@ -32,7 +32,8 @@ pub struct Job<'a> {
     pub first: &'a super::FirstAnswer,
     /// When the runner took the deployment.
     pub started: Instant,
-    /// The checkout the runner started beside the guards, for an executor that [`Executor::checks_out`].
+    /// The checkout the runner started once the guards let the deploy go, for an executor that
+    /// [`Executor::checks_out`].
     pub checkout: Option<super::Checkout<'a>>,
     /// Holds the reason once the deployment is cancelled.
     pub cancel: watch::Receiver<Option<String>>,

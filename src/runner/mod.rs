@@ -11,11 +11,10 @@
 //! - GitHub's: the gist is asked for (`POST /gists`); its answer (made, or refused: the log is then
 //!   zbot's own page) is GitHub's first answer of the deploy ([`FirstAnswer`]); then the link is
 //!   recorded and `in_progress` is posted (after a lease check), once the program has started.
-//! - the deploy's: the checkout at once (for an executor that
-//!   [checks out](executor::Executor::checks_out)), beside the grant and the guards (store reads;
-//!   a deploy they stop lets its checkout end first: the tree is zbot's own, and a git killed
-//!   halfway could leave the repository's cache locked), the recipe chosen, then GitHub's first
-//!   answer and the lease (fencing) awaited, then the program.
+//! - the deploy's: the grant and the guards (store reads, well under a millisecond: a deploy they
+//!   stop is told at once and leaves the tree as it was), then the checkout (for an executor that
+//!   [checks out](executor::Executor::checks_out)), the recipe chosen, then GitHub's first answer
+//!   and the lease (fencing) awaited, then the program.
 //!
 //! The program waits for the tree, for GitHub's first answer and for the lease, never for
 //! `in_progress`. With a real GitHub (100–300 ms a call) that is one round trip on the program's
@@ -234,26 +233,6 @@ pub type Checkout<'a> = std::pin::Pin<
     Box<dyn Future<Output = Result<(PathBuf, String), checkout::CheckoutError>> + Send + Sync + 'a>,
 >;
 
-/// Runs `first` to its end while `beside` (if any) makes progress, and hands `beside` back, done or
-/// not: the checkout goes on while the guards are read.
-async fn alongside<'a, T>(
-    first: impl Future<Output = T>,
-    beside: Option<Checkout<'a>>,
-) -> (T, Option<Checkout<'a>>) {
-    let Some(mut beside) = beside else {
-        return (first.await, None);
-    };
-    tokio::pin!(first);
-    tokio::select! {
-        biased;
-        out = &mut first => (out, Some(beside)),
-        done = &mut beside => {
-            let done: Checkout<'a> = Box::pin(std::future::ready(done));
-            (first.await, Some(done))
-        }
-    }
-}
-
 /// What ties a deploy's program to its `in_progress` status ([`Deployer::run_process`]).
 struct Gates<'a> {
     /// GitHub's first answer, which nothing runs before.
@@ -262,7 +241,7 @@ struct Gates<'a> {
     told: tokio::sync::oneshot::Receiver<Result<(), Outcome>>,
     /// Set once the program started; dropped when the deploy ends before it.
     begun: watch::Sender<bool>,
-    /// The checkout started beside the guards, if it was.
+    /// The checkout started once the guards let the deploy go, if it was.
     checkout: Option<Checkout<'a>>,
 }
 
@@ -673,7 +652,7 @@ impl Deployer {
     /// Runs a deployment the scheduler has marked running, to its one end.
     ///
     /// GitHub's side of the start (the gist made, its link recorded, then `in_progress`) runs beside
-    /// the deploy's own (guards, checkout, recipe): the tree moves at once, and the recipe waits only
+    /// the deploy's own (guards, then checkout and recipe): the recipe waits only
     /// for GitHub's first answer ([`FirstAnswer`]), never for `in_progress`, which is awaited before
     /// the final status.
     pub async fn run(&self, d: Deployment, cancel: watch::Receiver<Option<String>>) {
@@ -926,12 +905,6 @@ impl Deployer {
         };
         let locks = d.task.is_lock() || d.task.is_unlock();
         let executor = self.executors.of_task(app, d.task.is_noop());
-        // The tree moves at once, beside the grant and the guards (store reads): it is zbot's own, and
-        // a deploy they stop lets its checkout end before it ends.
-        let early = match &executor {
-            Ok(executor) if executor.checks_out() && !locks => Some(self.start_checkout(d, app)),
-            _ => None,
-        };
         let checks = async {
             // What zbot recorded when it made this deployment, if the payload names a grant: claimed
             // for this deployment id (the webhook did so already; a grant that is not its own
@@ -948,15 +921,16 @@ impl Deployer {
             }
             Ok(())
         };
-        let (checked, checkout) = alongside(checks, early).await;
-        if let Err(outcome) = checked {
-            // A checkout under way is let finish (within the deploy's timeout), never killed halfway:
-            // a git stopped inside the repository's shared cache could leave it locked for others.
-            if let Some(checkout) = checkout {
-                let _ = tokio::time::timeout(timeout_for(app, None, &self.config), checkout).await;
-            }
+        if let Err(outcome) = checks.await {
             return outcome;
         }
+        // The tree moves once the grant and the guards (store reads, well under a millisecond) let the
+        // deploy go: a deploy they stop is told at once and leaves the tree as it was. The checkout
+        // then runs beside GitHub's first answer.
+        let checkout = match &executor {
+            Ok(executor) if executor.checks_out() && !locks => Some(self.start_checkout(d, app)),
+            _ => None,
+        };
         log.note(format!(
             "zbot deploy #{}: {}@{} ({}) to {} for {}",
             d.deployment_id, d.repository, d.git_ref, d.sha, d.environment, d.actor
@@ -1206,7 +1180,7 @@ impl Deployer {
         )
     }
 
-    /// Everything before the program runs: the tree checked out at once; the recipe chosen and
+    /// Everything before the program runs: the tree checked out; the recipe chosen and
     /// rendered; Fabric provisioned if needed; then GitHub's first answer ([`FirstAnswer`]; with no
     /// gist, `in_progress`, which `told` says the end of) and the lease, checked last (fencing).
     /// `Err` is how the deployment ends without running anything.
