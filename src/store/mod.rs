@@ -1588,21 +1588,9 @@ mod tests {
                 .execute(&store.pool)
                 .await
                 .unwrap();
-            let queue: Vec<u64> = store
-                .queue()
-                .await
-                .unwrap()
-                .iter()
-                .map(|q| q.deployment_id.0)
-                .collect();
+            let queue: Vec<u64> = queued_ids(&store).await;
             assert_eq!(queue, [1, 5], "{backend}");
-            let running: Vec<u64> = store
-                .running()
-                .await
-                .unwrap()
-                .iter()
-                .map(|d| d.deployment_id.0)
-                .collect();
+            let running: Vec<u64> = running_ids(&store).await;
             assert_eq!(running, [3], "{backend}");
             // One a claim finds: the claim starts the good one beside it.
             bad(5, "queued").execute(&store.pool).await.unwrap();
@@ -2156,6 +2144,18 @@ mod tests {
         }
     }
 
+    /// The ids of the queued deployments, oldest first.
+    async fn queued_ids(store: &Store) -> Vec<u64> {
+        let queue = store.queue().await.unwrap();
+        queue.iter().map(|q| q.deployment_id.0).collect()
+    }
+
+    /// The ids of the running deployments, oldest first.
+    async fn running_ids(store: &Store) -> Vec<u64> {
+        let running = store.running().await.unwrap();
+        running.iter().map(|d| d.deployment_id.0).collect()
+    }
+
     /// One statement with two copies of a deployment stores it once and names it once as inserted.
     #[tokio::test]
     async fn a_batch_holding_a_deployment_twice_inserts_it_once() {
@@ -2198,13 +2198,7 @@ mod tests {
                 Accepted::Duplicate,
                 "{backend}"
             );
-            let queued: Vec<u64> = store
-                .queue()
-                .await
-                .unwrap()
-                .iter()
-                .map(|q| q.deployment_id.0)
-                .collect();
+            let queued: Vec<u64> = queued_ids(&store).await;
             assert_eq!(queued.len(), 60, "{backend}");
         }
     }
