@@ -356,13 +356,20 @@ enum Place<'a> {
     Tree(&'a Path),
 }
 
+/// git's path, looked up on `PATH` once: spawning by bare name tries each `PATH` directory in turn
+/// (a failed `execve` each) on every one of the two or more git processes a deploy starts. Plain
+/// `git` (looked up at each spawn) when it is not found now.
+static GIT: std::sync::LazyLock<std::ffi::OsString> = std::sync::LazyLock::new(|| {
+    super::tools::on_path("git").map_or_else(|| "git".into(), PathBuf::into_os_string)
+});
+
 async fn git_with(
     place: Place<'_>,
     args: &[&str],
     env: &[(String, String)],
     action: &str,
 ) -> Result<String, CheckoutError> {
-    let mut command = Command::new("git");
+    let mut command = Command::new(&*GIT);
     match place {
         Place::Here => {}
         Place::GitDir(dir) => {

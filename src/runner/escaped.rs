@@ -535,8 +535,9 @@ impl Drop for Leader {
     }
 }
 
-/// Spawns a deploy's leader (a command in a process group of its own) and registers it, so the
-/// orphan reaper never takes the exit status its `Child` waits for.
+/// Spawns a deploy's leader (a command in a process group of its own) or another child that leaves
+/// zbot's group (a deploy's guard) and registers it, so the orphan reaper never takes the exit
+/// status its `Child` waits for.
 ///
 /// # Errors
 /// The spawn's own error.
@@ -618,6 +619,10 @@ pub fn watch_orphans() {
                 }
             };
         tokio::spawn(async move {
+            // Its own clock: SIGCHLDs coming all the time must not put the full look off.
+            let mut full = tokio::time::interval(REAP_EVERY);
+            full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            full.tick().await;
             loop {
                 let exited = async {
                     match &mut child_exited {
@@ -629,7 +634,7 @@ pub fn watch_orphans() {
                 };
                 let signalled = tokio::select! {
                     () = exited => true,
-                    () = tokio::time::sleep(REAP_EVERY) => false,
+                    _ = full.tick() => false,
                 };
                 let candidates = match (signalled, procfs::children()) {
                     (true, _) if !sys::any_child_exited() => continue,
@@ -831,6 +836,31 @@ mod tests {
         assert_eq!(waited, 0);
         assert!(sys::any_child_exited());
         assert!(child.wait().unwrap().success(), "its status was kept");
+    }
+
+    /// A child that leaves zbot's process group (a deploy's guard, a leader) and is registered keeps
+    /// its exit status for its `Child`, even when the reaper looks right after it exited.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_registered_child_outside_zbots_group_is_not_reaped() {
+        let mut command = tokio::process::Command::new("true");
+        command.process_group(0);
+        let (mut child, registered) = spawn_leader(&mut command).unwrap();
+        let pid = i32::try_from(child.id().unwrap()).unwrap();
+        // SAFETY: waitid writes only into `info`; WNOWAIT leaves the child to be reaped.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let waited = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                libc::id_t::try_from(pid).unwrap(),
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        assert_eq!(waited, 0);
+        assert!(reap_orphans_among([pid]).is_empty(), "the reaper took it");
+        assert!(child.wait().await.unwrap().success(), "its status was kept");
+        drop(registered);
     }
 
     #[cfg(target_os = "linux")]

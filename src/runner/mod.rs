@@ -228,6 +228,10 @@ impl FirstAnswer {
     }
 }
 
+/// How long after GitHub's first answer `in_progress` waits at most for the program's start
+/// ([`Deployer::run_process`]).
+const IN_PROGRESS_WITHIN: Duration = Duration::from_millis(200);
+
 /// A deploy's checkout under way: its tree's path and a line for the log, once done.
 pub type Checkout<'a> = std::pin::Pin<
     Box<dyn Future<Output = Result<(PathBuf, String), checkout::CheckoutError>> + Send + Sync + 'a>,
@@ -1094,8 +1098,9 @@ impl Deployer {
 
     /// The process executor: [`Deployer::prepare`] (checkout, recipe), then [`Deployer::execute`] (the
     /// process), then [`report`] (how it ended, as a status). `in_progress` is posted beside them, once
-    /// GitHub's first answer came and the program started (or preparing ended without it), and has
-    /// been answered (or given up) when this returns, so it never follows the final status.
+    /// GitHub's first answer came and the program started (or [`IN_PROGRESS_WITHIN`] passed; not at
+    /// all when preparing ended without the program), and has been answered (or given up) when this
+    /// returns, so it never follows the final status.
     async fn run_process(&self, job: executor::Job<'_>) -> Outcome {
         let (d, app, log, first, cancel) = (job.d, job.app, job.log, job.first, job.cancel);
         let (checkout, started) = (job.checkout, job.started);
@@ -1103,15 +1108,30 @@ impl Deployer {
         let (begun_tx, mut begun) = watch::channel(false);
         let in_progress = async {
             let answered = first.log_url().await;
-            // With a gist, `in_progress` waits for the program's start (or the end of preparing):
-            // GitHub's answer came already, and the processes before the program get the machine.
+            // With a gist, `in_progress` waits for the program's start, but no longer than
+            // IN_PROGRESS_WITHIN after GitHub's answer: the processes before the program get the
+            // machine, and a long checkout or fetch does not leave GitHub saying `queued`. A deploy
+            // whose preparing ended without the program is not said to be in progress.
+            let mut prepared_in_vain = false;
             if !first.in_progress_first {
-                let _ = begun.wait_for(|begun| *begun).await;
+                prepared_in_vain = matches!(
+                    tokio::time::timeout(IN_PROGRESS_WITHIN, begun.wait_for(|begun| *begun)).await,
+                    Ok(Err(_))
+                );
             }
             let told = match answered {
                 // A deploy cancelled before it began is not said to be in progress.
-                Ok(_) if cancel.borrow().is_some() => Ok(()),
-                Ok(log_url) => self.tell_started(d, &log_url).await,
+                Ok(_) if prepared_in_vain || cancel.borrow().is_some() => Ok(()),
+                Ok(log_url) => {
+                    let told = self.tell_started(d, &log_url).await;
+                    if let Err(outcome) = &told
+                        && !first.in_progress_first
+                    {
+                        tracing::warn!(deployment = %d.deployment_id,
+                            "in_progress was not posted; the deploy goes on: {}", outcome.description);
+                    }
+                    told
+                }
                 Err(outcome) => Err(outcome),
             };
             let _ = told_tx.send(told);
@@ -1194,9 +1214,27 @@ impl Deployer {
         checkout: Option<Checkout<'_>>,
     ) -> Result<Prepared, Outcome> {
         let checkout = checkout.unwrap_or_else(|| self.start_checkout(d, app));
-        let (tree, note) = checkout
-            .await
-            .map_err(|e| Outcome::error(reply::checkout_failed(&e)))?;
+        // GitHub's silence ends the deploy as soon as it is known, not after a checkout that may be
+        // waiting on the same outage (a fetch from github.com); a checkout that failed meanwhile is
+        // told as that silence too, which explains it.
+        let silent = async {
+            match first.log_url().await {
+                Err(outcome) => outcome,
+                Ok(_) => std::future::pending().await,
+            }
+        };
+        let checked_out = tokio::select! {
+            biased;
+            outcome = silent => return Err(outcome),
+            checked_out = checkout => checked_out,
+        };
+        let (tree, note) = match checked_out {
+            Ok(done) => done,
+            Err(e) => {
+                first.log_url().await?;
+                return Err(Outcome::error(reply::checkout_failed(&e)));
+            }
+        };
         log.note(note).await;
         let recipe = self
             .recipes

@@ -136,6 +136,10 @@ struct Guard {
     child: tokio::process::Child,
     stdin: std::sync::Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
     feeder: JoinHandle<()>,
+    /// The guard leaves zbot's process group, so the orphan reaper would take it for an orphan once
+    /// it exits and reap it before `release` waits for its exit code: registered like a deploy's
+    /// leader until then.
+    _registered: escaped::Leader,
 }
 
 impl Guard {
@@ -147,7 +151,8 @@ impl Guard {
         group: i32,
         marks: &escaped::Marks,
     ) -> Result<Guard, String> {
-        let mut child = match Command::new(program)
+        let mut command = Command::new(program);
+        command
             .arg("guard")
             .arg(group.to_string())
             .arg(spec.silence.as_millis().to_string())
@@ -155,10 +160,9 @@ impl Guard {
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-        {
-            Ok(child) => child,
+            .kill_on_drop(true);
+        let (mut child, registered) = match escaped::spawn_leader(&mut command) {
+            Ok(spawned) => spawned,
             Err(e) => return Err(reply::guard_not_started(&e.to_string())),
         };
         let Some(stdin) = child.stdin.take() else {
@@ -170,6 +174,7 @@ impl Guard {
             child,
             stdin,
             feeder,
+            _registered: registered,
         })
     }
 

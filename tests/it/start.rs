@@ -34,6 +34,11 @@ struct Setup {
 }
 
 async fn setup(github_section: &str) -> Setup {
+    setup_cloning_from(github_section, None).await
+}
+
+/// [`setup`], the repository cloned from `clone_url` when given (the test repository's otherwise).
+async fn setup_cloning_from(github_section: &str, clone_url: Option<&str>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ran = dir.path().join("ran");
     let github = FakeGitHub::start().await;
@@ -42,8 +47,11 @@ async fn setup(github_section: &str) -> Setup {
         &[("script/deploy", &recording_script(&ran), true)],
         "v0.0.1",
     );
-    let config = config_text(&github, &repo, "", "")
+    let mut config = config_text(&github, &repo, "", "")
         .replace("[github]\n", &format!("[github]\n{github_section}"));
+    if let Some(url) = clone_url {
+        config = config.replace(&repo.clone_url(), url);
+    }
     let zbot = start_zbot(dir.path(), &config).await;
     Setup {
         dir,
@@ -121,6 +129,50 @@ async fn a_github_that_does_not_answer_runs_no_recipe() {
         .await
         .expect("zbot stops while GitHub hangs")
         .unwrap();
+}
+
+/// In an outage GitHub's git is as silent as its API: the deploy ends on GitHub's silence when it is
+/// known, saying so, and does not wait for a fetch that hangs.
+#[tokio::test]
+async fn a_github_that_does_not_answer_ends_the_deploy_while_its_fetch_hangs() {
+    // Takes connections and never answers them, as a git host in an outage.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/octo/app.git", hanging.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            open.push(socket);
+        }
+    });
+    let s = setup_cloning_from("timeout = \"2s\"\nconnect_timeout = \"2s\"\n", Some(&url)).await;
+    let mut events = s.zbot.events.subscribe();
+    s.github.never_answer();
+    deploy(s.zbot.addr, 1504, "v0.0.1", &s.sha, "production").await;
+    let ended = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Event::Deployment(event) = events.recv().await.unwrap()
+                && event.deployment_id == DeploymentId(1504)
+                && event.state.is_final()
+            {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the deploy ends");
+    assert_eq!(
+        (ended.state.as_str(), ended.description.as_str()),
+        (
+            "error",
+            "GitHub did not answer within 2s, so zbot did not start the deploy"
+        )
+    );
+    assert_eq!(s.runs(), "", "the recipe ran");
+    tokio::time::timeout(DEADLINE, s.zbot.stop())
+        .await
+        .expect("zbot stops while GitHub hangs")
+        .unwrap();
+    held.abort();
 }
 
 #[tokio::test]
