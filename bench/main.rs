@@ -1402,7 +1402,14 @@ async fn main() -> std::process::ExitCode {
                     r.case, r.figure, r.zbot, r.reference, r.ratio
                 );
             }
-            println!("\nGoals, judged on this run:\n");
+            if scale() < 1.0 {
+                println!(
+                    "\nGoals, judged on this run (indicative only: counts scaled by {}):\n",
+                    scale()
+                );
+            } else {
+                println!("\nGoals, judged on this run:\n");
+            }
             for g in report.goals {
                 println!("{g}");
             }

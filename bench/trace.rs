@@ -153,7 +153,7 @@ fn phases(sent: f64, answered: f64, started: f64, steps: &[Step]) -> Vec<String>
     match (git.first(), git.last()) {
         (Some(&first), Some(&last)) => lines.extend([
             format!(
-                "- answer → first git process (gist, `in_progress`, store): {}",
+                "- answer → first git process (the claim, the grant and the guards: store): {}",
                 ms(answered, first)
             ),
             format!(

@@ -110,7 +110,11 @@ impl Checkouts {
         let reused = match self.move_tree(&tree, sha).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::info!(tree = %tree.display(), "rebuilding the working tree: {e}");
+                if tree.join(".git").is_file() {
+                    tracing::info!(tree = %tree.display(), "rebuilding the working tree: {e}");
+                } else {
+                    tracing::info!(tree = %tree.display(), "creating the working tree (the first deploy here)");
+                }
                 let _guard = lock.lock().await;
                 self.rebuild_tree(&cache, &tree, sha).await?;
                 false

@@ -642,7 +642,7 @@ pub fn watch_orphans() {
                     _ => procfs::pids().unwrap_or_default(),
                 };
                 for orphan in reap_orphans_among(candidates) {
-                    tracing::info!(pid = orphan.pid, command = %orphan.command, "reaped a process zbot inherited");
+                    tracing::debug!(pid = orphan.pid, command = %orphan.command, "reaped a process zbot inherited");
                 }
             }
         });

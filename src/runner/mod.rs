@@ -314,9 +314,10 @@ fn ending(outcome: &Outcome, took: Duration) -> String {
     let took = log_duration(took);
     match (outcome.state, outcome.exit_code) {
         (StatusState::Success, Some(code)) => format!("{state}: exit {code} in {took}"),
-        (StatusState::Success, None) => format!("{state}: {} in {took}", outcome.description),
+        (StatusState::Success, None) => format!("{state} after {took}: {}", outcome.description),
         (_, Some(code)) => format!("{state}: exit {code} in {took}: {}", outcome.description),
-        (_, None) => format!("{state}: {} in {took}", outcome.description),
+        // The time first, so it is never read as part of the reason.
+        (_, None) => format!("{state} after {took}: {}", outcome.description),
     }
 }
 
@@ -1704,11 +1705,11 @@ mod tests {
             ),
             (
                 Outcome::error("Cancelled by U0ALICE"),
-                "error: Cancelled by U0ALICE in 0.2s",
+                "error after 0.2s: Cancelled by U0ALICE",
             ),
             (
                 Outcome::error("Timed out after 30m 00s: the deploy was stopped"),
-                "error: Timed out after 30m 00s: the deploy was stopped in 0.2s",
+                "error after 0.2s: Timed out after 30m 00s: the deploy was stopped",
             ),
         ];
         for (outcome, line) in cases {
