@@ -813,17 +813,9 @@ mod tests {
         assert!(procfs::pids().unwrap().contains(&own_pid()));
     }
 
-    /// The reaper's cheap look on a SIGCHLD: zbot's own children are listed, and an exited one is
-    /// seen without being reaped (its `Child` still gets its status).
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn own_children_are_listed_and_an_exited_one_is_seen_unreaped() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = i32::try_from(child.id()).unwrap();
-        if let Some(children) = procfs::children() {
-            assert!(children.contains(&pid), "{children:?} lacks {pid}");
-        }
-        // SAFETY: waitid writes only into `info`; WNOWAIT leaves the child to be reaped below.
+    /// Waits until child `pid` has exited, leaving it to be reaped.
+    fn exited_unreaped(pid: i32) {
+        // SAFETY: waitid writes only into `info`; WNOWAIT leaves the child to be reaped.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let waited = unsafe {
             libc::waitid(
@@ -834,6 +826,19 @@ mod tests {
             )
         };
         assert_eq!(waited, 0);
+    }
+
+    /// The reaper's cheap look on a SIGCHLD: zbot's own children are listed, and an exited one is
+    /// seen without being reaped (its `Child` still gets its status).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn own_children_are_listed_and_an_exited_one_is_seen_unreaped() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        if let Some(children) = procfs::children() {
+            assert!(children.contains(&pid), "{children:?} lacks {pid}");
+        }
+        exited_unreaped(pid);
         assert!(sys::any_child_exited());
         assert!(child.wait().unwrap().success(), "its status was kept");
     }
@@ -847,17 +852,7 @@ mod tests {
         command.process_group(0);
         let (mut child, registered) = spawn_leader(&mut command).unwrap();
         let pid = i32::try_from(child.id().unwrap()).unwrap();
-        // SAFETY: waitid writes only into `info`; WNOWAIT leaves the child to be reaped.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let waited = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                libc::id_t::try_from(pid).unwrap(),
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        assert_eq!(waited, 0);
+        exited_unreaped(pid);
         assert!(reap_orphans_among([pid]).is_empty(), "the reaper took it");
         assert!(child.wait().await.unwrap().success(), "its status was kept");
         drop(registered);

@@ -68,6 +68,34 @@ impl Setup {
     }
 }
 
+/// Deploys `id` while GitHub answers nothing (a 2 s timeout): it ends `error` saying GitHub did not
+/// answer, and the recipe did not run.
+async fn deploy_unanswered(s: &Setup, id: u64) {
+    let mut events = s.zbot.events.subscribe();
+    s.github.never_answer();
+    deploy(s.zbot.addr, id, "v0.0.1", &s.sha, "production").await;
+    let ended = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Event::Deployment(event) = events.recv().await.unwrap()
+                && event.deployment_id == DeploymentId(id)
+                && event.state.is_final()
+            {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the deploy ends");
+    assert_eq!(
+        (ended.state.as_str(), ended.description.as_str()),
+        (
+            "error",
+            "GitHub did not answer within 2s, so zbot did not start the deploy"
+        )
+    );
+    assert_eq!(s.runs(), "", "the recipe ran");
+}
+
 #[tokio::test]
 async fn the_recipe_runs_while_in_progress_is_unanswered_and_the_end_comes_after_it() {
     let s = setup("").await;
@@ -100,29 +128,7 @@ async fn the_recipe_runs_while_in_progress_is_unanswered_and_the_end_comes_after
 #[tokio::test]
 async fn a_github_that_does_not_answer_runs_no_recipe() {
     let s = setup("timeout = \"2s\"\nconnect_timeout = \"2s\"\n").await;
-    let mut events = s.zbot.events.subscribe();
-    s.github.never_answer();
-    deploy(s.zbot.addr, 1502, "v0.0.1", &s.sha, "production").await;
-    let ended = tokio::time::timeout(DEADLINE, async {
-        loop {
-            if let Event::Deployment(event) = events.recv().await.unwrap()
-                && event.deployment_id == DeploymentId(1502)
-                && event.state.is_final()
-            {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("the deploy ends");
-    assert_eq!(
-        (ended.state.as_str(), ended.description.as_str()),
-        (
-            "error",
-            "GitHub did not answer within 2s, so zbot did not start the deploy"
-        )
-    );
-    assert_eq!(s.runs(), "", "the recipe ran");
+    deploy_unanswered(&s, 1502).await;
     let log = std::fs::read_to_string(s.dir.path().join("data/logs/1502.log")).unwrap();
     assert!(!log.contains("recipe "), "{log}");
     tokio::time::timeout(DEADLINE, s.zbot.stop())
@@ -145,29 +151,7 @@ async fn a_github_that_does_not_answer_ends_the_deploy_while_its_fetch_hangs() {
         }
     });
     let s = setup_cloning_from("timeout = \"2s\"\nconnect_timeout = \"2s\"\n", Some(&url)).await;
-    let mut events = s.zbot.events.subscribe();
-    s.github.never_answer();
-    deploy(s.zbot.addr, 1504, "v0.0.1", &s.sha, "production").await;
-    let ended = tokio::time::timeout(DEADLINE, async {
-        loop {
-            if let Event::Deployment(event) = events.recv().await.unwrap()
-                && event.deployment_id == DeploymentId(1504)
-                && event.state.is_final()
-            {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("the deploy ends");
-    assert_eq!(
-        (ended.state.as_str(), ended.description.as_str()),
-        (
-            "error",
-            "GitHub did not answer within 2s, so zbot did not start the deploy"
-        )
-    );
-    assert_eq!(s.runs(), "", "the recipe ran");
+    deploy_unanswered(&s, 1504).await;
     tokio::time::timeout(DEADLINE, s.zbot.stop())
         .await
         .expect("zbot stops while GitHub hangs")
