@@ -13,8 +13,9 @@
 //! zbot makes itself the child subreaper once at start ([`become_subreaper`]): a process whose parent
 //! exits is re-parented to zbot instead of init, and zbot must reap it when it ends. [`watch_orphans`]
 //! does so without taking an exit status a `Child` waits for: it reaps only zombies that are not in
-//! zbot's own process group (where git and pip run, never moved out of it) and are not the leader of a
-//! running deploy (each is registered while it runs, [`spawn_leader`]).
+//! zbot's own process group (where git and pip run, never moved out of it) and are not registered:
+//! the leader of a running deploy, or a deploy's guard, which leaves zbot's group (each is registered
+//! until its exit status is taken, [`spawn_leader`]).
 //!
 //! Reading `/proc` is Linux only: elsewhere nothing is found, nothing is adopted, and zbot says so once
 //! in its own log.
@@ -183,7 +184,8 @@ fn command_line(cmdline: &[u8], comm: &str) -> String {
 }
 
 /// Whether a child of zbot is an orphan it inherited and may reap: exited (a zombie), not in zbot's
-/// own process group (git and pip, whose `Child` reaps them), not a deploy's registered leader.
+/// own process group (git and pip, whose `Child` reaps them), not registered (a deploy's leader or
+/// guard).
 fn is_orphan(stat: &Stat, own_pid: i32, own_group: i32, leader: bool) -> bool {
     stat.state == 'Z' && stat.ppid == own_pid && stat.pgrp != own_group && !leader
 }

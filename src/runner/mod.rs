@@ -10,11 +10,13 @@
 //! A deploy's start, once its log file exists, runs on two sides at once:
 //! - GitHub's: the gist is asked for (`POST /gists`); its answer (made, or refused: the log is then
 //!   zbot's own page) is GitHub's first answer of the deploy ([`FirstAnswer`]); then the link is
-//!   recorded and `in_progress` is posted (after a lease check), once the program has started.
+//!   recorded and `in_progress` is posted (after a lease check), once the program has started or
+//!   [`IN_PROGRESS_WITHIN`] after that answer, whichever comes first.
 //! - the deploy's: the grant and the guards (store reads, well under a millisecond: a deploy they
 //!   stop is told at once and leaves the tree as it was), then the checkout (for an executor that
 //!   [checks out](executor::Executor::checks_out)), the recipe chosen, then GitHub's first answer
-//!   and the lease (fencing) awaited, then the program.
+//!   and the lease (fencing) awaited, then the program. GitHub's silence ends the deploy as soon as
+//!   it is known, also during the checkout (whose git is then stopped, as on a cancel).
 //!
 //! The program waits for the tree, for GitHub's first answer and for the lease, never for
 //! `in_progress`. With a real GitHub (100–300 ms a call) that is one round trip on the program's
@@ -22,7 +24,8 @@
 //! could not be told the end of does not run: `error`, saying so), and waiting for `in_progress` too
 //! would cost a second round trip. `in_progress` is answered (or given up) before the final status is
 //! posted, so it never follows it; it is posted only over a lease this instance still holds, and not
-//! at all for a deploy cancelled before it began. Without gists (the embedded forge) `in_progress` is
+//! at all for a deploy cancelled before it began or whose preparing ended without the program (one
+//! that fails after [`IN_PROGRESS_WITHIN`] has said `in_progress` already). Without gists (the embedded forge) `in_progress` is
 //! the first answer and the program waits for it. A lock task acts once GitHub's first answer came.
 
 pub mod checkout;

@@ -261,6 +261,10 @@ impl QueueEntry {
     }
 }
 
+/// What shows that the queue can be read: a read of the table (the schema, a WAL read lock), not only
+/// an open file.
+const READS_CHECK: &str = "SELECT 1 FROM deployments LIMIT 1";
+
 /// The queued deployments, oldest first.
 const QUEUE: &str =
     "SELECT seq, deployment_id, repository, environment, queue_position FROM deployments
@@ -531,7 +535,7 @@ impl Store {
             // whose queue cannot be read fails at start, not later in silence.
             .connect_lazy_with(format!("sqlite://{path}?mode=ro").parse()?);
         let store = Store::ready(pool, reads, Backend::Sqlite, instance, lease).await?;
-        drop(store.reads.acquire().await?);
+        sqlx::query(READS_CHECK).execute(&store.reads).await?;
         Ok(store)
     }
 
@@ -666,7 +670,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         if self.backend == Backend::Sqlite {
-            sqlx::query("SELECT 1").execute(&self.reads).await?;
+            sqlx::query(READS_CHECK).execute(&self.reads).await?;
         }
         Ok(())
     }

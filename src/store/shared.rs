@@ -255,16 +255,17 @@ impl Store {
     /// One statement, so the running and the queued rows are seen at one moment: a deployment that
     /// started in between is never missing from both.
     async fn queue_view(&self, conn: &mut AnyConnection) -> Result<QueueView, StoreError> {
-        let rows = sqlx::query(
+        // Streamed: a queue of a hundred thousand is held as entries, not as rows.
+        let mut rows = sqlx::query(
             "SELECT seq, deployment_id, repository, environment, queue_position, state FROM deployments
              WHERE state IN ('running', 'queued') ORDER BY seq",
         )
-        .fetch_all(&mut *conn)
-        .await?;
+        .fetch(&mut *conn);
         let mut running = Vec::new();
-        let mut queue = Vec::with_capacity(rows.len());
+        let mut queue = Vec::new();
         let mut unreadable = Vec::new();
-        for r in &rows {
+        while let Some(r) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+            let r = &r;
             if r.try_get::<String, _>("state")? == "running" {
                 // A running row that does not read back is ended by `Store::running`; here it holds
                 // nothing.
