@@ -1212,34 +1212,46 @@ async fn write_accepts(
     }
 }
 
+/// The `INSERT` of `rows` queued deployments, 11 parameters each, in the order
+/// [`insert_deployments`] binds them.
+fn insert_sql(rows: usize) -> String {
+    const COLUMNS: usize = 11;
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let p: Vec<String> = (1..=COLUMNS)
+                .map(|c| format!("${}", row * COLUMNS + c))
+                .collect();
+            // `state` is written as 'queued' between the actor and the time of arrival.
+            format!("({}, 'queued', {})", p[..10].join(", "), p[10])
+        })
+        .collect();
+    format!(
+        "INSERT INTO deployments (deployment_id, app, repository, clone_url, environment, git_ref, sha, task,
+                                  payload, actor, state, created_at)
+         VALUES {} ON CONFLICT DO NOTHING RETURNING deployment_id",
+        values.join(", ")
+    )
+}
+
 /// Inserts queued deployments, in one statement, unless their ids are stored already; the ids
 /// inserted.
 async fn insert_deployments(
     conn: &mut AnyConnection,
     deployments: &[&NewDeployment],
 ) -> Result<std::collections::HashSet<DeploymentId>, sqlx::Error> {
-    const COLUMNS: usize = 11;
-    let rows: Vec<String> = (0..deployments.len())
-        .map(|i| {
-            let p: Vec<String> = (1..=COLUMNS)
-                .map(|c| format!("${}", i * COLUMNS + c))
-                .collect();
-            format!(
-                "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 'queued', {})",
-                p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
-            )
-        })
-        .collect();
-    let sql = format!(
-        "INSERT INTO deployments (deployment_id, app, repository, clone_url, environment, git_ref, sha, task,
-                                  payload, actor, state, created_at)
-         VALUES {} ON CONFLICT DO NOTHING RETURNING deployment_id",
-        rows.join(", ")
-    );
+    // Every delivery's statement when they come one at a time: written once.
+    static ONE_ROW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
+    let many;
+    let sql = if deployments.len() == 1 {
+        ONE_ROW.as_str()
+    } else {
+        many = insert_sql(deployments.len());
+        many.as_str()
+    };
     let created_at = now();
     // Each batch size is its own SQL: only the one-row statement (every delivery's, when they come one
     // at a time) is kept prepared, so a burst does not fill the statement cache with large programs.
-    let mut query = sqlx::query_as::<_, (i64,)>(&sql).persistent(deployments.len() == 1);
+    let mut query = sqlx::query_as::<_, (i64,)>(sql).persistent(deployments.len() == 1);
     for d in deployments {
         query = query
             .bind(d.deployment_id.0 as i64)
